@@ -1,0 +1,1 @@
+"""One module per `fhir-desens` subcommand (see fhir_desens/cli.py)."""

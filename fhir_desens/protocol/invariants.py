@@ -1,0 +1,145 @@
+"""Safety invariants of a plan, each with an ID traced in docs/requirements.md.
+
+``violations`` lists every broken invariant (used by validation of imported protocols and plans);
+``check_plan`` raises on the first one (used before any plan is shown, printed or ordered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from fhir_desens.errors import SafetyViolation
+from fhir_desens.protocol.calculate import Plan, PlannedStep
+from fhir_desens.protocol.model import TargetKind
+from fhir_desens.protocol.quantity import EXACT, mul, plain
+
+#: Relative tolerance for "volume x concentration = dose": the 50-digit context loses far less.
+CONSISTENCY_TOLERANCE = Decimal("1e-30")
+
+
+@dataclass(frozen=True)
+class Invariant:
+    id: str
+    statement: str
+
+
+INVARIANTS: dict[str, Invariant] = {
+    i.id: i
+    for i in (
+        Invariant("INV-01", "The plan delivers the target exactly: cumulative dose = target (final dose = target)."),
+        Invariant("INV-02", "No step takes the cumulative dose above the target (no single dose above it)."),
+        Invariant("INV-03", "Each step's volume fits in what is left of its solution."),
+        Invariant("INV-04", "Step doses never decrease unless the protocol allows it."),
+        Invariant("INV-05", "Every step has a duration (or interval) above zero."),
+        Invariant("INV-06", "Every rate is above zero and within the pump maximum."),
+        Invariant("INV-07", "Every dose carries the target's unit; every concentration its unit per mL."),
+        Invariant("INV-08", "Each step's dose equals its volume times its solution's concentration."),
+        Invariant("INV-09", "Each solution's drug amount equals concentration x volume; infused <= prepared."),
+        Invariant("INV-10", "A re-plan after a reaction never exceeds the target and reaches it when completed."),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant_id: str
+    detail: str
+
+
+def _close(a: Decimal, b: Decimal) -> bool:
+    scale = max(abs(a), abs(b), Decimal(1))
+    return abs(EXACT.subtract(a, b)) <= EXACT.multiply(scale, CONSISTENCY_TOLERANCE)
+
+
+def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[Violation]:
+    """Every invariant the plan breaks (empty when safe)."""
+    steps = list(plan.steps if steps is None else steps)
+    found: list[Violation] = []
+    target = plan.target_dose.value
+    final_dose = plan.protocol.target_kind is TargetKind.FINAL_DOSE
+
+    def broken(invariant_id: str, detail: str) -> None:
+        found.append(Violation(invariant_id, detail))
+
+    if not steps:
+        broken("INV-01", "the plan has no steps")
+        return found
+    total = steps[-1].cumulative_dose.value
+    if final_dose:
+        if steps[-1].dose.value != target:
+            broken("INV-01", f"the final dose is {plain(steps[-1].dose.value)}, target {plain(target)}")
+    elif total != target:
+        broken("INV-01", f"cumulative {plain(total)} != target {plain(target)} {plan.dose_unit}")
+
+    running = Decimal(0)
+    previous_dose: Decimal | None = None
+    solutions = {s.number: s for s in plan.solutions}
+    drawn: dict[int, Decimal] = {}
+    pump_max = plan.request.pump_max_ml_h
+    for step in steps:
+        label = f"step {step.number}"
+        running = EXACT.add(running, step.dose.value)
+        if running != step.cumulative_dose.value:
+            broken("INV-01", f"{label}: cumulative {plain(step.cumulative_dose.value)} != running sum {plain(running)}")
+        if final_dose and step.dose.value > target:
+            broken("INV-02", f"{label}: dose {plain(step.dose.value)} is above the target dose {plain(target)}")
+        if not final_dose and running > target:
+            broken("INV-02", f"{label}: cumulative {plain(running)} exceeds the target {plain(target)}")
+        if step.dose.unit != plan.dose_unit or step.cumulative_dose.unit != plan.dose_unit:
+            broken("INV-07", f"{label}: dose unit {step.dose.unit}, plan unit {plan.dose_unit}")
+        if step.dose.value <= 0:
+            broken("INV-04", f"{label}: dose {plain(step.dose.value)} is not above zero")
+        allowed_decrease = plan.protocol.allow_dose_decrease or step.inserted
+        if previous_dose is not None and step.dose.value < previous_dose and not allowed_decrease:
+            if not (step.closing and step is steps[-1] and _replanned(plan, steps)):
+                broken("INV-04", f"{label}: dose {plain(step.dose.value)} < previous {plain(previous_dose)}")
+        previous_dose = step.dose.value
+        if step.minutes <= 0:
+            broken("INV-05", f"{label}: duration {plain(step.minutes)} min")
+        if step.rate_ml_h is not None and not 0 < step.rate_ml_h <= pump_max:
+            broken("INV-06", f"{label}: rate {plain(step.rate_ml_h)} mL/h outside (0, {plain(pump_max)}]")
+        solution = solutions.get(step.solution)
+        if solution is None:
+            broken("INV-03", f"{label}: uses solution {step.solution}, which the plan does not prepare")
+            continue
+        if step.volume_ml is not None:
+            drawn[step.solution] = EXACT.add(drawn.get(step.solution, Decimal(0)), step.volume_ml)
+            if solution.volume_ml is not None and drawn[step.solution] > solution.volume_ml:
+                broken(
+                    "INV-03",
+                    f"{label}: {plain(drawn[step.solution])} mL drawn from solution {step.solution} "
+                    f"of {plain(solution.volume_ml)} mL",
+                )
+            if solution.concentration is not None:
+                expected = mul(step.volume_ml, solution.concentration.value)
+                if not _close(expected, step.dose.value):
+                    broken("INV-08", f"{label}: volume x concentration = {plain(expected)}, dose {plain(step.dose.value)}")
+        if step.rate_ml_h is not None and step.volume_ml is not None:
+            expected_minutes = EXACT.divide(EXACT.multiply(step.volume_ml, Decimal(60)), step.rate_ml_h)
+            if not _close(expected_minutes, step.minutes):
+                broken("INV-05", f"{label}: {plain(step.minutes)} min does not match volume / rate")
+    for solution in plan.solutions:
+        if solution.concentration is not None and solution.volume_ml is not None:
+            if solution.concentration.unit != plan.dose_unit + "/mL":
+                broken("INV-07", f"solution {solution.number}: concentration unit {solution.concentration.unit}")
+            expected = mul(solution.concentration.value, solution.volume_ml)
+            if not _close(expected, solution.drug_amount.value):
+                broken("INV-09", f"solution {solution.number}: amount {plain(solution.drug_amount.value)} != c x V")
+            infused = solution.volume_infused_ml or Decimal(0)
+            if infused > solution.volume_ml:
+                broken("INV-09", f"solution {solution.number}: infused {plain(infused)} > prepared")
+    return found
+
+
+def _replanned(plan: Plan, steps: Sequence[PlannedStep]) -> bool:
+    """A re-plan's truncated closing step may be smaller than the step before it."""
+    return steps is not plan.steps and list(steps) != list(plan.steps)
+
+
+def check_plan(plan: Plan) -> None:
+    """Raise SafetyViolation for the first broken invariant."""
+    found = violations(plan)
+    if found:
+        raise SafetyViolation(found[0].invariant_id, found[0].detail)

@@ -1,0 +1,30 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The third-party FHIR data in ../shared/data: skipped when absent, but never skipped in CI."""
+    if not SHARED_DATA.is_dir():
+        if in_ci():
+            pytest.fail(f"CI=true but the shared data folder {SHARED_DATA} is missing")
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent (tests that read it need ../shared/data)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
