@@ -22,6 +22,8 @@ from fhir_desens.errors import DesensError
 COMMANDS: dict[str, str] = {
     "protocols": "fhir_desens.commands.protocols",
     "plan": "fhir_desens.commands.plan",
+    "replan": "fhir_desens.commands.replan",
+    "fhir-server": "fhir_desens.commands.fhir_server",
 }
 
 

@@ -25,6 +25,24 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+SHARED_DOCS = REPO_ROOT.parent / "shared" / "docs"
+
+
+@pytest.fixture(scope="session")
+def published_cases() -> dict[str, dict[str, object]]:
+    """protocol-cases.json from ../shared/docs, numbers as exact Decimals, by case id."""
+    import json
+    from decimal import Decimal
+
+    path = SHARED_DOCS / "protocol-cases.json"
+    if not path.is_file():
+        if in_ci():
+            pytest.fail(f"CI=true but {path} is missing")
+        pytest.skip(f"{path} is absent (the published cases live in ../shared/docs)")
+    data = json.loads(path.read_text("utf-8"), parse_float=Decimal)
+    return {case["id"]: case for case in data["cases"]}
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -23,9 +23,9 @@ from fhir_desens.protocol.model import (
     TargetKind,
 )
 from fhir_desens.protocol.quantity import (
+    ACCEPTED_DOSE_UNITS,
     CANONICAL_CONCENTRATION,
     CANONICAL_DOSE,
-    ACCEPTED_DOSE_UNITS,
     Dimension,
     Quantity,
     add,
@@ -133,14 +133,14 @@ def compute_plan(request: PlanRequest) -> Plan:
 # --- shared input checks ------------------------------------------------------------------------
 
 
-def _checked_target(request: Protocol, target: Quantity | None) -> Quantity:
+def _checked_target(protocol: Protocol, target: Quantity | None) -> Quantity:
     if target is None:
         raise InputError("--dose", "a target dose is required", ACCEPTED_DOSE_UNITS)
-    if target.dimension not in request.dose_dimensions:
-        accepted = " or ".join(CANONICAL_DOSE[d].display for d in request.dose_dimensions)
+    if target.dimension not in protocol.dose_dimensions:
+        accepted = " or ".join(CANONICAL_DOSE[d].display for d in protocol.dose_dimensions)
         raise InputError(
             "--dose",
-            f"protocol {request.id} doses in {accepted}, not {target.dimension.value} ({target})",
+            f"protocol {protocol.id} doses in {accepted}, not {target.dimension.value} ({target})",
             accepted,
         )
     canonical = target.canonical()
@@ -176,7 +176,9 @@ class _InfusionPlanner:
         self.closing = self._closing()
         self.pump_max = _positive(request.pump_max_ml_h, "--pump-max", Decimal(10_000), "mL/h")
         self.final_rate = self._final_rate()
-        self.steps = _with_insertions(self.protocol, request.insert_before, self.protocol.defaults.step_minutes)
+        self.steps = _with_insertions(
+            self.protocol, request.insert_before, self.protocol.defaults.step_minutes
+        )
         self.rates = {s.number: self._rate(s) for s in self.steps}
         self.volumes = self._volumes()
         self.fractions = self._fractions()
@@ -186,7 +188,9 @@ class _InfusionPlanner:
         closing = self.request.closing or self.protocol.defaults.closing
         if closing not in self.protocol.closing_methods:
             accepted = ", ".join(c.value for c in self.protocol.closing_methods)
-            raise InputError("--closing", f"protocol {self.protocol.id} cannot close with '{closing}'", accepted)
+            raise InputError(
+                "--closing", f"protocol {self.protocol.id} cannot close with '{closing}'", accepted
+            )
         assert closing is not None
         return closing
 
@@ -195,7 +199,8 @@ class _InfusionPlanner:
         if not self.protocol.uses_final_rate:
             if given is not None:
                 raise InputError(
-                    "--final-rate", f"protocol {self.protocol.id} uses fixed rates; the final rate cannot be set"
+                    "--final-rate",
+                    f"protocol {self.protocol.id} uses fixed rates; the final rate cannot be set",
                 )
             return None
         rate = given if given is not None else self.protocol.defaults.final_rate_ml_h
@@ -216,7 +221,9 @@ class _InfusionPlanner:
         given = self.request.bag_volumes_ml
         if given is not None and len(given) != len(solutions):
             raise InputError(
-                "--bag-volumes", f"{len(given)} volumes for {len(solutions)} solutions", "one volume per solution"
+                "--bag-volumes",
+                f"{len(given)} volumes for {len(solutions)} solutions",
+                "one volume per solution",
             )
         common = self.request.bag_volume_ml
         volumes: dict[int, Decimal] = {}
@@ -266,7 +273,11 @@ class _InfusionPlanner:
         if len(fractions) != len(self.protocol.solutions) or any(f <= 0 for f in fractions):
             raise InputError("--bag-fractions", "give one fraction above 0 per bag", "e.g. 0.01,0.025,0.965")
         if sum(fractions) != 1:
-            raise InputError("--bag-fractions", f"the fractions sum to {plain(sum(fractions))}", "a sum of exactly 1")
+            raise InputError(
+                "--bag-fractions",
+                f"the fractions sum to {plain(sum(fractions, Decimal(0)))}",
+                "a sum of exactly 1",
+            )
         return fractions
 
     def _concentration(self, solution: SolutionDefinition, delivered: Decimal) -> Decimal:
@@ -302,7 +313,9 @@ class _InfusionPlanner:
         if solution.concentration is not None:
             if solution.concentration.unit != self.conc_unit:
                 raise InputError(
-                    "--dose", f"solution {solution.number} is {solution.concentration}", f"a dose in {self.dose_unit}"
+                    "--dose",
+                    f"solution {solution.number} is {solution.concentration}",
+                    f"a dose in {self.dose_unit}",
                 )
             return solution.concentration.value
         raise InputError(
@@ -322,7 +335,9 @@ class _InfusionPlanner:
             if step.solution not in concentrations:
                 concentrations[step.solution] = self._concentration(solution, cumulative)
             conc = concentrations[step.solution]
-            rate, minutes, volume, dose, closing = self._step_amounts(step, conc, used, cumulative, last_number)
+            rate, minutes, volume, dose, closing = self._step_amounts(
+                step, conc, used, cumulative, last_number
+            )
             if dose > sub(self.target.value, cumulative) and not closing:
                 # A timed step would overshoot: it becomes the closing step, truncated at the target.
                 dose = sub(self.target.value, cumulative)
@@ -437,7 +452,9 @@ class _InfusionPlanner:
         return tuple(result)
 
     def _add_warnings(self, solutions: tuple[PlannedSolution, ...], steps: list[PlannedStep]) -> None:
-        partial = [s for s in solutions if s.volume_infused_ml is not None and s.volume_ml != s.volume_infused_ml]
+        partial = [
+            s for s in solutions if s.volume_infused_ml is not None and s.volume_ml != s.volume_infused_ml
+        ]
         for solution in partial:
             assert solution.volume_ml is not None and solution.volume_infused_ml is not None
             left = sub(solution.volume_ml, solution.volume_infused_ml)
@@ -458,7 +475,9 @@ class _InfusionPlanner:
             )
 
 
-def _with_insertions(protocol: Protocol, before: tuple[int, ...], minutes: Decimal) -> tuple[StepDefinition, ...]:
+def _with_insertions(
+    protocol: Protocol, before: tuple[int, ...], minutes: Decimal
+) -> tuple[StepDefinition, ...]:
     """The protocol's steps with an intermediate-rate step inserted before each requested step."""
     if not before:
         return protocol.steps
@@ -482,13 +501,29 @@ def _intermediate(previous: StepDefinition | None, step: StepDefinition, minutes
     """A step halfway between the previous rate (in the same solution) and this step's rate."""
     two = Decimal(2)
     if step.rate_fraction is not None:
-        low = previous.rate_fraction if previous is not None and previous.rate_fraction is not None else Decimal(0)
-        return StepDefinition(0, step.solution, minutes, rate_fraction=div(add(low, step.rate_fraction), two),
-                              inserted=True, note="inserted intermediate step")
+        low = (
+            previous.rate_fraction
+            if previous is not None and previous.rate_fraction is not None
+            else Decimal(0)
+        )
+        return StepDefinition(
+            0,
+            step.solution,
+            minutes,
+            rate_fraction=div(add(low, step.rate_fraction), two),
+            inserted=True,
+            note="inserted intermediate step",
+        )
     if step.rate_ml_h is not None:
         low = previous.rate_ml_h if previous is not None and previous.rate_ml_h is not None else Decimal(0)
-        return StepDefinition(0, step.solution, minutes, rate_ml_h=div(add(low, step.rate_ml_h), two),
-                              inserted=True, note="inserted intermediate step")
+        return StepDefinition(
+            0,
+            step.solution,
+            minutes,
+            rate_ml_h=div(add(low, step.rate_ml_h), two),
+            inserted=True,
+            note="inserted intermediate step",
+        )
     raise InputError("--insert-before", f"step {step.number} has no rate to step up to")
 
 
@@ -506,7 +541,9 @@ def _plan_discrete(request: PlanRequest) -> Plan:
         ("--concentrations", request.concentrations),
     ):
         if value is not None:
-            raise InputError(name, f"protocol {protocol.id} gives fixed oral/syringe doses; {name} does not apply")
+            raise InputError(
+                name, f"protocol {protocol.id} gives fixed oral/syringe doses; {name} does not apply"
+            )
     if request.insert_before:
         _with_insertions(protocol, request.insert_before, protocol.defaults.step_minutes)
     dimension = protocol.dose_dimensions[0]
@@ -546,7 +583,7 @@ def _plan_discrete(request: PlanRequest) -> Plan:
             raise InputError(
                 "--dose",
                 f"protocol {protocol.id} has fixed doses; its {what} is {target}, not {request.target}",
-                f"omit --dose, or give {plain(target_value)} {dose_unit}",
+                f"omit --dose, or give {target}",
             )
     warnings = []
     if protocol.target_kind is TargetKind.FINAL_DOSE:
@@ -577,7 +614,9 @@ def _discrete_dose(solution: SolutionDefinition, step: StepDefinition, dose_unit
     return mul(step.volume_ml, solution.concentration.value)
 
 
-def _discrete_solutions(protocol: Protocol, used: dict[int, Decimal], dose_unit: str) -> tuple[PlannedSolution, ...]:
+def _discrete_solutions(
+    protocol: Protocol, used: dict[int, Decimal], dose_unit: str
+) -> tuple[PlannedSolution, ...]:
     result = []
     for solution in protocol.solutions:
         amount = used.get(solution.number, Decimal(0))

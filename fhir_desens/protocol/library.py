@@ -161,7 +161,8 @@ def protocol_from_dict(raw: Mapping[str, Any]) -> Protocol:
         steps=tuple(_step(s, i + 1, f"steps[{i}]") for i, s in enumerate(steps_raw)),
         defaults=_defaults(raw.get("defaults", {})),
         closing_methods=tuple(
-            _enum(ClosingMethod, c, f"closing_methods[{i}]") for i, c in enumerate(raw.get("closing_methods", []))
+            _enum(ClosingMethod, c, f"closing_methods[{i}]")
+            for i, c in enumerate(raw.get("closing_methods", []))
         ),
         reaction_rule=_enum(ReactionRule, raw.get("reaction_rule", "standard"), "protocol.reaction_rule"),
         allow_dose_decrease=bool(raw.get("allow_dose_decrease", False)),
@@ -195,7 +196,9 @@ def check_protocol(protocol: Protocol) -> None:
     if protocol.kind is ProtocolKind.INFUSION:
         order = [s.solution for s in protocol.steps]
         if order != sorted(order):
-            raise ProtocolDefinitionError("infusion steps must use the solutions in order (bag 1, then bag 2, ...)")
+            raise ProtocolDefinitionError(
+                "infusion steps must use the solutions in order (bag 1, then bag 2, ...)"
+            )
         if set(order) != set(numbers):
             raise ProtocolDefinitionError("every solution must be used by at least one step")
         if not protocol.closing_methods or protocol.defaults.closing not in protocol.closing_methods:
@@ -207,7 +210,9 @@ def check_protocol(protocol: Protocol) -> None:
             raise ProtocolDefinitionError("discrete protocols need fixed concentrations or solid unit doses")
     fractions = protocol.defaults.bag_fractions
     if fractions is not None and (len(fractions) != len(numbers) or sum(fractions) != 1):
-        raise ProtocolDefinitionError("defaults.bag_fractions needs one fraction per solution, summing to exactly 1")
+        raise ProtocolDefinitionError(
+            "defaults.bag_fractions needs one fraction per solution, summing to exactly 1"
+        )
 
 
 def _check_infusion_step(protocol: Protocol, step: StepDefinition, path: str) -> None:
@@ -218,11 +223,20 @@ def _check_infusion_step(protocol: Protocol, step: StepDefinition, path: str) ->
         raise ProtocolDefinitionError(f"{path}: an infusion step needs rate_ml_h or rate_fraction")
     if step.minutes is None and not (is_last or step.empties_solution):
         raise ProtocolDefinitionError(f"{path}: only the last step may leave minutes open")
-    if step.empties_solution and step.rate_ml_h is None and step.rate_fraction is None and step.minutes is None:
+    if (
+        step.empties_solution
+        and step.rate_ml_h is None
+        and step.rate_fraction is None
+        and step.minutes is None
+    ):
         raise ProtocolDefinitionError(f"{path}: a step that empties its solution needs a rate or minutes")
     if step.volume_ml is not None or step.units is not None:
         raise ProtocolDefinitionError(f"{path}: infusion steps take rates, not volumes or units")
-    for name, value in (("minutes", step.minutes), ("rate_ml_h", step.rate_ml_h), ("rate_fraction", step.rate_fraction)):
+    for name, value in (
+        ("minutes", step.minutes),
+        ("rate_ml_h", step.rate_ml_h),
+        ("rate_fraction", step.rate_fraction),
+    ):
         if value is not None and value <= 0:
             raise ProtocolDefinitionError(f"{path}.{name} must be above 0")
 
@@ -268,7 +282,9 @@ def protocol_to_dict(protocol: Protocol) -> dict[str, Any]:
                     "final_rate_ml_h": d(defaults.final_rate_ml_h),
                     "closing": defaults.closing.value if defaults.closing else None,
                     "step_minutes": d(defaults.step_minutes),
-                    "bag_fractions": [plain(f) for f in defaults.bag_fractions] if defaults.bag_fractions else None,
+                    "bag_fractions": [plain(f) for f in defaults.bag_fractions]
+                    if defaults.bag_fractions
+                    else None,
                 }
             ),
             "closing_methods": [c.value for c in protocol.closing_methods],

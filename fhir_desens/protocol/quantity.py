@@ -73,7 +73,8 @@ def unit(code: str) -> Unit:
     try:
         return _UNITS[code.strip().lower()]
     except KeyError:
-        raise UnitError("unit", f"unknown unit '{code}'", ", ".join(sorted({u.code for u in _UNITS.values()})))
+        accepted = ", ".join(sorted({u.code for u in _UNITS.values()}))
+        raise UnitError("unit", f"unknown unit '{code}'", accepted) from None
 
 
 def concentration_base(u: Unit) -> Dimension:
@@ -104,9 +105,9 @@ class Quantity:
                 f"cannot convert {source.display} ({source.dimension.value}) to "
                 f"{target.display} ({target.dimension.value})",
             )
-        if source.dimension is Dimension.CONCENTRATION and concentration_base(source) is not concentration_base(
-            target
-        ):
+        if source.dimension is Dimension.CONCENTRATION and concentration_base(
+            source
+        ) is not concentration_base(target):
             raise UnitError("unit", f"cannot convert {source.display} to {target.display}")
         value = EXACT.divide(EXACT.multiply(self.value, source.factor), target.factor)
         return Quantity(value, target.code)
@@ -131,11 +132,15 @@ def parse_decimal(text: str, field: str) -> Decimal:
         raise InputError(field, f"expected a number as text, got {type(text).__name__}")
     cleaned = text.strip()
     if "," in cleaned:
-        raise InputError(field, f"'{text}' contains a comma", "a plain number with a decimal point, e.g. 1296700")
+        raise InputError(
+            field, f"'{text}' contains a comma", "a plain number with a decimal point, e.g. 1296700"
+        )
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
-        raise InputError(field, f"'{text}' is not a number", "a plain decimal number, e.g. 75 or 0.5") from None
+        raise InputError(
+            field, f"'{text}' is not a number", "a plain decimal number, e.g. 75 or 0.5"
+        ) from None
     if not value.is_finite():
         raise InputError(field, f"'{text}' is not a finite number")
     return value
@@ -145,7 +150,9 @@ def parse_quantity(text: str, field: str, default_unit: str | None = None) -> Qu
     """Parse '400mg', '400 mg', '1.2 g', '600000 units'. Commas are refused (decimal-comma ambiguity)."""
     match = _QUANTITY_TEXT.match(text or "")
     if not match or "," in text:
-        raise InputError(field, f"'{text}' is not a quantity", "a number and a unit, e.g. 400mg or 1296700 units")
+        raise InputError(
+            field, f"'{text}' is not a quantity", "a number and a unit, e.g. 400mg or 1296700 units"
+        )
     number, code = match.group(1), match.group(2) or default_unit
     if not code:
         raise InputError(field, f"'{text}' has no unit", ACCEPTED_DOSE_UNITS)

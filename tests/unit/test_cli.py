@@ -1,0 +1,122 @@
+"""The CLI contract: output shapes, exit statuses, one-line errors, no tracebacks, fast start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fhir_desens.cli import main
+
+
+def test_protocols_lists_the_required_ids(capsys):
+    assert main(["protocols"]) == 0
+    out = capsys.readouterr().out
+    for protocol_id in (
+        "iv-12-step-3-bag",
+        "iv-16-step-4-bag",
+        "iv-8-step-2-bag",
+        "penicillin-v-oral-wendel",
+    ):
+        assert protocol_id in out
+    assert main(["protocols", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"id", "title", "route", "steps", "source"} <= set(listed[0])
+
+
+def test_plan_json_has_the_documented_shape(capsys):
+    assert main(["plan", "--protocol", "iv-12-step-3-bag", "--drug", "carboplatin", "--dose", "400mg",
+                 "--final-rate", "75", "--format", "json"]) == 0  # fmt: skip
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["protocol"]["id"] == "iv-12-step-3-bag" and plan["protocol"]["version"]
+    assert plan["target_dose"] == {"value": "400", "unit": "mg"}
+    assert set(plan["solutions"][0]) >= {
+        "number",
+        "concentration",
+        "volume_ml",
+        "drug_amount",
+        "volume_infused_ml",
+    }
+    assert set(plan["steps"][0]) >= {
+        "number",
+        "solution",
+        "rate_ml_h",
+        "minutes",
+        "volume_ml",
+        "dose",
+        "cumulative_dose",
+    }
+    assert isinstance(plan["total_minutes"], str) and isinstance(plan["steps"][0]["dose"]["value"], str)
+    assert plan["steps"][-1]["cumulative_dose"]["value"] == "400"
+    assert isinstance(plan["premedications"], list) and isinstance(plan["warnings"], list)
+
+
+def test_table_worksheet_is_readable(capsys):
+    assert main(["plan", "--protocol", "iv-12-step-3-bag", "--drug", "ceftazidime", "--dose", "2g"]) == 0
+    out = capsys.readouterr().out
+    assert "Total time: 339.375 minutes (5 h 39 min)" in out
+    assert "1845.362" in out and "Bag 3 (target)" in out
+    assert "every 30 minutes during the final step" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--dose=-5mg"], "--dose"),
+        (["--dose", "0mg"], "--dose"),
+        (["--dose", "900g"], "--dose"),
+        (["--dose", "400"], "--dose"),
+        (["--dose", "400 furlongs"], "--dose"),
+        (["--dose", "400mg", "--protocol", "nope"], "--protocol"),
+        (["--dose", "400mg", "--final-rate", "1500"], "--final-rate"),
+        (["--dose", "400mg", "--final-rate", "fast"], "--final-rate"),
+        (["--dose", "400mg", "--bag-volume", "-250"], "--bag-volume"),
+        (["--dose", "400mg", "--closing", "magic"], "--closing"),
+        (["--dose", "400mg", "--bag-volumes", "50,50"], "--bag-volumes"),
+        (["--dose", "400mg", "--pump-max", "50"], "--final-rate"),
+        (["--dose", "400mg", "--insert-before", "99"], "--insert-before"),
+        (
+            ["--dose", "1296700 units", "--protocol", "penicillin-v-oral-wendel", "--final-rate", "75"],
+            "--final-rate",
+        ),
+        (["--dose", "400 units", "--protocol", "tmp-smx-oral-hourly"], "--dose"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_naming_the_argument(capsys, args, field):
+    base = ["plan", "--protocol", "iv-12-step-3-bag", "--drug", "carboplatin"]
+    # a later --protocol overrides the first (argparse keeps the last value)
+    assert main(base + args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert field in err
+    assert "Traceback" not in err
+
+
+def test_entry_point_never_shows_a_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "fhir_desens.cli", "plan", "--protocol", "iv-12-step-3-bag", "--drug", "x",
+         "--dose", "1e999mg"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_plan_does_not_import_the_fhir_model_library():
+    code = (
+        "import sys; from fhir_desens.cli import main; "
+        "main(['plan','--protocol','iv-12-step-3-bag','--drug','x','--dose','400mg','--format','json']); "
+        "bad = [m for m in sys.modules if m.startswith(('fhir.resources','pydantic','requests','flask','lxml'))]; "
+        "sys.exit(1 if bad else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode == 0
+
+
+def test_replan_lists_every_option(capsys):
+    assert main(["replan", "--protocol", "iv-12-step-3-bag", "--drug", "carboplatin", "--dose", "400mg",
+                 "--step", "12", "--minutes", "30", "--format", "json"]) == 0  # fmt: skip
+    options = json.loads(capsys.readouterr().out)
+    assert options["resume-same-step"]["reaches_target"] is True
+    assert options["stop"]["steps"] == []
