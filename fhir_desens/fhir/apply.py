@@ -1,0 +1,282 @@
+"""$apply: a computed plan for one patient -> a FHIR transaction Bundle of orders.
+
+The Bundle holds a RequestGroup (``intent=order``, ``instantiatesCanonical`` = protocol url|version),
+one MedicationRequest per step, one Medication per solution (ingredient strength) and a Provenance.
+Every entry has a ``urn:uuid:`` fullUrl derived from the session id, and every request resource a
+business identifier with ``ifNoneExist``, so posting the same plan twice creates it once. The
+Provenance, which has no identifier in R4, is written with PUT to an id derived from the session.
+No network here: ``fhir_desens.client`` sends the Bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from fhir_desens.errors import InputError
+from fhir_desens.fhir import canonical as c
+from fhir_desens.fhir.plandefinition import ROUTES, canonical_url, ucum
+from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
+from fhir_desens.protocol.quantity import plain, unit
+from fhir_desens.protocol.report import plan_dict
+
+_NAMESPACE = uuid.UUID("6b2f7f0e-6a8e-4d55-9a2c-4a1f2d9a7c10")  # fhir-desens session namespace
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    patient: str  # "Patient/<id>"
+    practitioner: str | None = None  # "Practitioner/<id>" (the signing prescriber)
+    encounter: str | None = None  # "Encounter/<id>"
+    authored: datetime | None = None  # timezone-aware; defaults to now when building
+    session_id: str | None = None  # business id of the session; default derived from the plan
+    drug_codes: tuple[dict[str, str], ...] = ()  # codings of the drug (e.g. RxNorm) when known
+    indication: str | None = None
+
+
+def _reference(value: str | None, kind: str, field: str) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(f"{kind}/") or len(value) <= len(kind) + 1 or "/" in value[len(kind) + 1 :]:
+        raise InputError(field, f"'{value}' is not a {kind} reference", f"{kind}/<id>")
+    return value
+
+
+def session_id_for(plan: Plan, context: ApplyContext) -> str:
+    """A stable session id: the same patient, protocol and plan always give the same id."""
+    material = json.dumps(
+        {"patient": context.patient, "encounter": context.encounter, "plan": plan_dict(plan)},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _urn(session: str, kind: str, number: int = 0) -> str:
+    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, f'{session}/{kind}/{number}')}"
+
+
+def apply_plan(plan: Plan, context: ApplyContext) -> dict[str, Any]:
+    """The transaction Bundle for a plan (raw FHIR R4 dict; doses stay Decimal)."""
+    patient = _reference(context.patient, "Patient", "--patient")
+    practitioner = _reference(context.practitioner, "Practitioner", "--practitioner")
+    encounter = _reference(context.encounter, "Encounter", "--encounter")
+    authored = (context.authored or datetime.now().astimezone()).isoformat(timespec="seconds")
+    if context.authored is not None and context.authored.tzinfo is None:
+        raise InputError("authored", "a date-time needs a time zone")
+    session = context.session_id or session_id_for(plan, context)
+    protocol_canonical = f"{canonical_url(plan.protocol)}|{plan.protocol.version}"
+    common = {
+        "subject": {"reference": patient},
+        **({"encounter": {"reference": encounter}} if encounter else {}),
+    }
+    medications = [_medication(plan, s, session, context) for s in plan.solutions]
+    requests = [
+        _medication_request(plan, step, session, protocol_canonical, authored, practitioner, common)
+        for step in plan.steps
+    ]
+    group = _request_group(plan, session, protocol_canonical, authored, practitioner, common)
+    targets = [_urn(session, "RequestGroup")] + [
+        _urn(session, "MedicationRequest", s.number) for s in plan.steps
+    ]
+    provenance = _provenance(session, targets, authored, practitioner)
+    entries = [
+        _entry(_urn(session, "RequestGroup"), group, c.ID_SESSION, session),
+        *(
+            _entry(_urn(session, "Medication", s.number), m, c.ID_SOLUTION, f"{session}-{s.number}")
+            for s, m in zip(plan.solutions, medications, strict=True)
+        ),
+        *(
+            _entry(_urn(session, "MedicationRequest", s.number), r, c.ID_STEP_ORDER, f"{session}-{s.number}")
+            for s, r in zip(plan.steps, requests, strict=True)
+        ),
+        {
+            "fullUrl": _urn(session, "Provenance"),
+            "resource": provenance,
+            "request": {"method": "PUT", "url": f"Provenance/{provenance['id']}"},
+        },
+    ]
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def _entry(full_url: str, resource: dict[str, Any], system: str, value: str) -> dict[str, Any]:
+    return {
+        "fullUrl": full_url,
+        "resource": resource,
+        "request": {
+            "method": "POST",
+            "url": resource["resourceType"],
+            "ifNoneExist": f"identifier={system}|{value}",
+        },
+    }
+
+
+def _drug_concept(plan: Plan, context: ApplyContext) -> dict[str, Any]:
+    concept: dict[str, Any] = {"text": plan.drug}
+    if context.drug_codes:
+        concept["coding"] = [dict(code) for code in context.drug_codes]
+    return concept
+
+
+def _medication(plan: Plan, solution: PlannedSolution, session: str, context: ApplyContext) -> dict[str, Any]:
+    dose_code = plan.dose_unit
+    ingredient: dict[str, Any] = {"itemCodeableConcept": _drug_concept(plan, context), "isActive": True}
+    if solution.concentration is not None:
+        ingredient["strength"] = {
+            "numerator": ucum(solution.concentration.value, dose_code),
+            "denominator": ucum(Decimal(1), "mL"),
+        }
+    elif solution.unit_dose is not None:
+        ingredient["strength"] = {
+            "numerator": ucum(solution.unit_dose.value, dose_code),
+            "denominator": {"value": Decimal(1), "unit": "unit", "system": c.UCUM, "code": "{unit}"},
+        }
+    ingredients = [ingredient]
+    if solution.diluent:
+        ingredients.append({"itemCodeableConcept": {"text": solution.diluent}, "isActive": False})
+    medication: dict[str, Any] = {
+        "resourceType": "Medication",
+        "identifier": [{"system": c.ID_SOLUTION, "value": f"{session}-{solution.number}"}],
+        "code": {"text": f"{plan.drug}: {solution.label}"},
+        "ingredient": ingredients,
+    }
+    if solution.volume_ml is not None and solution.concentration is not None:
+        medication["amount"] = {
+            "numerator": ucum(solution.volume_ml, "mL"),
+            "denominator": {"value": Decimal(1), "unit": "bag", "system": c.UCUM, "code": "{bag}"},
+        }
+    return medication
+
+
+def _dose_text(plan: Plan, step: PlannedStep) -> str:
+    dose = f"{plain(step.dose.value)} {unit(step.dose.unit).display}"
+    if step.rate_ml_h is not None and step.volume_ml is not None:
+        return (
+            f"Step {step.number}: solution {step.solution} at {plain(step.rate_ml_h)} mL/h for "
+            f"{plain(step.minutes)} min ({plain(step.volume_ml)} mL = {dose}); cumulative "
+            f"{plain(step.cumulative_dose.value)} {unit(step.dose.unit).display}"
+        )
+    amount = (
+        f"{plain(step.volume_ml)} mL"
+        if step.volume_ml is not None
+        else f"{plain(step.units or Decimal(0))} unit(s)"
+    )
+    return f"Step {step.number}: {amount} of solution {step.solution} ({dose}), then wait {plain(step.minutes)} min"
+
+
+def _medication_request(
+    plan: Plan,
+    step: PlannedStep,
+    session: str,
+    protocol_canonical: str,
+    authored: str,
+    practitioner: str | None,
+    common: dict[str, Any],
+) -> dict[str, Any]:
+    dose_and_rate: dict[str, Any] = {"doseQuantity": ucum(step.dose.value, step.dose.unit)}
+    if step.rate_ml_h is not None:
+        dose_and_rate["rateQuantity"] = ucum(step.rate_ml_h, "mL/h")
+    repeat: dict[str, Any] = {"count": 1, "duration": step.minutes, "durationUnit": "min"}
+    dosage: dict[str, Any] = {
+        "sequence": step.number,
+        "text": _dose_text(plan, step),
+        "timing": {"repeat": repeat},
+        "doseAndRate": [dose_and_rate],
+    }
+    if plan.protocol.route in ROUTES:
+        dosage["route"] = {"coding": [ROUTES[plan.protocol.route]], "text": plan.protocol.route}
+    request: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "meta": {"profile": [c.PROFILE_STEP_ORDER]},
+        "identifier": [{"system": c.ID_STEP_ORDER, "value": f"{session}-{step.number}"}],
+        "status": "active",
+        "intent": "order",
+        "priority": "urgent",
+        "medicationReference": {"reference": _urn(session, "Medication", step.solution)},
+        **common,
+        "authoredOn": authored,
+        "instantiatesCanonical": [protocol_canonical],
+        "basedOn": [{"reference": _urn(session, "RequestGroup")}],
+        "groupIdentifier": {"system": c.ID_SESSION, "value": session},
+        "dosageInstruction": [dosage],
+    }
+    if practitioner:
+        request["requester"] = {"reference": practitioner}
+    return request
+
+
+def _request_group(
+    plan: Plan,
+    session: str,
+    protocol_canonical: str,
+    authored: str,
+    practitioner: str | None,
+    common: dict[str, Any],
+) -> dict[str, Any]:
+    actions = []
+    for step in plan.steps:
+        action: dict[str, Any] = {
+            "id": f"step-{step.number}",
+            "prefix": str(step.number),
+            "title": f"Step {step.number}",
+            "description": _dose_text(plan, step),
+            "timingDuration": ucum(step.minutes, "min"),
+            "resource": {"reference": _urn(session, "MedicationRequest", step.number)},
+        }
+        if step.number > 1:
+            action["relatedAction"] = [{"actionId": f"step-{step.number - 1}", "relationship": "after-end"}]
+        actions.append(action)
+    group: dict[str, Any] = {
+        "resourceType": "RequestGroup",
+        "meta": {"profile": [c.PROFILE_SESSION]},
+        "identifier": [{"system": c.ID_SESSION, "value": session}],
+        "instantiatesCanonical": [protocol_canonical],
+        "groupIdentifier": {"system": c.ID_SESSION, "value": session},
+        "status": "active",
+        "intent": "order",
+        "priority": "urgent",
+        **common,
+        "authoredOn": authored,
+        "note": [
+            {
+                "text": f"{plan.protocol.title}: {plan.drug} {plain(plan.target_dose.value)} "
+                f"{unit(plan.dose_unit).display}, {len(plan.steps)} steps, "
+                f"{plain(plan.total_minutes)} min"
+            }
+        ],
+        "action": actions,
+    }
+    if plan.closing is not None:
+        group["extension"] = [{"url": c.EXT_CLOSING_METHOD, "valueCode": plan.closing.value}]
+    if practitioner:
+        group["author"] = {"reference": practitioner}
+    return group
+
+
+def _provenance(session: str, targets: list[str], recorded: str, practitioner: str | None) -> dict[str, Any]:
+    agent: dict[str, Any] = {
+        "type": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                    "code": "author",
+                }
+            ]
+        },
+        "who": {"reference": practitioner} if practitioner else {"display": "fhir-desens"},
+    }
+    return {
+        "resourceType": "Provenance",
+        "id": str(uuid.uuid5(_NAMESPACE, f"{session}/provenance")),
+        "target": [{"reference": t} for t in targets],
+        "recorded": recorded,
+        "activity": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE"}]
+        },
+        "agent": [agent],
+    }
