@@ -34,12 +34,14 @@ def infusion_requests(draw: st.DrawFn) -> PlanRequest:
     closing = draw(st.sampled_from(protocol.closing_methods))
     n = len(protocol.solutions)
     fractions = None
-    if closing is ClosingMethod.FRACTION_BAGS and protocol.defaults.bag_fractions is None:
-        if all(s.dose_fraction is None for s in protocol.solutions):
-            # ratios of 10 between bags keep doses rising; the last bag takes the remainder
-            first = draw(decimals("0.0001", "0.005", 4))
-            head = [first * Decimal(10) ** i for i in range(n - 1)]
-            fractions = (*head, Decimal(1) - sum(head))
+    needs_fractions = protocol.defaults.bag_fractions is None and all(
+        s.dose_fraction is None for s in protocol.solutions
+    )
+    if closing is ClosingMethod.FRACTION_BAGS and needs_fractions:
+        # ratios of 10 between bags keep doses rising; the last bag takes the remainder
+        first = draw(decimals("0.0001", "0.005", 4))
+        head = [first * Decimal(10) ** i for i in range(n - 1)]
+        fractions = (*head, Decimal(1) - sum(head))
     concentrations = None
     if closing is ClosingMethod.REMAINDER_STEP:
         base = draw(decimals("0.001", "20", 3))

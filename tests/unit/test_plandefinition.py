@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from itertools import pairwise
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_before_start_chains_are_accepted_on_import():
     protocol = builtin_protocols()["iv-12-step-3-bag"]
     resource = copy.deepcopy(plan_definition_from_protocol(protocol))
     steps = resource["action"][0]["action"]
-    for earlier, later in zip(steps, steps[1:], strict=False):
+    for earlier, later in pairwise(steps):
         later.pop("relatedAction")
         earlier["relatedAction"] = [{"actionId": later["id"], "relationship": "before-start"}]
     steps.reverse()  # document order no longer matters: the chain does
