@@ -102,13 +102,15 @@ def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[V
             broken("INV-07", f"{label}: dose unit {step.dose.unit}, plan unit {plan.dose_unit}")
         if step.dose.value <= 0:
             broken("INV-04", f"{label}: dose {plain(step.dose.value)} is not above zero")
-        decreased = previous_dose is not None and step.dose.value < previous_dose
-        if decreased and not (plan.protocol.allow_dose_decrease or step.inserted):
-            broken(
-                "INV-04",
-                f"{label}: dose {plain(step.dose.value)} < previous {plain(previous_dose or Decimal(0))}",
-            )
-        previous_dose = step.dose.value
+        # Inserted steps sit between rates on purpose; the protocol's own steps must never go down.
+        if not step.inserted:
+            decreased = previous_dose is not None and step.dose.value < previous_dose
+            if decreased and not plan.protocol.allow_dose_decrease:
+                broken(
+                    "INV-04",
+                    f"{label}: dose {plain(step.dose.value)} < previous {plain(previous_dose or Decimal(0))}",
+                )
+            previous_dose = step.dose.value
         if step.minutes <= 0:
             broken("INV-05", f"{label}: duration {plain(step.minutes)} min")
         if step.rate_ml_h is not None and not 0 < step.rate_ml_h <= pump_max:

@@ -9,6 +9,8 @@ from fhir_desens.protocol.screening import SNOMED, Coding, Manifestation, screen
         Manifestation("Stevens-Johnson syndrome"),
         Manifestation("SJS after co-trimoxazole"),
         Manifestation(None, (Coding(SNOMED, "73442001", None),)),
+        Manifestation(None, (Coding(SNOMED, "768962006", None),)),
+        Manifestation(None, (Coding(SNOMED, "702809001", None),)),
         Manifestation("Toxic epidermal necrolysis"),
         Manifestation("TEN"),
         Manifestation("DRESS syndrome"),
