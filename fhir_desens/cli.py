@@ -23,7 +23,10 @@ COMMANDS: dict[str, str] = {
     "protocols": "fhir_desens.commands.protocols",
     "plan": "fhir_desens.commands.plan",
     "replan": "fhir_desens.commands.replan",
+    "export": "fhir_desens.commands.export",
+    "apply": "fhir_desens.commands.apply",
     "fhir-server": "fhir_desens.commands.fhir_server",
+    "sandbox": "fhir_desens.commands.sandbox",
 }
 
 

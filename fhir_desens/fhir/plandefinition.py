@@ -482,7 +482,5 @@ def library_bundle(protocols: Sequence[Protocol]) -> dict[str, Any]:
             plan_definition_from_protocol(protocol),
             *activity_definitions_from_protocol(protocol),
         ):
-            entries.append(
-                {"fullUrl": f"{resource['url']}|{resource['version']}".split("|")[0], "resource": resource}
-            )
+            entries.append({"fullUrl": resource["url"], "resource": resource})
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}

@@ -163,9 +163,9 @@ def parse_quantity(text: str, field: str, default_unit: str | None = None) -> Qu
     return Quantity(Decimal(number), u.code)
 
 
-def mul(*values: Decimal) -> Decimal:
-    result = Decimal(1)
-    for value in values:
+def mul(first: Decimal, second: Decimal, *more: Decimal) -> Decimal:
+    result = EXACT.multiply(first, second)
+    for value in more:
         result = EXACT.multiply(result, value)
     return result
 
@@ -174,9 +174,9 @@ def div(numerator: Decimal, denominator: Decimal) -> Decimal:
     return EXACT.divide(numerator, denominator)
 
 
-def add(*values: Decimal) -> Decimal:
-    result = Decimal(0)
-    for value in values:
+def add(first: Decimal, second: Decimal, *more: Decimal) -> Decimal:
+    result = EXACT.add(first, second)
+    for value in more:
         result = EXACT.add(result, value)
     return result
 

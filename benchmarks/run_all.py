@@ -1,0 +1,84 @@
+"""Benchmarks: print figures for the README. Not tests: nothing here asserts a time.
+
+    .venv/bin/python benchmarks/run_all.py
+
+Measures plans per second for the 12-step protocol (one core), the CLI's cold start, and
+export/apply/serialize times of the FHIR layer.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from fhir_desens.fhir.apply import ApplyContext, apply_plan
+from fhir_desens.fhir.plandefinition import library_bundle
+from fhir_desens.io.formats import write_resource
+from fhir_desens.io.json import dumps
+from fhir_desens.protocol.calculate import PlanRequest, compute_plan
+from fhir_desens.protocol.library import builtin_protocols, get_protocol
+from fhir_desens.protocol.quantity import Quantity
+
+
+def per_second(action: Callable[[], object], seconds: float = 2.0) -> float:
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        action()
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def median_ms(action: Callable[[], object], repeat: int = 200) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def cold_start_ms(repeat: int = 7) -> float:
+    command = [sys.executable, "-m", "fhir_desens.cli", "plan", "--protocol", "iv-12-step-3-bag", "--drug", "x",
+               "--dose", "400mg", "--format", "json"]  # fmt: skip
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    twelve = get_protocol("iv-12-step-3-bag")
+    sixteen = get_protocol("iv-16-step-4-bag")
+    counter = iter(range(10**9))
+
+    def plan_12() -> object:
+        dose = Decimal(100 + next(counter) % 900)  # a different dose each time: no caching helps
+        return compute_plan(
+            PlanRequest(twelve, "carboplatin", Quantity(dose, "mg"), final_rate_ml_h=Decimal(75))
+        )
+
+    plan16 = compute_plan(PlanRequest(sixteen, "carboplatin", Quantity(Decimal(400), "mg")))
+    context = ApplyContext("Patient/p1", "Practitioner/d1")
+    protocols = list(builtin_protocols().values())
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(f"12-step plan (compute + all invariants): {per_second(plan_12):,.0f} plans/s on one core")
+    print(f"CLI cold start (`fhir-desens plan ... --format json`, median of 7): {cold_start_ms():.0f} ms")
+    print(
+        f"16-step $apply + JSON serialization: {median_ms(lambda: dumps(apply_plan(plan16, context))):.2f} ms (median)"
+    )
+    print(f"Export whole library ({len(protocols)} protocols) as JSON: "
+          f"{median_ms(lambda: write_resource(library_bundle(protocols), 'json'), 50):.1f} ms (median)")  # fmt: skip
+    print(
+        f"Export whole library as XML: {median_ms(lambda: write_resource(library_bundle(protocols), 'xml'), 20):.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""`fhir-desens export`: protocols as a FHIR collection Bundle (PlanDefinitions + ActivityDefinitions)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "Export protocols as a FHIR R4 collection Bundle in JSON or XML (for exchange between hospitals)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--protocol", action="append", metavar="ID", help="protocol id (repeatable; default: all)"
+    )
+    parser.add_argument("--format", choices=["json", "xml"], default="json")
+    parser.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+
+
+def write_output(data: bytes, out: str | None) -> None:
+    """Write to a file (created whole, or not at all) or to standard output."""
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(out))
+    with tempfile.NamedTemporaryFile(dir=folder, delete=False) as handle:
+        handle.write(data)
+    os.replace(handle.name, out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fhir_desens.fhir.plandefinition import library_bundle
+    from fhir_desens.io.formats import write_resource
+    from fhir_desens.protocol.library import builtin_protocols, get_protocol
+
+    protocols = (
+        [get_protocol(p) for p in args.protocol] if args.protocol else list(builtin_protocols().values())
+    )
+    write_output(write_resource(library_bundle(protocols), args.format), args.out)
+    return 0
