@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+'use strict';
+// Bulk validation without HTTP.
+//
+//   node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] < input.ndjson > outcomes.ndjson
+//
+// Each non-empty input line is {"resource": {...}, "profile": "canonical" | ["canonical", ...] (optional)}.
+// Each writes one line: the OperationOutcome for that resource (always at least one issue; errors have
+// severity "error"). Exit status: 0 when every line was processed (even if resources are invalid),
+// 2 on bad usage or unloadable profiles.
+
+const readline = require('node:readline');
+const defs = require('./definitions.cjs');
+
+function usage(message) {
+  process.stderr.write(`validate.cjs: ${message}\n`);
+  process.stderr.write('usage: node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] < in.ndjson\n');
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  let declared = 'warn';
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--profiles') {
+      i++;
+    } else if (arg.startsWith('--profiles=')) {
+      // handled by profileDirsFromArgs
+    } else if (arg === '--declared') {
+      declared = argv[++i];
+    } else if (arg === '-h' || arg === '--help') {
+      usage('help');
+    } else {
+      usage(`unknown argument ${arg}`);
+    }
+  }
+  if (!['ignore', 'warn', 'enforce'].includes(declared)) {
+    usage(`--declared must be ignore, warn or enforce, not ${declared}`);
+  }
+  return { declared, profileDirs: defs.profileDirsFromArgs(argv) };
+}
+
+function main() {
+  const { declared, profileDirs } = parseArgs(process.argv.slice(2));
+  const registry = new defs.ProfileRegistry();
+  try {
+    defs.loadCore();
+    for (const dir of profileDirs) {
+      registry.loadDirectory(dir);
+    }
+  } catch (err) {
+    usage(err.message);
+  }
+
+  const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+  let lineNumber = 0;
+  rl.on('line', (line) => {
+    lineNumber++;
+    if (!line.trim()) {
+      return;
+    }
+    let result;
+    let request;
+    try {
+      request = JSON.parse(line);
+    } catch (err) {
+      result = defs.outcome([defs.issue('error', 'structure', `line ${lineNumber}: not valid JSON (${err.message})`)]);
+    }
+    if (!result) {
+      if (!request || typeof request !== 'object' || !('resource' in request)) {
+        result = defs.outcome([defs.issue('error', 'structure', `line ${lineNumber}: expected {"resource": ...}`)]);
+      } else {
+        let profiles = request.profile ?? [];
+        if (!Array.isArray(profiles)) {
+          profiles = [profiles];
+        }
+        if (profiles.some((p) => typeof p !== 'string')) {
+          result = defs.outcome([defs.issue('error', 'structure', `line ${lineNumber}: "profile" must be a string`)]);
+        } else {
+          result = defs.validate(request.resource, registry, { profiles, declared });
+        }
+      }
+    }
+    process.stdout.write(JSON.stringify(result) + '\n');
+  });
+}
+
+main();

@@ -1,0 +1,102 @@
+"""Fixtures for tests that talk to a real FHIR server process (fhir_desens/sandbox/fhir_server).
+
+Use them from any test under ``tests/integration`` (every test collected here is marked
+``integration`` automatically):
+
+``fhir_server``
+    Session-wide :class:`~fhir_desens.sandbox.fhir_server.FhirServerProcess` on a free port of
+    127.0.0.1, stopped at the end of the session. Its data is shared by every test of the session,
+    so give your resources unique identifiers (``unique_system``) and search by them, never by
+    "all Patients".
+``fhir_base_url``
+    ``fhir_server.base_url``, e.g. ``http://127.0.0.1:40123/fhir/R4``.
+``fhir_client``
+    A fresh :class:`~fhir_desens.client.fhir_rest.FhirClient` on that server (no auth), closed after
+    the test.
+``fhir_server_factory``
+    ``start(**options) -> FhirServerProcess`` for a server of your own (e.g. with
+    ``profiles_dir=...``, ``max_body_bytes=...``, ``declared_profiles="enforce"``); every server it
+    started is stopped after the test. A start costs about one second.
+``unique_system``
+    A fresh ``urn:uuid:...`` identifier system to tag a test's resources.
+
+Without Node 20 or the npm packages (``make node``) these fixtures skip the test locally and fail it
+when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.errors import ConfigurationError
+from fhir_desens.sandbox.fhir_server import FhirServerProcess
+from tests.conftest import in_ci
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _start(server: FhirServerProcess) -> FhirServerProcess:
+    try:
+        server.start()
+    except ConfigurationError as error:
+        if in_ci():
+            pytest.fail(f"CI=true but the FHIR server cannot run: {error}")
+        pytest.skip(f"FHIR server unavailable: {error}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def fhir_server() -> Iterator[FhirServerProcess]:
+    """The shared FHIR server process (127.0.0.1, free port), for the whole session."""
+    server = _start(FhirServerProcess(port=0))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def fhir_base_url(fhir_server: FhirServerProcess) -> str:
+    return fhir_server.base_url
+
+
+@pytest.fixture
+def fhir_client(fhir_base_url: str) -> Iterator[FhirClient]:
+    """A FhirClient on the shared server, without auth."""
+    with FhirClient(fhir_base_url) as client:
+        yield client
+
+
+@pytest.fixture
+def fhir_server_factory() -> Iterator[Callable[..., FhirServerProcess]]:
+    """Start extra servers with their own options; all are stopped after the test."""
+    started: list[FhirServerProcess] = []
+
+    def start(**options: Any) -> FhirServerProcess:
+        server = FhirServerProcess(**{"port": 0, **options})
+        started.append(server)
+        return _start(server)
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def unique_system() -> str:
+    """A fresh identifier system: tag your resources with it and search with ``identifier=<system>|``."""
+    return f"urn:uuid:{uuid.uuid4()}"
