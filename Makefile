@@ -38,7 +38,7 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-test: $(STAMP) node chromium lint typecheck layers
+test: $(STAMP) node lint typecheck layers
 	$(BIN)/python -m pytest
 
 demo: $(STAMP) node
