@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "apply": "fhir_desens.commands.apply",
     "fhir-server": "fhir_desens.commands.fhir_server",
     "sandbox": "fhir_desens.commands.sandbox",
+    "demo": "fhir_desens.commands.demo",
 }
 
 

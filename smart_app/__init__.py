@@ -1,1 +1,58 @@
-"""The SMART on FHIR Flask app."""
+"""The SMART on FHIR Flask app.
+
+``create_app(config=None)`` reads defaults, then ``FHIR_DESENS_*`` environment variables, then the
+``config`` mapping (tests), validates them (refusing to start without the required ones outside
+testing) and wires the blueprints. See docs/configuration.md.
+
+Besides the documented variables, the test mapping accepts ``TESTING``, ``HTTP_SESSION`` (a
+``requests.Session`` used for every outbound request), ``CLOCK`` (a ``() -> float`` epoch clock) and
+``SMART_CLIENT_OPTIONS`` (keyword arguments for :class:`fhir_desens.client.smart.SmartClient`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from smart_app.blueprints import launch, patient, well_known
+from smart_app.config import VARIABLES, build_settings, gather
+from smart_app.errors import init_errors
+from smart_app.security import init_security
+from smart_app.services import EXTENSION, build_services
+
+__all__ = ["create_app"]
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    values = gather(config)
+    settings = build_settings(values)
+    extra = {k: v for k, v in values.items() if k not in VARIABLES}
+
+    app = Flask(__name__, instance_relative_config=False)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        TESTING=settings.testing,
+        # Cookies are not needed (sessions live server-side, reached through the URL path); should any
+        # be set, they must work inside an EHR iframe and stay invisible to scripts.
+        SESSION_COOKIE_SAMESITE="None",
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_PARTITIONED=True,
+        MAX_CONTENT_LENGTH=64 * 1024,
+        TEMPLATES_AUTO_RELOAD=False,
+    )
+    level = values.get("LOG_LEVEL") or "INFO"
+    app.logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
+    # Jinja autoescaping is on for .html templates (Flask's default); make sure it is never off.
+    app.jinja_env.autoescape = True
+
+    app.extensions[EXTENSION] = build_services(app, settings, extra)
+    init_security(app)
+    init_errors(app)
+    app.register_blueprint(launch.bp)
+    app.register_blueprint(patient.bp)
+    app.register_blueprint(well_known.bp)
+    return app

@@ -1,0 +1,239 @@
+"""Configuration: defaults, then ``FHIR_DESENS_*`` environment variables, then the test mapping.
+
+Outside testing the app refuses to start (:class:`ConfigurationError`, naming the variable) without
+a secret key, a SMART client id, the allowed EHR issuers and its public URL. Every variable is
+documented in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fhir_desens.errors import ConfigurationError
+
+ENV_PREFIX = "FHIR_DESENS_"
+
+#: name -> (default, kind). The environment variable is ENV_PREFIX + name.
+VARIABLES: dict[str, tuple[Any, str]] = {
+    "SECRET_KEY": (None, "str"),
+    "SMART_CLIENT_ID": (None, "str"),
+    "SMART_CLIENT_SECRET": (None, "str"),
+    "SMART_PRIVATE_KEY": (None, "str"),
+    "SMART_KEY_ID": (None, "str"),
+    "SMART_SIGNING_ALG": (None, "str"),
+    "ALLOWED_ISS": ((), "list"),
+    "PUBLIC_URL": (None, "str"),
+    "FRAME_ANCESTORS": (("'self'",), "list"),
+    "SESSION_URL": (None, "str"),
+    "SESSION_TTL": (8 * 3600, "int"),
+    "STATE_TTL": (600, "int"),
+    "HTTP_TIMEOUT": (10.0, "float"),
+    "STYLE_TIMEOUT": (3.0, "float"),
+    "LOG_LEVEL": ("INFO", "str"),
+}
+
+MIN_SECRET_LENGTH = 32
+_ORIGIN = re.compile(r"^(https?)://[A-Za-z0-9.\-]+(:\d{1,5})?$|^https?://\*\.[A-Za-z0-9.\-]+(:\d{1,5})?$")
+_SOURCE_KEYWORDS = ("'self'", "'none'")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings the app's services use."""
+
+    testing: bool
+    secret_key: str
+    client_id: str
+    client_secret: str | None
+    private_key: str | dict[str, Any] | None
+    key_id: str | None
+    signing_alg: str | None
+    allowed_iss: tuple[str, ...]
+    public_url: str
+    frame_ancestors: tuple[str, ...]
+    session_url: str | None
+    session_ttl: int
+    state_ttl: int
+    http_timeout: float
+    style_timeout: float
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.public_url + "/callback"
+
+    @property
+    def launch_url(self) -> str:
+        return self.public_url + "/launch"
+
+    @property
+    def jwks_url(self) -> str:
+        return self.public_url + "/.well-known/jwks.json"
+
+    @property
+    def public_origin(self) -> str:
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+def normalize_base(url: str) -> str:
+    """A FHIR base for comparison: scheme and host lower-cased, default port and trailing '/' dropped."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if (scheme, port) in (("https", 443), ("http", 80)):
+        port = None
+    netloc = host if port is None else f"{host}:{port}"
+    if ":" in host and not host.startswith("["):
+        netloc = f"[{host}]" if port is None else f"[{host}]:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(name: str, url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigurationError(f"{ENV_PREFIX}{name}: {url!r} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{ENV_PREFIX}{name}: {url!r} must be an absolute http(s) URL")
+    if parts.scheme != "https" and not _is_loopback(parts.hostname):
+        raise ConfigurationError(f"{ENV_PREFIX}{name}: {url!r} must use https (http only on localhost)")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}{name}: {url!r} must not carry a query, fragment or credentials"
+        )
+    return url
+
+
+def _convert(name: str, raw: Any, kind: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        if kind == "list":
+            if isinstance(raw, str):
+                return tuple(item.strip() for item in raw.split(",") if item.strip())
+            return tuple(str(item).strip() for item in raw if str(item).strip())
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{ENV_PREFIX}{name}: {raw!r} is not a valid {kind}") from None
+    if isinstance(raw, str):
+        return raw.strip() or None
+    return raw
+
+
+def gather(test_config: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Raw values: defaults, overridden by the environment, overridden by the test mapping."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {name: default for name, (default, _) in VARIABLES.items()}
+    for name in VARIABLES:
+        if ENV_PREFIX + name in env:
+            values[name] = env[ENV_PREFIX + name]
+    extra: dict[str, Any] = {}
+    for key, value in (test_config or {}).items():
+        if key in VARIABLES:
+            values[key] = value
+        else:
+            extra[key] = value
+    converted = {name: _convert(name, values[name], VARIABLES[name][1]) for name in VARIABLES}
+    converted.update(extra)
+    return converted
+
+
+def _read_private_key(value: Any) -> str | dict[str, Any] | None:
+    """The key material: inline PEM/JWK (test mapping) or the content of the named file."""
+    if value is None or isinstance(value, dict):
+        return value
+    text = str(value)
+    if text.lstrip().startswith(("-----BEGIN", "{")):
+        return text
+    path = Path(text)
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}SMART_PRIVATE_KEY: cannot read the key file {text!r} ({error.strerror})"
+        ) from None
+
+
+def build_settings(values: Mapping[str, Any]) -> Settings:
+    """Validate; outside testing, missing required values are refused with the variable's name."""
+    testing = bool(values.get("TESTING", False))
+    missing = [name for name in ("SECRET_KEY", "SMART_CLIENT_ID", "PUBLIC_URL") if not values.get(name)]
+    if not values.get("ALLOWED_ISS"):
+        missing.append("ALLOWED_ISS")
+    if missing and not testing:
+        names = ", ".join(ENV_PREFIX + name for name in missing)
+        raise ConfigurationError(
+            f"refusing to start: {names} {'is' if len(missing) == 1 else 'are'} not set "
+            "(see docs/configuration.md)"
+        )
+    secret_key = values.get("SECRET_KEY") or (secrets.token_urlsafe(48) if testing else "")
+    if len(secret_key) < MIN_SECRET_LENGTH and not testing:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}SECRET_KEY is too short: use at least {MIN_SECRET_LENGTH} random characters "
+            '(e.g. python -c "import secrets; print(secrets.token_urlsafe(48))")'
+        )
+    public_url = _check_url("PUBLIC_URL", values.get("PUBLIC_URL") or "http://localhost").rstrip("/")
+    allowed = tuple(normalize_base(_check_url("ALLOWED_ISS", iss)) for iss in values.get("ALLOWED_ISS") or ())
+    ancestors = tuple(values.get("FRAME_ANCESTORS") or ("'self'",))
+    for source in ancestors:
+        if source not in _SOURCE_KEYWORDS and not _ORIGIN.match(source):
+            raise ConfigurationError(
+                f"{ENV_PREFIX}FRAME_ANCESTORS: {source!r} is not an origin like https://ehr.example.org "
+                "(or 'self' / 'none')"
+            )
+    if "'none'" in ancestors and len(ancestors) > 1:
+        raise ConfigurationError(f"{ENV_PREFIX}FRAME_ANCESTORS: 'none' cannot be combined with other sources")
+    alg = values.get("SMART_SIGNING_ALG")
+    if alg not in (None, "RS384", "ES384"):
+        raise ConfigurationError(f"{ENV_PREFIX}SMART_SIGNING_ALG: {alg!r} is not RS384 or ES384")
+    if values.get("SMART_KEY_ID") and not values.get("SMART_PRIVATE_KEY"):
+        raise ConfigurationError(
+            f"{ENV_PREFIX}SMART_KEY_ID is set but {ENV_PREFIX}SMART_PRIVATE_KEY is not: set the key file too"
+        )
+    for name in ("SESSION_TTL", "STATE_TTL"):
+        if int(values[name]) <= 0:
+            raise ConfigurationError(f"{ENV_PREFIX}{name}: must be a positive number of seconds")
+    for name in ("HTTP_TIMEOUT", "STYLE_TIMEOUT"):
+        if float(values[name]) <= 0:
+            raise ConfigurationError(f"{ENV_PREFIX}{name}: must be a positive number of seconds")
+    return Settings(
+        testing=testing,
+        secret_key=secret_key,
+        client_id=values.get("SMART_CLIENT_ID") or "fhir-desens-test",
+        client_secret=values.get("SMART_CLIENT_SECRET"),
+        private_key=_read_private_key(values.get("SMART_PRIVATE_KEY")),
+        key_id=values.get("SMART_KEY_ID"),
+        signing_alg=alg,
+        allowed_iss=allowed,
+        public_url=public_url,
+        frame_ancestors=ancestors,
+        session_url=values.get("SESSION_URL"),
+        session_ttl=int(values["SESSION_TTL"]),
+        state_ttl=int(values["STATE_TTL"]),
+        http_timeout=float(values["HTTP_TIMEOUT"]),
+        style_timeout=float(values["STYLE_TIMEOUT"]),
+    )

@@ -1,0 +1,93 @@
+"""Error handlers: HTML for people, JSON for machines, never a traceback.
+
+Messages of :class:`fhir_desens.errors.DesensError` are written for people and never contain tokens,
+secrets or patient names, so they are shown as they are (autoescaped). Anything unexpected is
+logged with its traceback on the server and answered with a generic message and a reference id.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from fhir_desens.client.smart import AuthorizationDenied
+from fhir_desens.errors import AuthError, DesensError, FhirServerError, TemporaryServerError
+
+TITLES = {
+    400: "The request could not be used",
+    401: "Sign-in needed",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    409: "Conflict",
+    422: "The data could not be used",
+    502: "The EHR answered with an error",
+    503: "The EHR is not answering",
+}
+
+
+def _wants_json() -> bool:
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" or (
+        request.accept_mimetypes["application/json"] > request.accept_mimetypes["text/html"]
+    )
+
+
+def _respond(status: int, message: str, *, code: str, hint: str | None = None, **extra: Any) -> Response:
+    title = TITLES.get(status, "Something went wrong")
+    if _wants_json():
+        body: dict[str, Any] = {"error": code, "message": message, "status": status}
+        body.update(extra)
+        response = jsonify(body)
+    else:
+        response = Response(
+            render_template("error.html", title=title, message=message, hint=hint, status=status, **extra),
+            mimetype="text/html",
+        )
+    response.status_code = status
+    return response
+
+
+def _hint_for(error: DesensError) -> str | None:
+    if isinstance(error, AuthorizationDenied):
+        return "Open the app again from the EHR. If this keeps happening, contact your EHR administrator."
+    if isinstance(error, AuthError):
+        return "Open the app again from the EHR."
+    if isinstance(error, TemporaryServerError):
+        return "The EHR may be busy. Wait a moment and reload the page."
+    if isinstance(error, FhirServerError):
+        return "Try again later. If this keeps happening, contact your EHR administrator."
+    return None
+
+
+def init_errors(app: Flask) -> None:
+    @app.errorhandler(DesensError)
+    def desens_error(error: DesensError) -> Response:
+        status = int(getattr(error, "http_status", 500))
+        app.logger.warning("%s (%d): %s", type(error).__name__, status, error.message)
+        extra: dict[str, Any] = {}
+        if isinstance(error, AuthorizationDenied):
+            extra = {"oauth_error": error.error, "oauth_error_description": error.description}
+        return _respond(status, error.message, code=type(error).__name__, hint=_hint_for(error), **extra)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        if isinstance(error, InternalServerError) and error.original_exception is not None:
+            return unexpected(error.original_exception)
+        return _respond(status, error.description or "", code=error.name.replace(" ", ""))
+
+    @app.errorhandler(Exception)
+    def unexpected(error: BaseException) -> Response:
+        reference = secrets.token_hex(4)
+        app.logger.error("unexpected error, reference %s", reference, exc_info=error)
+        return _respond(
+            500,
+            f"An unexpected error occurred (reference {reference}).",
+            code="InternalError",
+            hint="Reload the page. If this keeps happening, give the reference to your support team.",
+            reference=reference,
+        )

@@ -1,0 +1,135 @@
+"""The app's long-lived collaborators, built once per app from the validated settings."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from flask import Flask, current_app
+
+from fhir_desens.client.http import new_session
+from fhir_desens.client.smart import (
+    ClientAuth,
+    ClientRegistration,
+    ClientSecretBasic,
+    PrivateKeyJwt,
+    SmartClient,
+    SmartSession,
+    load_signing_key,
+)
+from fhir_desens.client.store import SessionStore, open_store
+from fhir_desens.errors import AuthError
+from smart_app.config import Settings, normalize_base
+from smart_app.style import StyleCache
+
+EXTENSION = "fhir_desens"
+
+
+class SessionEnded(AuthError):
+    """The opaque session id names no live session (ended, expired, or never issued)."""
+
+    def __init__(self) -> None:
+        super().__init__("This app session has ended or expired. Open the app again from the EHR.")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: SessionStore
+    smart: SmartClient
+    http: requests.Session
+    styles: StyleCache
+    signing_key: PrivateKeyJwt | None
+    clock: Callable[[], float]
+
+    # -- issuers ----------------------------------------------------------------------------------
+    def allowed_iss(self, iss: str) -> bool:
+        """Exact match (after normalizing case, default port and trailing slash) against the allow-list."""
+        try:
+            parts = urlsplit(iss)
+            if parts.scheme not in ("http", "https") or parts.username or parts.password:
+                return False
+            if parts.query or parts.fragment or "\\" in iss or any(ch.isspace() for ch in iss):
+                return False
+            return normalize_base(iss) in self.settings.allowed_iss
+        except ValueError:
+            return False
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def new_session(self, smart: SmartSession) -> str:
+        sid = secrets.token_urlsafe(32)
+        now = self.clock()
+        record = {
+            "smart": smart.to_dict(),
+            "csrf": secrets.token_urlsafe(32),
+            "created_at": now,
+            "expires_at": now + self.settings.session_ttl,
+        }
+        self.store.put("session", sid, record, ttl=self.settings.session_ttl)
+        self.store.purge()  # drop expired launches and sessions (cheap: indexed by expiry)
+        return sid
+
+    def load_session(self, sid: str) -> tuple[dict[str, Any], SmartSession]:
+        record = self.store.get("session", sid)
+        if record is None or not isinstance(record.get("smart"), dict):
+            raise SessionEnded()
+
+        def persist(updated: SmartSession) -> None:
+            remaining = float(record.get("expires_at", 0)) - self.clock()
+            if remaining > 0:
+                record["smart"] = updated.to_dict()
+                self.store.put("session", sid, record, ttl=remaining)
+
+        smart = SmartSession.from_dict(record["smart"], client=self.smart, on_update=persist)
+        return record, smart
+
+    def end_session(self, sid: str) -> None:
+        self.store.delete("session", sid)
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions[EXTENSION]
+    return svc
+
+
+def build_services(app: Flask, settings: Settings, extra: dict[str, Any]) -> Services:
+    clock: Callable[[], float] = extra.get("CLOCK") or time.time
+    http: requests.Session = extra.get("HTTP_SESSION") or new_session((5.0, settings.http_timeout))
+    auth: list[ClientAuth] = []
+    signing_key: PrivateKeyJwt | None = None
+    if settings.private_key is not None:
+        signing_key = load_signing_key(settings.private_key, kid=settings.key_id, alg=settings.signing_alg)
+        auth.append(signing_key)
+    if settings.client_secret:
+        auth.append(ClientSecretBasic(settings.client_secret))
+    registration = ClientRegistration(
+        client_id=settings.client_id,
+        redirect_uri=settings.redirect_uri,
+        auth=tuple(auth),
+    )
+    smart = SmartClient(
+        registration,
+        http=http,
+        timeout=settings.http_timeout,
+        clock=clock,
+        state_ttl=settings.state_ttl,
+        **extra.get("SMART_CLIENT_OPTIONS", {}),
+    )
+    session_url = settings.session_url or "sqlite:///" + str(Path(app.instance_path) / "sessions.sqlite3")
+    store = open_store(session_url, settings.secret_key, clock=clock)
+    styles = StyleCache(http, timeout=settings.style_timeout)
+    return Services(
+        settings=settings,
+        store=store,
+        smart=smart,
+        http=http,
+        styles=styles,
+        signing_key=signing_key,
+        clock=clock,
+    )

@@ -1,0 +1,157 @@
+"""The server-side launch/session store (fhir_desens.client.store): SQLite always, Redis when available."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fhir_desens.client.store import SessionStore, SqliteBackend, open_store
+from fhir_desens.errors import ConfigurationError
+
+SECRET = "a-test-secret-that-is-long-enough-0123456789"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed; the Redis backend is tested where it is available")
+    port = _free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(params=["sqlite", "memory", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[SessionStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sessions.sqlite3'}"
+    elif request.param == "memory":
+        url = "memory:"
+    else:
+        url = request.getfixturevalue("redis_url")
+    opened = open_store(url, SECRET, clock=clock)
+    yield opened
+    opened.close()
+
+
+def test_put_get_delete(store: SessionStore) -> None:
+    store.put("session", "sid-1", {"a": 1, "nested": {"b": [1, 2]}}, ttl=60)
+    assert store.get("session", "sid-1") == {"a": 1, "nested": {"b": [1, 2]}}
+    assert store.get("pending", "sid-1") is None  # namespaces are separate
+    store.delete("session", "sid-1")
+    assert store.get("session", "sid-1") is None
+    assert store.get("session", "") is None
+
+
+@pytest.mark.requirement("SMART-STATE-2")
+def test_take_is_single_use(store: SessionStore) -> None:
+    store.put("pending", "state-1", {"x": 1}, ttl=60)
+    assert store.take("pending", "state-1") == {"x": 1}
+    assert store.take("pending", "state-1") is None
+    assert store.take("pending", "") is None
+
+
+def test_expiry(store: SessionStore, clock: Clock) -> None:
+    if type(store.backend).__name__ == "RedisBackend":
+        pytest.skip("Redis expiry runs on the server's clock")
+    store.put("pending", "state-2", {"x": 1}, ttl=600)
+    clock.now += 601
+    assert store.get("pending", "state-2") is None
+    assert store.take("pending", "state-2") is None
+
+
+def test_records_are_encrypted_and_keys_hashed(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = open_store(f"sqlite:///{path}", SECRET, clock=clock)
+    store.put("session", "the-session-id", {"access_token": "TOKEN-VALUE-123"}, ttl=60)
+    store.close()
+    raw = path.read_bytes() + (
+        path.with_name(path.name + "-wal").read_bytes()
+        if path.with_name(path.name + "-wal").exists()
+        else b""
+    )
+    assert b"TOKEN-VALUE-123" not in raw
+    assert b"the-session-id" not in raw
+    other = open_store(f"sqlite:///{path}", SECRET + "-rotated", clock=clock)
+    assert other.get("session", "the-session-id") is None  # another secret reads nothing
+    again = open_store(f"sqlite:///{path}", SECRET, clock=clock)
+    assert again.get("session", "the-session-id") == {"access_token": "TOKEN-VALUE-123"}
+
+
+def test_sqlite_take_is_atomic_across_threads(tmp_path: Path, clock: Clock) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'race.sqlite3'}", SECRET, clock=clock)
+    store.put("pending", "race", {"x": 1}, ttl=60)
+    results: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(store.take("pending", "race"))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(1 for r in results if r is not None) == 1
+
+
+def test_purge(tmp_path: Path, clock: Clock) -> None:
+    store = SessionStore(SqliteBackend(tmp_path / "p.sqlite3"), SECRET, clock=clock)
+    store.put("a", "1", {}, ttl=10)
+    store.put("a", "2", {}, ttl=1000)
+    clock.now += 11
+    assert store.purge() == 1
+    assert store.get("a", "2") == {}
+
+
+@pytest.mark.parametrize("url", ["postgres://x", "sqlite://", "nonsense"])
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="FHIR_DESENS_SESSION_URL"):
+        open_store(url, SECRET)
+
+
+def test_short_secret_is_refused() -> None:
+    with pytest.raises(ConfigurationError):
+        open_store("memory:", "short")
