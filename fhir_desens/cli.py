@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from fhir_desens.errors import DesensError
 
@@ -33,6 +35,11 @@ COMMANDS: dict[str, str] = {
 
 class _Parser(argparse.ArgumentParser):
     """argparse with our exit status (2) and one-line messages."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # '-5mg' is a negative dose to refuse with a clear message, not an unknown option.
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")

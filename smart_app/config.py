@@ -7,7 +7,6 @@ documented in docs/configuration.md.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import secrets
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from fhir_desens.client.smart import is_loopback
 from fhir_desens.errors import ConfigurationError
 
 ENV_PREFIX = "FHIR_DESENS_"
@@ -97,17 +97,6 @@ def normalize_base(url: str) -> str:
     return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_url(name: str, url: str) -> str:
     try:
         parts = urlsplit(url)
@@ -116,7 +105,7 @@ def _check_url(name: str, url: str) -> str:
         raise ConfigurationError(f"{ENV_PREFIX}{name}: {url!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{ENV_PREFIX}{name}: {url!r} must be an absolute http(s) URL")
-    if parts.scheme != "https" and not _is_loopback(parts.hostname):
+    if parts.scheme != "https" and not is_loopback(parts.hostname):
         raise ConfigurationError(f"{ENV_PREFIX}{name}: {url!r} must use https (http only on localhost)")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigurationError(

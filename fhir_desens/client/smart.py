@@ -121,7 +121,7 @@ def new_state() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
     if not host:
         return False
     if host == "localhost":
@@ -137,7 +137,7 @@ def _require_secure(url: str, what: str) -> str:
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.netloc:
         return url
-    if parts.scheme == "http" and _is_loopback(parts.hostname):
+    if parts.scheme == "http" and is_loopback(parts.hostname):
         return url
     raise AuthError(f"{what} must be an https URL (got {parts.scheme or 'no'} scheme)")
 

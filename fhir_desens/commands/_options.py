@@ -12,6 +12,17 @@ from fhir_desens.protocol.model import ClosingMethod, Protocol
 from fhir_desens.protocol.quantity import Dimension, parse_decimal, parse_quantity, plain
 
 
+def port_number(text: str) -> int:
+    """argparse type for a TCP port; 0 means any free port."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range (0-65535, 0 = any free port): {value}")
+    return value
+
+
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protocol", required=True, metavar="ID", help="protocol id (see `fhir-desens protocols`)"

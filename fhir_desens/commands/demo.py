@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from fhir_desens.commands._options import port_number
+
 HELP = "Start the sandbox EHR and the SMART app together and print the URL to open."
 
 CLIENT_ID = "fhir-desens-demo"
@@ -21,9 +23,9 @@ CLIENT_ID = "fhir-desens-demo"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--ehr-port", type=int, default=8100, help="sandbox EHR port (default 8100)")
-    parser.add_argument("--fhir-port", type=int, default=8103, help="FHIR server port (default 8103)")
-    parser.add_argument("--app-port", type=int, default=8200, help="app port (default 8200)")
+    parser.add_argument("--ehr-port", type=port_number, default=8100, help="sandbox EHR port (default 8100)")
+    parser.add_argument("--fhir-port", type=port_number, default=8103, help="FHIR server port (default 8103)")
+    parser.add_argument("--app-port", type=port_number, default=8200, help="app port (default 8200)")
     parser.add_argument("--check", action="store_true", help="start, check the app answers, then stop")
 
 

@@ -7,27 +7,24 @@ import json
 import os
 from pathlib import Path
 
+from fhir_desens.commands._options import port_number
+
 HELP = (
     "Run the sandbox EHR until Ctrl-C: seeded FHIR server, SMART authorization server, FHIR gateway and "
     "launcher."
 )
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range (0-65535, 0 = any free port): {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=8100, help="port (default: 8100; 0 = any free port)")
     parser.add_argument(
-        "--fhir-port", type=_port, default=0, help="port of the FHIR server started (default: any free port)"
+        "--port", type=port_number, default=8100, help="port (default: 8100; 0 = any free port)"
+    )
+    parser.add_argument(
+        "--fhir-port",
+        type=port_number,
+        default=0,
+        help="port of the FHIR server started (default: any free port)",
     )
     parser.add_argument(
         "--fhir-base-url", metavar="URL", help="use this running FHIR server instead of starting one"

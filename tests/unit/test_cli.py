@@ -65,6 +65,7 @@ def test_table_worksheet_is_readable(capsys):
     ("args", "field"),
     [
         (["--dose=-5mg"], "--dose"),
+        (["--dose", "-5mg"], "--dose"),
         (["--dose", "0mg"], "--dose"),
         (["--dose", "900g"], "--dose"),
         (["--dose", "400"], "--dose"),

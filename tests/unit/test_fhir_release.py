@@ -117,12 +117,15 @@ def test_models_module_names_the_r4b_release() -> None:
         assert models.model_class(name) is cls
 
 
+R5 = "fhir.resources"  # the top level of fhir.resources is the R5 release
+
+
 @pytest.mark.parametrize(
     "source",
     [
-        "import fhir.resources.patient",
-        "import fhir.resources.patient as p",
-        "from fhir.resources.patient import Patient",
+        f"import {R5}.patient",
+        f"import {R5}.patient as p",
+        f"from {R5}.patient import Patient",
         "from fhir.resources import patient",
         "from fhir.resources import construct_fhir_element",
         "from fhir import resources",
