@@ -131,7 +131,7 @@ R5 = "fhir.resources"  # the top level of fhir.resources is the R5 release
         "from fhir import resources",
         "import importlib\nimportlib.import_module('fhir.resources.bundle')",
         "__import__('fhir.resources.plandefinition')",
-        "def f():\n    from fhir.resources.medicationrequest import MedicationRequest",
+        f"def f():\n    from {R5}.medicationrequest import MedicationRequest",
     ],
 )
 def test_the_scanner_catches_r5_imports(source: str) -> None:
