@@ -55,6 +55,8 @@ class Violation:
 
 
 def _close(a: Decimal, b: Decimal) -> bool:
+    if a == b:  # the usual case, and much cheaper than the scaled comparison
+        return True
     scale = max(abs(a), abs(b), Decimal(1))
     return abs(EXACT.subtract(a, b)) <= EXACT.multiply(scale, CONSISTENCY_TOLERANCE)
 

@@ -27,6 +27,7 @@ class Dimension(Enum):
     TIME = "time"
     RATE = "rate"  # volume per time
     CONCENTRATION = "concentration"  # dose per volume
+    DOSE_PER_AREA = "dose-per-area"  # dose per m² of body surface area (prescribing only, never infused)
 
 
 @dataclass(frozen=True)
@@ -59,17 +60,34 @@ _define("mg/mL", "mg/mL", Dimension.CONCENTRATION, "1")
 _define("g/mL", "g/mL", Dimension.CONCENTRATION, "1000")
 _define("ug/mL", "mcg/mL", Dimension.CONCENTRATION, "0.001", "µg/ml", "μg/ml")
 _define("[iU]/mL", "units/mL", Dimension.CONCENTRATION, "1", "unit/ml", "iu/ml", "u/ml")
+_define("mg/m2", "mg/m²", Dimension.DOSE_PER_AREA, "1", "mg/m^2")
+_define("g/m2", "g/m²", Dimension.DOSE_PER_AREA, "1000", "g/m^2")
+_define("ug/m2", "mcg/m²", Dimension.DOSE_PER_AREA, "0.001", "mcg/m2", "µg/m2", "μg/m2", "µg/m²", "μg/m²")
+_define("[iU]/m2", "units/m²", Dimension.DOSE_PER_AREA, "1", "units/m2", "unit/m2", "iu/m2", "u/m2")
 
 #: The canonical unit of each dose dimension and of the concentration made from it.
+_BY_CODE: dict[str, Unit] = {u.code: u for u in _UNITS.values()}
 CANONICAL_DOSE = {Dimension.MASS: _UNITS["mg"], Dimension.ACTIVITY: _UNITS["[iu]"]}
 CANONICAL_CONCENTRATION = {Dimension.MASS: _UNITS["mg/ml"], Dimension.ACTIVITY: _UNITS["[iu]/ml"]}
 
 _CONCENTRATION_BASE = {"mg/mL": Dimension.MASS, "g/mL": Dimension.MASS, "ug/mL": Dimension.MASS}
+#: The dose dimension and the absolute dose unit of each per-m² unit (mg/m2 x m² = mg).
+_PER_AREA_DOSE = {
+    "mg/m2": (Dimension.MASS, "mg"),
+    "g/m2": (Dimension.MASS, "g"),
+    "ug/m2": (Dimension.MASS, "ug"),
+    "[iU]/m2": (Dimension.ACTIVITY, "[iU]"),
+}
+CANONICAL_DOSE_PER_AREA = {Dimension.MASS: "mg/m2", Dimension.ACTIVITY: "[iU]/m2"}
+ACCEPTED_DOSE_PER_AREA_UNITS = "mg/m2, g/m2, mcg/m2 (ug/m2), units/m2 ([iU]/m2)"
 ACCEPTED_DOSE_UNITS = "mg, g, mcg (ug), units ([iU])"
 _QUANTITY_TEXT = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*([^\s\d].*?)?\s*$")
 
 
 def unit(code: str) -> Unit:
+    known = _BY_CODE.get(code)  # fast path: the exact UCUM code, as every Quantity carries
+    if known is not None:
+        return known
     try:
         return _UNITS[code.strip().lower()]
     except KeyError:
@@ -80,6 +98,13 @@ def unit(code: str) -> Unit:
 def concentration_base(u: Unit) -> Dimension:
     """The dose dimension a concentration unit is made of (mg/mL -> mass, units/mL -> activity)."""
     return _CONCENTRATION_BASE.get(u.code, Dimension.ACTIVITY)
+
+
+def per_area_dose_unit(u: Unit) -> Unit:
+    """The absolute dose unit of a per-m² unit (mg/m2 -> mg, units/m2 -> units)."""
+    if u.dimension is not Dimension.DOSE_PER_AREA:
+        raise UnitError("unit", f"{u.display} is not a dose per m²", ACCEPTED_DOSE_PER_AREA_UNITS)
+    return unit(_PER_AREA_DOSE[u.code][1])
 
 
 @dataclass(frozen=True, order=False)
@@ -109,6 +134,11 @@ class Quantity:
             source
         ) is not concentration_base(target):
             raise UnitError("unit", f"cannot convert {source.display} to {target.display}")
+        if (
+            source.dimension is Dimension.DOSE_PER_AREA
+            and per_area_dose_unit(source).dimension is not per_area_dose_unit(target).dimension
+        ):
+            raise UnitError("unit", f"cannot convert {source.display} to {target.display}")
         value = EXACT.divide(EXACT.multiply(self.value, source.factor), target.factor)
         return Quantity(value, target.code)
 
@@ -119,6 +149,8 @@ class Quantity:
             return self.to(CANONICAL_DOSE[u.dimension].code)
         if u.dimension is Dimension.CONCENTRATION:
             return self.to(CANONICAL_CONCENTRATION[concentration_base(u)].code)
+        if u.dimension is Dimension.DOSE_PER_AREA:
+            return self.to(CANONICAL_DOSE_PER_AREA[per_area_dose_unit(u).dimension])
         canonical = {Dimension.VOLUME: "mL", Dimension.TIME: "min", Dimension.RATE: "mL/h"}[u.dimension]
         return self.to(canonical)
 

@@ -1,0 +1,442 @@
+"""What the chart says for planning a desensitization: candidate drugs and the latest height/weight.
+
+Raw FHIR R4 resources (``dict``) in, small immutable records out; no network. Reading is tolerant
+like :mod:`fhir_desens.fhir.allergy`: a resource that cannot be used (no drug, unknown unit, not
+final) is skipped, never guessed at.
+
+* **Drug candidates**: active, on-hold and draft MedicationRequests first (in that order), then the
+  patient's current drug allergies, de-duplicated by RxNorm code or normalized name. The drug is
+  ``medicationCodeableConcept`` or a ``medicationReference`` resolved through ``medications``
+  (keyed ``Medication/<id>``, or ``#id`` for contained resources). The name is the drug-class
+  table's name when the codes or text identify one drug, so an order for "Carboplatin 400 mg (AUC 5)
+  in 250 mL D5W IV" is offered as "Carboplatin".
+* **Body measurements**: LOINC 8302-2 (also 8306-3 lying, 8308-9 standing) and 29463-7 (also
+  3141-9); status final, amended or corrected; the latest by ``effectiveDateTime``,
+  ``effectivePeriod.end`` (else start), ``effectiveInstant`` or ``issued``; undated ones only when
+  no dated one exists. Units are converted exactly to cm and kg (1 in = 2.54 cm, 1 lb =
+  0.45359237 kg, both exact by definition).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from fhir_desens.errors import UnitError
+from fhir_desens.fhir.allergy import RXNORM, SNOMED, Allergy
+from fhir_desens.protocol.crossreactivity import AllergenRef, DrugRef, known_drug_name
+from fhir_desens.protocol.quantity import EXACT, Quantity
+from fhir_desens.protocol.quantity import unit as unit_of
+
+__all__ = [
+    "HEIGHT_CODES",
+    "LOINC",
+    "WEIGHT_CODES",
+    "BodyMeasurements",
+    "DrugCandidate",
+    "Measurement",
+    "allergen_ref",
+    "drug_candidates",
+    "drug_ref",
+    "latest_body_measurements",
+]
+
+LOINC = "http://loinc.org"
+HEIGHT_CODES = frozenset({"8302-2", "8306-3", "8308-9"})  # body height; lying; standing
+WEIGHT_CODES = frozenset({"29463-7", "3141-9"})  # body weight; measured
+_USABLE_OBSERVATION = frozenset({"final", "amended", "corrected"})
+_ORDER_STATUS_RANK = {"active": 0, "on-hold": 1, "draft": 2}
+_ROUTE_CODES = {"26643006": "oral", "47625008": "intravenous"}
+_ROUTE_WORDS = {
+    "oral": "oral",
+    "po": "oral",
+    "by mouth": "oral",
+    "per os": "oral",
+    "oral route": "oral",
+    "intravenous": "intravenous",
+    "intravenous route": "intravenous",
+    "iv": "intravenous",
+}
+
+#: Exact factors to cm and kg, by UCUM code (and the common non-UCUM spellings).
+_TO_CM = {
+    "cm": Decimal(1),
+    "m": Decimal(100),
+    "mm": Decimal("0.1"),
+    "[in_i]": Decimal("2.54"),
+    "in": Decimal("2.54"),
+    "[in_us]": Decimal("2.54"),
+}
+_TO_KG = {
+    "kg": Decimal(1),
+    "g": Decimal("0.001"),
+    "[lb_av]": Decimal("0.45359237"),
+    "lb": Decimal("0.45359237"),
+    "lbs": Decimal("0.45359237"),
+    "[oz_av]": Decimal("0.028349523125"),
+    "oz": Decimal("0.028349523125"),
+}
+
+
+@dataclass(frozen=True)
+class DrugCandidate:
+    name: str
+    rxnorm: tuple[str, ...]
+    source: str  # "order" | "allergy"
+    route: str | None  # "oral" | "intravenous" | None
+    indication: str | None
+    order_reference: str | None  # "MedicationRequest/<id>"
+    dose: Quantity | None
+    text: str = (
+        ""  # the order's or allergy record's own wording, e.g. "Carboplatin 400 mg (AUC 5) in 250 mL D5W IV"
+    )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    value: Decimal
+    unit: str  # "cm" | "kg"
+    date: str | None
+    reference: str | None
+
+
+@dataclass(frozen=True)
+class BodyMeasurements:
+    height: Measurement | None
+    weight: Measurement | None
+
+
+# ----------------------------------------------------------------------------------------------
+# tolerant accessors
+
+
+def _str(value: Any) -> str | None:
+    if isinstance(value, str):
+        text = value.strip()
+        return text or None
+    return None
+
+
+def _dicts(value: Any) -> list[Mapping[str, Any]]:
+    if isinstance(value, Mapping):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, Mapping)]
+    return []
+
+
+def _codings(concept: Any) -> list[Mapping[str, Any]]:
+    return _dicts(concept.get("coding")) if isinstance(concept, Mapping) else []
+
+
+def _codes(concept: Any, system: str) -> tuple[str, ...]:
+    codes = (_str(c.get("code")) for c in _codings(concept) if c.get("system") == system)
+    return tuple(dict.fromkeys(code for code in codes if code))
+
+
+def _concept_text(concept: Any) -> str | None:
+    """The concept's text, else its first coding display."""
+    if not isinstance(concept, Mapping):
+        return None
+    return _str(concept.get("text")) or next(
+        (d for d in (_str(c.get("display")) for c in _codings(concept)) if d), None
+    )
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """A JSON number as Decimal; the project's JSON reader already yields Decimal, stdlib json gives float/int."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def _normalized(name: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", name.lower()))
+
+
+def _capitalized(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+# ----------------------------------------------------------------------------------------------
+# drug candidates
+
+
+def _medication_concept(
+    request: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    concept = request.get("medicationCodeableConcept")
+    if isinstance(concept, Mapping):
+        return concept
+    reference = request.get("medicationReference")
+    if not isinstance(reference, Mapping):
+        return None
+    target = _str(reference.get("reference"))
+    medication: Mapping[str, Any] | None = None
+    if target and target.startswith("#"):
+        contained = (r for r in _dicts(request.get("contained")) if r.get("resourceType") == "Medication")
+        medication = next((r for r in contained if r.get("id") == target[1:]), None)
+        medication = medication or medications.get(target)
+    elif target:
+        medication = medications.get(target)
+    if medication is not None and isinstance(medication.get("code"), Mapping):
+        code: Mapping[str, Any] = medication["code"]
+        return code
+    display = _str(reference.get("display"))
+    return {"text": display} if display else None
+
+
+def _route(request: Mapping[str, Any]) -> str | None:
+    for dosage in _dicts(request.get("dosageInstruction")):
+        route = dosage.get("route")
+        for coding in _codings(route):
+            if coding.get("system") == SNOMED and coding.get("code") in _ROUTE_CODES:
+                return _ROUTE_CODES[str(coding["code"])]
+        for text in filter(None, [_concept_text(route), *(_str(c.get("display")) for c in _codings(route))]):
+            kind = _ROUTE_WORDS.get(_normalized(text))
+            if kind:
+                return kind
+    return None
+
+
+def _dose(request: Mapping[str, Any]) -> Quantity | None:
+    """The first dose quantity whose unit the engine knows (mg, g, ug, [iU]); tablets and ranges give None."""
+    for dosage in _dicts(request.get("dosageInstruction")):
+        for dose_and_rate in _dicts(dosage.get("doseAndRate")):
+            quantity = dose_and_rate.get("doseQuantity")
+            if not isinstance(quantity, Mapping):
+                continue
+            value = _decimal(quantity.get("value"))
+            code = _str(quantity.get("code")) or _str(quantity.get("unit"))
+            if value is None or value <= 0 or code is None:
+                continue
+            try:
+                known = unit_of(code)
+            except UnitError:  # e.g. {tbl}: not a dose the engine can plan with
+                continue
+            if known.dimension.value in ("mass", "activity"):
+                return Quantity(value, known.code)
+    return None
+
+
+def _indication(request: Mapping[str, Any], conditions: Mapping[str, Mapping[str, Any]]) -> str | None:
+    texts: list[str] = [t for t in (_concept_text(c) for c in _dicts(request.get("reasonCode"))) if t]
+    for reference in _dicts(request.get("reasonReference")):
+        text = _str(reference.get("display"))
+        target = conditions.get(_str(reference.get("reference")) or "")
+        if text is None and target is not None:
+            text = _concept_text(target.get("code"))
+        if text:
+            texts.append(text)
+    unique = list(dict.fromkeys(texts))
+    return "; ".join(unique) if unique else None
+
+
+def _candidate_name(rxnorm: Sequence[str], text: str, concept: Any = None) -> str:
+    """The table's name, else the display of a single RxNorm coding ('metoprolol'), else the text."""
+    known = known_drug_name(rxnorm, text)
+    if known:
+        return _capitalized(known)
+    displays = [_str(c.get("display")) for c in _codings(concept) if c.get("system") == RXNORM]
+    if len(displays) == 1 and displays[0]:
+        return _capitalized(displays[0])
+    return text
+
+
+def _order_candidate(
+    request: Mapping[str, Any],
+    medications: Mapping[str, Mapping[str, Any]],
+    conditions: Mapping[str, Mapping[str, Any]],
+) -> DrugCandidate | None:
+    concept = _medication_concept(request, medications)
+    text = _concept_text(concept)
+    if concept is None or text is None:
+        return None
+    rxnorm = _codes(concept, RXNORM)
+    order_id = _str(request.get("id"))
+    return DrugCandidate(
+        name=_candidate_name(rxnorm, text, concept),
+        rxnorm=rxnorm,
+        source="order",
+        route=_route(request),
+        indication=_indication(request, conditions),
+        order_reference=f"MedicationRequest/{order_id}" if order_id else None,
+        dose=_dose(request),
+        text=text,
+    )
+
+
+def _allergy_candidate(allergy: Allergy) -> DrugCandidate | None:
+    if not (allergy.is_drug and allergy.is_current):
+        return None
+    text = allergy.substance.display
+    if not text:
+        return None
+    return DrugCandidate(
+        name=_candidate_name(allergy.rxnorm_codes, text),
+        rxnorm=allergy.rxnorm_codes,
+        source="allergy",
+        route=None,
+        indication=None,
+        order_reference=None,
+        dose=None,
+        text=text,
+    )
+
+
+def _orders(requests: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    usable = [
+        r
+        for r in requests
+        if isinstance(r, Mapping)
+        and r.get("resourceType", "MedicationRequest") == "MedicationRequest"
+        and r.get("status") in _ORDER_STATUS_RANK
+        and r.get("doNotPerform") is not True
+    ]
+    return sorted(usable, key=lambda r: _ORDER_STATUS_RANK[str(r["status"])])
+
+
+def drug_candidates(
+    medication_requests: Iterable[Mapping[str, Any]],
+    allergies: Iterable[Allergy],
+    medications: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    conditions: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[DrugCandidate]:
+    """Drugs to offer: active/on-hold/draft orders first, then current drug allergies; de-duplicated.
+
+    ``medications`` resolves ``medicationReference`` (keys ``Medication/<id>`` or ``#id``);
+    ``conditions`` resolves ``reasonReference`` without a display (keys as the references are
+    written, e.g. ``Condition/<id>`` or a bundle's ``urn:uuid:...``). A candidate is dropped when
+    an earlier one has a common RxNorm code or the same normalized name.
+    """
+    found: list[DrugCandidate | None] = [
+        _order_candidate(request, medications or {}, conditions or {})
+        for request in _orders(medication_requests)
+    ]
+    found += [_allergy_candidate(allergy) for allergy in allergies]
+    unique: list[DrugCandidate] = []
+    for candidate in found:
+        if candidate is not None and not any(_same(candidate, kept) for kept in unique):
+            unique.append(candidate)
+    return unique
+
+
+def _same(a: DrugCandidate, b: DrugCandidate) -> bool:
+    return bool(set(a.rxnorm) & set(b.rxnorm)) or _normalized(a.name) == _normalized(b.name)
+
+
+# ----------------------------------------------------------------------------------------------
+# height and weight
+
+
+def _when(observation: Mapping[str, Any]) -> str | None:
+    period = observation.get("effectivePeriod")
+    candidates = [
+        observation.get("effectiveDateTime"),
+        period.get("end") if isinstance(period, Mapping) else None,
+        period.get("start") if isinstance(period, Mapping) else None,
+        observation.get("effectiveInstant"),
+        observation.get("issued"),
+    ]
+    return next((text for text in map(_str, candidates) if text and _instant(text) is not None), None)
+
+
+_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
+
+
+def _instant(text: str) -> datetime | None:
+    """A FHIR date or dateTime as an aware datetime (partial dates at their start; no zone means UTC)."""
+    match = _PARTIAL_DATE.match(text)
+    try:
+        if match:
+            year, month, day = (int(part) if part else 1 for part in match.groups())
+            return datetime(year, month, day, tzinfo=UTC)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _has_code(observation: Mapping[str, Any], codes: frozenset[str]) -> bool:
+    return any(c.get("system") == LOINC and c.get("code") in codes for c in _codings(observation.get("code")))
+
+
+def _measurement(
+    observation: Mapping[str, Any], factors: Mapping[str, Decimal], target: str
+) -> Measurement | None:
+    if observation.get("status") not in _USABLE_OBSERVATION:
+        return None
+    quantity = observation.get("valueQuantity")
+    if not isinstance(quantity, Mapping):
+        return None
+    value = _decimal(quantity.get("value"))
+    code = _str(quantity.get("code")) or _str(quantity.get("unit"))
+    factor = factors.get(code) if code else None
+    if factor is None and code:
+        factor = factors.get(code.lower())
+    if value is None or factor is None or value <= 0:
+        return None
+    observation_id = _str(observation.get("id"))
+    return Measurement(
+        value=EXACT.multiply(value, factor),
+        unit=target,
+        date=_when(observation),
+        reference=f"Observation/{observation_id}" if observation_id else None,
+    )
+
+
+def _latest(
+    observations: Sequence[Mapping[str, Any]],
+    codes: frozenset[str],
+    factors: Mapping[str, Decimal],
+    target: str,
+) -> Measurement | None:
+    found = [
+        m
+        for m in (_measurement(o, factors, target) for o in observations if _has_code(o, codes))
+        if m is not None
+    ]
+    dated = [(moment, m) for m in found if m.date and (moment := _instant(m.date)) is not None]
+    if dated:
+        return max(dated, key=lambda pair: pair[0])[1]
+    return found[0] if found else None
+
+
+def latest_body_measurements(observations: Iterable[Mapping[str, Any]]) -> BodyMeasurements:
+    """The latest usable height (cm) and weight (kg) Observations, converted exactly."""
+    items = [o for o in observations if isinstance(o, Mapping)]
+    return BodyMeasurements(
+        height=_latest(items, HEIGHT_CODES, _TO_CM, "cm"),
+        weight=_latest(items, WEIGHT_CODES, _TO_KG, "kg"),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# bridges to the pure cross-reactivity engine
+
+
+def allergen_ref(allergy: Allergy, key: str) -> AllergenRef:
+    """The allergy record as the cross-reactivity engine sees it (its text and every coding display)."""
+    displays = [c.display for c in allergy.substance.codings if c.display]
+    text = "; ".join(dict.fromkeys(t for t in [allergy.substance.text, *displays] if t))
+    return AllergenRef(
+        key=key,
+        name=allergy.substance_display,
+        rxnorm=allergy.rxnorm_codes,
+        snomed=allergy.snomed_codes,
+        text=text,
+    )
+
+
+def drug_ref(candidate: DrugCandidate) -> DrugRef:
+    """The candidate as the cross-reactivity engine sees it."""
+    return DrugRef(name=candidate.name, rxnorm=candidate.rxnorm)

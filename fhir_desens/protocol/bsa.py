@@ -1,0 +1,147 @@
+"""Body surface area and per-m² doses, exact on Decimal (pure).
+
+Chemotherapy and monoclonal antibodies are often prescribed per square metre of body surface area
+(e.g. paclitaxel 80 mg/m²). The BSA is computed to the 50 significant digits of the engine's working
+precision: Mosteller with a correctly rounded Decimal square root, Du Bois through Decimal ln/exp
+with guard digits. Rounding happens only in the ``display_*`` helpers, which say their rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Context, Decimal
+
+from fhir_desens.errors import InputError
+from fhir_desens.protocol.quantity import (
+    ACCEPTED_DOSE_PER_AREA_UNITS,
+    EXACT,
+    Dimension,
+    Quantity,
+    display,
+    display_significant,
+    parse_decimal,
+    per_area_dose_unit,
+    unit,
+)
+
+__all__ = [
+    "BSA_DISPLAY_PLACES",
+    "FORMULAS",
+    "HEIGHT_RANGE_CM",
+    "WEIGHT_RANGE_KG",
+    "BodySurfaceArea",
+    "body_surface_area",
+    "display_bsa",
+    "display_dose_for_bsa",
+    "dose_for_bsa",
+]
+
+#: Plausible adult and paediatric values (neonates to the tallest and heaviest adults). Outside
+#: them the number is far more likely a unit or typing error (inches, pounds, grams) than a patient.
+HEIGHT_RANGE_CM = (Decimal(30), Decimal(250))
+WEIGHT_RANGE_KG = (Decimal(1), Decimal(350))
+BSA_DISPLAY_PLACES = 2
+
+FORMULAS = {
+    "mosteller": "Mosteller: BSA (m²) = √(height (cm) × weight (kg) / 3600)",
+    "du-bois": "Du Bois: BSA (m²) = 0.007184 × weight (kg)^0.425 × height (cm)^0.725",
+}
+_NAMES = {"mosteller": "Mosteller", "du-bois": "Du Bois"}
+_ALIASES = {"mosteller": "mosteller", "du-bois": "du-bois", "dubois": "du-bois", "du bois": "du-bois"}
+
+#: Guard digits for the intermediate ln/exp/product steps; the result is rounded once to EXACT.
+_WIDE = Context(prec=EXACT.prec + 10, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class BodySurfaceArea:
+    value_m2: Decimal
+    formula: str  # "mosteller" | "du-bois"
+    formula_text: str  # e.g. "Mosteller: BSA (m²) = √(height (cm) × weight (kg) / 3600)"
+
+    @property
+    def formula_name(self) -> str:
+        """'Mosteller' or 'Du Bois', for sentences such as 'Body surface area by the Mosteller formula'."""
+        return _NAMES[self.formula]
+
+
+def _measure(
+    value: Decimal | str | None, field: str, unit_text: str, bounds: tuple[Decimal, Decimal]
+) -> Decimal:
+    low, high = bounds
+    accepted = f"a number of {unit_text} from {low} to {high}"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InputError(field, "is missing", accepted)
+    number = parse_decimal(value, field) if isinstance(value, str) else value
+    if not isinstance(number, Decimal) or not number.is_finite():
+        raise InputError(field, f"'{value}' is not a number", accepted)
+    if number <= 0:
+        raise InputError(field, f"must be positive, got {number}", accepted)
+    if not low <= number <= high:
+        raise InputError(field, f"{number} {unit_text} is not a plausible {field}", accepted)
+    return number
+
+
+def _formula(formula: str | None) -> str:
+    key = _ALIASES.get((formula or "").strip().lower())
+    if key is None:
+        raise InputError("formula", f"unknown body-surface-area formula '{formula}'", "mosteller, du-bois")
+    return key
+
+
+def _mosteller(height: Decimal, weight: Decimal) -> Decimal:
+    return EXACT.plus(_WIDE.sqrt(_WIDE.divide(_WIDE.multiply(height, weight), Decimal(3600))))
+
+
+def _du_bois(height: Decimal, weight: Decimal) -> Decimal:
+    exponent = _WIDE.add(
+        _WIDE.multiply(Decimal("0.425"), _WIDE.ln(weight)), _WIDE.multiply(Decimal("0.725"), _WIDE.ln(height))
+    )
+    return EXACT.plus(_WIDE.multiply(Decimal("0.007184"), _WIDE.exp(exponent)))
+
+
+def body_surface_area(
+    height_cm: Decimal | str | None, weight_kg: Decimal | str | None, formula: str = "mosteller"
+) -> BodySurfaceArea:
+    """The BSA in m² by Mosteller (default) or Du Bois, to 50 significant digits.
+
+    ``height_cm`` and ``weight_kg`` are Decimals (text is parsed, floats are refused). A missing,
+    non-positive or implausible value raises :class:`InputError` naming ``height``, ``weight`` or
+    ``formula`` and saying what is accepted.
+    """
+    key = _formula(formula)
+    height = _measure(height_cm, "height", "cm", HEIGHT_RANGE_CM)
+    weight = _measure(weight_kg, "weight", "kg", WEIGHT_RANGE_KG)
+    value = _mosteller(height, weight) if key == "mosteller" else _du_bois(height, weight)
+    return BodySurfaceArea(value_m2=value, formula=key, formula_text=FORMULAS[key])
+
+
+def dose_for_bsa(dose_per_m2: Quantity, bsa: BodySurfaceArea) -> Quantity:
+    """The exact absolute dose of a per-m² dose: 80 mg/m2 at 1.8 m² -> 144 mg (units kept: ug/m2 -> ug)."""
+    if dose_per_m2.dimension is not Dimension.DOSE_PER_AREA:
+        raise InputError(
+            "dose", f"{dose_per_m2} is not a dose per m² of body surface area", ACCEPTED_DOSE_PER_AREA_UNITS
+        )
+    if dose_per_m2.value <= 0:
+        raise InputError("dose", f"must be positive, got {dose_per_m2}", ACCEPTED_DOSE_PER_AREA_UNITS)
+    absolute = per_area_dose_unit(unit(dose_per_m2.unit))
+    return Quantity(EXACT.multiply(dose_per_m2.value, bsa.value_m2), absolute.code)
+
+
+def display_bsa(bsa: BodySurfaceArea) -> str:
+    """'1.82 m² (Mosteller; shown rounded half-up to 2 decimals, doses use the exact value)'. Display only."""
+    shown = display(bsa.value_m2, BSA_DISPLAY_PLACES)
+    return (
+        f"{shown} m² ({bsa.formula_name}; shown rounded half-up to {BSA_DISPLAY_PLACES} decimals, "
+        "doses use the exact value)"
+    )
+
+
+def display_dose_for_bsa(dose_per_m2: Quantity, bsa: BodySurfaceArea) -> str:
+    """'80 mg/m² × 1.82 m² = 145.5 mg (rounded for display to 4 significant digits)'. Display only."""
+    dose = dose_for_bsa(dose_per_m2, bsa)
+    return (
+        f"{dose_per_m2} × {display(bsa.value_m2, BSA_DISPLAY_PLACES)} m² = "
+        f"{display_significant(dose.value)} {unit(dose.unit).display} (rounded for display to 4 significant "
+        "digits; the plan uses the exact dose)"
+    )
