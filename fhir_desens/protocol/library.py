@@ -180,6 +180,10 @@ def protocol_from_dict(raw: Mapping[str, Any]) -> Protocol:
 
 def check_protocol(protocol: Protocol) -> None:
     """Structural rules every protocol must satisfy before any plan is computed from it."""
+    dose_kinds = (Dimension.MASS, Dimension.ACTIVITY)
+    if not protocol.dose_dimensions or any(d not in dose_kinds for d in protocol.dose_dimensions):
+        found = ", ".join(d.value for d in protocol.dose_dimensions) or "none"
+        raise ProtocolDefinitionError(f"dose_dimensions must be mass and/or activity, got {found}")
     numbers = [s.number for s in protocol.solutions]
     if numbers != list(range(1, len(numbers) + 1)):
         raise ProtocolDefinitionError(f"solutions must be numbered 1..n in order, got {numbers}")
