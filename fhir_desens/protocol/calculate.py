@@ -330,6 +330,7 @@ class _InfusionPlanner:
         planned: list[PlannedStep] = []
         cumulative, clock = Decimal(0), Decimal(0)
         last_number = self.steps[-1].number
+        protocol_numbers = iter(range(1, len(self.steps) + 1))  # the protocol's own numbering
         for step in self.steps:
             solution = self.protocol.solution(step.solution)
             if step.solution not in concentrations:
@@ -362,7 +363,7 @@ class _InfusionPlanner:
                     start_minute=clock,
                     closing=closing,
                     inserted=step.inserted,
-                    protocol_step=None if step.inserted else step.number,
+                    protocol_step=None if step.inserted else next(protocol_numbers),
                     note=step.note,
                 )
             )

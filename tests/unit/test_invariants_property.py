@@ -226,3 +226,12 @@ def test_inserted_step_sits_between_its_neighbours():
     assert inserted.rate_ml_h == Decimal(60)  # halfway between 40 and 80 mL/h
     assert plan.steps[10].dose.value < inserted.dose.value < plan.steps[12].dose.value
     assert plan.steps[-1].cumulative_dose.value == 400
+
+
+def test_protocol_step_numbers_survive_insertions():
+    protocol = builtin_protocols()["iv-12-step-3-bag"]
+    plan = compute_plan(
+        PlanRequest(protocol, "carboplatin", Quantity(Decimal(400), "mg"), insert_before=(5, 9))
+    )
+    assert [s.number for s in plan.steps] == list(range(1, 15))
+    assert [s.protocol_step for s in plan.steps] == [1, 2, 3, 4, None, 5, 6, 7, 8, None, 9, 10, 11, 12]
