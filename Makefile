@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := fhir_desens/sandbox/fhir_server
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: demo test lint typecheck layers unit install node chromium bench clean
+.PHONY: demo test lint typecheck layers unit install node chromium bench load clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,11 +22,14 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 
 node: $(NODE_STAMP)
 
-# Debian's Chromium for the end-to-end tests (browser downloads do not work here).
+# Debian's Chromium for the end-to-end tests (browser downloads do not work here). Idempotent and silent
+# when installed; as root it installs the package, otherwise it says so (the e2e tests then skip locally
+# and fail in CI).
+CHROMIUM := /usr/bin/chromium
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@test -x $(CHROMIUM) || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium missing: install Debian's chromium package" >&2; fi; }
+	  else echo "$(CHROMIUM) missing: install Debian's chromium package (as root: make chromium)" >&2; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check fhir_desens smart_app tests benchmarks
@@ -38,7 +41,7 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-test: $(STAMP) node lint typecheck layers
+test: $(STAMP) node chromium lint typecheck layers
 	$(BIN)/python -m pytest
 
 demo: $(STAMP) node
@@ -46,6 +49,10 @@ demo: $(STAMP) node
 
 bench: $(STAMP) node
 	$(BIN)/python benchmarks/run_all.py
+
+# 50 concurrent planning sessions against the app served by gunicorn; prints throughput and latency.
+load: $(STAMP) node
+	$(BIN)/python benchmarks/load_app.py
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
+import bench_exchange  # benchmarks/ is on sys.path when this file runs as a script
+
 from fhir_desens.fhir.apply import ApplyContext, apply_plan
 from fhir_desens.fhir.plandefinition import library_bundle
 from fhir_desens.io.formats import write_resource
@@ -78,6 +80,7 @@ def main() -> None:
     print(
         f"Export whole library as XML: {median_ms(lambda: write_resource(library_bundle(protocols), 'xml'), 20):.1f} ms"
     )
+    bench_exchange.main()  # export + validate, import of 1,000 protocol versions (benchmarks/bench_exchange.py)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from typing import Any
 
 from flask import Flask
 
-from smart_app.blueprints import launch, patient, well_known
+from smart_app.blueprints import launch, orders, patient, plan, well_known
 from smart_app.config import VARIABLES, build_settings, gather
+from smart_app.drafts import init_library
 from smart_app.errors import init_errors
 from smart_app.security import init_security
 from smart_app.services import EXTENSION, build_services
@@ -49,10 +50,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Jinja autoescaping is on for .html templates (Flask's default); make sure it is never off.
     app.jinja_env.autoescape = True
 
+    init_library(app, settings.protocol_library)  # read once: a bad library stops the app here
     app.extensions[EXTENSION] = build_services(app, settings, extra)
     init_security(app)
     init_errors(app)
     app.register_blueprint(launch.bp)
     app.register_blueprint(patient.bp)
     app.register_blueprint(well_known.bp)
+    app.register_blueprint(plan.bp)
+    app.register_blueprint(orders.bp)
     return app

@@ -38,6 +38,7 @@ VARIABLES: dict[str, tuple[Any, str]] = {
     "HTTP_TIMEOUT": (10.0, "float"),
     "STYLE_TIMEOUT": (3.0, "float"),
     "LOG_LEVEL": ("INFO", "str"),
+    "PROTOCOL_LIBRARY": (None, "str"),
 }
 
 MIN_SECRET_LENGTH = 32
@@ -64,6 +65,8 @@ class Settings:
     state_ttl: int
     http_timeout: float
     style_timeout: float
+    #: a file or directory of protocol libraries imported next to the built-ins (read at app start)
+    protocol_library: str | None = None
 
     @property
     def redirect_uri(self) -> str:
@@ -225,4 +228,5 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         state_ttl=int(values["STATE_TTL"]),
         http_timeout=float(values["HTTP_TIMEOUT"]),
         style_timeout=float(values["STYLE_TIMEOUT"]),
+        protocol_library=values.get("PROTOCOL_LIBRARY"),
     )

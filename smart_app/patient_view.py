@@ -9,15 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-
-from fhir_desens.client.fhir_rest import FhirClient, reference
-from fhir_desens.client.smart import SmartSession
 from fhir_desens.errors import AuthError
 from fhir_desens.fhir.allergy import Allergy, allergy_from_fhir, sort_for_display
 from fhir_desens.protocol.screening import Coding, Manifestation, ScreeningResult, screen_reactions
+
+if TYPE_CHECKING:
+    from smart_app.app_session import AppSession
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +67,28 @@ class AllergyList:
         return sum(1 for row in self.rows if row.contraindicated)
 
 
-def _name(patient: Mapping[str, Any]) -> str:
-    names = [n for n in patient.get("name") or [] if isinstance(n, dict)]
+def person_name(resource: Mapping[str, Any], *, titles: bool = False) -> str | None:
+    """The official (else usual, else first) HumanName of a Patient, Practitioner ...; ``titles`` adds
+    its prefixes and suffixes ("Dr. Amara Okoro, MD"). None when no name is recorded."""
+    names = [n for n in resource.get("name") or [] if isinstance(n, dict)]
     if not names:
-        return "(name not recorded)"
+        return None
     chosen = next((n for u in ("official", "usual") for n in names if n.get("use") == u), names[0])
     if isinstance(chosen.get("text"), str) and chosen["text"].strip():
-        return str(chosen["text"]).strip()
-    given = [g for g in chosen.get("given") or [] if isinstance(g, str)]
-    family = chosen.get("family") if isinstance(chosen.get("family"), str) else ""
-    text = " ".join([*given, family]).strip()
-    return text or "(name not recorded)"
+        return " ".join(str(chosen["text"]).split())
+
+    def words(key: str) -> list[str]:
+        return [w.strip() for w in chosen.get(key) or [] if isinstance(w, str) and w.strip()]
+
+    family = str(chosen["family"]).strip() if isinstance(chosen.get("family"), str) else ""
+    text = " ".join([*(words("prefix") if titles else []), *words("given"), family]).strip()
+    if titles and text and words("suffix"):
+        text += ", " + ", ".join(words("suffix"))
+    return text or None
+
+
+def _name(patient: Mapping[str, Any]) -> str:
+    return person_name(patient) or "(name not recorded)"
 
 
 def _mrn(patient: Mapping[str, Any]) -> str | None:
@@ -156,34 +166,30 @@ class PatientPage:
     can_read_allergies: bool
 
 
-def _belongs_to(resource: Mapping[str, Any], own: str) -> bool:
-    patient = resource.get("patient")
+def belongs_to(resource: Mapping[str, Any], own: str, element: str = "patient") -> bool:
+    """Whether ``resource.<element>`` (patient or subject) references ``own`` ("Patient/<id>")."""
+    patient = resource.get(element)
     ref = patient.get("reference") if isinstance(patient, Mapping) else None
     return isinstance(ref, str) and (ref == own or ref.endswith("/" + own))
 
 
-def load_patient_page(smart: SmartSession, *, http: requests.Session, timeout: float) -> PatientPage:
-    """Read the launch patient and their allergy list from the EHR."""
+def _belongs_to(resource: Mapping[str, Any], own: str) -> bool:
+    return belongs_to(resource, own, "patient")
+
+
+def load_patient_page(session: AppSession) -> PatientPage:
+    """The launch patient and their allergy list, read afresh from the EHR (this also refreshes the
+    planning pages' short cache, see smart_app.app_session)."""
+    smart = session.smart
     if not smart.patient:
         raise AuthError(
             "the EHR did not give this launch a patient context; open the app from a patient's chart"
         )
-    client = FhirClient(smart.fhir_base, session=http, auth=smart, timeout=(min(5.0, timeout), timeout))
-    patient = client.read("Patient", smart.patient).resource
-    can_read = smart.granted.can_read("AllergyIntolerance")
-    resources: list[dict[str, Any]] = []
-    if can_read:
-        resources = client.search_all(
-            "AllergyIntolerance", {"patient": reference("Patient", smart.patient), "_count": "100"}
-        )
-    own = reference("Patient", smart.patient)
-    foreign = [r for r in resources if not _belongs_to(r, own)]
-    if foreign:  # a server bug must never show another patient's allergies
-        log.warning("dropped %d AllergyIntolerance resources of another patient", len(foreign))
-        resources = [r for r in resources if _belongs_to(r, own)]
+    patient = session.patient(fresh=True)
+    resources = session.allergy_resources(fresh=True)
     return PatientPage(
         banner=banner_from_patient(patient),
-        allergies=build_allergy_list(resources),
+        allergies=build_allergy_list(resources or []),
         can_write=smart.can_write,
-        can_read_allergies=can_read,
+        can_read_allergies=resources is not None,
     )

@@ -50,7 +50,7 @@ def _check_csrf() -> None:
     if origin and origin != "null" and origin != svc.settings.public_origin:
         raise CsrfError()
     sid = (request.view_args or {}).get("sid")
-    record = svc.store.get("session", sid) if isinstance(sid, str) else None
+    record = svc.session_record(sid) if isinstance(sid, str) else None
     sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
     expected = record.get("csrf") if record else None
     if not isinstance(expected, str) or not hmac.compare_digest(expected.encode(), sent.encode()):

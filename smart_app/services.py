@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_app_context
 
 from fhir_desens.client.http import new_session
 from fhir_desens.client.smart import (
@@ -62,21 +62,41 @@ class Services:
             return False
 
     # -- sessions ---------------------------------------------------------------------------------
-    def new_session(self, smart: SmartSession) -> str:
+    def new_session(self, smart: SmartSession, *, user: Mapping[str, Any] | None = None) -> str:
+        """Store an authorized launch; ``user`` is what the app knows of the signed-in user (app_session)."""
         sid = secrets.token_urlsafe(32)
         now = self.clock()
-        record = {
+        record: dict[str, Any] = {
             "smart": smart.to_dict(),
             "csrf": secrets.token_urlsafe(32),
             "created_at": now,
             "expires_at": now + self.settings.session_ttl,
         }
+        if user is not None:
+            record["user"] = dict(user)
         self.store.put("session", sid, record, ttl=self.settings.session_ttl)
         self.store.purge()  # drop expired launches and sessions (cheap: indexed by expiry)
         return sid
 
-    def load_session(self, sid: str) -> tuple[dict[str, Any], SmartSession]:
+    def session_record(self, sid: str) -> dict[str, Any] | None:
+        """The stored record of a live session, read from the store once per request."""
+        memo = _request_memo("session_records")
+        if memo is not None and sid in memo:
+            record: dict[str, Any] | None = memo[sid]
+            return record
         record = self.store.get("session", sid)
+        if memo is not None:
+            memo[sid] = record
+        return record
+
+    def load_session(self, sid: str) -> tuple[dict[str, Any], SmartSession]:
+        """The record and the SMART session of ``sid`` (once per request: the CSRF check and the
+        view share them, and a token refreshed during the request is the one every caller sees)."""
+        memo = _request_memo("smart_sessions")
+        if memo is not None and sid in memo:
+            loaded: tuple[dict[str, Any], SmartSession] = memo[sid]
+            return loaded
+        record = self.session_record(sid)
         if record is None or not isinstance(record.get("smart"), dict):
             raise SessionEnded()
 
@@ -87,10 +107,24 @@ class Services:
                 self.store.put("session", sid, record, ttl=remaining)
 
         smart = SmartSession.from_dict(record["smart"], client=self.smart, on_update=persist)
+        if memo is not None:
+            memo[sid] = (record, smart)
         return record, smart
 
     def end_session(self, sid: str) -> None:
         self.store.delete("session", sid)
+        for name in ("session_records", "smart_sessions"):
+            memo = _request_memo(name)
+            if memo is not None:
+                memo.pop(sid, None)
+
+
+def _request_memo(name: str) -> dict[str, Any] | None:
+    """A per-request (per app context) dictionary; None outside one."""
+    if not has_app_context():
+        return None
+    memos: dict[str, dict[str, Any]] = g.setdefault("_fhir_desens_memo", {})
+    return memos.setdefault(name, {})
 
 
 def services() -> Services:

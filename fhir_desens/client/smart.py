@@ -16,7 +16,8 @@ objects, so a web app can keep them in a server-side store:
 4. :class:`SmartSession` holds the tokens and launch context. It implements the FHIR client's auth
    interface (``headers()``, ``refresh()``): it refreshes shortly before expiry and when the FHIR
    client reports a 401, keeps the old refresh token when the server returns none, and re-reads the
-   granted scope (``can_write`` is false when writes were not granted).
+   granted scope (``can_write`` is false when allergy writes were not granted, ``can_sign_orders``
+   when any write of the orders transaction was not).
 
 Token values are never logged and never appear in ``repr``; logs say whether a token exists.
 Requirement ids (docs/requirements.md) are cited as ``SMART-*`` in comments.
@@ -58,6 +59,7 @@ from fhir_desens.errors import AuthError, ConfigurationError, FhirServerError, T
 
 __all__ = [
     "DEFAULT_NEEDS",
+    "ORDER_WRITES",
     "AuthorizationDenied",
     "AuthorizationRequest",
     "ClientAuth",
@@ -82,12 +84,37 @@ OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-u
 SMART_CAPABILITIES_EXT = "http://fhir-registry.smarthealthit.org/StructureDefinition/capabilities"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-#: What this app asks for by default (docs/fhir-smart.md §1.2): read the patient and the allergy
-#: list, and record on the allergy list. Servers may grant less; the app degrades to read-only.
+#: What this app asks for by default (docs/fhir-smart.md §1.2), and why:
+#:
+#: * read the patient, the allergy list, and what planning reads from the chart: active
+#:   MedicationRequests and their Medications (the drug to desensitize), Conditions (the indication),
+#:   Observations (height and weight for per-m² doses), and the signed plans (RequestGroups);
+#: * record on the allergy list (create/update);
+#: * sign orders: the $apply transaction creates a RequestGroup, one MedicationRequest per step and
+#:   one Medication per solution (conditional creates), and writes its Provenance with PUT to an id
+#:   derived from the session (create or update).
+#:
+#: Servers may grant less: without the allergy write the app does not record allergies
+#: (:attr:`SmartSession.can_write`), without the order writes it plans and prints but does not sign
+#: (:attr:`SmartSession.can_sign_orders`).
 DEFAULT_NEEDS: tuple[ScopeNeed, ...] = (
     ScopeNeed("patient", "Patient", "rs"),
     ScopeNeed("patient", "AllergyIntolerance", "rs"),
     ScopeNeed("patient", "AllergyIntolerance", "cu"),
+    ScopeNeed("patient", "MedicationRequest", "crs"),
+    ScopeNeed("patient", "Medication", "crs"),
+    ScopeNeed("patient", "Condition", "rs"),
+    ScopeNeed("patient", "Observation", "rs"),
+    ScopeNeed("patient", "RequestGroup", "crs"),
+    ScopeNeed("patient", "Provenance", "cu"),
+)
+
+#: The writes of the $apply transaction (see DEFAULT_NEEDS): resource type -> permissions needed.
+ORDER_WRITES: tuple[tuple[str, str], ...] = (
+    ("RequestGroup", "c"),
+    ("MedicationRequest", "c"),
+    ("Medication", "c"),
+    ("Provenance", "cu"),
 )
 
 #: Asymmetric client authentication algorithms a SMART client SHALL support (SMART-ASYM-1).
@@ -559,6 +586,16 @@ class SmartSession:
     def can_write(self) -> bool:
         """Whether the app may record on the allergy list; false means the app is read-only."""
         return self.granted.can_write("AllergyIntolerance")
+
+    @property
+    def can_sign_orders(self) -> bool:
+        """Whether every write of the $apply transaction (:data:`ORDER_WRITES`) was granted."""
+        granted = self.granted
+        return all(
+            granted.allows(resource_type, letter)
+            for resource_type, letters in ORDER_WRITES
+            for letter in letters
+        )
 
     @property
     def has_access_token(self) -> bool:

@@ -3,6 +3,9 @@
 The app runs as its own process (``python -m smart_app.serve``) so that nothing in ``fhir_desens``
 imports Flask. Fresh secrets are generated for each run and handed to the app through its
 environment; they are never printed or written to disk.
+
+:func:`demo_stack` starts the same stack for end-to-end tests and the load benchmark (free ports, the
+app on another host name so that the EHR frames it as a third party, extra server options).
 """
 
 from __future__ import annotations
@@ -10,11 +13,19 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fhir_desens.commands._options import port_number
+
+if TYPE_CHECKING:
+    from fhir_desens.sandbox.server import Sandbox
 
 HELP = "Start the sandbox EHR and the SMART app together and print the URL to open."
 
@@ -27,6 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fhir-port", type=port_number, default=8103, help="FHIR server port (default 8103)")
     parser.add_argument("--app-port", type=port_number, default=8200, help="app port (default 8200)")
     parser.add_argument("--check", action="store_true", help="start, check the app answers, then stop")
+
+
+@dataclass(frozen=True)
+class DemoStack:
+    """A running demo: the sandbox EHR (with its FHIR server) and the app process registered with it."""
+
+    sandbox: Sandbox
+    app_url: str
+    app: subprocess.Popen[bytes]
+    client_id: str
 
 
 def _wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 30.0) -> None:
@@ -46,11 +67,47 @@ def _wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 30.0)
     raise ConfigurationError(f"the app did not answer at {url} within {seconds:.0f} s")
 
 
-def run(args: argparse.Namespace) -> int:
+def _free_port(host: str) -> int:
+    """A port free right now (the app's public URL must be known before the app process binds it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@contextmanager
+def demo_stack(
+    *,
+    host: str = "127.0.0.1",
+    ehr_port: int = 0,
+    fhir_port: int = 0,
+    app_port: int = 0,
+    app_host: str | None = None,
+    serve_args: Sequence[str] = (),
+    environment: Mapping[str, str] | None = None,
+) -> Iterator[DemoStack]:
+    """Start the FHIR server, the sandbox EHR and the app (``python -m smart_app.serve``); stop them on exit.
+
+    Ports 0 mean any free port. ``app_host`` is the host name in the app's public URL (default
+    ``host``); e.g. ``localhost`` while the EHR is ``127.0.0.1`` puts the app on another site, as a
+    real EHR frames a third-party app. ``serve_args`` are passed to ``smart_app.serve`` (e.g.
+    ``["--workers", "2"]``) and ``environment`` adds or overrides ``FHIR_DESENS_*`` variables.
+    """
     from fhir_desens.sandbox.server import Sandbox
 
-    app_url = f"http://{args.host}:{args.app_port}"
-    with Sandbox(host=args.host, port=args.ehr_port, fhir_port=args.fhir_port) as sandbox:
+    port = app_port or _free_port(host)
+    app_url = f"http://{app_host or host}:{port}"
+    with Sandbox(host=host, port=ehr_port, fhir_port=fhir_port) as sandbox:
         client_secret = secrets.token_urlsafe(32)
         sandbox.register_client(
             CLIENT_ID,
@@ -60,35 +117,38 @@ def run(args: argparse.Namespace) -> int:
             name="fhir-desens",
             secret=client_secret,
         )
-        ehr_origin = sandbox.issuer.split("/", 3)[:3]
-        environment = {
+        ehr_origin = "/".join(sandbox.issuer.split("/", 3)[:3])
+        app_environment = {
             **os.environ,
             "FHIR_DESENS_SECRET_KEY": secrets.token_urlsafe(48),
             "FHIR_DESENS_SMART_CLIENT_ID": CLIENT_ID,
             "FHIR_DESENS_SMART_CLIENT_SECRET": client_secret,
             "FHIR_DESENS_ALLOWED_ISS": sandbox.fhir_base_url,
             "FHIR_DESENS_PUBLIC_URL": app_url,
-            "FHIR_DESENS_FRAME_ANCESTORS": "/".join(ehr_origin),
+            "FHIR_DESENS_FRAME_ANCESTORS": ehr_origin,
+            **(environment or {}),
         }
-        command = [sys.executable, "-m", "smart_app.serve", "--host", args.host, "--port", str(args.app_port)]
-        app = subprocess.Popen(command, env=environment)
+        command = [sys.executable, "-m", "smart_app.serve", "--host", host, "--port", str(port), *serve_args]
+        app = subprocess.Popen(command, env=app_environment)
         try:
             _wait_for(f"{app_url}/healthz", app)
-            print(f"fhir-desens demo is running. Open the EHR: {sandbox.launcher_url}", flush=True)
-            print(
-                f"  FHIR (behind SMART): {sandbox.fhir_base_url}    app: {app_url}    Ctrl-C stops",
-                flush=True,
-            )
-            if args.check:
-                return 0
-            while app.poll() is None:
-                time.sleep(0.5)
-            print(f"fhir-desens demo: the app stopped (status {app.returncode})", file=sys.stderr)
-            return 1
+            yield DemoStack(sandbox=sandbox, app_url=app_url, app=app, client_id=CLIENT_ID)
         finally:
-            if app.poll() is None:
-                app.terminate()
-                try:
-                    app.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    app.kill()
+            _stop(app)
+
+
+def run(args: argparse.Namespace) -> int:
+    with demo_stack(
+        host=args.host, ehr_port=args.ehr_port, fhir_port=args.fhir_port, app_port=args.app_port
+    ) as stack:
+        print(f"fhir-desens demo is running. Open the EHR: {stack.sandbox.launcher_url}", flush=True)
+        print(
+            f"  FHIR (behind SMART): {stack.sandbox.fhir_base_url}    app: {stack.app_url}    Ctrl-C stops",
+            flush=True,
+        )
+        if args.check:
+            return 0
+        while stack.app.poll() is None:
+            time.sleep(0.5)
+        print(f"fhir-desens demo: the app stopped (status {stack.app.returncode})", file=sys.stderr)
+        return 1

@@ -6,6 +6,12 @@ Every entry has a ``urn:uuid:`` fullUrl derived from the session id, and every r
 business identifier with ``ifNoneExist``, so posting the same plan twice creates it once. The
 Provenance, which has no identifier in R4, is written with PUT to an id derived from the session.
 No network here: ``fhir_desens.client`` sends the Bundle.
+
+The RequestGroup also carries what the plan was computed from (the ``desens-plan-parameters``
+extension: protocol id, drug and codes, the target dose (and the dose as prescribed when it was per
+m²), final rate, bag volume, diluent, inserted steps), so a signed plan can be copied exactly (:func:`plan_parameters`), the
+indication (``reasonCode``), and the reason of an expert override of a contraindication (a note,
+repeated in ``Provenance.reason``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from fhir_desens.errors import InputError
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.plandefinition import ROUTES, canonical_url, ucum
 from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
-from fhir_desens.protocol.quantity import plain, unit
+from fhir_desens.protocol.quantity import Quantity, plain, unit
 from fhir_desens.protocol.report import plan_dict
 
 _NAMESPACE = uuid.UUID("6b2f7f0e-6a8e-4d55-9a2c-4a1f2d9a7c10")  # fhir-desens session namespace
@@ -37,6 +43,31 @@ class ApplyContext:
     session_id: str | None = None  # business id of the session; default derived from the plan
     drug_codes: tuple[dict[str, str], ...] = ()  # codings of the drug (e.g. RxNorm) when known
     indication: str | None = None
+    prescribed_dose: Quantity | None = None  # as prescribed when it is not the plan's target (mg/m2 ...)
+    dose_basis: str | None = None  # how the target was derived, e.g. "250 mg/m² x BSA 1.7 m² (Mosteller)"
+    override_reason: str | None = None  # an expert override of a contraindication, recorded as given
+
+
+@dataclass(frozen=True)
+class PlanParameters:
+    """What a signed session was computed from (the ``desens-plan-parameters`` extension).
+
+    ``None`` (or empty) means the protocol's default was used.
+    """
+
+    protocol_id: str
+    drug: str
+    drug_codes: tuple[dict[str, str], ...]
+    target_dose: Quantity  # what the plan was computed for (mg, [iU] ...)
+    prescribed_dose: Quantity | None = None  # as prescribed when not the target itself (mg/m2 ...)
+    dose_basis: str | None = None
+    final_rate_ml_h: Decimal | None = None
+    bag_volume_ml: Decimal | None = None
+    diluent: str | None = None
+    insert_before: tuple[int, ...] = ()
+
+
+OVERRIDE_NOTE = "Expert override of a contraindication: "
 
 
 def _reference(value: str | None, kind: str, field: str) -> str | None:
@@ -81,10 +112,19 @@ def apply_plan(plan: Plan, context: ApplyContext) -> dict[str, Any]:
         for step in plan.steps
     ]
     group = _request_group(plan, session, protocol_canonical, authored, practitioner, common)
+    group["extension"] = [*group.get("extension", []), _plan_parameters_extension(plan, context)]
+    if context.indication:
+        group["reasonCode"] = [{"text": context.indication}]
+        for request in requests:
+            request["reasonCode"] = [{"text": context.indication}]
+    if context.override_reason:
+        group["note"].append({"text": OVERRIDE_NOTE + context.override_reason})
     targets = [_urn(session, "RequestGroup")] + [
         _urn(session, "MedicationRequest", s.number) for s in plan.steps
     ]
     provenance = _provenance(session, targets, authored, practitioner)
+    if context.override_reason:
+        provenance["reason"] = [{"text": OVERRIDE_NOTE + context.override_reason}]
     entries = [
         _entry(_urn(session, "RequestGroup"), group, c.ID_SESSION, session),
         *(
@@ -280,3 +320,106 @@ def _provenance(session: str, targets: list[str], recorded: str, practitioner: s
         },
         "agent": [agent],
     }
+
+
+# --- plan parameters (desens-plan-parameters) -----------------------------------------------------
+
+
+def _diluent(plan: Plan) -> str | None:
+    return next((s.diluent for s in plan.solutions if s.diluent), None)
+
+
+def _plan_parameters_extension(plan: Plan, context: ApplyContext) -> dict[str, Any]:
+    request = plan.request
+    target = plan.target_dose
+    subs: list[dict[str, Any]] = [
+        {"url": "protocolId", "valueString": plan.protocol.id},
+        {"url": "drug", "valueString": plan.drug},
+        *({"url": "drugCode", "valueCoding": dict(code)} for code in context.drug_codes),
+        {"url": "targetDose", "valueQuantity": ucum(target.value, target.unit)},
+    ]
+    prescribed = context.prescribed_dose
+    if prescribed is not None:
+        subs.append({"url": "prescribedDose", "valueQuantity": ucum(prescribed.value, prescribed.unit)})
+    if context.dose_basis:
+        subs.append({"url": "doseBasis", "valueString": context.dose_basis})
+    if request.final_rate_ml_h is not None:
+        subs.append({"url": "finalRate", "valueQuantity": ucum(request.final_rate_ml_h, "mL/h")})
+    if request.bag_volume_ml is not None:
+        subs.append({"url": "bagVolume", "valueQuantity": ucum(request.bag_volume_ml, "mL")})
+    diluent = _diluent(plan)
+    if diluent:
+        subs.append({"url": "diluent", "valueString": diluent})
+    subs += [{"url": "insertBefore", "valuePositiveInt": n} for n in request.insert_before]
+    return {"url": c.EXT_PLAN_PARAMETERS, "extension": subs}
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        try:
+            return Decimal(value)
+        except ArithmeticError:
+            return None
+    return None  # floats (a JSON parser that lost precision) are not trusted
+
+
+def _quantity(value: Any) -> Quantity | None:
+    if not isinstance(value, dict) or not isinstance(value.get("code"), str):
+        return None
+    number = _decimal(value.get("value"))
+    if number is None:
+        return None
+    try:
+        return Quantity(number, value["code"])
+    except InputError:
+        return None
+
+
+def plan_parameters(group: dict[str, Any]) -> PlanParameters | None:
+    """The plan parameters recorded on a signed RequestGroup; None when absent or unreadable.
+
+    Decimals must arrive as Decimal, int or text (parse the JSON with ``fhir_desens.io.json``).
+    """
+    extension = next(
+        (
+            e
+            for e in group.get("extension") or []
+            if isinstance(e, dict) and e.get("url") == c.EXT_PLAN_PARAMETERS
+        ),
+        None,
+    )
+    if extension is None:
+        return None
+    values: dict[str, list[Any]] = {}
+    for sub in extension.get("extension") or []:
+        if isinstance(sub, dict) and isinstance(sub.get("url"), str):
+            value = next((v for k, v in sub.items() if k.startswith("value")), None)
+            values.setdefault(sub["url"], []).append(value)
+
+    def one(name: str) -> Any:
+        return (values.get(name) or [None])[0]
+
+    protocol_id, drug, target = one("protocolId"), one("drug"), _quantity(one("targetDose"))
+    if not isinstance(protocol_id, str) or not isinstance(drug, str) or target is None:
+        return None
+    rate, volume = _quantity(one("finalRate")), _quantity(one("bagVolume"))
+    return PlanParameters(
+        protocol_id=protocol_id,
+        drug=drug,
+        drug_codes=tuple(
+            {k: str(v) for k, v in code.items() if k in ("system", "code", "display")}
+            for code in values.get("drugCode", [])
+            if isinstance(code, dict)
+        ),
+        target_dose=target,
+        prescribed_dose=_quantity(one("prescribedDose")),
+        dose_basis=one("doseBasis") if isinstance(one("doseBasis"), str) else None,
+        final_rate_ml_h=rate.value if rate is not None else None,
+        bag_volume_ml=volume.value if volume is not None else None,
+        diluent=one("diluent") if isinstance(one("diluent"), str) else None,
+        insert_before=tuple(
+            n for n in values.get("insertBefore", []) if isinstance(n, int) and not isinstance(n, bool)
+        ),
+    )

@@ -52,6 +52,9 @@ EXT_STEP = structure_definition(
     "desens-step"
 )  # PlanDefinition.action: solution, rate or rate fraction, ... (complex)
 EXT_PREMEDICATION = structure_definition("desens-premedication")  # PlanDefinition: premedication (complex)
+EXT_PLAN_PARAMETERS = structure_definition(
+    "desens-plan-parameters"
+)  # RequestGroup: what the session's plan was computed from (complex)
 
 # Code systems and value sets
 CS_CLOSING_METHOD = code_system("closing-method")

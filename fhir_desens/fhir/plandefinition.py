@@ -267,7 +267,7 @@ def protocol_from_plan_definition(resource: Mapping[str, Any]) -> Protocol:
     url = _required(resource, "url")
     settings = _subs(_single_extension(resource, c.EXT_PROTOCOL_SETTINGS, "PlanDefinition"))
     group = _steps_group(resource)
-    steps = tuple(_step_from_action(action, n + 1) for n, action in enumerate(_ordered_steps(group)))
+    steps = tuple(_step_from_action(action, n + 1) for n, action in enumerate(ordered_step_actions(group)))
     protocol_id = str(resource.get("id") or url.rstrip("/").rsplit("/", 1)[-1])
     try:
         protocol = Protocol(
@@ -418,7 +418,7 @@ def _steps_group(resource: Mapping[str, Any]) -> Mapping[str, Any]:
     return dict(actions[0])
 
 
-def _ordered_steps(group: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def ordered_step_actions(group: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """Order the step actions by their relatedAction chain (after-end on the later step, or before-start)."""
     actions = list(group["action"])
     by_id = {a.get("id"): a for a in actions}

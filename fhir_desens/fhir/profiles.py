@@ -531,6 +531,46 @@ EXTENSIONS: tuple[ExtensionSpec, ...] = (
         ),
     ),
     ExtensionSpec(
+        c.EXT_PLAN_PARAMETERS,
+        "DesensPlanParameters",
+        "Desensitization plan parameters",
+        "On a RequestGroup: what the session's plan was computed from, so that the plan can be recomputed "
+        "or copied exactly for a later course (the closing method is the desens-closing-method extension; "
+        "the protocol version is instantiatesCanonical). An absent optional value means the protocol's "
+        "default was used.",
+        ("RequestGroup",),
+        subs=(
+            Sub("protocolId", "string", 1, "1", "Id of the protocol in the library, e.g. iv-12-step-3-bag"),
+            Sub("drug", "string", 1, "1", "The drug as planned, e.g. 'carboplatin'"),
+            Sub("drugCode", "Coding", 0, "*", "A code of the drug (e.g. RxNorm)"),
+            Sub(
+                "targetDose",
+                "Quantity",
+                1,
+                "1",
+                "The target dose the plan was computed for (UCUM: mg, g, ug, [iU])",
+            ),
+            Sub(
+                "prescribedDose",
+                "Quantity",
+                0,
+                "1",
+                "The dose as prescribed when it is not the target itself (per m2 of body surface area: mg/m2 ...)",
+            ),
+            Sub("doseBasis", "string", 0, "1", "How the target dose was derived (e.g. BSA and its formula)"),
+            Sub("finalRate", "Quantity", 0, "1", "Final infusion rate chosen (UCUM mL/h)", unit="mL/h"),
+            Sub("bagVolume", "Quantity", 0, "1", "Volume of each bag chosen (UCUM mL)", unit="mL"),
+            Sub("diluent", "string", 0, "1", "Diluent of the solutions, e.g. 'D5W'"),
+            Sub(
+                "insertBefore",
+                "positiveInt",
+                0,
+                "*",
+                "A protocol step before which an intermediate-rate step was inserted",
+            ),
+        ),
+    ),
+    ExtensionSpec(
         c.EXT_CLOSING_METHOD,
         "DesensClosingMethod",
         "Desensitization closing method",
@@ -817,6 +857,14 @@ PROFILES: tuple[ProfileSpec, ...] = (
                 0,
                 "1",
                 "The closing method used",
+            ),
+            *extension_slice(
+                "RequestGroup.extension",
+                "planParameters",
+                c.EXT_PLAN_PARAMETERS,
+                0,
+                "1",
+                "What the plan was computed from",
             ),
             *identifier_slice(
                 "RequestGroup.identifier", "session", c.ID_SESSION, "Business id of the session"

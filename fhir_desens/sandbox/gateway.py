@@ -10,7 +10,13 @@
   ``patient=Patient/<id>`` (or ``_id`` for Patient) added, a different patient in the query is 403, and
   results are filtered again; writes must stay in the compartment and name no other patient; transaction
   and batch entries are checked one by one. Resource types that are not patient data (Medication,
-  Practitioner ...) may be read and searched with a ``patient/`` scope but not written.
+  Practitioner ...) may be read and searched with a ``patient/`` scope but not written, with one
+  exception: a bundle may create one (with a ``patient/<Type>.c`` scope) when a patient-data entry of the
+  same bundle references it by its ``fullUrl`` (the Medications of a session's orders: compounded for
+  this patient). References between entries (``urn:uuid:``) are resolved inside the bundle, so a
+  Provenance whose targets are created by the same transaction is checked against those targets.
+* A token granted ``fhirUser`` may read its own user's Practitioner (the ``fhirUser`` resource) without a
+  Practitioner scope (SMART: ``openid fhirUser`` is permission to retrieve the current user).
 * Absolute URLs of the backend (Location, Bundle links, fullUrl, references) are rewritten to the gateway
   base, and the gateway base in request bodies back to the backend base.
 
@@ -344,6 +350,18 @@ class FhirGateway:
             raise Denied(403, "forbidden", "patient-level scopes need a patient in the launch context")
         return token.context.patient
 
+    @staticmethod
+    def _reads_own_user(token: TokenRecord, interaction: Interaction) -> bool:
+        """SMART ``openid fhirUser`` lets the app retrieve the current user: a read of the token's own
+        Practitioner, whatever the resource scopes."""
+        return (
+            interaction.kind in ("read", "vread")
+            and interaction.resource_type == "Practitioner"
+            and interaction.resource_id is not None
+            and interaction.resource_id == token.context.practitioner
+            and "fhirUser" in ScopeSet(token.scope)
+        )
+
     def _dispatch(self, request: Request, path: str, token: TokenRecord) -> Response:
         interaction = classify(request.method, path)
         if interaction.kind == "bundle":
@@ -355,6 +373,8 @@ class FhirGateway:
                 raise Denied(403, "forbidden", "system-wide search needs a user/*.s (or user/*.read) scope")
             return self._relay(self._send("GET", path, params=list(request.args.items(multi=True))))
         assert interaction.resource_type is not None
+        if self._reads_own_user(token, interaction):
+            return self._forward(request, path)
         permission = INTERACTION_PERMISSION[interaction.kind]
         patient = self._access(token, interaction.resource_type, permission)
         if interaction.kind == "search-type":
@@ -546,9 +566,13 @@ class FhirGateway:
         bundle = self._read_body(request)
         if bundle.get("resourceType") != "Bundle" or bundle.get("type") not in ("transaction", "batch"):
             raise Denied(400, "invalid", "POST to the FHIR base takes a transaction or batch Bundle")
+        entries = bundle.get("entry") or []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise Denied(400, "structure", "Bundle.entry must be an array of objects")
+        local = BundleLinks(entries, self._fetch)
         compartment_entries: set[int] = set()
-        for index, entry in enumerate(bundle.get("entry") or []):
-            if self._check_entry(index, entry, token):
+        for index, entry in enumerate(entries):
+            if self._check_entry(index, entry, token, local):
                 compartment_entries.add(index)
         response = self._send(
             "POST", "", body=json.dumps(bundle).encode("utf-8"), headers=self._request_headers(request)
@@ -568,8 +592,11 @@ class FhirGateway:
             return self._relay(response, result, replace_body=True)
         return self._relay(response)
 
-    def _check_entry(self, index: int, entry: Mapping[str, Any], token: TokenRecord) -> bool:
+    def _check_entry(
+        self, index: int, entry: Mapping[str, Any], token: TokenRecord, local: BundleLinks | None = None
+    ) -> bool:
         """Authorize one bundle entry (in place for search URLs); True when it is compartment-limited."""
+        local = local or BundleLinks([], self._fetch)
         where = f"entry {index}"
         request = entry.get("request")
         if not isinstance(request, dict) or not isinstance(request.get("url"), str):
@@ -586,6 +613,14 @@ class FhirGateway:
             raise Denied(denied.status, denied.code, f"{where}: {denied.diagnostics}") from denied
         if interaction.kind not in INTERACTION_PERMISSION or interaction.resource_type is None:
             raise Denied(403, "forbidden", f"{where}: {interaction.kind} is not allowed in a bundle")
+        if interaction.kind == "create" and local.shared_create(entry, interaction.resource_type):
+            if ScopeSet(token.scope).access(interaction.resource_type, "c") is None:
+                raise Denied(
+                    403,
+                    "forbidden",
+                    f"{where}: the granted scopes do not allow 'c' on {interaction.resource_type}",
+                )
+            return False  # shared data created for this bundle's patient-data entries
         try:
             patient = self._access(token, interaction.resource_type, INTERACTION_PERMISSION[interaction.kind])
         except Denied as denied:
@@ -611,10 +646,59 @@ class FhirGateway:
             resource = entry.get("resource")
             if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
                 raise Denied(400, "invalid", f"{where}: the resource is not a {resource_type}")
-            if not compartment.writable_by(resource, patient, self._fetch):
+            if not compartment.writable_by(resource, patient, local.resolve):
                 raise Denied(403, "forbidden", f"{where}: the resource is not in the patient's compartment")
             if interaction.kind == "create" and isinstance(request.get("ifNoneExist"), str):
                 condition = MultiDict(parse_qsl(request["ifNoneExist"].lstrip("?"), keep_blank_values=True))
                 self._constrain(resource_type, condition, patient)
                 request["ifNoneExist"] = urlencode(list(condition.items(multi=True)))
         return True
+
+
+class BundleLinks:
+    """What the entries of one transaction/batch say about each other (``urn:uuid:`` fullUrls)."""
+
+    def __init__(self, entries: list[dict[str, Any]], fetch: Callable[[str], dict[str, Any] | None]) -> None:
+        self._fetch = fetch
+        self._by_full_url: dict[str, dict[str, Any]] = {
+            e["fullUrl"]: e["resource"]
+            for e in entries
+            if isinstance(e.get("fullUrl"), str) and isinstance(e.get("resource"), dict)
+        }
+        self._from_patient_data: set[str] = set()
+        for entry in entries:
+            resource, request = entry.get("resource"), entry.get("request")
+            method = str(request.get("method", "")).upper() if isinstance(request, dict) else ""
+            if not isinstance(resource, dict) or method not in ("POST", "PUT"):
+                continue
+            if compartment.is_patient_data(str(resource.get("resourceType", ""))):
+                self._from_patient_data |= set(_references(resource))
+
+    def resolve(self, reference: str) -> dict[str, Any] | None:
+        """A bundle entry's resource for its fullUrl, else the stored resource."""
+        if reference in self._by_full_url:
+            return self._by_full_url[reference]
+        return self._fetch(reference)
+
+    def shared_create(self, entry: Mapping[str, Any], resource_type: str) -> bool:
+        """A create of shared (non-patient) data that a patient-data entry of this bundle references."""
+        full_url = entry.get("fullUrl")
+        return (
+            not compartment.is_patient_data(resource_type)
+            and isinstance(full_url, str)
+            and full_url.startswith("urn:uuid:")
+            and full_url in self._from_patient_data
+        )
+
+
+def _references(node: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("reference"), str):
+            found.append(node["reference"])
+        for value in node.values():
+            found += _references(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _references(item)
+    return found

@@ -8,6 +8,8 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 
 from fhir_desens.client.smart import PendingAuthorization, callback_error
 from fhir_desens.errors import AuthError, InputError
+from smart_app.app_session import read_signed_in_user
+from smart_app.planning import fhir_client
 from smart_app.security import allow_form_action
 from smart_app.services import services
 
@@ -81,6 +83,7 @@ def callback() -> Response:
         )
     pending = PendingAuthorization.from_dict(pending_data)
     smart = svc.smart.complete(pending, code=_param("code") or "", state=state)
-    sid = svc.new_session(smart)
+    client = fhir_client(smart, http=svc.http, timeout=svc.settings.http_timeout)
+    sid = svc.new_session(smart, user=read_signed_in_user(smart, client).to_dict())
     current_app.logger.info("launch authorized; session created (write access: %s)", smart.can_write)
     return redirect(url_for("patient.page", sid=sid), code=303)

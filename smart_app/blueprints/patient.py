@@ -6,10 +6,18 @@ where third-party cookies are blocked, and so two launches in one browser never 
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, redirect, render_template, url_for
 
+from fhir_desens.client.smart import SmartSession
+from fhir_desens.errors import FhirServerError, ForbiddenError, MappingError
+from smart_app.app_session import app_session, forget_chart
+from smart_app.orders import SignedPlanSummary, signed_plans
 from smart_app.patient_view import load_patient_page
 from smart_app.services import services
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("patient", __name__, url_prefix="/s/<string(length=43):sid>")
 
@@ -21,22 +29,36 @@ def index(sid: str) -> Response:
 
 @bp.get("/patient")
 def page(sid: str) -> str:
-    svc = services()
-    record, smart = svc.load_session(sid)
-    data = load_patient_page(smart, http=svc.http, timeout=svc.settings.http_timeout)
+    session = app_session(sid)
+    smart = session.smart
+    data = load_patient_page(session)
     return render_template(
         "patient.html",
         sid=sid,
-        csrf_token=record["csrf"],
+        csrf_token=session.csrf_token,
         page=data,
+        signed_plans=_signed_plans(smart),
         smart=smart,
+        user=session.user,
         need_patient_banner=smart.need_patient_banner,
-        style_vars=svc.styles.get(smart.smart_style_url),
+        style_vars=services().styles.get(smart.smart_style_url),
     )
+
+
+def _signed_plans(smart: SmartSession) -> list[SignedPlanSummary] | None:
+    """The signed plans for the page; None when the grant or the EHR does not let us read them."""
+    if not smart.granted.can_read("RequestGroup"):
+        return None
+    try:
+        return signed_plans(smart)
+    except (FhirServerError, ForbiddenError, MappingError) as error:
+        log.warning("signed plans unavailable: %s", type(error).__name__)
+        return None
 
 
 @bp.post("/end")
 def end(sid: str) -> str:
     """End this app session (the CSRF token was checked before the view ran)."""
+    forget_chart(sid)
     services().end_session(sid)
     return render_template("ended.html")

@@ -14,6 +14,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
 
@@ -97,6 +98,8 @@ class FakeEhr:
     token_lifetime: int = 3600
     #: scopes the server removes from every grant (to test degraded access)
     withhold_scopes: set[str] = field(default_factory=set)
+    #: scopes the server grants narrower than asked: requested -> granted
+    narrow_scopes: dict[str, str] = field(default_factory=dict)
     refresh_rotates: bool = True
     smart_style_url: str | None = None
     need_patient_banner: bool = True
@@ -107,6 +110,12 @@ class FakeEhr:
     refresh_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen_jti: set[str] = field(default_factory=set)
     fhir_401_once: bool = False
+    #: chart resources for planning, by (type, id): MedicationRequest, Medication, Observation, Condition...
+    stored: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: how the next order transactions fail (see ``orders_transaction``); None: they succeed
+    transaction_failure: str | None = None
+    transaction_partial: int = 5  # entries written before a "partial" failure
+    orders_search_fails: bool = False
 
     def __post_init__(self) -> None:
         self.signing_key = RSAKey.generate_key(2048, parameters={"kid": "ehr-key-1", "use": "sig"})
@@ -179,7 +188,9 @@ class FakeEhr:
         if launch is not None:
             patient = self.launches[launch]
         assert patient is not None, "standalone launch needs a patient picked"
-        granted = " ".join(s for s in params["scope"].split() if s not in self.withhold_scopes)
+        granted = " ".join(
+            self.narrow_scopes.get(s, s) for s in params["scope"].split() if s not in self.withhold_scopes
+        )
         code = secrets.token_urlsafe(16)
         self.codes[code] = Grant(
             client_id=client.client_id,
@@ -211,6 +222,8 @@ class FakeEhr:
             return self.token(headers, body)
         if path == "/style.json":
             return (200, self.style_doc, {}) if self.style_doc is not None else (404, {}, {})
+        if path in ("/fhir", "/fhir/") and method == "POST":
+            return self.orders_transaction(headers, body)
         if path.startswith("/fhir/"):
             return self.fhir(method, path[len("/fhir/") :], parse_qs(parts.query), headers)
         return 404, {"error": "not found"}, {}
@@ -368,7 +381,180 @@ class FakeEhr:
                 {"resource": r, "search": {"mode": "match"}} for r in self.allergies.get(token["patient"], [])
             ]
             return 200, {"resourceType": "Bundle", "type": "searchset", "entry": entries}, {}
+        if segments[0] == "Practitioner" and len(segments) == 2 and method == "GET":
+            return self.practitioner_read(segments[1], token)
+        orders = self.orders_search(method, segments, query, token["patient"])
+        if orders is not None:
+            return orders
+        planning = self.chart_fhir(method, segments, query, token["patient"])
+        if planning is not None:
+            return planning
         return 404, {"resourceType": "OperationOutcome", "issue": []}, {}
+
+    def practitioner_read(
+        self, practitioner_id: str, token: dict[str, Any]
+    ) -> tuple[int, Any, dict[str, str]]:
+        """The signed-in user's own Practitioner is readable with the ``fhirUser`` scope (as the sandbox
+        gateway allows); any other Practitioner is forbidden (no Practitioner scope is granted)."""
+        resource = self.stored.get(("Practitioner", practitioner_id))
+        own = "fhirUser" in token["scope"].split() and practitioner_id == self.practitioner_id
+        if not own:
+            return 403, {"resourceType": "OperationOutcome", "issue": []}, {}
+        if resource is None:
+            return 404, {"resourceType": "OperationOutcome", "issue": []}, {}
+        return 200, resource, {}
+
+    #: the id of the signed-in user's Practitioner (the id_token's fhirUser)
+    practitioner_id: str = "7"
+
+    # -- chart resources for planning (MedicationRequest, Medication, Observation, Condition ...) ----
+    def add_resource(self, resource: dict[str, Any]) -> dict[str, Any]:
+        self.stored[(resource["resourceType"], resource["id"])] = resource
+        return resource
+
+    def load_fixture(self, key: str) -> str:
+        """Register a sandbox fixture patient (fixtures/patients/<key>.json); returns its patient id (= key).
+
+        urn:uuid references are rewritten to Type/id, ids derived from the business identifiers.
+        """
+        bundle = json.loads((FIXTURES / f"{key}.json").read_text("utf-8"))
+        ids: dict[str, str] = {}
+        for entry in bundle["entry"]:
+            resource = entry["resource"]
+            kind = resource["resourceType"]
+            value = (resource.get("identifier") or [{}])[0].get("value", secrets.token_hex(4))
+            rid = (
+                key
+                if kind == "Patient"
+                else "".join(c if c.isalnum() or c in "-." else "-" for c in value)[:64]
+            )
+            ids[entry["fullUrl"]] = f"{kind}/{rid}"
+        for entry in bundle["entry"]:
+            resource = _rewrite(entry["resource"], ids)
+            resource["id"] = ids[entry["fullUrl"]].split("/", 1)[1]
+            kind = resource["resourceType"]
+            if kind == "Patient":
+                self.patients[key] = resource
+            elif kind == "AllergyIntolerance":
+                self.allergies.setdefault(key, []).append(resource)
+            else:
+                self.add_resource(resource)
+        self.allergies.setdefault(key, [])
+        return key
+
+    def chart_fhir(
+        self, method: str, segments: list[str], query: dict[str, list[str]], patient: str
+    ) -> tuple[int, Any, dict[str, str]] | None:
+        """Reads and the searches planning sends; None for anything else."""
+        if method != "GET" or not segments or segments[0] not in PLANNING_TYPES:
+            return None
+        kind, own = segments[0], f"Patient/{patient}"
+        if len(segments) == 2:
+            resource = self.stored.get((kind, segments[1]))
+            if resource is None or not _in_compartment(resource, own):
+                return 404, {"resourceType": "OperationOutcome", "issue": []}, {}
+            return 200, resource, {}
+        wanted = query.get("patient", query.get("subject", [None]))[0]
+        if wanted is not None and wanted != own:
+            return 403, {"resourceType": "OperationOutcome", "issue": []}, {}
+        found = [r for (k, _), r in self.stored.items() if k == kind and _in_compartment(r, own)]
+        found = [r for r in found if _matches(r, query)]
+        entries = [{"resource": r, "search": {"mode": "match"}} for r in found]
+        return 200, {"resourceType": "Bundle", "type": "searchset", "entry": entries}, {}
+
+    # -- signed orders: the $apply transaction and searches by business identifier --------------------
+    def _bearer(self, headers: dict[str, str]) -> dict[str, Any] | None:
+        auth = headers.get("Authorization", "")
+        token = self.tokens.get(auth[7:]) if auth.startswith("Bearer ") else None
+        return token if token is not None and token["exp"] > self.clock() else None
+
+    def orders_transaction(self, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
+        """A transaction with conditional creates (``identifier=`` only) and PUTs, in the patient's
+        compartment. ``transaction_failure``: "timeout-before" (nothing written, then a read timeout),
+        "timeout-after" (everything written, the answer lost), "partial" (``transaction_partial``
+        entries written, then 500), "conflict" (409), "forbidden" (403), "unavailable" (503)."""
+        token = self._bearer(headers)
+        if token is None:
+            return (
+                401,
+                {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]},
+                {},
+            )
+        failure = self.transaction_failure
+        if failure == "timeout-before":
+            raise requests.ReadTimeout("fake EHR: no answer")
+        statuses = {"conflict": 409, "forbidden": 403, "unavailable": 503}
+        if failure in statuses:
+            issue = {"severity": "error", "code": "processing", "diagnostics": f"fake {failure}"}
+            return statuses[failure], {"resourceType": "OperationOutcome", "issue": [issue]}, {}
+        bundle = json.loads(body)
+        entries = bundle.get("entry") or []
+        if failure == "partial":
+            self._apply_entries(entries[: self.transaction_partial], f"Patient/{token['patient']}")
+            return (
+                500,
+                {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]},
+                {},
+            )
+        answers = self._apply_entries(entries, f"Patient/{token['patient']}")
+        if failure == "timeout-after":
+            raise requests.ReadTimeout("fake EHR: the answer was lost")
+        return 200, {"resourceType": "Bundle", "type": "transaction-response", "entry": answers}, {}
+
+    def _apply_entries(self, entries: list[dict[str, Any]], own: str) -> list[dict[str, Any]]:
+        ids: dict[str, str] = {}
+        plans: list[tuple[dict[str, Any], str, str, bool]] = []
+        for entry in entries:
+            resource, request = entry["resource"], entry["request"]
+            kind = resource["resourceType"]
+            if request["method"] == "PUT":
+                rid, existing = request["url"].split("/", 1)[1], None
+            else:
+                existing = self._by_identifier(kind, request.get("ifNoneExist", ""))
+                rid = existing["id"] if existing else secrets.token_hex(8)
+            ids[entry["fullUrl"]] = f"{kind}/{rid}"
+            plans.append((resource, kind, rid, existing is None and (kind, rid) not in self.stored))
+        answers = []
+        for resource, kind, rid, created in plans:
+            stored = self.stored.get((kind, rid)) if not created else None
+            if stored is None or kind == "Provenance":
+                stored = {**_rewrite(resource, ids), "id": rid}
+                assert kind == "Medication" or _in_compartment(stored, own) or kind == "Provenance", kind
+                self.add_resource(stored)
+            status = "201 Created" if created else "200 OK"
+            answers.append(
+                {"resource": stored, "response": {"status": status, "location": f"{kind}/{rid}/_history/1"}}
+            )
+        return answers
+
+    def _by_identifier(self, kind: str, condition: str) -> dict[str, Any] | None:
+        wanted = parse_qs(condition).get("identifier", [""])[0]
+        return next((r for r in self.orders_of(kind) if wanted in _identifiers(r)), None)
+
+    def orders_of(self, kind: str) -> list[dict[str, Any]]:
+        return [r for (k, _), r in self.stored.items() if k == kind]
+
+    def orders_search(
+        self, method: str, segments: list[str], query: dict[str, list[str]], patient: str
+    ) -> tuple[int, Any, dict[str, str]] | None:
+        """Searches by business identifier (``identifier=system|value,...``); None for anything else."""
+        if method != "GET" or len(segments) != 1 or "identifier" not in query:
+            return None
+        if segments[0] not in ("RequestGroup", "MedicationRequest", "Medication"):
+            return None
+        if self.orders_search_fails:
+            return 503, {"resourceType": "OperationOutcome", "issue": []}, {}
+        wanted = ",".join(query["identifier"]).split(",")  # "system|value", or "system|": any value
+
+        def matches(resource: dict[str, Any]) -> bool:
+            held = _identifiers(resource)
+            return any(w in held or (w.endswith("|") and any(h.startswith(w) for h in held)) for w in wanted)
+
+        found = [
+            r for r in self.orders_of(segments[0]) if matches(r) and _in_compartment(r, f"Patient/{patient}")
+        ]
+        entries = [{"resource": r, "search": {"mode": "match"}} for r in found]
+        return 200, {"resourceType": "Bundle", "type": "searchset", "entry": entries}, {}
 
     def sent_to(self, prefix: str) -> list[Recorded]:
         return [r for r in self.requests if r.url.startswith(prefix)]
@@ -398,6 +584,54 @@ class _Adapter(BaseAdapter):
 
     def close(self) -> None:
         pass
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
+PLANNING_TYPES = frozenset({"MedicationRequest", "Medication", "Observation", "Condition", "RequestGroup"})
+
+
+def _rewrite(value: Any, ids: dict[str, str]) -> Any:
+    """A deep copy with every ``reference`` to a bundle fullUrl rewritten to Type/id."""
+    if isinstance(value, dict):
+        return {
+            k: (ids.get(v, v) if k == "reference" and isinstance(v, str) else _rewrite(v, ids))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_rewrite(item, ids) for item in value]
+    return value
+
+
+def _in_compartment(resource: dict[str, Any], own: str) -> bool:
+    if resource["resourceType"] == "Medication":
+        return True  # not patient-specific
+    for element in ("subject", "patient"):
+        ref = resource.get(element)
+        if isinstance(ref, dict):
+            return ref.get("reference") == own
+    return False
+
+
+def _identifiers(resource: dict[str, Any]) -> set[str]:
+    return {f"{i.get('system')}|{i.get('value')}" for i in resource.get("identifier") or []}
+
+
+def _codes(resource: dict[str, Any]) -> set[str]:
+    codings = (resource.get("code") or {}).get("coding") or []
+    return {f"{c.get('system')}|{c.get('code')}" for c in codings}
+
+
+def _matches(resource: dict[str, Any], query: dict[str, list[str]]) -> bool:
+    """The few search parameters planning uses: status, code (system|code lists), _id."""
+    for name, values in query.items():
+        wanted = set(",".join(values).split(","))
+        if name == "status" and resource.get("status") not in wanted:
+            return False
+        if name == "code" and not _codes(resource) & wanted:
+            return False
+        if name == "_id" and resource.get("id") not in wanted:
+            return False
+    return True
 
 
 def authorize_params(location: str) -> dict[str, str]:

@@ -480,6 +480,33 @@ def test_canonical_with_version_search(fhir_base_url: str, http: requests.Sessio
     assert one["total"] == 1 and one["entry"][0]["resource"]["version"] == "2.0.0"
 
 
+def test_url_search_matches_the_whole_canonical_not_a_prefix(
+    fhir_base_url: str, http: requests.Session
+) -> None:
+    base = f"http://example.org/fhir-desens/ActivityDefinition/{uuid.uuid4()}/step-1"
+    for url in (f"{base}0", f"{base}1"):  # .../step-10 and .../step-11 only
+        activity = {"resourceType": "ActivityDefinition", "url": url, "version": "1", "status": "draft"}
+        assert post(http, f"{fhir_base_url}/ActivityDefinition", activity).status_code == 201
+    for name in ("url", "url:exact"):
+        found = http.get(f"{fhir_base_url}/ActivityDefinition", params={name: base}, timeout=TIMEOUT).json()
+        assert found["total"] == 0 and "entry" not in found
+    paged = http.get(
+        f"{fhir_base_url}/ActivityDefinition",
+        params={"url": f"{base}0,{base}1", "_count": "1"},
+        timeout=TIMEOUT,
+    ).json()
+    assert paged["total"] == 2 and len(paged["entry"]) == 1
+    # If-None-Exist on the shorter url must create, not match .../step-10.
+    activity = {"resourceType": "ActivityDefinition", "url": base, "version": "1", "status": "draft"}
+    created = http.post(
+        f"{fhir_base_url}/ActivityDefinition",
+        json=activity,
+        headers={"If-None-Exist": f"url={base}&version=1", "Content-Type": "application/fhir+json"},
+        timeout=TIMEOUT,
+    )
+    assert created.status_code == 201 and created.json()["url"] == base
+
+
 # ---------------------------------------------------------------------------------- batch/transaction
 
 

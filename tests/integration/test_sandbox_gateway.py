@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,6 +19,14 @@ import pytest
 import requests
 
 from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.client.scopes import render_scopes
+from fhir_desens.client.smart import DEFAULT_NEEDS
+from fhir_desens.fhir.apply import ApplyContext, apply_plan
+from fhir_desens.fhir.canonical import ID_SESSION, ID_STEP_ORDER
+from fhir_desens.io import json as fjson
+from fhir_desens.protocol.calculate import PlanRequest, compute_plan
+from fhir_desens.protocol.library import builtin_protocols
+from fhir_desens.protocol.quantity import Quantity
 from fhir_desens.sandbox.fhir_server import FhirServerProcess
 from fhir_desens.sandbox.seed import seed
 from fhir_desens.sandbox.server import Sandbox
@@ -419,3 +428,113 @@ def test_seeding_twice_creates_nothing_new(sandbox: Sandbox) -> None:
     }
     assert {PATIENT_A, PATIENT_B, "nka"} <= set(again.patients)
     assert again.patients[PATIENT_A].display
+
+
+# -- the app's signed orders: the $apply transaction ------------------------------------------------------
+
+
+def _apply_bundle(patient_id: str, session: str) -> dict[str, Any]:
+    protocol = builtin_protocols()["iv-12-step-3-bag"]
+    plan = compute_plan(PlanRequest(protocol, "carboplatin", Quantity(Decimal(400), "mg")))
+    return apply_plan(plan, ApplyContext(f"Patient/{patient_id}", session_id=session))  # Decimals inside
+
+
+def _post_bundle(sandbox: Sandbox, token: str, bundle: dict[str, Any]) -> requests.Response:
+    return http(
+        "POST", sandbox.fhir_base_url, token, data=fjson.dumps(bundle), headers={"Content-Type": FHIR_JSON}
+    )
+
+
+def _orders_of(sandbox: Sandbox, session: str) -> tuple[list[str], list[str]]:
+    with FhirClient(sandbox.backend_url) as backend:
+        groups = backend.search_all("RequestGroup", {"identifier": f"{ID_SESSION}|{session}"})
+        steps = [f"{ID_STEP_ORDER}|{session}-{n}" for n in range(1, 13)]
+        orders = backend.search_all("MedicationRequest", {"identifier": ",".join(steps)})
+    return [g["id"] for g in groups], [o["id"] for o in orders]
+
+
+@pytest.fixture(scope="module")
+def order_token(sandbox: Sandbox) -> str:
+    return str(obtain_token(sandbox, render_scopes([], DEFAULT_NEEDS, v2=True))["access_token"])
+
+
+def test_the_apply_transaction_is_accepted_in_the_compartment_and_idempotent(
+    sandbox: Sandbox, ids: dict[str, str], order_token: str
+) -> None:
+    session = uuid.uuid4().hex
+    bundle = _apply_bundle(ids["a"], session)
+    first = _post_bundle(sandbox, order_token, bundle)
+    assert first.status_code == 200, first.text
+    statuses = [e["response"]["status"] for e in first.json()["entry"]]
+    assert statuses[:-1] == ["201 Created"] * (len(statuses) - 1)  # RequestGroup, 3 Medications, 12 orders
+    groups, orders = _orders_of(sandbox, session)
+    assert len(groups) == 1 and len(orders) == 12
+    again = _post_bundle(sandbox, order_token, bundle)
+    assert again.status_code == 200, again.text
+    assert all(s.startswith("200") for s in [e["response"]["status"] for e in again.json()["entry"]])
+    assert _orders_of(sandbox, session) == (groups, orders)
+    provenance = next(e for e in again.json()["entry"] if e["response"]["location"].startswith("Provenance/"))
+    assert provenance["resource"]["target"][0]["reference"] == f"RequestGroup/{groups[0]}"
+
+
+def test_the_apply_transaction_for_another_patient_is_refused_whole(
+    sandbox: Sandbox, ids: dict[str, str], order_token: str
+) -> None:
+    session = uuid.uuid4().hex
+    refused = _post_bundle(sandbox, order_token, _apply_bundle(ids["b"], session))
+    assert refused.status_code == 403
+    assert "entry 0" in refused.json()["issue"][0]["diagnostics"]
+    assert _orders_of(sandbox, session) == ([], [])
+
+
+def test_shared_resources_are_created_only_for_the_bundles_own_orders(
+    sandbox: Sandbox, ids: dict[str, str], order_token: str
+) -> None:
+    session = uuid.uuid4().hex
+    bundle = _apply_bundle(ids["a"], session)
+    medication = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Medication")
+    alone = http(
+        "POST", f"{sandbox.fhir_base_url}/Medication", order_token, data=fjson.dumps(medication["resource"]),
+        headers={"Content-Type": FHIR_JSON},
+    )  # fmt: skip
+    assert alone.status_code == 403  # a patient scope does not write shared data on its own
+    orphan = {"resourceType": "Bundle", "type": "transaction", "entry": [medication]}
+    assert _post_bundle(sandbox, order_token, orphan).status_code == 403
+    read_only = obtain_token(sandbox, "patient/*.rs")["access_token"]
+    refused = _post_bundle(sandbox, read_only, bundle)
+    assert refused.status_code == 403
+    assert _orders_of(sandbox, session) == ([], [])
+
+
+def test_a_provenance_about_another_patients_orders_is_refused(
+    sandbox: Sandbox, ids: dict[str, str], order_token: str
+) -> None:
+    session = uuid.uuid4().hex
+    bundle = _apply_bundle(ids["a"], session)
+    other = _apply_bundle(ids["b"], uuid.uuid4().hex)
+    group_b = next(e for e in other["entry"] if e["resource"]["resourceType"] == "RequestGroup")
+    with FhirClient(sandbox.backend_url) as backend:  # someone else's RequestGroup, already stored
+        stored_b = backend.create(group_b["resource"]).resource
+    provenance = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Provenance")
+    provenance["resource"]["target"] = [{"reference": f"RequestGroup/{stored_b['id']}"}]
+    only = {"resourceType": "Bundle", "type": "transaction", "entry": [provenance]}
+    assert _post_bundle(sandbox, order_token, only).status_code == 403
+
+
+# -- the signed-in user (SMART "openid fhirUser") -----------------------------------------------------------
+
+
+def test_the_fhir_user_scope_lets_the_app_read_its_own_user_only(sandbox: Sandbox) -> None:
+    token = obtain_token(sandbox, "openid fhirUser patient/Patient.rs")
+    own = token["fhirUser"].rsplit("/", 1)[1]
+    response = http("GET", f"{sandbox.fhir_base_url}/Practitioner/{own}", token["access_token"])
+    assert response.status_code == 200 and response.json()["id"] == own
+    other = next(p.id for p in sandbox.summary.practitioners.values() if p.id != own)
+    assert (
+        http("GET", f"{sandbox.fhir_base_url}/Practitioner/{other}", token["access_token"]).status_code == 403
+    )
+    search = http("GET", f"{sandbox.fhir_base_url}/Practitioner", token["access_token"], params={"_id": own})
+    assert search.status_code == 403  # a read of the user, not a Practitioner scope
+
+    without = obtain_token(sandbox, "openid patient/Patient.rs")["access_token"]
+    assert http("GET", f"{sandbox.fhir_base_url}/Practitioner/{own}", without).status_code == 403

@@ -9,7 +9,7 @@ import pytest
 
 from fhir_desens.errors import InputError
 from fhir_desens.fhir import canonical as c
-from fhir_desens.fhir.apply import ApplyContext, apply_plan
+from fhir_desens.fhir.apply import OVERRIDE_NOTE, ApplyContext, PlanParameters, apply_plan, plan_parameters
 from fhir_desens.fhir.models import try_parse
 from fhir_desens.io import json as fjson
 from fhir_desens.protocol.calculate import PlanRequest, compute_plan
@@ -118,3 +118,100 @@ def test_step_orders_carry_rate_duration_dose_route_and_group():
 def test_bad_references_are_input_errors(patient):
     with pytest.raises(InputError):
         apply_plan(plan_for("iv-12-step-3-bag"), ApplyContext(patient, authored=AUTHORED))
+
+
+# --- what a signed session records for copying, the indication and an expert override ------------------
+
+RXNORM_CARBOPLATIN = {"system": c.RXNORM, "code": "40048", "display": "carboplatin"}
+
+
+def _group(bundle):
+    (group,) = resources(bundle, "RequestGroup")
+    return group
+
+
+def test_plan_parameters_round_trip_through_json():
+    protocol = builtin_protocols()["iv-12-step-3-bag"]
+    plan = compute_plan(
+        PlanRequest(
+            protocol,
+            "carboplatin",
+            Quantity(Decimal("400"), "mg"),
+            final_rate_ml_h=Decimal("75"),
+            bag_volume_ml=Decimal("250"),
+            insert_before=(9,),
+        )
+    )
+    context = ApplyContext(
+        "Patient/carboplatin-1",
+        authored=AUTHORED,
+        drug_codes=(RXNORM_CARBOPLATIN,),
+        prescribed_dose=Quantity(Decimal("250"), "mg/m2"),
+        dose_basis="250 mg/m² x BSA 1.6 m² (Mosteller)",
+    )
+    group = fjson.loads(fjson.dumps(_group(apply_plan(plan, context))))
+    parameters = plan_parameters(group)
+    assert parameters == PlanParameters(
+        protocol_id="iv-12-step-3-bag",
+        drug="carboplatin",
+        drug_codes=(RXNORM_CARBOPLATIN,),
+        target_dose=Quantity(Decimal("400"), "mg"),
+        prescribed_dose=Quantity(Decimal("250"), "mg/m2"),
+        dose_basis="250 mg/m² x BSA 1.6 m² (Mosteller)",
+        final_rate_ml_h=Decimal("75"),
+        bag_volume_ml=Decimal("250"),
+        diluent=next(s.diluent for s in plan.solutions if s.diluent),
+        insert_before=(9,),
+    )
+    assert group["extension"][0]["url"] == c.EXT_CLOSING_METHOD  # the closing method stays first
+
+
+def test_protocol_defaults_are_left_out_of_the_plan_parameters():
+    parameters = plan_parameters(_group(apply_plan(plan_for("iv-12-step-3-bag"), CONTEXT)))
+    assert parameters is not None
+    assert (parameters.final_rate_ml_h, parameters.bag_volume_ml, parameters.insert_before) == (
+        None,
+        None,
+        (),
+    )
+    assert parameters.prescribed_dose is None
+
+
+def _target(group):
+    (parameters,) = [e for e in group["extension"] if e["url"] == c.EXT_PLAN_PARAMETERS]
+    return next(s for s in parameters["extension"] if s["url"] == "targetDose")["valueQuantity"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda g: g.pop("extension"),
+        lambda g: g["extension"][1]["extension"].pop(0),  # no protocolId
+        lambda g: _target(g).__setitem__("code", "tablespoons"),
+        lambda g: _target(g).__setitem__("value", 0.1),  # a float: precision already lost
+    ],
+    ids=["no extension", "no protocol", "unknown unit", "float"],
+)
+def test_unreadable_plan_parameters_are_none(damage):
+    group = _group(apply_plan(plan_for("iv-12-step-3-bag"), CONTEXT))
+    damage(group)
+    assert plan_parameters(group) is None
+
+
+def test_indication_and_override_reason_are_recorded():
+    reason = "Allergist reviewed the SJS record: it was a different drug; benefit outweighs the risk."
+    context = ApplyContext(
+        "Patient/p1", authored=AUTHORED, indication="Ovarian cancer", override_reason=reason
+    )
+    bundle = apply_plan(plan_for("iv-12-step-3-bag"), context)
+    group = _group(bundle)
+    assert group["reasonCode"] == [{"text": "Ovarian cancer"}]
+    assert all(
+        r["reasonCode"] == [{"text": "Ovarian cancer"}] for r in resources(bundle, "MedicationRequest")
+    )
+    assert {"text": OVERRIDE_NOTE + reason} in group["note"]
+    (provenance,) = resources(bundle, "Provenance")
+    assert provenance["reason"] == [{"text": OVERRIDE_NOTE + reason}]
+    plain_bundle = apply_plan(plan_for("iv-12-step-3-bag"), CONTEXT)
+    assert "reason" not in resources(plain_bundle, "Provenance")[0]
+    assert "reasonCode" not in _group(plain_bundle)

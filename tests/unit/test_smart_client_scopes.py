@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fhir_desens.client.scopes import GrantedScopes, ScopeNeed, render_scopes
+from fhir_desens.client.smart import DEFAULT_NEEDS, ORDER_WRITES, SmartSession
 
 
 def test_need_renders_v2_letters_in_cruds_order() -> None:
@@ -69,3 +70,86 @@ def test_granted_scopes_membership_and_text() -> None:
     assert GrantedScopes(None).raw == ()
     with pytest.raises(ValueError):  # noqa: PT011
         granted.allows("Patient", "x")
+
+
+# -- what the app asks for, and what it may then do ---------------------------------------------------
+
+
+def test_default_needs_ask_for_planning_reads_and_order_writes() -> None:
+    scopes = render_scopes([], DEFAULT_NEEDS, v2=True).split()
+    assert scopes == [
+        "patient/Patient.rs",
+        "patient/AllergyIntolerance.rs",
+        "patient/AllergyIntolerance.cu",
+        "patient/MedicationRequest.crs",
+        "patient/Medication.crs",
+        "patient/Condition.rs",
+        "patient/Observation.rs",
+        "patient/RequestGroup.crs",
+        "patient/Provenance.cu",
+    ]
+    assert not any(s.endswith((".d", "ud", "cruds")) for s in scopes)  # never delete
+    v1 = render_scopes([], DEFAULT_NEEDS, v2=False).split()
+    assert "patient/Provenance.write" in v1 and "patient/Provenance.read" not in v1
+
+
+def _session(scope: str) -> SmartSession:
+    return SmartSession(
+        fhir_base="https://ehr.example.org/fhir",
+        token_endpoint="https://ehr.example.org/token",
+        client_id="app",
+        auth_method="none",
+        access_token="a",
+        expires_at=None,
+        scope=scope,
+    )
+
+
+ALL_GRANTED = render_scopes(["launch", "openid"], DEFAULT_NEEDS, v2=True)
+
+
+@pytest.mark.parametrize(
+    ("scope", "sign", "allergy_write"),
+    [
+        (ALL_GRANTED, True, True),
+        (render_scopes([], DEFAULT_NEEDS, v2=False), True, True),
+        ("patient/*.cruds", True, True),
+        ("user/*.cu", True, True),
+        ("patient/*.rs", False, False),
+        (ALL_GRANTED.replace("patient/Provenance.cu", "patient/Provenance.c"), False, True),
+        (ALL_GRANTED.replace("patient/Medication.crs", "patient/Medication.rs"), False, True),
+        (
+            ALL_GRANTED.replace("patient/RequestGroup.crs", "patient/RequestGroup.crs?status=active"),
+            False,
+            True,
+        ),
+        (
+            "patient/RequestGroup.c patient/MedicationRequest.c patient/Medication.c patient/Provenance.cu",
+            True,
+            False,
+        ),
+    ],
+    ids=[
+        "asked",
+        "v1",
+        "patient-wildcard",
+        "user-wildcard",
+        "read-only",
+        "provenance-create-only",
+        "no-medication-create",
+        "granular-write",
+        "orders-only",
+    ],
+)
+def test_can_sign_orders_needs_every_write_of_the_transaction(
+    scope: str, sign: bool, allergy_write: bool
+) -> None:
+    session = _session(scope)
+    assert session.can_sign_orders is sign
+    assert session.can_write is allergy_write
+    assert {resource for resource, _ in ORDER_WRITES} == {
+        "RequestGroup",
+        "MedicationRequest",
+        "Medication",
+        "Provenance",
+    }

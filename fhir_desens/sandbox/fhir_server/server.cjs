@@ -157,6 +157,28 @@ class ValidatingRepository extends MemoryRepository {
     return stored;
   }
 
+  /**
+   * FHIR uri search (`url=`, `url:exact=`) matches the whole value (search.html#uri); MemoryRepository
+   * matches a prefix, so `url=.../step-1` would also find `.../step-10` (and break If-None-Exist on
+   * canonical urls). Filter such searches exactly, then page.
+   */
+  async search(searchRequest) {
+    const exact = (searchRequest.filters ?? []).filter(
+      (f) => f.code === 'url' && (f.operator === core.Operator.EQUALS || f.operator === core.Operator.EXACT)
+    );
+    if (!exact.length) {
+      return super.search(searchRequest);
+    }
+    const { offset, count, ...unpaged } = searchRequest;
+    const all = await super.search(unpaged);
+    const matches = (all.entry ?? []).filter((entry) =>
+      exact.every((f) => String(f.value).split(',').includes(entry.resource?.url))
+    );
+    let page = offset ? matches.slice(offset) : matches;
+    page = count !== undefined ? page.slice(0, count) : page;
+    return { ...all, entry: page.length ? page : undefined, total: matches.length };
+  }
+
   async readResource(resourceType, id) {
     try {
       return await super.readResource(resourceType, id);

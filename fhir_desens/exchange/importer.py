@@ -1,0 +1,258 @@
+"""Import protocols into a FHIR server: validate everything, then write each resource once.
+
+**Per-resource conditional creates, not one transaction.** The test server rolls a failed
+transaction back, but EHR servers may not (fhir-smart.md 5.2: Medplum's engine alone keeps the
+entries written before the failure), and a transaction with ``ifNoneExist`` silently *matches* a
+resource that has the same url|version but different content, which must be a reported conflict.
+So the import:
+
+1. validates every resource (structure, our profiles, clinical consistency) and writes nothing
+   when anything is invalid;
+2. reads what the server already has for each canonical url (searches only) and compares meaningful
+   content (``content.same_content``: ignoring id, meta and text). Identical resources are
+   "already present"; any different resource with the same url|version is a conflict, and then
+   nothing is written;
+3. creates the missing resources one by one with ``POST`` + ``If-None-Exist: url=…&version=…`` in
+   dependency order (StructureDefinitions, CodeSystems, ValueSets, then ActivityDefinitions, then
+   the PlanDefinitions that reference them), so at any moment the server holds no protocol whose
+   steps are missing. A conditional create that matches (someone wrote it meanwhile) is compared
+   again. A match with a *different* url means the server compares canonical urls as prefixes
+   (Medplum's engine does: ``url=…/step-1`` finds ``…/step-10``); the resource is then created
+   without the condition, relying on the exact search of step 2. The first failure stops the import.
+
+The :class:`ImportReport` says, for every resource, exactly what happened: created (with the server
+id), already present, conflict, failed, not attempted. Every write is idempotent, so running the same
+import again after a failure completes it without duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from fhir_desens.client.fhir_rest import FhirClient, Versioned
+from fhir_desens.errors import ConflictError, DesensError, ValidationFailed
+from fhir_desens.exchange.content import CANONICAL_TYPES, canonical_key, first_difference
+from fhir_desens.exchange.load import Loaded
+from fhir_desens.exchange.validate import Issue, StructuralValidator, ValidationReport, validate_loaded
+
+__all__ = [
+    "ALREADY_PRESENT",
+    "CONFLICT",
+    "CREATED",
+    "FAILED",
+    "NOT_ATTEMPTED",
+    "ImportItem",
+    "ImportReport",
+    "import_resources",
+]
+
+logger = logging.getLogger(__name__)
+
+CREATED: Final = "created"
+ALREADY_PRESENT: Final = "already present"
+CONFLICT: Final = "conflict"
+FAILED: Final = "failed"
+NOT_ATTEMPTED: Final = "not attempted"
+_STATUSES: Final = (CREATED, ALREADY_PRESENT, CONFLICT, FAILED, NOT_ATTEMPTED)
+_SEARCH_PAGE: Final = "200"
+
+
+@dataclass
+class ImportItem:
+    """One canonical resource to import and what happened to it."""
+
+    loaded: Loaded
+    resource_type: str
+    url: str
+    version: str
+    status: str = NOT_ATTEMPTED
+    server_id: str | None = None
+    detail: str | None = None
+
+    @property
+    def canonical(self) -> str:
+        return f"{self.url}|{self.version}"
+
+    def line(self) -> str:
+        text = f"{self.status:<15} {self.resource_type} {self.canonical}"
+        if self.server_id:
+            text += f" -> {self.resource_type}/{self.server_id}"
+        return text + (f": {self.detail}" if self.detail else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "resourceType": self.resource_type,
+            "url": self.url,
+            "version": self.version,
+            "status": self.status,
+            "id": self.server_id,
+            "detail": self.detail,
+            "source": self.loaded.location,
+        }
+
+
+@dataclass
+class ImportReport:
+    """The outcome of one import; ``error`` is set when it did not complete."""
+
+    server: str
+    items: list[ImportItem] = field(default_factory=list)
+    validation: ValidationReport = field(default_factory=ValidationReport)
+    error: DesensError | None = None
+
+    def count(self, status: str) -> int:
+        return sum(1 for item in self.items if item.status == status)
+
+    @property
+    def exit_code(self) -> int:
+        return self.error.exit_code if self.error is not None else 0
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{self.count(s)} {s}" for s in _STATUSES)
+        state = "complete" if self.error is None else "NOT complete"
+        return f"import into {self.server} {state}: {counts}"
+
+    def text_lines(self) -> list[str]:
+        return [item.line() for item in self.items] + [self.summary()]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "complete": self.error is None,
+            "error": str(self.error) if self.error is not None else None,
+            "counts": {status: self.count(status) for status in _STATUSES},
+            "items": [item.as_dict() for item in self.items],
+            "validation": self.validation.operation_outcome(),
+        }
+
+
+def _plan(loaded: Sequence[Loaded]) -> tuple[list[ImportItem], list[Issue]]:
+    """The canonical resources to write, in dependency order, once each; and what cannot be imported."""
+    items: list[ImportItem] = []
+    problems: list[Issue] = []
+    seen: set[tuple[str, str, str | None]] = set()
+    for item in loaded:
+        key = canonical_key(item.resource)
+        if item.resource_type not in CANONICAL_TYPES:
+            problem = f"not a protocol artifact; import accepts {', '.join(CANONICAL_TYPES)}"
+        elif key is None or key[2] is None:
+            problem = "url and version are needed to import without duplicates"
+        else:
+            if key not in seen:  # identical duplicates are imported once (different ones are invalid)
+                seen.add(key)
+                items.append(ImportItem(item, key[0], key[1], key[2]))
+            continue
+        problems.append(
+            Issue("error", "not-supported", problem, item.source, item.entry, item.label, rule="import")
+        )
+    items.sort(key=lambda i: CANONICAL_TYPES.index(i.resource_type))
+    return items, problems
+
+
+def _existing(client: FhirClient, items: Sequence[ImportItem]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """What the server holds for each (type, url), every version: one search per canonical url."""
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for resource_type, url in dict.fromkeys((i.resource_type, i.url) for i in items):
+        matches = client.search_all(resource_type, [("url", url), ("_count", _SEARCH_PAGE)])
+        found[(resource_type, url)] = [r for r in matches if r.get("url") == url]
+    return found
+
+
+def _classify(item: ImportItem, on_server: list[dict[str, Any]]) -> None:
+    same_version = [r for r in on_server if r.get("version") == item.version]
+    if len(same_version) > 1:
+        item.status = CONFLICT
+        item.detail = f"the server holds {len(same_version)} resources with this url|version"
+        return
+    if not same_version:
+        return
+    existing = same_version[0]
+    item.server_id = str(existing.get("id", "")) or None
+    difference = first_difference(item.loaded.resource, existing)
+    if difference is None:
+        item.status = ALREADY_PRESENT
+    else:
+        item.status, item.detail = CONFLICT, f"the server's copy differs at {difference}; not overwritten"
+
+
+_PREFIX_MATCHING: Final = "created without If-None-Exist: the server matched other urls as prefixes"
+
+
+def _write(client: FhirClient, item: ImportItem) -> None:
+    condition = [("url", item.url), ("version", item.version)]
+    try:
+        result: Versioned | None = client.create(item.loaded.resource, if_none_exist=condition)
+    except ConflictError as error:
+        if error.status != 412:
+            raise
+        result = None  # "several matches", though our exact search found none: see below
+    if result is None or (not result.created and _canonical(result.resource) != (item.url, item.version)):
+        # The server matched other canonicals: some engines (Medplum's) compare uri parameters as
+        # prefixes, so url=.../step-1 finds .../step-10. Our exact search found nothing a moment ago.
+        logger.info("%s: the server matched other urls; creating it unconditionally", item.canonical)
+        result = client.create(item.loaded.resource)
+        item.detail = _PREFIX_MATCHING
+    item.server_id = result.id or None
+    if result.created:
+        item.status = CREATED
+        return
+    _classify(item, [result.resource])  # written by someone else since we looked
+
+
+def _canonical(resource: dict[str, Any]) -> tuple[Any, Any]:
+    return resource.get("url"), resource.get("version")
+
+
+def import_resources(
+    client: FhirClient,
+    loaded: Sequence[Loaded],
+    *,
+    structural: StructuralValidator | None,
+    sources: Sequence[str] | None = None,
+) -> ImportReport:
+    """Validate, check the server, then write; never raises for server trouble (see ``report.error``)."""
+    report = ImportReport(client.base_url)
+    items, problems = _plan(loaded)
+    report.items = items
+    report.validation = validate_loaded(loaded, structural=structural, sources=sources)
+    report.validation.issues += problems
+    if not report.validation.valid:
+        errors = report.validation.errors()
+        report.error = ValidationFailed(
+            f"{len(errors)} validation error(s); nothing was written", [i.outcome_issue() for i in errors]
+        )
+        return report
+    try:
+        existing = _existing(client, items)
+    except DesensError as error:
+        report.error = error
+        return report
+    for item in items:
+        _classify(item, existing[(item.resource_type, item.url)])
+    conflicts = report.count(CONFLICT)
+    if conflicts:
+        report.error = ConflictError(
+            f"{conflicts} resource(s) already on the server with the same url|version "
+            "and different content; nothing was written"
+        )
+        return report
+    for item in items:
+        if item.status != NOT_ATTEMPTED:
+            continue
+        try:
+            _write(client, item)
+        except DesensError as error:
+            item.status, item.detail = FAILED, str(error)
+            report.error = error
+            break
+        logger.info("import %s %s: %s", item.resource_type, item.canonical, item.status)
+        if item.status == CONFLICT:
+            report.error = ConflictError(
+                f"{item.resource_type} {item.canonical} was written by someone else "
+                "meanwhile, with different content; the import stopped there"
+            )
+            break
+    return report

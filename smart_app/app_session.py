@@ -1,0 +1,171 @@
+"""One request's view of an app session: its record, the SMART session, a FHIR client with its token,
+the signed-in user, and the chart reads every page makes (the patient and the allergy list).
+
+Those two reads are cached per app session in the session store (kind ``"chart-cache"``, encrypted
+like the sessions) for :data:`CHART_TTL` seconds: the worksheet page is reloaded after every edit,
+and reading the Patient and the allergy list through the EHR each time cost more than computing the
+plan. The allergy list can change in the EHR, so the cache is short, the patient page always reads
+afresh (and refreshes the cache), and signing reads afresh before anything is written
+(``allergies(fresh=True)``). Within one request everything is read at most once (:func:`app_session`
+is memoized per request, and so is :meth:`smart_app.services.Services.load_session`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import g, has_app_context
+
+from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.client.smart import SmartSession
+from fhir_desens.errors import DesensError
+from fhir_desens.fhir.allergy import Allergy
+from fhir_desens.io.json import dumps, loads
+from smart_app.patient_view import PatientBanner, banner_from_patient, person_name
+from smart_app.planning import allergies_of, fhir_client, read_banner, search_allergies
+from smart_app.services import services
+
+log = logging.getLogger(__name__)
+
+CHART_KIND = "chart-cache"
+#: Seconds a chart read is reused by the pages of one app session (never by signing).
+CHART_TTL = 60.0
+#: The resource types a SMART ``fhirUser`` may name (SMART App Launch 2.x).
+USER_TYPES = ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson", "Person")
+_USER = re.compile(r"(?:^|/)((" + "|".join(USER_TYPES) + r")/([A-Za-z0-9\-.]{1,64}))$")
+
+
+# --- the signed-in user ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignedInUser:
+    """Who uses the app, for people: the name, else "Practitioner/<id>" (never the full URL)."""
+
+    reference: str | None  # "Practitioner/<id>"
+    name: str | None  # from the fhirUser resource; None when it could not be read
+
+    @property
+    def display(self) -> str | None:
+        """The name, else "Practitioner/<id>"; None when the EHR named no user."""
+        return self.name or self.reference
+
+    @property
+    def label(self) -> str:
+        return self.display or "the signed-in user"
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"reference": self.reference, "name": self.name}
+
+
+def user_reference(smart: SmartSession) -> str | None:
+    """The fhirUser as "Type/id", when it names a resource of this session's FHIR server."""
+    user = smart.fhir_user or ""
+    match = _USER.search(user)
+    if match is None:
+        return None
+    if "://" in user and not user.startswith(smart.fhir_base.rstrip("/") + "/"):
+        return None  # a user of another server: not readable (nor referable) from this chart
+    return match.group(1)
+
+
+def read_signed_in_user(smart: SmartSession, client: FhirClient) -> SignedInUser:
+    """Read the fhirUser resource for its name (SMART: ``openid fhirUser`` lets the app retrieve the
+    current user); "Type/id" when it cannot be read. Called once, when the session is created."""
+    reference = user_reference(smart)
+    if reference is None:
+        return SignedInUser(None, None)
+    resource_type, _, resource_id = reference.partition("/")
+    try:
+        resource = client.read(resource_type, resource_id).resource
+    except DesensError as error:  # 403 without a scope for it, 404, EHR down: the reference will do
+        log.info("the signed-in user's %s could not be read (%s)", resource_type, type(error).__name__)
+        return SignedInUser(reference, None)
+    return SignedInUser(reference, person_name(resource, titles=True))
+
+
+# --- the request's view of a session -----------------------------------------------------------------
+
+
+@dataclass
+class AppSession:
+    sid: str
+    record: dict[str, Any]
+    smart: SmartSession
+    client: FhirClient
+    _read: dict[str, Any] = field(default_factory=dict, repr=False)  # this request's reads
+
+    @property
+    def csrf_token(self) -> str:
+        return str(self.record["csrf"])
+
+    @property
+    def user(self) -> SignedInUser:
+        stored = self.record.get("user")
+        if isinstance(stored, dict):
+            name = stored.get("name")
+            return SignedInUser(user_reference(self.smart), name if isinstance(name, str) else None)
+        return SignedInUser(user_reference(self.smart), None)
+
+    # -- chart reads, cached --------------------------------------------------------------------------
+    def _cached(self, what: str, read: Any, *, fresh: bool) -> Any:
+        if not fresh and what in self._read:
+            return self._read[what]
+        store, key = services().store, f"{self.sid}:{what}"
+        record = None if fresh else store.get(CHART_KIND, key)
+        if record is not None and isinstance(record.get("json"), str):
+            value = loads(record["json"])
+        else:
+            value = read()
+            store.put(CHART_KIND, key, {"json": dumps(value)}, ttl=CHART_TTL)
+        self._read[what] = value
+        return value
+
+    def patient(self, *, fresh: bool = False) -> dict[str, Any]:
+        """The launch patient's Patient resource."""
+        resource: dict[str, Any] = self._cached(
+            "patient", lambda: read_banner(self.client, self.smart)[1], fresh=fresh
+        )
+        return resource
+
+    def banner(self, *, fresh: bool = False) -> PatientBanner:
+        return banner_from_patient(self.patient(fresh=fresh))
+
+    def allergy_resources(self, *, fresh: bool = False) -> list[dict[str, Any]] | None:
+        """The patient's AllergyIntolerance resources; None when the grant does not allow reading them."""
+        if not self.smart.granted.can_read("AllergyIntolerance"):
+            return None
+        resources: list[dict[str, Any]] | None = self._cached(
+            "allergies", lambda: search_allergies(self.client, self.smart), fresh=fresh
+        )
+        return resources
+
+    def allergies(self, *, fresh: bool = False) -> list[Allergy] | None:
+        return allergies_of(self.allergy_resources(fresh=fresh))
+
+
+def forget_chart(sid: str) -> None:
+    """Drop the session's cached chart reads (when the session ends)."""
+    store = services().store
+    for what in ("patient", "allergies"):
+        store.delete(CHART_KIND, f"{sid}:{what}")
+
+
+def app_session(sid: str) -> AppSession:
+    """The app session ``sid`` for this request (built once per request); SessionEnded when it is not live."""
+    memo: dict[str, AppSession] | None = (
+        g.setdefault("_fhir_desens_app_sessions", {}) if has_app_context() else None
+    )
+    if memo is not None and sid in memo:
+        return memo[sid]
+    svc = services()
+    record, smart = svc.load_session(sid)
+    session = AppSession(
+        sid, record, smart, fhir_client(smart, http=svc.http, timeout=svc.settings.http_timeout)
+    )
+    if memo is not None:
+        memo[sid] = session
+    return session
