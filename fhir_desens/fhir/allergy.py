@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_desens.errors import MappingError
+from fhir_desens.fhir.raw import objects, text_or_none
 
 __all__ = [
     "ATC",
@@ -203,23 +204,10 @@ class Allergy:
 # tolerant accessors
 
 
-def _str(value: Any) -> str | None:
-    if isinstance(value, str):
-        text = value.strip()
-        return text or None
-    return None
-
-
-def _dicts(value: Any) -> list[Mapping[str, Any]]:
-    if isinstance(value, Mapping):
-        return [value]
-    if isinstance(value, list):
-        return [item for item in value if isinstance(item, Mapping)]
-    return []
-
-
 def _coding(value: Mapping[str, Any]) -> Coding | None:
-    coding = Coding(_str(value.get("system")), _str(value.get("code")), _str(value.get("display")))
+    coding = Coding(
+        text_or_none(value.get("system")), text_or_none(value.get("code")), text_or_none(value.get("display"))
+    )
     if coding.system is None and coding.code is None and coding.display is None:
         return None
     return coding
@@ -227,12 +215,12 @@ def _coding(value: Mapping[str, Any]) -> Coding | None:
 
 def _concept(value: Any) -> Concept | None:
     if isinstance(value, str):  # STU3-era or sloppy content: a bare code
-        text = _str(value)
+        text = text_or_none(value)
         return Concept(text=text) if text else None
     if not isinstance(value, Mapping):
         return None
-    codings = tuple(c for c in (_coding(item) for item in _dicts(value.get("coding"))) if c is not None)
-    text = _str(value.get("text"))
+    codings = tuple(c for c in (_coding(item) for item in objects(value.get("coding"))) if c is not None)
+    text = text_or_none(value.get("text"))
     if text is None and not codings:
         return None
     return Concept(text=text, codings=codings)
@@ -257,7 +245,7 @@ def _status(value: Any, system: str, allowed: frozenset[str]) -> str | None:
 
 
 def _code(value: Any, allowed: frozenset[str] | None = None) -> str | None:
-    text = _str(value)
+    text = text_or_none(value)
     if text is None:
         return None
     if allowed is not None and text not in allowed:
@@ -269,9 +257,9 @@ def _absent_reason(resource: Mapping[str, Any], element: str) -> str | None:
     shadow = resource.get("_" + element)
     if not isinstance(shadow, Mapping):
         return None
-    for extension in _dicts(shadow.get("extension")):
+    for extension in objects(shadow.get("extension")):
         if extension.get("url") == DATA_ABSENT_REASON:
-            return _str(extension.get("valueCode")) or "unknown"
+            return text_or_none(extension.get("valueCode")) or "unknown"
     return None
 
 
@@ -281,14 +269,14 @@ def _quantity_text(value: Any) -> str | None:
     number = value.get("value")
     if number is None or isinstance(number, bool):
         return None
-    unit = _str(value.get("unit")) or _str(value.get("code")) or ""
+    unit = text_or_none(value.get("unit")) or text_or_none(value.get("code")) or ""
     return f"{number} {unit}".strip()
 
 
 def _onset(resource: Mapping[str, Any], prefix: str = "onset") -> tuple[str | None, str | None]:
     """(onset text, data-absent reason) from ``onset[x]``."""
     for suffix in ("DateTime", "String"):
-        text = _str(resource.get(prefix + suffix))
+        text = text_or_none(resource.get(prefix + suffix))
         if text:
             return text, None
     age = _quantity_text(resource.get(prefix + "Age"))
@@ -296,7 +284,7 @@ def _onset(resource: Mapping[str, Any], prefix: str = "onset") -> tuple[str | No
         return f"age {age}", None
     period = resource.get(prefix + "Period")
     if isinstance(period, Mapping):
-        start, end = _str(period.get("start")), _str(period.get("end"))
+        start, end = text_or_none(period.get("start")), text_or_none(period.get("end"))
         if start or end:
             return f"{start or '?'} – {end or '?'}", None
     range_ = resource.get(prefix + "Range")
@@ -312,17 +300,17 @@ def _onset(resource: Mapping[str, Any], prefix: str = "onset") -> tuple[str | No
 
 
 def _notes(value: Any) -> tuple[str, ...]:
-    return tuple(text for text in (_str(item.get("text")) for item in _dicts(value)) if text)
+    return tuple(text for text in (text_or_none(item.get("text")) for item in objects(value)) if text)
 
 
 def _reaction(value: Mapping[str, Any]) -> Reaction:
-    manifestations = tuple(m for m in (_concept(item) for item in _dicts(value.get("manifestation"))) if m)
+    manifestations = tuple(m for m in (_concept(item) for item in objects(value.get("manifestation"))) if m)
     return Reaction(
         manifestations=manifestations,
         severity=_code(value.get("severity"), frozenset({"mild", "moderate", "severe"})),
         substance=_concept(value.get("substance")),
-        description=_str(value.get("description")),
-        onset=_str(value.get("onset")),
+        description=text_or_none(value.get("description")),
+        onset=text_or_none(value.get("onset")),
         exposure_route=_concept(value.get("exposureRoute")),
         notes=_notes(value.get("note")),
     )
@@ -344,7 +332,7 @@ def allergy_from_fhir(resource: Mapping[str, Any]) -> Allergy:
     onset, absent = _onset(resource)
     patient = resource.get("patient")
     return Allergy(
-        id=_str(resource.get("id")),
+        id=text_or_none(resource.get("id")),
         substance=_concept(resource.get("code")) or Concept(text=None),
         categories=categories,
         type=_code(resource.get("type"), frozenset({"allergy", "intolerance"})),
@@ -353,20 +341,20 @@ def allergy_from_fhir(resource: Mapping[str, Any]) -> Allergy:
         verification_status=_status(
             resource.get("verificationStatus"), VERIFICATION_STATUS_SYSTEM, _VERIFICATION_STATUSES
         ),
-        reactions=tuple(_reaction(item) for item in _dicts(resource.get("reaction"))),
+        reactions=tuple(_reaction(item) for item in objects(resource.get("reaction"))),
         onset=onset,
         onset_absent_reason=absent,
-        recorded_date=_str(resource.get("recordedDate")),
-        last_occurrence=_str(resource.get("lastOccurrence")),
+        recorded_date=text_or_none(resource.get("recordedDate")),
+        last_occurrence=text_or_none(resource.get("lastOccurrence")),
         notes=_notes(resource.get("note")),
-        patient_reference=_str(patient.get("reference")) if isinstance(patient, Mapping) else None,
+        patient_reference=text_or_none(patient.get("reference")) if isinstance(patient, Mapping) else None,
     )
 
 
 def allergies_from_bundle(bundle: Mapping[str, Any]) -> list[Allergy]:
     """Every AllergyIntolerance among a Bundle's entries (search ``include``/``outcome`` entries skipped)."""
     found: list[Allergy] = []
-    for entry in _dicts(bundle.get("entry")):
+    for entry in objects(bundle.get("entry")):
         search = entry.get("search")
         if isinstance(search, Mapping) and search.get("mode") in ("include", "outcome"):
             continue

@@ -28,6 +28,7 @@ from typing import Any
 
 from fhir_desens.errors import UnitError
 from fhir_desens.fhir.allergy import RXNORM, SNOMED, Allergy
+from fhir_desens.fhir.raw import objects, text_or_none
 from fhir_desens.protocol.crossreactivity import AllergenRef, DrugRef, known_drug_name
 from fhir_desens.protocol.quantity import EXACT, Quantity
 from fhir_desens.protocol.quantity import unit as unit_of
@@ -114,27 +115,12 @@ class BodyMeasurements:
 # tolerant accessors
 
 
-def _str(value: Any) -> str | None:
-    if isinstance(value, str):
-        text = value.strip()
-        return text or None
-    return None
-
-
-def _dicts(value: Any) -> list[Mapping[str, Any]]:
-    if isinstance(value, Mapping):
-        return [value]
-    if isinstance(value, list):
-        return [item for item in value if isinstance(item, Mapping)]
-    return []
-
-
 def _codings(concept: Any) -> list[Mapping[str, Any]]:
-    return _dicts(concept.get("coding")) if isinstance(concept, Mapping) else []
+    return objects(concept.get("coding")) if isinstance(concept, Mapping) else []
 
 
 def _codes(concept: Any, system: str) -> tuple[str, ...]:
-    codes = (_str(c.get("code")) for c in _codings(concept) if c.get("system") == system)
+    codes = (text_or_none(c.get("code")) for c in _codings(concept) if c.get("system") == system)
     return tuple(dict.fromkeys(code for code in codes if code))
 
 
@@ -142,8 +128,8 @@ def _concept_text(concept: Any) -> str | None:
     """The concept's text, else its first coding display."""
     if not isinstance(concept, Mapping):
         return None
-    return _str(concept.get("text")) or next(
-        (d for d in (_str(c.get("display")) for c in _codings(concept)) if d), None
+    return text_or_none(concept.get("text")) or next(
+        (d for d in (text_or_none(c.get("display")) for c in _codings(concept)) if d), None
     )
 
 
@@ -179,10 +165,10 @@ def _medication_concept(
     reference = request.get("medicationReference")
     if not isinstance(reference, Mapping):
         return None
-    target = _str(reference.get("reference"))
+    target = text_or_none(reference.get("reference"))
     medication: Mapping[str, Any] | None = None
     if target and target.startswith("#"):
-        contained = (r for r in _dicts(request.get("contained")) if r.get("resourceType") == "Medication")
+        contained = (r for r in objects(request.get("contained")) if r.get("resourceType") == "Medication")
         medication = next((r for r in contained if r.get("id") == target[1:]), None)
         medication = medication or medications.get(target)
     elif target:
@@ -190,17 +176,19 @@ def _medication_concept(
     if medication is not None and isinstance(medication.get("code"), Mapping):
         code: Mapping[str, Any] = medication["code"]
         return code
-    display = _str(reference.get("display"))
+    display = text_or_none(reference.get("display"))
     return {"text": display} if display else None
 
 
 def _route(request: Mapping[str, Any]) -> str | None:
-    for dosage in _dicts(request.get("dosageInstruction")):
+    for dosage in objects(request.get("dosageInstruction")):
         route = dosage.get("route")
         for coding in _codings(route):
             if coding.get("system") == SNOMED and coding.get("code") in _ROUTE_CODES:
                 return _ROUTE_CODES[str(coding["code"])]
-        for text in filter(None, [_concept_text(route), *(_str(c.get("display")) for c in _codings(route))]):
+        for text in filter(
+            None, [_concept_text(route), *(text_or_none(c.get("display")) for c in _codings(route))]
+        ):
             kind = _ROUTE_WORDS.get(_normalized(text))
             if kind:
                 return kind
@@ -209,13 +197,13 @@ def _route(request: Mapping[str, Any]) -> str | None:
 
 def _dose(request: Mapping[str, Any]) -> Quantity | None:
     """The first dose quantity whose unit the engine knows (mg, g, ug, [iU]); tablets and ranges give None."""
-    for dosage in _dicts(request.get("dosageInstruction")):
-        for dose_and_rate in _dicts(dosage.get("doseAndRate")):
+    for dosage in objects(request.get("dosageInstruction")):
+        for dose_and_rate in objects(dosage.get("doseAndRate")):
             quantity = dose_and_rate.get("doseQuantity")
             if not isinstance(quantity, Mapping):
                 continue
             value = _decimal(quantity.get("value"))
-            code = _str(quantity.get("code")) or _str(quantity.get("unit"))
+            code = text_or_none(quantity.get("code")) or text_or_none(quantity.get("unit"))
             if value is None or value <= 0 or code is None:
                 continue
             try:
@@ -228,10 +216,10 @@ def _dose(request: Mapping[str, Any]) -> Quantity | None:
 
 
 def _indication(request: Mapping[str, Any], conditions: Mapping[str, Mapping[str, Any]]) -> str | None:
-    texts: list[str] = [t for t in (_concept_text(c) for c in _dicts(request.get("reasonCode"))) if t]
-    for reference in _dicts(request.get("reasonReference")):
-        text = _str(reference.get("display"))
-        target = conditions.get(_str(reference.get("reference")) or "")
+    texts: list[str] = [t for t in (_concept_text(c) for c in objects(request.get("reasonCode"))) if t]
+    for reference in objects(request.get("reasonReference")):
+        text = text_or_none(reference.get("display"))
+        target = conditions.get(text_or_none(reference.get("reference")) or "")
         if text is None and target is not None:
             text = _concept_text(target.get("code"))
         if text:
@@ -245,7 +233,7 @@ def _candidate_name(rxnorm: Sequence[str], text: str, concept: Any = None) -> st
     known = known_drug_name(rxnorm, text)
     if known:
         return _capitalized(known)
-    displays = [_str(c.get("display")) for c in _codings(concept) if c.get("system") == RXNORM]
+    displays = [text_or_none(c.get("display")) for c in _codings(concept) if c.get("system") == RXNORM]
     if len(displays) == 1 and displays[0]:
         return _capitalized(displays[0])
     return text
@@ -261,7 +249,7 @@ def _order_candidate(
     if concept is None or text is None:
         return None
     rxnorm = _codes(concept, RXNORM)
-    order_id = _str(request.get("id"))
+    order_id = text_or_none(request.get("id"))
     return DrugCandidate(
         name=_candidate_name(rxnorm, text, concept),
         rxnorm=rxnorm,
@@ -347,7 +335,7 @@ def _when(observation: Mapping[str, Any]) -> str | None:
         observation.get("effectiveInstant"),
         observation.get("issued"),
     ]
-    return next((text for text in map(_str, candidates) if text and _instant(text) is not None), None)
+    return next((text for text in map(text_or_none, candidates) if text and _instant(text) is not None), None)
 
 
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
@@ -379,13 +367,13 @@ def _measurement(
     if not isinstance(quantity, Mapping):
         return None
     value = _decimal(quantity.get("value"))
-    code = _str(quantity.get("code")) or _str(quantity.get("unit"))
+    code = text_or_none(quantity.get("code")) or text_or_none(quantity.get("unit"))
     factor = factors.get(code) if code else None
     if factor is None and code:
         factor = factors.get(code.lower())
     if value is None or factor is None or value <= 0:
         return None
-    observation_id = _str(observation.get("id"))
+    observation_id = text_or_none(observation.get("id"))
     return Measurement(
         value=EXACT.multiply(value, factor),
         unit=target,
