@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,7 +112,7 @@ class AppSession:
         return SignedInUser(user_reference(self.smart), None)
 
     # -- chart reads, cached --------------------------------------------------------------------------
-    def _cached(self, what: str, read: Any, *, fresh: bool) -> Any:
+    def _cached(self, what: str, read: Callable[[], Any], *, fresh: bool) -> Any:
         if not fresh and what in self._read:
             return self._read[what]
         store, key = services().store, f"{self.sid}:{what}"

@@ -258,7 +258,8 @@ def _status_for(error: DesensError) -> int:
 
 
 def missing_order_scopes(smart: SmartSession) -> list[str]:
-    """The writes of the orders transaction the token lacks, as v2 scopes (empty: all granted)."""
+    """The writes of the orders transaction the token lacks, as v2 scopes, for the message (whether
+    signing is allowed is :attr:`SmartSession.can_sign_orders`, the one rule)."""
     granted = smart.granted
     missing = []
     for resource_type, letters in ORDER_WRITES:

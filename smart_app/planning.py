@@ -386,6 +386,7 @@ class CopiedSettings:
     target_dose: str | None = None  # as prescribed, e.g. "75" with dose_unit "mg/m2"
     dose_unit: str | None = None
     dose_basis: str | None = None  # how a per-m² dose became the signed total
+    signed_on: str | None = None  # when it was signed, for people ("2027-01-15 09:00")
     #: False: the plan was signed without its parameters, and these were read back from its orders
     recorded: bool = True
 

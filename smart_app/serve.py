@@ -14,7 +14,7 @@ from fhir_desens.errors import ConfigurationError
 
 
 def _gunicorn(app: Any, host: str, port: int, workers: int, threads: int) -> None:
-    from gunicorn.app.base import BaseApplication
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
     class _Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

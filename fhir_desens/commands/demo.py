@@ -138,9 +138,14 @@ def demo_stack(
 
 
 def run(args: argparse.Namespace) -> int:
-    with demo_stack(
-        host=args.host, ehr_port=args.ehr_port, fhir_port=args.fhir_port, app_port=args.app_port
-    ) as stack:
+    from fhir_desens.sandbox.signals import sigterm_as_interrupt
+
+    with (
+        sigterm_as_interrupt(),
+        demo_stack(
+            host=args.host, ehr_port=args.ehr_port, fhir_port=args.fhir_port, app_port=args.app_port
+        ) as stack,
+    ):
         print(f"fhir-desens demo is running. Open the EHR: {stack.sandbox.launcher_url}", flush=True)
         print(
             f"  FHIR (behind SMART): {stack.sandbox.fhir_base_url}    app: {stack.app_url}    Ctrl-C stops",

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from fhir_desens.sandbox.server import Sandbox
+    from fhir_desens.sandbox.signals import sigterm_as_interrupt
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sandbox = Sandbox(
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         clients_file=args.clients,
     )
     _register_app(sandbox, args)
-    with sandbox:
+    with sigterm_as_interrupt(), sandbox:
         urls = {
             "launcher": sandbox.launcher_url,
             "fhir_base_url": sandbox.fhir_base_url,

@@ -286,24 +286,20 @@ def serve(
     host: str = "127.0.0.1", port: int = 8103, profiles_dir: str | os.PathLike[str] | None = None
 ) -> int:
     """Run the server in the foreground until Ctrl-C or SIGTERM; returns an exit status."""
+    from fhir_desens.sandbox.signals import sigterm_as_interrupt
+
     server = FhirServerProcess(host, port, profiles_dir, log_requests=True, inherit_stderr=True)
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        server.start()
-        print(f"FHIR R4 server at {server.base_url}  (in memory; Ctrl-C to stop)", flush=True)
-        code = server.wait()
-        print(f"the FHIR server exited with status {code}", file=sys.stderr)
-        return 1 if code else 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt():
+        try:
+            server.start()
+            print(f"FHIR R4 server at {server.base_url}  (in memory; Ctrl-C to stop)", flush=True)
+            code = server.wait()
+            print(f"the FHIR server exited with status {code}", file=sys.stderr)
+            return 1 if code else 0
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            server.stop()
 
 
 def validate_resources(

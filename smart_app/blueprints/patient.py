@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, redirect, render_template, url_for
+from flask import Blueprint, redirect, render_template, url_for
+from werkzeug.wrappers import Response
 
 from fhir_desens.client.smart import SmartSession
 from fhir_desens.errors import FhirServerError, ForbiddenError, MappingError

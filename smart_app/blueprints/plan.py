@@ -99,12 +99,14 @@ def _copied(session: AppSession, copy_id: str | None) -> CopiedSettings | None:
     if not FHIR_ID.match(copy_id):
         raise InputError("copy", "is not a FHIR resource id", "the id of a signed plan (RequestGroup)")
     signed = orders.load_signed_plan(session.smart, copy_id)
+    signed_on = signed.authored if signed.authored != "—" else None
     if signed.parameters is None:
         guessed = read_copy_source(session.client, session.smart, copy_id, drafts.library())
-        return replace(guessed, recorded=False)
+        return replace(guessed, recorded=False, signed_on=signed_on)
     fields = orders.draft_fields_from_signed(signed)
     known = set(CopiedSettings.__dataclass_fields__)
-    return CopiedSettings(**{k: v for k, v in fields.items() if k in known and v is not None})
+    copied = CopiedSettings(**{k: v for k, v in fields.items() if k in known and v is not None})
+    return replace(copied, signed_on=signed_on)
 
 
 def _same_drug(candidate: DrugCandidate, copied: CopiedSettings) -> bool:

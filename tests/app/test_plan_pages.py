@@ -672,7 +672,8 @@ def test_copy_this_plan_carries_the_protocol_settings(planner: Planner, ehr: Fak
         insert_before=(12,),
     )
     html = planner.start_form(sid, f"?copy={group}").get_data(as_text=True)
-    assert f"Copying the signed plan {group}" in text_of(html)
+    assert f"(signed plan {group})" in text_of(html)
+    assert "Copying the plan signed on 20" in text_of(html)  # the date it was signed
     assert "Everything it recorded is carried over" in text_of(html)
     assert "signed without a record" not in text_of(html)
     assert f'<input type="hidden" name="copy" value="{group}">' in html

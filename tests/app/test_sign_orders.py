@@ -13,8 +13,17 @@ from werkzeug.test import TestResponse
 
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.apply import OVERRIDE_NOTE
+from fhir_desens.protocol.report import plan_dict
 from smart_app.app_session import CHART_TTL
-from smart_app.orders import SIGNED_KIND, draft_fields_from_signed, load_signed_plan
+from smart_app.blueprints import orders as orders_blueprint
+from smart_app.blueprints.plan import render_plan_page
+from smart_app.drafts import PlanDraft, plan_for
+from smart_app.orders import (
+    SIGNED_KIND,
+    OrdersNotPermitted,
+    draft_fields_from_signed,
+    load_signed_plan,
+)
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FHIR_BASE, FakeEhr
 
@@ -509,10 +518,6 @@ def test_a_blocked_signing_names_the_blocker(signer: Signer) -> None:
 
 
 def test_the_plan_page_is_rendered_through_its_public_function(app: Flask, signer: Signer) -> None:
-    from smart_app.blueprints import orders as orders_blueprint
-    from smart_app.blueprints.plan import render_plan_page
-    from smart_app.orders import OrdersNotPermitted
-
     assert orders_blueprint.render_plan_page is render_plan_page
     sid = signer.launch("carboplatin-ovarian")
     draft_id = signer.plan(sid)
@@ -583,9 +588,6 @@ def worksheet_tables(signer: Signer, sid: str, draft_id: str) -> tuple[str, str,
 
 
 def recomputed(signer: Signer, sid: str, draft_id: str) -> dict[str, Any]:
-    from fhir_desens.protocol.report import plan_dict
-    from smart_app.drafts import PlanDraft, plan_for
-
     with signer.app.app_context():
         return plan_dict(plan_for(PlanDraft.from_dict(signer.store.get("draft", f"{sid}:{draft_id}"))))
 

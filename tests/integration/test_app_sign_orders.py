@@ -249,7 +249,7 @@ def test_signed_plans_are_listed_opened_read_only_and_copied(
 
     # "Copy this plan": the start form carries the copy, and the new plan has the same parameters
     copy_form = app.client.get(f"/s/{sid}/plan/new?copy={rg_id}").get_data(as_text=True)
-    assert f"Copying the signed plan {rg_id}" in text_of(copy_form)
+    assert f"(signed plan {rg_id})" in text_of(copy_form)
     copied_id = start(app, sid, f"?copy={rg_id}")
     copied = dict(app.store.get("draft", f"{sid}:{copied_id}"))
     for name in ("drug", "target", "protocol_id", "final_rate_ml_h", "closing"):
