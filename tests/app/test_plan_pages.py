@@ -3,7 +3,6 @@ start form, draft, worksheet, protocol choice and editing, allergy match and scr
 
 from __future__ import annotations
 
-import html as html_module
 import json
 import re
 import uuid
@@ -29,47 +28,10 @@ from fhir_desens.protocol.quantity import Quantity
 from fhir_desens.protocol.report import dose_text
 from tests.app.conftest import AppFactory, Launcher, https_client
 from tests.app.fake_ehr import FakeEhr
+from tests.html import input_value, option_value, selected_text, table_rows, text_of
 
 SVG = "{http://www.w3.org/2000/svg}"
 CSS = Path(__file__).resolve().parents[2] / "smart_app" / "static" / "app.css"
-
-
-def text_of(html: str) -> str:
-    """Visible text, whitespace collapsed."""
-    html = re.sub(r"<svg.*?</svg>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&#39;", "'").replace("&amp;", "&").split())
-
-
-def table_rows(html: str, table_id: str) -> list[list[str]]:
-    """The body rows of a table as lists of cell texts."""
-    table = re.search(rf'<table[^>]*id="{table_id}".*?</table>', html, re.S)
-    assert table is not None, f"no table {table_id}"
-    body = table.group(0).split("<tbody>", 1)[1]
-    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
-    return [[text_of(c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)] for row in rows]
-
-
-def option_value(html: str, select_id: str, text: str) -> str:
-    select = re.search(rf'<select id="{select_id}".*?</select>', html, re.S)
-    assert select is not None
-    for value, label in re.findall(r'<option value="([^"]*)"[^>]*>(.*?)</option>', select.group(0), re.S):
-        if text_of(label).startswith(text):
-            return value
-    raise AssertionError(f"no option {text!r} in {select_id}")
-
-
-def selected(html: str, select_id: str) -> str:
-    select = re.search(rf'<select id="{select_id}".*?</select>', html, re.S)
-    assert select is not None
-    found = re.search(r"<option[^>]*selected[^>]*>(.*?)</option>", select.group(0), re.S)
-    assert found is not None
-    return text_of(found.group(1))
-
-
-def input_value(html: str, name: str) -> str:
-    found = re.search(rf'<input id="{name}" name="{name}"[^>]*value="([^"]*)"', html)
-    assert found is not None, name
-    return html_module.unescape(found.group(1))
 
 
 class Planner:
@@ -191,9 +153,9 @@ def test_start_form_is_prefilled_from_the_chart(planner: Planner) -> None:
     response = planner.start_form(sid)
     assert response.status_code == 200
     html = response.get_data(as_text=True)
-    assert selected(html, "drug") == "Carboplatin"
+    assert selected_text(html, "drug") == "Carboplatin"
     assert "Other drug (type below)" in html
-    assert input_value(html, "target_dose") == "400" and selected(html, "dose_unit") == "mg"
+    assert input_value(html, "target_dose") == "400" and selected_text(html, "dose_unit") == "mg"
     assert input_value(html, "height_cm") == "165" and input_value(html, "weight_kg") == "62"
     assert "From the chart: 165 cm on 2026-11-18" in text_of(html)
     assert "Body surface area by the Mosteller formula" in text_of(html)
@@ -232,7 +194,7 @@ def test_start_form_without_chart_access_offers_free_choice(planner: Planner, eh
     sid = planner.launch("carboplatin-ovarian")
     html = planner.start_form(sid).get_data(as_text=True)
     assert "did not grant access to medication orders, height and weight" in text_of(html)
-    assert selected(html, "drug") == "Carboplatin"  # still offered from the drug allergy
+    assert selected_text(html, "drug") == "Carboplatin"  # still offered from the drug allergy
     assert not [r for r in ehr.requests if "MedicationRequest" in r.url or "Observation" in r.url]
 
 
@@ -243,8 +205,10 @@ def test_carboplatin_400_mg_12_steps_at_75_ml_h(planner: Planner) -> None:
     sid = planner.launch("carboplatin-ovarian")
     draft_id = planner.create(sid, grade="2")
     html = planner.page(sid, draft_id).get_data(as_text=True)
-    assert selected(html, "protocol").startswith("IV 12-step, 3-bag rapid desensitization (BWH/Castells)")
-    assert "(suggested)" in selected(html, "protocol")
+    assert selected_text(html, "protocol").startswith(
+        "IV 12-step, 3-bag rapid desensitization (BWH/Castells)"
+    )
+    assert "(suggested)" in selected_text(html, "protocol")
     assert len(table_rows(html, "steps")) == 12
 
     response = planner.recalculate(sid, draft_id, final_rate="75")
@@ -294,10 +258,10 @@ def test_grade_3_suggests_the_16_step_protocol(planner: Planner) -> None:
     sid = planner.launch("carboplatin-ovarian")
     draft_id = planner.create(sid, grade="3")
     html = planner.page(sid, draft_id).get_data(as_text=True)
-    assert selected(html, "protocol").startswith(
+    assert selected_text(html, "protocol").startswith(
         "IV 16-step, 4-bag rapid desensitization for high-risk patients"
     )
-    assert "(suggested)" in selected(html, "protocol")
+    assert "(suggested)" in selected_text(html, "protocol")
     assert "Brown grade 3" in text_of(html)
     assert len(table_rows(html, "steps")) == 16
     assert len(table_rows(html, "solutions")) == 4
@@ -309,7 +273,7 @@ def test_any_library_protocol_can_be_chosen(planner: Planner) -> None:
     assert planner.recalculate(sid, draft_id, protocol="iv-8-step-2-bag").status_code == 303
     html = planner.page(sid, draft_id).get_data(as_text=True)
     assert len(table_rows(html, "steps")) == 8
-    assert "(suggested)" not in selected(html, "protocol")
+    assert "(suggested)" not in selected_text(html, "protocol")
     assert planner.recalculate(sid, draft_id, protocol="iv-one-solution-rate-escalation").status_code == 303
     html = planner.page(sid, draft_id).get_data(as_text=True)
     assert 'id="final_rate"' not in html, "fixed-rate protocols have no final rate to edit"
@@ -336,7 +300,7 @@ def test_diluent_closing_and_bag_volume_recompute(planner: Planner) -> None:
     solutions = table_rows(html, "solutions")
     assert all(row[5] == "5% dextrose (D5W)" for row in solutions)
     assert solutions[2][1] == f"{dose_text(expected.solutions[2].concentration.value)} mg/mL"
-    assert selected(html, "closing").startswith("Truncated final step")
+    assert selected_text(html, "closing").startswith("Truncated final step")
 
 
 def test_insert_and_remove_a_step(planner: Planner) -> None:
@@ -613,7 +577,7 @@ def test_imported_protocols_are_offered(make_app: AppFactory, ehr: FakeEhr, libr
     draft_id = planner.create(sid)
     assert planner.recalculate(sid, draft_id, protocol="hospital-12-step").status_code == 303
     html = planner.page(sid, draft_id).get_data(as_text=True)
-    assert selected(html, "protocol").startswith("Hospital 12-step (imported)")
+    assert selected_text(html, "protocol").startswith("Hospital 12-step (imported)")
     assert "hospital-12-step</code> 2.0.0" in html
 
 
@@ -677,7 +641,7 @@ def test_copy_this_plan_carries_the_protocol_settings(planner: Planner, ehr: Fak
     assert "Everything it recorded is carried over" in text_of(html)
     assert "signed without a record" not in text_of(html)
     assert f'<input type="hidden" name="copy" value="{group}">' in html
-    assert selected(html, "drug") == "Carboplatin"
+    assert selected_text(html, "drug") == "Carboplatin"
     assert input_value(html, "target_dose") == "400", "the current order's dose"
     draft_id = planner.create(sid, copy=group)
     draft = planner.draft(sid, draft_id)

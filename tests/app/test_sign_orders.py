@@ -26,33 +26,9 @@ from smart_app.orders import (
 )
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FHIR_BASE, FakeEhr
+from tests.html import alerts, input_value, selected_value, text_of
 
 SIGN_BUTTON = "Sign and send orders"
-
-
-def text_of(html: str) -> str:
-    html = re.sub(r"<svg.*?</svg>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&#39;", "'").replace("&amp;", "&").split())
-
-
-def alerts(html: str) -> str:
-    return " ".join(
-        text_of(m) for m in re.findall(r'role="alert"[^>]*>(.*?)</(?:div|p|section)>', html, re.S)
-    )
-
-
-def selected_value(html: str, select_id: str) -> str:
-    select = re.search(rf'<select id="{select_id}".*?</select>', html, re.S)
-    assert select is not None, select_id
-    found = re.search(r'<option value="([^"]*)"[^>]*selected', select.group(0))
-    assert found is not None, select_id
-    return found.group(1)
-
-
-def input_value(html: str, name: str) -> str:
-    found = re.search(rf'<input id="{name}" name="{name}"[^>]*value="([^"]*)"', html)
-    assert found is not None, name
-    return found.group(1)
 
 
 class Signer:

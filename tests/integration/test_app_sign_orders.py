@@ -24,6 +24,7 @@ from fhir_desens.sandbox.server import Sandbox
 from smart_app.drafts import PlanDraft, plan_for
 from smart_app.orders import SIGNED_KIND, draft_fields_from_signed, load_signed_plan
 from smart_app.patient_view import person_name
+from tests.html import alerts, input_value, selected_value, text_of
 from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, ehr_launch, page
 
@@ -34,31 +35,6 @@ make_app = launch_tests.make_app
 pytestmark = pytest.mark.integration
 
 PATIENT = "carboplatin-ovarian"
-
-
-def text_of(html: str) -> str:
-    html = re.sub(r"<svg.*?</svg>", " ", html, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", html).replace("&#39;", "'").replace("&amp;", "&").split())
-
-
-def alerts(html: str) -> str:
-    return " ".join(
-        text_of(m) for m in re.findall(r'role="alert"[^>]*>(.*?)</(?:div|p|section)>', html, re.S)
-    )
-
-
-def selected_value(html: str, select_id: str) -> str:
-    select = re.search(rf'<select id="{select_id}".*?</select>', html, re.S)
-    assert select is not None, select_id
-    found = re.search(r'<option value="([^"]*)"[^>]*selected', select.group(0))
-    assert found is not None, select_id
-    return found.group(1)
-
-
-def input_value(html: str, name: str) -> str:
-    found = re.search(rf'<input id="{name}" name="{name}"[^>]*value="([^"]*)"', html)
-    assert found is not None, name
-    return found.group(1)
 
 
 def csrf(app: AppUnderTest, sid: str) -> str:
