@@ -58,7 +58,6 @@ FAILED: Final = "failed"
 NOT_ATTEMPTED: Final = "not attempted"
 _STATUSES: Final = (CREATED, ALREADY_PRESENT, CONFLICT, FAILED, NOT_ATTEMPTED)
 _SEARCH_PAGE: Final = "200"
-_URLS_PER_SEARCH: Final = 40  # OR-ed in one search: about 4 kB of query
 
 
 @dataclass
@@ -154,39 +153,12 @@ def _plan(loaded: Sequence[Loaded]) -> tuple[list[ImportItem], list[Issue]]:
 
 
 def _existing(client: FhirClient, items: Sequence[ImportItem]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """What the server holds for each (type, url), every version.
-
-    Urls are searched in groups (``url=a,b,c``: FHIR's OR within one parameter), which costs one
-    search per group instead of one per url; a url holding a comma or backslash (which would need
-    FHIR search escaping) is searched alone. Results are matched to urls exactly.
-    """
+    """What the server holds for each (type, url), every version: one search per canonical url."""
     found: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    wanted = list(dict.fromkeys((i.resource_type, i.url) for i in items))
-    for key in wanted:
-        found[key] = []
-    for resource_type, group in _url_groups(wanted):
-        matches = client.search_all(resource_type, [("url", ",".join(group)), ("_count", _SEARCH_PAGE)])
-        for resource in matches:
-            key = (resource_type, str(resource.get("url")))
-            if key in found:
-                found[key].append(resource)
+    for resource_type, url in dict.fromkeys((i.resource_type, i.url) for i in items):
+        matches = client.search_all(resource_type, [("url", url), ("_count", _SEARCH_PAGE)])
+        found[(resource_type, url)] = [r for r in matches if r.get("url") == url]
     return found
-
-
-def _url_groups(wanted: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """(type, urls) groups of at most _URLS_PER_SEARCH urls (a query of a few kB at most)."""
-    groups: list[tuple[str, list[str]]] = []
-    open_groups: dict[str, list[str]] = {}
-    for resource_type, url in wanted:
-        if "," in url or "\\" in url:
-            groups.append((resource_type, [url]))
-            continue
-        group = open_groups.get(resource_type)
-        if group is None or len(group) >= _URLS_PER_SEARCH:
-            group = open_groups[resource_type] = []
-            groups.append((resource_type, group))
-        group.append(url)
-    return groups
 
 
 def _classify(item: ImportItem, on_server: list[dict[str, Any]]) -> None:

@@ -184,3 +184,39 @@ def test_drug_not_on_the_allergy_list_needs_confirmation_before_signing(
     app.get_by_label("I confirm desensitization for a drug the allergy list does not record").check()
     app.get_by_role("button", name="Confirm").click()
     expect(app.get_by_role("button", name=SIGN)).to_be_enabled()
+
+
+def test_planning_with_the_keyboard_alone_in_a_page_1024_px_wide(
+    open_chart: Callable[..., Chart], page: Page, new_page: Callable[[], Page]
+) -> None:
+    chart = open_chart("rituximab-lymphoma")
+    app = chart.app
+    app.get_by_role("link", name="Plan a desensitization").focus()
+    page.keyboard.press("Enter")
+    drug = app.get_by_role("combobox", name="Drug", exact=True)
+    dose = app.get_by_label("Target dose", exact=True)
+    drug.wait_for()
+
+    # From the first field, Tab alone reaches the target dose; typing and Enter submit the form.
+    drug.focus()
+    for _ in range(12):
+        if dose.evaluate("field => field === document.activeElement"):
+            break
+        page.keyboard.press("Tab")
+    else:
+        raise AssertionError("Tab never reached the Target dose field")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("700")
+    page.keyboard.press("Enter")
+    app.get_by_role("heading", name="Allergy match").wait_for()
+    expect(app.get_by_role("table", name="Steps")).to_be_visible()
+
+    # The worksheet fits a 1024 px wide EHR frame: no horizontal scrolling.
+    worksheet = new_page()
+    worksheet.set_viewport_size({"width": 1024, "height": 800})
+    worksheet.goto(chart.frame.url)
+    expect(worksheet.get_by_role("table", name="Steps")).to_be_visible()
+    scroll_width, client_width = worksheet.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert scroll_width <= client_width, (scroll_width, client_width)
