@@ -112,15 +112,16 @@ def _sheet(sid: str, rg_id: str, template: str) -> tuple[str, int]:
         prescriber=common["signer"],
         fixed_note=None,
         back_url=url_for("orders.signed", sid=sid, rg_id=rg_id),
+        back_text="Back to the signed plan",
     )
     return html, 200
 
 
 @bp.get("/orders/<string(maxlength=64):rg_id>/print")
 def print_worksheet(sid: str, rg_id: str) -> tuple[str, int]:
-    return _sheet(sid, rg_id, "signed_plan_print.html")
+    return _sheet(sid, rg_id, "plan_print.html")
 
 
 @bp.get("/orders/<string(maxlength=64):rg_id>/pharmacy")
 def pharmacy(sid: str, rg_id: str) -> tuple[str, int]:
-    return _sheet(sid, rg_id, "signed_plan_pharmacy.html")
+    return _sheet(sid, rg_id, "plan_pharmacy.html")

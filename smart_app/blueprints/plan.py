@@ -463,6 +463,8 @@ def _sheet(sid: str, draft_id: str, template: str) -> tuple[str, int]:
         printed_at=now.strftime("%Y-%m-%d %H:%M %Z").strip(),
         prescriber=context.session.user.display,
         fixed_note=drafts.fixed_dose_note(context.draft, context.plan),
+        back_url=url_for("plan.page", sid=sid, draft_id=draft_id),
+        back_text="Back to the plan",
     )
     return html, 200
 

@@ -26,6 +26,7 @@ from fhir_desens.protocol.calculate import PlanRequest, compute_plan
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.quantity import Quantity
 from fhir_desens.protocol.report import dose_text
+from tests.app.clinician import Clinician
 from tests.app.conftest import AppFactory, Launcher, https_client
 from tests.app.fake_ehr import FakeEhr
 from tests.html import input_value, option_value, selected_text, table_rows, text_of
@@ -34,26 +35,8 @@ SVG = "{http://www.w3.org/2000/svg}"
 CSS = Path(__file__).resolve().parents[2] / "smart_app" / "static" / "app.css"
 
 
-class Planner:
+class Planner(Clinician):
     """Plays the clinician: launch, open the start form, post it, work on the plan page."""
-
-    def __init__(self, launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
-        self.launcher = launcher
-        self.client = launcher.client
-        self.ehr = ehr
-        self.app = app
-
-    @property
-    def store(self) -> Any:
-        return self.app.extensions["fhir_desens"].store
-
-    def launch(self, key: str) -> str:
-        if key not in self.ehr.patients:
-            self.ehr.load_fixture(key)
-        return self.launcher.launch(key)
-
-    def csrf(self, sid: str) -> str:
-        return str(self.store.get("session", sid)["csrf"])
 
     def start_form(self, sid: str, query: str = "") -> TestResponse:
         return self.client.get(f"/s/{sid}/plan/new{query}")

@@ -24,6 +24,7 @@ from smart_app.orders import (
     draft_fields_from_signed,
     load_signed_plan,
 )
+from tests.app.clinician import Clinician
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FHIR_BASE, FakeEhr
 from tests.html import alerts, input_value, selected_value, text_of
@@ -31,26 +32,8 @@ from tests.html import alerts, input_value, selected_value, text_of
 SIGN_BUTTON = "Sign and send orders"
 
 
-class Signer:
+class Signer(Clinician):
     """Plays the clinician: launch, start a plan from the chart's defaults, sign, open signed plans."""
-
-    def __init__(self, launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
-        self.launcher = launcher
-        self.client = launcher.client
-        self.ehr = ehr
-        self.app = app
-
-    @property
-    def store(self) -> Any:
-        return self.app.extensions["fhir_desens"].store
-
-    def launch(self, key: str) -> str:
-        if key not in self.ehr.patients:
-            self.ehr.load_fixture(key)
-        return self.launcher.launch(key)
-
-    def csrf(self, sid: str) -> str:
-        return str(self.store.get("session", sid)["csrf"])
 
     def plan(self, sid: str, start: dict[str, str] | None = None, **changes: str) -> str:
         """A draft from the start form's defaults (the chart's first drug) and ``start``, then protocol
