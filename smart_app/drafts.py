@@ -420,15 +420,8 @@ def _step_number(form: Mapping[str, str], name: str, count: int) -> int:
 
 
 def _protocol_step(plan: Plan, number: int) -> int | None:
-    """The protocol's own number of the plan's step ``number`` (None for an inserted step).
-
-    Counted from the plan's steps rather than read from ``PlannedStep.protocol_step``, which the
-    engine renumbers when steps are inserted; the protocol's steps keep their order and only the
-    end of a plan can be cut off, so the count is the protocol number.
-    """
-    if plan.steps[number - 1].inserted:
-        return None
-    return sum(1 for step in plan.steps[:number] if not step.inserted)
+    """The protocol's own number of the plan's step ``number`` (None for an inserted step)."""
+    return plan.steps[number - 1].protocol_step
 
 
 def with_insertion(draft: PlanDraft, plan: Plan, form: Mapping[str, str]) -> PlanDraft:
