@@ -1,0 +1,1 @@
+"""Drug knowledge as data with sources, and pure checks over it."""
