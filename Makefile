@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 NODE_DIR := fhir_desens/sandbox/fhir_server
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: demo test lint typecheck layers unit install node chromium bench load clean
+.PHONY: demo test lint typecheck layers unit install node chromium services bench load clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,redis]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,redis,postgres]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,6 +31,17 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "$(CHROMIUM) missing: install Debian's chromium package (as root: make chromium)" >&2; fi; }
 
+# Debian's Redis and PostgreSQL servers for the store tests (tests/services.py starts throwaway instances
+# on free ports). As root the missing packages are installed; otherwise it says so (those tests then skip
+# locally and fail in CI).
+SERVICE_PACKAGES := /usr/bin/redis-server:redis-server /usr/lib/postgresql/15/bin/initdb:postgresql-15
+services:
+	@missing=""; for pair in $(SERVICE_PACKAGES); do \
+	  test -x "$${pair%%:*}" || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing (as root: make services)" >&2; fi; fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check fhir_desens smart_app tests benchmarks
 	$(BIN)/ruff format --check fhir_desens smart_app tests benchmarks
@@ -41,7 +52,7 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-test: $(STAMP) node chromium lint typecheck layers
+test: $(STAMP) node chromium services lint typecheck layers
 	$(BIN)/python -m pytest
 
 demo: $(STAMP) node

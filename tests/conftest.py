@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +48,39 @@ def published_cases() -> dict[str, dict[str, object]]:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def _service_or_skip(start: Any) -> Any:
+    """Start a real server; without its binary: skip locally, fail in CI (make services installs it)."""
+    from tests.services import ServiceMissing
+
+    try:
+        return start()
+    except ServiceMissing as missing:
+        if in_ci():
+            pytest.fail(f"CI=true but {missing}")
+        pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server (Debian's redis-server) on a free port for the whole test session."""
+    from tests.services import RedisServer
+
+    server = _service_or_skip(RedisServer().start)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server (Debian's postgresql-15) in a temporary cluster for the whole test session."""
+    from tests.services import PostgresServer
+
+    server = _service_or_skip(PostgresServer().start)
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -51,6 +51,7 @@ from fhir_desens.sandbox.pages import (
     picker_page,
 )
 from fhir_desens.sandbox.stores import LaunchContext
+from fhir_desens.sandbox.vendors import PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -395,6 +396,16 @@ class SandboxApp:
         if encounter is None:
             encounter = self.directory.latest_encounter(patient.id)
         banner = request.args.get("need_patient_banner", "true").lower() not in ("false", "0", "no")
+        vendor = request.args.get("vendor") or "permissive"
+        if vendor not in PROFILES:
+            return html_response(
+                error_page(
+                    "Unknown vendor profile",
+                    "unknown_vendor",
+                    f"vendor must be one of {', '.join(PROFILES)}.",
+                ),
+                400,
+            )
         launch_id = self.auth.create_launch(
             LaunchContext(
                 patient=patient.id,
@@ -402,6 +413,7 @@ class SandboxApp:
                 practitioner=practitioner.id if practitioner else None,
                 need_patient_banner=banner,
                 client_id=client.client_id,
+                vendor=vendor,
             )
         )
         location = add_query(client.launch_url, {"iss": self.fhir_base_url, "launch": launch_id})
@@ -421,6 +433,8 @@ class SandboxApp:
         query = {"patient": patient.handle, "app": client.client_id}
         if practitioner:
             query["practitioner"] = practitioner.id
+        if request.args.get("vendor") in PROFILES:
+            query["vendor"] = request.args["vendor"]
         app = AppChoice(client.client_id, client.display_name, client.launch_url)
         page = ehr_page(patient=patient, practitioner=practitioner, app=app, launch_query=query, mode=mode)
         frame_origins = sorted({origin_of(client.launch_url), *(origin_of(u) for u in client.redirect_uris)})

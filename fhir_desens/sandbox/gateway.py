@@ -43,6 +43,7 @@ from fhir_desens.client.http import new_session
 from fhir_desens.sandbox import compartment
 from fhir_desens.sandbox.scopes import ScopeSet
 from fhir_desens.sandbox.stores import TokenRecord
+from fhir_desens.sandbox.vendors import VendorProfile, VendorRefusal, profile_named
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,16 @@ class FhirGateway:
         for item in rest:
             if item.get("mode", "server") == "server":
                 item["security"] = self.security_extension()
+        vendor = self._vendor_of_bearer(request)
+        if vendor is not None:
+            capability = vendor.capability(capability)
         return self._relay(response, capability, replace_body=True)
+
+    def _vendor_of_bearer(self, request: Request) -> VendorProfile | None:
+        """The vendor profile of the launch whose token came with a (public) metadata request."""
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        token = self.resolve_token(value.strip()) if scheme.lower() == "bearer" and value.strip() else None
+        return profile_named(token.context.vendor) if token is not None else None
 
     def _authenticate(self, request: Request) -> TokenRecord:
         header = request.headers.get("Authorization", "")
@@ -364,6 +374,32 @@ class FhirGateway:
 
     def _dispatch(self, request: Request, path: str, token: TokenRecord) -> Response:
         interaction = classify(request.method, path)
+        vendor = profile_named(token.context.vendor)
+        self._vendor_check(vendor, request, interaction)
+        response = self._route(request, path, interaction, token)
+        if (
+            vendor.stale_version_status != 412
+            and response.status_code == 412
+            and "If-Match" in request.headers
+            and interaction.kind in ("update", "patch", "delete")
+        ):
+            response.status_code = vendor.stale_version_status  # Millennium answers a stale version 409
+        return response
+
+    def _vendor_check(self, vendor: VendorProfile, request: Request, interaction: Interaction) -> None:
+        body: dict[str, Any] | None = None
+        if interaction.kind == "create" and interaction.resource_type in vendor.create_rules:
+            body = self._read_body(request)
+        kind = interaction.kind
+        if kind == "bundle":
+            kind = "transaction"
+        try:
+            names = {name.title() for name in request.headers.keys()}  # noqa: SIM118 (Headers)
+            vendor.check(kind, interaction.resource_type, names, body, self._fetch)
+        except VendorRefusal as refusal:
+            raise Denied(refusal.status, refusal.code, refusal.diagnostics) from refusal
+
+    def _route(self, request: Request, path: str, interaction: Interaction, token: TokenRecord) -> Response:
         if interaction.kind == "bundle":
             return self._bundle(request, token)
         if interaction.kind == "operation":

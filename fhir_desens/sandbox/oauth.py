@@ -674,6 +674,7 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 patient, encounter = launch.patient, launch.encounter
                 practitioner = launch.practitioner or self.context_provider.default_practitioner()
                 banner = launch.need_patient_banner
+                vendor = launch.vendor
             else:
                 if selection is None and "launch/patient" in granted:
                     pending_id = secrets.token_urlsafe(24)
@@ -693,6 +694,7 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 if patient and "launch/encounter" in granted:
                     encounter = self.context_provider.latest_encounter(patient)
                 banner = True
+                vendor = "permissive"
             if selection is not None and selection.denied:
                 grant.create_authorization_response(grant.redirect_uri, None)  # raises access_denied
             user = GrantContext(
@@ -702,6 +704,7 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 need_patient_banner=banner,
                 auth_time=int(self.clock()),
                 family=secrets.token_urlsafe(12),
+                vendor=vendor,
             )
             status, body, headers = grant.create_authorization_response(grant.redirect_uri, user)
         except OAuth2Error as error:

@@ -30,6 +30,7 @@ from fhir_desens.sandbox.keys import SigningKeys
 from fhir_desens.sandbox.oauth import AuthSettings, SmartAuthorizationServer
 from fhir_desens.sandbox.seed import SeedSummary, seed
 from fhir_desens.sandbox.stores import LaunchContext
+from fhir_desens.sandbox.vendors import profile_named
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,11 @@ class Sandbox:
         practitioner: str | None = None,
         encounter: str | None = None,
         need_patient_banner: bool = True,
+        vendor: str = "permissive",
     ) -> str:
-        """A launch id directly (what ``/launch`` does, without the redirect)."""
+        """A launch id directly (what ``/launch`` does, without the redirect); ``vendor`` picks the
+        gateway's vendor profile for this launch (permissive, epic-like, millennium-like)."""
+        profile_named(vendor)  # an unknown name is refused here rather than at the first request
         if self.auth is None:
             raise ConfigurationError("the sandbox is not running")
         patient_id = self.summary.patient_id(patient)
@@ -199,7 +203,7 @@ class Sandbox:
         if practitioner and practitioner in self.summary.practitioners:
             practitioner_id = self.summary.practitioners[practitioner].id
         return self.auth.create_launch(
-            LaunchContext(patient_id, encounter, practitioner_id, need_patient_banner, client_id)
+            LaunchContext(patient_id, encounter, practitioner_id, need_patient_banner, client_id, vendor)
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ class LaunchContext:
     practitioner: str | None = None
     need_patient_banner: bool = True
     client_id: str | None = None
+    vendor: str = "permissive"  # the gateway's vendor profile for this launch (sandbox/vendors.py)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class GrantContext:
     need_patient_banner: bool
     auth_time: int
     family: str  # one id per authorization: every token derived from the same code shares it
+    vendor: str = "permissive"  # the gateway's vendor profile (sandbox/vendors.py), chosen at launch
 
     def get_user_id(self) -> str:
         return self.practitioner or "sandbox-user"

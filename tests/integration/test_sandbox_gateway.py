@@ -48,9 +48,15 @@ def http(method: str, url: str, token: str | None = None, **options: Any) -> req
 
 
 def obtain_token(
-    sandbox: Sandbox, scope: str, patient: str | None = PATIENT_A, **registration: Any
+    sandbox: Sandbox,
+    scope: str,
+    patient: str | None = PATIENT_A,
+    *,
+    vendor: str = "permissive",
+    **registration: Any,
 ) -> dict[str, Any]:
-    """Register a public client and run launch -> authorize -> token (EHR launch when a patient is given)."""
+    """Register a public client and run launch -> authorize -> token (EHR launch when a patient is given;
+    ``vendor`` picks the gateway's vendor profile for that launch)."""
     client_id = f"gw-{uuid.uuid4().hex[:8]}"
     sandbox.register_client(
         client_id, "public", [REDIRECT_URI], launch_url="http://127.0.0.1:9/app/launch", **registration
@@ -68,7 +74,9 @@ def obtain_token(
         "code_challenge_method": "S256",
     }
     if patient is not None:
-        launched = requests.get(sandbox.launch_url(patient, app=client_id), allow_redirects=False, timeout=10)
+        launched = requests.get(
+            sandbox.launch_url(patient, app=client_id, vendor=vendor), allow_redirects=False, timeout=10
+        )
         params["launch"] = parse_qs(urlsplit(launched.headers["Location"]).query)["launch"][0]
         params["scope"] = f"launch {scope}"
     authorized = requests.get(sandbox.authorize_url, params=params, allow_redirects=False, timeout=10)
