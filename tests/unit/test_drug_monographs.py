@@ -1,0 +1,110 @@
+"""The packaged drug monographs: complete, sourced, and never emitting an unverified code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fhir_desens.drugs.monograph import diluents, monographs, read_monograph
+from fhir_desens.errors import ProtocolDefinitionError
+
+REQUIRED = {
+    "carboplatin",
+    "cisplatin",
+    "oxaliplatin",
+    "paclitaxel",
+    "docetaxel",
+    "rituximab",
+    "vancomycin",
+    "ceftriaxone",
+    "ceftazidime",
+    "penicillin-v-potassium",
+    "penicillin-g-benzathine",
+    "penicillin-g-aqueous",
+    "sulfamethoxazole-trimethoprim",
+    "aspirin",
+    "amiodarone",
+}
+DATA = Path(__file__).parents[2] / "fhir_desens" / "drugs" / "data" / "monographs"
+#: Codes that fixtures/README.md or drug_classes.json list as UNVERIFIED: never emitted.
+UNVERIFIED = {"72962", "2191", "10829", "703"}
+
+
+def test_every_required_drug_has_a_monograph() -> None:
+    assert set(monographs()) >= REQUIRED
+
+
+@pytest.mark.parametrize("drug_id", sorted(REQUIRED))
+def test_every_monograph_cites_dated_sources(drug_id: str) -> None:
+    item = monographs()[drug_id]
+    assert item.sources
+    for source in item.sources:
+        assert source.date[:4].isdigit(), source
+        assert source.citation and source.read
+    assert item.source(item.dose.source) is not None
+
+
+@pytest.mark.invariant("DRUG-CODE-1")
+def test_unverified_codes_are_kept_but_never_emitted() -> None:
+    emitted = {
+        c.code for m in monographs().values() for c in (*m.codes, *(c for p in m.products for c in p.codes))
+    }
+    recorded = {c.code for m in monographs().values() for p in m.products for c in p.rxnorm}
+    assert not emitted & UNVERIFIED
+    assert {"72962", "2191", "703"} <= recorded  # recorded for a later check
+    docetaxel = monographs()["docetaxel"]
+    assert docetaxel.codes == ()
+    assert all(not p.codes for p in docetaxel.products)
+
+
+def test_paclitaxel_needs_a_non_pvc_bag_and_a_0_22_micron_filter() -> None:
+    infusion = monographs()["paclitaxel"].infusion
+    assert infusion is not None
+    assert infusion.container is not None and "non-pvc" in infusion.container.lower()
+    assert infusion.filter is not None and "0.22 micron" in infusion.filter
+
+
+def test_oxaliplatin_refuses_chloride_diluents() -> None:
+    infusion = monographs()["oxaliplatin"].infusion
+    assert infusion is not None
+    assert infusion.compatible_diluents == ("d5w",)
+    refused = {i.diluent for i in infusion.incompatible_diluents}
+    assert refused == {d.id for d in diluents().values() if d.chloride}
+
+
+def test_combination_components_are_recorded() -> None:
+    combo = monographs()["sulfamethoxazole-trimethoprim"].combination
+    assert combo is not None
+    assert [c.abbreviation for c in combo.components] == ["SMX", "TMP"]
+    assert combo.dose_component == "sulfamethoxazole"
+
+
+def test_penicillin_v_oral_solution_is_the_wendel_protocol_product_and_coded() -> None:
+    product = monographs()["penicillin-v-potassium"].product("penicillin-v-potassium-oral-solution")
+    assert product.route == "oral"
+    assert "penicillin-v-oral-wendel" in product.protocols
+    assert [c.code for c in product.codes] == ["7984"]
+
+
+def _raw(drug_id: str) -> dict:
+    return json.loads((DATA / f"{drug_id}.json").read_text("utf-8"))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d["dose"].update(plausible_max="99999"), "dose"),
+        (lambda d: d.update(sources=[]), "sources"),
+        (lambda d: d["infusion"].update(default_diluent="ringer"), "diluents"),
+        (lambda d: d["products"][0].update(route="intrathecal"), "route"),
+        (lambda d: d["products"][0]["rxnorm"][0].update(verified="yes"), "rxnorm"),
+        (lambda d: d["dose"].update(source="nowhere"), "sources"),
+    ],
+)
+def test_a_malformed_monograph_is_refused_naming_the_field(mutate, field: str) -> None:
+    raw = _raw("carboplatin")
+    mutate(raw)
+    with pytest.raises(ProtocolDefinitionError, match=field):
+        read_monograph(raw, "carboplatin.json", diluents())
