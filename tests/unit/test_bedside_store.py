@@ -1,0 +1,139 @@
+"""The bedside record store: append-only, idempotent by entry id, serialised per session.
+
+Run against SQLite and against a real PostgreSQL server (tests/services.py, started once per test session).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from fhir_desens.course.bedside.store import (
+    DuplicateEntryError,
+    Entry,
+    NewEntry,
+    OutboxRow,
+    RecordStore,
+    open_record_store,
+)
+from fhir_desens.errors import ConflictError, InputError
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bedside.sqlite3'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[RecordStore]:
+    opened = open_record_store(store_url)
+    yield opened
+    opened.close()
+
+
+def entry(session: str, kind: str = "vitals", entry_id: str | None = None, **data: object) -> NewEntry:
+    return NewEntry(
+        str(uuid.uuid4()) if entry_id is None else entry_id,
+        session,
+        kind,
+        data or {"heart_rate": 80},
+        "Practitioner/n1",
+    )
+
+
+def test_the_same_entry_twice_is_recorded_once(store: RecordStore) -> None:
+    session = str(uuid.uuid4())
+    first = store.append(entry(session, entry_id="e-" + session))
+    again = store.append(entry(session, entry_id="e-" + session))
+    assert first.created and not again.created
+    assert again.entry == first.entry
+    assert [e.entry_id for e in store.entries(session)] == ["e-" + session]
+
+
+def test_an_entry_id_reused_for_other_content_is_refused(store: RecordStore) -> None:
+    session = str(uuid.uuid4())
+    store.append(entry(session, entry_id="x-" + session, heart_rate=80))
+    with pytest.raises(DuplicateEntryError, match="different entry"):
+        store.append(entry(session, entry_id="x-" + session, heart_rate=120))
+    assert [e.data for e in store.entries(session)] == [{"heart_rate": 80}]
+
+
+def test_a_refused_check_writes_nothing(store: RecordStore) -> None:
+    session = str(uuid.uuid4())
+
+    def refuse(entries: Sequence[Entry], new: NewEntry) -> None:
+        raise InputError("heart_rate", "impossible")
+
+    with pytest.raises(InputError):
+        store.append(entry(session), refuse)
+    assert store.entries(session) == []
+
+
+@pytest.mark.parametrize("bad", ["", "short", "a" * 65, "semi;colon-0000"])
+def test_malformed_entry_ids_are_refused(store: RecordStore, bad: str) -> None:
+    with pytest.raises(InputError, match="entry_id"):
+        store.append(entry(str(uuid.uuid4()), entry_id=bad))
+
+
+def test_two_screens_cannot_both_stop_the_same_step(store_url: str) -> None:
+    """Two app instances (two stores on one database) race; the check sees the other's entry."""
+    session = str(uuid.uuid4())
+    stores = [open_record_store(store_url) for _ in range(2)]
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def stop_once(entries: Sequence[Entry], new: NewEntry) -> None:
+        if any(e.kind == "step-stop" for e in entries):
+            raise ConflictError("step 1 was stopped already on another screen")
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        try:
+            stores[index % 2].append(entry(session, "step-stop", step=1, screen=index), stop_once)
+            outcomes.append("recorded")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for opened in stores:
+        opened.close()
+    assert sorted(outcomes) == ["conflict"] * 7 + ["recorded"]
+    reader = open_record_store(store_url)
+    assert [e.kind for e in reader.entries(session)] == ["step-stop"]
+    reader.close()
+
+
+def test_entries_keep_their_order_and_survive_reopening(store_url: str) -> None:
+    session = str(uuid.uuid4())
+    writer = open_record_store(store_url)
+    ids = [writer.append(entry(session, n=i)).entry.entry_id for i in range(5)]
+    writer.close()
+    reader = open_record_store(store_url)
+    stored = reader.entries(session)
+    assert [e.entry_id for e in stored] == ids
+    assert [e.seq for e in stored] == sorted(e.seq for e in stored)
+    reader.close()
+
+
+def test_outbox_items_are_queued_once_and_their_state_is_kept(store: RecordStore) -> None:
+    session = str(uuid.uuid4())
+    row = OutboxRow(
+        f"k-{session}", session, "Observation", "urn:x|1", {"resourceType": "Observation"}, "pending"
+    )
+    assert store.enqueue(row)
+    assert not store.enqueue(row)
+    row.state, row.attempts, row.server_id = "written", 1, "obs-1"
+    store.save_outbox(row)
+    [saved] = store.outbox(session)
+    assert (saved.state, saved.attempts, saved.server_id) == ("written", 1, "obs-1")
+    assert store.outbox(session, states=["pending"]) == []
