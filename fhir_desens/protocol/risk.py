@@ -5,13 +5,16 @@ The rule (Brigham and Women's Hospital desensitization program, clinical.md §1.
 desaturation), with cardiac disease and/or a beta-blocker, or with FEV1 < 80%; a severe (Brown
 grade 3) index reaction counts as life-threatening. Standard-risk IV desensitizations use the
 12-step, 3-bag protocol; high-risk ones the 16-step, 4-bag protocol (a 1/1000 bag in front), in an
-intensive care unit. Drugs given by mouth have their own oral protocols (aspirin in AERD,
+intensive care unit. An unanswered criterion is *unknown*, never *no* (RISK-CHART-2): the patient is
+"standard risk" only when every criterion is answered no; while the chart points to a criterion
+that is not answered (``pointers``), the risk is "not established" and the cautious protocol is
+suggested. Drugs given by mouth have their own oral protocols (aspirin in AERD,
 penicillin V, TMP-SMX). The suggestion is only a default: the user may pick any protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from fhir_desens.errors import InputError
@@ -19,6 +22,7 @@ from fhir_desens.protocol.crossreactivity import DrugRef, classes_of, ingredient
 from fhir_desens.protocol.model import Protocol
 
 __all__ = [
+    "CRITERIA",
     "HIGH_RISK_IV",
     "STANDARD_IV",
     "ProtocolSuggestion",
@@ -47,12 +51,26 @@ _ORAL_WORDS = {"oral", "po", "by mouth", "per os", "26643006"}
 _IV_WORDS = {"intravenous", "iv", "47625008"}
 
 
+CRITERIA = {
+    "grade": "severity grade of the index reaction",
+    "hypotension_or_hypoxia": "hypotension or hypoxia in the index reaction",
+    "cardiac_or_beta_blocker": "cardiac disease or a beta-blocker",
+    "fev1_below_80": "FEV1 below 80% of predicted",
+}
+
+
 @dataclass(frozen=True)
 class RiskAnswers:
+    """The BWH criteria as answered; ``None`` is unknown (not answered), never "no"."""
+
     grade: int | None = None  # Brown 1..3
-    hypotension_or_hypoxia: bool = False
-    cardiac_or_beta_blocker: bool = False
-    fev1_below_80: bool = False
+    hypotension_or_hypoxia: bool | None = None
+    cardiac_or_beta_blocker: bool | None = None
+    fev1_below_80: bool | None = None
+
+    def unknown(self) -> tuple[str, ...]:
+        """The criteria (keys of :data:`CRITERIA`) not answered."""
+        return tuple(key for key in CRITERIA if getattr(self, key) is None)
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,15 @@ class ProtocolSuggestion:
     high_risk: bool
     reasons: tuple[str, ...]
     alternatives: tuple[str, ...]
+    unknown: tuple[str, ...] = ()  # criteria not answered
+    pointed: tuple[str, ...] = ()  # of those, the ones the chart points to
+
+    @property
+    def status(self) -> str:
+        """ "high", "not-established" (a criterion the chart points to is unanswered) or "standard"."""
+        if self.high_risk:
+            return "high"
+        return "not-established" if self.pointed else "standard"
 
 
 def _check_grade(grade: object) -> int | None:
@@ -79,13 +106,13 @@ def high_risk_reasons(answers: RiskAnswers) -> tuple[str, ...]:
     found: list[str] = []
     if grade == 3:
         found.append("The index reaction was severe (Brown grade 3), which counts as life-threatening.")
-    if answers.hypotension_or_hypoxia:
+    if answers.hypotension_or_hypoxia is True:
         found.append("The index reaction included hypotension or hypoxia (life-threatening).")
-    if answers.cardiac_or_beta_blocker:
+    if answers.cardiac_or_beta_blocker is True:
         found.append(
             "The patient has cardiac disease or takes a beta-blocker (which can blunt the response to epinephrine)."
         )
-    if answers.fev1_below_80:
+    if answers.fev1_below_80 is True:
         found.append("FEV1 is below 80% of predicted.")
     return tuple(found)
 
@@ -142,8 +169,20 @@ def _oral_reason(drug: DrugRef, kind: str | None, chosen: str, protocol: Protoco
     return f"{drug.name} {given} and {protocol.title} is written for it."
 
 
-def _iv_choice(high_risk: bool, protocols: Mapping[str, Protocol]) -> tuple[str, list[str]]:
+def _iv_choice(
+    high_risk: bool,
+    protocols: Mapping[str, Protocol],
+    unknown: tuple[str, ...] = (),
+    pointed: tuple[str, ...] = (),
+) -> tuple[str, list[str]]:
     reasons: list[str] = []
+    if not high_risk and pointed and HIGH_RISK_IV in protocols:
+        names = "; ".join(CRITERIA[key] for key in pointed)
+        reasons.append(
+            f"Risk not established: the chart points to {names}, which is not answered. The high-risk 16-step, "
+            f"4-bag protocol is suggested until it is answered {_RULE}."
+        )
+        return HIGH_RISK_IV, reasons
     if high_risk and HIGH_RISK_IV in protocols:
         reasons.append(
             f"High risk {_RULE}: the 16-step, 4-bag protocol adds a 1/1000 bag in front of the standard 12 "
@@ -154,6 +193,11 @@ def _iv_choice(high_risk: bool, protocols: Mapping[str, Protocol]) -> tuple[str,
         reasons.append(
             f"High risk, but the high-risk protocol {HIGH_RISK_IV} is not in this library: "
             "choose the most gradual protocol available and plan intensive care monitoring."
+        )
+    elif unknown:
+        names = "; ".join(CRITERIA[key] for key in unknown)
+        reasons.append(
+            f"No high-risk criterion is recorded, but not all are answered ({names}: unknown, not 'no') {_RULE}."
         )
     else:
         reasons.append(f"Standard risk: no high-risk criterion is present {_RULE}.")
@@ -170,19 +214,27 @@ def _iv_choice(high_risk: bool, protocols: Mapping[str, Protocol]) -> tuple[str,
 
 
 def suggest_protocol(
-    answers: RiskAnswers, drug: DrugRef, route: str | None, protocols: Mapping[str, Protocol]
+    answers: RiskAnswers,
+    drug: DrugRef,
+    route: str | None,
+    protocols: Mapping[str, Protocol],
+    pointers: Sequence[str] = (),
 ) -> ProtocolSuggestion:
     """Suggest a protocol present in ``protocols`` with the reasons a clinician reads, and the alternatives.
 
     ``route`` is 'oral', 'intravenous' (also 'IV', 'PO' or the SNOMED CT route code) or None. An
     invalid ``answers.grade`` raises ``InputError("grade", ...)``. Oral protocols are suggested when
     the route is oral, or not intravenous and an oral protocol is written for the drug (e.g. oral
-    penicillin V desensitization before intramuscular penicillin G benzathine).
+    penicillin V desensitization before intramuscular penicillin G benzathine). ``pointers`` are the
+    criteria (keys of :data:`CRITERIA`) the chart points to; those still unanswered make the risk
+    "not established" and suggest the high-risk protocol, never the standard one.
     """
     if not protocols:
         raise InputError("protocol", "the protocol library is empty", "at least one protocol")
     findings = high_risk_reasons(answers)
     high_risk = bool(findings)
+    unknown = answers.unknown()
+    pointed = tuple(key for key in unknown if key in pointers)
     kind = route_kind(route)
     oral = _oral_protocols(drug, protocols)
     reasons = list(findings)
@@ -192,7 +244,7 @@ def suggest_protocol(
         if high_risk:
             reasons.append(f"High risk {_RULE}: desensitize in an intensive care setting.")
     else:
-        chosen, iv_reasons = _iv_choice(high_risk, protocols)
+        chosen, iv_reasons = _iv_choice(high_risk, protocols, unknown, pointed)
         reasons.extend(iv_reasons)
         if kind == "oral":
             reasons.append(f"No oral protocol in this library is written for {drug.name}.")
@@ -200,7 +252,12 @@ def suggest_protocol(
         reasons.append(
             "The severity grade of the index reaction was not given; answer it to confirm the risk."
         )
-    return ProtocolSuggestion(chosen, high_risk, tuple(reasons), _alternatives(chosen, oral, protocols))
+    if oral and kind != "intravenous" and pointed and not high_risk:
+        names = "; ".join(CRITERIA[key] for key in pointed)
+        reasons.append(f"Risk not established: the chart points to {names}, which is not answered.")
+    return ProtocolSuggestion(
+        chosen, high_risk, tuple(reasons), _alternatives(chosen, oral, protocols), unknown, pointed
+    )
 
 
 def _alternatives(chosen: str, oral: list[str], protocols: Mapping[str, Protocol]) -> tuple[str, ...]:

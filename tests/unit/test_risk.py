@@ -12,7 +12,11 @@ CARBOPLATIN = DrugRef("Carboplatin", ("40048",))
 
 
 def test_standard_risk_iv_gets_the_12_step_protocol_and_the_rule_is_cited():
-    suggestion = suggest_protocol(RiskAnswers(grade=2), CARBOPLATIN, "intravenous", LIBRARY)
+    answers = RiskAnswers(
+        grade=2, hypotension_or_hypoxia=False, cardiac_or_beta_blocker=False, fev1_below_80=False
+    )
+    suggestion = suggest_protocol(answers, CARBOPLATIN, "intravenous", LIBRARY)
+    assert suggestion.status == "standard" and suggestion.unknown == ()
     assert suggestion.protocol_id == "iv-12-step-3-bag"
     assert not suggestion.high_risk
     assert any("Standard risk" in r and "FEV1 below 80%" in r for r in suggestion.reasons)
@@ -145,3 +149,29 @@ def test_an_empty_library_is_an_input_error():
 )
 def test_route_kind(route, kind):
     assert route_kind(route) == kind
+
+
+@pytest.mark.invariant("RISK-CHART-2")
+def test_unanswered_criteria_are_unknown_never_standard_risk():
+    suggestion = suggest_protocol(RiskAnswers(grade=2), CARBOPLATIN, "intravenous", LIBRARY)
+    assert suggestion.unknown == ("hypotension_or_hypoxia", "cardiac_or_beta_blocker", "fev1_below_80")
+    assert not any("Standard risk" in r for r in suggestion.reasons)
+    assert any("unknown, not 'no'" in r for r in suggestion.reasons)
+
+
+@pytest.mark.invariant("RISK-CHART-2")
+def test_an_unanswered_criterion_the_chart_points_to_never_suggests_the_12_step_protocol():
+    suggestion = suggest_protocol(
+        RiskAnswers(grade=2, fev1_below_80=False),
+        CARBOPLATIN,
+        "intravenous",
+        LIBRARY,
+        ("cardiac_or_beta_blocker",),
+    )
+    assert suggestion.protocol_id == "iv-16-step-4-bag"
+    assert suggestion.status == "not-established" and not suggestion.high_risk
+    assert any("Risk not established" in r and "beta-blocker" in r for r in suggestion.reasons)
+    answered = suggest_protocol(
+        RiskAnswers(2, False, False, False), CARBOPLATIN, "intravenous", LIBRARY, ("cardiac_or_beta_blocker",)
+    )
+    assert answered.protocol_id == "iv-12-step-3-bag" and answered.status == "standard"
