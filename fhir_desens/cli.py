@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "plan": "fhir_desens.commands.plan",
     "replan": "fhir_desens.commands.replan",
     "export": "fhir_desens.commands.export",
+    "author": "fhir_desens.commands.author",
     "apply": "fhir_desens.commands.apply",
     "package": "fhir_desens.commands.package",
     "validate": "fhir_desens.commands.validate",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from decimal import Decimal
 
 from fhir_desens.errors import InputError
@@ -25,7 +26,15 @@ def port_number(text: str) -> int:
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--protocol", required=True, metavar="ID", help="protocol id (see `fhir-desens protocols`)"
+        "--protocol",
+        metavar="ID",
+        help="protocol id (see `fhir-desens protocols`); with --protocol-file, which of its protocols",
+    )
+    parser.add_argument(
+        "--protocol-file",
+        metavar="FILE",
+        help="a PlanDefinition Bundle or package (JSON or XML), e.g. from `fhir-desens author`, instead "
+        "of a built-in protocol",
     )
     parser.add_argument(
         "--drug", required=True, metavar="NAME", help="the drug to desensitize, e.g. carboplatin"
@@ -78,8 +87,41 @@ def _int(text: str, field: str) -> int:
         raise InputError(field, f"'{text}' is not a step number", "a whole number") from None
 
 
+def protocols_from_file(path: str) -> list[Protocol]:
+    """The protocols of an exchange file, validated (our profiles and the arithmetic) before use."""
+    from fhir_desens.exchange.library import read_protocols
+
+    if not os.path.exists(path):
+        raise InputError("--protocol-file", f"{path} does not exist", "a Bundle or package file")
+    protocols = read_protocols(path)
+    if not protocols:
+        raise InputError("--protocol-file", f"{path} holds no fhir-desens protocol PlanDefinition")
+    return protocols
+
+
+def chosen_protocol(args: argparse.Namespace, extra: dict[str, Protocol] | None = None) -> Protocol:
+    """``--protocol ID`` from the library, or the protocol of ``--protocol-file`` (``--protocol`` picks)."""
+    path = getattr(args, "protocol_file", None)
+    if path is None:
+        if args.protocol is None:
+            raise InputError("--protocol", "a protocol is required", "--protocol ID or --protocol-file FILE")
+        return get_protocol(args.protocol, extra)
+    protocols = protocols_from_file(path)
+    if args.protocol is None:
+        if len(protocols) > 1:
+            ids = ", ".join(p.id for p in protocols)
+            raise InputError("--protocol", f"{path} holds {len(protocols)} protocols; choose one", ids)
+        return protocols[0]
+    for protocol in protocols:
+        if protocol.id == args.protocol:
+            return protocol
+    raise InputError(
+        "--protocol", f"{path} holds no protocol '{args.protocol}'", ", ".join(p.id for p in protocols)
+    )
+
+
 def plan_request(args: argparse.Namespace, extra: dict[str, Protocol] | None = None) -> PlanRequest:
-    protocol = get_protocol(args.protocol, extra)
+    protocol = chosen_protocol(args, extra)
     closing = None if args.closing is None else ClosingMethod.parse(args.closing)
     volumes = _list(args.bag_volumes, "--bag-volumes")
     return PlanRequest(

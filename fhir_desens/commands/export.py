@@ -12,6 +12,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protocol", action="append", metavar="ID", help="protocol id (repeatable; default: all)"
     )
+    parser.add_argument(
+        "--protocol-file",
+        metavar="FILE",
+        help="export the protocols of this Bundle or package (validated first), e.g. to convert JSON to XML",
+    )
     parser.add_argument("--format", choices=["json", "xml"], default="json")
     parser.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
 
@@ -36,8 +41,15 @@ def run(args: argparse.Namespace) -> int:
     from fhir_desens.io.formats import write_resource
     from fhir_desens.protocol.library import builtin_protocols, get_protocol
 
-    protocols = (
-        [get_protocol(p) for p in args.protocol] if args.protocol else list(builtin_protocols().values())
-    )
+    if args.protocol_file is not None:
+        from fhir_desens.commands._options import protocols_from_file
+
+        available = {p.id: p for p in protocols_from_file(args.protocol_file)}
+        chosen = [get_protocol(p, available) for p in args.protocol] if args.protocol else None
+        protocols = chosen or list(available.values())
+    else:
+        protocols = (
+            [get_protocol(p) for p in args.protocol] if args.protocol else list(builtin_protocols().values())
+        )
     write_output(write_resource(library_bundle(protocols), args.format), args.out)
     return 0

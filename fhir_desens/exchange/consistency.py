@@ -38,6 +38,7 @@ from fhir_desens.fhir.plandefinition import ordered_step_actions, protocol_from_
 from fhir_desens.protocol.calculate import Plan, PlannedStep, PlanRequest, compute_plan
 from fhir_desens.protocol.model import Protocol, ProtocolKind, TargetKind
 from fhir_desens.protocol.quantity import CANONICAL_DOSE, EXACT, Dimension, Quantity, display, plain, unit
+from fhir_desens.protocol.stated import agrees  # the one stated-value rule (also used by author)
 
 __all__ = ["COUNT_UNIT", "REFERENCE_TARGETS", "Finding", "Statement", "agrees", "check_plan_definition"]
 
@@ -75,24 +76,6 @@ class Statement:
     unit: str  # UCUM code, or COUNT_UNIT
     expression: str
     activity: str | None = None
-
-
-# --- the agreement rule -------------------------------------------------------------------------
-
-
-def agrees(stated: Decimal, exact: Decimal) -> bool:
-    """True when ``stated`` is ``exact`` correctly rounded to the decimals ``stated`` shows.
-
-    Half a unit of the stated value's last digit either way (``1845.362`` agrees with 1845.36187,
-    ``0.012`` with 0.0123); a stated zero never agrees with a value that is not zero.
-    """
-    exponent = stated.as_tuple().exponent
-    if not isinstance(exponent, int):
-        return False  # NaN or infinity
-    if stated.is_zero():
-        return exact.is_zero()
-    half_unit = Decimal(5).scaleb(exponent - 1)
-    return abs(EXACT.subtract(exact, stated)) <= half_unit
 
 
 # --- reading what is stated ---------------------------------------------------------------------

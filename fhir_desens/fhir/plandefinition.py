@@ -22,6 +22,7 @@ from fhir_desens.protocol.model import (
     ClosingMethod,
     Evidence,
     Premedication,
+    Preparation,
     Protocol,
     ProtocolDefaults,
     ProtocolKind,
@@ -153,8 +154,43 @@ def _solution_extension(solution: SolutionDefinition) -> dict[str, Any]:
         *_sub("diluent", "String", solution.diluent),
         *_sub("solid", "Boolean", solution.solid),
         *_sub("unitDose", "Quantity", _quantity(solution.unit_dose)),
+        *_preparation_subs(solution.preparation),
     ]
     return _ext(c.EXT_SOLUTION, extension=subs)
+
+
+def _ml(value: Decimal) -> dict[str, Any] | None:
+    return ucum(value, "mL") if value else None
+
+
+def _preparation_subs(prep: Preparation | None) -> list[dict[str, Any]]:
+    if prep is None:
+        return []
+    return [
+        *_sub("preparedFromBag", "Quantity", ucum(prep.bag_volume_ml, "mL")),
+        *_sub("overfill", "Quantity", _ml(prep.overfill_ml)),
+        *_sub("removed", "Quantity", _ml(prep.removed_ml)),
+        *_sub("drugAdded", "Quantity", _quantity(prep.drug_amount)),
+        *_sub("drugVolume", "Quantity", _ml(prep.drug_volume_ml)),
+        *_sub("preparation", "String", prep.text),
+    ]
+
+
+def _preparation_from_subs(subs: Sequence[Mapping[str, Any]]) -> Preparation | None:
+    bag = _value_of(_one(subs, "preparedFromBag", "valueQuantity", None), "mL")
+    drug = _quantity_of(_one(subs, "drugAdded", "valueQuantity", None))
+    if bag is None and drug is None:
+        return None
+    if bag is None or drug is None:
+        raise MappingError("a solution's preparation needs both preparedFromBag and drugAdded")
+    zero = Decimal(0)
+    return Preparation(
+        bag_volume_ml=bag,
+        drug_amount=drug,
+        drug_volume_ml=_value_of(_one(subs, "drugVolume", "valueQuantity", None), "mL") or zero,
+        removed_ml=_value_of(_one(subs, "removed", "valueQuantity", None), "mL") or zero,
+        overfill_ml=_value_of(_one(subs, "overfill", "valueQuantity", None), "mL") or zero,
+    )
 
 
 def _premedication_extension(premedication: Premedication) -> dict[str, Any]:
@@ -396,6 +432,7 @@ def _solution_from_extension(extension: Mapping[str, Any]) -> SolutionDefinition
         diluent=_one(subs, "diluent", "valueString", None),
         solid=bool(_one(subs, "solid", "valueBoolean", False)),
         unit_dose=_quantity_of(_one(subs, "unitDose", "valueQuantity", None)),
+        preparation=_preparation_from_subs(subs),
     )
 
 

@@ -16,6 +16,7 @@ from fhir_desens.protocol.model import (
     ClosingMethod,
     Evidence,
     Premedication,
+    Preparation,
     Protocol,
     ProtocolKind,
     SolutionDefinition,
@@ -73,6 +74,7 @@ class PlannedSolution:
     diluent: str | None = None
     unit_dose: Quantity | None = None  # solid forms
     units_used: Decimal | None = None  # solid forms: tablets taken
+    preparation: Preparation | None = None  # the protocol's stated recipe, for the pharmacy sheet
 
 
 @dataclass(frozen=True)
@@ -578,19 +580,14 @@ def _plan_discrete(request: PlanRequest) -> Plan:
     target_value = cumulative if protocol.target_kind is TargetKind.CUMULATIVE else steps[-1].dose.value
     target = Quantity(target_value, dose_unit)
     if request.target is not None:
-        given = _checked_target(protocol, request.target)
-        if given.value != target_value:
-            what = "cumulative total" if protocol.target_kind is TargetKind.CUMULATIVE else "final dose"
-            raise InputError(
-                "--dose",
-                f"protocol {protocol.id} has fixed doses; its {what} is {target}, not {request.target}",
-                f"omit --dose, or give {target}",
-            )
+        _check_fixed_target(protocol, _checked_target(protocol, request.target), target)
     warnings = []
     if protocol.target_kind is TargetKind.FINAL_DOSE:
         warnings.append(
             f"The target is the final dose ({target}); the doses add up to {Quantity(cumulative, dose_unit)}."
         )
+    solutions = _discrete_solutions(protocol, used, dose_unit)
+    warnings += _preparation_warnings(solutions)
     return Plan(
         request=request,
         protocol=protocol,
@@ -598,13 +595,49 @@ def _plan_discrete(request: PlanRequest) -> Plan:
         target_dose=target,
         closing=None,
         final_rate_ml_h=None,
-        solutions=_discrete_solutions(protocol, used, dose_unit),
+        solutions=solutions,
         steps=tuple(steps),
         total_minutes=clock,
         premedications=protocol.premedications,
         warnings=tuple(warnings),
         nursing_instructions=protocol.nursing_instructions,
     )
+
+
+def _check_fixed_target(protocol: Protocol, given: Quantity, total: Quantity) -> None:
+    """INV-24: a fixed-dose protocol (a table's own doses) is planned at its exact total only."""
+    if given.value == total.value:
+        return
+    if protocol.target_kind is TargetKind.CUMULATIVE:
+        what = f"the table's doses sum to {total}"
+    else:
+        what = f"its final dose is {total}"
+    raise InputError(
+        "--dose",
+        f"protocol {protocol.id} has fixed doses: {what}, not {given}",
+        f"omit --dose, or give {total}",
+    )
+
+
+def _preparation_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
+    """INV-23 (overfill is never silent) and what is left in a bag the syringe doses are drawn from."""
+    warnings = []
+    for solution in solutions:
+        prep = solution.preparation
+        if prep is not None and prep.overfill_ml:
+            warnings.append(
+                f"Solution {solution.number} ({solution.label}) is {solution.concentration} only if its "
+                f"{plain(prep.bag_volume_ml)} mL bag holds {plain(prep.overfill_ml)} mL overfill "
+                f"({plain(prep.bag_volume_ml + prep.overfill_ml)} mL): check the bag, or prepare "
+                "to the final volume."
+            )
+        volume, drawn = solution.volume_ml, solution.volume_infused_ml
+        if volume is not None and drawn is not None and drawn < volume:
+            warnings.append(
+                f"Solution {solution.number} is prepared as {display(volume, 2)} mL; the doses draw "
+                f"{display(drawn, 3)} mL; discard the remaining {display(sub(volume, drawn), 3)} mL."
+            )
+    return warnings
 
 
 def _discrete_dose(solution: SolutionDefinition, step: StepDefinition, dose_unit: str) -> Decimal:
@@ -639,16 +672,19 @@ def _discrete_solutions(
             )
         else:
             assert solution.concentration is not None
+            # A bag the doses are drawn from is prepared whole (INV-21); otherwise what is drawn.
+            prepared = solution.volume_ml if solution.volume_ml is not None else amount
             result.append(
                 PlannedSolution(
                     number=solution.number,
                     label=solution.label,
                     strength=solution.strength_text,
                     concentration=solution.concentration,
-                    volume_ml=amount,
-                    drug_amount=Quantity(mul(amount, solution.concentration.value), dose_unit),
+                    volume_ml=prepared,
+                    drug_amount=Quantity(mul(prepared, solution.concentration.value), dose_unit),
                     volume_infused_ml=amount,
                     diluent=solution.diluent,
+                    preparation=solution.preparation,
                 )
             )
     return tuple(result)

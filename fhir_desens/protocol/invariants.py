@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from fhir_desens.errors import SafetyViolation
-from fhir_desens.protocol.calculate import Plan, PlannedStep
-from fhir_desens.protocol.model import TargetKind
+from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
+from fhir_desens.protocol.model import ProtocolKind, SolutionDefinition, TargetKind
 from fhir_desens.protocol.quantity import EXACT, mul, plain
 
 #: Relative tolerance for "volume x concentration = dose": the 50-digit context loses far less.
@@ -43,6 +43,25 @@ INVARIANTS: dict[str, Invariant] = {
         ),
         Invariant(
             "INV-10", "A re-plan after a reaction never exceeds the target and reaches it when completed."
+        ),
+        Invariant(
+            "INV-21",
+            "Discrete doses drawn by syringe from one prepared solution (a bag shared between steps) "
+            "never draw more than its prepared volume.",
+        ),
+        Invariant(
+            "INV-22",
+            "A stated preparation makes exactly the solution's concentration and volume: drug added / "
+            "(bag + overfill - removed + drug volume).",
+        ),
+        Invariant(
+            "INV-23",
+            "A concentration that relies on a bag's overfill is never silent: every plan names the bag "
+            "and the overfill it assumes.",
+        ),
+        Invariant(
+            "INV-24",
+            "A fixed-dose table is planned only at its exact total; any other target is refused naming it.",
         ),
     )
 }
@@ -125,7 +144,7 @@ def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[V
             drawn[step.solution] = EXACT.add(drawn.get(step.solution, Decimal(0)), step.volume_ml)
             if solution.volume_ml is not None and drawn[step.solution] > solution.volume_ml:
                 broken(
-                    "INV-03",
+                    "INV-21" if plan.protocol.kind is ProtocolKind.DISCRETE else "INV-03",
                     f"{label}: {plain(drawn[step.solution])} mL drawn from solution {step.solution} "
                     f"of {plain(solution.volume_ml)} mL",
                 )
@@ -155,6 +174,33 @@ def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[V
             infused = solution.volume_infused_ml or Decimal(0)
             if infused > solution.volume_ml:
                 broken("INV-09", f"solution {solution.number}: infused {plain(infused)} > prepared")
+        for invariant_id, detail in _preparation_violations(plan, solution):
+            broken(invariant_id, detail)
+    return found
+
+
+def _preparation_violations(plan: Plan, solution: PlannedSolution) -> list[tuple[str, str]]:
+    """INV-22 and INV-23 for one planned solution with a stated preparation."""
+    from fhir_desens.protocol.library import preparation_problem
+
+    prep = solution.preparation
+    if prep is None:
+        return []
+    found = []
+    as_defined = SolutionDefinition(
+        solution.number,
+        solution.label,
+        concentration=solution.concentration,
+        volume_ml=solution.volume_ml,
+        preparation=prep,
+    )
+    problem = preparation_problem(as_defined)
+    if problem is not None:
+        found.append(("INV-22", problem))
+    if prep.overfill_ml and not any(
+        f"Solution {solution.number} " in w and "overfill" in w for w in plan.warnings
+    ):
+        found.append(("INV-23", f"solution {solution.number} relies on overfill and no warning says so"))
     return found
 
 

@@ -15,9 +15,11 @@ from typing import Any
 
 from fhir_desens.errors import DesensError, InputError, ProtocolDefinitionError
 from fhir_desens.protocol.model import (
+    MAX_OVERFILL_FRACTION,
     ClosingMethod,
     Evidence,
     Premedication,
+    Preparation,
     Protocol,
     ProtocolDefaults,
     ProtocolKind,
@@ -71,6 +73,24 @@ def _required(raw: Mapping[str, Any], key: str, path: str) -> Any:
     return raw[key]
 
 
+def _preparation(raw: Mapping[str, Any] | None, path: str) -> Preparation | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ProtocolDefinitionError(f"{path}: a preparation must be an object")
+    drug = _quantity(raw, "drug_amount", path)
+    bag = _decimal(raw, "bag_volume_ml", path)
+    if drug is None or bag is None:
+        raise ProtocolDefinitionError(f"{path}: a preparation needs bag_volume_ml and drug_amount")
+    return Preparation(
+        bag_volume_ml=bag,
+        drug_amount=drug,
+        drug_volume_ml=_decimal(raw, "drug_volume_ml", path) or Decimal(0),
+        removed_ml=_decimal(raw, "removed_ml", path) or Decimal(0),
+        overfill_ml=_decimal(raw, "overfill_ml", path) or Decimal(0),
+    )
+
+
 def _solution(raw: Mapping[str, Any], path: str) -> SolutionDefinition:
     solution = SolutionDefinition(
         number=int(_required(raw, "number", path)),
@@ -82,6 +102,7 @@ def _solution(raw: Mapping[str, Any], path: str) -> SolutionDefinition:
         diluent=raw.get("diluent"),
         solid=bool(raw.get("solid", False)),
         unit_dose=_quantity(raw, "unit_dose", path),
+        preparation=_preparation(raw.get("preparation"), f"{path}.preparation"),
     )
     strengths = [solution.dilution, solution.dose_fraction, solution.concentration, solution.unit_dose]
     if sum(value is not None for value in strengths) != 1:
@@ -93,7 +114,45 @@ def _solution(raw: Mapping[str, Any], path: str) -> SolutionDefinition:
     for name, value in (("dilution", solution.dilution), ("dose_fraction", solution.dose_fraction)):
         if value is not None and not 0 < value <= 1:
             raise ProtocolDefinitionError(f"{path}.{name} must be above 0 and at most 1, got {plain(value)}")
+    check_preparation(solution, path)
     return solution
+
+
+def preparation_problem(solution: SolutionDefinition) -> str | None:
+    """Why a solution's stated preparation does not make it (INV-22, INV-23), or None when it does."""
+    prep = solution.preparation
+    if prep is None:
+        return None
+    label = f"solution {solution.number}"
+    if prep.bag_volume_ml <= 0 or prep.drug_amount.value <= 0:
+        return f"{label}: the bag volume and the drug added must be above 0"
+    if min(prep.removed_ml, prep.overfill_ml, prep.drug_volume_ml) < 0:
+        return f"{label}: removed, overfill and drug volumes cannot be negative"
+    if prep.overfill_ml > prep.bag_volume_ml * MAX_OVERFILL_FRACTION:
+        return (
+            f"{label}: an overfill of {plain(prep.overfill_ml)} mL in a {plain(prep.bag_volume_ml)} mL bag "
+            f"is implausible (at most {plain(MAX_OVERFILL_FRACTION * 100)}% of the label)"
+        )
+    if prep.removed_ml >= prep.bag_volume_ml + prep.overfill_ml:
+        return f"{label}: removing {plain(prep.removed_ml)} mL leaves nothing in the bag"
+    if prep.drug_amount.dimension not in (Dimension.MASS, Dimension.ACTIVITY):
+        return f"{label}: the drug added must be a dose (mg, units), got {prep.drug_amount}"
+    made = prep.concentration()
+    if solution.concentration is None or solution.concentration != made:
+        stated = "no concentration" if solution.concentration is None else str(solution.concentration)
+        return f"{label}: the preparation makes {plain(made.value)} {made.unit}, the protocol states {stated}"
+    if solution.volume_ml is not None and solution.volume_ml != prep.final_volume_ml:
+        return (
+            f"{label}: the preparation makes {plain(prep.final_volume_ml)} mL, "
+            f"the protocol prepares {plain(solution.volume_ml)} mL"
+        )
+    return None
+
+
+def check_preparation(solution: SolutionDefinition, path: str) -> None:
+    problem = preparation_problem(solution)
+    if problem is not None:
+        raise ProtocolDefinitionError(f"{path}: {problem}")
 
 
 def _step(raw: Mapping[str, Any], number: int, path: str) -> StepDefinition:
@@ -189,6 +248,8 @@ def check_protocol(protocol: Protocol) -> None:
         raise ProtocolDefinitionError(f"solutions must be numbered 1..n in order, got {numbers}")
     if not protocol.steps:
         raise ProtocolDefinitionError("a protocol needs at least one step")
+    for solution in protocol.solutions:
+        check_preparation(solution, f"solutions[{solution.number - 1}]")
     for step in protocol.steps:
         path = f"steps[{step.number - 1}]"
         if step.solution not in numbers:
@@ -306,6 +367,17 @@ def protocol_to_dict(protocol: Protocol) -> dict[str, Any]:
                         "diluent": s.diluent,
                         "solid": s.solid,
                         "unit_dose": q(s.unit_dose),
+                        "preparation": None
+                        if s.preparation is None
+                        else clean(
+                            {
+                                "bag_volume_ml": d(s.preparation.bag_volume_ml),
+                                "drug_amount": q(s.preparation.drug_amount),
+                                "drug_volume_ml": d(s.preparation.drug_volume_ml or None),
+                                "removed_ml": d(s.preparation.removed_ml or None),
+                                "overfill_ml": d(s.preparation.overfill_ml or None),
+                            }
+                        ),
                     }
                 )
                 for s in protocol.solutions

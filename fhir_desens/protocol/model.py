@@ -63,6 +63,57 @@ class Source:
     url: str | None = None
 
 
+#: Plausibility bound on a stated overfill: a bag holds at most a quarter more than its label
+#: (manufacturers' overfill is typically 5-10%, e.g. about 110 mL in a 100 mL bag).
+MAX_OVERFILL_FRACTION = Decimal("0.25")
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """How the pharmacy makes a solution, as the protocol states it (INV-22, INV-23).
+
+    E.g. "remove 13 mL from a 100 mL bag, inject 150 mg in 3 mL": ``bag_volume_ml`` 100,
+    ``removed_ml`` 13, ``drug_amount`` 150 mg, ``drug_volume_ml`` 3. Where the recipe relies on the
+    bag holding more than its label (about 110 mL in a 100 mL bag), ``overfill_ml`` says how much;
+    the concentration is then ``drug_amount / (bag + overfill - removed + drug volume)``.
+    """
+
+    bag_volume_ml: Decimal  # the bag's labelled (nominal) volume
+    drug_amount: Quantity  # drug added, in a dose unit
+    drug_volume_ml: Decimal = Decimal(0)  # volume the drug is added in
+    removed_ml: Decimal = Decimal(0)  # diluent withdrawn before the drug is added
+    overfill_ml: Decimal = Decimal(0)  # what the bag holds beyond its label, when the recipe counts it
+
+    @property
+    def final_volume_ml(self) -> Decimal:
+        from fhir_desens.protocol.quantity import add, sub
+
+        return add(sub(add(self.bag_volume_ml, self.overfill_ml), self.removed_ml), self.drug_volume_ml)
+
+    def concentration(self) -> Quantity:
+        """Exact concentration in the canonical unit per mL of the drug's dimension."""
+        from fhir_desens.protocol.quantity import CANONICAL_CONCENTRATION, div
+
+        amount = self.drug_amount.canonical()
+        code = CANONICAL_CONCENTRATION[amount.dimension].code
+        return Quantity(div(amount.value, self.final_volume_ml), code)
+
+    @property
+    def text(self) -> str:
+        """The recipe in words, for the pharmacy sheet."""
+        from fhir_desens.protocol.quantity import plain
+
+        bag = f"a {plain(self.bag_volume_ml)} mL bag"
+        if self.overfill_ml:
+            bag += f" (which holds {plain(self.bag_volume_ml + self.overfill_ml)} mL with its overfill)"
+        steps = [f"remove {plain(self.removed_ml)} mL from {bag}"] if self.removed_ml else [f"take {bag}"]
+        added = f"inject {self.drug_amount}"
+        if self.drug_volume_ml:
+            added += f" in {plain(self.drug_volume_ml)} mL"
+        steps.append(added)
+        return ", ".join(steps) + f": {plain(self.final_volume_ml)} mL"
+
+
 @dataclass(frozen=True)
 class SolutionDefinition:
     """A solution (bag, syringe or oral dilution) the pharmacy prepares.
@@ -81,6 +132,7 @@ class SolutionDefinition:
     diluent: str | None = None
     solid: bool = False
     unit_dose: Quantity | None = None  # for solid forms: the dose of one tablet/capsule
+    preparation: Preparation | None = None  # the stated recipe (fixed-concentration solutions)
 
     @property
     def strength_text(self) -> str:

@@ -36,6 +36,7 @@ def solution_dict(solution: PlannedSolution) -> dict[str, Any]:
         "diluent": solution.diluent,
         "unit_dose": _q(solution.unit_dose),
         "units_used": _d(solution.units_used),
+        "preparation": None if solution.preparation is None else solution.preparation.text,
     }
 
 
@@ -193,6 +194,7 @@ def worksheet(plan: Plan) -> str:
         rows,
         {0, 2, 3, 4, 5},
     )
+    out += [f"Solution {s.number}: {s.preparation.text}" for s in plan.solutions if s.preparation]
     out += ["", "STEPS"]
     rows = []
     for st in plan.steps:
