@@ -123,7 +123,7 @@ def test_a_plan_that_draws_more_than_its_bag_is_a_named_violation() -> None:
     plan = compute_plan(PlanRequest(author_protocol(rows, options({}, {"A": Decimal(10)})).protocol, "drug"))
     small = replace(plan.solutions[0], volume_ml=Decimal(5), drug_amount=Quantity(Decimal(5), "mg"))
     found = violations(replace(plan, solutions=(small,)))
-    assert [v.invariant_id for v in found][0] == "INV-21"
+    assert found[0].invariant_id == "INV-21"
 
 
 @pytest.mark.invariant("INV-22")
