@@ -76,6 +76,9 @@ ID_SESSION = (
 ID_STEP_ORDER = f"{CANONICAL_BASE}/identifier/step-order"  # MedicationRequest.identifier: <session>-<step>
 ID_SOLUTION = f"{CANONICAL_BASE}/identifier/solution"  # Medication.identifier: <session>-<solution>
 ID_PROVENANCE = f"{CANONICAL_BASE}/identifier/provenance"
+ID_OUTCOME = (
+    f"{CANONICAL_BASE}/identifier/outcome"  # a session's outcome written to the chart (note, allergy)
+)
 
 # External terminologies
 UCUM = "http://unitsofmeasure.org"

@@ -1,0 +1,350 @@
+"""The allergy write-back against the real FHIR server: each write path, conflicts, idempotency, failures.
+
+A competing user is a second real client writing to the same server between our read and our PUT; a
+failing server is a small HTTP relay in front of the real one that answers 500 to one kind of request.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from fhir_desens.client.fhir_rest import FhirClient, Versioned
+from fhir_desens.client.scopes import GrantedScopes
+from fhir_desens.course.outcome.preview import prepare
+from fhir_desens.course.outcome.record import SessionOutcome
+from fhir_desens.course.outcome.strategy import WriteDecision, choose_write
+from fhir_desens.course.outcome.tasks import MemoryTaskBook
+from fhir_desens.course.outcome.writeback import StepStatus, WriteReport, write_outcome
+from tests.unit.outcome_data import RECORDED, allergy, assert_status_kept, hives_at_step_11, outcome
+
+ALL_SCOPES = GrantedScopes("patient/*.cruds")
+
+
+@pytest.fixture
+def patient(fhir_client: FhirClient, unique_system: str) -> str:
+    created = fhir_client.create(
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": unique_system, "value": "1"}],
+            "name": [{"family": "Test"}],
+        }
+    )
+    return created.reference
+
+
+def decision(client: FhirClient, setting: str = "auto") -> WriteDecision:
+    return choose_write(client.capabilities(), ALL_SCOPES, setting)
+
+
+def write(
+    client: FhirClient, o: SessionOutcome, tasks: MemoryTaskBook, setting: str = "auto", **options: Any
+) -> WriteReport:
+    preview = prepare(client, o, decision(client, setting), recorded_at=RECORDED)
+    return write_outcome(client, preview, tasks=tasks, now=RECORDED, **options)
+
+
+def ours(resource: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [n for n in resource.get("note", []) if "Ref RDD-" in n.get("text", "")]
+
+
+def provenances(client: FhirClient, target: str) -> list[dict[str, Any]]:
+    return client.search_all("Provenance", {"target": target})
+
+
+# -- update path ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.requirement("OUT-1")
+def test_the_note_is_appended_with_if_match_and_attested_on_the_new_version(
+    fhir_client: FhirClient, patient: str
+) -> None:
+    before = fhir_client.create(allergy(patient))
+    o = outcome(patient, reactions=(hives_at_step_11(),))
+    preview = prepare(fhir_client, o, decision(fhir_client), recorded_at=RECORDED)
+    assert preview.allergy is not None and preview.allergy.id == before.id
+    assert preview.words[0].startswith("Add a note: “Tolerated ceftriaxone 2 g")
+    assert "+" in preview.diff
+
+    report = write_outcome(fhir_client, preview, tasks=MemoryTaskBook(), now=RECORDED)
+
+    assert report.complete and report.chart_updated
+    after = fhir_client.read("AllergyIntolerance", before.id)
+    assert after.version_id != before.version_id
+    assert_status_kept(before.resource, after.resource)
+    assert len(ours(after.resource)) == 1
+    assert after.resource["reaction"][-1]["manifestation"][0]["coding"][0]["code"] == "126485001"
+    assert after.resource["lastOccurrence"].startswith("2026-12-02T12:42:00")
+    target = f"{after.reference}/_history/{after.version_id}"
+    assert [s.status for s in report.steps] == [StepStatus.WRITTEN, StepStatus.WRITTEN]
+    assert report.steps[0].reference == target
+    assert len(provenances(fhir_client, target)) == 1
+
+
+@pytest.mark.requirement("OUT-6")
+def test_writing_the_same_outcome_twice_leaves_one_note_and_one_provenance(
+    fhir_client: FhirClient, patient: str
+) -> None:
+    created = fhir_client.create(allergy(patient))
+    tasks = MemoryTaskBook()
+    first = write(fhir_client, outcome(patient), tasks)
+    second_preview = prepare(fhir_client, outcome(patient), decision(fhir_client), recorded_at=RECORDED)
+    assert second_preview.already_written
+    second = write_outcome(fhir_client, second_preview, tasks=tasks, now=RECORDED)
+
+    assert [s.status for s in second.steps] == [StepStatus.ALREADY_THERE, StepStatus.ALREADY_THERE]
+    after = fhir_client.read("AllergyIntolerance", created.id)
+    assert len(ours(after.resource)) == 1
+    assert_status_kept(created.resource, after.resource)
+    assert first.steps[0].reference == second.steps[0].reference
+    assert len(provenances(fhir_client, str(first.steps[0].reference))) == 1
+    assert tasks.tasks_for(patient) == []
+
+
+class RacingClient(FhirClient):
+    """A client whose first PUT is preceded by another user's write (a real one, to the same server)."""
+
+    def __init__(self, base_url: str, before_first_update: Callable[[], None]) -> None:
+        super().__init__(base_url)
+        self._hook: Callable[[], None] | None = before_first_update
+        self.updates = 0
+
+    def update(self, resource: Mapping[str, Any], *, if_match: str | None) -> Versioned:
+        self.updates += 1
+        if self._hook is not None:
+            hook, self._hook = self._hook, None
+            hook()
+        return super().update(resource, if_match=if_match)
+
+
+def other_user_edits(
+    client: FhirClient, allergy_id: str, change: Callable[[dict[str, Any]], None]
+) -> Callable[[], None]:
+    def edit() -> None:
+        current = client.read("AllergyIntolerance", allergy_id)
+        changed = dict(current.resource)
+        change(changed)
+        client.update(changed, if_match=current.version_id)
+
+    return edit
+
+
+@pytest.mark.requirement("OUT-7")
+def test_a_stale_version_is_re_read_and_our_additions_re_applied(
+    fhir_client: FhirClient, fhir_base_url: str, patient: str
+) -> None:
+    created = fhir_client.create(allergy(patient))
+
+    def add_note(resource: dict[str, Any]) -> None:
+        resource["note"] = [*resource["note"], {"text": "Pharmacist: patient on day 3 of ceftriaxone."}]
+
+    with RacingClient(fhir_base_url, other_user_edits(fhir_client, created.id, add_note)) as racing:
+        report = write(racing, outcome(patient), MemoryTaskBook())
+        assert racing.updates == 2  # the first PUT met 412 and changed nothing; the second went through
+
+    assert report.complete
+    after = fhir_client.read("AllergyIntolerance", created.id)
+    texts = [n["text"] for n in after.resource["note"]]
+    assert texts[1] == "Pharmacist: patient on day 3 of ceftriaxone."  # the other user's note is kept
+    assert len(ours(after.resource)) == 1 and texts[2].startswith("Tolerated")
+    assert_status_kept(created.resource, after.resource)
+
+
+@pytest.mark.requirement("OUT-7")
+def test_someone_elses_status_change_stops_the_write_and_shows_both_versions(
+    fhir_client: FhirClient, fhir_base_url: str, patient: str
+) -> None:
+    created = fhir_client.create(allergy(patient))
+
+    def resolve(resource: dict[str, Any]) -> None:
+        resource["clinicalStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                    "code": "inactive",
+                }
+            ]
+        }
+
+    tasks = MemoryTaskBook()
+    with RacingClient(fhir_base_url, other_user_edits(fhir_client, created.id, resolve)) as racing:
+        report = write(racing, outcome(patient), tasks)
+
+    assert report.conflict is not None
+    assert report.conflict.changed == ("clinical status",)
+    assert report.conflict.previewed["clinicalStatus"]["coding"][0]["code"] == "active"
+    assert report.conflict.current["clinicalStatus"]["coding"][0]["code"] == "inactive"
+    assert "Nothing was written" in report.sentences[0]
+    after = fhir_client.read("AllergyIntolerance", created.id)
+    assert ours(after.resource) == []  # nothing of ours, and their change stands
+    assert after.resource["clinicalStatus"]["coding"][0]["code"] == "inactive"
+    assert after.resource["criticality"] == "high"
+    assert [t.drug for t in tasks.tasks_for(patient)] == ["ceftriaxone"]
+
+
+# -- a server failing halfway ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def failing_relay(fhir_base_url: str) -> Iterator[Callable[[str, str], str]]:
+    """``start(method, resource_type)`` -> a base URL relaying to the real server, but answering 500 to that."""
+    servers: list[Any] = []
+
+    def start(method: str, resource_type: str) -> str:
+        prefix = fhir_base_url.split("/fhir/", 1)[1]
+
+        @Request.application  # type: ignore[misc]
+        def relay(request: Request) -> Response:
+            path = request.path.split(f"/fhir/{prefix}", 1)[1]
+            if request.method == method and path.strip("/") == resource_type:
+                return Response(
+                    '{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception",'
+                    '"diagnostics":"database unavailable"}]}',
+                    500,
+                    content_type="application/fhir+json",
+                )
+            upstream = requests.request(
+                request.method,
+                fhir_base_url + path,
+                params=list(request.args.items(multi=True)),
+                data=request.get_data(),
+                headers={
+                    k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
+                },
+                timeout=30,
+            )
+            headers = {
+                k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "etag", "location")
+            }
+            body = upstream.content.replace(fhir_base_url.encode(), base.encode())
+            return Response(body, upstream.status_code, headers=headers)
+
+        server = make_server("127.0.0.1", 0, relay, threaded=True)
+        base = f"http://127.0.0.1:{server.server_port}/fhir/{prefix}"
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return base
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.shutdown()
+
+
+@pytest.mark.requirement("OUT-6")
+def test_a_500_halfway_reports_exactly_what_was_written_and_a_retry_adds_only_the_rest(
+    fhir_client: FhirClient, patient: str, failing_relay: Callable[[str, str], str]
+) -> None:
+    created = fhir_client.create(allergy(patient))
+    tasks = MemoryTaskBook()
+    with FhirClient(failing_relay("POST", "Provenance")) as failing:
+        report = write(failing, outcome(patient), tasks)
+
+    assert [s.status for s in report.steps] == [StepStatus.WRITTEN, StepStatus.FAILED]
+    assert report.chart_updated and not report.complete
+    assert report.sentences[0].startswith("Written: note on the allergy record (AllergyIntolerance/")
+    assert report.sentences[1].startswith("Not written: Provenance: create Provenance: HTTP 500")
+    assert "database unavailable" in report.sentences[1]
+    assert report.sentences[-1] == "Writing the outcome again adds only what is missing."
+    after = fhir_client.read("AllergyIntolerance", created.id)
+    assert len(ours(after.resource)) == 1
+    assert provenances(fhir_client, str(report.steps[0].reference)) == []
+
+    again = write(fhir_client, outcome(patient), tasks)
+    assert [s.status for s in again.steps] == [StepStatus.ALREADY_THERE, StepStatus.WRITTEN]
+    assert (
+        again.steps[0].reference == report.steps[0].reference
+    )  # the Provenance targets the version we wrote
+    assert len(ours(fhir_client.read("AllergyIntolerance", created.id).resource)) == 1
+    assert len(provenances(fhir_client, str(report.steps[0].reference))) == 1
+
+
+def test_a_500_on_the_allergy_update_writes_nothing_and_says_so(
+    fhir_client: FhirClient, patient: str, failing_relay: Callable[[str, str], str]
+) -> None:
+    created = fhir_client.create(allergy(patient))
+    tasks = MemoryTaskBook()
+    with FhirClient(failing_relay("PUT", f"AllergyIntolerance/{created.id}")) as failing:
+        report = write(failing, outcome(patient), tasks)
+    assert [s.status for s in report.steps][:3] == [
+        StepStatus.FAILED,
+        StepStatus.NOT_ATTEMPTED,
+        StepStatus.RECORDED,
+    ]
+    assert "reading it back shows nothing was added" in report.sentences[0]
+    assert report.sentences[1] == "Not attempted: Provenance: an earlier write failed."
+    assert ours(fhir_client.read("AllergyIntolerance", created.id).resource) == []
+    assert len(tasks.tasks_for(patient)) == 1
+
+
+# -- clinical note, nothing writable, drug not on the list ---------------------------------------------------
+
+
+@pytest.mark.requirement("OUT-5")
+def test_the_clinical_note_path_writes_one_document_and_no_allergy(
+    fhir_client: FhirClient, patient: str
+) -> None:
+    created = fhir_client.create(allergy(patient))
+    tasks = MemoryTaskBook()
+    first = write(fhir_client, outcome(patient, encounter=None), tasks, setting="note")
+    second = write(fhir_client, outcome(patient, encounter=None), tasks, setting="note")
+
+    assert [s.status for s in first.steps] == [StepStatus.WRITTEN, StepStatus.WRITTEN]
+    assert [s.status for s in second.steps] == [StepStatus.ALREADY_THERE, StepStatus.ALREADY_THERE]
+    documents = fhir_client.search_all("DocumentReference", {"patient": patient})
+    assert len(documents) == 1
+    assert documents[0]["content"][0]["attachment"]["contentType"].startswith("text/plain")
+    after = fhir_client.read("AllergyIntolerance", created.id)
+    assert after.version_id == created.version_id  # the allergy record is untouched
+    assert len(fhir_client.search_all("AllergyIntolerance", {"patient": patient})) == 1
+
+
+@pytest.mark.requirement("OUT-8")
+def test_nothing_writable_gives_the_copy_text_and_records_one_task(
+    fhir_client: FhirClient, patient: str
+) -> None:
+    created = fhir_client.create(allergy(patient))
+    tasks = MemoryTaskBook()
+    report = write(fhir_client, outcome(patient), tasks, setting="none")
+    write(fhir_client, outcome(patient), tasks, setting="none")
+
+    assert [s.status for s in report.steps] == [StepStatus.RECORDED]
+    assert "Allergy record: keep it active and confirmed" in report.copy_text
+    [task] = tasks.tasks_for(patient)
+    assert task.text == report.copy_text
+    assert "write nothing" in task.reason
+    assert fhir_client.read("AllergyIntolerance", created.id).version_id == created.version_id
+
+
+@pytest.mark.requirement("OUT-9")
+def test_a_drug_not_on_the_list_is_offered_and_added_once(fhir_client: FhirClient, patient: str) -> None:
+    fhir_client.create(allergy(patient, drug="penicillin"))  # a different drug
+    o = outcome(patient, reactions=(hives_at_step_11(),))
+    preview = prepare(fhir_client, o, decision(fhir_client), recorded_at=RECORDED)
+    assert not preview.drug_on_list and preview.proposed_allergy is not None
+    tasks = MemoryTaskBook()
+
+    declined = write_outcome(fhir_client, preview, tasks=tasks, now=RECORDED)
+    assert [s.status for s in declined.steps] == [StepStatus.RECORDED]
+    assert "not on the allergy list" in declined.steps[0].detail
+
+    added = write_outcome(fhir_client, preview, tasks=tasks, now=RECORDED, add_allergy=True)
+    again = write_outcome(fhir_client, preview, tasks=tasks, now=RECORDED, add_allergy=True)
+    assert [s.status for s in added.steps] == [StepStatus.WRITTEN, StepStatus.WRITTEN]
+    assert again.steps[0].status is StepStatus.ALREADY_THERE
+    records = [
+        r
+        for r in fhir_client.search_all("AllergyIntolerance", {"patient": patient})
+        if r["code"]["text"] == "ceftriaxone"
+    ]
+    assert len(records) == 1
+    assert records[0]["clinicalStatus"]["coding"][0]["code"] == "active"
+    assert records[0]["verificationStatus"]["coding"][0]["code"] == "confirmed"
+    assert tasks.tasks_for(patient) == []  # adding the drug closed the task
