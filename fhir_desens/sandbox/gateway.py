@@ -242,7 +242,12 @@ class FhirGateway:
             if reference.startswith(base + "/"):
                 reference = reference[len(base) + 1 :]
         parts = reference.split("/")
-        if len(parts) != 2 or not parts[0][:1].isupper() or reference.startswith(("http:", "https:")):
+        versioned = len(parts) == 4 and parts[2] == "_history"  # a Provenance targets a version
+        if (
+            (len(parts) != 2 and not versioned)
+            or not parts[0][:1].isupper()
+            or reference.startswith(("http:", "https:"))
+        ):
             return None
         response = self._send("GET", reference, headers={"Accept": "application/fhir+json"})
         if response.status_code != 200:
