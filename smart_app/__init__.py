@@ -17,10 +17,14 @@ from typing import Any
 
 from flask import Flask
 
-from smart_app.blueprints import launch, orders, patient, plan, well_known
+from smart_app.chart import views as chart_views
 from smart_app.config import VARIABLES, build_settings, gather
-from smart_app.drafts import init_library
 from smart_app.errors import init_errors
+from smart_app.launch import views as launch_views
+from smart_app.launch import well_known
+from smart_app.library import init_library
+from smart_app.orders import views as orders_views
+from smart_app.planning import views as planning_views
 from smart_app.security import init_security
 from smart_app.services import EXTENSION, build_services
 
@@ -54,9 +58,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION] = build_services(app, settings, extra)
     init_security(app)
     init_errors(app)
-    app.register_blueprint(launch.bp)
-    app.register_blueprint(patient.bp)
+    app.register_blueprint(launch_views.bp)
+    app.register_blueprint(chart_views.bp)
     app.register_blueprint(well_known.bp)
-    app.register_blueprint(plan.bp)
-    app.register_blueprint(orders.bp)
+    app.register_blueprint(planning_views.bp)
+    app.register_blueprint(orders_views.bp)
     return app

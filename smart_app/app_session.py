@@ -22,11 +22,13 @@ from flask import g, has_app_context
 
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.client.smart import SmartSession
+from fhir_desens.course.chart import allergies_of, fhir_client, search_allergies
+from fhir_desens.course.context import CourseContext
 from fhir_desens.errors import DesensError
 from fhir_desens.fhir.allergy import Allergy
 from fhir_desens.io.json import dumps, loads
-from smart_app.patient_view import PatientBanner, banner_from_patient, person_name
-from smart_app.planning import allergies_of, fhir_client, read_banner, search_allergies
+from smart_app.chart.page import PatientBanner, banner_from_patient, person_name, read_banner
+from smart_app.library import library
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
@@ -146,6 +148,19 @@ class AppSession:
 
     def allergies(self, *, fresh: bool = False) -> list[Allergy] | None:
         return allergies_of(self.allergy_resources(fresh=fresh))
+
+    # -- the course layer ----------------------------------------------------------------------------
+    def course(self) -> CourseContext:
+        """What :mod:`fhir_desens.course` needs from this session: token, store, library, clock."""
+        svc = services()
+        return CourseContext(
+            smart=self.smart,
+            store=svc.store,
+            protocols=library(),
+            scope=self.sid,
+            ttl=svc.settings.session_ttl,
+            clock=svc.clock,
+        )
 
 
 def forget_chart(sid: str) -> None:

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from fhir_desens.course import draft as course_draft
 from fhir_desens.errors import SafetyViolation
 from fhir_desens.protocol import calculate
-from smart_app import drafts
+from smart_app.planning import drafts
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
 from tests.app.test_plan_pages import Planner, input_value, table_rows, text_of
@@ -214,7 +215,7 @@ def test_a_safety_violation_is_refused_with_422(
             raise SafetyViolation("INV-02", "step 12: cumulative 400.1 exceeds the target 400")
         return original(request)
 
-    monkeypatch.setattr(drafts, "compute_plan", unsafe_at_70)
+    monkeypatch.setattr(course_draft, "compute_plan", unsafe_at_70)
     response = planner.recalculate(sid, draft_id, final_rate="70")
     assert response.status_code == 422
     text = alert_text(response.get_data(as_text=True))

@@ -162,7 +162,7 @@ def test_unexpected_errors_show_no_traceback(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("internal detail that must stay on the server")
 
-    monkeypatch.setattr("smart_app.blueprints.patient.load_patient_page", boom)
+    monkeypatch.setattr("smart_app.chart.views.load_patient_page", boom)
     response = launcher.page(sid)
     assert response.status_code == 500
     html = response.get_data(as_text=True)

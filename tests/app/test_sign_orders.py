@@ -11,19 +11,16 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
+from fhir_desens.course.copy import draft_fields_from_signed
+from fhir_desens.course.sign import SIGNED_KIND, OrdersNotPermitted
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.apply import OVERRIDE_NOTE
 from fhir_desens.protocol.report import plan_dict
 from smart_app.app_session import CHART_TTL
-from smart_app.blueprints import orders as orders_blueprint
-from smart_app.blueprints.plan import render_plan_page
-from smart_app.drafts import PlanDraft, plan_for
-from smart_app.orders import (
-    SIGNED_KIND,
-    OrdersNotPermitted,
-    draft_fields_from_signed,
-    load_signed_plan,
-)
+from smart_app.orders import views as orders_blueprint
+from smart_app.orders.signed import load_signed_plan
+from smart_app.planning.drafts import PlanDraft, plan_for
+from smart_app.planning.views import render_plan_page
 from tests.app.clinician import Clinician
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FHIR_BASE, FakeEhr

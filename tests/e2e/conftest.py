@@ -54,7 +54,7 @@ BLOCK_THIRD_PARTY_COOKIES = {"profile": {"cookie_controls_mode": 1, "block_third
 VIEWPORT = {"width": 1100, "height": 1000}
 TIMEOUT_MS = 15_000
 
-#: The app's pages live under the opaque session path (smart_app/blueprints/patient.py).
+#: The app's pages live under the opaque session path (smart_app/chart/views.py).
 SESSION_PATH = re.compile(r"/s/([A-Za-z0-9_-]{43})/")
 APP_FRAME = "iframe.app-frame"
 

@@ -18,12 +18,14 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.course.copy import draft_fields_from_signed
+from fhir_desens.course.sign import SIGNED_KIND
 from fhir_desens.fhir import canonical as c
 from fhir_desens.protocol.report import plan_dict
 from fhir_desens.sandbox.server import Sandbox
-from smart_app.drafts import PlanDraft, plan_for
-from smart_app.orders import SIGNED_KIND, draft_fields_from_signed, load_signed_plan
-from smart_app.patient_view import person_name
+from smart_app.chart.page import person_name
+from smart_app.orders.signed import load_signed_plan
+from smart_app.planning.drafts import PlanDraft, plan_for
 from tests.html import alerts, input_value, selected_value, text_of
 from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, ehr_launch, page
@@ -241,7 +243,7 @@ def test_signed_plans_are_listed_opened_read_only_and_copied(
     assert input_value(copied_page, "final_rate") == "75"
     assert selected_value(copied_page, "protocol") == original["protocol_id"]
 
-    # what the signed plan records reproduces every parameter (smart_app.orders.draft_fields_from_signed)
+    # what the signed plan records reproduces every parameter (fhir_desens.course.copy.draft_fields_from_signed)
     _, smart = app.app.extensions["fhir_desens"].load_session(sid)
     with app.app.test_request_context():
         fields = draft_fields_from_signed(load_signed_plan(smart, rg_id))

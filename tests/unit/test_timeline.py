@@ -11,7 +11,7 @@ import pytest
 from fhir_desens.protocol.calculate import Plan, PlanRequest, compute_plan
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.quantity import Quantity
-from smart_app.timeline import (
+from smart_app.planning.timeline import (
     LEFT,
     PLOT_H,
     PLOT_W,

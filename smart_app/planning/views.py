@@ -20,47 +20,42 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
+from fhir_desens.course import readback
+from fhir_desens.course.chart import ChartForPlanning, candidate_key, patient_reference, read_chart
+from fhir_desens.course.copy import draft_fields_from_signed, read_copy_source
+from fhir_desens.course.draft import DILUENTS, CopiedSettings
+from fhir_desens.course.sign import SignRefusal, describe_refusal
 from fhir_desens.errors import DesensError, InputError, SafetyViolation
 from fhir_desens.fhir.chart import DrugCandidate
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.model import Protocol
 from fhir_desens.protocol.quantity import plain
 from fhir_desens.protocol.risk import ProtocolSuggestion
-from smart_app import drafts, orders
 from smart_app.app_session import AppSession, app_session
-from smart_app.drafts import Assessment, DraftNotFound, PlanDraft
-from smart_app.orders import SignRefusal, describe_refusal
-from smart_app.patient_view import PatientBanner
-from smart_app.planning import (
+from smart_app.chart.page import PatientBanner
+from smart_app.planning import drafts
+from smart_app.planning.drafts import Assessment, DraftNotFound, PlanDraft
+from smart_app.planning.forms import (
     CLOSING_TEXT,
-    DILUENTS,
     DOSE_UNITS,
     GRADES,
     LABELS,
-    ChartForPlanning,
-    CopiedSettings,
     FieldError,
     ProtocolOptions,
-    Worksheet,
-    candidate_key,
     error_status,
     field_error,
-    local_now,
     options_for,
     parse_start,
-    patient_reference,
-    read_chart,
-    read_copy_source,
     start_defaults,
-    worksheet_for,
 )
+from smart_app.planning.worksheet import Worksheet, local_now, worksheet_for
 from smart_app.services import services
 
 __all__ = ["bp", "render_plan_page"]
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
-bp = Blueprint("plan", __name__, url_prefix="/s/<string(length=43):sid>/plan")
+bp = Blueprint("plan", __name__, url_prefix="/s/<string(length=43):sid>/plan", template_folder="templates")
 
 ACTIONS = ("recalculate", "insert", "remove", "confirm-unlisted", "override")
 #: DrugCandidate.source of the copied plan's drug when the chart does not list it
@@ -92,18 +87,18 @@ def _common(session: AppSession, banner: PatientBanner) -> dict[str, Any]:
 
 def _copied(session: AppSession, copy_id: str | None) -> CopiedSettings | None:
     """What "Copy this plan" carries over: every parameter the signed plan recorded
-    (:func:`smart_app.orders.draft_fields_from_signed`); for a plan signed without its parameters,
+    (:func:`fhir_desens.course.copy.draft_fields_from_signed`); for a plan signed without its parameters,
     what its RequestGroup and orders show (best effort, ``recorded=False``)."""
     if not copy_id:
         return None
     if not FHIR_ID.match(copy_id):
         raise InputError("copy", "is not a FHIR resource id", "the id of a signed plan (RequestGroup)")
-    signed = orders.load_signed_plan(session.smart, copy_id)
+    signed = readback.load_signed_plan(session.smart, copy_id, drafts.library())
     signed_on = signed.authored if signed.authored != "—" else None
     if signed.parameters is None:
         guessed = read_copy_source(session.client, session.smart, copy_id, drafts.library())
         return replace(guessed, recorded=False, signed_on=signed_on)
-    fields = orders.draft_fields_from_signed(signed)
+    fields = draft_fields_from_signed(signed)
     known = set(CopiedSettings.__dataclass_fields__)
     copied = CopiedSettings(**{k: v for k, v in fields.items() if k in known and v is not None})
     return replace(copied, signed_on=signed_on)
@@ -349,7 +344,7 @@ def _render_plan(
     errors = list(context.errors)
     if context.plan_error is not None and not errors:
         errors.append(context.plan_error)
-    can_write = session.smart.can_sign_orders  # the same rule signing applies (orders.sign_draft)
+    can_write = session.smart.can_sign_orders  # the same rule signing applies (course.sign.sign_draft)
     html = render_template(
         "plan.html",
         **_common(session, context.banner),

@@ -2,7 +2,8 @@
 
 ``/s/<sid>/orders/<RequestGroup id>`` shows a signed plan rebuilt from the EHR's resources, with
 "Copy this plan" and print links (``/print``, ``/pharmacy``: the planning print sheets, fed the
-signed plan's worksheet). The work is in :mod:`smart_app.orders`; these views load the session,
+signed plan's worksheet). The work is in :mod:`fhir_desens.course` (through
+:mod:`smart_app.orders.signed`); these views load the session,
 call it and render. A refused signing re-renders the plan page with the reason (403 no write
 scope or refused, 409 blocked or conflicting, 502 the EHR failed or did not answer) and its print
 links; never a traceback.
@@ -16,30 +17,33 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from fhir_desens.course.assessment import assess
+from fhir_desens.course.chart import patient_reference
+from fhir_desens.course.sign import describe_refusal
 from fhir_desens.errors import DesensError
 from fhir_desens.protocol.crossreactivity import DrugRef
-from smart_app import drafts
 from smart_app.app_session import AppSession, app_session
-from smart_app.blueprints.plan import render_plan_page
-from smart_app.drafts import DraftNotFound, assess
-from smart_app.orders import SignedPlan, describe_refusal, load_signed_plan, sign_draft
-from smart_app.planning import local_now, patient_reference
+from smart_app.orders.signed import SignedPlanPage, load_signed_plan
+from smart_app.orders.signed import sign as sign_orders
+from smart_app.planning import drafts
+from smart_app.planning.drafts import DraftNotFound
+from smart_app.planning.views import render_plan_page
+from smart_app.planning.worksheet import local_now
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("orders", __name__, url_prefix="/s/<string(length=43):sid>")
+bp = Blueprint("orders", __name__, url_prefix="/s/<string(length=43):sid>", template_folder="templates")
 
 
 @bp.post("/plan/<string(length=22):draft_id>/sign")
 def sign(sid: str, draft_id: str) -> Response | tuple[str, int]:
-    svc = services()
     session = app_session(sid)
     draft = drafts.load_draft(sid, draft_id)
     if draft.patient != patient_reference(session.smart):
         raise DraftNotFound()
     try:
-        result = sign_draft(svc, session, draft)
+        result = sign_orders(session, draft)
     except DesensError as error:
         if isinstance(error, DraftNotFound):
             raise
@@ -62,7 +66,7 @@ def _refused(sid: str, draft_id: str, error: DesensError) -> tuple[str, int]:
         return html, status
 
 
-def _signer(session: AppSession, signed: SignedPlan) -> str | None:
+def _signer(session: AppSession, signed: SignedPlanPage) -> str | None:
     """Who signed, for people: the signed-in user's name when they signed it, else the reference."""
     user = session.user
     if signed.author is not None and signed.author == user.reference:
@@ -70,7 +74,7 @@ def _signer(session: AppSession, signed: SignedPlan) -> str | None:
     return signed.author
 
 
-def _signed(sid: str, rg_id: str) -> tuple[dict[str, Any], SignedPlan, AppSession]:
+def _signed(sid: str, rg_id: str) -> tuple[dict[str, Any], SignedPlanPage, AppSession]:
     svc = services()
     session = app_session(sid)
     smart = session.smart

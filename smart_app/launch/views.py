@@ -8,13 +8,13 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from werkzeug.wrappers import Response
 
 from fhir_desens.client.smart import PendingAuthorization, callback_error
+from fhir_desens.course.chart import fhir_client
 from fhir_desens.errors import AuthError, InputError
 from smart_app.app_session import read_signed_in_user
-from smart_app.planning import fhir_client
 from smart_app.security import allow_form_action
 from smart_app.services import services
 
-bp = Blueprint("launch", __name__)
+bp = Blueprint("launch", __name__, template_folder="templates")
 
 MAX_PARAM = 2048
 

@@ -11,9 +11,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.client.smart import SmartSession
+from fhir_desens.course.assessment import screen
+from fhir_desens.course.chart import patient_reference
 from fhir_desens.errors import AuthError
 from fhir_desens.fhir.allergy import Allergy, allergy_from_fhir, sort_for_display
-from fhir_desens.protocol.screening import Coding, Manifestation, ScreeningResult, screen_reactions
+from fhir_desens.protocol.screening import ScreeningResult
 
 if TYPE_CHECKING:
     from smart_app.app_session import AppSession
@@ -114,24 +118,6 @@ def banner_from_patient(patient: Mapping[str, Any]) -> PatientBanner:
     )
 
 
-def _manifestations(allergy: Allergy) -> list[Manifestation]:
-    found: list[Manifestation] = []
-    for reaction in allergy.reactions:
-        for concept in reaction.manifestations:
-            codings = tuple(Coding(c.system, c.code, c.display) for c in concept.codings)
-            found.append(Manifestation(text=concept.text, codings=codings))
-        if reaction.description:
-            found.append(Manifestation(text=reaction.description))
-    return found
-
-
-def screen(allergy: Allergy) -> ScreeningResult | None:
-    """Screen drug allergies (and allergies of unrecorded category) for contraindicating reactions."""
-    if allergy.is_drug or not allergy.categories:
-        return screen_reactions(_manifestations(allergy))
-    return None
-
-
 def build_allergy_list(resources: Iterable[Mapping[str, Any]]) -> AllergyList:
     rows: list[Allergy] = []
     hidden: list[Allergy] = []
@@ -166,17 +152,6 @@ class PatientPage:
     can_read_allergies: bool
 
 
-def belongs_to(resource: Mapping[str, Any], own: str, element: str = "patient") -> bool:
-    """Whether ``resource.<element>`` (patient or subject) references ``own`` ("Patient/<id>")."""
-    patient = resource.get(element)
-    ref = patient.get("reference") if isinstance(patient, Mapping) else None
-    return isinstance(ref, str) and (ref == own or ref.endswith("/" + own))
-
-
-def _belongs_to(resource: Mapping[str, Any], own: str) -> bool:
-    return belongs_to(resource, own, "patient")
-
-
 def load_patient_page(session: AppSession) -> PatientPage:
     """The launch patient and their allergy list, read afresh from the EHR (this also refreshes the
     planning pages' short cache, see smart_app.app_session)."""
@@ -193,3 +168,11 @@ def load_patient_page(session: AppSession) -> PatientPage:
         can_write=smart.can_write,
         can_read_allergies=resources is not None,
     )
+
+
+def read_banner(client: FhirClient, smart: SmartSession) -> tuple[PatientBanner, dict[str, Any]]:
+    """The launch patient's banner and Patient resource, read from the EHR (uncached: see app_session)."""
+    patient_reference(smart)
+    assert smart.patient is not None
+    resource = client.read("Patient", smart.patient).resource
+    return banner_from_patient(resource), resource

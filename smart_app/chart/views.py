@@ -12,15 +12,16 @@ from flask import Blueprint, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from fhir_desens.client.smart import SmartSession
+from fhir_desens.course.readback import SignedPlanSummary
 from fhir_desens.errors import FhirServerError, ForbiddenError, MappingError
 from smart_app.app_session import app_session, forget_chart
-from smart_app.orders import SignedPlanSummary, signed_plans
-from smart_app.patient_view import load_patient_page
+from smart_app.chart.page import load_patient_page
+from smart_app.orders.signed import signed_plans
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("patient", __name__, url_prefix="/s/<string(length=43):sid>")
+bp = Blueprint("patient", __name__, url_prefix="/s/<string(length=43):sid>", template_folder="templates")
 
 
 @bp.get("/")

@@ -1,0 +1,27 @@
+"""What the course needs from its host (the Flask app, a script): one small value passed to every
+lifecycle function, so the course never reaches for a web framework's globals."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from fhir_desens.client.smart import SmartSession
+from fhir_desens.client.store import SessionStore
+from fhir_desens.protocol.model import Protocol
+
+__all__ = ["CourseContext"]
+
+
+@dataclass(frozen=True)
+class CourseContext:
+    """The SMART session (FHIR base, token, patient, user), where markers of attempted writes are
+    kept (the store, under ``scope``, for ``ttl`` seconds), the protocol library and the clock."""
+
+    smart: SmartSession
+    store: SessionStore
+    protocols: Mapping[str, Protocol]
+    scope: str  # the app session id: markers of one session are never seen by another
+    ttl: float
+    clock: Callable[[], float] = field(default=time.time)

@@ -1,0 +1,286 @@
+"""A plan draft: what the clinician chose, never computed numbers, and the engine request it stands for.
+
+A :class:`PlanDraft` holds the drug, the target dose, the protocol and its settings, inserted
+steps, risk answers, confirmations and override. Every page and the signing step recompute the plan
+from it through the engine and the safety invariants (:func:`plan_for`). Where drafts are kept
+(the app's session store) is the host's business; this module is pure apart from the clock the
+caller passes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from fhir_desens.errors import (
+    InputError,
+)
+from fhir_desens.protocol.bsa import body_surface_area, dose_for_bsa
+from fhir_desens.protocol.calculate import Plan, PlanRequest, compute_plan
+from fhir_desens.protocol.crossreactivity import DrugRef
+from fhir_desens.protocol.model import ClosingMethod, Protocol, ProtocolKind, TargetKind
+from fhir_desens.protocol.quantity import (
+    Dimension,
+    Quantity,
+    display,
+    parse_decimal,
+    parse_quantity,
+    plain,
+    unit,
+)
+from fhir_desens.protocol.risk import ProtocolSuggestion, RiskAnswers, suggest_protocol
+
+#: Diluents the plan form offers (stored as the key on the draft); "" keeps the protocol's text.
+DILUENTS: dict[str, str] = {
+    "ns": "0.9% sodium chloride (NS)",
+    "d5w": "5% dextrose (D5W)",
+}
+
+
+@dataclass(frozen=True)
+class PlanDraft:
+    draft_id: str
+    patient: str  # "Patient/<id>"
+    drug: str
+    drug_rxnorm: tuple[str, ...]
+    indication: str | None
+    target: str  # the total dose after any BSA step, e.g. "400 mg"
+    dose_basis: str | None  # e.g. "75 mg/m² × BSA 1.82 m² (Mosteller; ...)"
+    protocol_id: str
+    final_rate_ml_h: str | None  # None: the protocol's default
+    bag_volume_ml: str | None
+    diluent: str | None  # a key of DILUENTS; None: the protocol's text
+    closing: str | None  # a ClosingMethod value; None: the protocol's default
+    insert_before: tuple[int, ...]  # protocol step numbers with an intermediate step before them
+    risk: dict[str, Any]  # the risk answers and the suggestion made from them
+    unlisted_confirmed: bool
+    override_reason: str | None
+    copied_from: str | None  # RequestGroup id of the signed plan this one was copied from
+    created_at: float
+    route: str | None = None  # of the drug as ordered ("oral", "intravenous")
+    order_reference: str | None = None  # "MedicationRequest/<id>" the drug was chosen from
+    dose_per_m2: str | None = None  # e.g. "75 mg/m2" when dosed by body surface area
+    height_cm: str | None = None
+    weight_kg: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["drug_rxnorm"] = list(self.drug_rxnorm)
+        data["insert_before"] = list(self.insert_before)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlanDraft:
+        values = dict(data)
+        values["drug_rxnorm"] = tuple(str(c) for c in values.get("drug_rxnorm") or ())
+        values["insert_before"] = tuple(int(n) for n in values.get("insert_before") or ())
+        values["risk"] = dict(values.get("risk") or {})
+        values["unlisted_confirmed"] = bool(values.get("unlisted_confirmed"))
+        values["created_at"] = float(values["created_at"])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def new_draft_id() -> str:
+    return secrets.token_urlsafe(16)  # 22 characters, 128 bits
+
+
+@dataclass(frozen=True)
+class CopiedSettings:
+    """What "Copy this plan" carries over from a signed plan (repeat courses): every parameter it
+    recorded, or for a plan signed without them (``recorded=False``) what its orders show."""
+
+    request_group: str  # the RequestGroup id
+    protocol_id: str | None = None
+    final_rate_ml_h: str | None = None
+    bag_volume_ml: str | None = None
+    closing: str | None = None
+    drug: str | None = None
+    drug_rxnorm: tuple[str, ...] = ()
+    diluent: str | None = None  # a key of DILUENTS
+    insert_before: tuple[int, ...] = ()
+    indication: str | None = None
+    target_dose: str | None = None  # as prescribed, e.g. "75" with dose_unit "mg/m2"
+    dose_unit: str | None = None
+    dose_basis: str | None = None  # how a per-m² dose became the signed total
+    signed_on: str | None = None  # when it was signed, for people ("2027-01-15 09:00")
+    #: False: the plan was signed without its parameters, and these were read back from its orders
+    recorded: bool = True
+
+
+@dataclass(frozen=True)
+class StartChoice:
+    """The start form, parsed: the drug, the target dose (after any BSA step) and the risk answers."""
+
+    drug: str
+    drug_rxnorm: tuple[str, ...]
+    route: str | None
+    order_reference: str | None
+    indication: str | None
+    dose: Quantity  # as typed (mg, g, ug, [iU] or mg/m2)
+    height_cm: Decimal | None
+    weight_kg: Decimal | None
+    risk: RiskAnswers
+
+
+# --- from a draft to a plan ---------------------------------------------------------------------
+
+
+def _decimal(text: str | None, field_name: str) -> Decimal | None:
+    return None if text is None else parse_decimal(text, field_name)
+
+
+def _written_for(protocol: Protocol, drug: str) -> bool:
+    name = drug.lower()
+    return any(d.lower() in name or name in d.lower() for d in protocol.drugs)
+
+
+def _with_diluent(protocol: Protocol, diluent: str) -> Protocol:
+    solutions = tuple(s if s.solid else replace(s, diluent=diluent) for s in protocol.solutions)
+    return replace(protocol, solutions=solutions)
+
+
+def plan_request_for(draft: PlanDraft, protocols: Mapping[str, Protocol]) -> PlanRequest:
+    """The engine request a draft stands for; InputError names the form field at fault."""
+    protocol = protocols.get(draft.protocol_id)
+    if protocol is None:
+        raise InputError("protocol", f"unknown protocol '{draft.protocol_id}'", "a protocol of the library")
+    target = parse_quantity(draft.target, "target_dose")
+    fixed = protocol.kind is ProtocolKind.DISCRETE and protocol.fixed_doses
+    if fixed:
+        # Fixed-dose protocols (oral penicillin, aspirin...) give their own doses; the target typed
+        # is then the therapeutic dose that follows, and must at least be of the same kind.
+        if target.dimension not in protocol.dose_dimensions:
+            kinds = " or ".join(d.value for d in protocol.dose_dimensions)
+            raise InputError(
+                "protocol",
+                f"protocol {protocol.id} gives fixed doses in {kinds}; the target dose is {target}",
+                "a protocol that doses in the target's unit",
+            )
+        if protocol.drugs and not _written_for(protocol, draft.drug):
+            raise InputError(
+                "protocol",
+                f"protocol {protocol.id} gives fixed doses of {', '.join(protocol.drugs)}, not {draft.drug}",
+                "a protocol written for this drug, or for any drug",
+            )
+    if draft.diluent is not None:
+        if draft.diluent not in DILUENTS:
+            raise InputError("diluent", f"unknown diluent '{draft.diluent}'", ", ".join(DILUENTS.values()))
+        protocol = _with_diluent(protocol, DILUENTS[draft.diluent])
+    return PlanRequest(
+        protocol=protocol,
+        drug=draft.drug,
+        target=None if fixed else target,
+        final_rate_ml_h=_decimal(draft.final_rate_ml_h, "final_rate"),
+        bag_volume_ml=_decimal(draft.bag_volume_ml, "bag_volume"),
+        closing=None if draft.closing is None else ClosingMethod.parse(draft.closing),
+        insert_before=draft.insert_before,
+    )
+
+
+def plan_for(draft: PlanDraft, protocols: Mapping[str, Protocol]) -> Plan:
+    """The exact plan of a draft; InputError / SafetyViolation when it cannot be planned safely.
+
+    ``compute_plan`` runs every safety invariant (``invariants.check_plan``) before it returns.
+    """
+    return compute_plan(plan_request_for(draft, protocols))
+
+
+def fixed_dose_note(draft: PlanDraft, plan: Plan) -> str | None:
+    """Say so when a fixed-dose protocol's total is not the target dose that was typed."""
+    target = parse_quantity(draft.target, "target_dose")
+    if plan.request.target is not None or target.canonical() == plan.target_dose:
+        return None
+    kind = "final dose" if plan.protocol.target_kind is TargetKind.FINAL_DOSE else "total"
+    return (
+        f"Protocol {plan.protocol.id} gives fixed doses: its {kind} is {plan.target_dose}. "
+        f"The target dose entered ({draft.target}) is the therapeutic dose to give after the protocol."
+    )
+
+
+# --- starting a draft ---------------------------------------------------------------------------
+
+
+def resolve_target(start: StartChoice) -> tuple[Quantity, str | None]:
+    """The total dose (after the BSA step for per-m² doses) and how it was obtained."""
+    dose = start.dose
+    if unit(dose.unit).dimension is not Dimension.DOSE_PER_AREA:
+        return dose, None
+    assert start.height_cm is not None and start.weight_kg is not None
+    bsa = body_surface_area(start.height_cm, start.weight_kg, "mosteller")
+    total = dose_for_bsa(dose, bsa)
+    basis = (
+        f"{plain(dose.value)} {unit(dose.unit).display} × BSA {display(bsa.value_m2, 2)} m² "
+        f"({bsa.formula_name} formula, height {plain(start.height_cm)} cm, weight {plain(start.weight_kg)} kg; "
+        "the dose uses the exact BSA)"
+    )
+    return total, basis
+
+
+def risk_answers(draft: PlanDraft) -> RiskAnswers:
+    grade = draft.risk.get("grade")
+    return RiskAnswers(
+        grade=int(grade) if isinstance(grade, int) else None,
+        hypotension_or_hypoxia=bool(draft.risk.get("hypotension_or_hypoxia")),
+        cardiac_or_beta_blocker=bool(draft.risk.get("cardiac_or_beta_blocker")),
+        fev1_below_80=bool(draft.risk.get("fev1_below_80")),
+    )
+
+
+def suggestion_for(draft: PlanDraft, protocols: Mapping[str, Protocol]) -> ProtocolSuggestion:
+    drug = DrugRef(draft.drug, draft.drug_rxnorm)
+    return suggest_protocol(risk_answers(draft), drug, draft.route, protocols)
+
+
+def draft_from_start(
+    start: StartChoice,
+    *,
+    patient: str,
+    protocols: Mapping[str, Protocol],
+    created_at: float,
+    copied: CopiedSettings | None = None,
+) -> PlanDraft:
+    """A new draft: the suggested protocol (or the copied plan's), protocol defaults otherwise."""
+    target, basis = resolve_target(start)
+    suggestion = suggest_protocol(start.risk, DrugRef(start.drug, start.drug_rxnorm), start.route, protocols)
+    protocol_id = suggestion.protocol_id
+    if copied is not None and copied.protocol_id is not None and copied.protocol_id in protocols:
+        protocol_id = copied.protocol_id
+    risk = {
+        "grade": start.risk.grade,
+        "hypotension_or_hypoxia": start.risk.hypotension_or_hypoxia,
+        "cardiac_or_beta_blocker": start.risk.cardiac_or_beta_blocker,
+        "fev1_below_80": start.risk.fev1_below_80,
+        "suggested_protocol": suggestion.protocol_id,
+        "high_risk": suggestion.high_risk,
+        "reasons": list(suggestion.reasons),
+    }
+    use_copy = copied is not None and protocol_id == copied.protocol_id
+    return PlanDraft(
+        draft_id=new_draft_id(),
+        patient=patient,
+        drug=start.drug,
+        drug_rxnorm=start.drug_rxnorm,
+        indication=start.indication,
+        target=str(target),
+        dose_basis=basis,
+        protocol_id=protocol_id,
+        final_rate_ml_h=copied.final_rate_ml_h if use_copy and copied else None,
+        bag_volume_ml=copied.bag_volume_ml if use_copy and copied else None,
+        diluent=copied.diluent if use_copy and copied and copied.diluent in DILUENTS else None,
+        closing=copied.closing if use_copy and copied else None,
+        insert_before=copied.insert_before if use_copy and copied else (),
+        risk=risk,
+        unlisted_confirmed=False,
+        override_reason=None,
+        copied_from=copied.request_group if copied else None,
+        created_at=created_at,
+        route=start.route,
+        order_reference=start.order_reference,
+        dose_per_m2=str(start.dose) if basis else None,
+        height_cm=None if start.height_cm is None or not basis else plain(start.height_cm),
+        weight_kg=None if start.weight_kg is None or not basis else plain(start.weight_kg),
+    )

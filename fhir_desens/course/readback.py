@@ -1,0 +1,349 @@
+"""Signed plans read back from the chart: the patient's list, one plan with its orders verified
+against the engine, the fields "Copy this plan" pre-fills, and the settings of a plan to copy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.client.smart import SmartSession
+from fhir_desens.course.chart import (
+    FHIR_ID,
+    open_client,
+    patient_reference,
+)
+from fhir_desens.course.draft import DILUENTS, PlanDraft
+from fhir_desens.errors import (
+    DesensError,
+    FhirServerError,
+    ForbiddenError,
+)
+from fhir_desens.fhir import canonical as c
+from fhir_desens.fhir.apply import OVERRIDE_NOTE, PlanParameters, plan_parameters
+from fhir_desens.fhir.orderset import StepFinding, verify_order_set
+from fhir_desens.protocol.calculate import Plan
+from fhir_desens.protocol.model import Protocol
+from fhir_desens.protocol.quantity import (
+    plain,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_SIGNED_PLANS = 100
+
+
+class SignedPlanNotFound(DesensError):
+    """No signed desensitization plan with this id in this patient's chart."""
+
+    exit_code = 2
+    http_status = 404
+
+    def __init__(self) -> None:
+        super().__init__("This signed plan was not found in this patient's chart.")
+
+
+# --- reading signed plans back --------------------------------------------------------------------------
+
+
+def _session_value(group: Mapping[str, Any]) -> str | None:
+    for identifier in group.get("identifier") or []:
+        if isinstance(identifier, Mapping) and identifier.get("system") == c.ID_SESSION:
+            value = identifier.get("value")
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _subject_is(resource: Mapping[str, Any], own: str) -> bool:
+    subject = resource.get("subject")
+    ref = subject.get("reference") if isinstance(subject, Mapping) else None
+    return isinstance(ref, str) and (ref == own or ref.endswith("/" + own))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _canonical(group: Mapping[str, Any]) -> str:
+    value = next(iter(group.get("instantiatesCanonical") or []), "")
+    return value if isinstance(value, str) else ""
+
+
+def _protocol_title(protocols: Mapping[str, Protocol], protocol_id: str | None, canonical: str) -> str:
+    protocol = protocols.get(protocol_id or "") if protocol_id else None
+    if protocol is not None:
+        return protocol.title
+    return canonical.rsplit("/", 1)[-1] or "(protocol not recorded)"
+
+
+def _dose_text(parameters: PlanParameters | None) -> str:
+    if parameters is None:
+        return "—"
+    target = str(parameters.target_dose)
+    if parameters.prescribed_dose is not None:
+        return f"{parameters.prescribed_dose} ({target})"
+    return target
+
+
+def _when(value: Any) -> str:
+    """A FHIR dateTime as "YYYY-MM-DD HH:MM" (display only; the zone stays the author's)."""
+    text = value if isinstance(value, str) else ""
+    return text[:16].replace("T", " ") if len(text) >= 16 else text or "—"
+
+
+@dataclass(frozen=True)
+class SignedPlanSummary:
+    id: str
+    authored: str  # for display
+    authored_raw: str  # the FHIR dateTime (sorting)
+    drug: str
+    dose: str
+    protocol: str
+    protocol_canonical: str
+    status: str
+    steps: int
+
+
+def _summary(group: Mapping[str, Any], protocols: Mapping[str, Protocol]) -> SignedPlanSummary:
+    parameters = plan_parameters(dict(group))
+    canonical = _canonical(group)
+    drug = parameters.drug if parameters is not None else None
+    if drug is None:
+        note = next((n.get("text") for n in group.get("note") or [] if isinstance(n, Mapping)), None)
+        drug = _text(note) or "(drug not recorded)"
+    return SignedPlanSummary(
+        id=str(group.get("id")),
+        authored=_when(group.get("authoredOn")),
+        authored_raw=str(group.get("authoredOn") or ""),
+        drug=drug,
+        dose=_dose_text(parameters),
+        protocol=_protocol_title(protocols, parameters.protocol_id if parameters else None, canonical),
+        protocol_canonical=canonical,
+        status=_text(group.get("status")) or "unknown",
+        steps=len(group.get("action") or []),
+    )
+
+
+def signed_plans(smart: SmartSession, protocols: Mapping[str, Protocol]) -> list[SignedPlanSummary]:
+    """The patient's signed desensitization plans (RequestGroups with our session identifier), newest
+    first: the newest :data:`MAX_SIGNED_PLANS` (one page; older ones stay in the EHR's order list)."""
+    own = patient_reference(smart)
+    params = {
+        "subject": own,
+        "identifier": f"{c.ID_SESSION}|",  # any value of our system (FHIR token search "system|")
+        "_sort": "-authored",
+        "_count": str(MAX_SIGNED_PLANS),
+    }
+    with open_client(smart) as client:
+        bundle = client.search("RequestGroup", params)
+    groups = [e.get("resource") for e in bundle.get("entry") or [] if isinstance(e, Mapping)]
+    ours = [
+        g
+        for g in groups
+        if isinstance(g, dict)
+        and g.get("resourceType") == "RequestGroup"
+        and _subject_is(g, own)  # a server bug must never show another patient's plans
+        and _session_value(g)
+        and FHIR_ID.match(str(g.get("id")))
+    ]
+    return sorted((_summary(g, protocols) for g in ours), key=lambda s: s.authored_raw, reverse=True)
+
+
+@dataclass(frozen=True)
+class SignedOrder:
+    """One step order as the EHR holds it."""
+
+    id: str
+    step: int | None
+    status: str
+    text: str  # the dosage instruction as signed
+    solution: str | None  # the Medication's name (e.g. "carboplatin: Bag 1 (1:100)")
+
+
+@dataclass(frozen=True)
+class SignedPlan:
+    id: str
+    session_id: str
+    status: str
+    authored: str
+    author: str | None  # "Practitioner/<id>"
+    protocol_canonical: str
+    protocol_title: str
+    parameters: PlanParameters | None
+    closing: str | None
+    indication: str | None
+    override_reason: str | None
+    notes: tuple[str, ...]
+    orders: tuple[SignedOrder, ...]
+    draft: PlanDraft | None  # the plan's parameters as a draft (recomputed through the engine)
+    plan: Plan | None  # the recomputed plan, only when it gives exactly the signed orders
+    recompute_problem: str | None  # why there is no recomputed plan (so no worksheet), for people
+    findings: tuple[StepFinding, ...] = ()  # where the orders differ from the engine's plan
+
+    @property
+    def order_count(self) -> int:
+        return len(self.orders)
+
+
+def _action_ids(group: Mapping[str, Any]) -> list[str]:
+    ids = []
+    for action in group.get("action") or []:
+        resource = action.get("resource") if isinstance(action, Mapping) else None
+        ref = resource.get("reference") if isinstance(resource, Mapping) else None
+        if isinstance(ref, str) and ref.startswith("MedicationRequest/") and FHIR_ID.match(ref[18:]):
+            ids.append(ref[18:])
+    return ids
+
+
+def _by_ids(client: FhirClient, kind: str, ids: Sequence[str], own: str | None) -> dict[str, dict[str, Any]]:
+    if not ids:
+        return {}
+    params = {"_id": ",".join(ids), "_count": str(max(len(ids), 1))}
+    if own is not None:
+        params["patient"] = own
+    found = client.search_all(kind, params, max_pages=2)
+    return {
+        str(r["id"]): r
+        for r in found
+        if r.get("resourceType") == kind and r.get("id") in ids and (own is None or _subject_is(r, own))
+    }
+
+
+def _medication_id(order: Mapping[str, Any]) -> str | None:
+    ref = order.get("medicationReference")
+    value = ref.get("reference") if isinstance(ref, Mapping) else None
+    if isinstance(value, str) and value.startswith("Medication/") and FHIR_ID.match(value[11:]):
+        return value[11:]
+    return None
+
+
+def _dosage(order: Mapping[str, Any]) -> Mapping[str, Any]:
+    dosages = order.get("dosageInstruction") or []
+    first = dosages[0] if dosages else {}
+    return first if isinstance(first, Mapping) else {}
+
+
+def _signed_order(order: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]) -> SignedOrder:
+    dosage = _dosage(order)
+    sequence = dosage.get("sequence")
+    medication = medications.get(_medication_id(order) or "")
+    code = medication.get("code") if medication else None
+    return SignedOrder(
+        id=str(order.get("id")),
+        step=sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None,
+        status=_text(order.get("status")) or "unknown",
+        text=_text(dosage.get("text")) or "(no dosage text)",
+        solution=_text(code.get("text")) if isinstance(code, Mapping) else None,
+    )
+
+
+def _diluent_key(text: str | None) -> str | None:
+    return next((key for key, value in DILUENTS.items() if value == text), None)
+
+
+def _closing(group: Mapping[str, Any]) -> str | None:
+    for extension in group.get("extension") or []:
+        if isinstance(extension, Mapping) and extension.get("url") == c.EXT_CLOSING_METHOD:
+            return _text(extension.get("valueCode"))
+    return None
+
+
+def _draft_of(group: Mapping[str, Any], parameters: PlanParameters, own: str) -> PlanDraft:
+    """The signed plan's parameters as a draft, so the engine can recompute it like any plan."""
+    return PlanDraft(
+        draft_id=str(group.get("id")),
+        patient=own,
+        drug=parameters.drug,
+        drug_rxnorm=tuple(code["code"] for code in parameters.drug_codes if code.get("system") == c.RXNORM),
+        indication=_indication(group),
+        target=str(parameters.target_dose),
+        dose_basis=parameters.dose_basis,
+        protocol_id=parameters.protocol_id,
+        final_rate_ml_h=plain(parameters.final_rate_ml_h) if parameters.final_rate_ml_h is not None else None,
+        bag_volume_ml=plain(parameters.bag_volume_ml) if parameters.bag_volume_ml is not None else None,
+        diluent=_diluent_key(parameters.diluent),
+        closing=_closing(group),
+        insert_before=parameters.insert_before,
+        risk={},
+        unlisted_confirmed=True,
+        override_reason=_override(group),
+        copied_from=None,
+        created_at=0.0,
+        dose_per_m2=str(parameters.prescribed_dose) if parameters.prescribed_dose is not None else None,
+    )
+
+
+def _indication(group: Mapping[str, Any]) -> str | None:
+    for concept in group.get("reasonCode") or []:
+        if isinstance(concept, Mapping) and _text(concept.get("text")):
+            return str(concept["text"])
+    return None
+
+
+def _notes(group: Mapping[str, Any]) -> list[str]:
+    return [
+        str(n["text"]) for n in group.get("note") or [] if isinstance(n, Mapping) and _text(n.get("text"))
+    ]
+
+
+def _override(group: Mapping[str, Any]) -> str | None:
+    return next((n[len(OVERRIDE_NOTE) :] for n in _notes(group) if n.startswith(OVERRIDE_NOTE)), None)
+
+
+def load_signed_plan(smart: SmartSession, rg_id: str, protocols: Mapping[str, Protocol]) -> SignedPlan:
+    """A signed plan of this patient: the RequestGroup, its orders and solutions, verified against the engine.
+
+    ``plan`` is the engine's recomputation from the recorded parameters
+    (:func:`fhir_desens.fhir.orderset.verify_order_set`), given only when it yields exactly the
+    signed orders; otherwise ``recompute_problem`` says why and the orders are shown as signed.
+    """
+    if not FHIR_ID.match(rg_id):
+        raise SignedPlanNotFound()
+    own = patient_reference(smart)
+    with open_client(smart) as client:
+        group = _read_group(client, rg_id, own)
+        ids = _action_ids(group)
+        found = _by_ids(client, "MedicationRequest", ids, own)
+        orders = [found[i] for i in ids if i in found]
+        medication_ids = sorted({m for m in (_medication_id(o) for o in orders) if m})
+        medications = _by_ids(client, "Medication", medication_ids, None)
+    parameters = plan_parameters(group)
+    check = verify_order_set(group, orders, medications, protocols)
+    draft = _draft_of(group, parameters, own) if parameters is not None else None
+    canonical = _canonical(group)
+    author = group.get("author")
+    return SignedPlan(
+        id=rg_id,
+        session_id=_session_value(group) or "",
+        status=_text(group.get("status")) or "unknown",
+        authored=_when(group.get("authoredOn")),
+        author=_text(author.get("reference")) if isinstance(author, Mapping) else None,
+        protocol_canonical=canonical,
+        protocol_title=_protocol_title(protocols, parameters.protocol_id if parameters else None, canonical),
+        parameters=parameters,
+        closing=_closing(group),
+        indication=_indication(group),
+        override_reason=_override(group),
+        notes=tuple(n for n in _notes(group) if not n.startswith(OVERRIDE_NOTE)),
+        orders=tuple(_signed_order(o, medications) for o in orders),
+        draft=draft,
+        plan=check.plan if check.matches else None,
+        recompute_problem=check.problem,
+        findings=check.findings,
+    )
+
+
+def _read_group(client: FhirClient, rg_id: str, own: str) -> dict[str, Any]:
+    try:
+        group = client.read("RequestGroup", rg_id).resource
+    except ForbiddenError:
+        raise SignedPlanNotFound() from None  # e.g. another patient's: never say it exists
+    except FhirServerError as error:
+        if error.status in (404, 410):
+            raise SignedPlanNotFound() from None
+        raise
+    if not _subject_is(group, own) or _session_value(group) is None:
+        raise SignedPlanNotFound()  # another patient's, or not a desensitization session
+    return group

@@ -1,0 +1,46 @@
+"""The orders concern's glue between the app session and :mod:`fhir_desens.course`: sign a draft,
+list the patient's signed plans, and a signed plan with its worksheet for the pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from fhir_desens.client.smart import SmartSession
+from fhir_desens.course import readback
+from fhir_desens.course.draft import PlanDraft
+from fhir_desens.course.readback import SignedPlan, SignedPlanSummary
+from fhir_desens.course.sign import SignResult, sign_draft
+from smart_app.app_session import AppSession
+from smart_app.library import library
+from smart_app.planning.worksheet import Worksheet, worksheet_for
+
+__all__ = ["SignedPlanPage", "load_signed_plan", "sign", "signed_plans"]
+
+
+@dataclass(frozen=True)
+class SignedPlanPage(SignedPlan):
+    """A signed plan as its pages show it: with the worksheet of the verified recomputation."""
+
+    worksheet: Worksheet | None = None
+
+
+def sign(session: AppSession, draft: PlanDraft) -> SignResult:
+    """Sign and send the draft's orders (the allergy list is read afresh before anything is written)."""
+    return sign_draft(session.course(), draft, lambda: session.allergies(fresh=True))
+
+
+def signed_plans(smart: SmartSession) -> list[SignedPlanSummary]:
+    return readback.signed_plans(smart, library())
+
+
+def load_signed_plan(
+    smart: SmartSession, rg_id: str, *, started_at: datetime | None = None
+) -> SignedPlanPage:
+    """A signed plan of this patient; the worksheet only when the engine gives exactly its orders."""
+    signed = readback.load_signed_plan(smart, rg_id, library())
+    worksheet = None
+    if signed.plan is not None:
+        worksheet = worksheet_for(signed.plan, started_at or datetime.now().astimezone())
+    values = {f.name: getattr(signed, f.name) for f in fields(SignedPlan)}
+    return SignedPlanPage(**values, worksheet=worksheet)

@@ -1,0 +1,247 @@
+"""Plan drafts: one desensitization being planned in an app session, kept server-side.
+
+A :class:`PlanDraft` holds what the clinician chose (drug, target dose, protocol and its settings,
+inserted steps, risk answers, confirmations and override), never computed numbers: every page and
+the signing step recompute the plan from it through the engine and the safety invariants
+(:func:`plan_for`). Drafts live in the session store (kind ``"draft"``, key ``"<sid>:<draft_id>"``,
+encrypted like the sessions) for the session's lifetime; a draft id is only found with the session
+id that created it, so another session's draft is "not found".
+
+The edit functions (``with_*``) take the posted form, check it and return a new draft, raising
+:class:`InputError` named after the form field; the caller recomputes the plan before saving, so an
+edit that the engine or the invariants refuse leaves the stored draft unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+
+from fhir_desens.course import draft as course_draft
+from fhir_desens.course.assessment import Assessment, MatchedAllergy, assess, signing_blockers
+from fhir_desens.course.draft import (
+    DILUENTS,
+    CopiedSettings,
+    PlanDraft,
+    draft_from_start,
+    fixed_dose_note,
+    new_draft_id,
+    plan_request_for,
+    risk_answers,
+    suggestion_for,
+)
+from fhir_desens.errors import DesensError, InputError
+from fhir_desens.protocol.calculate import Plan
+from fhir_desens.protocol.crossreactivity import DrugRef
+from fhir_desens.protocol.model import Protocol, ProtocolKind
+from fhir_desens.protocol.quantity import plain
+from smart_app.app_session import AppSession
+from smart_app.library import library
+from smart_app.planning.forms import checkbox, choice, clean_text, number, options_for
+from smart_app.services import services
+
+log = logging.getLogger(__name__)
+
+DRAFT_KIND = "draft"
+_DRAFT_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+MIN_OVERRIDE_REASON = 20
+MAX_OVERRIDE_REASON = 2000
+
+
+class DraftNotFound(DesensError):
+    """No draft with this id in this app session (unknown, expired, or another session's)."""
+
+    exit_code = 2
+    http_status = 404
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This plan was not found in this app session (it may have expired). "
+            "Start a new plan from the patient page."
+        )
+
+
+def _store_key(sid: str, draft_id: str) -> str:
+    return f"{sid}:{draft_id}"
+
+
+def save_draft(sid: str, draft: PlanDraft) -> None:
+    if not _DRAFT_ID.match(draft.draft_id):
+        raise ValueError("malformed draft id")
+    svc = services()
+    svc.store.put(DRAFT_KIND, _store_key(sid, draft.draft_id), draft.to_dict(), ttl=svc.settings.session_ttl)
+
+
+def load_draft(sid: str, draft_id: str) -> PlanDraft:
+    """The draft of this session, or :class:`DraftNotFound` (HTTP 404)."""
+    if not _DRAFT_ID.match(draft_id):
+        raise DraftNotFound()
+    data = services().store.get(DRAFT_KIND, _store_key(sid, draft_id))
+    if data is None:
+        raise DraftNotFound()
+    try:
+        draft = PlanDraft.from_dict(data)
+    except (KeyError, TypeError, ValueError):
+        log.warning("unreadable draft record")
+        raise DraftNotFound() from None
+    if draft.draft_id != draft_id:
+        raise DraftNotFound()
+    return draft
+
+
+def plan_for(draft: PlanDraft) -> Plan:
+    """The exact plan of a draft with the app's library (see :func:`fhir_desens.course.draft.plan_for`)."""
+    return course_draft.plan_for(draft, library())
+
+
+# --- edits from the plan page ----------------------------------------------------------------------
+
+
+def _posted_number(form: Mapping[str, str], name: str, *, switched: bool) -> str | None:
+    """A number field of the protocol form; absent after a protocol switch means "the default"."""
+    if switched and not (form.get(name) or "").strip():
+        return None
+    value = number(form, name)
+    return None if value is None else plain(value)
+
+
+def with_protocol_settings(
+    draft: PlanDraft, form: Mapping[str, str], protocols: Mapping[str, Protocol]
+) -> PlanDraft:
+    """The "Recalculate" form: protocol, final rate, bag volume, diluent, closing method."""
+    protocol_id = choice(form, "protocol", protocols)
+    protocol = protocols[protocol_id]
+    switched = protocol_id != draft.protocol_id
+    options = options_for(protocol)
+    final_rate = _posted_number(form, "final_rate", switched=switched) if options.final_rate else None
+    bag_volume = _posted_number(form, "bag_volume", switched=switched) if options.bag_volume else None
+    diluent: str | None = None
+    if options.diluent:
+        if switched and "diluent" not in form:
+            diluent = None
+        else:
+            diluent = choice(form, "diluent", ["", *DILUENTS]) or None
+    closing: str | None = None
+    if options.closing:
+        allowed = [c.value for c in options.closing]
+        posted = form.get("closing", "")
+        if switched and posted not in allowed:
+            closing = None  # the previous protocol's method does not apply to this one
+        else:
+            closing = choice(form, "closing", ["", *allowed]) or None
+    return replace(
+        draft,
+        protocol_id=protocol_id,
+        final_rate_ml_h=final_rate,
+        bag_volume_ml=bag_volume,
+        diluent=diluent,
+        closing=closing,
+        insert_before=() if switched else draft.insert_before,
+    )
+
+
+def _step_number(form: Mapping[str, str], name: str, count: int) -> int:
+    raw = (form.get(name) or "").strip()
+    accepted = f"a step number from 1 to {count}"
+    if not raw:
+        raise InputError(name, "is empty", accepted)
+    if not raw.isdigit() or len(raw) > 4:
+        raise InputError(name, f"'{raw[:12]}' is not a step number", accepted)
+    value = int(raw)
+    if not 1 <= value <= count:
+        raise InputError(name, f"there is no step {value} in this plan", accepted)
+    return value
+
+
+def _protocol_step(plan: Plan, number: int) -> int | None:
+    """The protocol's own number of the plan's step ``number`` (None for an inserted step)."""
+    return plan.steps[number - 1].protocol_step
+
+
+def with_insertion(draft: PlanDraft, plan: Plan, form: Mapping[str, str]) -> PlanDraft:
+    """ "Insert a step before step N" (N as numbered on the worksheet)."""
+    if plan.protocol.kind is not ProtocolKind.INFUSION:
+        raise InputError("insert_before", "steps can be inserted in infusion protocols only")
+    number_ = _step_number(form, "insert_before", len(plan.steps))
+    protocol_step = _protocol_step(plan, number_)
+    if protocol_step is None:
+        raise InputError(
+            "insert_before",
+            f"step {number_} is an inserted step",
+            "the number of one of the protocol's own steps",
+        )
+    if protocol_step in draft.insert_before:
+        raise InputError(
+            "insert_before", f"a step is already inserted before step {number_}", "another step number"
+        )
+    return replace(draft, insert_before=tuple(sorted((*draft.insert_before, protocol_step))))
+
+
+def without_insertion(draft: PlanDraft, plan: Plan, form: Mapping[str, str]) -> PlanDraft:
+    """ "Remove inserted step N": the insertion before the protocol step that follows it."""
+    number_ = _step_number(form, "remove", len(plan.steps))
+    if not plan.steps[number_ - 1].inserted:
+        raise InputError(
+            "remove", f"step {number_} is not an inserted step", "the number of an inserted step"
+        )
+    before = _protocol_step(plan, number_ + 1) if number_ < len(plan.steps) else None
+    if before is None or before not in draft.insert_before:
+        raise InputError("remove", f"step {number_} cannot be matched to an insertion", "reload the page")
+    return replace(draft, insert_before=tuple(n for n in draft.insert_before if n != before))
+
+
+def assessment_for(session: AppSession, draft: PlanDraft, *, fresh: bool = False) -> Assessment:
+    """The draft's drug against the session's allergy list (briefly cached; ``fresh`` reads it from the
+    EHR again, as signing does)."""
+    return assess(DrugRef(draft.drug, draft.drug_rxnorm), session.allergies(fresh=fresh))
+
+
+def with_unlisted_confirmed(draft: PlanDraft, assessment: Assessment, form: Mapping[str, str]) -> PlanDraft:
+    if not assessment.unlisted:
+        raise InputError("confirm_unlisted", "the drug is on the allergy list; there is nothing to confirm")
+    if not checkbox(form, "confirm_unlisted"):
+        raise InputError("confirm_unlisted", "the box is not ticked", "tick the box, then Confirm")
+    return replace(draft, unlisted_confirmed=True)
+
+
+def with_override(draft: PlanDraft, assessment: Assessment, form: Mapping[str, str]) -> PlanDraft:
+    if not assessment.contraindicated:
+        raise InputError("override_reason", "no contraindication was found; there is nothing to override")
+    accepted = f"at least {MIN_OVERRIDE_REASON} characters saying why desensitization is still indicated"
+    reason = clean_text(form, "override_reason", MAX_OVERRIDE_REASON)
+    if reason is None:
+        raise InputError("override_reason", "is empty", accepted)
+    if len(reason) < MIN_OVERRIDE_REASON:
+        raise InputError("override_reason", f"is only {len(reason)} characters long", accepted)
+    return replace(draft, override_reason=reason)
+
+
+__all__ = [
+    "DILUENTS",
+    "DRAFT_KIND",
+    "Assessment",
+    "CopiedSettings",
+    "DraftNotFound",
+    "MatchedAllergy",
+    "PlanDraft",
+    "assess",
+    "assessment_for",
+    "draft_from_start",
+    "fixed_dose_note",
+    "library",
+    "load_draft",
+    "new_draft_id",
+    "plan_for",
+    "plan_request_for",
+    "risk_answers",
+    "save_draft",
+    "signing_blockers",
+    "suggestion_for",
+    "with_insertion",
+    "with_override",
+    "with_protocol_settings",
+    "with_unlisted_confirmed",
+    "without_insertion",
+]

@@ -1,0 +1,212 @@
+"""The worksheet view-model: an engine plan formatted for people (every number is the engine's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from fhir_desens.fhir.plandefinition import canonical_url
+from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
+from fhir_desens.protocol.model import ProtocolKind
+from fhir_desens.protocol.quantity import (
+    display,
+    unit,
+)
+from fhir_desens.protocol.report import clock_text, dose_text
+from smart_app.planning.forms import CLOSING_TEXT
+from smart_app.planning.timeline import timeline_svg
+
+# --- the worksheet view-model ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SolutionRow:
+    number: int
+    label: str
+    strength: str
+    concentration: str
+    volume: str
+    drug_amount: str
+    infused: str
+    diluent: str
+    steps: str  # "1-4": the steps that use it
+
+
+@dataclass(frozen=True)
+class StepRow:
+    number: int
+    solution: int
+    rate: str
+    minutes: str
+    volume: str
+    dose: str
+    cumulative: str
+    elapsed: str
+    clock: str
+    inserted: bool
+    closing: bool
+    note: str | None
+
+
+@dataclass(frozen=True)
+class PremedicationRow:
+    drug: str
+    dose: str
+    route: str
+    timing: str
+    condition: str | None
+    clock: str | None
+
+
+@dataclass(frozen=True)
+class Worksheet:
+    """Everything a worksheet shows, as display text (the partial ``_worksheet.html`` renders it)."""
+
+    title: str
+    protocol_id: str
+    protocol_version: str
+    protocol_canonical: str  # url|version
+    evidence: str
+    route: str
+    infusion: bool
+    drug: str
+    target: str
+    dose_unit: str
+    closing: str | None
+    final_rate: str | None
+    solutions: tuple[SolutionRow, ...]
+    steps: tuple[StepRow, ...]
+    total_minutes: str
+    total_time: str
+    started_at: str  # "2027-01-15 09:00 CET"
+    ends_at: str
+    premedications: tuple[PremedicationRow, ...]
+    nursing_instructions: tuple[str, ...]
+    warnings: tuple[str, ...]
+    timeline_svg: str = field(repr=False)
+
+    @property
+    def step_count(self) -> int:
+        return len(self.steps)
+
+
+def _amount(value: Decimal | None, unit_code: str) -> str:
+    return "—" if value is None else f"{dose_text(value)} {unit(unit_code).display}"
+
+
+def _ml(value: Decimal | None, places: int = 3) -> str:
+    return "—" if value is None else f"{display(value, places)} mL"
+
+
+def _clock(start: datetime, minutes: Decimal) -> datetime:
+    seconds = int(display(minutes * 60, 0))  # display rounding: to the second, for the clock only
+    return start + timedelta(seconds=seconds)
+
+
+def _hhmm(moment: datetime) -> str:
+    return moment.strftime("%H:%M")
+
+
+def _ranges(numbers: list[int]) -> str:
+    if not numbers:
+        return "—"
+    return str(numbers[0]) if len(numbers) == 1 else f"{numbers[0]}-{numbers[-1]}"
+
+
+def _solution_row(plan: Plan, solution: PlannedSolution) -> SolutionRow:
+    dose_unit = plan.dose_unit
+    steps = [s.number for s in plan.steps if s.solution == solution.number]
+    if solution.unit_dose is not None:  # tablets/capsules
+        count = solution.units_used or Decimal(0)
+        return SolutionRow(
+            number=solution.number,
+            label=solution.label,
+            strength=solution.strength,
+            concentration=f"{_amount(solution.unit_dose.value, dose_unit)} per unit",
+            volume="—",
+            drug_amount=_amount(solution.drug_amount.value, dose_unit),
+            infused=f"{display(count, 2)} units",
+            diluent="—",
+            steps=_ranges(steps),
+        )
+    assert solution.concentration is not None
+    return SolutionRow(
+        number=solution.number,
+        label=solution.label,
+        strength=solution.strength,
+        concentration=f"{dose_text(solution.concentration.value)} {unit(solution.concentration.unit).display}",
+        volume=_ml(solution.volume_ml, 2),
+        drug_amount=_amount(solution.drug_amount.value, dose_unit),
+        infused=_ml(solution.volume_infused_ml),
+        diluent=solution.diluent or "—",
+        steps=_ranges(steps),
+    )
+
+
+def _step_row(plan: Plan, step: PlannedStep, start: datetime) -> StepRow:
+    if step.units is not None:
+        volume = f"{display(step.units, 2)} unit(s)"
+    else:
+        volume = "—" if step.volume_ml is None else display(step.volume_ml, 3)
+    return StepRow(
+        number=step.number,
+        solution=step.solution,
+        rate="—" if step.rate_ml_h is None else display(step.rate_ml_h, 3),
+        minutes=display(step.minutes, 3),
+        volume=volume,
+        dose=_amount(step.dose.value, plan.dose_unit),
+        cumulative=_amount(step.cumulative_dose.value, plan.dose_unit),
+        elapsed=clock_text(step.start_minute),
+        clock=_hhmm(_clock(start, step.start_minute)),
+        inserted=step.inserted,
+        closing=step.closing,
+        note=step.note,
+    )
+
+
+def worksheet_for(plan: Plan, started_at: datetime) -> Worksheet:
+    """The worksheet of an engine plan; clock times count from ``started_at`` (timezone-aware)."""
+    if started_at.tzinfo is None:
+        raise ValueError("started_at needs a time zone")
+    protocol = plan.protocol
+    premeds = tuple(
+        PremedicationRow(
+            drug=p.drug,
+            dose=p.dose,
+            route=p.route,
+            timing=p.timing,
+            condition=p.condition,
+            clock=None if p.offset_minutes is None else _hhmm(_clock(started_at, p.offset_minutes)),
+        )
+        for p in plan.premedications
+    )
+    return Worksheet(
+        title=protocol.title,
+        protocol_id=protocol.id,
+        protocol_version=protocol.version,
+        protocol_canonical=f"{canonical_url(protocol)}|{protocol.version}",
+        evidence=protocol.evidence.value,
+        route=protocol.route,
+        infusion=protocol.kind is ProtocolKind.INFUSION,
+        drug=plan.drug,
+        target=_amount(plan.target_dose.value, plan.dose_unit),
+        dose_unit=unit(plan.dose_unit).display,
+        closing=CLOSING_TEXT.get(plan.closing) if plan.closing is not None else None,
+        final_rate=None if plan.final_rate_ml_h is None else f"{display(plan.final_rate_ml_h, 3)} mL/h",
+        solutions=tuple(_solution_row(plan, s) for s in plan.solutions),
+        steps=tuple(_step_row(plan, s, started_at) for s in plan.steps),
+        total_minutes=display(plan.total_minutes, 3),
+        total_time=clock_text(plan.total_minutes),
+        started_at=started_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        ends_at=_clock(started_at, plan.total_minutes).strftime("%Y-%m-%d %H:%M %Z").strip(),
+        premedications=premeds,
+        nursing_instructions=plan.nursing_instructions,
+        warnings=plan.warnings,
+        timeline_svg=timeline_svg(plan),
+    )
+
+
+def local_now(epoch: float) -> datetime:
+    """The server's local time (clock times on the worksheet say which zone they are in)."""
+    return datetime.fromtimestamp(epoch).astimezone()

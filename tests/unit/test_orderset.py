@@ -1,0 +1,102 @@
+"""A signed order set recomputed against the engine, step by step (fhir_desens.fhir.orderset)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from fhir_desens.fhir.apply import ApplyContext, apply_plan
+from fhir_desens.fhir.orderset import compare_orders, verify_order_set
+from fhir_desens.protocol.calculate import PlanRequest, compute_plan
+from fhir_desens.protocol.library import builtin_protocols
+from fhir_desens.protocol.quantity import Quantity
+
+AUTHORED = datetime(2026, 11, 22, 9, 30, tzinfo=timezone(timedelta(hours=-5)))
+CONTEXT = ApplyContext("Patient/p1", "Practitioner/a1", None, AUTHORED)
+PROTOCOLS = builtin_protocols()
+
+
+def signed_set(
+    protocol_id: str = "iv-12-step-3-bag",
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """The RequestGroup, step orders and Medications of $apply, as a server would store them
+    (urn:uuid references replaced by ids)."""
+    protocol = PROTOCOLS[protocol_id]
+    target = None if protocol.kind.value == "discrete" else Quantity(Decimal("400"), "mg")
+    bundle = apply_plan(compute_plan(PlanRequest(protocol, "carboplatin", target)), CONTEXT)
+    ids = {}
+    for n, entry in enumerate(bundle["entry"]):
+        kind = entry["resource"]["resourceType"]
+        ids[entry["fullUrl"]] = f"{kind}/{kind.lower()}-{n}"
+        entry["resource"]["id"] = f"{kind.lower()}-{n}"
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return ids.get(value, value) if isinstance(value, str) else value
+
+    resources = [resolve(e["resource"]) for e in bundle["entry"]]
+    group = next(r for r in resources if r["resourceType"] == "RequestGroup")
+    orders = [r for r in resources if r["resourceType"] == "MedicationRequest"]
+    medications = {r["id"]: r for r in resources if r["resourceType"] == "Medication"}
+    return group, orders, medications
+
+
+@pytest.mark.parametrize("protocol_id", list(PROTOCOLS))
+def test_an_unchanged_order_set_matches_the_engine(protocol_id: str) -> None:
+    group, orders, medications = signed_set(protocol_id)
+    check = verify_order_set(group, orders, medications, PROTOCOLS)
+    assert check.matches, [f.describe() for f in check.findings] or check.problem
+    assert check.plan is not None and len(check.plan.steps) == len(orders)
+
+
+def test_a_changed_dose_is_named_with_its_step_and_both_values() -> None:
+    group, orders, medications = signed_set()
+    dose = orders[2]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
+    stated = dose["value"] * 10
+    dose["value"] = stated
+    check = verify_order_set(group, orders, medications, PROTOCOLS)
+    assert not check.matches
+    [finding] = check.findings
+    assert (finding.step, finding.element) == (3, "dose")
+    assert finding.stated != finding.expected
+    assert "step 3: dose is" in finding.describe()
+
+
+def test_a_changed_rate_duration_and_concentration_are_each_found() -> None:
+    group, orders, medications = signed_set()
+    tampered = copy.deepcopy(orders)
+    tampered[0]["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"]["value"] = Decimal("999")
+    tampered[1]["dosageInstruction"][0]["timing"]["repeat"]["duration"] = Decimal("1")
+    medication_id = tampered[11]["medicationReference"]["reference"].split("/")[1]
+    medications = copy.deepcopy(medications)
+    medications[medication_id]["ingredient"][0]["strength"]["numerator"]["value"] = Decimal("15.9")
+    findings = {
+        (f.step, f.element)
+        for f in compare_orders(verify_order_set(group, orders, None, PROTOCOLS).plan, tampered, medications)
+    }  # type: ignore[arg-type]
+    assert {(1, "rate"), (2, "duration"), (12, "concentration")} <= findings
+
+
+def test_a_missing_step_order_is_reported_for_the_set() -> None:
+    group, orders, medications = signed_set()
+    check = verify_order_set(group, orders[:-1], medications, PROTOCOLS)
+    assert [(f.step, f.element, f.expected, f.stated) for f in check.findings] == [
+        (None, "steps", "12", "11")
+    ]
+    assert not check.matches
+
+
+def test_what_cannot_be_recomputed_is_a_problem_not_an_exception() -> None:
+    group, orders, medications = signed_set()
+    bare = {k: v for k, v in group.items() if k != "extension"}
+    assert verify_order_set(bare, orders, medications, PROTOCOLS).problem is not None
+    assert "not in this app's library" in (verify_order_set(group, orders, medications, {}).problem or "")
+    other_version = {**group, "instantiatesCanonical": [group["instantiatesCanonical"][0] + ".9"]}
+    assert "version" in (verify_order_set(other_version, orders, medications, PROTOCOLS).problem or "")
