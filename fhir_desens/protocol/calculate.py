@@ -463,7 +463,8 @@ class _InfusionPlanner:
             left = sub(solution.volume_ml, solution.volume_infused_ml)
             self.warnings.append(
                 f"Solution {solution.number} is dispensed as {display(solution.volume_ml, 2)} mL but only "
-                f"{display(solution.volume_infused_ml, 3)} mL are infused; discard the remaining "
+                f"{display(solution.volume_infused_ml, 3)} mL are infused. Keep the bag at the bedside until the "
+                f"session ends (a step back after a reaction may need it), then discard the remaining "
                 f"{display(left, 3)} mL. The total volume and dose dispensed are more than the target dose."
             )
         for step in steps:

@@ -9,6 +9,7 @@ happens only in :func:`display`, which states its rule.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from enum import Enum
@@ -242,3 +243,11 @@ def display_significant(value: Decimal, digits: int = 4, max_places: int = 6) ->
     exponent = value.adjusted()
     places = max(0, min(max_places, digits - 1 - exponent))
     return display(value, places)
+
+
+def total(values: Iterable[Decimal]) -> Decimal:
+    """The exact sum of ``values`` (0 for none), in the engine's exact context."""
+    result = Decimal(0)
+    for value in values:
+        result = add(result, value)
+    return result

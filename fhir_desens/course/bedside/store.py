@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from fhir_desens.course.bedside.entries import Entry, NewEntry
 from fhir_desens.errors import ConfigurationError, DesensError, InputError
 
 SCHEMA = (
@@ -67,38 +68,6 @@ class DuplicateEntryError(DesensError):
 
     exit_code = 6
     http_status = 409
-
-
-@dataclass(frozen=True)
-class NewEntry:
-    """What a screen submits: ``entry_id`` is generated where the entry was typed."""
-
-    entry_id: str
-    session_id: str
-    kind: str
-    data: Mapping[str, Any]
-    author: str
-
-    def same_content(self, stored: Entry) -> bool:
-        return (
-            stored.session_id == self.session_id
-            and stored.kind == self.kind
-            and stored.data == json.loads(json.dumps(dict(self.data)))
-            and stored.author == self.author
-        )
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A stored entry; ``seq`` orders the log across the whole store."""
-
-    seq: int
-    entry_id: str
-    session_id: str
-    kind: str
-    data: dict[str, Any]
-    author: str
-    recorded_at: datetime
 
 
 @dataclass(frozen=True)

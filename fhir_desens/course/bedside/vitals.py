@@ -1,0 +1,126 @@
+"""Vital signs at the bedside: what is impossible (refused), what is flagged, and when the next set is due.
+
+Impossible values are refused with the field named (a typing error, not a patient). Flags are for the nurse's
+eye, not decisions: the thresholds are DESIGN (adult infusion-room values), and a fall of systolic pressure by
+more than 20 % from the baseline set is flagged too (hypotension is how anaphylaxis shows). Vitals are due
+every 15 minutes while a step runs and every 30 in the final step (clinical.md S4; bedside.md 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from fhir_desens.errors import InputError
+from fhir_desens.protocol.quantity import parse_decimal
+
+EVERY = timedelta(minutes=15)
+EVERY_IN_FINAL_STEP = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Measure:
+    field: str
+    label: str
+    unit: str  # UCUM
+    possible: tuple[Decimal, Decimal]  # outside: refused as impossible
+    expected: tuple[Decimal, Decimal]  # outside: flagged low/high
+
+
+MEASURES = (
+    Measure(
+        "systolic",
+        "Systolic blood pressure",
+        "mm[Hg]",
+        (Decimal(40), Decimal(300)),
+        (Decimal(90), Decimal(180)),
+    ),
+    Measure(
+        "diastolic",
+        "Diastolic blood pressure",
+        "mm[Hg]",
+        (Decimal(20), Decimal(200)),
+        (Decimal(50), Decimal(110)),
+    ),
+    Measure("heart_rate", "Heart rate", "/min", (Decimal(20), Decimal(300)), (Decimal(50), Decimal(120))),
+    Measure(
+        "respiratory_rate", "Respiratory rate", "/min", (Decimal(4), Decimal(80)), (Decimal(10), Decimal(24))
+    ),
+    Measure("spo2", "Oxygen saturation", "%", (Decimal(50), Decimal(100)), (Decimal(92), Decimal(100))),
+    Measure(
+        "temperature",
+        "Body temperature",
+        "Cel",
+        (Decimal(30), Decimal(45)),
+        (Decimal("35.5"), Decimal("38.0")),
+    ),
+    Measure(
+        "peak_flow",
+        "Peak expiratory flow",
+        "L/min",
+        (Decimal(30), Decimal(1000)),
+        (Decimal(150), Decimal(900)),
+    ),
+)
+BY_FIELD = {m.field: m for m in MEASURES}
+REQUIRED = ("systolic", "diastolic", "heart_rate", "respiratory_rate", "spo2")
+
+
+@dataclass(frozen=True)
+class VitalSigns:
+    values: dict[str, Decimal]
+
+    def flags(self, baseline: VitalSigns | None = None) -> dict[str, str]:
+        """``{field: "low"|"high"|"fall from baseline"}`` for values outside the expected range."""
+        result: dict[str, str] = {}
+        for name, value in self.values.items():
+            low, high = BY_FIELD[name].expected
+            if value < low:
+                result[name] = "low"
+            elif value > high:
+                result[name] = "high"
+        fell = (
+            baseline is not None
+            and "systolic" in baseline.values
+            and self.values["systolic"] < baseline.values["systolic"] * Decimal("0.8")
+        )
+        if fell and "systolic" not in result:
+            result["systolic"] = "fall from baseline"
+        return result
+
+
+def parse_vitals(data: dict[str, Any]) -> VitalSigns:
+    """Parse a vitals form; impossible or missing required values raise InputError naming the field."""
+    values: dict[str, Decimal] = {}
+    for measure in MEASURES:
+        raw = data.get(measure.field)
+        if raw is None or str(raw).strip() == "":
+            if measure.field in REQUIRED:
+                raise InputError(measure.field, "is required", f"{measure.label} in {measure.unit}")
+            continue
+        value = parse_decimal(str(raw), measure.field)
+        low, high = measure.possible
+        if not low <= value <= high:
+            raise InputError(
+                measure.field,
+                f"{raw} is not a possible {measure.label.lower()}",
+                f"{low} to {high} {measure.unit}",
+            )
+        values[measure.field] = value
+    if values["diastolic"] >= values["systolic"]:
+        raise InputError(
+            "diastolic", "must be lower than the systolic pressure", "a value below the systolic"
+        )
+    return VitalSigns(values)
+
+
+def next_due(last: datetime | None, running_final_step: bool) -> datetime | None:
+    """When the next set is due (``None``: no set yet, so one is due now)."""
+    if last is None:
+        return None
+    return last + (EVERY_IN_FINAL_STEP if running_final_step else EVERY)
+
+
+__all__ = ["MEASURES", "Measure", "VitalSigns", "next_due", "parse_vitals"]

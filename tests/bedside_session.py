@@ -1,0 +1,118 @@
+"""A scripted 12-step carboplatin session for the bedside tests (injected clock, no I/O)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from fhir_desens.course.bedside.entries import Entry, NewEntry
+from fhir_desens.course.bedside.session import SessionState, accept, fold
+from fhir_desens.protocol.calculate import Plan, PlanRequest, compute_plan
+from fhir_desens.protocol.library import builtin_protocols
+from fhir_desens.protocol.quantity import Quantity
+
+NURSE = "Practitioner/nurse-1"
+ALLERGIST = "Practitioner/allergist-1"
+START = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+VITALS = {
+    "systolic": "122",
+    "diastolic": "78",
+    "heart_rate": "76",
+    "respiratory_rate": "14",
+    "spo2": "98",
+    "temperature": "36.8",
+}
+
+
+def carboplatin_plan() -> Plan:
+    protocol = builtin_protocols()["iv-12-step-3-bag"]
+    return compute_plan(
+        PlanRequest(
+            protocol=protocol,
+            drug="carboplatin",
+            target=Quantity(Decimal(400), "mg"),
+            final_rate_ml_h=Decimal(80),
+            bag_volume_ml=Decimal(250),
+        )
+    )
+
+
+@dataclass
+class Bedside:
+    """Entries recorded in memory, each checked exactly as the store checks them."""
+
+    plan: Plan = field(default_factory=carboplatin_plan)
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    now: datetime = START
+    entries: list[Entry] = field(default_factory=list)
+
+    def at(self, minutes: float = 0) -> str:
+        return (self.now + timedelta(minutes=minutes)).isoformat()
+
+    def record(self, kind: str, author: str = NURSE, **data: Any) -> NewEntry:
+        data.setdefault("at", self.now.isoformat())
+        new = NewEntry(str(uuid.uuid4()), self.session_id, kind, data, author)
+        accept(self.plan, self.entries, new, self.now)
+        self.entries.append(
+            Entry(len(self.entries) + 1, new.entry_id, new.session_id, kind, dict(data), author, self.now)
+        )
+        return new
+
+    def advance(self, minutes: float) -> None:
+        self.now += timedelta(minutes=minutes)
+
+    @property
+    def state(self) -> SessionState:
+        return fold(self.plan, self.entries)
+
+    def start(self) -> None:
+        self.record("session-start", patient="Patient/p1", encounter="Encounter/e1",
+                    request_group="RequestGroup/rg1",
+                    step_requests={str(n): f"MedicationRequest/mr{n}" for n in range(1, 13)})  # fmt: skip
+        for item in ("consent", "iv-access", "emergency-kit"):
+            self.record("checklist", item=item)
+        for name in ("diphenhydramine", "famotidine"):
+            self.record("checklist", item="premedication", name=name, dose="as ordered")
+        self.record("vitals", **VITALS)
+
+    def run_row(self, row: int, minutes: float | None = None, *, stop: bool = True) -> None:
+        state = self.state
+        step = state.row(row)
+        assert step is not None
+        self.record("step-start", row=row, rate_ml_h=str(step.step.rate_ml_h))
+        length = float(step.step.minutes) if minutes is None else minutes
+        if stop and minutes is None and step is state.rows[-1]:
+            length += 1  # the pump stops at its volume to be infused; the nurse stops the step after
+        if length >= 15:
+            self.advance(length / 2)
+            self.record("vitals", **VITALS)
+            self.advance(length - length / 2)
+        else:
+            self.advance(length)
+        if stop:
+            self.record("step-stop", row=row)
+            self.record("symptom-check", row=row, symptoms=["none"])
+
+    def reaction_at_step_11(self) -> None:
+        """Steps 1-10 as planned, a mild reaction 6 min into step 11, one step back, finish."""
+        self.start()
+        self.advance(20)
+        for row in range(1, 11):
+            self.run_row(row)
+        self.run_row(11, 6, stop=False)
+        self.record("reaction", symptoms=["itching", "wheal"], grade="mild", phenotype="type-i")
+        self.advance(2)
+        self.record("treatment", treatment="antihistamine-h1", dose="diphenhydramine 50 mg IV")
+        self.advance(18)
+        self.record("resolved")
+        self.advance(2)
+        self.record("resume", option="back-one-step")
+        state = self.state
+        for row in state.rows[11:]:
+            self.run_row(row.number)
+        self.advance(30)
+        self.record("vitals", **VITALS)
+        self.record("complete", outcome="completed", observation_end=self.at(), next_dose="continuous")

@@ -1,0 +1,212 @@
+"""The bedside session domain: a whole session, reactions and re-plans, and every refusal naming its field."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fhir_desens.errors import ConflictError, InputError
+from tests.bedside_session import ALLERGIST, VITALS, Bedside
+
+
+def test_a_whole_session_with_a_reaction_at_step_11_reaches_the_target_exactly() -> None:
+    bedside = Bedside()
+    bedside.reaction_at_step_11()
+    state = bedside.state
+    assert state.phase == "completed"
+    assert state.delivered == Decimal(400)
+    [reaction] = state.reactions
+    assert reaction.row.number == 11 and reaction.minutes_into_step == 6
+    # 6 minutes at 40 mL/h of 1.587408 mg/mL: 4 mL, 6.349632 mg on top of steps 1-10
+    assert reaction.volume_so_far == Decimal(4)
+    assert reaction.dose_so_far == Decimal("15.0535600000") + Decimal("6.3496320")
+    statuses = [s.status for s in state.segments]
+    assert statuses.count("stopped") == 1 and statuses[10] == "stopped"
+    assert [s.row.step.protocol_step for s in state.segments[11:]] == [10, 11, 12]
+    assert state.rows[11].label == "Step 10 again (stepped back after a reaction)"
+    running = Decimal(0)
+    for segment in state.segments:
+        running += segment.dose
+        assert segment.cumulative == running
+    assert state.completion is not None and state.completion["next_dose"] == "continuous"
+
+
+def test_resume_options_come_from_the_engine_and_never_exceed_the_target() -> None:
+    bedside = Bedside()
+    bedside.start()
+    for row in range(1, 11):
+        bedside.run_row(row)
+    bedside.run_row(11, 6, stop=False)
+    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    options = bedside.state.resume_options()
+    assert set(options) >= {"resume-same-step", "back-one-step", "back-two-steps", "stop"}
+    for option, choice in options.items():
+        assert not isinstance(choice, str), option
+        assert choice.total <= Decimal(400)
+        if option != "stop":
+            assert choice.reaches_target
+    back_two = options["back-two-steps"]
+    assert not isinstance(back_two, str)
+    assert not any("Runs from bag" in n for n in back_two.notes)  # steps 9-10 are bag 3 too
+    stop = options["stop"]
+    assert not isinstance(stop, str) and stop.rows == [] and not stop.reaches_target
+
+
+def test_stepping_back_into_an_earlier_bag_says_to_keep_it() -> None:
+    bedside = Bedside()
+    bedside.start()
+    for row in range(1, 9):
+        bedside.run_row(row)
+    bedside.run_row(9, 5, stop=False)
+    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    choice = bedside.state.resume_options()["back-one-step"]
+    assert not isinstance(choice, str)
+    assert choice.rows[0].solution == 2
+    assert any("Runs from bag 2 again" in note and "Keep every bag" in note for note in choice.notes)
+
+
+def test_a_longer_step_is_taken_into_account_when_resuming() -> None:
+    """Step 10 ran 3 minutes over: the re-plan ends exactly on the target all the same."""
+    bedside = Bedside()
+    bedside.start()
+    for row in range(1, 10):
+        bedside.run_row(row)
+    bedside.run_row(10, 18)
+    bedside.run_row(11, 4, stop=False)
+    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    state = bedside.state
+    assert state.delivered > Decimal("15.0535600000") + Decimal("4") * Decimal("1.587408") * Decimal(
+        "40"
+    ) / 60 / Decimal("1.587408") * Decimal("0")  # ran longer than planned
+    for option in ("resume-same-step", "back-one-step"):
+        choice = state.resume_options()[option]
+        assert not isinstance(choice, str)
+        assert choice.total == Decimal(400)
+
+
+def test_moderate_reaction_needs_the_allergist_to_resume() -> None:
+    bedside = Bedside()
+    bedside.start()
+    bedside.run_row(1)
+    bedside.run_row(2, 5, stop=False)
+    bedside.record("reaction", symptoms=["wheezing"], grade="moderate", phenotype="type-i")
+    bedside.advance(10)
+    bedside.record("resolved")
+    with pytest.raises(InputError) as refused:
+        bedside.record("resume", option="resume-same-step")
+    assert refused.value.field == "allergist"
+    bedside.record("resume", author=ALLERGIST, option="resume-same-step", allergist="Dr A. Allergist")
+    assert bedside.state.phase == "between-steps"
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "field"),
+    [
+        ("vitals", {**VITALS, "heart_rate": "400"}, "heart_rate"),
+        ("vitals", {**VITALS, "diastolic": "130"}, "diastolic"),
+        ("vitals", {**VITALS, "spo2": ""}, "spo2"),
+        ("step-start", {"row": 1, "rate_ml_h": "50"}, "rate_ml_h"),
+        ("step-start", {"row": 99}, "row"),
+        ("reaction", {"symptoms": ["itching"], "grade": "terrible", "phenotype": "type-i"}, "grade"),
+        ("checklist", {"item": "coffee"}, "item"),
+    ],
+)
+def test_bad_input_is_refused_with_the_field_named(kind: str, data: dict[str, object], field: str) -> None:
+    bedside = Bedside()
+    bedside.start()
+    if kind == "reaction":
+        bedside.run_row(1, 5, stop=False)
+    with pytest.raises(InputError) as refused:
+        bedside.record(kind, **data)
+    assert refused.value.field == field
+
+
+def test_times_out_of_order_are_refused() -> None:
+    bedside = Bedside()
+    bedside.start()
+    bedside.record("step-start", row=1)
+    with pytest.raises(InputError) as refused:
+        bedside.record("step-stop", row=1, at=(bedside.now - timedelta(minutes=1)).isoformat())
+    assert refused.value.field == "at"
+    with pytest.raises(InputError, match="future"):
+        bedside.record("step-stop", row=1, at=(bedside.now + timedelta(hours=1)).isoformat())
+
+
+def test_a_stop_time_that_would_exceed_the_target_is_refused() -> None:
+    bedside = Bedside()
+    bedside.start()
+    for row in range(1, 12):
+        bedside.run_row(row)
+    bedside.record("step-start", row=12)
+    bedside.advance(200)  # the last step needs 174.375 min: the pump stopped at its volume
+    with pytest.raises(InputError) as refused:
+        bedside.record("step-stop", row=12, volume_ml="240")
+    assert refused.value.field == "volume_ml" and "above the target" in str(refused.value)
+    bedside.record("step-stop", row=12)
+    assert bedside.state.delivered == Decimal(400)
+
+
+def test_the_checklist_must_be_complete_before_step_1() -> None:
+    bedside = Bedside()
+    bedside.record("session-start", patient="Patient/p1")
+    bedside.record("checklist", item="consent")
+    with pytest.raises(InputError) as refused:
+        bedside.record("step-start", row=1)
+    assert refused.value.field == "checklist"
+    assert "iv-access" in str(refused.value) and "baseline-vitals" in str(refused.value)
+
+
+def test_two_screens_cannot_start_the_same_step_twice() -> None:
+    bedside = Bedside()
+    bedside.start()
+    bedside.record("step-start", row=1)
+    with pytest.raises(ConflictError):
+        bedside.record("step-start", row=1)
+
+
+def test_corrections_void_an_entry_without_changing_it() -> None:
+    bedside = Bedside()
+    bedside.start()
+    wrong = bedside.record("vitals", **{**VITALS, "heart_rate": "150"})
+    bedside.record("entered-in-error", target=wrong.entry_id, reason="typed the wrong patient's value")
+    state = bedside.state
+    assert wrong.entry_id in state.voided
+    assert all(v.entry_id != wrong.entry_id for v in state.vitals)
+    assert any(e.entry_id == wrong.entry_id for e in bedside.entries)  # still in the log
+
+
+def test_the_baseline_cannot_be_voided_once_step_1_ran_on_it() -> None:
+    bedside = Bedside()
+    bedside.start()
+    baseline = bedside.state.vitals[0].entry_id
+    bedside.run_row(1)
+    with pytest.raises(InputError) as refused:
+        bedside.record("entered-in-error", target=baseline, reason="wrong")
+    assert refused.value.field == "target"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    row=st.integers(min_value=2, max_value=12),
+    minutes=st.integers(min_value=1, max_value=14),
+    extra=st.integers(0, 4),
+)
+def test_every_resume_option_stays_within_the_target(row: int, minutes: int, extra: int) -> None:
+    """INV-10 at the bedside: whatever step and minute the reaction came, and however long earlier steps
+    ran, no option goes above the target and every continuing option reaches it exactly."""
+    bedside = Bedside()
+    bedside.start()
+    for number in range(1, row):
+        bedside.run_row(number, 15 - extra if number == row - 1 else None)
+    bedside.run_row(row, minutes, stop=False)
+    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    for option, choice in bedside.state.resume_options().items():
+        if isinstance(choice, str):
+            continue
+        assert choice.total <= Decimal(400), option
+        if option != "stop":
+            assert choice.total == Decimal(400), option
