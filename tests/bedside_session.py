@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from fhir_desens.course.bedside.entries import Entry, NewEntry
+from fhir_desens.course.bedside.record import BedsideRecord, start_entry
 from fhir_desens.course.bedside.session import SessionState, accept, fold
-from fhir_desens.protocol.calculate import Plan, PlanRequest, compute_plan
+from fhir_desens.course.draft import PlanDraft, plan_for
+from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.library import builtin_protocols
-from fhir_desens.protocol.quantity import Quantity
 
 NURSE = "Practitioner/nurse-1"
 ALLERGIST = "Practitioner/allergist-1"
@@ -27,17 +27,17 @@ VITALS = {
 }
 
 
+def carboplatin_draft(patient: str = "Patient/p1") -> PlanDraft:
+    return PlanDraft(
+        draft_id="d1", patient=patient, drug="carboplatin", drug_rxnorm=("40048",), indication=None,
+        target="400 mg", dose_basis=None, protocol_id="iv-12-step-3-bag", final_rate_ml_h="80",
+        bag_volume_ml="250", diluent=None, closing=None, insert_before=(), risk={},
+        unlisted_confirmed=False, override_reason=None, copied_from=None, created_at=0.0,
+    )  # fmt: skip
+
+
 def carboplatin_plan() -> Plan:
-    protocol = builtin_protocols()["iv-12-step-3-bag"]
-    return compute_plan(
-        PlanRequest(
-            protocol=protocol,
-            drug="carboplatin",
-            target=Quantity(Decimal(400), "mg"),
-            final_rate_ml_h=Decimal(80),
-            bag_volume_ml=Decimal(250),
-        )
-    )
+    return plan_for(carboplatin_draft(), builtin_protocols())
 
 
 @dataclass
@@ -48,13 +48,23 @@ class Bedside:
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     now: datetime = START
     entries: list[Entry] = field(default_factory=list)
+    record_to: BedsideRecord | None = None  # record through a real store instead of in memory
+    patient: str = "Patient/p1"
 
     def at(self, minutes: float = 0) -> str:
         return (self.now + timedelta(minutes=minutes)).isoformat()
 
     def record(self, kind: str, author: str = NURSE, **data: Any) -> NewEntry:
         data.setdefault("at", self.now.isoformat())
-        new = NewEntry(str(uuid.uuid4()), self.session_id, kind, data, author)
+        return self.submit(NewEntry(str(uuid.uuid4()), self.session_id, kind, data, author))
+
+    def submit(self, new: NewEntry) -> NewEntry:
+        if self.record_to is not None:
+            self.record_to.clock = lambda: self.now
+            self.record_to.record(new)
+            self.entries = self.record_to.entries(self.session_id)
+            return new
+        kind, author, data = new.kind, new.author, dict(new.data)
         accept(self.plan, self.entries, new, self.now)
         self.entries.append(
             Entry(len(self.entries) + 1, new.entry_id, new.session_id, kind, dict(data), author, self.now)
@@ -68,10 +78,15 @@ class Bedside:
     def state(self) -> SessionState:
         return fold(self.plan, self.entries)
 
-    def start(self) -> None:
-        self.record("session-start", patient="Patient/p1", encounter="Encounter/e1",
-                    request_group="RequestGroup/rg1",
-                    step_requests={str(n): f"MedicationRequest/mr{n}" for n in range(1, 13)})  # fmt: skip
+    def start(self, encounter: str = "Encounter/e1", step_requests: dict[int, str] | None = None) -> None:
+        self.submit(
+            start_entry(
+                entry_id=str(uuid.uuid4()), session_id=self.session_id, author=NURSE, at=self.now,
+                draft=carboplatin_draft(self.patient), request_group="RequestGroup/rg1",
+                step_requests=step_requests or {n: f"MedicationRequest/mr{n}" for n in range(1, 13)},
+                encounter=encounter,
+            )
+        )  # fmt: skip
         for item in ("consent", "iv-access", "emergency-kit"):
             self.record("checklist", item=item)
         for name in ("diphenhydramine", "famotidine"):

@@ -201,6 +201,16 @@ class RecordStore:
         with self._transaction() as cursor:
             return self._entries(cursor, session_id)
 
+    def session_ids(self, patient: str) -> list[str]:
+        """Sessions started for ``patient`` (``Patient/<id>``), oldest first."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT session_id, data FROM bedside_entry WHERE kind = 'session-start' ORDER BY seq"
+                )
+            )
+            return [row[0] for row in cursor.fetchall() if json.loads(row[1]).get("patient") == patient]
+
     def entry(self, entry_id: str) -> Entry | None:
         with self._transaction() as cursor:
             return self._entry_by_id(cursor, entry_id)
