@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,11 +18,14 @@ from werkzeug.wrappers import Request, Response
 
 from fhir_desens.client.fhir_rest import FhirClient, Versioned
 from fhir_desens.client.scopes import GrantedScopes
+from fhir_desens.course.outcome.last_dose import ehr_doses
 from fhir_desens.course.outcome.preview import prepare
 from fhir_desens.course.outcome.record import SessionOutcome
 from fhir_desens.course.outcome.strategy import WriteDecision, choose_write
 from fhir_desens.course.outcome.tasks import MemoryTaskBook
 from fhir_desens.course.outcome.writeback import StepStatus, WriteReport, write_outcome
+from fhir_desens.drugs.tolerance import DoseSource, ToleranceStatus, assess
+from fhir_desens.protocol.crossreactivity import DrugRef
 from tests.unit.outcome_data import RECORDED, allergy, assert_status_kept, hives_at_step_11, outcome
 
 ALL_SCOPES = GrantedScopes("patient/*.cruds")
@@ -348,3 +352,56 @@ def test_a_drug_not_on_the_list_is_offered_and_added_once(fhir_client: FhirClien
     assert records[0]["clinicalStatus"]["coding"][0]["code"] == "active"
     assert records[0]["verificationStatus"]["coding"][0]["code"] == "confirmed"
     assert tasks.tasks_for(patient) == []  # adding the drug closed the task
+
+
+# -- the tolerance window's EHR sources ---------------------------------------------------------------------
+
+
+@pytest.mark.requirement("TOL-2")
+def test_the_last_dose_is_read_from_the_servers_administrations_and_orders(
+    fhir_client: FhirClient, patient: str
+) -> None:
+    def given(when: str, drug: str = "Ceftriaxone 2 g IV") -> None:
+        fhir_client.create(
+            {
+                "resourceType": "MedicationAdministration",
+                "status": "completed",
+                "medicationCodeableConcept": {"text": drug},
+                "subject": {"reference": patient},
+                "effectiveDateTime": when,
+            }
+        )
+
+    given("2026-12-01T08:00:00Z")
+    given("2026-12-02T08:00:00Z")
+    given("2026-12-02T20:00:00Z", drug="Vancomycin 1 g IV")
+    given("2026-11-01T08:00:00Z")  # outside the 14 days looked at
+    fhir_client.create(
+        {
+            "resourceType": "MedicationRequest",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": patient},
+            "medicationCodeableConcept": {"text": "ceftriaxone"},
+            "dosageInstruction": [
+                {
+                    "timing": {
+                        "repeat": {
+                            "frequency": 1,
+                            "period": 1,
+                            "periodUnit": "d",
+                            "boundsPeriod": {"start": "2026-12-01T08:00:00Z"},
+                        }
+                    }
+                }
+            ],
+        }
+    )
+    now = datetime(2026, 12, 3, 7, 0, tzinfo=UTC)
+    found = ehr_doses(fhir_client, patient, DrugRef("ceftriaxone"), now)
+    assert found.unavailable == ()
+    given_times = sorted(d.at.isoformat() for d in found.doses if d.source is DoseSource.EHR_ADMINISTRATION)
+    assert given_times == ["2026-12-01T08:00:00+00:00", "2026-12-02T08:00:00+00:00"]
+    assert any(d.source is DoseSource.ORDER_SCHEDULE for d in found.doses)
+    result = assess(DrugRef("ceftriaxone"), list(found.doses), now)
+    assert result.status is ToleranceStatus.GREEN and result.source is DoseSource.EHR_ADMINISTRATION
