@@ -51,6 +51,7 @@ def start_entry(
     encounter: str | None,
     beta_blocker: bool = False,
     peak_flow: bool = False,
+    plan_session: str | None = None,
 ) -> NewEntry:
     """The first entry of a session: which signed plan it runs, and what the checklist must cover."""
     return NewEntry(
@@ -62,6 +63,7 @@ def start_entry(
             "patient": draft.patient,
             "encounter": encounter,
             "request_group": request_group,
+            "plan_session": plan_session,  # the signed RequestGroup's session identifier
             "step_requests": {str(k): v for k, v in step_requests.items()},
             "draft": draft.to_dict(),
             "beta_blocker": beta_blocker,

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 from fhir_desens.course.bedside.entries import Entry, NewEntry
 from fhir_desens.errors import ConfigurationError, DesensError, InputError
+from fhir_desens.io import json as fjson
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS bedside_entry (
@@ -262,7 +263,7 @@ class RecordStore:
                     "server_id = ?, version = ?, detail = ?, updated_at = ? WHERE item_key = ?"
                 ),
                 (
-                    json.dumps(row.resource),
+                    fjson.dumps(row.resource),
                     row.state,
                     row.attempts,
                     row.next_attempt,
@@ -310,7 +311,7 @@ def _outbox_values(row: OutboxRow, now: datetime) -> tuple[Any, ...]:
         row.session_id,
         row.resource_type,
         row.identifier,
-        json.dumps(row.resource),
+        fjson.dumps(row.resource),
         row.state,
         row.attempts,
         row.next_attempt,
@@ -341,7 +342,7 @@ def _outbox_row(row: Sequence[Any]) -> OutboxRow:
         session_id,
         resource_type,
         identifier,
-        json.loads(resource),
+        fjson.loads(resource),
         state,
         int(attempts),
         float(next_attempt),
