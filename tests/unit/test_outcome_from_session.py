@@ -1,0 +1,134 @@
+"""From the bedside record's session summaries to the outcome and the tolerance window (first source)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from fhir_desens.course.bedside.summary import ReactionSummary, SessionSummary
+from fhir_desens.course.outcome.from_session import (
+    finished,
+    outcome_from_session,
+    session_doses,
+    tolerance_overview,
+)
+from fhir_desens.course.outcome.wording import note_text
+from fhir_desens.drugs.tolerance import DoseSource, ToleranceStatus, rule_for
+from fhir_desens.errors import InputError
+from fhir_desens.protocol.crossreactivity import DrugRef
+
+START = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+SNOMED = "http://snomed.info/sct"
+
+
+def summary(**change: object) -> SessionSummary:
+    base = SessionSummary(
+        session_id="s-1",
+        patient="Patient/p1",
+        encounter="Encounter/e1",
+        drug="ceftriaxone",
+        drug_rxnorm=("2193",),
+        dose="2 g",
+        delivered=Decimal("2"),
+        dose_unit="g",
+        protocol_id="iv-12-step-3-bag",
+        protocol_title="IV 12-step, 3-bag rapid desensitization (BWH/Castells)",
+        protocol_version="1.0.0",
+        request_group="RequestGroup/rg1",
+        steps_planned=12,
+        steps_completed=12,
+        phase="completed",
+        completed=True,
+        started_at=START,
+        first_dose_at=START + timedelta(minutes=30),
+        last_dose_at=START + timedelta(hours=6),
+        ended_at=START + timedelta(hours=7),
+        reactions=(),
+    )
+    return dataclasses.replace(base, **change)  # type: ignore[arg-type]
+
+
+def reaction(grade: str = "mild", step: int | None = 11) -> ReactionSummary:
+    return ReactionSummary(
+        onset=START + timedelta(hours=5),
+        row=12,
+        protocol_step=step,
+        grade=grade,
+        phenotype="type-i",
+        manifestations=({"system": SNOMED, "code": "126485001", "display": "Urticaria"},),
+        resolved_at=None,
+        resume_option="same-step",
+    )
+
+
+def test_a_completed_session_becomes_the_outcome_to_write() -> None:
+    outcome = outcome_from_session(
+        summary(reactions=(reaction(),)), author="Practitioner/a1", author_name="Dr A. Allergist"
+    )
+    assert outcome.completed and outcome.steps_completed == 12
+    assert outcome.drug.code == "2193"
+    assert outcome.encounter == "Encounter/e1"
+    [r] = outcome.reactions
+    assert (r.step, r.severity, r.grade) == (11, "mild", "Brown grade 1, mild (skin and mucosa)")
+    assert r.manifestations[0].code == "126485001"
+    text = note_text(outcome, rule_for(DrugRef("ceftriaxone")), START + timedelta(hours=8))
+    assert (
+        "Breakthrough reaction: Brown grade 1, mild (skin and mucosa) at step 11, 13:00 (Urticaria)" in text
+    )
+
+
+def test_an_inserted_step_is_named_by_its_row() -> None:
+    outcome = outcome_from_session(summary(reactions=(reaction(step=None),)))
+    assert outcome.reactions[0].step == 12
+
+
+def test_a_stopped_session_is_written_as_stopped() -> None:
+    outcome = outcome_from_session(summary(phase="stopped", completed=False, steps_completed=9))
+    assert not outcome.completed and outcome.steps_completed == 9
+
+
+@pytest.mark.parametrize("phase", ["running", "paused", "checklist", "observation"])
+def test_a_session_still_under_way_has_no_outcome_yet(phase: str) -> None:
+    with pytest.raises(InputError, match="not finished"):
+        outcome_from_session(summary(phase=phase, completed=False))
+    assert finished([summary(phase=phase, completed=False)]) == []
+
+
+@pytest.mark.requirement("TOL-2")
+def test_the_window_from_the_session_record() -> None:
+    sessions = [
+        summary(),
+        summary(session_id="s-0", started_at=START - timedelta(days=30), phase="stopped", completed=False),
+    ]
+    doses = session_doses(sessions, DrugRef("ceftriaxone"))
+    assert [(d.at, d.source) for d in doses] == [(START + timedelta(hours=6), DoseSource.SESSION_RECORD)]
+    [row] = tolerance_overview(None, sessions, "Patient/p1", START + timedelta(hours=20))
+    assert row.assessment.status is ToleranceStatus.GREEN
+    assert row.assessment.source is DoseSource.SESSION_RECORD
+    assert row.assessment.protocol == "iv-12-step-3-bag"
+    assert row.unavailable == ("the EHR was not asked",)
+    [late] = tolerance_overview(None, sessions, "Patient/p1", START + timedelta(hours=60))
+    assert late.assessment.status is ToleranceStatus.RED
+    assert late.assessment.headline.startswith("Re-desensitization required")
+
+
+def test_one_row_per_drug_from_the_newest_session() -> None:
+    sessions = [
+        summary(),
+        summary(
+            session_id="s-2",
+            started_at=START + timedelta(days=1),
+            last_dose_at=START + timedelta(days=1, hours=6),
+        ),
+        summary(session_id="s-3", drug="carboplatin", drug_rxnorm=(), protocol_id="iv-16-step-4-bag"),
+        summary(session_id="s-4", phase="running", completed=False, drug="rituximab"),
+    ]
+    rows = tolerance_overview(None, sessions, "Patient/p1", START + timedelta(days=1, hours=8))
+    assert [r.drug for r in rows] == ["ceftriaxone", "carboplatin"]
+    assert rows[0].last_session.session_id == "s-2"
+    assert (
+        rows[1].assessment.status is ToleranceStatus.RED and rows[1].assessment.protocol == "iv-16-step-4-bag"
+    )
