@@ -67,6 +67,9 @@ def test_an_authored_protocol_survives_export_import_fetch_and_plans_identically
     authored = tmp_path / "authored.json"
     arguments = [str(TABLES / table[0]), *table[1:], "--id", protocol_id, "--title", f"Authored {case}"]
     assert main(["author", *arguments, *SOURCE, "--out", str(authored)]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(authored)]) == 0  # every layer, Medplum's validator included
+    assert capsys.readouterr().out.startswith("valid: ")
     exported = tmp_path / "exported.xml"
     assert main(["export", "--protocol-file", str(authored), "--format", "xml", "--out", str(exported)]) == 0
     assert exported.read_bytes().startswith(b"<")

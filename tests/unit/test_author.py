@@ -251,3 +251,35 @@ def test_unusable_preparations_are_refused(text: str, expected: str) -> None:
 )
 def test_the_stated_value_rule(stated: str, exact: str, expected: bool) -> None:
     assert agrees(Decimal(stated), Decimal(exact)) is expected
+
+
+def test_authored_files_feed_apply_replan_and_export_and_xml_round_trips(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, xml = author(tmp_path, [*AMPICILLIN, "--format", "xml"], "authored.xml")
+    assert code == 0 and xml.read_bytes().startswith(b"<?xml")
+    common = ["--protocol-file", str(xml), "--drug", "ampicillin"]
+    capsys.readouterr()
+    assert main(["apply", *common, "--patient", "Patient/p1"]) == 0
+    orders = json.loads(capsys.readouterr().out)
+    requests = [e for e in orders["entry"] if e["resource"]["resourceType"] == "MedicationRequest"]
+    assert len(requests) == 18
+    assert main(["replan", *common, "--step", "12", "--option", "back-one-step"]) == 0
+    assert "reaches target: True" in capsys.readouterr().out
+    exported = tmp_path / "exported.json"
+    assert main(["export", "--protocol-file", str(xml), "--out", str(exported)]) == 0
+    assert plan_json(exported, capsys, "--drug", "ampicillin") == plan_json(
+        xml, capsys, "--drug", "ampicillin"
+    )
+
+
+def test_protocol_file_problems_are_unusable_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, first = author(tmp_path, AMPICILLIN, "a.json")
+    assert main(["plan", "--protocol-file", str(tmp_path / "missing.json"), "--drug", "x"]) == 2
+    assert "--protocol-file" in capsys.readouterr().err
+    assert main(["plan", "--protocol-file", str(first), "--protocol", "other", "--drug", "x"]) == 2
+    assert "holds no protocol 'other' (accepted: ampicillin-iv-18)" in capsys.readouterr().err
+    assert main(["plan", "--drug", "x"]) == 2
+    assert "--protocol ID or --protocol-file FILE" in capsys.readouterr().err
