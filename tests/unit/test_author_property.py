@@ -64,7 +64,7 @@ def bag_tables(draw: st.DrawFn) -> tuple[list[TableRow], dict[str, Preparation],
             preps[label] = prepared
             concentration = prepared.concentration()
         else:
-            concentration = Quantity(draw(decimals("0.001", "100", 3)) * Decimal(10) ** index, "mg/mL")
+            concentration = Quantity(draw(decimals("0.001", "5", 3)) * Decimal(10) ** index, "mg/mL")
         used = Decimal(0)
         for volume in sorted(draw(st.lists(decimals("0.1", "20", 2), min_size=1, max_size=5))):
             dose = mul(volume, concentration.value)
