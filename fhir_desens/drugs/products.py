@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from fhir_desens.drugs.findings import Finding, Severity
 from fhir_desens.drugs.monograph import Monograph, Product, monographs
+from fhir_desens.drugs.names import resolve_name
 from fhir_desens.protocol.crossreactivity import DrugRef, classes_of
 from fhir_desens.protocol.model import Protocol, SolutionDefinition
 
-__all__ = ["PlanProducts", "SolutionProduct", "plan_products", "protocol_route"]
+__all__ = ["PlanProducts", "SolutionProduct", "plan_products", "protocol_route", "resolve_products"]
 
 _ROUTES = {
     "iv": "intravenous",
@@ -146,3 +147,14 @@ def plan_products(
             )
         chosen.append(SolutionProduct(solution.number, fitting[0], given))
     return PlanProducts(given, ordered, tuple(chosen)), ()
+
+
+def resolve_products(
+    protocol: Protocol,
+    drug: str,
+    rxnorm: tuple[str, ...] = (),
+    catalogue: Mapping[str, Monograph] | None = None,
+) -> tuple[PlanProducts | None, tuple[Finding, ...]]:
+    """:func:`plan_products` for a drug given by name (and codes), as a plan or an order carries it."""
+    resolution = resolve_name(drug, rxnorm, catalogue)
+    return plan_products(protocol, resolution.monograph, catalogue)

@@ -11,7 +11,12 @@ The RequestGroup also carries what the plan was computed from (the ``desens-plan
 extension: protocol id, drug and codes, the target dose (and the dose as prescribed when it was per
 m²), final rate, bag volume, diluent, inserted steps), so a signed plan can be copied exactly (:func:`plan_parameters`), the
 indication (``reasonCode``), and the reason of an expert override of a contraindication (a note,
-repeated in ``Provenance.reason``).
+repeated in ``Provenance.reason``), naming the contraindication that was overridden.
+
+The Medications are the products the protocol gives (DRUG-PROD-1, ``fhir_desens.drugs.products``):
+each names its product with its verified RxNorm codes (never an unverified one), its dosage form and
+exactly one diluent (DRUG-DIL-2); a protocol whose route or form the drug has no product for is
+refused here too (DRUG-PROD-2), so no path writes such orders.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from fhir_desens.drugs.checks import combination_text, diluent_from_text, diluent_label
+from fhir_desens.drugs.monograph import RXNORM, Monograph, Product
+from fhir_desens.drugs.products import PlanProducts, resolve_products
 from fhir_desens.errors import InputError
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.plandefinition import ROUTES, canonical_url, ucum
@@ -46,6 +54,9 @@ class ApplyContext:
     prescribed_dose: Quantity | None = None  # as prescribed when it is not the plan's target (mg/m2 ...)
     dose_basis: str | None = None  # how the target was derived, e.g. "250 mg/m² x BSA 1.7 m² (Mosteller)"
     override_reason: str | None = None  # an expert override of a contraindication, recorded as given
+    overridden: str | None = None  # the contraindication overridden, e.g. "Stevens-Johnson syndrome, 2019"
+    override_authority: str | None = None  # who authorised it ("Overridden by an allergist (...)")
+    products: PlanProducts | None = None  # None: resolved from the plan's drug and drug_codes
 
 
 @dataclass(frozen=True)
@@ -106,25 +117,26 @@ def apply_plan(plan: Plan, context: ApplyContext) -> dict[str, Any]:
         "subject": {"reference": patient},
         **({"encounter": {"reference": encounter}} if encounter else {}),
     }
-    medications = [_medication(plan, s, session, context) for s in plan.solutions]
+    products = _products(plan, context)
+    medications = [_medication(plan, s, session, context, products) for s in plan.solutions]
     requests = [
-        _medication_request(plan, step, session, protocol_canonical, authored, practitioner, common)
+        _medication_request(plan, step, session, protocol_canonical, authored, practitioner, common, products)
         for step in plan.steps
     ]
-    group = _request_group(plan, session, protocol_canonical, authored, practitioner, common)
+    group = _request_group(plan, session, protocol_canonical, authored, practitioner, common, products)
     group["extension"] = [*group.get("extension", []), _plan_parameters_extension(plan, context)]
     if context.indication:
         group["reasonCode"] = [{"text": context.indication}]
         for request in requests:
             request["reasonCode"] = [{"text": context.indication}]
     if context.override_reason:
-        group["note"].append({"text": OVERRIDE_NOTE + context.override_reason})
+        group["note"].append({"text": override_text(context)})
     targets = [_urn(session, "RequestGroup")] + [
         _urn(session, "MedicationRequest", s.number) for s in plan.steps
     ]
     provenance = _provenance(session, targets, authored, practitioner)
     if context.override_reason:
-        provenance["reason"] = [{"text": OVERRIDE_NOTE + context.override_reason}]
+        provenance["reason"] = [{"text": override_text(context)}]
     entries = [
         _entry(_urn(session, "RequestGroup"), group, c.ID_SESSION, session),
         *(
@@ -142,6 +154,40 @@ def apply_plan(plan: Plan, context: ApplyContext) -> dict[str, Any]:
         },
     ]
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def override_text(context: ApplyContext) -> str:
+    """The override note: what was overridden, by whose authority, and why."""
+    what = f"({context.overridden}) " if context.overridden else ""
+    who = f"{context.override_authority} " if context.override_authority else ""
+    return f"{OVERRIDE_NOTE}{what}{who}{context.override_reason or ''}".rstrip()
+
+
+def _products(plan: Plan, context: ApplyContext) -> PlanProducts | None:
+    if context.products is not None:
+        return context.products
+    codes = tuple(c["code"] for c in context.drug_codes if c.get("system") == RXNORM and c.get("code"))
+    products, refused = resolve_products(plan.protocol, plan.drug, codes)
+    if refused:
+        raise InputError("protocol", refused[0].message, "a protocol whose route and form fit the product")
+    return products
+
+
+def _codings(product: Product, drug: Monograph) -> list[dict[str, str]]:
+    return [
+        code.coding(product.display if code.level.startswith("S") else drug.name) for code in product.codes
+    ]
+
+
+def _one_diluent(text: str | None, products: PlanProducts | None) -> str | None:
+    """Exactly one diluent (DRUG-DIL-2): the one the plan names, else the drug's default, else the text."""
+    named = diluent_from_text(text)
+    if named is not None:
+        return diluent_label(named)
+    infusion = products.given.infusion if products is not None else None
+    if text and infusion is not None and text.strip().lower() != "water":
+        return diluent_label(infusion.default_diluent)
+    return text
 
 
 def _entry(full_url: str, resource: dict[str, Any], system: str, value: str) -> dict[str, Any]:
@@ -163,9 +209,23 @@ def _drug_concept(plan: Plan, context: ApplyContext) -> dict[str, Any]:
     return concept
 
 
-def _medication(plan: Plan, solution: PlannedSolution, session: str, context: ApplyContext) -> dict[str, Any]:
+def _medication(
+    plan: Plan,
+    solution: PlannedSolution,
+    session: str,
+    context: ApplyContext,
+    products: PlanProducts | None,
+) -> dict[str, Any]:
     dose_code = plan.dose_unit
-    ingredient: dict[str, Any] = {"itemCodeableConcept": _drug_concept(plan, context), "isActive": True}
+    product = products.product(solution.number) if products is not None else None
+    drug_concept = _drug_concept(plan, context)
+    if products is not None:
+        given = products.given
+        drug_concept = {
+            "text": given.name,
+            **({"coding": [c.coding(given.name) for c in given.codes]} if given.codes else {}),
+        }
+    ingredient: dict[str, Any] = {"itemCodeableConcept": drug_concept, "isActive": True}
     if solution.concentration is not None:
         ingredient["strength"] = {
             "numerator": ucum(solution.concentration.value, dose_code),
@@ -177,14 +237,22 @@ def _medication(plan: Plan, solution: PlannedSolution, session: str, context: Ap
             "denominator": {"value": Decimal(1), "unit": "unit", "system": c.UCUM, "code": "{unit}"},
         }
     ingredients = [ingredient]
-    if solution.diluent:
-        ingredients.append({"itemCodeableConcept": {"text": solution.diluent}, "isActive": False})
+    diluent = _one_diluent(solution.diluent, products)
+    if diluent:
+        ingredients.append({"itemCodeableConcept": {"text": diluent}, "isActive": False})
+    code: dict[str, Any] = {"text": f"{plan.drug}: {solution.label}"}
+    if product is not None and products is not None:
+        code = {"text": f"{product.display}: {solution.label}"}
+        if product.codes:
+            code["coding"] = _codings(product, products.given)
     medication: dict[str, Any] = {
         "resourceType": "Medication",
         "identifier": [{"system": c.ID_SOLUTION, "value": f"{session}-{solution.number}"}],
-        "code": {"text": f"{plan.drug}: {solution.label}"},
+        "code": code,
         "ingredient": ingredients,
     }
+    if product is not None:
+        medication["form"] = {"text": product.dosage_form}
     if solution.volume_ml is not None and solution.concentration is not None:
         medication["amount"] = {
             "numerator": ucum(solution.volume_ml, "mL"),
@@ -193,8 +261,10 @@ def _medication(plan: Plan, solution: PlannedSolution, session: str, context: Ap
     return medication
 
 
-def _dose_text(plan: Plan, step: PlannedStep) -> str:
+def _dose_text(plan: Plan, step: PlannedStep, products: PlanProducts | None = None) -> str:
     dose = f"{plain(step.dose.value)} {unit(step.dose.unit).display}"
+    if products is not None and products.given.combination is not None:
+        dose = f"{dose} ({combination_text(products.given, step.dose)})"
     if step.rate_ml_h is not None and step.volume_ml is not None:
         return (
             f"Step {step.number}: solution {step.solution} at {plain(step.rate_ml_h)} mL/h for "
@@ -217,6 +287,7 @@ def _medication_request(
     authored: str,
     practitioner: str | None,
     common: dict[str, Any],
+    products: PlanProducts | None = None,
 ) -> dict[str, Any]:
     dose_and_rate: dict[str, Any] = {"doseQuantity": ucum(step.dose.value, step.dose.unit)}
     if step.rate_ml_h is not None:
@@ -224,7 +295,7 @@ def _medication_request(
     repeat: dict[str, Any] = {"count": 1, "duration": step.minutes, "durationUnit": "min"}
     dosage: dict[str, Any] = {
         "sequence": step.number,
-        "text": _dose_text(plan, step),
+        "text": _dose_text(plan, step, products),
         "timing": {"repeat": repeat},
         "doseAndRate": [dose_and_rate],
     }
@@ -257,6 +328,7 @@ def _request_group(
     authored: str,
     practitioner: str | None,
     common: dict[str, Any],
+    products: PlanProducts | None = None,
 ) -> dict[str, Any]:
     actions = []
     for step in plan.steps:
@@ -264,7 +336,7 @@ def _request_group(
             "id": f"step-{step.number}",
             "prefix": str(step.number),
             "title": f"Step {step.number}",
-            "description": _dose_text(plan, step),
+            "description": _dose_text(plan, step, products),
             "timingDuration": ucum(step.minutes, "min"),
             "resource": {"reference": _urn(session, "MedicationRequest", step.number)},
         }
@@ -291,6 +363,8 @@ def _request_group(
         ],
         "action": actions,
     }
+    if products is not None and products.therapeutic_note:
+        group["note"].append({"text": products.therapeutic_note})
     if plan.closing is not None:
         group["extension"] = [{"url": c.EXT_CLOSING_METHOD, "valueCode": plan.closing.value}]
     if practitioner:

@@ -20,10 +20,18 @@ AUTHORED = datetime(2026, 11, 22, 9, 30, tzinfo=timezone(timedelta(hours=-5)))
 CONTEXT = ApplyContext("Patient/carboplatin-1", "Practitioner/allergist-1", "Encounter/e1", AUTHORED)
 
 
+#: Drug-specific protocols give their own drug (DRUG-PROD-1); carboplatin in them is refused (DRUG-PROD-2).
+OWN_DRUG = {
+    "aspirin-aerd-90-min": "aspirin",
+    "tmp-smx-oral-hourly": "sulfamethoxazole / trimethoprim",
+    "penicillin-v-oral-wendel": "penicillin V potassium",
+}
+
+
 def plan_for(protocol_id: str, dose: str | None = "400"):
     protocol = builtin_protocols()[protocol_id]
     target = None if protocol.kind.value == "discrete" else Quantity(Decimal(dose), "mg")
-    return compute_plan(PlanRequest(protocol, "carboplatin", target))
+    return compute_plan(PlanRequest(protocol, OWN_DRUG.get(protocol_id, "carboplatin"), target))
 
 
 def resources(bundle, kind):

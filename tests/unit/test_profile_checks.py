@@ -76,7 +76,9 @@ def activity_example() -> dict[str, Any]:
 def plan_bundle(protocol_id: str) -> dict[str, Any]:
     protocol = builtin_protocols()[protocol_id]
     target = None if protocol.fixed_doses else Quantity(Decimal(400), "mg")
-    plan = compute_plan(PlanRequest(protocol, (protocol.drugs or ("carboplatin",))[0], target))
+    # a drug-specific protocol gives its own drug (DRUG-PROD-1); oral penicillin V declares no drug list
+    default = "penicillin V potassium" if protocol_id == "penicillin-v-oral-wendel" else "carboplatin"
+    plan = compute_plan(PlanRequest(protocol, (protocol.drugs or (default,))[0], target))
     return apply_plan(plan, ApplyContext("Patient/p1", "Practitioner/a1", authored=AUTHORED))
 
 
