@@ -27,7 +27,10 @@ def signed_set(
     (urn:uuid references replaced by ids)."""
     protocol = PROTOCOLS[protocol_id]
     target = None if protocol.kind.value == "discrete" else Quantity(Decimal("400"), "mg")
-    bundle = apply_plan(compute_plan(PlanRequest(protocol, "carboplatin", target)), CONTEXT)
+    # drug-specific protocols give their own drug (DRUG-PROD-1); oral penicillin V declares no drug list
+    default = "penicillin V potassium" if protocol_id == "penicillin-v-oral-wendel" else "carboplatin"
+    drug = (protocol.drugs or (default,))[0]
+    bundle = apply_plan(compute_plan(PlanRequest(protocol, drug, target)), CONTEXT)
     ids = {}
     for n, entry in enumerate(bundle["entry"]):
         kind = entry["resource"]["resourceType"]
