@@ -107,6 +107,10 @@ DEFAULT_NEEDS: tuple[ScopeNeed, ...] = (
     ScopeNeed("patient", "Observation", "rs"),
     ScopeNeed("patient", "RequestGroup", "crs"),
     ScopeNeed("patient", "Provenance", "cu"),
+    # the outcome write-back (issue 13): search before writing; the clinical note; the tolerance window
+    ScopeNeed("patient", "Provenance", "rs"),
+    ScopeNeed("patient", "DocumentReference", "crs"),
+    ScopeNeed("patient", "MedicationAdministration", "rs"),
 )
 
 #: The writes of the $apply transaction (see DEFAULT_NEEDS): resource type -> permissions needed.

@@ -266,13 +266,13 @@ def capability(*entries: tuple[str, list[str]], software: str = "test server") -
 
 FULL = capability(
     ("AllergyIntolerance", ["read", "update", "create", "search-type"]),
-    ("DocumentReference", ["create", "read"]),
-    ("Provenance", ["create", "read"]),
+    ("DocumentReference", ["create", "read", "search-type"]),
+    ("Provenance", ["create", "read", "search-type"]),
 )
 EPIC = capability(
     ("AllergyIntolerance", ["read", "create", "search-type"]),
-    ("DocumentReference", ["create", "read"]),
-    ("Provenance", ["read"]),
+    ("DocumentReference", ["create", "read", "search-type"]),
+    ("Provenance", ["read", "search-type"]),
 )
 WRITE_ALL = GrantedScopes(
     "launch openid fhirUser patient/AllergyIntolerance.cruds patient/DocumentReference.cruds patient/Provenance.cruds"
@@ -297,10 +297,18 @@ def test_create_only_allergies_get_a_clinical_note_not_a_second_allergy() -> Non
 
 @pytest.mark.requirement("OUT-4")
 def test_update_offered_but_not_granted_falls_back_to_the_note() -> None:
-    scopes = GrantedScopes("patient/AllergyIntolerance.rs patient/DocumentReference.c")
+    scopes = GrantedScopes("patient/AllergyIntolerance.rs patient/DocumentReference.crs")
     decision = choose_write(FULL, scopes)
     assert decision.path is WritePath.CLINICAL_NOTE
     assert "not granted AllergyIntolerance update" in " ".join(decision.reasons)
+
+
+@pytest.mark.requirement("OUT-6")
+def test_a_note_that_cannot_be_searched_for_first_is_not_written() -> None:
+    scopes = GrantedScopes("patient/AllergyIntolerance.rs patient/DocumentReference.c")
+    decision = choose_write(EPIC, scopes)
+    assert decision.path is WritePath.NOTHING_WRITABLE
+    assert "could not be found before writing again" in " ".join(decision.reasons)
 
 
 @pytest.mark.requirement("OUT-4")

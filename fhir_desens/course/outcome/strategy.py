@@ -29,7 +29,7 @@ __all__ = ["ALLERGY_WRITE_SETTINGS", "WriteDecision", "WritePath", "choose_write
 
 #: Accepted values of the per-server setting.
 ALLERGY_WRITE_SETTINGS = ("auto", "update", "note", "none")
-_CAPABILITY_INTERACTION = {"c": "create", "u": "update"}
+_CAPABILITY_INTERACTION = {"c": "create", "u": "update", "s": "search-type"}
 
 
 class WritePath(Enum):
@@ -76,6 +76,19 @@ def _can(
     return True, f"{resource_type} {interaction} is offered and granted"
 
 
+def _can_create_once(
+    interactions: Mapping[str, set[str]], scopes: GrantedScopes, resource_type: str
+) -> tuple[bool, str]:
+    """Create, and search first (what makes a second confirmation write nothing)."""
+    created, why = _can(interactions, scopes, resource_type, "c")
+    if not created:
+        return False, why
+    searched, why_not = _can(interactions, scopes, resource_type, "s")
+    if not searched:
+        return False, f"{why_not}, so an earlier write could not be found before writing again"
+    return True, why
+
+
 def _flavor(capabilities: Mapping[str, Any]) -> Flavor:
     software = capabilities.get("software")
     name = str(software.get("name", "")) if isinstance(software, Mapping) else ""
@@ -102,8 +115,8 @@ def choose_write(
         )
     interactions = server_interactions(capabilities)
     chosen_flavor = flavor or _flavor(capabilities)
-    provenance, _ = _can(interactions, scopes, "Provenance", "c")
-    add_allergy, _ = _can(interactions, scopes, "AllergyIntolerance", "c")
+    provenance, _ = _can_create_once(interactions, scopes, "Provenance")
+    add_allergy, _ = _can_create_once(interactions, scopes, "AllergyIntolerance")
     reasons: list[str] = []
     if setting == "none":
         return WriteDecision(
@@ -117,7 +130,7 @@ def choose_write(
     else:
         reasons.append("the site setting says: clinical note instead of an allergy update")
     if setting != "update":
-        note, why = _can(interactions, scopes, "DocumentReference", "c")
+        note, why = _can_create_once(interactions, scopes, "DocumentReference")
         if note:
             reasons.append(f"a clinical note can be written: {why}")
             return WriteDecision(
