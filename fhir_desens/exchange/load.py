@@ -35,6 +35,7 @@ class Loaded:
     source: str
     resource: dict[str, Any]
     entry: int | None = None
+    full_url: str | None = None  # Bundle.entry.fullUrl (urn:uuid references resolve against it)
 
     @property
     def resource_type(self) -> str:
@@ -77,7 +78,8 @@ def _entries(resource: dict[str, Any], source: str) -> list[Loaded]:
             continue  # e.g. a DELETE in a transaction: nothing to validate or import
         if not isinstance(inner, dict) or not isinstance(inner.get("resourceType"), str):
             raise FhirFormatError(f"{source}: Bundle.entry[{index}].resource is not a FHIR resource")
-        loaded.append(Loaded(source, inner, index))
+        full_url = entry.get("fullUrl")
+        loaded.append(Loaded(source, inner, index, full_url if isinstance(full_url, str) else None))
     return loaded
 
 

@@ -5,7 +5,9 @@
    a function (:data:`StructuralValidator`) so pure tests and the app can run without node; the CLI
    always uses :func:`medplum_validator`.
 2. **Our profiles**: :func:`~fhir_desens.fhir.profiles.profile_checks`, what Medplum misses (nested
-   constraints, required bindings, UCUM, our extensions wherever they are).
+   constraints, required bindings, UCUM, our extensions wherever they are), and every required binding
+   of R4 itself (:mod:`~fhir_desens.fhir.bindings`). ``urn:uuid`` references must name an entry of
+   their Bundle (:mod:`~fhir_desens.exchange.references`); Medplum's warnings about them are dropped.
 3. **Clinical consistency** of each PlanDefinition claiming our protocol profile
    (:mod:`~fhir_desens.exchange.consistency`): the protocol maps back, computes a safe reference plan,
    and every dose, volume, rate, duration or cumulative total the documents state agrees with it.
@@ -27,6 +29,11 @@ from fhir_desens.errors import FhirFormatError, InputError, MappingError
 from fhir_desens.exchange.consistency import check_plan_definition
 from fhir_desens.exchange.content import CANONICAL_TYPES, canonical_key, first_difference
 from fhir_desens.exchange.load import Loaded, load_path
+from fhir_desens.exchange.references import (
+    bundle_full_urls,
+    is_urn_reference_noise,
+    unresolved_reference_issues,
+)
 from fhir_desens.fhir import canonical as c
 from fhir_desens.protocol.model import Protocol
 
@@ -196,9 +203,24 @@ def _issue(
 
 
 def _profile_issues(item: Loaded) -> list[Issue]:
+    from fhir_desens.fhir.bindings import required_binding_issues
     from fhir_desens.fhir.profiles import profile_checks
 
-    return _outcome_issues(profile_checks(item.resource), item, "profile")
+    raw = [*profile_checks(item.resource), *required_binding_issues(item.resource)]
+    return _dedupe(_outcome_issues(raw, item, "profile"))
+
+
+def _dedupe(issues: list[Issue]) -> list[Issue]:
+    """Our profiles bind some R4 elements again (relatedAction.relationship): one issue per place."""
+    seen: set[tuple[str | None, str]] = set()
+    kept = []
+    for issue in issues:
+        key = (issue.expression, issue.code)
+        if issue.code == "code-invalid" and key in seen:
+            continue
+        seen.add(key)
+        kept.append(issue)
+    return kept
 
 
 # --- layer 3: clinical --------------------------------------------------------------------------
@@ -291,8 +313,16 @@ def validate_loaded(
         outcomes = structural([item.resource for item in loaded])
         for index, (item, outcome) in enumerate(zip(loaded, outcomes, strict=True)):
             keyed += [
-                (index, issue) for issue in _outcome_issues(outcome.get("issue") or [], item, "structure")
+                (index, issue)
+                for issue in _outcome_issues(outcome.get("issue") or [], item, "structure")
+                if not is_urn_reference_noise(issue.message)
             ]
+    full_urls = bundle_full_urls(loaded)
+    for index, item in enumerate(loaded):
+        for message, expression in unresolved_reference_issues(item, full_urls):
+            keyed.append(
+                (index, _issue(item, "error", "not-found", message, expression, "structure", "urn-reference"))
+            )
     activities = activity_index(loaded)
     activity_resources = {key: found.resource for key, found in activities.items()}
     position = {id(item): index for index, item in enumerate(loaded)}

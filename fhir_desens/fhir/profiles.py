@@ -522,7 +522,7 @@ EXTENSIONS: tuple[ExtensionSpec, ...] = (
         "Desensitization step",
         "What a desensitization step gives: from which solution, at which rate (literal or a fraction of "
         "the final rate) or which volume or number of units.",
-        ("PlanDefinition.action",),
+        ("PlanDefinition.action", "PlanDefinition.action.action"),
         subs=(
             Sub("solution", "positiveInt", 1, "1", "Number of the solution this step runs from"),
             Sub("rate", "Quantity", 0, "1", "Infusion rate (UCUM mL/h)", unit="mL/h"),
