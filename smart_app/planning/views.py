@@ -28,6 +28,7 @@ from fhir_desens.course.sign import SignRefusal, describe_refusal
 from fhir_desens.errors import DesensError, InputError, SafetyViolation
 from fhir_desens.fhir.chart import DrugCandidate
 from fhir_desens.protocol.calculate import Plan
+from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.model import Protocol
 from fhir_desens.protocol.quantity import plain
 from fhir_desens.protocol.risk import ProtocolSuggestion
@@ -353,6 +354,7 @@ def _render_plan(
         blocked=context.blocked,
         protocol=protocol,
         protocols=context.protocols,
+        builtin_ids=frozenset(builtin_protocols()),  # imported protocols show where they come from
         options=options,
         suggestion=_suggestion(context),
         plan=plan,

@@ -31,6 +31,7 @@ class SolutionRow:
     infused: str
     diluent: str
     steps: str  # "1-4": the steps that use it
+    preparation: str | None = None  # the protocol's stated recipe (authored tables), for the pharmacy
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ def _solution_row(plan: Plan, solution: PlannedSolution) -> SolutionRow:
         infused=_ml(solution.volume_infused_ml),
         diluent=solution.diluent or "—",
         steps=_ranges(steps),
+        preparation=None if solution.preparation is None else solution.preparation.text,
     )
 
 
