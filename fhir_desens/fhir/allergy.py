@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from fhir_desens.errors import MappingError
@@ -267,7 +268,7 @@ def _quantity_text(value: Any) -> str | None:
     if not isinstance(value, Mapping):
         return None
     number = value.get("value")
-    if number is None or isinstance(number, bool):
+    if isinstance(number, bool) or not isinstance(number, int | Decimal | float):
         return None
     unit = text_or_none(value.get("unit")) or text_or_none(value.get("code")) or ""
     return f"{number} {unit}".strip()

@@ -22,15 +22,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fhir_desens.errors import UnitError
 from fhir_desens.fhir.allergy import RXNORM, SNOMED, Allergy
 from fhir_desens.fhir.raw import objects, text_or_none
+from fhir_desens.protocol.calculate import MAX_TARGET, MIN_TARGET
 from fhir_desens.protocol.crossreactivity import AllergenRef, DrugRef, known_drug_name
-from fhir_desens.protocol.quantity import EXACT, Quantity
+from fhir_desens.protocol.quantity import EXACT, Quantity, plain
 from fhir_desens.protocol.quantity import unit as unit_of
 
 __all__ = [
@@ -63,6 +64,13 @@ _ROUTE_WORDS = {
     "iv": "intravenous",
 }
 
+#: Plausible body measurements, inclusive: from a very preterm newborn to the tallest and heaviest
+#: people recorded. Anything outside is a typing or unit error and is never pre-filled.
+HEIGHT_RANGE_CM = (Decimal(20), Decimal(280))
+WEIGHT_RANGE_KG = (Decimal("0.3"), Decimal(650))
+#: A measurement dated up to a day ahead is a time zone east of UTC, not the future.
+FUTURE_TOLERANCE = timedelta(days=1)
+
 #: Exact factors to cm and kg, by UCUM code (and the common non-UCUM spellings).
 _TO_CM = {
     "cm": Decimal(1),
@@ -71,6 +79,16 @@ _TO_CM = {
     "[in_i]": Decimal("2.54"),
     "in": Decimal("2.54"),
     "[in_us]": Decimal("2.54"),
+    "centimeter": Decimal(1),
+    "centimeters": Decimal(1),
+    "centimetre": Decimal(1),
+    "centimetres": Decimal(1),
+    "meter": Decimal(100),
+    "meters": Decimal(100),
+    "metre": Decimal(100),
+    "metres": Decimal(100),
+    "inch": Decimal("2.54"),
+    "inches": Decimal("2.54"),
 }
 _TO_KG = {
     "kg": Decimal(1),
@@ -80,6 +98,13 @@ _TO_KG = {
     "lbs": Decimal("0.45359237"),
     "[oz_av]": Decimal("0.028349523125"),
     "oz": Decimal("0.028349523125"),
+    "kilogram": Decimal(1),
+    "kilograms": Decimal(1),
+    "kgs": Decimal(1),
+    "gram": Decimal("0.001"),
+    "grams": Decimal("0.001"),
+    "pound": Decimal("0.45359237"),
+    "pounds": Decimal("0.45359237"),
 }
 
 
@@ -109,6 +134,7 @@ class Measurement:
 class BodyMeasurements:
     height: Measurement | None
     weight: Measurement | None
+    notes: tuple[str, ...] = ()  # measurements in the chart that were not used, and why
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,8 +210,9 @@ def _route(request: Mapping[str, Any]) -> str | None:
     for dosage in objects(request.get("dosageInstruction")):
         route = dosage.get("route")
         for coding in _codings(route):
-            if coding.get("system") == SNOMED and coding.get("code") in _ROUTE_CODES:
-                return _ROUTE_CODES[str(coding["code"])]
+            code = text_or_none(coding.get("code"))
+            if coding.get("system") == SNOMED and code in _ROUTE_CODES:
+                return _ROUTE_CODES[code]
         for text in filter(
             None, [_concept_text(route), *(text_or_none(c.get("display")) for c in _codings(route))]
         ):
@@ -210,16 +237,38 @@ def _dose(request: Mapping[str, Any]) -> Quantity | None:
                 known = unit_of(code)
             except UnitError:  # e.g. {tbl}: not a dose the engine can plan with
                 continue
-            if known.dimension.value in ("mass", "activity"):
+            if known.dimension.value in ("mass", "activity") and _plausible_dose(value, known.code):
                 return Quantity(value, known.code)
     return None
 
 
-def _indication(request: Mapping[str, Any], conditions: Mapping[str, Mapping[str, Any]]) -> str | None:
+def _plausible_dose(value: Decimal, code: str) -> bool:
+    """Within the engine's target bounds, so a chart's 1e44 mg never reaches the arithmetic."""
+    if not -20 < value.adjusted() < 20:
+        return False
+    canonical = Quantity(value, code).canonical()
+    dimension = canonical.dimension
+    return MIN_TARGET[dimension] <= canonical.value <= MAX_TARGET[dimension]
+
+
+def _about(resource: Mapping[str, Any], patient: str | None) -> bool:
+    """Whether a resolved resource is about the patient (no patient given: trusted as before)."""
+    if patient is None:
+        return True
+    subject = resource.get("subject")
+    reference = text_or_none(subject.get("reference")) if isinstance(subject, Mapping) else None
+    return reference is None or reference == patient or reference.endswith("/" + patient)
+
+
+def _indication(
+    request: Mapping[str, Any], conditions: Mapping[str, Mapping[str, Any]], patient: str | None = None
+) -> str | None:
     texts: list[str] = [t for t in (_concept_text(c) for c in objects(request.get("reasonCode"))) if t]
     for reference in objects(request.get("reasonReference")):
         text = text_or_none(reference.get("display"))
         target = conditions.get(text_or_none(reference.get("reference")) or "")
+        if target is not None and not (isinstance(target, Mapping) and _about(target, patient)):
+            target = None  # another patient's Condition: never shown here
         if text is None and target is not None:
             text = _concept_text(target.get("code"))
         if text:
@@ -243,6 +292,7 @@ def _order_candidate(
     request: Mapping[str, Any],
     medications: Mapping[str, Mapping[str, Any]],
     conditions: Mapping[str, Mapping[str, Any]],
+    patient: str | None = None,
 ) -> DrugCandidate | None:
     concept = _medication_concept(request, medications)
     text = _concept_text(concept)
@@ -255,7 +305,7 @@ def _order_candidate(
         rxnorm=rxnorm,
         source="order",
         route=_route(request),
-        indication=_indication(request, conditions),
+        indication=_indication(request, conditions, patient),
         order_reference=f"MedicationRequest/{order_id}" if order_id else None,
         dose=_dose(request),
         text=text,
@@ -286,10 +336,10 @@ def _orders(requests: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         for r in requests
         if isinstance(r, Mapping)
         and r.get("resourceType", "MedicationRequest") == "MedicationRequest"
-        and r.get("status") in _ORDER_STATUS_RANK
+        and text_or_none(r.get("status")) in _ORDER_STATUS_RANK
         and r.get("doNotPerform") is not True
     ]
-    return sorted(usable, key=lambda r: _ORDER_STATUS_RANK[str(r["status"])])
+    return sorted(usable, key=lambda r: _ORDER_STATUS_RANK[str(text_or_none(r.get("status")))])
 
 
 def drug_candidates(
@@ -298,16 +348,18 @@ def drug_candidates(
     medications: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     conditions: Mapping[str, Mapping[str, Any]] | None = None,
+    patient: str | None = None,
 ) -> list[DrugCandidate]:
     """Drugs to offer: active/on-hold/draft orders first, then current drug allergies; de-duplicated.
 
     ``medications`` resolves ``medicationReference`` (keys ``Medication/<id>`` or ``#id``);
     ``conditions`` resolves ``reasonReference`` without a display (keys as the references are
-    written, e.g. ``Condition/<id>`` or a bundle's ``urn:uuid:...``). A candidate is dropped when
+    written, e.g. ``Condition/<id>`` or a bundle's ``urn:uuid:...``); with ``patient``
+    (``Patient/<id>``) a Condition about someone else is ignored. A candidate is dropped when
     an earlier one has a common RxNorm code or the same normalized name.
     """
     found: list[DrugCandidate | None] = [
-        _order_candidate(request, medications or {}, conditions or {})
+        _order_candidate(request, medications or {}, conditions or {}, patient)
         for request in _orders(medication_requests)
     ]
     found += [_allergy_candidate(allergy) for allergy in allergies]
@@ -355,57 +407,98 @@ def _instant(text: str) -> datetime | None:
 
 
 def _has_code(observation: Mapping[str, Any], codes: frozenset[str]) -> bool:
-    return any(c.get("system") == LOINC and c.get("code") in codes for c in _codings(observation.get("code")))
+    return any(
+        c.get("system") == LOINC and text_or_none(c.get("code")) in codes
+        for c in _codings(observation.get("code"))
+    )
 
 
-def _measurement(
-    observation: Mapping[str, Any], factors: Mapping[str, Decimal], target: str
-) -> Measurement | None:
-    if observation.get("status") not in _USABLE_OBSERVATION:
+def _factor(spelling: str | None, factors: Mapping[str, Decimal]) -> Decimal | None:
+    if spelling is None:
+        return None
+    return factors.get(spelling) or factors.get(spelling.lower())
+
+
+def _shown(value: Decimal) -> str:
+    """A chart number for a note: plain when it is of human size, else as the EHR's exponent form."""
+    return plain(value) if -7 < value.adjusted() < 10 else str(value)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    label: str  # "Height" | "Weight"
+    codes: frozenset[str]
+    factors: Mapping[str, Decimal]
+    unit: str  # "cm" | "kg"
+    plausible: tuple[Decimal, Decimal]  # inclusive, in ``unit``
+
+
+_HEIGHT = _Kind("Height", HEIGHT_CODES, _TO_CM, "cm", HEIGHT_RANGE_CM)
+_WEIGHT = _Kind("Weight", WEIGHT_CODES, _TO_KG, "kg", WEIGHT_RANGE_KG)
+
+
+def _reading(observation: Mapping[str, Any], kind: _Kind, now: datetime) -> Measurement | str | None:
+    """The observation as a measurement; a note (str) when it is a measurement the app will not use;
+    None when it is no usable measurement at all (not final, no quantity)."""
+    if text_or_none(observation.get("status")) not in _USABLE_OBSERVATION:
         return None
     quantity = observation.get("valueQuantity")
     if not isinstance(quantity, Mapping):
         return None
     value = _decimal(quantity.get("value"))
-    code = text_or_none(quantity.get("code")) or text_or_none(quantity.get("unit"))
-    factor = factors.get(code) if code else None
-    if factor is None and code:
-        factor = factors.get(code.lower())
-    if value is None or factor is None or value <= 0:
+    code, unit_text = text_or_none(quantity.get("code")), text_or_none(quantity.get("unit"))
+    by_code, by_unit = _factor(code, kind.factors), _factor(unit_text, kind.factors)
+    factor = by_code or by_unit
+    if value is None or factor is None:
         return None
     observation_id = text_or_none(observation.get("id"))
+    where = ", ".join(
+        filter(None, [f"Observation/{observation_id}" if observation_id else None, _when(observation)])
+    )
+    said = f"{kind.label} {_shown(value)} {unit_text or code}" + (f" ({where})" if where else "")
+    if by_code is not None and by_unit is not None and by_code != by_unit:
+        return f"{said} not used: its unit '{unit_text}' and code '{code}' disagree"
+    date = _when(observation)
+    moment = _instant(date) if date else None
+    if moment is not None and moment > now + FUTURE_TOLERANCE:
+        return f"{said} not used: dated in the future"
+    low, high = kind.plausible
+    converted = EXACT.multiply(value, factor) if -20 < value.adjusted() < 20 else None
+    if converted is None or not low <= converted <= high:
+        return f"{said} not used: outside {plain(low)}\u2013{plain(high)} {kind.unit}"
     return Measurement(
-        value=EXACT.multiply(value, factor),
-        unit=target,
-        date=_when(observation),
+        value=converted,
+        unit=kind.unit,
+        date=date,
         reference=f"Observation/{observation_id}" if observation_id else None,
     )
 
 
 def _latest(
-    observations: Sequence[Mapping[str, Any]],
-    codes: frozenset[str],
-    factors: Mapping[str, Decimal],
-    target: str,
-) -> Measurement | None:
-    found = [
-        m
-        for m in (_measurement(o, factors, target) for o in observations if _has_code(o, codes))
-        if m is not None
-    ]
+    observations: Sequence[Mapping[str, Any]], kind: _Kind, now: datetime
+) -> tuple[Measurement | None, list[str]]:
+    readings = [_reading(o, kind, now) for o in observations if _has_code(o, kind.codes)]
+    found = [r for r in readings if isinstance(r, Measurement)]
+    notes = [r for r in readings if isinstance(r, str)]
     dated = [(moment, m) for m in found if m.date and (moment := _instant(m.date)) is not None]
     if dated:
-        return max(dated, key=lambda pair: pair[0])[1]
-    return found[0] if found else None
+        return max(dated, key=lambda pair: pair[0])[1], notes
+    return (found[0] if found else None), notes
 
 
-def latest_body_measurements(observations: Iterable[Mapping[str, Any]]) -> BodyMeasurements:
-    """The latest usable height (cm) and weight (kg) Observations, converted exactly."""
+def latest_body_measurements(
+    observations: Iterable[Mapping[str, Any]], *, now: datetime | None = None
+) -> BodyMeasurements:
+    """The latest plausible height (cm) and weight (kg) Observations, converted exactly.
+
+    Future-dated (beyond a day's time-zone slack), implausible and self-contradicting ones (unit
+    and code naming different units) are not used; each is named in ``notes`` for the person.
+    """
     items = [o for o in observations if isinstance(o, Mapping)]
-    return BodyMeasurements(
-        height=_latest(items, HEIGHT_CODES, _TO_CM, "cm"),
-        weight=_latest(items, WEIGHT_CODES, _TO_KG, "kg"),
-    )
+    moment = now or datetime.now(UTC)
+    height, height_notes = _latest(items, _HEIGHT, moment)
+    weight, weight_notes = _latest(items, _WEIGHT, moment)
+    return BodyMeasurements(height=height, weight=weight, notes=tuple(height_notes + weight_notes))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -41,6 +41,11 @@ SIXTY = Decimal(60)
 DEFAULT_PUMP_MAX_ML_H = Decimal(999)
 #: Above these a dose is refused as absurd rather than computed (100 g; 100 million units).
 MAX_TARGET = {Dimension.MASS: Decimal(100_000), Dimension.ACTIVITY: Decimal(100_000_000)}
+#: The smallest plausible target (1 microgram, 1 unit): below it the first steps are beyond any balance.
+MIN_TARGET = {Dimension.MASS: Decimal("0.001"), Dimension.ACTIVITY: Decimal(1)}
+#: The smallest step dose a plan may hold, in the target's canonical unit (0.5 ng, 0.0000005 units):
+#: smaller steps would be shown as "0 mg" at the six decimals doses are displayed with.
+MIN_STEP_DOSE = Decimal("0.0000005")
 MAX_BAG_VOLUME_ML = Decimal(1000)
 LONG_STEP_MINUTES = Decimal(360)
 
@@ -128,8 +133,22 @@ def compute_plan(request: PlanRequest) -> Plan:
         plan = _InfusionPlanner(request).plan()
     else:
         plan = _plan_discrete(request)
+    _check_measurable_steps(plan)
     check_plan(plan)
     return plan
+
+
+def _check_measurable_steps(plan: Plan) -> None:
+    """Refuse a plan whose smallest step dose nobody could prepare (a tiny target, or a tampered one)."""
+    canonical_unit = plan.target_dose.canonical().unit
+    for step in plan.steps:
+        dose = step.dose.to(canonical_unit).value
+        if dose < MIN_STEP_DOSE:
+            raise InputError(
+                "--dose",
+                f"step {step.number} would be {dose:.1E} {canonical_unit}, too small to prepare",
+                f"a target dose whose smallest step is at least {plain(MIN_STEP_DOSE)} {canonical_unit}",
+            )
 
 
 # --- shared input checks ------------------------------------------------------------------------
@@ -149,6 +168,13 @@ def _checked_target(protocol: Protocol, target: Quantity | None) -> Quantity:
     limit = MAX_TARGET[canonical.dimension]
     if canonical.value <= 0:
         raise InputError("--dose", f"the target dose must be above zero, got {target}")
+    floor = MIN_TARGET[canonical.dimension]
+    if canonical.value < floor:
+        raise InputError(
+            "--dose",
+            f"{target} is below the smallest plausible target dose",
+            f"from {plain(floor)} {canonical.unit} up to {plain(limit)} {canonical.unit}",
+        )
     if canonical.value > limit:
         raise InputError(
             "--dose", f"{target} is not a plausible single dose", f"up to {plain(limit)} {canonical.unit}"
