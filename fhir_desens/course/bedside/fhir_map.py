@@ -269,7 +269,8 @@ def _given(state: SessionState, key: str, at: datetime, author: str, medication:
         "effectiveDateTime": _instant(at),
         "performer": [{"actor": {"reference": author}}],
         "partOf": [ref(state, "procedure", "Procedure")],
-        "dosage": {"text": dose or medication},
+        # the dose is free text as ordered ("25 mg IV"): a note, since dosage needs a coded dose (mad-1)
+        "note": [{"text": f"Given: {dose or medication}"}],
     }
     return Outgoing(
         key, "MedicationAdministration", identifier, resource, final=True, depends_on=("procedure",)

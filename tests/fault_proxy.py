@@ -1,0 +1,65 @@
+"""A real HTTP proxy in front of a real server that can lose answers: the request reaches the server, the
+response never reaches the client (the connection is closed). That is the "outcome unknown" case."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from typing import Any
+
+import requests
+
+
+class DroppingProxy:
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.origin = "/".join(self.target.split("/", 3)[:3])  # scheme://host:port
+        self.drop_posts = 0  # answers to POSTs still to lose
+        self.forwarded_posts = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+                }
+                upstream = requests.request(
+                    self.command, proxy.origin + self.path, data=body, headers=headers, timeout=30
+                )
+                if self.command == "POST":
+                    proxy.forwarded_posts += 1
+                    if proxy.drop_posts > 0:
+                        proxy.drop_posts -= 1
+                        self.close_connection = True
+                        return  # the server did it; the client never hears
+                self.send_response(upstream.status_code)
+                for name in ("Content-Type", "ETag", "Location", "Last-Modified"):
+                    if name in upstream.headers:
+                        self.send_header(name, upstream.headers[name])
+                self.send_header("Content-Length", str(len(upstream.content)))
+                self.end_headers()
+                self.wfile.write(upstream.content)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        prefix = self.target.split("/", 3)[3] if self.target.count("/") >= 3 else ""
+        return f"http://{host}:{port}/{prefix}".rstrip("/")
+
+    def start(self) -> DroppingProxy:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
