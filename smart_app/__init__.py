@@ -24,6 +24,7 @@ from smart_app.launch import views as launch_views
 from smart_app.launch import well_known
 from smart_app.library import init_library
 from smart_app.orders import views as orders_views
+from smart_app.outcome import views as outcome_views
 from smart_app.planning import views as planning_views
 from smart_app.security import init_security
 from smart_app.services import EXTENSION, build_services
@@ -63,4 +64,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(well_known.bp)
     app.register_blueprint(planning_views.bp)
     app.register_blueprint(orders_views.bp)
+    app.register_blueprint(outcome_views.bp)
     return app

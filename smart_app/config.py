@@ -39,6 +39,8 @@ VARIABLES: dict[str, tuple[Any, str]] = {
     "STYLE_TIMEOUT": (3.0, "float"),
     "LOG_LEVEL": ("INFO", "str"),
     "PROTOCOL_LIBRARY": (None, "str"),
+    "RECORD_URL": (None, "str"),
+    "ALLERGY_WRITE": (("auto",), "list"),
 }
 
 MIN_SECRET_LENGTH = 32
@@ -67,6 +69,21 @@ class Settings:
     style_timeout: float
     #: a file or directory of protocol libraries imported next to the built-ins (read at app start)
     protocol_library: str | None = None
+    #: the bedside record's database (and the outcome tasks'): sqlite:///path or postgresql://...
+    record_url: str | None = None
+    #: per EHR, how the outcome may be written: (normalized iss or "*", auto|update|note|none, r4|millennium|None)
+    allergy_write: tuple[tuple[str, str, str | None], ...] = (("*", "auto", None),)
+
+    def allergy_write_for(self, iss: str) -> tuple[str, str | None]:
+        """The allergy write setting and update flavor for this EHR (its own entry, else the default)."""
+        base = normalize_base(iss)
+        for server, setting, flavor in self.allergy_write:
+            if server == base:
+                return setting, flavor
+        for server, setting, flavor in self.allergy_write:
+            if server == "*":
+                return setting, flavor
+        return "auto", None
 
     @property
     def redirect_uri(self) -> str:
@@ -229,4 +246,24 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         http_timeout=float(values["HTTP_TIMEOUT"]),
         style_timeout=float(values["STYLE_TIMEOUT"]),
         protocol_library=values.get("PROTOCOL_LIBRARY"),
+        record_url=values.get("RECORD_URL"),
+        allergy_write=_allergy_write(values.get("ALLERGY_WRITE") or ("auto",)),
     )
+
+
+_ALLERGY_WRITE_SETTINGS = ("auto", "update", "note", "none")
+_ALLERGY_FLAVORS = ("r4", "millennium")
+
+
+def _allergy_write(entries: Any) -> tuple[tuple[str, str, str | None], ...]:
+    """``auto`` (every EHR) and/or ``https://ehr.example.org/fhir=update:millennium`` (one EHR)."""
+    parsed: list[tuple[str, str, str | None]] = []
+    accepted = "auto|update|note|none, optionally :r4 or :millennium, optionally preceded by <FHIR base>="
+    for entry in entries:
+        server, equals, rule = str(entry).strip().rpartition("=")
+        setting, _, flavor = rule.strip().partition(":")
+        if setting not in _ALLERGY_WRITE_SETTINGS or (flavor and flavor not in _ALLERGY_FLAVORS):
+            raise ConfigurationError(f"{ENV_PREFIX}ALLERGY_WRITE: {entry!r} is not understood ({accepted})")
+        base = normalize_base(_check_url("ALLERGY_WRITE", server.strip())) if equals else "*"
+        parsed.append((base, setting, flavor or None))
+    return tuple(parsed)

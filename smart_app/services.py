@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,8 @@ from fhir_desens.client.smart import (
     load_signing_key,
 )
 from fhir_desens.client.store import SessionStore, open_store
+from fhir_desens.course.bedside.store import RecordStore, open_record_store
+from fhir_desens.course.outcome.task_store import SqlTaskBook, open_task_book
 from fhir_desens.errors import AuthError
 from smart_app.config import Settings, normalize_base
 from smart_app.style import StyleCache
@@ -47,6 +50,26 @@ class Services:
     styles: StyleCache
     signing_key: PrivateKeyJwt | None
     clock: Callable[[], float]
+    #: the bedside record's database URL (sqlite:///... or postgresql://...), opened on first use
+    record_url: str = ""
+    _record_store: RecordStore | None = field(default=None, repr=False)
+    _task_book: SqlTaskBook | None = field(default=None, repr=False)
+
+    # -- the bedside record and the allergist's tasks ----------------------------------------------
+    def record_store(self) -> RecordStore:
+        if self._record_store is None:
+            self._record_store = open_record_store(self.record_url)
+        return self._record_store
+
+    def task_book(self) -> SqlTaskBook:
+        """Tasks for the allergist (the chart was not updated), in the bedside record's database."""
+        if self._task_book is None:
+            self._task_book = open_task_book(self.record_url)
+        return self._task_book
+
+    def now(self) -> datetime:
+        """The app clock as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     # -- issuers ----------------------------------------------------------------------------------
     def allowed_iss(self, iss: str) -> bool:
@@ -158,6 +181,7 @@ def build_services(app: Flask, settings: Settings, extra: dict[str, Any]) -> Ser
     session_url = settings.session_url or "sqlite:///" + str(Path(app.instance_path) / "sessions.sqlite3")
     store = open_store(session_url, settings.secret_key, clock=clock)
     styles = StyleCache(http, timeout=settings.style_timeout)
+    record_url = settings.record_url or "sqlite:///" + str(_beside(session_url, app, "record.sqlite3"))
     return Services(
         settings=settings,
         store=store,
@@ -166,4 +190,12 @@ def build_services(app: Flask, settings: Settings, extra: dict[str, Any]) -> Ser
         styles=styles,
         signing_key=signing_key,
         clock=clock,
+        record_url=record_url,
     )
+
+
+def _beside(session_url: str, app: Flask, name: str) -> Path:
+    """A default file next to an SQLite session store (else in the instance folder)."""
+    if session_url.startswith("sqlite:///"):
+        return Path(session_url[len("sqlite:///") :]).with_name(Path(session_url).stem + "." + name)
+    return Path(app.instance_path) / name

@@ -170,7 +170,7 @@ def test_no_reaction_means_the_same_plan_and_no_suggestion() -> None:
     course = next_course(outcome(), builtin_protocols())
     assert course.suggested is None
     assert course.same.protocol_id == "iv-12-step-3-bag"
-    assert "completed all 12 steps; breakthrough reaction: none." in course.last_session
+    assert "full dose given (12 steps); breakthrough reaction: none." in course.last_session
 
 
 def test_a_mild_reaction_at_step_11_suggests_an_intermediate_step_before_it() -> None:

@@ -190,6 +190,17 @@ def _concept_text(concept: Any) -> str:
     return "(not recorded)"
 
 
+def _value_text(element: str, value: Any) -> str:
+    """Statuses by their code ("active"), the substance by its text, criticality as it is."""
+    if element in ("clinicalStatus", "verificationStatus") and isinstance(value, Mapping):
+        for coding in value.get("coding") or []:
+            if isinstance(coding, Mapping) and coding.get("code"):
+                return str(coding["code"])
+    if element == "criticality":
+        return str(value)
+    return _concept_text(value)
+
+
 def describe_additions(resource: Mapping[str, Any], additions: AllergyAdditions) -> list[str]:
     """The change in words, for the preview (what is added, and what stays as it is)."""
     lines = [f"Add a note: “{additions.note['text']}”"]
@@ -202,7 +213,7 @@ def describe_additions(resource: Mapping[str, Any], additions: AllergyAdditions)
         else:
             lines.append(f"Keep the last occurrence {resource.get('lastOccurrence')} (it is later).")
     kept = ", ".join(
-        f"{words} {_concept_text(resource.get(element)) if element != 'criticality' else resource.get(element)}"
+        f"{words} {_value_text(element, resource.get(element))}"
         for element, words in GUARDED.items()
         if resource.get(element) is not None
     )

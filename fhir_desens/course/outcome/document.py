@@ -40,7 +40,7 @@ def outcome_identifier(outcome: SessionOutcome) -> dict[str, str]:
 def summary_text(outcome: SessionOutcome, note: str, tz: tzinfo | None = None) -> str:
     """The copy-ready block (and the clinical note's text): what happened and what the allergy record says."""
     progress = (
-        f"completed all {outcome.steps_planned} steps"
+        f"full dose given ({outcome.steps_planned} steps)"
         if outcome.completed
         else f"stopped after step {outcome.steps_completed} of {outcome.steps_planned}"
     )

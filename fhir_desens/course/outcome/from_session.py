@@ -11,7 +11,7 @@ schedule (:mod:`.last_dose`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
@@ -22,6 +22,7 @@ from fhir_desens.course.outcome.record import BreakthroughReaction, CodedText, S
 from fhir_desens.drugs.tolerance import DoseEvidence, DoseSource, ToleranceAssessment, assess
 from fhir_desens.errors import InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
+from fhir_desens.protocol.model import Protocol
 from fhir_desens.protocol.risk import BROWN_GRADES
 
 __all__ = [
@@ -56,9 +57,14 @@ def _grade(severity: str) -> str:
 
 
 def outcome_from_session(
-    summary: SessionSummary, *, author: str | None = None, author_name: str = ""
+    summary: SessionSummary,
+    *,
+    author: str | None = None,
+    author_name: str = "",
+    protocols: Mapping[str, Protocol] | None = None,
 ) -> SessionOutcome:
-    """The outcome of a finished session, confirmed by ``author`` (``Practitioner/<id>``)."""
+    """The outcome of a finished session, confirmed by ``author`` (``Practitioner/<id>``); ``protocols``
+    gives the protocol's own step count for the note (the schedule may have grown after a reaction)."""
     if summary.phase not in FINISHED_PHASES:
         raise InputError(
             "session", f"the session is {summary.phase}, not finished: its outcome cannot be written yet"
@@ -97,6 +103,9 @@ def outcome_from_session(
         encounter=summary.encounter,
         author=author,
         author_name=author_name,
+        protocol_steps=len(protocols[summary.protocol_id].steps)
+        if protocols and summary.protocol_id in protocols
+        else None,
     )
 
 

@@ -62,7 +62,7 @@ class NextCourse:
 def _last_session(outcome: SessionOutcome, tz: tzinfo | None) -> str:
     ended = outcome.ended_at.astimezone(tz) if tz is not None else outcome.ended_at
     progress = (
-        f"completed all {outcome.steps_planned} steps"
+        f"full dose given ({outcome.steps_planned} steps)"
         if outcome.completed
         else f"stopped after step {outcome.steps_completed} of {outcome.steps_planned}"
     )

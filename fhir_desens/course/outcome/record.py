@@ -104,6 +104,8 @@ class SessionOutcome:
     author: str | None = None  # Practitioner/<id>: the allergist who confirms
     author_name: str = ""
     started_at: datetime | None = None
+    #: the protocol's own number of steps ("12-step"), when the session's schedule grew after a reaction
+    protocol_steps: int | None = None
 
     def __post_init__(self) -> None:
         if not self.session_id.strip():
@@ -122,6 +124,11 @@ class SessionOutcome:
             raise InputError("completed", "a completed session has completed every planned step")
         if not self.dose.strip():
             raise InputError("dose", "must not be empty")
+
+    @property
+    def step_count(self) -> int:
+        """The "n" of "n-step rapid desensitization": the protocol's steps, else the steps planned."""
+        return self.protocol_steps or self.steps_planned
 
     @property
     def breakthrough(self) -> bool:

@@ -83,12 +83,12 @@ def note_text(
     day = _date(outcome.ended_at, tz)
     if outcome.completed:
         opening = (
-            f"Tolerated {drug} via {outcome.steps_planned}-step rapid desensitization on {day} "
+            f"Tolerated {drug} via {outcome.step_count}-step rapid desensitization on {day} "
             f"({_protocol(outcome)}). Tolerance is temporary: {maintenance_sentence(rule)}."
         )
     else:
         opening = (
-            f"Rapid desensitization to {drug} ({outcome.steps_planned}-step, {_protocol(outcome)}) was stopped "
+            f"Rapid desensitization to {drug} ({outcome.step_count}-step, {_protocol(outcome)}) was stopped "
             f"after step {outcome.steps_completed} of {outcome.steps_planned} on {day}: the full dose was not "
             "reached and tolerance cannot be assumed."
         )

@@ -1,0 +1,1 @@
+"""Bringing the outcome back to the chart (pages and panels)."""

@@ -1,0 +1,198 @@
+"""Bringing a finished session's outcome back to the chart: preview, confirm, result; tasks; tolerance.
+
+``GET /s/<sid>/outcome/<session>`` shows what would be written (in words and as a diff, or the clinical
+note, or the copy-ready text) and why that write; ``POST`` writes what the allergist confirmed and shows
+exactly what was written. The work is in :mod:`fhir_desens.course.outcome`; these views gather the
+session, the EHR's capabilities and the grant, call it and render.
+
+The patient page and the planning page show the tolerance window and the open tasks through the
+``outcome_panel`` and ``next_course_for`` template functions (a failure there never breaks those pages).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, tzinfo
+from typing import Any
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from fhir_desens.course.bedside.record import BedsideRecord
+from fhir_desens.course.bedside.summary import SessionSummary
+from fhir_desens.course.chart import patient_reference
+from fhir_desens.course.outcome.allergy_change import GUARDED, Flavor
+from fhir_desens.course.outcome.from_session import finished, outcome_from_session, tolerance_overview
+from fhir_desens.course.outcome.last_dose import names_drug
+from fhir_desens.course.outcome.next_course import next_course
+from fhir_desens.course.outcome.preview import Preview, prepare
+from fhir_desens.course.outcome.strategy import WriteDecision, WritePath, choose_write
+from fhir_desens.course.outcome.wording import outcome_id
+from fhir_desens.course.outcome.writeback import write_outcome
+from fhir_desens.errors import DesensError, InputError
+from fhir_desens.protocol.crossreactivity import DrugRef
+from smart_app.app_session import AppSession, app_session
+from smart_app.library import library
+from smart_app.services import services
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("outcome", __name__, url_prefix="/s/<string(length=43):sid>", template_folder="templates")
+
+_SESSION_ID = "string(minlength=8,maxlength=64)"
+
+
+def _local_zone() -> tzinfo | None:
+    return datetime.now().astimezone().tzinfo
+
+
+def _record() -> BedsideRecord:
+    svc = services()
+    return BedsideRecord(svc.record_store(), library(), svc.now)
+
+
+def _summary(session: AppSession, session_id: str) -> SessionSummary:
+    """This patient's finished session ``session_id`` (404 otherwise: never another patient's)."""
+    patient = patient_reference(session.smart)
+    for summary in finished(_record().patient_sessions(patient)):
+        if summary.session_id == session_id:
+            return summary
+    abort(404)
+
+
+def _decision(session: AppSession) -> WriteDecision:
+    setting, flavor = services().settings.allergy_write_for(session.smart.fhir_base)
+    return choose_write(
+        session.client.capabilities(),
+        session.smart.granted,
+        setting,
+        flavor=Flavor(flavor) if flavor else None,
+    )
+
+
+def _preview(session: AppSession, session_id: str, allergy_id: str | None) -> Preview:
+    user = session.user
+    outcome = outcome_from_session(
+        _summary(session, session_id),
+        author=user.reference,
+        author_name=user.name or user.label,
+        protocols=library(),
+    )
+    return prepare(
+        session.client,
+        outcome,
+        _decision(session),
+        recorded_at=services().now(),
+        allergy_id=allergy_id or None,
+        tz=_local_zone(),
+    )
+
+
+def _page(session: AppSession, template: str, status: int = 200, **context: Any) -> tuple[str, int]:
+    html = render_template(
+        template,
+        sid=session.sid,
+        csrf_token=session.csrf_token,
+        banner=session.banner(),
+        need_patient_banner=session.smart.need_patient_banner,
+        style_vars=services().styles.get(session.smart.smart_style_url),
+        path_words=_PATH_WORDS,
+        guarded=GUARDED,
+        **context,
+    )
+    return html, status
+
+
+_PATH_WORDS = {
+    WritePath.UPDATE_ALLERGY: "Update the allergy record",
+    WritePath.CLINICAL_NOTE: "Write a clinical note",
+    WritePath.NOTHING_WRITABLE: "Nothing can be written to this EHR",
+}
+
+
+@bp.get(f"/outcome/<{_SESSION_ID}:session_id>")
+def preview(sid: str, session_id: str) -> tuple[str, int]:
+    session = app_session(sid)
+    try:
+        shown = _preview(session, session_id, request.args.get("allergy"))
+    except InputError as error:
+        return _page(session, "outcome_error.html", 400, message=error.message)
+    return _page(session, "outcome_preview.html", preview=shown, session_id=session_id)
+
+
+@bp.post(f"/outcome/<{_SESSION_ID}:session_id>")
+def confirm(sid: str, session_id: str) -> tuple[str, int]:
+    session = app_session(sid)
+    try:
+        shown = _preview(session, session_id, request.form.get("allergy"))
+    except InputError as error:
+        return _page(session, "outcome_error.html", 400, message=error.message)
+    previewed = request.form.get("previewed_version") or None
+    add = request.form.get("add_allergy") == "yes"
+    report = write_outcome(
+        session.client,
+        shown,
+        tasks=services().task_book(),
+        now=services().now(),
+        add_allergy=add,
+        previewed_version=previewed,
+    )
+    status = 409 if report.conflict is not None else 200
+    return _page(session, "outcome_result.html", status, preview=shown, report=report, session_id=session_id)
+
+
+@bp.post("/outcome/tasks/<string(minlength=8,maxlength=64):task_id>/done")
+def task_done(sid: str, task_id: str) -> Response:
+    session = app_session(sid)
+    book = services().task_book()
+    own = {t.outcome_id for t in book.tasks_for(patient_reference(session.smart))}
+    if task_id not in own:
+        abort(404)
+    book.mark_done(task_id, session.user.label, services().now())
+    return redirect(url_for("patient.page", sid=sid) + "#outcome-tasks", code=303)
+
+
+# -- the panels on the patient and planning pages ----------------------------------------------------------
+
+
+def outcome_panel(sid: str) -> dict[str, Any]:
+    """Tolerance per drug, finished sessions and open tasks for the patient page (never raises)."""
+    try:
+        session = app_session(sid)
+        patient = patient_reference(session.smart)
+        summaries = _record().patient_sessions(patient)
+        can_read = session.smart.granted.can_read("MedicationAdministration")
+        rows = tolerance_overview(
+            session.client if can_read else None, summaries, patient, services().now(), _local_zone()
+        )
+        tasks = services().task_book().tasks_for(patient)
+        return {"tolerance": rows, "sessions": finished(summaries), "tasks": tasks, "error": None}
+    except DesensError as error:
+        log.warning("outcome panel unavailable: %s", type(error).__name__)
+        return {"tolerance": [], "sessions": [], "tasks": [], "error": error.message}
+
+
+def next_course_for(sid: str, drug: str) -> dict[str, Any] | None:
+    """The last finished session of this drug and what the next course could change (planning page)."""
+    try:
+        session = app_session(sid)
+        patient = patient_reference(session.smart)
+        summaries = [s for s in finished(_record().patient_sessions(patient)) if _same_drug(s.drug, drug)]
+        if not summaries:
+            return None
+        last = summaries[0]
+        course = next_course(outcome_from_session(last, protocols=library()), library(), _local_zone())
+        rows = tolerance_overview(None, summaries, patient, services().now(), _local_zone())
+        return {"course": course, "tolerance": rows[0] if rows else None, "outcome_id": outcome_id}
+    except DesensError as error:
+        log.warning("next course unavailable: %s", type(error).__name__)
+        return None
+
+
+def _same_drug(recorded: str, planned: str) -> bool:
+    return names_drug(DrugRef(recorded), DrugRef(planned)) or names_drug(DrugRef(planned), DrugRef(recorded))
+
+
+@bp.app_context_processor
+def _panels() -> dict[str, Any]:
+    return {"outcome_panel": outcome_panel, "next_course_for": next_course_for}

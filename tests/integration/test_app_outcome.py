@@ -1,0 +1,175 @@
+"""The outcome pages end to end against the real sandbox EHR: a finished session in the app's bedside record,
+the tolerance window and the finished session on the patient page, the preview, the confirmation, what was
+written on the FHIR server; a read-only launch gives a task; an epic-like launch a clinical note.
+
+Flask's test client plays the browser (as in test_app_launch.py); the app makes real HTTP calls to the
+sandbox, whose FHIR server is read directly to check what was written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.course.bedside.record import BedsideRecord
+from fhir_desens.protocol.library import builtin_protocols
+from fhir_desens.sandbox.server import Sandbox
+from tests.bedside_session import Bedside
+from tests.html import text_of
+from tests.integration import test_app_launch as launch_tests
+from tests.integration.test_app_launch import AppUnderTest, _local, _no_redirect, authorize, finish, page
+
+sandbox = launch_tests.sandbox
+make_app = launch_tests.make_app
+
+pytestmark = pytest.mark.integration
+
+PATIENT = "carboplatin-ovarian"
+
+
+def launch(sandbox: Sandbox, app: AppUnderTest, vendor: str = "permissive") -> str:
+    launched = _no_redirect(sandbox.launch_url(PATIENT, app=app.client_id, vendor=vendor))
+    assert launched.status_code == 302, launched.text
+    response = app.client.get(_local(launched.headers["Location"]))
+    assert response.status_code == 302
+    return finish(app, authorize(response.headers["Location"]))
+
+
+def patient_ref(sandbox: Sandbox) -> str:
+    return f"Patient/{sandbox.summary.patients[PATIENT].id}"
+
+
+def finished_session(app: AppUnderTest, sandbox: Sandbox) -> str:
+    """A completed carboplatin session with a mild reaction at step 11, in the app's own bedside record."""
+    services = app.app.extensions["fhir_desens"]
+    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
+    bedside = Bedside(record_to=record, patient=patient_ref(sandbox))
+    bedside.reaction_at_step_11()
+    return bedside.session_id
+
+
+def csrf(app: AppUnderTest, sid: str) -> str:
+    return str(app.store.get("session", sid)["csrf"])
+
+
+def our_notes(sandbox: Sandbox, allergy_id: str) -> list[str]:
+    with FhirClient(sandbox.backend_url) as backend:
+        resource = backend.read("AllergyIntolerance", allergy_id).resource
+    return [n["text"] for n in resource.get("note", []) if "Ref RDD-" in n["text"]]
+
+
+def carboplatin_allergy(sandbox: Sandbox) -> dict[str, Any]:
+    with FhirClient(sandbox.backend_url) as backend:
+        records = backend.search_all("AllergyIntolerance", {"patient": patient_ref(sandbox)})
+    return next(r for r in records if "arboplatin" in str(r.get("code")))
+
+
+@pytest.mark.requirement("OUT-1")
+def test_a_finished_session_is_previewed_confirmed_and_written_once(sandbox: Sandbox, make_app: Any) -> None:
+    app = make_app("symmetric")
+    sid = launch(sandbox, app)
+    session_id = finished_session(app, sandbox)
+
+    patient_page = text_of(page(app, sid))
+    assert "Tolerance after desensitization" in patient_page
+    assert (
+        "Re-desensitization required: platinum compounds are desensitized at every administration."
+        in patient_page
+    )
+    assert "Last dose" in patient_page and "the app's session record" in patient_page
+    assert "Bring the outcome to the chart" in patient_page
+
+    preview = app.client.get(f"/s/{sid}/outcome/{session_id}")
+    assert preview.status_code == 200
+    html = preview.get_data(as_text=True)
+    words = text_of(html)
+    assert "Update the allergy record." in words
+    assert "Nothing has been written yet" in words
+    assert "Tolerated carboplatin 400 mg via 12-step rapid desensitization" in words
+    assert "Brown grade 1, mild (skin and mucosa) at step 11" in words
+    assert "Unchanged: clinical status active" in words
+    before = carboplatin_allergy(sandbox)
+    notes_before = len(our_notes(sandbox, before["id"]))
+    version = re.search(r'name="previewed_version" value="([^"]+)"', html)
+    assert version is not None
+    form = {"csrf_token": csrf(app, sid), "previewed_version": version.group(1), "allergy": before["id"]}
+
+    written = app.client.post(f"/s/{sid}/outcome/{session_id}", data=form)
+    assert written.status_code == 200, text_of(written.get_data(as_text=True))[:2000]
+    result = text_of(written.get_data(as_text=True))
+    assert "The outcome is in the chart" in result
+    assert "Written: note on the allergy record with the breakthrough reaction (AllergyIntolerance/" in result
+    assert "Written: Provenance" in result
+
+    again = text_of(app.client.post(f"/s/{sid}/outcome/{session_id}", data=form).get_data(as_text=True))
+    assert "Already in the chart: note on the allergy record" in again
+
+    after = carboplatin_allergy(sandbox)
+    assert len(our_notes(sandbox, before["id"])) == notes_before + 1  # confirmed twice, written once
+    assert after["clinicalStatus"] == before["clinicalStatus"]
+    assert after["verificationStatus"] == before["verificationStatus"]
+    assert after.get("criticality") == before.get("criticality")
+
+
+@pytest.mark.requirement("OUT-8")
+def test_a_read_only_launch_records_a_task_shown_on_the_patient_page(sandbox: Sandbox, make_app: Any) -> None:
+    app = make_app("symmetric", granted_scope="launch openid fhirUser patient/*.rs")
+    sid = launch(sandbox, app)
+    session_id = finished_session(app, sandbox)
+
+    words = text_of(app.client.get(f"/s/{sid}/outcome/{session_id}").get_data(as_text=True))
+    assert "Nothing can be written to this EHR." in words
+    assert "Allergy record: keep it active and confirmed" in words  # the copy-ready text
+
+    result = text_of(
+        app.client.post(f"/s/{sid}/outcome/{session_id}", data={"csrf_token": csrf(app, sid)}).get_data(
+            as_text=True
+        )
+    )
+    assert "The chart was not updated" in result
+    assert "Task for the allergist recorded" in result
+
+    html = page(app, sid)
+    assert "Tasks for the allergist: the chart was not updated" in text_of(html)
+    task = re.search(r'action="(/s/[^"]+/outcome/tasks/[^"]+/done)"', html)
+    assert task is not None
+    done = app.client.post(task.group(1), data={"csrf_token": csrf(app, sid)})
+    assert done.status_code == 303
+    assert "Tasks for the allergist" not in text_of(page(app, sid))
+
+
+@pytest.mark.requirement("OUT-5")
+def test_an_epic_like_launch_writes_a_clinical_note_not_an_allergy(sandbox: Sandbox, make_app: Any) -> None:
+    app = make_app("symmetric")
+    sid = launch(sandbox, app, vendor="epic-like")
+    session_id = finished_session(app, sandbox)
+    with FhirClient(sandbox.backend_url) as backend:
+        allergies_before = len(backend.search_all("AllergyIntolerance", {"patient": patient_ref(sandbox)}))
+
+    words = text_of(app.client.get(f"/s/{sid}/outcome/{session_id}").get_data(as_text=True))
+    assert "Write a clinical note." in words
+    result = text_of(
+        app.client.post(f"/s/{sid}/outcome/{session_id}", data={"csrf_token": csrf(app, sid)}).get_data(
+            as_text=True
+        )
+    )
+    assert "Written: clinical note (DocumentReference/" in result
+    assert "Not written: Provenance: this EHR does not accept it." in result
+    with FhirClient(sandbox.backend_url) as backend:
+        assert (
+            len(backend.search_all("AllergyIntolerance", {"patient": patient_ref(sandbox)}))
+            == allergies_before
+        )
+
+
+def test_another_patients_session_is_not_found(sandbox: Sandbox, make_app: Any) -> None:
+    app = make_app("symmetric")
+    sid = launch(sandbox, app)
+    services = app.app.extensions["fhir_desens"]
+    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
+    other = Bedside(record_to=record, patient="Patient/someone-else")
+    other.reaction_at_step_11()
+    assert app.client.get(f"/s/{sid}/outcome/{other.session_id}").status_code == 404
