@@ -346,6 +346,14 @@ def _check_options(
             "a table of discrete doses needs the minutes between doses",
             "e.g. --interval 30",
         )
+    if kind is ProtocolKind.INFUSION and options.interval_minutes is not None:
+        raise TableError(
+            "--interval",
+            None,
+            None,
+            "infusion rows give their own minutes; --interval is for discrete doses",
+            "omit --interval",
+        )
     if options.route not in ROUTES:
         raise TableError("--route", None, None, f"unknown route '{options.route}'", "oral or iv")
     labels = {row.solution for row in rows}

@@ -171,10 +171,16 @@ def _row(cells: dict[str, str], source: str, row: int, expected: int) -> TableRo
     )
 
 
+def _delimiter(text: str) -> str:
+    """Commas, or semicolons when the header uses them (spreadsheets in decimal-comma locales)."""
+    header = text.split("\n", 1)[0]
+    return ";" if ";" in header and "," not in header else ","
+
+
 def read_table(text: str, source: str = "table") -> list[TableRow]:
     """The rows of a CSV table; :class:`TableError` (exit 2) names the row and column of a problem."""
     text = text.removeprefix("\ufeff")  # spreadsheets save UTF-8 with a byte-order mark
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
     try:
         fields = next(reader, None)
         if fields is None or not any(f.strip() for f in fields):
@@ -212,7 +218,7 @@ PREPARATION_COLUMNS: Mapping[str, str] = {
 def read_preparations(text: str, source: str = "solutions") -> dict[str, Preparation]:
     """Stated preparations by solution label, from CSV text (``--solutions FILE``)."""
     text = text.removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
     fields = next(reader, None)
     if fields is None:
         raise TableError(source, 1, None, "the file is empty; the first row must name the columns")

@@ -19,6 +19,7 @@ from fhir_desens.authoring.table import TableError, read_preparations, read_tabl
 from fhir_desens.cli import main
 from fhir_desens.exchange.validate import validate_paths
 from fhir_desens.protocol.model import ProtocolKind
+from fhir_desens.protocol.quantity import Quantity
 from fhir_desens.protocol.stated import agrees
 
 TABLES = Path(__file__).parent / "tables"
@@ -283,3 +284,30 @@ def test_protocol_file_problems_are_unusable_input(
     assert "holds no protocol 'other' (accepted: ampicillin-iv-18)" in capsys.readouterr().err
     assert main(["plan", "--drug", "x"]) == 2
     assert "--protocol ID or --protocol-file FILE" in capsys.readouterr().err
+
+
+def test_semicolon_separated_tables_are_read_and_decimal_commas_refused_naming_the_cell() -> None:
+    rows = read_table("step;solution;dose\n1;A;0.5 mg\n2;A;1 mg\n")
+    assert [r.dose for r in rows] == [Quantity(Decimal("0.5"), "mg"), Quantity(Decimal(1), "mg")]
+    with pytest.raises(TableError, match="row 2, column dose: '0,5 mg' is not a dose"):
+        read_table("step;solution;dose\n1;A;0,5 mg\n")
+
+
+def test_interval_on_an_infusion_table_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = author(tmp_path, [*PROPORTIONAL, "--interval", "15"])
+    assert code == 2 and "--interval: infusion rows give their own minutes" in capsys.readouterr().err
+
+
+def test_validate_reports_a_tampered_preparation(tmp_path: Path) -> None:
+    _, out = author(tmp_path, AMIODARONE)
+    bundle = json.loads(out.read_text("utf-8"))
+    plan_definition = bundle["entry"][0]["resource"]
+    solution_c = [e for e in plan_definition["extension"] if e["url"].endswith("desens-solution")][2]
+    [drug] = [s for s in solution_c["extension"] if s["url"] == "drugAdded"]
+    drug["valueQuantity"]["value"] = 100
+    out.write_text(json.dumps(bundle), "utf-8")
+    report = validate_paths([out], structural=None)
+    assert not report.valid
+    assert any(
+        "the preparation makes 1 mg/mL, the protocol states 1.5 mg/mL" in i.message for i in report.errors()
+    )
