@@ -311,7 +311,7 @@ def author_protocol(rows: Sequence[TableRow], options: AuthorOptions) -> Authore
         raise StatedValuesDisagree(source, sorted(disagreements, key=lambda d: d.row))
     _check_bag_volumes(solutions, options, source)
     total = Quantity(cumulative, dose_unit)
-    protocol = _protocol(kind, rows, solutions, options, dimension, total)
+    protocol = _protocol(kind, scaling, rows, solutions, options, dimension, total)
     _check_reproduces(protocol, total, doses, options)
     return Authored(protocol, total, tuple(Quantity(d, dose_unit) for d in doses))
 
@@ -329,14 +329,6 @@ def _check_options(
             None,
             "a table of discrete doses is planned as written (fixed)",
             "--scaling fixed, or a table of infusion rows (rate_ml_h) for proportional scaling",
-        )
-    if kind is ProtocolKind.INFUSION and scaling != "proportional":
-        raise TableError(
-            "--scaling",
-            None,
-            None,
-            "an infusion table is scaled to the target (proportional)",
-            "--scaling proportional, or a table of discrete doses for fixed scaling",
         )
     if kind is ProtocolKind.DISCRETE and options.interval_minutes is None:
         raise TableError(
@@ -431,6 +423,7 @@ def _check_bag_volumes(solutions: Mapping[str, _Solution], options: AuthorOption
 
 def _protocol(
     kind: ProtocolKind,
+    scaling: str,
     rows: Sequence[TableRow],
     solutions: Mapping[str, _Solution],
     options: AuthorOptions,
@@ -442,14 +435,14 @@ def _protocol(
         closing: tuple[ClosingMethod, ...] = ()
         defaults = ProtocolDefaults(step_minutes=options.interval_minutes or Decimal(15))
     else:
-        definitions, steps, closing_method = _infusion_parts(rows, solutions, options, total)
+        definitions, steps, closing_method = _infusion_parts(rows, solutions, options, total, scaling)
         closing = (closing_method,)
         defaults = ProtocolDefaults(closing=closing_method, step_minutes=rows[0].minutes or Decimal(15))
     citation = options.source or f"Institutional table {options.table_name}"
-    scaling = "fixed doses" if kind is ProtocolKind.DISCRETE else "scaled in proportion to the target"
+    how = "fixed doses" if scaling == "fixed" else "scaled in proportion to the target"
     description = (
         f"{options.title}: {len(rows)} steps authored with fhir-desens from {citation}, every value "
-        f"recomputed exactly ({scaling}). The table's doses sum to {total} "
+        f"recomputed exactly ({how}). The table's doses sum to {total} "
         f"(cumulative {plain(total.value)} {unit(total.unit).display})."
     )
     protocol = Protocol(
@@ -467,6 +460,7 @@ def _protocol(
         steps=tuple(steps),
         defaults=defaults,
         closing_methods=closing,
+        fixed_table=kind is ProtocolKind.INFUSION and scaling == "fixed",
         drugs=(options.drug,),
     )
     try:
@@ -517,7 +511,11 @@ def _discrete_parts(
 
 
 def _infusion_parts(
-    rows: Sequence[TableRow], solutions: Mapping[str, _Solution], options: AuthorOptions, total: Quantity
+    rows: Sequence[TableRow],
+    solutions: Mapping[str, _Solution],
+    options: AuthorOptions,
+    total: Quantity,
+    scaling: str,
 ) -> tuple[list[SolutionDefinition], list[StepDefinition], ClosingMethod]:
     ordered = sorted(solutions.values(), key=lambda s: s.number)
     missing = [s.label for s in ordered if s.label not in options.bag_volumes_ml]
@@ -526,9 +524,23 @@ def _infusion_parts(
             "--bag-volumes",
             None,
             None,
-            f"proportional scaling needs the volume of every bag; missing: {', '.join(missing)}",
+            f"an infusion table needs the volume of every bag; missing: {', '.join(missing)}",
             "LABEL=ML for each solution, e.g. " + ",".join(f"{s.label}=100" for s in ordered),
         )
+    numbers = {s.label: s.number for s in ordered}
+    steps = [StepDefinition(r.step, numbers[r.solution], r.minutes, rate_ml_h=r.rate_ml_h) for r in rows]
+    if scaling == "fixed":  # the table's concentrations; the last step closes on the table's total
+        fixed = [
+            SolutionDefinition(
+                s.number,
+                f"Solution {s.label}",
+                concentration=s.concentration,
+                volume_ml=options.bag_volumes_ml[s.label],
+                preparation=options.preparations.get(s.label),
+            )
+            for s in ordered
+        ]
+        return fixed, steps, ClosingMethod.REMAINDER_STEP
     last_volume = options.bag_volumes_ml[ordered[-1].label]
     definitions = []
     for solution in ordered:
@@ -554,8 +566,6 @@ def _infusion_parts(
                 volume_ml=options.bag_volumes_ml[solution.label],
             )
         )
-    numbers = {s.label: s.number for s in ordered}
-    steps = [StepDefinition(r.step, numbers[r.solution], r.minutes, rate_ml_h=r.rate_ml_h) for r in rows]
     closing = (
         ClosingMethod.REDUCED_FINAL_BAG if rows[-1].minutes is None else ClosingMethod.TRUNCATED_FINAL_STEP
     )

@@ -127,6 +127,7 @@ def _settings_extension(protocol: Protocol) -> dict[str, Any]:
         *_sub("evidence", "Code", protocol.evidence.value),
         *(e for dim in protocol.dose_dimensions for e in _sub("doseDimension", "Code", dim.value)),
         *_sub("allowDoseDecrease", "Boolean", protocol.allow_dose_decrease),
+        *_sub("fixedTable", "Boolean", protocol.fixed_table),
         *_sub("bagVolume", "Quantity", None if d.bag_volume_ml is None else ucum(d.bag_volume_ml, "mL")),
         *_sub(
             "finalRate", "Quantity", None if d.final_rate_ml_h is None else ucum(d.final_rate_ml_h, "mL/h")
@@ -329,6 +330,7 @@ def protocol_from_plan_definition(resource: Mapping[str, Any]) -> Protocol:
             ),
             reaction_rule=ReactionRule(_one(settings, "reactionRule", "valueCode", "standard")),
             allow_dose_decrease=bool(_one(settings, "allowDoseDecrease", "valueBoolean", False)),
+            fixed_table=bool(_one(settings, "fixedTable", "valueBoolean", False)),
             premedications=tuple(
                 _premedication_from_extension(e) for e in _extensions(resource, c.EXT_PREMEDICATION)
             ),

@@ -451,6 +451,13 @@ EXTENSIONS: tuple[ExtensionSpec, ...] = (
                 "1",
                 "Whether a plan may lower the target dose (default false)",
             ),
+            Sub(
+                "fixedTable",
+                "boolean",
+                0,
+                "1",
+                "Infusion: the table's doses are the doses; planned only at their exact total (default false)",
+            ),
             Sub("bagVolume", "Quantity", 0, "1", "Default volume of each bag (UCUM mL)", unit="mL"),
             Sub("finalRate", "Quantity", 0, "1", "Default final infusion rate (UCUM mL/h)", unit="mL/h"),
             Sub("stepDuration", "Duration", 0, "1", "Default step duration (UCUM min)", unit="min"),

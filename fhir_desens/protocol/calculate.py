@@ -130,6 +130,8 @@ def compute_plan(request: PlanRequest) -> Plan:
     if not request.drug or not request.drug.strip():
         raise InputError("--drug", "a drug name is required", "e.g. carboplatin")
     if request.protocol.kind is ProtocolKind.INFUSION:
+        if request.protocol.fixed_table:
+            request = _at_table_total(request)
         plan = _InfusionPlanner(request).plan()
     else:
         plan = _plan_discrete(request)
@@ -629,6 +631,41 @@ def _plan_discrete(request: PlanRequest) -> Plan:
         warnings=tuple(warnings),
         nursing_instructions=protocol.nursing_instructions,
     )
+
+
+def fixed_table_total(protocol: Protocol) -> Quantity:
+    """The exact total of a fixed infusion table: rate x minutes x concentration, the last step
+    running the rest of its bag when its minutes are open."""
+    total, used = Decimal(0), dict.fromkeys((s.number for s in protocol.solutions), Decimal(0))
+    unit_code = ""
+    for step in protocol.steps:
+        solution = protocol.solution(step.solution)
+        assert solution.concentration is not None and step.rate_ml_h is not None
+        if step.minutes is not None:
+            volume = div(mul(step.rate_ml_h, step.minutes), SIXTY)
+        else:
+            assert solution.volume_ml is not None
+            volume = sub(solution.volume_ml, used[step.solution])
+        used[step.solution] = add(used[step.solution], volume)
+        total = add(total, mul(volume, solution.concentration.value))
+        unit_code = solution.concentration.unit.removesuffix("/mL")
+    return Quantity(total, unit_code)
+
+
+def _at_table_total(request: PlanRequest) -> PlanRequest:
+    """INV-24 for infusion tables: the plan's target is the table's exact total, nothing else."""
+    protocol = request.protocol
+    for name, value in (
+        ("--closing", request.closing),
+        ("--concentrations", request.concentrations),
+        ("--insert-before", request.insert_before or None),
+    ):
+        if value is not None and not (name == "--closing" and value is ClosingMethod.REMAINDER_STEP):
+            raise InputError(name, f"protocol {protocol.id} is a fixed table; {name} does not apply")
+    total = fixed_table_total(protocol)
+    if request.target is not None:
+        _check_fixed_target(protocol, _checked_target(protocol, request.target), total)
+    return replace(request, target=total)
 
 
 def _check_fixed_target(protocol: Protocol, given: Quantity, total: Quantity) -> None:

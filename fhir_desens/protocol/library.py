@@ -225,6 +225,7 @@ def protocol_from_dict(raw: Mapping[str, Any]) -> Protocol:
         ),
         reaction_rule=_enum(ReactionRule, raw.get("reaction_rule", "standard"), "protocol.reaction_rule"),
         allow_dose_decrease=bool(raw.get("allow_dose_decrease", False)),
+        fixed_table=bool(raw.get("fixed_table", False)),
         premedications=tuple(
             _premedication(p, f"premedications[{i}]") for i, p in enumerate(raw.get("premedications", []))
         ),
@@ -273,11 +274,30 @@ def check_protocol(protocol: Protocol) -> None:
             raise ProtocolDefinitionError("discrete protocols have fixed doses and no closing method")
         if not protocol.fixed_doses:
             raise ProtocolDefinitionError("discrete protocols need fixed concentrations or solid unit doses")
+    if protocol.fixed_table:
+        _check_fixed_table(protocol)
     fractions = protocol.defaults.bag_fractions
     if fractions is not None and (len(fractions) != len(numbers) or sum(fractions) != 1):
         raise ProtocolDefinitionError(
             "defaults.bag_fractions needs one fraction per solution, summing to exactly 1"
         )
+
+
+def _check_fixed_table(protocol: Protocol) -> None:
+    """A fixed infusion table: fixed concentrations, timed steps, the last step closes on the total."""
+    if protocol.kind is not ProtocolKind.INFUSION:
+        raise ProtocolDefinitionError(
+            "fixed_table is for infusion protocols (discrete doses are fixed anyway)"
+        )
+    if any(s.concentration is None for s in protocol.solutions):
+        raise ProtocolDefinitionError("a fixed table needs a fixed concentration for every solution")
+    if protocol.closing_methods != (ClosingMethod.REMAINDER_STEP,):
+        raise ProtocolDefinitionError("a fixed table closes with remainder-step only")
+    if any(s.rate_ml_h is None for s in protocol.steps):
+        raise ProtocolDefinitionError("a fixed table gives every step a rate in mL/h")
+    last = protocol.steps[-1]
+    if last.minutes is None and protocol.solution(last.solution).volume_ml is None:
+        raise ProtocolDefinitionError("a fixed table whose last step empties its bag needs that bag's volume")
 
 
 def _check_infusion_step(protocol: Protocol, step: StepDefinition, path: str) -> None:
@@ -355,6 +375,7 @@ def protocol_to_dict(protocol: Protocol) -> dict[str, Any]:
             "closing_methods": [c.value for c in protocol.closing_methods],
             "reaction_rule": protocol.reaction_rule.value,
             "allow_dose_decrease": protocol.allow_dose_decrease,
+            "fixed_table": protocol.fixed_table,
             "solutions": [
                 clean(
                     {

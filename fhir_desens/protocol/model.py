@@ -209,6 +209,7 @@ class Protocol:
     closing_methods: tuple[ClosingMethod, ...] = ()
     reaction_rule: ReactionRule = ReactionRule.STANDARD
     allow_dose_decrease: bool = False
+    fixed_table: bool = False  # infusion: the table's doses are the doses, planned at their total only
     premedications: tuple[Premedication, ...] = ()
     nursing_instructions: tuple[str, ...] = ()
     drugs: tuple[str, ...] = ()  # drugs the protocol is written for; empty = any drug
@@ -225,6 +226,11 @@ class Protocol:
     @property
     def uses_final_rate(self) -> bool:
         return any(step.rate_fraction is not None for step in self.steps)
+
+    @property
+    def planned_at_table_total(self) -> bool:
+        """True when the protocol's own doses are the plan (INV-24): fixed discrete doses or a fixed table."""
+        return self.fixed_table or (self.kind is ProtocolKind.DISCRETE and self.fixed_doses)
 
     @property
     def fixed_doses(self) -> bool:

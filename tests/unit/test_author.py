@@ -311,3 +311,36 @@ def test_validate_reports_a_tampered_preparation(tmp_path: Path) -> None:
     assert any(
         "the preparation makes 1 mg/mL, the protocol states 1.5 mg/mL" in i.message for i in report.errors()
     )
+
+
+@pytest.mark.invariant("INV-24")
+def test_a_fixed_infusion_table_is_planned_only_at_its_exact_total(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = author(tmp_path, [*PROPORTIONAL, "--scaling", "fixed"])
+    assert code == 0 and validate_paths([out], structural=None).valid
+    plan = plan_json(out, capsys, "--drug", "carboplatin")
+    assert plan["target_dose"] == {"value": "100", "unit": "mg"} and plan["closing"] == "remainder-step"
+    assert [s["concentration"]["value"] for s in plan["solutions"]] == ["0.004", "0.04", "0.396852"]
+    assert plan["steps"][-1]["volume_ml"] == "232.5" and plan["steps"][-1]["dose"]["value"] == "92.26809"
+    assert main(["plan", "--protocol-file", str(out), "--drug", "carboplatin", "--dose", "400mg"]) == 2
+    assert "the table's doses sum to 100 mg, not 400 mg" in capsys.readouterr().err
+    assert main(["plan", "--protocol-file", str(out), "--drug", "carboplatin", "--insert-before", "3"]) == 2
+    assert "--insert-before: protocol iv-3-bag-table is a fixed table" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("protocol_id", "expected"),
+    [
+        ("iv-12-step-3-bag", "a fixed table needs a fixed concentration for every solution"),
+        ("penicillin-v-oral-wendel", "fixed_table is for infusion protocols"),
+    ],
+)
+def test_fixed_table_is_refused_where_it_cannot_hold(protocol_id: str, expected: str) -> None:
+    from fhir_desens.errors import ProtocolDefinitionError
+    from fhir_desens.protocol.library import builtin_protocols, protocol_from_dict, protocol_to_dict
+
+    raw = protocol_to_dict(builtin_protocols()[protocol_id])
+    raw["fixed_table"] = True
+    with pytest.raises(ProtocolDefinitionError, match=expected):
+        protocol_from_dict(raw)

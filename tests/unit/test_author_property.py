@@ -204,6 +204,27 @@ def test_proportional_tables_reproduce_at_their_total_and_scale_with_the_target(
         assert abs(step.dose.value - expected) <= Decimal("1e-30") * max(expected, Decimal(1))
 
 
+@pytest.mark.invariant("INV-24")
+@PROPERTY
+@given(proportional_tables(), decimals("0.01", "2", 2))
+def test_fixed_infusion_tables_reproduce_at_their_total_and_refuse_any_other_target(
+    table: tuple[list[TableRow], dict[str, Decimal], Decimal], factor: Decimal
+) -> None:
+    rows, volumes, total = table
+    options = AuthorOptions("f", "F", "drug", "iv", scaling="fixed", bag_volumes_ml=volumes)
+    authored = author_protocol(rows, options)
+    protocol = authored.protocol
+    assert protocol.fixed_table and protocol.planned_at_table_total
+    assert protocol_from_plan_definition(plan_definition_from_protocol(protocol)) == protocol
+    plan = compute_plan(PlanRequest(protocol, "drug"))
+    assert violations(plan) == [] and plan.target_dose.value == total
+    assert [s.dose for s in plan.steps] == list(authored.step_doses)
+    other = Quantity(EXACT.multiply(total, factor), "mg")
+    assume(other.value != total)
+    with pytest.raises(InputError, match="the table's doses sum to"):
+        compute_plan(PlanRequest(protocol, "drug", other))
+
+
 @PROPERTY
 @given(decimals("0.000001", "100000", 6), st.integers(0, 6))
 def test_the_exact_value_rounded_to_any_precision_is_accepted_and_half_a_unit_more_is_not(
