@@ -57,7 +57,7 @@ def bag_tables(draw: st.DrawFn) -> tuple[list[TableRow], dict[str, Preparation],
     rows: list[TableRow] = []
     preps: dict[str, Preparation] = {}
     volumes: dict[str, Decimal] = {}
-    previous = Decimal(0)
+    previous, total = Decimal(0), Decimal(0)
     for index, label in enumerate(labels):
         prepared = draw(preparations()) if draw(st.booleans()) else None
         if prepared is not None:
@@ -69,7 +69,7 @@ def bag_tables(draw: st.DrawFn) -> tuple[list[TableRow], dict[str, Preparation],
         for volume in sorted(draw(st.lists(decimals("0.1", "20", 2), min_size=1, max_size=5))):
             dose = mul(volume, concentration.value)
             assume(dose >= previous)
-            previous = dose
+            previous, total = dose, total + dose
             used += volume
             rows.append(
                 TableRow(len(rows) + 2, len(rows) + 1, label, concentration=concentration, volume_ml=volume)
@@ -78,6 +78,7 @@ def bag_tables(draw: st.DrawFn) -> tuple[list[TableRow], dict[str, Preparation],
             assume(used <= prepared.final_volume_ml)
         elif draw(st.booleans()):
             volumes[label] = used + draw(decimals("0", "100", 1))
+    assume(total >= Decimal("0.01"))  # smaller totals are refused as implausible targets
     return rows, preps, volumes
 
 
