@@ -166,10 +166,17 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             session.client if can_read else None, summaries, patient, services().now(), _local_zone()
         )
         tasks = services().task_book().tasks_for(patient)
-        return {"tolerance": rows, "sessions": finished(summaries), "tasks": tasks, "error": None}
+        titles = {key: protocol.title for key, protocol in library().items()}
+        return {
+            "tolerance": rows,
+            "sessions": finished(summaries),
+            "tasks": tasks,
+            "protocol_titles": titles,
+            "error": None,
+        }
     except DesensError as error:
         log.warning("outcome panel unavailable: %s", type(error).__name__)
-        return {"tolerance": [], "sessions": [], "tasks": [], "error": error.message}
+        return {"tolerance": [], "sessions": [], "tasks": [], "protocol_titles": {}, "error": error.message}
 
 
 def next_course_for(sid: str, drug: str) -> dict[str, Any] | None:

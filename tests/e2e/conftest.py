@@ -94,13 +94,32 @@ def chromium_path() -> Path:
 def stack(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
     """(Requires Chromium first, so that a machine without it skips before starting anything.)"""
     sessions = tmp_path_factory.mktemp("e2e-app") / "sessions.sqlite3"
-    environment = {"FHIR_DESENS_SESSION_URL": f"sqlite:///{sessions}"}
+    environment = {
+        "FHIR_DESENS_SESSION_URL": f"sqlite:///{sessions}",
+        "FHIR_DESENS_RECORD_URL": record_url_of(sessions),
+    }
+    _RECORD_URLS.append(environment["FHIR_DESENS_RECORD_URL"])
     with ExitStack() as running:
         try:
             started = running.enter_context(demo_stack(app_host="localhost", environment=environment))
         except ConfigurationError as error:
             _unavailable(f"the demo stack cannot run: {error}")
         yield started
+
+
+def record_url_of(sessions: Path) -> str:
+    """The app's bedside record (and outcome tasks) next to its session store: tests write sessions there."""
+    return f"sqlite:///{sessions.with_name('record.sqlite3')}"
+
+
+@pytest.fixture(scope="session")
+def record_url(stack: DemoStack) -> str:
+    """The running app's bedside record database (FHIR_DESENS_RECORD_URL)."""
+    assert _RECORD_URLS, "the stack fixture sets the record URL"
+    return _RECORD_URLS[-1]
+
+
+_RECORD_URLS: list[str] = []
 
 
 def launch_chromium(

@@ -199,7 +199,7 @@ def test_the_preview_words_and_diff_show_what_is_added() -> None:
     words = describe_additions(before, adds)
     assert words[0].startswith("Add a note: “Tolerated ceftriaxone 2 g")
     assert "Add a reaction: Urticaria, Pruritus (mild)." in words
-    assert "Set the last occurrence to 2026-12-02T12:42:00+00:00." in words
+    assert "Set the last occurrence to 2 Dec 2026 12:42 UTC." in words
     assert words[-1].startswith("Unchanged: clinical status active, verification status confirmed")
     assert "criticality high" in words[-1]
     diff = json_diff(before, apply_additions(before, adds))

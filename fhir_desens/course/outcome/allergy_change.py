@@ -23,7 +23,7 @@ import copy
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from enum import Enum
 from typing import Any
 
@@ -201,7 +201,17 @@ def _value_text(element: str, value: Any) -> str:
     return _concept_text(value)
 
 
-def describe_additions(resource: Mapping[str, Any], additions: AllergyAdditions) -> list[str]:
+def _when(value: Any, tz: tzinfo | None) -> str:
+    parsed = _instant(value)
+    if isinstance(parsed, datetime):
+        local = parsed.astimezone(tz) if tz is not None else parsed
+        return f"{local.day} {local:%b %Y %H:%M} {local.tzname() or ''}".rstrip()
+    return str(value)
+
+
+def describe_additions(
+    resource: Mapping[str, Any], additions: AllergyAdditions, tz: tzinfo | None = None
+) -> list[str]:
     """The change in words, for the preview (what is added, and what stays as it is)."""
     lines = [f"Add a note: “{additions.note['text']}”"]
     for reaction in additions.reactions:
@@ -209,9 +219,11 @@ def describe_additions(resource: Mapping[str, Any], additions: AllergyAdditions)
         lines.append(f"Add a reaction: {seen} ({reaction.get('severity')}).")
     if additions.last_occurrence:
         if _later(additions.last_occurrence, resource.get("lastOccurrence")):
-            lines.append(f"Set the last occurrence to {additions.last_occurrence}.")
+            lines.append(f"Set the last occurrence to {_when(additions.last_occurrence, tz)}.")
         else:
-            lines.append(f"Keep the last occurrence {resource.get('lastOccurrence')} (it is later).")
+            lines.append(
+                f"Keep the last occurrence {_when(resource.get('lastOccurrence'), tz)} (it is later)."
+            )
     kept = ", ".join(
         f"{words} {_value_text(element, resource.get(element))}"
         for element, words in GUARDED.items()

@@ -11,6 +11,7 @@ schedule (:mod:`.last_dose`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -49,6 +50,16 @@ def _drug(summary: SessionSummary) -> CodedText:
     return CodedText(summary.drug)
 
 
+_SEMANTIC_TAG = re.compile(
+    r"\s*\((?:finding|disorder|observable entity|morphologic abnormality|symptom)\)\s*$"
+)
+
+
+def _plain_display(display: str) -> str:
+    """'Itching (finding)' -> 'Itching': the SNOMED CT semantic tag is not for the note's reader."""
+    return _SEMANTIC_TAG.sub("", display) or display
+
+
 def _grade(severity: str) -> str:
     number = _GRADE_NUMBER.get(severity)
     if number is None:
@@ -78,7 +89,11 @@ def outcome_from_session(
             grade=_grade(r.grade),
             severity=r.grade,
             manifestations=tuple(
-                CodedText(m.get("display") or m.get("code") or "reaction", m.get("system"), m.get("code"))
+                CodedText(
+                    _plain_display(m.get("display") or m.get("code") or "reaction"),
+                    m.get("system"),
+                    m.get("code"),
+                )
                 for m in r.manifestations
             )
             or (CodedText(f"{r.phenotype} reaction"),),

@@ -136,7 +136,7 @@ def prepare(
         words = (
             ("This outcome is already on the allergy record: nothing to add.",)
             if done
-            else tuple(describe_additions(current.resource, additions))
+            else tuple(describe_additions(current.resource, additions, tz))
         )
         diff = "" if changed is None else json_diff(current.resource, changed)
         return replace(
