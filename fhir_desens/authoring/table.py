@@ -41,6 +41,7 @@ REQUIRED = ("step", "solution")
 #: Refuse absurd files before reading them whole (a table has tens of rows, not thousands).
 MAX_ROWS = 200
 DOSE_DIMENSIONS = (Dimension.MASS, Dimension.ACTIVITY)
+MAX_LABEL = 40
 
 
 class TableError(InputError):
@@ -156,6 +157,14 @@ def _row(cells: dict[str, str], source: str, row: int, expected: int) -> TableRo
         raise TableError(source, row, "step", "the step number is empty", "1, 2, 3 ...")
     if solution is None:
         raise TableError(source, row, "solution", "the solution label is empty", "a label such as 1, 2, A, B")
+    if len(solution) > MAX_LABEL or not solution.isprintable():
+        raise TableError(
+            source,
+            row,
+            "solution",
+            "the solution label is too long or not printable",
+            f"a short label such as 1, 2, A, B (up to {MAX_LABEL} characters)",
+        )
     dose, concentration, cumulative = cell("dose"), cell("concentration"), cell("cumulative")
     volume, rate, minutes = cell("volume_ml"), cell("rate_ml_h"), cell("minutes")
     return TableRow(

@@ -107,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
         from fhir_desens.errors import InputError
 
         raise InputError("--interval", f"{args.interval} minutes is not above 0")
+    for field, value in (("--title", args.title), ("--drug", args.drug), ("--source", args.source or "x")):
+        if not value.strip() or not value.isprintable() or len(value) > 500:
+            from fhir_desens.errors import InputError
+
+            raise InputError(field, "is empty, too long or not printable", "a line of text")
     options = AuthorOptions(
         id=_checked_id(args.id),
         title=args.title.strip(),

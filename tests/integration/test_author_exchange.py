@@ -35,6 +35,13 @@ CASES = {
         ],
         ["--drug", "ampicillin", "--dose", "2000mg"],
     ),
+    "fixed-infusion": (
+        [
+            "proportional_infusion.csv", "--drug", "penicillin G", "--route", "iv", "--scaling", "fixed",
+            "--bag-volumes", "1=250,2=250,3=250",
+        ],
+        ["--drug", "penicillin G"],
+    ),
     "proportional": (
         [
             "proportional_infusion.csv", "--drug", "carboplatin", "--route", "iv",

@@ -344,3 +344,24 @@ def test_fixed_table_is_refused_where_it_cannot_hold(protocol_id: str, expected:
     raw["fixed_table"] = True
     with pytest.raises(ProtocolDefinitionError, match=expected):
         protocol_from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--title", "  "], "--title: is empty"),
+        (["--drug", ""], "--drug: is empty"),
+        (["--id", "no spaces please"], "--id: 'no spaces please' is not a FHIR id"),
+        (["--interval", "0"], "--interval: 0 minutes is not above 0"),
+    ],
+)
+def test_unusable_options_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arguments: list[str], expected: str
+) -> None:
+    code, out = author(tmp_path, [*LAGGING, *arguments])
+    assert code == 2 and not out.exists() and expected in capsys.readouterr().err
+
+
+def test_a_solution_label_must_be_short_and_printable() -> None:
+    with pytest.raises(TableError, match="row 2, column solution: the solution label is too long"):
+        read_table("step,solution,dose\n1," + "A" * 41 + ",1 mg\n")
