@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from fhir_desens.boundary.text import form_text
 from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol.model import Preparation
 from fhir_desens.protocol.quantity import (
@@ -157,14 +158,7 @@ def _row(cells: dict[str, str], source: str, row: int, expected: int) -> TableRo
         raise TableError(source, row, "step", "the step number is empty", "1, 2, 3 ...")
     if solution is None:
         raise TableError(source, row, "solution", "the solution label is empty", "a label such as 1, 2, A, B")
-    if len(solution) > MAX_LABEL or not solution.isprintable():
-        raise TableError(
-            source,
-            row,
-            "solution",
-            "the solution label is too long or not printable",
-            f"a short label such as 1, 2, A, B (up to {MAX_LABEL} characters)",
-        )
+    solution = form_text(solution, f"{source} row {row}, column solution", max_length=MAX_LABEL)
     dose, concentration, cumulative = cell("dose"), cell("concentration"), cell("cumulative")
     volume, rate, minutes = cell("volume_ml"), cell("rate_ml_h"), cell("minutes")
     return TableRow(

@@ -92,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
     from fhir_desens.authoring.build import AuthorOptions, author_protocol
     from fhir_desens.authoring.table import read_preparations, read_table
+    from fhir_desens.boundary.text import form_text
     from fhir_desens.commands.export import write_output
+    from fhir_desens.errors import InputError
     from fhir_desens.fhir.plandefinition import library_bundle
     from fhir_desens.io.formats import write_resource
     from fhir_desens.protocol.quantity import parse_decimal
@@ -104,24 +106,23 @@ def run(args: argparse.Namespace) -> int:
         preparations = read_preparations(_read_text(args.solutions, "--solutions"), Path(args.solutions).name)
     interval = None if args.interval is None else parse_decimal(args.interval, "--interval")
     if interval is not None and interval <= 0:
-        from fhir_desens.errors import InputError
-
         raise InputError("--interval", f"{args.interval} minutes is not above 0")
-    for field, value in (("--title", args.title), ("--drug", args.drug), ("--source", args.source or "x")):
-        if not value.strip() or not value.isprintable() or len(value) > 500:
-            from fhir_desens.errors import InputError
-
-            raise InputError(field, "is empty, too long or not printable", "a line of text")
+    title = form_text(args.title, "--title", max_length=200)
+    drug = form_text(args.drug, "--drug", max_length=100)
+    source = None if args.source is None else form_text(args.source, "--source", max_length=500)
+    for field, value in (("--title", title), ("--drug", drug), ("--source", source)):
+        if value == "":
+            raise InputError(field, "is empty", "a line of text")
     options = AuthorOptions(
         id=_checked_id(args.id),
-        title=args.title.strip(),
-        drug=args.drug.strip(),
+        title=title,
+        drug=drug,
         route=args.route,
         interval_minutes=interval,
         scaling=args.scaling,
         bag_volumes_ml=_bag_volumes(args.bag_volumes),
         preparations=preparations,
-        source=args.source,
+        source=source,
         version=args.version,
         table_name=name,
     )

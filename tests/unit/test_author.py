@@ -17,6 +17,7 @@ import pytest
 from fhir_desens.authoring.build import AuthorOptions, StatedValuesDisagree, author_protocol
 from fhir_desens.authoring.table import TableError, read_preparations, read_table
 from fhir_desens.cli import main
+from fhir_desens.errors import InputError
 from fhir_desens.exchange.validate import validate_paths
 from fhir_desens.protocol.model import ProtocolKind
 from fhir_desens.protocol.quantity import Quantity
@@ -363,5 +364,7 @@ def test_unusable_options_exit_2(
 
 
 def test_a_solution_label_must_be_short_and_printable() -> None:
-    with pytest.raises(TableError, match="row 2, column solution: the solution label is too long"):
+    with pytest.raises(InputError, match="row 2, column solution: 41 characters is too long"):
         read_table("step,solution,dose\n1," + "A" * 41 + ",1 mg\n")
+    with pytest.raises(InputError, match="row 2, column solution: contains invisible"):
+        read_table("step,solution,dose\n1,A\u202eB,1 mg\n")
