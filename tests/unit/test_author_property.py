@@ -257,3 +257,23 @@ def test_a_cumulative_column_off_by_one_row_is_refused_at_every_lagging_row(
     with pytest.raises(StatedValuesDisagree) as raised:
         author_protocol(lagging, options({}, volumes))
     assert [d.step for d in raised.value.disagreements] == list(range(lag_from + 1, len(rows) + 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(["step", "solution", "concentration", "volume_ml", "cumulative"]), st.data())
+def test_columns_are_read_in_any_order_and_any_case(order: list[str], data: st.DataObject) -> None:
+    from fhir_desens.authoring.table import read_table
+
+    cells = {
+        "step": ["1", "2"],
+        "solution": ["A", "A"],
+        "concentration": ["0.5 mg/mL", "0.5 mg/mL"],
+        "volume_ml": ["1", "2"],
+        "cumulative": ["0.5 mg", "1.5 mg"],
+    }
+    header = ["".join(c.upper() if data.draw(st.booleans()) else c for c in name) for name in order]
+    text = ",".join(header) + "\n" + "\n".join(",".join(cells[n][i] for n in order) for i in range(2))
+    expected = read_table(
+        "step,solution,concentration,volume_ml,cumulative\n1,A,0.5 mg/mL,1,0.5 mg\n2,A,0.5 mg/mL,2,1.5 mg\n"
+    )
+    assert read_table(text) == expected
