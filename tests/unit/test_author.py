@@ -20,7 +20,7 @@ from fhir_desens.cli import main
 from fhir_desens.errors import InputError
 from fhir_desens.exchange.validate import validate_paths
 from fhir_desens.protocol.model import ProtocolKind
-from fhir_desens.protocol.quantity import Quantity
+from fhir_desens.protocol.quantity import EXACT, Quantity
 from fhir_desens.protocol.stated import agrees
 
 TABLES = Path(__file__).parent / "tables"
@@ -368,3 +368,18 @@ def test_a_solution_label_must_be_short_and_printable() -> None:
         read_table("step,solution,dose\n1," + "A" * 41 + ",1 mg\n")
     with pytest.raises(InputError, match="row 2, column solution: contains invisible"):
         read_table("step,solution,dose\n1,A\u202eB,1 mg\n")
+
+
+def test_a_rounded_table_concentration_is_checked_against_the_recipe_whose_exact_value_is_used() -> None:
+    rows = read_table(
+        "step,solution,concentration,volume_ml,dose,cumulative\n"
+        "1,C,1.67 mg/mL,3,5 mg,5 mg\n2,C,1.67 mg/mL,10,16.67 mg,21.667 mg\n"
+    )
+    preparations = read_preparations("solution,bag_ml,remove_ml,drug,drug_ml\nC,100,13,150 mg,3\n")
+    authored = author_protocol(
+        rows, AuthorOptions("t", "T", "x", "iv", Decimal(30), preparations=preparations)
+    )
+    [solution] = authored.protocol.solutions
+    assert solution.concentration is not None and solution.volume_ml == 90
+    assert solution.concentration.value == EXACT.divide(Decimal(150), Decimal(90))  # 1.666..., not 1.67
+    assert abs(authored.step_doses[0].value - 5) < Decimal("1e-45")  # 3 mL x 150 mg / 90 mL
