@@ -56,6 +56,12 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         "--pump-max", metavar="ML_H", help=f"pump maximum rate (default {plain(DEFAULT_PUMP_MAX_ML_H)})"
     )
     parser.add_argument(
+        "--pump-resolution",
+        metavar="ML_H",
+        help="the steps the pump is programmed in, e.g. 0.1 (every rate is rounded to it and doses follow "
+        "exactly); 'exact' keeps unrounded rates (default exact)",
+    )
+    parser.add_argument(
         "--insert-before",
         metavar="N",
         action="append",
@@ -144,4 +150,11 @@ def plan_request(args: argparse.Namespace, extra: dict[str, Protocol] | None = N
         insert_before=tuple(
             _int(n, "--insert-before") for item in args.insert_before for n in item.split(",") if n.strip()
         ),
+        pump_resolution_ml_h=_pump_resolution(getattr(args, "pump_resolution", None)),
     )
+
+
+def _pump_resolution(text: str | None) -> Decimal | None:
+    if text is None or text.strip().lower() == "exact":
+        return None
+    return _measure(text, "--pump-resolution", "mL/h", Dimension.RATE)

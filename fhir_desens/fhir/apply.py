@@ -35,9 +35,10 @@ from fhir_desens.drugs.products import PlanProducts, resolve_products
 from fhir_desens.errors import InputError
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.plandefinition import ROUTES, canonical_url, ucum
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
-from fhir_desens.protocol.quantity import Quantity, plain, unit
-from fhir_desens.protocol.report import plan_dict
+from fhir_desens.protocol.quantity import Quantity
+from fhir_desens.protocol.report import is_oral, plan_dict, rate_text
 
 _NAMESPACE = uuid.UUID("6b2f7f0e-6a8e-4d55-9a2c-4a1f2d9a7c10")  # fhir-desens session namespace
 
@@ -209,6 +210,21 @@ def _drug_concept(plan: Plan, context: ApplyContext) -> dict[str, Any]:
     return concept
 
 
+def _medication_name(plan: Plan, solution: PlannedSolution, name: str, diluent: str | None) -> str:
+    """'carboplatin 0.016 mg/mL in 250 mL NS: Bag 1 (1:100)' (display policy; structure stays exact)."""
+    if solution.unit_dose is not None:
+        strength = f"{shown.quantity_text(solution.unit_dose)} tablet"
+    elif solution.concentration is not None:
+        strength = shown.quantity_text(solution.concentration)
+        if solution.volume_ml is not None and not is_oral(plan):
+            strength += f" in {shown.volume_text(solution.volume_ml)}"
+            if diluent:
+                strength += f" {diluent}"
+    else:
+        strength = ""
+    return f"{name} {strength}: {solution.label}".replace("  ", " ")
+
+
 def _medication(
     plan: Plan,
     solution: PlannedSolution,
@@ -240,9 +256,9 @@ def _medication(
     diluent = _one_diluent(solution.diluent, products)
     if diluent:
         ingredients.append({"itemCodeableConcept": {"text": diluent}, "isActive": False})
-    code: dict[str, Any] = {"text": f"{plan.drug}: {solution.label}"}
+    code: dict[str, Any] = {"text": _medication_name(plan, solution, plan.drug, diluent)}
     if product is not None and products is not None:
-        code = {"text": f"{product.display}: {solution.label}"}
+        code = {"text": _medication_name(plan, solution, product.display, diluent)}
         if product.codes:
             code["coding"] = _codings(product, products.given)
     medication: dict[str, Any] = {
@@ -262,21 +278,26 @@ def _medication(
 
 
 def _dose_text(plan: Plan, step: PlannedStep, products: PlanProducts | None = None) -> str:
-    dose = f"{plain(step.dose.value)} {unit(step.dose.unit).display}"
+    """What a nurse reads in the EHR: rounded by the display policy (the structured values stay exact)."""
+    dose = shown.dose_text(step.dose.value, step.dose.unit)
     if products is not None and products.given.combination is not None:
         dose = f"{dose} ({combination_text(products.given, step.dose)})"
     if step.rate_ml_h is not None and step.volume_ml is not None:
         return (
-            f"Step {step.number}: solution {step.solution} at {plain(step.rate_ml_h)} mL/h for "
-            f"{plain(step.minutes)} min ({plain(step.volume_ml)} mL = {dose}); cumulative "
-            f"{plain(step.cumulative_dose.value)} {unit(step.dose.unit).display}"
+            f"Step {step.number}: solution {step.solution} at {rate_text(plan, step.rate_ml_h)} mL/h for "
+            f"{shown.minutes_text(step.minutes)} ({shown.volume_text(step.volume_ml)} = {dose}); cumulative "
+            f"{shown.dose_text(step.cumulative_dose.value, step.dose.unit)}"
         )
+    verb = "Give by mouth" if is_oral(plan) else "Give"
     amount = (
-        f"{plain(step.volume_ml)} mL"
+        shown.volume_text(step.volume_ml)
         if step.volume_ml is not None
-        else f"{plain(step.units or Decimal(0))} unit(s)"
+        else shown.count_text(step.units or Decimal(0), "tablet")
     )
-    return f"Step {step.number}: {amount} of solution {step.solution} ({dose}), then wait {plain(step.minutes)} min"
+    return (
+        f"Step {step.number}: {verb} {amount} of solution {step.solution} ({dose}), "
+        f"then wait {shown.minutes_text(step.minutes)}"
+    )
 
 
 def _medication_request(
@@ -356,9 +377,9 @@ def _request_group(
         "authoredOn": authored,
         "note": [
             {
-                "text": f"{plan.protocol.title}: {plan.drug} {plain(plan.target_dose.value)} "
-                f"{unit(plan.dose_unit).display}, {len(plan.steps)} steps, "
-                f"{plain(plan.total_minutes)} min"
+                "text": f"{plan.protocol.title}: {plan.drug} "
+                f"{shown.dose_text(plan.target_dose.value, plan.dose_unit)}, {len(plan.steps)} steps, "
+                f"{shown.clock_text(plan.total_minutes)}"
             }
         ],
         "action": actions,

@@ -26,14 +26,17 @@ from fhir_desens.protocol.quantity import (
 
 __all__ = [
     "BSA_DISPLAY_PLACES",
+    "DOSE_ROUNDING_STEP",
     "FORMULAS",
     "HEIGHT_RANGE_CM",
     "WEIGHT_RANGE_KG",
     "BodySurfaceArea",
+    "RoundedDose",
     "body_surface_area",
     "display_bsa",
     "display_dose_for_bsa",
     "dose_for_bsa",
+    "rounded_dose_for_bsa",
 ]
 
 #: Plausible adult and paediatric values (neonates to the tallest and heaviest adults). Outside
@@ -145,3 +148,46 @@ def display_dose_for_bsa(dose_per_m2: Quantity, bsa: BodySurfaceArea) -> str:
         f"{display_significant(dose.value)} {unit(dose.unit).display} (rounded for display to 4 significant "
         "digits; the plan uses the exact dose)"
     )
+
+
+#: How a per-m² dose becomes the planned dose: the BSA as shown (2 decimals), times the dose per m²,
+#: rounded half-up to a whole unit (1 mg, 1 mcg, 1 unit). Stated so a pharmacist can check it by
+#: calculator: 375 mg/m² x 2.14 m² = 802.5 mg -> 803 mg. Everything after this is exact.
+DOSE_ROUNDING_STEP = Decimal(1)
+
+
+@dataclass(frozen=True)
+class RoundedDose:
+    """A per-m² dose turned into the dose to plan, with each number the check needs."""
+
+    dose_per_m2: Quantity
+    bsa_m2: Decimal  # the BSA as used (rounded to BSA_DISPLAY_PLACES)
+    product: Quantity  # dose per m² x BSA as used, exact
+    dose: Quantity  # the product rounded by the stated rule: the plan's target
+    step: Decimal
+
+    @property
+    def text(self) -> str:
+        """'375 mg/m² × 2.14 m² = 802.5 mg → 803 mg (rounded half-up to 1 mg)'."""
+        from fhir_desens.protocol import display as shown
+
+        dose_unit = unit(self.dose.unit).display
+        product = shown.grouped(self.product.value.normalize(EXACT))
+        return (
+            f"{shown.quantity_text(self.dose_per_m2)} × {shown.bsa_text(self.bsa_m2)} = {product} {dose_unit} → "
+            f"{shown.grouped(self.dose.value)} {dose_unit} (rounded half-up to {shown.grouped(self.step)} {dose_unit})"
+        )
+
+
+def rounded_dose_for_bsa(
+    dose_per_m2: Quantity, bsa: BodySurfaceArea, step: Decimal = DOSE_ROUNDING_STEP
+) -> RoundedDose:
+    """The planned dose of a per-m² prescription by the stated rule (:data:`DOSE_ROUNDING_STEP`)."""
+    if step <= 0:
+        raise InputError("dose rounding", f"must be above 0, got {step}", "e.g. 1 (mg), 10, 50 (a vial size)")
+    bsa_used = bsa.value_m2.quantize(Decimal(1).scaleb(-BSA_DISPLAY_PLACES), rounding=ROUND_HALF_UP)
+    shown_bsa = BodySurfaceArea(bsa_used, bsa.formula, bsa.formula_text)
+    product = dose_for_bsa(dose_per_m2, shown_bsa)
+    steps = EXACT.divide(product.value, step).to_integral_value(rounding=ROUND_HALF_UP)
+    rounded = EXACT.multiply(max(steps, Decimal(1)), step)
+    return RoundedDose(dose_per_m2, bsa_used, product, Quantity(rounded, product.unit), step)

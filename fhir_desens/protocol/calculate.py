@@ -9,9 +9,10 @@ the cumulative total equals the target by construction, and ``invariants.check_p
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 from fhir_desens.errors import InputError
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.model import (
     ClosingMethod,
     Evidence,
@@ -30,7 +31,6 @@ from fhir_desens.protocol.quantity import (
     Dimension,
     Quantity,
     add,
-    display,
     div,
     mul,
     plain,
@@ -65,6 +65,10 @@ class PlanRequest:
     concentrations: tuple[Decimal, ...] | None = None  # fixed, in the target's unit per mL
     pump_max_ml_h: Decimal = DEFAULT_PUMP_MAX_ML_H
     insert_before: tuple[int, ...] = ()  # protocol step numbers to insert an intermediate step before
+    #: The steps (mL/h) the pump is programmed in, e.g. 0.1; None = exact rates. With a resolution,
+    #: every rate is rounded half-up to it (never below one step) *before* anything else is
+    #: computed, so every volume, dose and duration follows exactly from the programmed rates.
+    pump_resolution_ml_h: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ class _InfusionPlanner:
         self.conc_unit = CANONICAL_CONCENTRATION[self.target.dimension].code
         self.closing = self._closing()
         self.pump_max = _positive(request.pump_max_ml_h, "--pump-max", Decimal(10_000), "mL/h")
+        self.resolution = _resolution(request.pump_resolution_ml_h, self.pump_max)
         self.final_rate = self._final_rate()
         self.steps = _with_insertions(
             self.protocol, request.insert_before, self.protocol.defaults.step_minutes
@@ -240,11 +245,15 @@ class _InfusionPlanner:
 
     def _rate(self, step: StepDefinition) -> Decimal | None:
         if step.rate_ml_h is not None:
-            return step.rate_ml_h
+            return self._programmable(step.rate_ml_h)
         if step.rate_fraction is not None:
             assert self.final_rate is not None
-            return mul(step.rate_fraction, self.final_rate)
+            return self._programmable(mul(step.rate_fraction, self.final_rate))
         return None  # derived from the solution's remaining volume and the step's minutes
+
+    def _programmable(self, rate: Decimal) -> Decimal:
+        """The rate the pump can be set to (unchanged without a pump resolution)."""
+        return rate if self.resolution is None else programmable_rate(rate, self.resolution)
 
     def _volumes(self) -> dict[int, Decimal]:
         solutions = self.protocol.solutions
@@ -361,6 +370,7 @@ class _InfusionPlanner:
         cumulative, clock = Decimal(0), Decimal(0)
         last_number = self.steps[-1].number
         protocol_numbers = iter(range(1, len(self.steps) + 1))  # the protocol's own numbering
+        previous_dose = Decimal(0)
         for step in self.steps:
             solution = self.protocol.solution(step.solution)
             if step.solution not in concentrations:
@@ -369,6 +379,8 @@ class _InfusionPlanner:
             rate, minutes, volume, dose, closing = self._step_amounts(
                 step, conc, used, cumulative, last_number
             )
+            if self.resolution is not None and not (closing or step.inserted or self._empties(step, False)):
+                rate, volume, dose = self._not_below(previous_dose, rate, minutes, conc)
             if dose > sub(self.target.value, cumulative) and not closing:
                 # A timed step would overshoot: it becomes the closing step, truncated at the target.
                 dose = sub(self.target.value, cumulative)
@@ -398,6 +410,8 @@ class _InfusionPlanner:
                 )
             )
             clock = add(clock, minutes)
+            if not step.inserted:
+                previous_dose = dose
             if closing:
                 break
         solutions = self._planned_solutions(concentrations, used)
@@ -416,6 +430,25 @@ class _InfusionPlanner:
             warnings=tuple(self.warnings),
             nursing_instructions=self.protocol.nursing_instructions,
         )
+
+    def _not_below(
+        self, previous_dose: Decimal, rate: Decimal, minutes: Decimal, conc: Decimal
+    ) -> tuple[Decimal, Decimal, Decimal]:
+        """(rate, volume, dose) raised by whole pump steps when rounding put a dose below the last one.
+
+        Exact rates give equal doses where a protocol moves to the next bag (20 mL/h of 1:100 =
+        2 mL/h of 1:10); rounded rates can break the tie downwards, which INV-04 forbids.
+        """
+        volume = div(mul(rate, minutes), SIXTY)
+        dose = mul(volume, conc)
+        if dose >= previous_dose:
+            return rate, volume, dose
+        assert self.resolution is not None
+        needed = div(mul(previous_dose, SIXTY), mul(minutes, conc))
+        steps = div(needed, self.resolution).to_integral_value(rounding=ROUND_CEILING)
+        rate = mul(steps, self.resolution)
+        volume = div(mul(rate, minutes), SIXTY)
+        return rate, volume, mul(volume, conc)
 
     def _empties(self, step: StepDefinition, is_last: bool) -> bool:
         if step.empties_solution:
@@ -449,7 +482,7 @@ class _InfusionPlanner:
                 )
             if rate is None:
                 assert step.minutes is not None
-                rate = div(mul(volume, SIXTY), step.minutes)
+                rate = self._programmable(div(mul(volume, SIXTY), step.minutes))
             dose = remaining_target if is_last else mul(volume, conc)
             return rate, div(mul(volume, SIXTY), rate), volume, dose, is_last
         assert rate is not None
@@ -490,21 +523,33 @@ class _InfusionPlanner:
             assert solution.volume_ml is not None and solution.volume_infused_ml is not None
             left = sub(solution.volume_ml, solution.volume_infused_ml)
             self.warnings.append(
-                f"Solution {solution.number} is dispensed as {display(solution.volume_ml, 2)} mL but only "
-                f"{display(solution.volume_infused_ml, 3)} mL are infused. Keep the bag at the bedside until the "
-                f"session ends (a step back after a reaction may need it), then discard the remaining "
-                f"{display(left, 3)} mL. The total volume and dose dispensed are more than the target dose."
+                f"Solution {solution.number} is dispensed as {shown.volume_text(solution.volume_ml)} but only "
+                f"{shown.volume_text(solution.volume_infused_ml)} are infused. Keep the bag at the bedside until "
+                f"the session ends (a step back after a reaction may need it), then discard the remaining "
+                f"{shown.volume_text(left)}. The total volume and dose dispensed are more than the target dose."
             )
         for step in steps:
             if step.minutes > LONG_STEP_MINUTES:
                 self.warnings.append(
-                    f"Step {step.number} lasts {display(step.minutes, 0)} minutes; check the bag volume and rate."
+                    f"Step {step.number} lasts {shown.minutes_text(step.minutes)}; check the bag volume and rate."
                 )
         if self.protocol.evidence is Evidence.STRUCTURALLY_DERIVED:
             self.warnings.append(
                 f"Protocol {self.protocol.id} is structurally derived (no primary table was read); "
                 "confirm it against your institution's protocol."
             )
+
+
+def _resolution(resolution: Decimal | None, pump_max: Decimal) -> Decimal | None:
+    if resolution is None:
+        return None
+    return _positive(resolution, "--pump-resolution", min(Decimal(10), pump_max), "mL/h")
+
+
+def programmable_rate(rate: Decimal, resolution: Decimal) -> Decimal:
+    """``rate`` rounded half-up to a whole number of pump steps, at least one step (a running pump)."""
+    steps = max(Decimal(1), div(rate, resolution).to_integral_value(rounding=ROUND_HALF_UP))
+    return mul(steps, resolution)
 
 
 def _with_insertions(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from fhir_desens.errors import SafetyViolation
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
 from fhir_desens.protocol.model import ProtocolKind, SolutionDefinition, TargetKind
 from fhir_desens.protocol.quantity import EXACT, mul, plain
@@ -44,6 +45,7 @@ INVARIANTS: dict[str, Invariant] = {
         Invariant(
             "INV-10", "A re-plan after a reaction never exceeds the target and reaches it when completed."
         ),
+        Invariant("INV-11", "With a pump resolution, every rate is a whole number of pump steps."),
         Invariant(
             "INV-21",
             "Discrete doses drawn by syringe from one prepared solution (a bag shared between steps) "
@@ -70,7 +72,12 @@ INVARIANTS: dict[str, Invariant] = {
 @dataclass(frozen=True)
 class Violation:
     invariant_id: str
-    detail: str
+    detail: str  # technical, for logs and JSON
+    message: str = ""  # plain words for people: what is wrong and what to change
+
+    @property
+    def for_people(self) -> str:
+        return self.message or f"This plan is not safe to use: {self.detail}."
 
 
 def _close(a: Decimal, b: Decimal) -> bool:
@@ -87,8 +94,8 @@ def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[V
     target = plan.target_dose.value
     final_dose = plan.protocol.target_kind is TargetKind.FINAL_DOSE
 
-    def broken(invariant_id: str, detail: str) -> None:
-        found.append(Violation(invariant_id, detail))
+    def broken(invariant_id: str, detail: str, message: str = "") -> None:
+        found.append(Violation(invariant_id, detail, message))
 
     if not steps:
         broken("INV-01", "the plan has no steps")
@@ -130,12 +137,27 @@ def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[V
                 broken(
                     "INV-04",
                     f"{label}: dose {plain(step.dose.value)} < previous {plain(previous_dose or Decimal(0))}",
+                    f"Step {step.number} would give {shown.dose_text(step.dose.value, plan.dose_unit)}, less than "
+                    f"the step before ({shown.dose_text(previous_dose or Decimal(0), plan.dose_unit)}); "
+                    "this protocol's doses must not go down: check the bag fractions, volumes and rates.",
                 )
             previous_dose = step.dose.value
         if step.minutes <= 0:
             broken("INV-05", f"{label}: duration {plain(step.minutes)} min")
         if step.rate_ml_h is not None and not 0 < step.rate_ml_h <= pump_max:
-            broken("INV-06", f"{label}: rate {plain(step.rate_ml_h)} mL/h outside (0, {plain(pump_max)}]")
+            broken(
+                "INV-06",
+                f"{label}: rate {plain(step.rate_ml_h)} mL/h outside (0, {plain(pump_max)}]",
+                f"Step {step.number} would run at {shown.rate_text(step.rate_ml_h, Decimal('0.001'))}, "
+                f"above the pump maximum of {shown.rate_text(pump_max, Decimal(1))}: "
+                "lower the final rate or raise the pump maximum.",
+            )
+        resolution = plan.request.pump_resolution_ml_h
+        if step.rate_ml_h is not None and resolution is not None and step.rate_ml_h % resolution != 0:
+            broken(
+                "INV-11",
+                f"{label}: rate {plain(step.rate_ml_h)} mL/h is not a multiple of {plain(resolution)}",
+            )
         solution = solutions.get(step.solution)
         if solution is None:
             broken("INV-03", f"{label}: uses solution {step.solution}, which the plan does not prepare")
@@ -147,6 +169,7 @@ def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[V
                     "INV-21" if plan.protocol.kind is ProtocolKind.DISCRETE else "INV-03",
                     f"{label}: {plain(drawn[step.solution])} mL drawn from solution {step.solution} "
                     f"of {plain(solution.volume_ml)} mL",
+                    _too_small(solution.number, solution.volume_ml, steps, step, drawn[step.solution]),
                 )
             if solution.concentration is not None:
                 expected = mul(step.volume_ml, solution.concentration.value)
@@ -204,8 +227,21 @@ def _preparation_violations(plan: Plan, solution: PlannedSolution) -> list[tuple
     return found
 
 
+def _too_small(
+    number: int, prepared: Decimal, steps: Sequence[PlannedStep], upto: PlannedStep, needed: Decimal
+) -> str:
+    """'Solution 1 (5 mL) is too small: steps 1-4 need 9.3 mL; prepare a larger volume ...'."""
+    using = [s.number for s in steps if s.solution == number and s.number <= upto.number]
+    which = f"steps {using[0]}-{using[-1]}" if len(using) > 1 else f"step {using[0]}"
+    return (
+        f"Solution {number} ({shown.volume_text(prepared)}) is too small: {which} need "
+        f"{shown.volume_text(needed)}; prepare a larger volume or lower the rates."
+    )
+
+
 def check_plan(plan: Plan) -> None:
-    """Raise SafetyViolation for the first broken invariant."""
+    """Raise SafetyViolation for the first broken invariant (plain words for people, id for logs)."""
     found = violations(plan)
     if found:
-        raise SafetyViolation(found[0].invariant_id, found[0].detail)
+        first = found[0]
+        raise SafetyViolation(first.invariant_id, first.detail, first.for_people)

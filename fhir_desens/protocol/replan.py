@@ -14,7 +14,7 @@ from decimal import Decimal
 from enum import Enum
 
 from fhir_desens.errors import DesensError, InputError, SafetyViolation
-from fhir_desens.protocol.calculate import SIXTY, Plan, PlannedStep
+from fhir_desens.protocol.calculate import SIXTY, Plan, PlannedStep, programmable_rate
 from fhir_desens.protocol.model import ProtocolKind, ReactionRule, TargetKind
 from fhir_desens.protocol.quantity import Quantity, add, div, mul, plain, sub
 
@@ -154,9 +154,11 @@ def _infusion_segments(
         previous = steps[index - 1] if index and steps[index - 1].solution == current.solution else None
         low = previous.rate_ml_h if previous is not None and previous.rate_ml_h is not None else Decimal(0)
         minutes = plan.protocol.defaults.step_minutes
+        rate = div(add(low, current.rate_ml_h), Decimal(2))
+        resolution = plan.request.pump_resolution_ml_h
         inserted = _Segment(
             current.solution,
-            div(add(low, current.rate_ml_h), Decimal(2)),
+            rate if resolution is None else programmable_rate(rate, resolution),
             minutes,
             inserted=True,
             note="intermediate step inserted after a reaction",

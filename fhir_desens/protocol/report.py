@@ -1,7 +1,7 @@
 """Plan output: the exact JSON form (the CLI's contract) and a worksheet people read.
 
 JSON numbers are strings holding the exact Decimal, so nothing is lost. The worksheet rounds for
-display only, with the rules of ``quantity.display``.
+display only, by the one display policy (``fhir_desens.protocol.display``).
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
 from fhir_desens.protocol.library import protocol_to_dict
 from fhir_desens.protocol.model import Protocol
-from fhir_desens.protocol.quantity import Quantity, display, plain, unit
+from fhir_desens.protocol.quantity import Quantity, plain
 from fhir_desens.protocol.replan import Replan
 
 
@@ -125,16 +126,13 @@ def protocol_summary(protocol: Protocol) -> dict[str, Any]:
 
 
 def dose_text(value: Decimal) -> str:
-    """At least 3 decimals, more for tiny doses (0.0012 mg keeps its digits), at most 6."""
-    places = 3 if value == 0 else min(6, max(3, 3 - value.adjusted()))
-    return display(value, places)
+    """A dose or concentration number for people (the display policy: 4 significant figures)."""
+    return shown.dose_number(value)
 
 
 def clock_text(minutes: Decimal) -> str:
     """'5 h 39 min' for people (rounded to the minute, display only)."""
-    whole = int(display(minutes, 0))
-    hours, rest = divmod(whole, 60)
-    return f"{hours} h {rest:02d} min" if hours else f"{rest} min"
+    return shown.clock_text(minutes)
 
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
@@ -149,19 +147,22 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[s
     return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
-def worksheet(plan: Plan) -> str:
-    """The plain-text worksheet of `fhir-desens plan --format table`."""
-    dose_unit = unit(plan.dose_unit).display
-    protocol = plan.protocol
-    out = [
-        f"{protocol.title}",
-        f"Protocol {protocol.id} version {protocol.version} ({protocol.evidence.value})",
-        f"Drug: {plan.drug}    Target dose: {dose_text(plan.target_dose.value)} {dose_unit}    Route: {protocol.route}",
-    ]
-    if plan.closing:
-        rate = f"    Final rate: {display(plan.final_rate_ml_h, 2)} mL/h" if plan.final_rate_ml_h else ""
-        out.append(f"Closing method: {plan.closing.value}{rate}")
-    out += ["", "SOLUTIONS (pharmacy preparation)"]
+def rate_text(plan: Plan, rate_ml_h: Decimal) -> str:
+    """A rate as the pump is programmed: at the plan's pump resolution (0.001 mL/h for exact plans)."""
+    return shown.rate_number(rate_ml_h, plan.request.pump_resolution_ml_h or EXACT_RATE_RESOLUTION)
+
+
+#: Plans computed without a pump resolution show rates to 0.001 mL/h, so the shown rate is the
+#: computed one (the worksheet says the pump must be able to take it).
+EXACT_RATE_RESOLUTION = Decimal("0.001")
+
+
+def is_oral(plan: Plan) -> bool:
+    return plan.protocol.route.strip().lower() in ("oral", "po")
+
+
+def _solution_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
+    oral = is_oral(plan)
     rows = []
     for s in plan.solutions:
         if s.unit_dose is not None:
@@ -169,10 +170,10 @@ def worksheet(plan: Plan) -> str:
                 [
                     str(s.number),
                     s.label,
-                    f"{dose_text(s.unit_dose.value)} {dose_unit}/unit",
+                    f"{shown.dose_text(s.unit_dose.value, s.unit_dose.unit)} per tablet",
                     "-",
-                    f"{dose_text(s.drug_amount.value)} {dose_unit}",
-                    f"{display(s.units_used or Decimal(0), 2)} units",
+                    shown.dose_text(s.drug_amount.value, plan.dose_unit),
+                    shown.count_text(s.units_used or Decimal(0), "tablet"),
                     "-",
                 ]
             )
@@ -182,52 +183,79 @@ def worksheet(plan: Plan) -> str:
             [
                 str(s.number),
                 s.label,
-                f"{dose_text(s.concentration.value)} {unit(s.concentration.unit).display}",
-                f"{display(s.volume_ml or Decimal(0), 2)} mL",
-                f"{dose_text(s.drug_amount.value)} {dose_unit}",
-                f"{display(s.volume_infused_ml or Decimal(0), 3)} mL",
+                shown.concentration_text(s.concentration.value, s.concentration.unit),
+                shown.volume_text(s.volume_ml or Decimal(0)),
+                shown.dose_text(s.drug_amount.value, plan.dose_unit),
+                shown.volume_text(s.volume_infused_ml or Decimal(0)),
                 s.diluent or "-",
             ]
         )
-    out += _table(
-        ["#", "Solution", "Concentration", "Prepare", "Drug in solution", "Infused/taken", "Diluent"],
-        rows,
-        {0, 2, 3, 4, 5},
-    )
-    out += [f"Solution {s.number}: {s.preparation.text}" for s in plan.solutions if s.preparation]
-    out += ["", "STEPS"]
+    used = "Given" if oral else "Infused"
+    headers = ["#", "Solution", "Concentration", "Prepare", "Contains", used, "Diluent"]
+    return headers, rows
+
+
+def _step_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
+    dose_unit = shown.unit_text(plan.dose_unit)
+    discrete = all(st.rate_ml_h is None for st in plan.steps)
     rows = []
     for st in plan.steps:
-        amount = (
-            f"{display(st.units, 2)} tab"
-            if st.units is not None
-            else f"{display(st.volume_ml or Decimal(0), 3)}"
-        )
+        if st.units is not None:
+            amount = shown.count_text(st.units, "tablet")
+        else:
+            amount = shown.volume_text(st.volume_ml or Decimal(0))
         flags = " (inserted)" if st.inserted else (" (closing)" if st.closing else "")
-        rows.append(
-            [
-                f"{st.number}{flags}",
-                str(st.solution),
-                "-" if st.rate_ml_h is None else display(st.rate_ml_h, 3),
-                display(st.minutes, 3),
-                amount,
-                dose_text(st.dose.value),
-                dose_text(st.cumulative_dose.value),
-                clock_text(st.start_minute),
-            ]
-        )
-    headers = [
-        "Step",
-        "Solution",
-        "Rate mL/h",
-        "Minutes",
-        "Volume mL",
+        row = [f"{st.number}{flags}", str(st.solution)]
+        if not discrete:
+            row.append("-" if st.rate_ml_h is None else rate_text(plan, st.rate_ml_h))
+        row += [
+            shown.minutes_text(st.minutes),
+            amount,
+            shown.dose_number(st.dose.value),
+            shown.dose_number(st.cumulative_dose.value),
+            clock_text(st.start_minute),
+        ]
+        rows.append(row)
+    amount_header = ("Give" if is_oral(plan) else "Volume") if discrete else "Volume"
+    headers = ["Step", "Solution", *([] if discrete else ["Rate mL/h"])]
+    headers += [
+        "Wait" if discrete else "Runs",
+        amount_header,
         f"Dose {dose_unit}",
         f"Cumulative {dose_unit}",
         "Starts at",
     ]
-    out += _table(headers, rows, {1, 2, 3, 4, 5, 6, 7})
-    out += ["", f"Total time: {display(plan.total_minutes, 3)} minutes ({clock_text(plan.total_minutes)})"]
+    return headers, rows
+
+
+def worksheet(plan: Plan) -> str:
+    """The plain-text worksheet of `fhir-desens plan --format table` (numbers by the display policy)."""
+    protocol = plan.protocol
+    out = [
+        f"{protocol.title}",
+        f"Protocol {protocol.id} version {protocol.version} ({protocol.evidence.value})",
+        f"Drug: {plan.drug}    Target dose: {shown.dose_text(plan.target_dose.value, plan.dose_unit)}"
+        f"    Route: {protocol.route}",
+    ]
+    if plan.closing:
+        rate = f"    Final rate: {rate_text(plan, plan.final_rate_ml_h)} mL/h" if plan.final_rate_ml_h else ""
+        out.append(f"Closing method: {plan.closing.value}{rate}")
+    resolution = plan.request.pump_resolution_ml_h
+    if protocol.kind.value == "infusion":
+        out.append(
+            f"Pump rates as programmed, in steps of {shown.grouped(resolution)} mL/h"
+            if resolution is not None
+            else "Pump rates exact (no pump resolution set): the pump must accept them as shown"
+        )
+    what = "SOLUTIONS TO GIVE BY MOUTH" if is_oral(plan) else "SOLUTIONS (pharmacy preparation)"
+    out += ["", what]
+    headers, rows = _solution_rows(plan)
+    out += _table(headers, rows, {0, 2, 3, 4, 5})
+    out += [f"Solution {s.number}: {s.preparation.text}" for s in plan.solutions if s.preparation]
+    out += ["", "STEPS"]
+    headers, rows = _step_rows(plan)
+    out += _table(headers, rows, set(range(1, len(headers))))
+    out += ["", f"Total time: {clock_text(plan.total_minutes)}"]
     if plan.premedications:
         out += ["", "PREMEDICATION"]
         for p in plan.premedications:
@@ -237,4 +265,5 @@ def worksheet(plan: Plan) -> str:
         out += ["", "NURSING INSTRUCTIONS"] + [f"- {n}" for n in plan.nursing_instructions]
     if plan.warnings:
         out += ["", "WARNINGS"] + [f"! {w}" for w in plan.warnings]
+    out += ["", "Numbers rounded for reading (docs/display.md); the plan itself is exact (--format json)."]
     return "\n".join(out) + "\n"

@@ -210,7 +210,7 @@ def test_carboplatin_400_mg_12_steps_at_75_ml_h(planner: Planner) -> None:
     assert "Total time: 351.875 minutes (5 h 52 min)" in text
     solutions = table_rows(html, "solutions")
     assert [r[1] for r in solutions] == ["0.016 mg/mL", "0.16 mg/mL", "1.588 mg/mL"]
-    assert solutions[2][3] == "397.049 mg"
+    assert solutions[2][3] == "397 mg"  # display policy: 4 significant figures
     assert "Vital signs every 15 minutes, and every 30 minutes during the final step." in text
     assert "epinephrine 0.3 mg IM" in text
     assert "diphenhydramine 25 mg IV : 20 min before step 1" in text
@@ -503,7 +503,7 @@ def test_pharmacy_sheet_lists_what_to_prepare(planner: Planner) -> None:
     planner.recalculate(sid, draft_id, final_rate="75", diluent="d5w")
     html = planner.client.get(f"/s/{sid}/plan/{draft_id}/pharmacy").get_data(as_text=True)
     rows = table_rows(html, "preparation")
-    assert [r[1] for r in rows] == ["4 mg", "40 mg", "397.049 mg"]
+    assert [r[1] for r in rows] == ["4 mg", "40 mg", "397 mg"]
     assert all(r[2] == "5% dextrose (D5W)" and r[3] == "250 mL" for r in rows)
     assert [r[4] for r in rows] == ["0.016 mg/mL", "0.16 mg/mL", "1.588 mg/mL"]
     text = text_of(html)

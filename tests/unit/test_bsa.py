@@ -149,3 +149,16 @@ def test_display_states_the_rounding_rule_and_never_feeds_the_dose():
     assert "= 145.4 mg" in shown and "exact" in shown
     assert dose_for_bsa(Quantity(Decimal(80), "mg/m2"), bsa).value != Decimal("145.6")  # 80 x 1.82
     assert bsa.formula_name == "Mosteller"
+
+
+def test_a_per_m2_dose_is_rounded_by_the_stated_rule_and_checks_by_calculator() -> None:
+    from fhir_desens.protocol.bsa import BodySurfaceArea, rounded_dose_for_bsa
+
+    bsa = BodySurfaceArea(Decimal("2.1412345"), "mosteller", "Mosteller")
+    rounded = rounded_dose_for_bsa(Quantity(Decimal(375), "mg/m2"), bsa)
+    assert rounded.bsa_m2 == Decimal("2.14")
+    assert rounded.product.value == Decimal("802.5")
+    assert rounded.dose == Quantity(Decimal(803), "mg")
+    assert rounded.text == "375 mg/m² × 2.14 m² = 802.5 mg → 803 mg (rounded half-up to 1 mg)"
+    vial = rounded_dose_for_bsa(Quantity(Decimal(375), "mg/m2"), bsa, step=Decimal(10))
+    assert vial.dose.value == Decimal(800)

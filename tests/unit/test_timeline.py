@@ -94,7 +94,7 @@ def test_rate_line_steps_through_every_rate() -> None:
     assert len(markers) == 12
     assert (
         markers[-1].get("data-step")
-        == "Step 12 at 75 mL/h, from 2 h 45 min: dose 370.992 mg, cumulative 400 mg"
+        == "Step 12 at 75 mL/h, from 2 h 45 min: dose 371 mg, cumulative 400 mg"  # display policy: 4 figures
     )
     assert len(list(svg.iter(f"{NS}title"))) == 1, "one title: the chart's accessible name"
 
