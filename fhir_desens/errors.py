@@ -62,9 +62,10 @@ class SafetyViolation(DesensError):
     http_status = 422
 
     def __init__(self, invariant_id: str, detail: str, message: str | None = None) -> None:
-        # People read ``message`` (plain words naming what to change); the invariant id and the
-        # technical detail are for logs, JSON and OperationOutcomes, never for the screen.
-        super().__init__(message or f"this plan is not safe to use: {detail}")
+        # People read ``message`` (plain words naming what to change) when the raiser gives one, as
+        # every plan invariant does; the invariant id and the technical detail are for logs, JSON
+        # and OperationOutcomes.
+        super().__init__(message or f"safety invariant {invariant_id} violated: {detail}")
         self.invariant_id = invariant_id
         self.detail = detail
 

@@ -743,8 +743,8 @@ def _preparation_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
         volume, drawn = solution.volume_ml, solution.volume_infused_ml
         if volume is not None and drawn is not None and drawn < volume:
             warnings.append(
-                f"Solution {solution.number} is prepared as {display(volume, 2)} mL; the doses draw "
-                f"{display(drawn, 3)} mL; discard the remaining {display(sub(volume, drawn), 3)} mL."
+                f"Solution {solution.number} is prepared as {shown.volume_text(volume)}; the doses draw "
+                f"{shown.volume_text(drawn)}; discard the remaining {shown.volume_text(sub(volume, drawn))}."
             )
     return warnings
 
