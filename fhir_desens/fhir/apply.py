@@ -210,21 +210,6 @@ def _drug_concept(plan: Plan, context: ApplyContext) -> dict[str, Any]:
     return concept
 
 
-def _medication_name(plan: Plan, solution: PlannedSolution, name: str, diluent: str | None) -> str:
-    """'carboplatin 0.016 mg/mL in 250 mL NS: Bag 1 (1:100)' (display policy; structure stays exact)."""
-    if solution.unit_dose is not None:
-        strength = f"{shown.quantity_text(solution.unit_dose)} tablet"
-    elif solution.concentration is not None:
-        strength = shown.quantity_text(solution.concentration)
-        if solution.volume_ml is not None and not is_oral(plan):
-            strength += f" in {shown.volume_text(solution.volume_ml)}"
-            if diluent:
-                strength += f" {diluent}"
-    else:
-        strength = ""
-    return f"{name} {strength}: {solution.label}".replace("  ", " ")
-
-
 def _medication(
     plan: Plan,
     solution: PlannedSolution,
@@ -256,9 +241,9 @@ def _medication(
     diluent = _one_diluent(solution.diluent, products)
     if diluent:
         ingredients.append({"itemCodeableConcept": {"text": diluent}, "isActive": False})
-    code: dict[str, Any] = {"text": _medication_name(plan, solution, plan.drug, diluent)}
+    code: dict[str, Any] = {"text": f"{plan.drug}: {solution.label}"}
     if product is not None and products is not None:
-        code = {"text": _medication_name(plan, solution, product.display, diluent)}
+        code = {"text": f"{product.display}: {solution.label}"}
         if product.codes:
             code["coding"] = _codings(product, products.given)
     medication: dict[str, Any] = {
