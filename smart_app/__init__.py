@@ -17,6 +17,8 @@ from typing import Any
 
 from flask import Flask
 
+from smart_app.bedside import views as bedside_views
+from smart_app.bedside.service import init_bedside
 from smart_app.chart import views as chart_views
 from smart_app.config import VARIABLES, build_settings, gather
 from smart_app.errors import init_errors
@@ -65,4 +67,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(planning_views.bp)
     app.register_blueprint(orders_views.bp)
     app.register_blueprint(outcome_views.bp)
+    init_bedside(app, values)
+    app.register_blueprint(bedside_views.bp)
     return app

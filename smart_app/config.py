@@ -41,6 +41,10 @@ VARIABLES: dict[str, tuple[Any, str]] = {
     "PROTOCOL_LIBRARY": (None, "str"),
     "RECORD_URL": (None, "str"),
     "ALLERGY_WRITE": (("auto",), "list"),
+    "BEDSIDE_WRITE_TYPES": (
+        None,
+        "str",
+    ),  # resource types the bedside may write to the EHR; empty: as offered
 }
 
 MIN_SECRET_LENGTH = 32

@@ -111,6 +111,11 @@ DEFAULT_NEEDS: tuple[ScopeNeed, ...] = (
     ScopeNeed("patient", "Provenance", "rs"),
     ScopeNeed("patient", "DocumentReference", "crs"),
     ScopeNeed("patient", "MedicationAdministration", "rs"),
+    # the bedside record (issue 12): what the EHR accepts of the session, looked up before any resend
+    ScopeNeed("patient", "Observation", "c"),
+    ScopeNeed("patient", "MedicationAdministration", "cu"),
+    ScopeNeed("patient", "Procedure", "crus"),
+    ScopeNeed("patient", "AdverseEvent", "crus"),
 )
 
 #: The writes of the $apply transaction (see DEFAULT_NEEDS): resource type -> permissions needed.

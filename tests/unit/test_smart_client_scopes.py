@@ -90,6 +90,10 @@ def test_default_needs_ask_for_planning_reads_and_order_writes() -> None:
         "patient/Provenance.rs",  # the outcome write-back searches before it writes
         "patient/DocumentReference.crs",
         "patient/MedicationAdministration.rs",
+        "patient/Observation.c",  # the bedside record writes what the EHR accepts
+        "patient/MedicationAdministration.cu",
+        "patient/Procedure.crus",
+        "patient/AdverseEvent.crus",
     ]
     assert not any(s.endswith((".d", "ud", "cruds")) for s in scopes)  # never delete
     v1 = render_scopes([], DEFAULT_NEEDS, v2=False).split()

@@ -1,0 +1,1 @@
+"""The bedside concern: start a session from a signed plan, the live flowsheet, the session record."""

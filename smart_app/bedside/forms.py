@@ -1,0 +1,54 @@
+"""Bedside forms: what each entry kind reads from a posted form (server-rendered forms and the script
+send the same fields). Validation is the session domain's; this only gathers and names the fields."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+from fhir_desens.errors import InputError
+
+FIELDS: dict[str, tuple[str, ...]] = {
+    "checklist": ("item", "name", "dose"),
+    "vitals": ("systolic", "diastolic", "heart_rate", "respiratory_rate", "spo2", "temperature", "peak_flow"),
+    "step-start": ("row", "rate_ml_h"),
+    "step-stop": ("row", "volume_ml"),
+    "symptom-check": ("row",),
+    "reaction": ("grade", "phenotype"),
+    "treatment": ("treatment", "dose"),
+    "resolved": (),
+    "resume": ("option", "allergist"),
+    "complete": ("outcome", "reason", "next_dose", "next_dose_note"),
+    "entered-in-error": ("target", "reason"),
+}
+LISTS = {"symptom-check": "symptoms", "reaction": "symptoms"}
+
+
+def clock_time(text: str, now: datetime, field: str) -> datetime:
+    """``HH:MM`` typed at the bedside: today (the server's local date) at that time, in its zone."""
+    try:
+        parsed = time.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(field, f"'{text}' is not a time", "HH:MM (24-hour clock)") from None
+    return now.replace(hour=parsed.hour, minute=parsed.minute, second=0, microsecond=0)
+
+
+def entry_data(kind: str, form: MultiDict[str, str], now: datetime) -> dict[str, Any]:
+    """The entry's data from the form; ``at`` is the typed time (HH:MM) or now."""
+    if kind not in FIELDS:
+        raise InputError("kind", f"unknown entry kind '{kind}'", ", ".join(FIELDS))
+    data: dict[str, Any] = {}
+    for name in FIELDS[kind]:
+        value = form.get(name, "").strip()
+        if value:
+            data[name] = value
+    if kind in LISTS:
+        data[LISTS[kind]] = [v for v in form.getlist(LISTS[kind]) if v]
+    typed = form.get("at_time", "").strip()
+    data["at"] = (clock_time(typed, now, "at_time") if typed else now).isoformat()
+    if kind == "complete":
+        end = form.get("observation_end", "").strip()
+        data["observation_end"] = (clock_time(end, now, "observation_end") if end else now).isoformat()
+    return data

@@ -1,0 +1,167 @@
+"""What the flowsheet shows, computed from the session state (the template only lays it out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from fhir_desens.course.bedside import reactions as rx
+from fhir_desens.course.bedside.outbox import OutboxStatus
+from fhir_desens.course.bedside.resume import ResumeChoice, Row, describe
+from fhir_desens.course.bedside.session import SessionState, minutes_between
+from fhir_desens.course.bedside.vitals import MEASURES
+
+
+def _fmt(value: Decimal | None, places: int = 2) -> str:
+    if value is None:
+        return "—"
+    text = f"{value:.{places}f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def clock(value: datetime | None) -> str:
+    return value.astimezone().strftime("%H:%M") if value else "—"
+
+
+@dataclass(frozen=True)
+class RowView:
+    number: int
+    label: str
+    bag: int
+    rate: str
+    planned_minutes: str
+    planned_volume: str
+    planned_dose: str
+    started: str
+    stopped: str
+    actual_rate: str
+    volume: str
+    dose: str
+    cumulative: str
+    status: str
+    symptoms: str
+
+
+def rows(state: SessionState) -> list[RowView]:
+    unit = state.plan.dose_unit
+    result = []
+    for row in state.rows:
+        segments = [s for s in state.segments if s.row is row or s.row.number == row.number]
+        check = state.symptom_checks.get(row.number)
+        result.append(
+            RowView(
+                number=row.number,
+                label=row.label,
+                bag=row.solution,
+                rate=_fmt(row.step.rate_ml_h, 1),
+                planned_minutes=_fmt(row.step.minutes, 1),
+                planned_volume=_fmt(
+                    state.to_deliver(row) if row is state.rows[-1] else row.step.volume_ml, 2
+                ),
+                planned_dose=f"{_fmt(row.step.dose.value, 4)} {unit}",
+                started=", ".join(clock(s.started_at) for s in segments) or "—",
+                stopped=", ".join(clock(s.ended_at) for s in segments if s.ended_at) or "—",
+                actual_rate=", ".join(_fmt(s.rate_ml_h, 1) for s in segments) or "—",
+                volume=_fmt(sum((s.volume_ml for s in segments), Decimal(0)), 2) if segments else "—",
+                dose=f"{_fmt(sum((s.dose for s in segments), Decimal(0)), 4)} {unit}" if segments else "—",
+                cumulative=f"{_fmt(segments[-1].cumulative, 4)} {unit}"
+                if segments and segments[-1].ended_at
+                else "—",
+                status=segments[-1].status if segments else "planned",
+                symptoms=("none" if check and check["symptoms"] == ["none"] else ", ".join(check["symptoms"]))
+                if check
+                else "—",
+            )
+        )
+    return result
+
+
+def current(state: SessionState, now: datetime) -> dict[str, Any]:
+    """The running step (or the next one) with the rate to program, its volume and the countdown."""
+    running = state.running
+    row: Row | None = running.row if running else state.next_row()
+    if row is None:
+        return {}
+    left = state.volume_left(row, running) if running else state.to_deliver(row)
+    info: dict[str, Any] = {
+        "row": row,
+        "running": running is not None,
+        "rate": _fmt(row.step.rate_ml_h, 1),
+        "vtbi": _fmt(left, 2),
+        "planned_minutes": _fmt(row.step.minutes, 1),
+        "bag": row.solution,
+        "next": state.row(row.number + 1),
+    }
+    if running is not None:
+        elapsed = minutes_between(running.started_at, now)
+        info["started"] = running.started_at
+        info["elapsed"] = _fmt(elapsed, 1)
+        info["ends_at"] = running.started_at.timestamp() + float(row.step.minutes) * 60
+    return info
+
+
+def resume_rows(state: SessionState) -> list[dict[str, Any]]:
+    options = []
+    for option, choice in state.resume_options().items():
+        if isinstance(choice, ResumeChoice):
+            options.append(
+                {
+                    "option": option,
+                    "ok": True,
+                    "summary": describe(choice, state.plan.dose_unit),
+                    "notes": choice.notes,
+                    "rows": choice.rows,
+                }
+            )
+        else:
+            options.append({"option": option, "ok": False, "summary": choice, "notes": (), "rows": []})
+    return options
+
+
+def vitals_rows(state: SessionState) -> list[dict[str, Any]]:
+    return [
+        {
+            "entry_id": v.entry_id,
+            "at": clock(v.at),
+            "values": {
+                m.field: _fmt(v.signs.values.get(m.field), 1) if m.field in v.signs.values else ""
+                for m in MEASURES
+            },
+            "flags": v.flags,
+            "author": v.author,
+            "row": v.row,
+        }
+        for v in state.vitals
+    ]
+
+
+def status_view(status: OutboxStatus | None) -> dict[str, Any]:
+    if status is None:
+        return {"known": False}
+    labels = {
+        "pending": "waiting to be sent",
+        "update-pending": "changed, waiting to be sent",
+        "unknown": "sent, answer lost: being checked",
+        "waiting-final": "sent when final (this EHR does not take updates)",
+        "app-only": "kept in the app only (this EHR does not accept it)",
+        "rejected": "refused by the EHR",
+        "conflict": "changed by someone else in the EHR",
+    }
+    return {
+        "known": True,
+        "unsent": status.unsent,
+        "counts": status.counts,
+        "rows": [
+            {"type": r.resource_type, "state": labels.get(r.state, r.state), "detail": r.detail or ""}
+            for r in status.not_in_ehr
+        ],
+    }
+
+
+SYMPTOMS = rx.SYMPTOMS
+GRADES = rx.GRADES
+PHENOTYPES = rx.PHENOTYPES
+TREATMENTS = rx.TREATMENTS
+MEASURE_LIST = MEASURES

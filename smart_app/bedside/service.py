@@ -1,0 +1,121 @@
+"""The bedside record and its outbox for the app: the app's record database (``FHIR_DESENS_RECORD_URL``,
+shared with the outcome pages), the EHR's capabilities per server, and sending after each entry.
+
+Sending is best effort inside the request (short timeouts, no retries): what did not reach the EHR stays
+in the ledger and the page says so; the next entry, or the page's "Send now", tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, current_app
+
+from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.client.http import RetryPolicy
+from fhir_desens.client.scopes import GrantedScopes
+from fhir_desens.client.smart import SmartSession
+from fhir_desens.course.bedside.outbox import Outbox, OutboxStatus, ServerCapabilities
+from fhir_desens.course.bedside.record import BedsideRecord
+from fhir_desens.course.bedside.session import SessionState
+from fhir_desens.course.bedside.store import RecordStore
+from fhir_desens.course.bedside.summary import SessionSummary
+from fhir_desens.errors import DesensError
+from smart_app.library import library
+from smart_app.services import EXTENSION as SERVICES
+
+log = logging.getLogger(__name__)
+EXTENSION = "fhir_desens_bedside"
+SEND_TIMEOUT = (2.0, 5.0)
+
+
+@dataclass
+class Bedside:
+    store: RecordStore
+    write_types: tuple[str, ...] | None  # None: whatever the CapabilityStatement offers
+    clock: Any
+    _capabilities: dict[str, ServerCapabilities] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), tz=UTC)
+
+    def record(self) -> BedsideRecord:
+        return BedsideRecord(self.store, library(), self.now)
+
+    def capabilities(self, client: FhirClient, smart: SmartSession) -> ServerCapabilities:
+        key = f"{smart.fhir_base}|{smart.scope}"
+        with self._lock:
+            cached = self._capabilities.get(key)
+        if cached is None:
+            offered = ServerCapabilities.from_statement(client.capabilities(), self.write_types)
+            granted = GrantedScopes(smart.scope)
+            cached = ServerCapabilities(
+                {
+                    resource_type: frozenset(
+                        i
+                        for i in interactions
+                        if i not in ("create", "update")
+                        or granted.allows(resource_type, "c" if i == "create" else "u")
+                    )
+                    for resource_type, interactions in offered.interactions.items()
+                }
+            )
+            with self._lock:
+                self._capabilities[key] = cached
+        return cached
+
+    def outbox(self, capabilities: ServerCapabilities) -> Outbox:
+        return Outbox(self.store, capabilities, clock=self.clock)
+
+    def send(self, smart: SmartSession, state: SessionState) -> OutboxStatus | None:
+        """Queue and send what the EHR accepts; None when the EHR could not be asked at all."""
+        options: dict[str, Any] = {"timeout": SEND_TIMEOUT, "retry": RetryPolicy(max_attempts=1)}
+        if smart.client is not None:
+            options["session"] = smart.client.http
+        try:
+            with FhirClient(smart.fhir_base, auth=smart, **options) as client:
+                outbox = self.outbox(self.capabilities(client, smart))
+                outbox.sync(state)
+                return outbox.flush(client, state.session_id)
+        except DesensError as error:
+            log.warning("bedside: the EHR could not be reached (%s)", type(error).__name__)
+            return None
+
+    def status(self, session_id: str) -> OutboxStatus:
+        return Outbox(self.store, ServerCapabilities({}), clock=self.clock).status(session_id)
+
+
+def init_bedside(app: Flask, values: Mapping[str, Any]) -> None:
+    """The bedside record lives in the app's record database (``FHIR_DESENS_RECORD_URL``)."""
+    shared = app.extensions[SERVICES]
+    raw = values.get("BEDSIDE_WRITE_TYPES")
+    write_types = (
+        None
+        if raw in (None, "", "auto", ("auto",))
+        else tuple(raw if isinstance(raw, (list, tuple)) else str(raw).split(","))
+    )
+    clock = values.get("BEDSIDE_CLOCK") or values.get("CLOCK") or time.time
+    app.extensions[EXTENSION] = Bedside(shared.record_store(), write_types, clock)
+    app.jinja_env.globals["bedside_sessions"] = _sessions_of_plan
+    app.jinja_env.globals["new_entry_id"] = lambda: str(uuid.uuid4())
+
+
+def _sessions_of_plan(patient: str, request_group: str) -> list[SessionSummary]:
+    try:
+        return [s for s in bedside().record().patient_sessions(patient) if s.request_group == request_group]
+    except DesensError as error:  # a session whose plan no longer computes: listed nowhere rather than crash
+        log.warning("bedside sessions unreadable (%s)", type(error).__name__)
+        return []
+
+
+def bedside() -> Bedside:
+    found: Bedside = current_app.extensions[EXTENSION]
+    return found

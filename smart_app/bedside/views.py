@@ -1,0 +1,212 @@
+"""Bedside pages: start a session from a signed plan, run it from the flowsheet, print its record.
+
+``POST /s/<sid>/orders/<rg>/bedside``     start (the signed plan is read back and checked first)
+``GET  /s/<sid>/bedside/<session>``       the flowsheet (server-rendered; works without JavaScript)
+``POST /s/<sid>/bedside/<session>``       one entry (``kind`` + fields + ``entry_id``); 303 back, or the
+                                         page with the refusal naming the field (400/409, nothing written)
+``POST /s/<sid>/bedside/<session>/send``  send what has not reached the EHR
+``GET  /s/<sid>/bedside/<session>/state`` JSON for the script (server time, phase, last entry, unsent)
+``GET  /s/<sid>/bedside/<session>/record`` the printable session record
+
+Every form carries an ``entry_id`` minted when the page was rendered (the script mints a fresh one per
+submission): a double click, a resubmitted form or a replay after a lost connection records once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from fhir_desens.course.bedside.entries import NewEntry
+from fhir_desens.course.bedside.record import SessionNotFound, start_entry
+from fhir_desens.course.bedside.session import SessionState
+from fhir_desens.course.chart import patient_reference
+from fhir_desens.errors import ConflictError, DesensError, InputError
+from smart_app.app_session import AppSession, app_session
+from smart_app.bedside import page
+from smart_app.bedside.forms import entry_data
+from smart_app.bedside.service import bedside
+from smart_app.orders.signed import load_signed_plan
+from smart_app.services import services
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("bedside", __name__, url_prefix="/s/<string(length=43):sid>", template_folder="templates")
+SESSION = "<string(length=36):session_id>"
+
+
+def _author(session: AppSession) -> str:
+    return session.user.reference or "unknown user"
+
+
+def _wants_json() -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+@bp.get("/orders/<string(maxlength=64):rg_id>/bedside")
+def start_page(sid: str, rg_id: str) -> tuple[str, int]:
+    session = app_session(sid)
+    signed = load_signed_plan(session.smart, rg_id)
+    smart = session.smart
+    html = render_template(
+        "bedside_start.html",
+        sid=sid,
+        csrf_token=session.csrf_token,
+        banner=session.banner(),
+        need_patient_banner=smart.need_patient_banner,
+        style_vars=services().styles.get(smart.smart_style_url),
+        signed=signed,
+    )
+    return html, 200
+
+
+@bp.post("/orders/<string(maxlength=64):rg_id>/bedside")
+def start(sid: str, rg_id: str) -> Response | tuple[str, int]:
+    session = app_session(sid)
+    signed = load_signed_plan(session.smart, rg_id)
+    if signed.status != "active" or signed.plan is None or signed.draft is None:
+        reason = signed.recompute_problem or f"the plan is {signed.status}, not active"
+        raise ConflictError(f"This plan cannot be started at the bedside: {reason}")
+    svc = bedside()
+    session_id = request.form.get("session_id") or str(uuid.uuid4())
+    step_requests = {o.step: f"MedicationRequest/{o.id}" for o in signed.orders if o.step is not None}
+    new = start_entry(
+        entry_id=request.form.get("entry_id") or str(uuid.uuid4()),
+        session_id=session_id,
+        author=_author(session),
+        at=svc.now(),
+        draft=signed.draft,
+        request_group=f"RequestGroup/{rg_id}",
+        step_requests=step_requests,
+        encounter=f"Encounter/{session.smart.encounter}" if session.smart.encounter else None,
+        beta_blocker=request.form.get("beta_blocker") == "yes",
+        peak_flow=request.form.get("peak_flow") == "yes",
+        plan_session=signed.session_id or None,
+    )
+    svc.record().record(new)
+    return redirect(url_for("bedside.flowsheet", sid=sid, session_id=session_id), code=303)
+
+
+def _load(sid: str, session_id: str) -> tuple[AppSession, SessionState]:
+    session = app_session(sid)
+    state = bedside().record().load(session_id)
+    if state.context.get("patient") != patient_reference(session.smart):
+        raise SessionNotFound()
+    return session, state
+
+
+def _render(
+    sid: str,
+    session: AppSession,
+    state: SessionState,
+    *,
+    status: int = 200,
+    error: DesensError | None = None,
+    sent: Any = None,
+) -> tuple[str, int]:
+    svc = bedside()
+    now = svc.now()
+    outbox = sent if sent is not None else svc.status(state.session_id)
+    smart = session.smart
+    html = render_template(
+        "flowsheet.html",
+        sid=sid,
+        csrf_token=session.csrf_token,
+        banner=session.banner(),
+        need_patient_banner=smart.need_patient_banner,
+        style_vars=services().styles.get(smart.smart_style_url),
+        user=session.user,
+        state=state,
+        plan=state.plan,
+        rows=page.rows(state),
+        current=page.current(state, now),
+        resume=page.resume_rows(state) if state.open_reaction else [],
+        vitals=page.vitals_rows(state),
+        vitals_due=state.vitals_due(now),
+        outbox=page.status_view(outbox),
+        now=now,
+        clock=page.clock,
+        p=page,
+        error=error,
+        entry_id=lambda: str(uuid.uuid4()),
+        last_seq=len(svc.record().entries(state.session_id)),
+    )
+    return html, status
+
+
+@bp.get(f"/bedside/{SESSION}")
+def flowsheet(sid: str, session_id: str) -> tuple[str, int]:
+    session, state = _load(sid, session_id)
+    return _render(sid, session, state)
+
+
+@bp.post(f"/bedside/{SESSION}")
+def entry(sid: str, session_id: str) -> Response | tuple[str, int] | tuple[Response, int]:
+    session, state = _load(sid, session_id)
+    svc = bedside()
+    kind = request.form.get("kind", "")
+    try:
+        data = entry_data(kind, request.form, svc.now().astimezone())
+        new = NewEntry(request.form.get("entry_id", ""), session_id, kind, data, _author(session))
+        appended = svc.record().record(new)
+    except (InputError, ConflictError) as error:
+        log.info("bedside entry refused (%s)", type(error).__name__)
+        if _wants_json():
+            field = getattr(error, "field", None)
+            return jsonify({"ok": False, "message": error.message, "field": field}), error.http_status
+        return _render(sid, session, state, status=error.http_status, error=error)
+    state = svc.record().load(session_id)
+    sent = svc.send(session.smart, state)
+    if _wants_json():
+        return jsonify({"ok": True, "created": appended.created, "unsent": sent.unsent if sent else None})
+    return redirect(url_for("bedside.flowsheet", sid=sid, session_id=session_id) + "#now", code=303)
+
+
+@bp.post(f"/bedside/{SESSION}/send")
+def send(sid: str, session_id: str) -> Response:
+    session, state = _load(sid, session_id)
+    bedside().send(session.smart, state)
+    return redirect(url_for("bedside.flowsheet", sid=sid, session_id=session_id), code=303)
+
+
+@bp.get(f"/bedside/{SESSION}/state")
+def state_json(sid: str, session_id: str) -> Response:
+    _, state = _load(sid, session_id)
+    svc = bedside()
+    due = state.vitals_due(svc.now())
+    return jsonify(
+        {
+            "server_time": svc.now().timestamp(),
+            "phase": state.phase,
+            "entries": len(svc.record().entries(session_id)),
+            "vitals_due": due.timestamp() if due else None,
+            "unsent": svc.status(session_id).unsent,
+        }
+    )
+
+
+@bp.get(f"/bedside/{SESSION}/record")
+def session_record(sid: str, session_id: str) -> tuple[str, int]:
+    session, state = _load(sid, session_id)
+    svc = bedside()
+    html = render_template(
+        "session_record.html",
+        sid=sid,
+        banner=session.banner(),
+        need_patient_banner=session.smart.need_patient_banner,
+        style_vars=services().styles.get(session.smart.smart_style_url),
+        state=state,
+        plan=state.plan,
+        rows=page.rows(state),
+        vitals=page.vitals_rows(state),
+        entries=svc.record().entries(session_id),
+        outbox=page.status_view(svc.status(session_id)),
+        clock=page.clock,
+        p=page,
+        printed_at=svc.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    )
+    return html, 200

@@ -1,0 +1,190 @@
+"""The bedside flowsheet end to end against the real sandbox EHR (app pages played by Flask's test client):
+launch, plan and sign, start the session from the signed plan, run 12 steps with a reaction at step 11
+(pause, treat, one step back, finish) on an injected clock, and find the session on the FHIR server;
+duplicate posts record once; bad input is refused with the field named; the printable record."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.course.bedside.fhir_map import ID_BEDSIDE_ITEM
+from fhir_desens.sandbox.server import Sandbox
+from tests.html import alerts, text_of
+from tests.integration import test_app_launch as launch_tests
+from tests.integration.test_app_launch import AppUnderTest, ehr_launch
+from tests.integration.test_app_sign_orders import csrf, recalculate, sign, signed_id, start
+
+sandbox = launch_tests.sandbox
+make_app = launch_tests.make_app
+
+pytestmark = pytest.mark.integration
+
+PATIENT = "carboplatin-ovarian"
+VITALS = {
+    "systolic": "118",
+    "diastolic": "74",
+    "heart_rate": "72",
+    "respiratory_rate": "14",
+    "spo2": "98",
+    "temperature": "36.7",
+}
+
+
+class BedsideClock:
+    """The bedside's clock, moved by the test (the SMART tokens keep real time)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(second=0, microsecond=0).timestamp() - 8 * 3600
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, minutes: float) -> None:
+        self.now += minutes * 60
+
+
+class Nurse:
+    def __init__(self, app: AppUnderTest, sid: str, url: str, clock: BedsideClock) -> None:
+        self.app, self.sid, self.url, self.clock = app, sid, url, clock
+        self.counter = 0
+
+    def page(self) -> str:
+        response = self.app.client.get(self.url)
+        assert response.status_code == 200, text_of(response.get_data(as_text=True))[:800]
+        return response.get_data(as_text=True)
+
+    def post(self, kind: str, expect: int = 303, entry_id: str | None = None, **fields: Any) -> Any:
+        self.counter += 1
+        data: dict[str, Any] = {
+            "csrf_token": csrf(self.app, self.sid),
+            "kind": kind,
+            "entry_id": entry_id or f"test-entry-{self.counter:04d}-{id(self)}",
+        }
+        data.update(fields)
+        response = self.app.client.post(self.url, data=data)
+        assert response.status_code == expect, (
+            kind,
+            alerts(response.get_data(as_text=True)) or text_of(response.get_data(as_text=True))[:600],
+        )
+        return response
+
+    def run_step(self, row: int, minutes: float, *, stop: bool = True) -> None:
+        html = self.page()
+        rate = re.search(r'id="start-rate" name="rate_ml_h" value="([^"]+)"', html)
+        assert rate, text_of(html)[:1200]
+        self.post("step-start", row=str(row), rate_ml_h=rate.group(1))
+        self.clock.advance(minutes / 2)
+        self.post("vitals", **VITALS)
+        self.clock.advance(minutes / 2)
+        if stop:
+            self.post("step-stop", row=str(row))
+            self.post("symptom-check", row=str(row), symptoms="none")
+
+
+@pytest.fixture
+def nurse(sandbox: Sandbox, make_app: Any, tmp_path: Path) -> Nurse:
+    clock = BedsideClock()
+    app = make_app("symmetric", RECORD_URL=f"sqlite:///{tmp_path / 'bedside.sqlite3'}", BEDSIDE_CLOCK=clock)
+    sid = ehr_launch(sandbox, app, PATIENT)
+    draft_id = start(app, sid)
+    recalculate(app, sid, draft_id, final_rate="80")
+    rg_id = signed_id(sign(app.client, app, sid, draft_id), sid)
+    signed_page = app.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True)
+    assert "Start a session at the bedside" in signed_page
+    start_page = app.client.get(f"/s/{sid}/orders/{rg_id}/bedside").get_data(as_text=True)
+    assert "Start the session at the bedside" in start_page
+    response = app.client.post(
+        f"/s/{sid}/orders/{rg_id}/bedside",
+        data={
+            "csrf_token": csrf(app, sid),
+            "entry_id": "start-entry-0001",
+            "session_id": "11111111-2222-4333-8444-555555555555",
+        },
+    )
+    assert response.status_code == 303, alerts(response.get_data(as_text=True))
+    return Nurse(app, sid, response.headers["Location"], clock)
+
+
+def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: Nurse) -> None:
+    html = nurse.page()
+    assert "Before step 1" in html and "Consent signed" in html
+    for item in ("consent", "iv-access", "emergency-kit"):
+        nurse.post("checklist", item=item)
+    for name in ("diphenhydramine", "famotidine"):
+        nurse.post("checklist", item="premedication", name=name, dose="as ordered")
+    nurse.post("vitals", **VITALS)
+    nurse.clock.advance(20)
+    for row in range(1, 11):
+        nurse.run_step(row, 15)
+    nurse.run_step(11, 6, stop=False)
+    nurse.post("reaction", symptoms=["itching", "wheal"], grade="mild", phenotype="type-i")
+    html = nurse.page()
+    assert "back-one-step" in html and "Record decision" in html
+    nurse.clock.advance(2)
+    nurse.post("treatment", treatment="antihistamine-h1", dose="diphenhydramine 50 mg IV")
+    nurse.clock.advance(18)
+    nurse.post("resolved")
+    nurse.clock.advance(2)
+    nurse.post("resume", option="back-one-step")
+    for row, minutes in ((12, 15), (13, 15), (14, 176)):
+        nurse.run_step(row, minutes)
+    nurse.clock.advance(30)
+    nurse.post("vitals", **VITALS)
+    nurse.post("complete", outcome="completed", next_dose="continuous")
+    html = nurse.page()
+    assert "Everything recorded is in the EHR" in html, alerts(html) + text_of(html)[:3000]
+    assert "Session completed" in html
+    assert "400 of 400 mg" in text_of(html)
+
+    record = nurse.app.client.get(nurse.url + "/record").get_data(as_text=True)
+    assert "Desensitization session record" in record and "Grade mild" in text_of(record)
+
+    with FhirClient(sandbox.backend_url) as backend:
+        session = nurse.url.rsplit("/", 1)[1]
+        procedure = backend.search("Procedure", {"identifier": f"{ID_BEDSIDE_ITEM}|{session}/procedure"})[
+            "entry"
+        ]
+        assert len(procedure) == 1 and procedure[0]["resource"]["status"] == "completed"
+        administrations = backend.search(
+            "MedicationAdministration", {"identifier": f"{ID_BEDSIDE_ITEM}|", "_count": "200"}
+        )["entry"]
+        ours = [
+            a for a in administrations if a["resource"]["identifier"][0]["value"].startswith(session + "/ma/")
+        ]
+        assert len(ours) == 14
+        observations = backend.search("Observation", {"identifier": f"{ID_BEDSIDE_ITEM}|", "_count": "500"})[
+            "entry"
+        ]
+        assert (
+            len(
+                [o for o in observations if o["resource"]["identifier"][0]["value"].startswith(session + "/")]
+            )
+            == 5 * 16  # 16 sets: the BP panel, heart rate, respiratory rate, SpO2, temperature
+        )
+        events = [
+            e
+            for e in backend.search("AdverseEvent", {"_count": "200"}).get("entry", [])
+            if str(e["resource"].get("identifier", {}).get("value", "")).startswith(session + "/")
+        ]
+        assert len(events) == 1
+        provenance = backend.search("Provenance", {"target": f"Procedure/{procedure[0]['resource']['id']}"})[
+            "entry"
+        ]
+        assert len(provenance) == 1
+
+
+def test_the_same_post_twice_records_once_and_bad_input_names_the_field(nurse: Nurse) -> None:
+    nurse.post("checklist", item="consent", entry_id="double-click-0001")
+    nurse.post("checklist", item="consent", entry_id="double-click-0001")  # double click / replay
+    html = nurse.page()
+    assert html.count("Consent signed:") == 1
+    response = nurse.post("vitals", expect=400, **{**VITALS, "heart_rate": "400"})
+    assert "heart_rate" in alerts(response.get_data(as_text=True))
+    response = nurse.post("step-start", expect=400, row="1")
+    assert "checklist" in alerts(response.get_data(as_text=True))
