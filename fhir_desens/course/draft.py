@@ -21,7 +21,7 @@ from fhir_desens.errors import (
 from fhir_desens.protocol.bsa import body_surface_area, dose_for_bsa
 from fhir_desens.protocol.calculate import Plan, PlanRequest, compute_plan
 from fhir_desens.protocol.crossreactivity import DrugRef
-from fhir_desens.protocol.model import ClosingMethod, Protocol, TargetKind
+from fhir_desens.protocol.model import ClosingMethod, Protocol, ProtocolKind, TargetKind
 from fhir_desens.protocol.quantity import (
     Dimension,
     Quantity,
@@ -149,7 +149,7 @@ def plan_request_for(draft: PlanDraft, protocols: Mapping[str, Protocol]) -> Pla
     if protocol is None:
         raise InputError("protocol", f"unknown protocol '{draft.protocol_id}'", "a protocol of the library")
     target = parse_quantity(draft.target, "target_dose")
-    fixed = protocol.planned_at_table_total
+    fixed = protocol.kind is ProtocolKind.DISCRETE and protocol.fixed_doses
     if fixed:
         # Fixed-dose protocols (oral penicillin, aspirin...) give their own doses; the target typed
         # is then the therapeutic dose that follows, and must at least be of the same kind.

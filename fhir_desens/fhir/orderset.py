@@ -22,7 +22,7 @@ from fhir_desens.errors import DesensError
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.apply import PlanParameters, plan_parameters
 from fhir_desens.protocol.calculate import Plan, PlanRequest, compute_plan
-from fhir_desens.protocol.model import ClosingMethod, Protocol
+from fhir_desens.protocol.model import ClosingMethod, Protocol, ProtocolKind
 from fhir_desens.protocol.quantity import plain
 
 #: Significant digits at which a stated number must equal the engine's.
@@ -167,7 +167,7 @@ def request_from_parameters(
     parameters: PlanParameters, protocol: Protocol, closing: ClosingMethod | None = None
 ) -> PlanRequest:
     """The engine request a signed plan's recorded parameters stand for."""
-    fixed = protocol.planned_at_table_total
+    fixed = protocol.kind is ProtocolKind.DISCRETE and protocol.fixed_doses
     if parameters.diluent and any(not s.solid for s in protocol.solutions):
         protocol = _with_diluent(protocol, parameters.diluent)
     return PlanRequest(

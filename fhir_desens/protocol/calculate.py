@@ -415,6 +415,7 @@ class _InfusionPlanner:
             if closing:
                 break
         solutions = self._planned_solutions(concentrations, used)
+        self.warnings += _overfill_warnings(solutions)
         self._add_warnings(solutions, planned)
         return Plan(
             request=self.request,
@@ -511,9 +512,23 @@ class _InfusionPlanner:
                     drug_amount=Quantity(mul(conc, volume), self.dose_unit),
                     volume_infused_ml=used[solution.number],
                     diluent=solution.diluent,
+                    preparation=self._recipe(solution, conc, volume),
                 )
             )
         return tuple(result)
+
+    def _recipe(self, solution: SolutionDefinition, conc: Decimal, volume: Decimal) -> Preparation | None:
+        """The stated recipe while the plan uses what it makes (INV-22); otherwise it is dropped, saying so."""
+        prep = solution.preparation
+        if prep is None:
+            return None
+        if prep.concentration().value == conc and prep.final_volume_ml == volume:
+            return prep
+        self.warnings.append(
+            f"Solution {solution.number}: the protocol's recipe ({prep.text}) does not make this plan's "
+            "concentration and volume; prepare it as the plan says."
+        )
+        return None
 
     def _add_warnings(self, solutions: tuple[PlannedSolution, ...], steps: list[PlannedStep]) -> None:
         partial = [
@@ -728,8 +743,8 @@ def _check_fixed_target(protocol: Protocol, given: Quantity, total: Quantity) ->
     )
 
 
-def _preparation_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
-    """INV-23 (overfill is never silent) and what is left in a bag the syringe doses are drawn from."""
+def _overfill_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
+    """INV-23: a concentration that relies on a bag's overfill is never silent."""
     warnings = []
     for solution in solutions:
         prep = solution.preparation
@@ -740,6 +755,13 @@ def _preparation_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
                 f"({plain(prep.bag_volume_ml + prep.overfill_ml)} mL): check the bag, or prepare "
                 "to the final volume."
             )
+    return warnings
+
+
+def _preparation_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
+    """Overfill (INV-23) and what is left in a bag the syringe doses are drawn from (INV-21)."""
+    warnings = _overfill_warnings(solutions)
+    for solution in solutions:
         volume, drawn = solution.volume_ml, solution.volume_infused_ml
         if volume is not None and drawn is not None and drawn < volume:
             warnings.append(

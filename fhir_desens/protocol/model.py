@@ -228,11 +228,6 @@ class Protocol:
         return any(step.rate_fraction is not None for step in self.steps)
 
     @property
-    def planned_at_table_total(self) -> bool:
-        """True when the protocol's own doses are the plan (INV-24): fixed discrete doses or a fixed table."""
-        return self.fixed_table or (self.kind is ProtocolKind.DISCRETE and self.fixed_doses)
-
-    @property
     def fixed_doses(self) -> bool:
         """True when no dose depends on the target (discrete protocols with fixed concentrations)."""
         return all(s.concentration is not None or s.solid for s in self.solutions)

@@ -53,3 +53,32 @@ def test_an_authored_protocol_is_offered_with_its_source_and_its_preparation_rea
         "inject 150 mg in 3 mL: 100 mL" in text_of(sheet)
     )
     assert "only if its 100 mL bag holds 10 mL overfill" in text_of(sheet)
+
+
+def fixed_infusion_library(tmp_path: Path) -> Path:
+    rows = read_table((TABLES / "proportional_infusion.csv").read_text("utf-8"))
+    preparations = read_preparations("solution,bag_ml,drug\n1,250,1 mg\n2,250,10 mg\n3,250,99.213 mg\n")
+    options = AuthorOptions(
+        "hospital-carboplatin-100", "Carboplatin 100 mg (hospital table)", "carboplatin", "iv",
+        scaling="fixed", bag_volumes_ml={"1": Decimal(250), "2": Decimal(250), "3": Decimal(250)},
+        preparations=preparations, source=SOURCE,
+    )  # fmt: skip
+    path = tmp_path / "fixed.json"
+    path.write_bytes(write_resource(library_bundle([author_protocol(rows, options).protocol]), "json"))
+    return path
+
+
+def test_a_fixed_infusion_table_is_refused_for_another_dose_and_planned_at_its_total(
+    make_app: AppFactory, ehr: FakeEhr, tmp_path: Path
+) -> None:
+    app = make_app(PROTOCOL_LIBRARY=str(fixed_infusion_library(tmp_path)))
+    planner = Planner(Launcher(https_client(app), ehr), ehr, app)
+    sid = planner.launch("carboplatin-ovarian")
+    draft_id = planner.create(sid)  # the chart's 400 mg
+    refused = planner.recalculate(sid, draft_id, protocol="hospital-carboplatin-100")
+    html = text_of(refused.get_data(as_text=True))
+    assert "the table's doses sum to 100 mg, not 400 mg" in html, html[:3000]
+    exact = planner.create(sid, target_dose="100")
+    planner.recalculate(sid, exact, protocol="hospital-carboplatin-100")
+    sheet = text_of(planner.client.get(f"/s/{sid}/plan/{exact}/pharmacy").get_data(as_text=True))
+    assert "Prepare: take a 250 mL bag, inject 99.213 mg: 250 mL" in sheet

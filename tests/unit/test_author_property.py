@@ -215,7 +215,7 @@ def test_fixed_infusion_tables_reproduce_at_their_total_and_refuse_any_other_tar
     options = AuthorOptions("f", "F", "drug", "iv", scaling="fixed", bag_volumes_ml=volumes)
     authored = author_protocol(rows, options)
     protocol = authored.protocol
-    assert protocol.fixed_table and protocol.planned_at_table_total
+    assert protocol.fixed_table
     assert protocol_from_plan_definition(plan_definition_from_protocol(protocol)) == protocol
     plan = compute_plan(PlanRequest(protocol, "drug"))
     assert violations(plan) == [] and plan.target_dose.value == total
