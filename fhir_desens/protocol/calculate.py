@@ -748,12 +748,13 @@ def _overfill_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
     warnings = []
     for solution in solutions:
         prep = solution.preparation
-        if prep is not None and prep.overfill_ml:
+        if prep is not None and prep.overfill_ml and solution.concentration is not None:
             warnings.append(
-                f"Solution {solution.number} ({solution.label}) is {solution.concentration} only if its "
-                f"{plain(prep.bag_volume_ml)} mL bag holds {plain(prep.overfill_ml)} mL overfill "
-                f"({plain(prep.bag_volume_ml + prep.overfill_ml)} mL): check the bag, or prepare "
-                "to the final volume."
+                f"Solution {solution.number} ({solution.label}) is "
+                f"{shown.quantity_text(solution.concentration)} only if its "
+                f"{shown.volume_text(prep.bag_volume_ml)} bag holds {shown.volume_text(prep.overfill_ml)} "
+                f"overfill ({shown.volume_text(prep.bag_volume_ml + prep.overfill_ml)}): check the bag, "
+                "or prepare to the final volume."
             )
     return warnings
 
