@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +24,10 @@ from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.client.smart import SmartSession
 from fhir_desens.course.chart import allergies_of, fhir_client, search_allergies
 from fhir_desens.course.context import CourseContext
+from fhir_desens.drugs.overrides import allergist_role_text
 from fhir_desens.errors import DesensError
 from fhir_desens.fhir.allergy import Allergy
+from fhir_desens.fhir.raw import objects
 from fhir_desens.io.json import dumps, loads
 from smart_app.chart.page import PatientBanner, banner_from_patient, person_name, read_banner
 from smart_app.library import library
@@ -50,6 +52,7 @@ class SignedInUser:
 
     reference: str | None  # "Practitioner/<id>"
     name: str | None  # from the fhirUser resource; None when it could not be read
+    allergist: str | None = None  # why the user counts as an allergist (OVERRIDE-1); None: not shown to be
 
     @property
     def display(self) -> str | None:
@@ -61,7 +64,8 @@ class SignedInUser:
         return self.display or "the signed-in user"
 
     def to_dict(self) -> dict[str, str | None]:
-        return {"reference": self.reference, "name": self.name}
+        data = {"reference": self.reference, "name": self.name}
+        return {**data, "allergist": self.allergist} if self.allergist else data
 
 
 def user_reference(smart: SmartSession) -> str | None:
@@ -87,7 +91,30 @@ def read_signed_in_user(smart: SmartSession, client: FhirClient) -> SignedInUser
     except DesensError as error:  # 403 without a scope for it, 404, EHR down: the reference will do
         log.info("the signed-in user's %s could not be read (%s)", resource_type, type(error).__name__)
         return SignedInUser(reference, None)
-    return SignedInUser(reference, person_name(resource, titles=True))
+    return SignedInUser(reference, person_name(resource, titles=True), _allergist_evidence(resource))
+
+
+def _allergist_evidence(resource: Mapping[str, Any]) -> str | None:
+    """A Practitioner's qualification, or a PractitionerRole's code or specialty, naming allergy/immunology."""
+    texts: list[str | None] = []
+    concepts = [q.get("code") for q in objects(resource.get("qualification"))]
+    concepts += [*objects(resource.get("code")), *objects(resource.get("specialty"))]
+    for concept in concepts:
+        if isinstance(concept, Mapping):
+            texts.append(concept.get("text") if isinstance(concept.get("text"), str) else None)
+            texts.extend(
+                c.get("display") for c in objects(concept.get("coding")) if isinstance(c.get("display"), str)
+            )
+    found = allergist_role_text(texts)
+    kind = "qualification" if resource.get("resourceType") == "Practitioner" else "role"
+    return f"{kind}: {found}" if found else None
+
+
+def override_evidence(user: SignedInUser) -> str | None:
+    """Why the signed-in user may override a contraindication: the configured list, else their role."""
+    if user.reference is not None and user.reference in services().settings.allergists:
+        return f"{user.label} is on the configured allergist list"
+    return f"{user.label}, {user.allergist}" if user.allergist else None
 
 
 # --- the request's view of a session -----------------------------------------------------------------
@@ -109,8 +136,12 @@ class AppSession:
     def user(self) -> SignedInUser:
         stored = self.record.get("user")
         if isinstance(stored, dict):
-            name = stored.get("name")
-            return SignedInUser(user_reference(self.smart), name if isinstance(name, str) else None)
+            name, allergist = stored.get("name"), stored.get("allergist")
+            return SignedInUser(
+                user_reference(self.smart),
+                name if isinstance(name, str) else None,
+                allergist if isinstance(allergist, str) else None,
+            )
         return SignedInUser(user_reference(self.smart), None)
 
     # -- chart reads, cached --------------------------------------------------------------------------

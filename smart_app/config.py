@@ -45,6 +45,9 @@ VARIABLES: dict[str, tuple[Any, str]] = {
         None,
         "str",
     ),  # resource types the bedside may write to the EHR; empty: as offered
+    # Practitioners who may override a contraindication as allergists (OVERRIDE-1), besides those whose
+    # Practitioner qualification or PractitionerRole names allergy/immunology: "Practitioner/<id>" or ids.
+    "ALLERGISTS": ((), "list"),
 }
 
 MIN_SECRET_LENGTH = 32
@@ -88,6 +91,8 @@ class Settings:
             if server == "*":
                 return setting, flavor
         return "auto", None
+
+    allergists: tuple[str, ...] = ()  # "Practitioner/<id>" of configured allergists (OVERRIDE-1)
 
     @property
     def redirect_uri(self) -> str:
@@ -252,6 +257,11 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         protocol_library=values.get("PROTOCOL_LIBRARY"),
         record_url=values.get("RECORD_URL"),
         allergy_write=_allergy_write(values.get("ALLERGY_WRITE") or ("auto",)),
+        allergists=tuple(
+            a if "/" in a else f"Practitioner/{a}"
+            for a in (str(v).strip() for v in values["ALLERGISTS"])
+            if a
+        ),
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fhir_desens.course.draft import PlanDraft
+from fhir_desens.course.drug_review import DrugReview
 from fhir_desens.fhir.allergy import Allergy
 from fhir_desens.fhir.chart import (
     allergen_ref,
@@ -89,10 +90,12 @@ def assess(drug: DrugRef, allergies: Sequence[Allergy] | None) -> Assessment:
     return Assessment(drug.name, matched, allergy_list_read=True)
 
 
-def signing_blockers(draft: PlanDraft, assessment: Assessment, can_write: bool) -> list[str]:
-    """Why this draft may not be signed yet (empty: it may be signed)."""
-    reasons: list[str] = []
-    if assessment.contraindicated and not draft.override_reason:
+def signing_blockers(
+    draft: PlanDraft, assessment: Assessment, can_write: bool, review: DrugReview | None = None
+) -> list[str]:
+    """Why this draft may not be signed yet (empty: it may be signed); ``review``: the drug checks."""
+    reasons: list[str] = [] if review is None else review.blockers(draft.uncoded_confirmed)
+    if assessment.contraindicated and not (draft.override_reason and draft.override_authority):
         reasons.append(
             "Desensitization is contraindicated by a matched allergy: an expert override with its reason is needed."
         )

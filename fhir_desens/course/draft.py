@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from fhir_desens.course.drug_review import DILUENT_CHOICES, plan_diluent
 from fhir_desens.errors import (
     InputError,
 )
@@ -33,11 +34,9 @@ from fhir_desens.protocol.quantity import (
 )
 from fhir_desens.protocol.risk import ProtocolSuggestion, RiskAnswers, suggest_protocol
 
-#: Diluents the plan form offers (stored as the key on the draft); "" keeps the protocol's text.
-DILUENTS: dict[str, str] = {
-    "ns": "0.9% sodium chloride (NS)",
-    "d5w": "5% dextrose (D5W)",
-}
+#: Diluents the plan form offers (stored as the key on the draft); "" means the order's diluent, else
+#: the drug's usual one (DRUG-DIL-2; ``fhir_desens/drugs/data/diluents.json``).
+DILUENTS: dict[str, str] = dict(DILUENT_CHOICES)
 
 
 @dataclass(frozen=True)
@@ -65,6 +64,11 @@ class PlanDraft:
     dose_per_m2: str | None = None  # e.g. "75 mg/m2" when dosed by body surface area
     height_cm: str | None = None
     weight_kg: str | None = None
+    order_text: str | None = None  # the therapeutic order's wording (its diluent is the default one)
+    ordered_dose: str | None = None  # the therapeutic order's dose, e.g. "400 mg"
+    uncoded_confirmed: bool = False  # an unresolved drug name confirmed as uncoded (DRUG-NAME-2)
+    overridden: str | None = None  # the contraindication overridden, e.g. "Stevens-Johnson syndrome, 2019"
+    override_authority: str | None = None  # who authorised the override (OVERRIDE-1)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -79,6 +83,7 @@ class PlanDraft:
         values["insert_before"] = tuple(int(n) for n in values.get("insert_before") or ())
         values["risk"] = dict(values.get("risk") or {})
         values["unlisted_confirmed"] = bool(values.get("unlisted_confirmed"))
+        values["uncoded_confirmed"] = bool(values.get("uncoded_confirmed"))
         values["created_at"] = float(values["created_at"])
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in values.items() if k in known})
@@ -124,6 +129,10 @@ class StartChoice:
     height_cm: Decimal | None
     weight_kg: Decimal | None
     risk: RiskAnswers
+    order_text: str | None = None  # the therapeutic order's wording, when the drug came from an order
+    ordered_dose: Quantity | None = None
+    risk_sources: dict[str, list[str]] | None = None  # criterion -> where the chart answered it
+    risk_pointers: tuple[str, ...] = ()  # criteria the chart points to as high risk (RISK-CHART-2)
 
 
 # --- from a draft to a plan ---------------------------------------------------------------------
@@ -166,10 +175,12 @@ def plan_request_for(draft: PlanDraft, protocols: Mapping[str, Protocol]) -> Pla
                 f"protocol {protocol.id} gives fixed doses of {', '.join(protocol.drugs)}, not {draft.drug}",
                 "a protocol written for this drug, or for any drug",
             )
-    if draft.diluent is not None:
-        if draft.diluent not in DILUENTS:
-            raise InputError("diluent", f"unknown diluent '{draft.diluent}'", ", ".join(DILUENTS.values()))
-        protocol = _with_diluent(protocol, DILUENTS[draft.diluent])
+    if draft.diluent is not None and draft.diluent not in DILUENTS:
+        raise InputError("diluent", f"unknown diluent '{draft.diluent}'", ", ".join(DILUENTS.values()))
+    if protocol.route.strip().lower() in ("iv", "intravenous"):
+        diluent, _ = plan_diluent(draft.diluent, draft.drug, draft.drug_rxnorm, draft.order_text)
+        if diluent in DILUENTS:
+            protocol = _with_diluent(protocol, DILUENTS[diluent])
     return PlanRequest(
         protocol=protocol,
         drug=draft.drug,
@@ -220,19 +231,25 @@ def resolve_target(start: StartChoice) -> tuple[Quantity, str | None]:
     return total, basis
 
 
+def _answer(value: Any) -> bool | None:
+    """A stored risk answer: True, False, or None (unknown, never "no")."""
+    return value if isinstance(value, bool) else None
+
+
 def risk_answers(draft: PlanDraft) -> RiskAnswers:
     grade = draft.risk.get("grade")
     return RiskAnswers(
-        grade=int(grade) if isinstance(grade, int) else None,
-        hypotension_or_hypoxia=bool(draft.risk.get("hypotension_or_hypoxia")),
-        cardiac_or_beta_blocker=bool(draft.risk.get("cardiac_or_beta_blocker")),
-        fev1_below_80=bool(draft.risk.get("fev1_below_80")),
+        grade=int(grade) if isinstance(grade, int) and not isinstance(grade, bool) else None,
+        hypotension_or_hypoxia=_answer(draft.risk.get("hypotension_or_hypoxia")),
+        cardiac_or_beta_blocker=_answer(draft.risk.get("cardiac_or_beta_blocker")),
+        fev1_below_80=_answer(draft.risk.get("fev1_below_80")),
     )
 
 
 def suggestion_for(draft: PlanDraft, protocols: Mapping[str, Protocol]) -> ProtocolSuggestion:
     drug = DrugRef(draft.drug, draft.drug_rxnorm)
-    return suggest_protocol(risk_answers(draft), drug, draft.route, protocols)
+    pointers = tuple(str(p) for p in draft.risk.get("pointers") or ())
+    return suggest_protocol(risk_answers(draft), drug, draft.route, protocols, pointers)
 
 
 def draft_from_start(
@@ -245,7 +262,10 @@ def draft_from_start(
 ) -> PlanDraft:
     """A new draft: the suggested protocol (or the copied plan's), protocol defaults otherwise."""
     target, basis = resolve_target(start)
-    suggestion = suggest_protocol(start.risk, DrugRef(start.drug, start.drug_rxnorm), start.route, protocols)
+    pointers = start.risk_pointers
+    suggestion = suggest_protocol(
+        start.risk, DrugRef(start.drug, start.drug_rxnorm), start.route, protocols, pointers
+    )
     protocol_id = suggestion.protocol_id
     if copied is not None and copied.protocol_id is not None and copied.protocol_id in protocols:
         protocol_id = copied.protocol_id
@@ -257,6 +277,8 @@ def draft_from_start(
         "suggested_protocol": suggestion.protocol_id,
         "high_risk": suggestion.high_risk,
         "reasons": list(suggestion.reasons),
+        "sources": {key: list(found) for key, found in (start.risk_sources or {}).items()},
+        "pointers": list(start.risk_pointers),
     }
     use_copy = copied is not None and protocol_id == copied.protocol_id
     return PlanDraft(
@@ -283,4 +305,6 @@ def draft_from_start(
         dose_per_m2=str(start.dose) if basis else None,
         height_cm=None if start.height_cm is None or not basis else plain(start.height_cm),
         weight_kg=None if start.weight_kg is None or not basis else plain(start.weight_kg),
+        order_text=start.order_text,
+        ordered_dose=str(start.ordered_dose) if start.ordered_dose is not None else None,
     )

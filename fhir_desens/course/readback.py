@@ -104,6 +104,7 @@ class SignedPlanSummary:
     protocol_canonical: str
     status: str
     steps: int
+    override: str | None = None  # the override note (what was overridden, by whom, why), when there is one
 
 
 def _summary(group: Mapping[str, Any], protocols: Mapping[str, Protocol]) -> SignedPlanSummary:
@@ -123,6 +124,7 @@ def _summary(group: Mapping[str, Any], protocols: Mapping[str, Protocol]) -> Sig
         protocol_canonical=canonical,
         status=_text(group.get("status")) or "unknown",
         steps=len(group.get("action") or []),
+        override=_override(group),
     )
 
 

@@ -47,6 +47,7 @@ from fhir_desens.course.chart import (
 )
 from fhir_desens.course.context import CourseContext
 from fhir_desens.course.draft import PlanDraft, plan_for
+from fhir_desens.course.drug_review import DrugReview, drug_ref_for, review_draft
 from fhir_desens.errors import (
     AuthError,
     ConflictError,
@@ -59,7 +60,7 @@ from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.allergy import Allergy
 from fhir_desens.fhir.apply import ApplyContext, apply_plan
 from fhir_desens.protocol.calculate import Plan
-from fhir_desens.protocol.crossreactivity import DrugRef
+from fhir_desens.protocol.model import Protocol
 from fhir_desens.protocol.quantity import (
     parse_quantity,
 )
@@ -251,6 +252,21 @@ def _apply_context(smart: SmartSession, draft: PlanDraft) -> ApplyContext:
         prescribed_dose=prescribed,
         dose_basis=draft.dose_basis,
         override_reason=draft.override_reason,
+        overridden=draft.overridden,
+        override_authority=draft.override_authority,
+    )
+
+
+def review_for(draft: PlanDraft, plan: Plan, protocols: Mapping[str, Protocol]) -> DrugReview:
+    """The drug checks of a draft's plan (the page and signing use the same)."""
+    return review_draft(
+        plan,
+        protocols[draft.protocol_id],
+        drug=draft.drug,
+        rxnorm=draft.drug_rxnorm,
+        diluent=draft.diluent,
+        order_text=draft.order_text,
+        ordered_dose=draft.ordered_dose,
     )
 
 
@@ -265,6 +281,8 @@ def _fingerprint(plan: Plan, context: ApplyContext) -> str:
         "prescribed": str(context.prescribed_dose) if context.prescribed_dose else None,
         "basis": context.dose_basis,
         "override": context.override_reason,
+        "overridden": context.overridden,
+        "override_authority": context.override_authority,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -308,11 +326,12 @@ def sign_draft(
     if not smart.can_sign_orders:  # the one rule (SmartSession.can_sign_orders), also the page's
         raise OrdersNotPermitted(missing_order_scopes(smart))
     plan = plan_for(draft, ctx.protocols)
-    assessment = assess(DrugRef(draft.drug, draft.drug_rxnorm), read_allergies())
-    blockers = signing_blockers(draft, assessment, can_write=True)
+    assessment = assess(drug_ref_for(draft.drug, draft.drug_rxnorm), read_allergies())
+    review = review_for(draft, plan, ctx.protocols)
+    blockers = signing_blockers(draft, assessment, can_write=True, review=review)
     if blockers:
         raise SigningBlocked(blockers)
-    context = _apply_context(smart, draft)
+    context = replace(_apply_context(smart, draft), products=review.products)
     fingerprint = _fingerprint(plan, context)
     key = _marker_key(ctx.scope, draft.draft_id)
     with _lock(key), open_client(smart) as client:

@@ -110,8 +110,19 @@ class ChartRisk:
 
     @property
     def pointers(self) -> tuple[str, ...]:
-        """Criteria the chart points to (answered or not): pass to ``suggest_protocol``."""
-        return tuple(a.criterion for a in self.answers if a.pointer or a.sources)
+        """Criteria the chart points to as high risk (answered or not): pass to ``suggest_protocol``.
+
+        A grade counts only when it is severe (3) or in doubt; the other criteria when the chart has
+        evidence for them or hints at them.
+        """
+        found = []
+        for answer in self.answers:
+            if answer.criterion == "grade":
+                if answer.value == 3 or answer.pointer:
+                    found.append(answer.criterion)
+            elif answer.sources or answer.pointer:
+                found.append(answer.criterion)
+        return tuple(found)
 
 
 def _bool(value: int | bool | None) -> bool | None:
@@ -156,6 +167,7 @@ class _Reading:
     grade_sources: list[str] | None = None
     severe_sources: list[str] | None = None
     anaphylaxis: str | None = None
+    doubtful: str | None = None  # a coded hypotension whose recorded pressure is not low
 
     def raise_grade(self, grade: int, source: str) -> None:
         if self.grade is None or grade > self.grade:
@@ -169,10 +181,25 @@ class _Reading:
         self.raise_grade(3, source)
 
 
+def _measured_not_low(text: str) -> str | None:
+    """A recorded blood pressure whose systolic is not below 90 ("94/58"): hypotension is then in doubt."""
+    readings = list(_BLOOD_PRESSURE.finditer(text))
+    if readings and all(int(m.group(1)) >= _SYSTOLIC_LOW for m in readings):
+        return f"{readings[0].group(1)}/{readings[0].group(2)}"
+    return None
+
+
 def _read_manifestation(reading: _Reading, concept: Concept, where: str) -> None:
     label = concept.display
     text = " ".join(_texts(concept))
-    if (
+    coded_low_bp = _snomed(concept, HYPOTENSION_CODES) and not _snomed(concept, HYPOXIA_CODES)
+    doubtful = _measured_not_low(text) if coded_low_bp else None
+    if doubtful is not None:
+        reading.doubtful = (
+            f"{where}: '{concept.text or label}' is coded as low blood pressure, but the recorded systolic "
+            f"({doubtful}) is not below {_SYSTOLIC_LOW}: answer whether the reaction included hypotension."
+        )
+    elif (
         _snomed(concept, HYPOTENSION_CODES | HYPOXIA_CODES)
         or _affirmed(_HYPOTENSION, text)
         or _affirmed(_HYPOXIA, text)
@@ -230,6 +257,8 @@ def _index_reaction(allergies: Sequence[Allergy]) -> tuple[ChartAnswer, ChartAns
         grade = ChartAnswer("grade", reading.grade, tuple(reading.grade_sources or ()))
     if reading.severe_sources:
         severe = ChartAnswer("hypotension_or_hypoxia", True, tuple(dict.fromkeys(reading.severe_sources)))
+    elif reading.doubtful:
+        severe = ChartAnswer("hypotension_or_hypoxia", None, (), reading.doubtful)
     elif reading.anaphylaxis:
         severe = ChartAnswer(
             "hypotension_or_hypoxia",

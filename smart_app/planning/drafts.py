@@ -32,22 +32,22 @@ from fhir_desens.course.draft import (
     risk_answers,
     suggestion_for,
 )
+from fhir_desens.course.drug_review import DrugReview, drug_ref_for
+from fhir_desens.course.sign import review_for
+from fhir_desens.drugs.overrides import OverrideAuthority, check_override_authority, check_override_reason
 from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol.calculate import Plan
-from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.model import Protocol, ProtocolKind
 from fhir_desens.protocol.quantity import plain
 from smart_app.app_session import AppSession
 from smart_app.library import library
-from smart_app.planning.forms import checkbox, choice, clean_text, number, options_for
+from smart_app.planning.forms import checkbox, choice, number, options_for
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
 
 DRAFT_KIND = "draft"
 _DRAFT_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
-MIN_OVERRIDE_REASON = 20
-MAX_OVERRIDE_REASON = 2000
 
 
 class DraftNotFound(DesensError):
@@ -194,8 +194,13 @@ def without_insertion(draft: PlanDraft, plan: Plan, form: Mapping[str, str]) -> 
 
 def assessment_for(session: AppSession, draft: PlanDraft, *, fresh: bool = False) -> Assessment:
     """The draft's drug against the session's allergy list (briefly cached; ``fresh`` reads it from the
-    EHR again, as signing does)."""
-    return assess(DrugRef(draft.drug, draft.drug_rxnorm), session.allergies(fresh=fresh))
+    EHR again, as signing does). Matching runs on the resolved drug name (DRUG-NAME-1)."""
+    return assess(drug_ref_for(draft.drug, draft.drug_rxnorm), session.allergies(fresh=fresh))
+
+
+def review_of(draft: PlanDraft, plan: Plan) -> DrugReview:
+    """The drug checks of the draft's plan (the same signing runs)."""
+    return review_for(draft, plan, library())
 
 
 def with_unlisted_confirmed(draft: PlanDraft, assessment: Assessment, form: Mapping[str, str]) -> PlanDraft:
@@ -206,16 +211,62 @@ def with_unlisted_confirmed(draft: PlanDraft, assessment: Assessment, form: Mapp
     return replace(draft, unlisted_confirmed=True)
 
 
-def with_override(draft: PlanDraft, assessment: Assessment, form: Mapping[str, str]) -> PlanDraft:
+def with_uncoded_confirmed(draft: PlanDraft, review: DrugReview | None, form: Mapping[str, str]) -> PlanDraft:
+    """DRUG-NAME-2: an unresolved drug name is planned only after this explicit confirmation."""
+    if review is None or review.resolution.resolved:
+        raise InputError("confirm_uncoded", "the drug is known; there is nothing to confirm")
+    if not checkbox(form, "confirm_uncoded"):
+        raise InputError("confirm_uncoded", "the box is not ticked", "tick the box, then Confirm")
+    return replace(draft, uncoded_confirmed=True)
+
+
+def overridden_summary(assessment: Assessment) -> str:
+    """What is overridden, for the worksheet and the orders: "Stevens-Johnson syndrome, 2019"."""
+    parts: list[str] = []
+    for matched in assessment.matched:
+        if matched.screening is None or not matched.contraindicated:
+            continue
+        year = (
+            matched.allergy.onset or matched.allergy.last_occurrence or matched.allergy.recorded_date or ""
+        )[:4]
+        for reason in matched.screening.reasons:
+            label = reason.removeprefix("history of ").split(" (recorded as", 1)[0]
+            text = f"{label[:1].upper()}{label[1:]}{', ' + year if year.isdigit() else ''}"
+            if text not in parts:
+                parts.append(text)
+    return "; ".join(parts)
+
+
+def allergists() -> tuple[str, ...]:
+    """The configured allergists a non-allergist may ask to co-sign an override."""
+    return services().settings.allergists
+
+
+def with_override(
+    draft: PlanDraft, assessment: Assessment, form: Mapping[str, str], user_evidence: str | None
+) -> PlanDraft:
+    """OVERRIDE-1/2: an allergist (or another user with an allergist's co-signature) and a real reason."""
     if not assessment.contraindicated:
         raise InputError("override_reason", "no contraindication was found; there is nothing to override")
-    accepted = f"at least {MIN_OVERRIDE_REASON} characters saying why desensitization is still indicated"
-    reason = clean_text(form, "override_reason", MAX_OVERRIDE_REASON)
-    if reason is None:
-        raise InputError("override_reason", "is empty", accepted)
-    if len(reason) < MIN_OVERRIDE_REASON:
-        raise InputError("override_reason", f"is only {len(reason)} characters long", accepted)
-    return replace(draft, override_reason=reason)
+    reason = check_override_reason(form.get("override_reason"))
+    cosigner = (form.get("override_cosigner") or "").strip() or None
+    cosigner_evidence = None
+    if user_evidence is None and cosigner is not None:
+        if cosigner not in allergists():
+            raise InputError(
+                "override_cosigner",
+                "is not one of the configured allergists",
+                ", ".join(allergists()) or "none configured",
+            )
+        if not checkbox(form, "cosigner_agreed"):
+            raise InputError("cosigner_agreed", "the allergist's agreement is not confirmed", "tick the box")
+        cosigner_evidence = "configured allergist list"
+    authority = check_override_authority(
+        OverrideAuthority("the signed-in user", user_evidence, cosigner, cosigner_evidence)
+    )
+    return replace(
+        draft, override_reason=reason, overridden=overridden_summary(assessment), override_authority=authority
+    )
 
 
 __all__ = [
@@ -242,6 +293,7 @@ __all__ = [
     "with_insertion",
     "with_override",
     "with_protocol_settings",
+    "with_uncoded_confirmed",
     "with_unlisted_confirmed",
     "without_insertion",
 ]

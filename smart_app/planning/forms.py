@@ -17,6 +17,7 @@ from typing import Any
 
 from fhir_desens.course.chart import ChartForPlanning, candidate_key
 from fhir_desens.course.draft import StartChoice
+from fhir_desens.drugs.names import resolve_name
 from fhir_desens.errors import (
     DesensError,
     InputError,
@@ -25,6 +26,7 @@ from fhir_desens.errors import (
 from fhir_desens.fhir.chart import (
     DrugCandidate,
 )
+from fhir_desens.fhir.risk_chart import ChartRisk
 from fhir_desens.protocol.model import ClosingMethod, Protocol, ProtocolKind
 from fhir_desens.protocol.quantity import (
     Quantity,
@@ -205,13 +207,25 @@ def checkbox(form: Mapping[str, str], name: str) -> bool:
     return True
 
 
+def answer(form: Mapping[str, str], name: str) -> bool | None:
+    """A yes / no / not known answer (RISK-CHART-2: not answered is unknown, never "no")."""
+    value = (form.get(name) or "").strip().lower()
+    if value in ("", "unknown"):
+        return None
+    if value == "no":
+        return False
+    if value in CHECKED:
+        return True
+    raise InputError(name, f"'{value[:12]}' is not an answer", "yes, no or not known")
+
+
 def parse_risk(form: Mapping[str, str]) -> RiskAnswers:
     grade = choice(form, "grade", ["", *GRADES])
     return RiskAnswers(
         grade=int(grade) if grade else None,
-        hypotension_or_hypoxia=checkbox(form, "hypotension_or_hypoxia"),
-        cardiac_or_beta_blocker=checkbox(form, "cardiac_or_beta_blocker"),
-        fev1_below_80=checkbox(form, "fev1_below_80"),
+        hypotension_or_hypoxia=answer(form, "hypotension_or_hypoxia"),
+        cardiac_or_beta_blocker=answer(form, "cardiac_or_beta_blocker"),
+        fev1_below_80=answer(form, "fev1_below_80"),
     )
 
 
@@ -243,6 +257,17 @@ def parse_start(
         return None, errors
     name = candidate.name if candidate is not None else other
     assert name is not None and value is not None and dose_unit is not None
+    if candidate is None and not checkbox(form, "accept_name"):
+        resolution = resolve_name(name)
+        if not resolution.resolved and resolution.suggestions:  # DRUG-NAME-1: "carboplatn"
+            names = " or ".join(m.name for m in resolution.suggestions)
+            error = InputError(
+                "other_drug",
+                f"'{name}' is not a drug fhir-desens knows. Did you mean {names}?",
+                "the drug's name, or tick 'Use the name as typed' to plan it as an uncoded drug",
+            )
+            return None, [field_error(error, default="other_drug")]
+    from_order = candidate is not None and candidate.source == "order"
     return (
         StartChoice(
             drug=name,
@@ -254,9 +279,19 @@ def parse_start(
             height_cm=height if per_area else None,
             weight_kg=weight if per_area else None,
             risk=risk,
+            order_text=candidate.text if from_order and candidate is not None else None,
+            ordered_dose=candidate.dose if from_order and candidate is not None else None,
         ),
         [],
     )
+
+
+def risk_defaults(risk: ChartRisk) -> dict[str, str]:
+    """The risk fields as the chart answers them (RISK-CHART-1); unanswered ones stay "not known"."""
+    values: dict[str, str] = {"grade": str(risk.grade.value) if isinstance(risk.grade.value, int) else ""}
+    for item in risk.answers[1:]:
+        values[item.criterion] = "" if item.value is None else ("yes" if item.value else "no")
+    return values
 
 
 def start_defaults(chart: ChartForPlanning) -> dict[str, str]:

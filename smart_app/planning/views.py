@@ -24,15 +24,18 @@ from fhir_desens.course import readback
 from fhir_desens.course.chart import ChartForPlanning, candidate_key, patient_reference, read_chart
 from fhir_desens.course.copy import draft_fields_from_signed, read_copy_source
 from fhir_desens.course.draft import DILUENTS, CopiedSettings
+from fhir_desens.course.drug_review import DrugReview
+from fhir_desens.course.risk import RiskChart, chart_risk_for, read_risk_chart, risk_sources
 from fhir_desens.course.sign import SignRefusal, describe_refusal
 from fhir_desens.errors import DesensError, InputError, SafetyViolation
 from fhir_desens.fhir.chart import DrugCandidate
+from fhir_desens.fhir.risk_chart import ChartRisk
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.model import Protocol
 from fhir_desens.protocol.quantity import plain
 from fhir_desens.protocol.risk import ProtocolSuggestion
-from smart_app.app_session import AppSession, app_session
+from smart_app.app_session import AppSession, app_session, override_evidence
 from smart_app.chart.page import PatientBanner
 from smart_app.planning import drafts
 from smart_app.planning.drafts import Assessment, DraftNotFound, PlanDraft
@@ -47,6 +50,7 @@ from smart_app.planning.forms import (
     field_error,
     options_for,
     parse_start,
+    risk_defaults,
     start_defaults,
 )
 from smart_app.planning.worksheet import Worksheet, local_now, worksheet_for
@@ -58,7 +62,7 @@ FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 bp = Blueprint("plan", __name__, url_prefix="/s/<string(length=43):sid>/plan", template_folder="templates")
 
-ACTIONS = ("recalculate", "insert", "remove", "confirm-unlisted", "override")
+ACTIONS = ("recalculate", "insert", "remove", "confirm-unlisted", "confirm-uncoded", "override")
 #: DrugCandidate.source of the copied plan's drug when the chart does not list it
 COPIED_SOURCE = "signed plan"
 
@@ -194,6 +198,8 @@ def _render_start(
     candidates: Sequence[DrugCandidate],
     errors: list[FieldError] | None = None,
     status: int = 200,
+    risk: ChartRisk | None = None,
+    risk_unavailable: Sequence[str] = (),
 ) -> tuple[str, int]:
     protocols = drafts.library()
     html = render_template(
@@ -210,8 +216,28 @@ def _render_start(
         copied_protocol=protocols.get(copied.protocol_id) if copied and copied.protocol_id else None,
         copied_source=COPIED_SOURCE,
         dose_note=_dose_note(chart, copied),
+        risk=risk,
+        risk_unavailable=risk_unavailable,
     )
     return html, status
+
+
+def _chosen(
+    candidates: Sequence[DrugCandidate], key: str | None, other: str | None
+) -> tuple[str, tuple[str, ...]]:
+    """The drug of the start form's choice (name and codes), for the chart's risk answers."""
+    chosen = next((c for c in candidates if candidate_key(c) == key), None)
+    if chosen is not None:
+        return chosen.name, chosen.rxnorm
+    return (other or "").strip(), ()
+
+
+def _risk(
+    session: AppSession, candidates: Sequence[DrugCandidate], key: str | None, other: str | None
+) -> tuple[ChartRisk, RiskChart]:
+    chart = read_risk_chart(session.client, session.smart)
+    name, codes = _chosen(candidates, key, other)
+    return chart_risk_for(chart, name, codes, session.allergies()), chart
 
 
 @bp.get("/new")
@@ -221,7 +247,18 @@ def new(sid: str) -> tuple[str, int]:
     copied = _copied(session, request.args.get("copy"))
     candidates = _candidates(chart, copied)
     values = _start_values(chart, copied, candidates)
-    return _render_start(session, session.banner(), chart, values, copied=copied, candidates=candidates)
+    risk, risk_chart = _risk(session, candidates, values.get("drug"), values.get("other_drug"))
+    values.update(risk_defaults(risk))  # RISK-CHART-1: pre-filled from the chart, each with its source
+    return _render_start(
+        session,
+        session.banner(),
+        chart,
+        values,
+        copied=copied,
+        candidates=candidates,
+        risk=risk,
+        risk_unavailable=risk_chart.unavailable,
+    )
 
 
 @bp.post("/new")
@@ -238,8 +275,10 @@ def create(sid: str) -> Response | tuple[str, int]:
     candidates = _candidates(chart, copied)
     start, start_errors = parse_start(form, candidates)
     errors.extend(start_errors)
+    risk, risk_chart = _risk(session, candidates, form.get("drug"), form.get("other_drug"))
     draft: PlanDraft | None = None
     if start is not None and not errors:
+        start = replace(start, risk_sources=risk_sources(risk), risk_pointers=risk.pointers)
         try:
             draft = drafts.draft_from_start(
                 start,
@@ -262,6 +301,8 @@ def create(sid: str) -> Response | tuple[str, int]:
             candidates=candidates,
             errors=errors,
             status=error_status(errors),
+            risk=risk,
+            risk_unavailable=risk_chart.unavailable,
         )
     drafts.save_draft(sid, draft)
     return redirect(url_for("plan.page", sid=sid, draft_id=draft.draft_id), code=303)
@@ -280,6 +321,7 @@ class PlanContext:
     plan: Plan | None = None
     plan_error: FieldError | None = None
     errors: list[FieldError] = field(default_factory=list)
+    review: DrugReview | None = None  # the drug checks of the plan (None: no plan)
 
     @property
     def blocked(self) -> bool:
@@ -298,6 +340,8 @@ def _context(sid: str, draft_id: str) -> PlanContext:
         context.plan = drafts.plan_for(draft)
     except (InputError, SafetyViolation) as error:  # e.g. an imported protocol changed under the draft
         context.plan_error = field_error(error, default="protocol")
+    if context.plan is not None:
+        context.review = drafts.review_of(draft, context.plan)
     return context
 
 
@@ -366,7 +410,10 @@ def _render_plan(
         refusal=refusal,
         closing_text={c.value: t for c, t in CLOSING_TEXT.items()},
         diluents=DILUENTS,
-        blockers=drafts.signing_blockers(draft, context.assessment, can_write),
+        blockers=drafts.signing_blockers(draft, context.assessment, can_write, context.review),
+        review=context.review,
+        allergists=drafts.allergists(),
+        user_is_allergist=override_evidence(session.user) is not None,
         can_write=can_write,
         fixed_note=drafts.fixed_dose_note(draft, plan) if plan is not None else None,
         sign_url=url_for("plan.page", sid=session.sid, draft_id=draft.draft_id) + "/sign",
@@ -393,7 +440,8 @@ def _edit(context: PlanContext, action: str, form: Mapping[str, str]) -> PlanDra
     """The edited draft (not yet saved); InputError names the form field."""
     draft, plan = context.draft, context.plan
     if action == "override":
-        return drafts.with_override(draft, context.assessment, form)
+        evidence = override_evidence(context.session.user)
+        return drafts.with_override(draft, context.assessment, form, evidence)
     if context.blocked:
         raise InputError(
             "action",
@@ -402,6 +450,8 @@ def _edit(context: PlanContext, action: str, form: Mapping[str, str]) -> PlanDra
         )
     if action == "confirm-unlisted":
         return drafts.with_unlisted_confirmed(draft, context.assessment, form)
+    if action == "confirm-uncoded":
+        return drafts.with_uncoded_confirmed(draft, context.review, form)
     if action == "recalculate":
         return drafts.with_protocol_settings(draft, form, context.protocols)
     if plan is None:
@@ -416,6 +466,7 @@ _FIELD_OF_ACTION: dict[str, str] = {
     "insert": "insert_before",
     "remove": "remove",
     "confirm-unlisted": "confirm_unlisted",
+    "confirm-uncoded": "confirm_uncoded",
     "override": "override_reason",
 }
 
@@ -457,6 +508,7 @@ def _sheet(sid: str, draft_id: str, template: str) -> tuple[str, int]:
         draft=context.draft,
         assessment=context.assessment,
         worksheet=worksheet_for(context.plan, now),
+        review=context.review,
         printed_at=now.strftime("%Y-%m-%d %H:%M %Z").strip(),
         prescriber=context.session.user.display,
         fixed_note=drafts.fixed_dose_note(context.draft, context.plan),

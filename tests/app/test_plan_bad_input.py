@@ -66,7 +66,7 @@ START_CASES = [
     ({"grade": "4"}, "Severity of the index reaction: is not one of the offered choices"),
     (
         {"hypotension_or_hypoxia": "maybe"},
-        "Hypotension or hypoxia during the index reaction: 'maybe' is not a checkbox value",
+        "Hypotension or hypoxia during the index reaction: 'maybe' is not an answer",
     ),
     ({"dose_unit": "mg/m2", "target_dose": "80", "height_cm": ""}, "Height (cm): is empty"),
     (

@@ -58,6 +58,10 @@ class Planner(Clinician):
             "height_cm": input_value(html, "height_cm"),
             "weight_kg": input_value(html, "weight_kg"),
             "grade": "",
+            # answered explicitly, as a clinician does: not answering is "not known", never "no" (RISK-CHART-2)
+            "hypotension_or_hypoxia": "no",
+            "cardiac_or_beta_blocker": "no",
+            "fev1_below_80": "no",
         }
         if "drug" in fields and not fields["drug"].startswith(("c-", "other")):
             fields["drug"] = option_value(html, "drug", fields["drug"])
@@ -152,13 +156,19 @@ def test_start_form_is_prefilled_from_the_chart(planner: Planner) -> None:
         "Height (cm)",
         "Weight (kg)",
         "Severity of the index reaction",
-        "Hypotension or hypoxia during the index reaction",
-        "Cardiac disease or beta-blocker",
-        "FEV1 below 80%",
     ):
         found = re.search(rf'<label for="([^"]+)">{re.escape(label)}</label>', html)
         assert found is not None, label
         assert f'id="{found.group(1)}"' in html
+    for label in (
+        "Hypotension or hypoxia during the index reaction",
+        "Cardiac disease or beta-blocker",
+        "FEV1 below 80%",
+    ):
+        # yes / no / not known radios in a fieldset named by its legend (RISK-CHART-2)
+        assert re.search(
+            rf'<fieldset class="answer" id="[a-z0-9_]+"[^>]*>\s*<legend>{re.escape(label)}</legend>', html
+        ), label
     grades = [
         text_of(o)
         for o in re.findall(r"<option[^>]*>(.*?)</option>", html.split('id="grade"')[1].split("</select>")[0])
@@ -382,26 +392,57 @@ def test_sjs_patient_is_blocked_until_an_expert_override(planner: Planner) -> No
     assert 'id="steps"' not in html and 'id="worksheet-heading"' not in html
     assert "Sign and send orders" not in html
     assert '<label for="override_reason">Override reason</label>' in html
-    assert "Override and plan" in html
+    assert re.search(r'<button type="submit" class="danger">Override the contraindication</button>', html)
 
     before = planner.draft(sid, draft_id)
     edit = planner.post(sid, draft_id, action="insert", insert_before="2")
     assert edit.status_code == 400, "no edits while contraindicated"
     assert "desensitization is contraindicated" in text_of(edit.get_data(as_text=True))
-    short = planner.post(sid, draft_id, action="override", override_reason="because")
-    assert short.status_code == 400
-    assert "Override reason: is only 7 characters long" in text_of(short.get_data(as_text=True))
+    reason = "Sole effective PJP prophylaxis; allergist and transplant team agree after review."
+    for meaningless, says in (
+        ("because", "is only 7 characters long"),
+        ("xxxxxxxxxxxxxxxxxxxxxxxxx", "is mostly one repeated character"),
+        ("asdf asdf asdf asdf asdf asdf", "has fewer than 3 different words"),
+    ):
+        refused = planner.post(sid, draft_id, action="override", override_reason=meaningless)
+        assert refused.status_code == 400
+        assert f"Override reason: {says}" in text_of(refused.get_data(as_text=True))
+    not_allergist = planner.post(sid, draft_id, action="override", override_reason=reason)
+    assert not_allergist.status_code == 400, "OVERRIDE-1: the signed-in user is not an allergist"
+    assert "only an allergist may override" in text_of(not_allergist.get_data(as_text=True))
     assert planner.draft(sid, draft_id) == before
+    assert "Sign and send orders" not in planner.page(sid, draft_id).get_data(as_text=True)
+    assert planner.writes() == []
 
+
+ALLERGIST = {
+    "resourceType": "Practitioner",
+    "id": "7",
+    "name": [{"family": "Okoro", "given": ["Amara"], "prefix": ["Dr."]}],
+    "qualification": [{"code": {"text": "Board certification: Allergy and Immunology"}}],
+}
+
+
+def test_an_allergist_overrides_and_the_contraindication_is_named_everywhere(planner: Planner) -> None:
+    planner.ehr.add_resource(ALLERGIST)  # the fake EHR's signed-in user is Practitioner/7
+    sid = planner.launch("sjs-sulfonamide")
+    draft_id = planner.create(sid, target_dose="800", dose_unit="mg")
     reason = "Sole effective PJP prophylaxis; allergist and transplant team agree after review."
     assert planner.post(sid, draft_id, action="override", override_reason=reason).status_code == 303
-    assert planner.draft(sid, draft_id)["override_reason"] == reason
+    draft = planner.draft(sid, draft_id)
+    assert draft["override_reason"] == reason
+    assert draft["overridden"].startswith("Stevens-Johnson syndrome")
+    assert "allergist" in draft["override_authority"]
     html = planner.page(sid, draft_id).get_data(as_text=True)
-    assert "Expert override recorded." in text_of(html) and reason in text_of(html)
+    assert "Contraindication overridden: Stevens-Johnson syndrome" in text_of(html) and reason in text_of(
+        html
+    )
     assert "Desensitization is contraindicated" in text_of(html), "the contraindication stays visible"
     assert 'id="steps"' in html
-    printed = planner.client.get(f"/s/{sid}/plan/{draft_id}/print").get_data(as_text=True)
-    assert reason in text_of(printed)
+    for sheet in ("print", "pharmacy"):
+        printed = planner.client.get(f"/s/{sid}/plan/{draft_id}/{sheet}").get_data(as_text=True)
+        assert "Contraindication overridden: Stevens-Johnson syndrome" in text_of(printed), sheet
+        assert reason in text_of(printed)
     assert planner.writes() == []
 
 

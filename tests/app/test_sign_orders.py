@@ -45,6 +45,10 @@ class Signer(Clinician):
             "height_cm": input_value(html, "height_cm"),
             "weight_kg": input_value(html, "weight_kg"),
             "grade": "",
+            # answered explicitly: an unanswered criterion is "not known", never "no" (RISK-CHART-2)
+            "hypotension_or_hypoxia": "no",
+            "cardiac_or_beta_blocker": "no",
+            "fev1_below_80": "no",
             **(start or {}),
         }
         response = self.client.post(f"/s/{sid}/plan/new", data=form)
@@ -211,7 +215,16 @@ def test_a_contraindicated_plan_without_override_is_not_signed(signer: Signer) -
     _nothing_written(signer)
 
 
+ALLERGIST = {
+    "resourceType": "Practitioner",
+    "id": "7",
+    "name": [{"family": "Okoro", "given": ["Amara"], "prefix": ["Dr."]}],
+    "qualification": [{"code": {"text": "Board certification: Allergy and Immunology"}}],
+}
+
+
 def test_an_override_reason_is_recorded_on_the_orders(signer: Signer) -> None:
+    signer.ehr.add_resource(ALLERGIST)  # the signed-in user (Practitioner/7) is an allergist (OVERRIDE-1)
     sid = signer.launch("sjs-sulfonamide")
     draft_id = signer.plan(sid, start={"target_dose": "800", "dose_unit": "mg"})
     reason = "Allergist: the SJS record names another drug; HIV prophylaxis is essential."
@@ -221,11 +234,16 @@ def test_an_override_reason_is_recorded_on_the_orders(signer: Signer) -> None:
         signer.post(sid, draft_id, action="confirm-unlisted", confirm_unlisted="yes")
     rg_id = signer.signed_id(signer.sign(sid, draft_id), sid)
     (group,) = signer.signed("RequestGroup")
-    assert {"text": OVERRIDE_NOTE + reason} in group["note"]
+    [note] = [n["text"] for n in group["note"] if n["text"].startswith(OVERRIDE_NOTE)]
+    assert (
+        "Stevens-Johnson syndrome" in note and "Overridden by an allergist" in note and note.endswith(reason)
+    )
     (provenance,) = signer.signed("Provenance")
-    assert provenance["reason"] == [{"text": OVERRIDE_NOTE + reason}]
+    assert provenance["reason"] == [{"text": note}]
     html = signer.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True)
-    assert "Expert override of a contraindication." in text_of(html) and reason in text_of(html)
+    assert "Contraindication overridden." in text_of(html) and reason in text_of(html)
+    listed = signer.client.get(f"/s/{sid}/patient").get_data(as_text=True)
+    assert "contraindication overridden" in text_of(listed) and "Stevens-Johnson syndrome" in text_of(listed)
 
 
 # --- failures: what was written is said truthfully --------------------------------------------------------
