@@ -27,12 +27,19 @@ LISTS = {"symptom-check": "symptoms", "reaction": "symptoms"}
 
 
 def clock_time(text: str, now: datetime, field: str) -> datetime:
-    """``HH:MM`` typed at the bedside: today (the server's local date) at that time, in its zone."""
+    """A time typed at the bedside: ``HH:MM`` (today, the server's local date and zone) or a date and
+    time (``YYYY-MM-DD HH:MM``, or ISO 8601) when recording after the fact across midnight."""
+    text = text.strip()
     try:
-        parsed = time.fromisoformat(text.strip())
+        if len(text) <= 5:
+            parsed = time.fromisoformat(text.zfill(5))
+            return now.replace(hour=parsed.hour, minute=parsed.minute, second=0, microsecond=0)
+        moment = datetime.fromisoformat(text.replace(" ", "T"))
     except ValueError:
-        raise InputError(field, f"'{text}' is not a time", "HH:MM (24-hour clock)") from None
-    return now.replace(hour=parsed.hour, minute=parsed.minute, second=0, microsecond=0)
+        raise InputError(
+            field, f"'{text}' is not a time", "HH:MM (24-hour clock), or YYYY-MM-DD HH:MM"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=now.tzinfo)
 
 
 def entry_data(kind: str, form: MultiDict[str, str], now: datetime) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from fhir_desens.course.chart import patient_reference
 from fhir_desens.errors import ConflictError, DesensError, InputError
 from smart_app.app_session import AppSession, app_session
 from smart_app.bedside import page
-from smart_app.bedside.forms import entry_data
+from smart_app.bedside.forms import clock_time, entry_data
 from smart_app.bedside.service import bedside
 from smart_app.orders.signed import load_signed_plan
 from smart_app.services import services
@@ -41,6 +41,12 @@ SESSION = "<string(length=36):session_id>"
 
 def _author(session: AppSession) -> str:
     return session.user.reference or "unknown user"
+
+
+def _names(session: AppSession) -> dict[str, str]:
+    """People's names for author references (the signed-in user's, as the EHR gave it)."""
+    user = session.user
+    return {user.reference: user.display} if user.reference and user.display else {}
 
 
 def _wants_json() -> bool:
@@ -73,12 +79,17 @@ def start(sid: str, rg_id: str) -> Response | tuple[str, int]:
         raise ConflictError(f"This plan cannot be started at the bedside: {reason}")
     svc = bedside()
     session_id = request.form.get("session_id") or str(uuid.uuid4())
+    now = svc.now().astimezone()
+    typed = request.form.get("at_time", "").strip()
+    started = clock_time(typed, now, "at_time") if typed else now
+    if started > now:
+        raise InputError("at_time", "is in the future", "now or earlier")
     step_requests = {o.step: f"MedicationRequest/{o.id}" for o in signed.orders if o.step is not None}
     new = start_entry(
         entry_id=request.form.get("entry_id") or str(uuid.uuid4()),
         session_id=session_id,
         author=_author(session),
-        at=svc.now(),
+        at=started,
         draft=signed.draft,
         request_group=f"RequestGroup/{rg_id}",
         step_requests=step_requests,
@@ -133,6 +144,7 @@ def _render(
         p=page,
         error=error,
         entry_id=lambda: str(uuid.uuid4()),
+        names=_names(session),
         last_seq=len(svc.record().entries(state.session_id)),
     )
     return html, status
@@ -207,6 +219,7 @@ def session_record(sid: str, session_id: str) -> tuple[str, int]:
         outbox=page.status_view(svc.status(session_id)),
         clock=page.clock,
         p=page,
+        names=_names(session),
         printed_at=svc.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     )
     return html, 200
