@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "import": "fhir_desens.commands.import_",
     "fetch": "fhir_desens.commands.fetch",
     "fhir-server": "fhir_desens.commands.fhir_server",
+    "hl7-validator": "fhir_desens.commands.hl7_validator",
     "sandbox": "fhir_desens.commands.sandbox",
     "demo": "fhir_desens.commands.demo",
 }

@@ -202,11 +202,13 @@ def _issue(
 # --- layer 2: our profiles ----------------------------------------------------------------------
 
 
-def _profile_issues(item: Loaded) -> list[Issue]:
+def _profile_issues(item: Loaded, r4_bindings: bool) -> list[Issue]:
     from fhir_desens.fhir.bindings import required_binding_issues
     from fhir_desens.fhir.profiles import profile_checks
 
-    raw = [*profile_checks(item.resource), *required_binding_issues(item.resource)]
+    raw = list(profile_checks(item.resource))
+    if r4_bindings:
+        raw += required_binding_issues(item.resource)
     return _dedupe(_outcome_issues(raw, item, "profile"))
 
 
@@ -303,8 +305,13 @@ def validate_loaded(
     *,
     structural: StructuralValidator | None,
     sources: Sequence[str] | None = None,
+    r4_bindings: bool = True,
 ) -> ValidationReport:
-    """Validate resources in every layer (``structural=None`` skips layer 1: no node needed)."""
+    """Validate resources in every layer (``structural=None`` skips layer 1: no node needed).
+
+    ``r4_bindings=False`` leaves R4's required bindings to the structural validator (the HL7 engine
+    checks them itself; Medplum's does not).
+    """
     report = ValidationReport(
         resources=list(loaded), sources=list(sources or dict.fromkeys(i.source for i in loaded))
     )
@@ -327,7 +334,7 @@ def validate_loaded(
     activity_resources = {key: found.resource for key, found in activities.items()}
     position = {id(item): index for index, item in enumerate(loaded)}
     for index, item in enumerate(loaded):
-        keyed += [(index, issue) for issue in _profile_issues(item)]
+        keyed += [(index, issue) for issue in _profile_issues(item, r4_bindings)]
         if item.resource_type != "PlanDefinition":
             continue
         if not _claims(item.resource, c.PROFILE_PROTOCOL):
@@ -342,7 +349,10 @@ def validate_loaded(
 
 
 def validate_paths(
-    paths: Sequence[str | os.PathLike[str]], *, structural: StructuralValidator | None
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    structural: StructuralValidator | None,
+    r4_bindings: bool = True,
 ) -> ValidationReport:
     """Load and validate files or folders; an unusable input is a ``fatal`` issue, the others still run."""
     loaded: list[Loaded] = []
@@ -353,6 +363,8 @@ def validate_paths(
         except (FhirFormatError, InputError, MappingError) as error:
             message = str(error).removeprefix(f"{path}: ")  # the location already names the file
             unusable.append(Issue("fatal", "structure", message, str(path)))
-    report = validate_loaded(loaded, structural=structural, sources=[str(p) for p in paths])
+    report = validate_loaded(
+        loaded, structural=structural, sources=[str(p) for p in paths], r4_bindings=r4_bindings
+    )
     report.issues = unusable + report.issues
     return report

@@ -26,6 +26,7 @@ when ``CI=true``.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -100,3 +101,74 @@ def fhir_server_factory() -> Iterator[Callable[..., FhirServerProcess]]:
 def unique_system() -> str:
     """A fresh identifier system: tag your resources with it and search with ``identifier=<system>|``."""
     return f"urn:uuid:{uuid.uuid4()}"
+
+
+# --- the Java services (java/, built by `make java`) ---------------------------------------------
+# The HL7 validator service and HAPI FHIR JPA start slowly (tens of seconds): one of each per session.
+# Without Java or without the build they skip locally and fail when CI=true.
+
+
+def _start_java(service: Any) -> Any:
+    from fhir_desens.sandbox.java_services import find_java
+
+    try:
+        find_java()
+        service.start()
+    except ConfigurationError as error:
+        if in_ci():
+            pytest.fail(f"CI=true but the Java service cannot run: {error}")
+        pytest.skip(f"Java service unavailable: {error}")
+    return service
+
+
+@pytest.fixture(scope="session")
+def hl7_validator_url() -> Iterator[str]:
+    """The HL7 validator service (our guide loaded) for the whole session; its base URL.
+
+    ``FHIR_DESENS_HL7_VALIDATOR=<url>`` reuses a running one (``fhir-desens hl7-validator``)."""
+    from fhir_desens.sandbox.java_services import Hl7ValidatorProcess
+
+    if os.environ.get("FHIR_DESENS_HL7_VALIDATOR"):
+        yield os.environ["FHIR_DESENS_HL7_VALIDATOR"]
+        return
+
+    service = _start_java(Hl7ValidatorProcess())
+    try:
+        yield service.url
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def hapi_server() -> Iterator[Any]:
+    """HAPI FHIR JPA (R4, H2 in memory) for the whole session."""
+    from fhir_desens.sandbox.java_services import HapiServerProcess
+
+    server = _start_java(HapiServerProcess())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+#: Point the server-parametrised tests at a FHIR server of your own as well (a base URL, no auth).
+EXTERNAL_SERVER_VARIABLE = "FHIR_DESENS_TEST_SERVER"
+SERVER_KINDS = ["medplum", "hapi", *(["external"] if os.environ.get(EXTERNAL_SERVER_VARIABLE) else [])]
+
+
+@pytest.fixture(params=SERVER_KINDS)
+def server_base_url(request: pytest.FixtureRequest) -> str:
+    """The base URL of each FHIR server the contract tests run against: Medplum's engine, HAPI FHIR
+    JPA, and ``$FHIR_DESENS_TEST_SERVER`` when set. Tests using it must hold on any FHIR R4 server."""
+    if request.param == "medplum":
+        return str(request.getfixturevalue("fhir_base_url"))
+    if request.param == "hapi":
+        return str(request.getfixturevalue("hapi_server").url)
+    return os.environ[EXTERNAL_SERVER_VARIABLE]
+
+
+@pytest.fixture
+def server_client(server_base_url: str) -> Iterator[FhirClient]:
+    """A FhirClient (no auth) on each server of :func:`server_base_url`."""
+    with FhirClient(server_base_url) as client:
+        yield client

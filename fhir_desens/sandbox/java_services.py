@@ -1,0 +1,251 @@
+"""The Java parts (``java/``), run as child processes: the HL7 validator service and HAPI FHIR JPA.
+
+Both are built by ``make java`` (Maven) into ``java/<module>/target`` and started here like the
+Medplum-engine server: on a port (0 = any free port), waiting for their one JSON "listening" line on
+stdout, stopped with SIGTERM (then SIGKILL), and exiting by themselves when this process dies (they
+watch their stdin, which we hold open). They start slowly (tens of seconds), so start one per test
+session or CLI run, never one per request.
+
+:func:`hl7_validator` turns a running validator service into a structural validator for
+:func:`fhir_desens.exchange.validate.validate_loaded` (``fhir-desens validate --engine hl7``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Self
+
+from fhir_desens.errors import ConfigurationError, FhirFormatError, FhirServerError
+from fhir_desens.io.json import dumps, loads
+from fhir_desens.sandbox.fhir_server import _stop
+
+__all__ = [
+    "JAVA_DIR",
+    "HapiServerProcess",
+    "Hl7ValidatorProcess",
+    "JavaServiceProcess",
+    "find_java",
+    "guide_package",
+    "hl7_validator",
+    "java_built",
+]
+
+logger = logging.getLogger(__name__)
+
+JAVA_DIR: Final = Path(__file__).resolve().parents[2] / "java"
+_BUILD_HINT: Final = (
+    "install Java 17 and Maven and run `make java` (builds java/validator and java/hapi-server)"
+)
+#: Modest heaps: the machine the tests run on has 2 cores and many neighbours.
+DEFAULT_HEAP: Final = "-Xmx1g"
+
+
+def find_java() -> str:
+    """The ``java`` executable (``$JAVA_HOME/bin/java`` first), or a ConfigurationError saying how to get it."""
+    home = os.environ.get("JAVA_HOME")
+    candidate = Path(home) / "bin" / "java" if home else None
+    if candidate is not None and candidate.is_file():
+        return str(candidate)
+    found = shutil.which("java")
+    if found is None:
+        raise ConfigurationError(f"Java was not found: {_BUILD_HINT}")
+    return found
+
+
+def _classpath(module: str, jar: str) -> str:
+    target = JAVA_DIR / module / "target"
+    if not (target / jar).is_file() or not (target / "lib").is_dir():
+        raise ConfigurationError(f"java/{module} is not built ({target / jar} missing): {_BUILD_HINT}")
+    return f"{target / jar}{os.pathsep}{target / 'lib' / '*'}"
+
+
+def java_built(module: str) -> bool:
+    """Whether ``make java`` built a module (``validator`` or ``hapi-server``)."""
+    target = JAVA_DIR / module / "target"
+    return (target / "lib").is_dir() and any(target.glob("fhir-desens-*.jar"))
+
+
+class JavaServiceProcess:
+    """One Java service as a child process; use it as a context manager."""
+
+    MODULE: str = ""
+    JAR: str = ""
+    MAIN: str = ""
+    NAME: str = "Java service"
+
+    def __init__(
+        self, args: Sequence[str] = (), *, heap: str = DEFAULT_HEAP, startup_timeout: float = 300.0
+    ) -> None:
+        self._args = list(args)
+        self.heap = heap
+        self.startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self.url: str | None = None
+        self.startup_seconds: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def command(self) -> list[str]:
+        return [find_java(), self.heap, "-XX:+UseSerialGC", "-cp", _classpath(self.MODULE, self.JAR), self.MAIN,
+                *self._args, "--exit-on-stdin-close"]  # fmt: skip
+
+    def start(self) -> str:
+        """Start the service and wait until it is ready; returns its URL."""
+        if self._process is not None:
+            raise FhirServerError(f"the {self.NAME} was already started")
+        command = self.command()
+        self._workdir = tempfile.TemporaryDirectory(prefix="fhir-desens-java-")
+        out_path, err_path = Path(self._workdir.name) / "stdout", Path(self._workdir.name) / "stderr"
+        started = time.monotonic()
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=out, stderr=err, start_new_session=True
+            )
+        self._finalizer = weakref.finalize(self, _stop, self._process, 10.0)
+        try:
+            self.url = self._wait_listening(out_path, err_path)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        logger.info("%s ready at %s (%.1f s)", self.NAME, self.url, self.startup_seconds)
+        return self.url
+
+    def _wait_listening(self, out_path: Path, err_path: Path) -> str:
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            for line in out_path.read_text("utf-8", errors="replace").splitlines(keepends=True):
+                if not line.startswith('{"event":"listening"') or not line.endswith("\n"):
+                    continue  # Spring Boot and HAPI may log on stdout before the line
+                try:
+                    info = loads(line)
+                except FhirFormatError:
+                    continue
+                if isinstance(info, dict) and isinstance(info.get("url"), str):
+                    return str(info["url"])
+            code = self._process.poll()
+            if code is not None:
+                raise FhirServerError(
+                    f"the {self.NAME} exited with status {code}: {self._tail(err_path, out_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise FhirServerError(
+                    f"the {self.NAME} was not ready within {self.startup_timeout:.0f} s: {self._tail(err_path, out_path)}"
+                )
+            time.sleep(0.2)
+
+    @staticmethod
+    def _tail(*paths: Path) -> str:
+        text = "\n".join(p.read_text("utf-8", errors="replace").strip() for p in paths if p.is_file())
+        return text.strip()[-3000:] or "(no message)"
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL; safe to call twice."""
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+        self.url = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def guide_package(directory: Path) -> Path:
+    """Our guide and protocol library as a FHIR package (``fhir-desens package --include-guide``)."""
+    from fhir_desens.exchange.package import DEFAULT_PACKAGE_NAME, package_protocols
+    from fhir_desens.fhir.canonical import IG_VERSION
+    from fhir_desens.protocol.library import builtin_protocols
+
+    data = package_protocols(
+        list(builtin_protocols().values()), name=DEFAULT_PACKAGE_NAME, version=IG_VERSION, include_guide=True
+    )
+    path = directory / "fhir-desens-guide.tgz"
+    path.write_bytes(data)
+    return path
+
+
+class Hl7ValidatorProcess(JavaServiceProcess):
+    """The HL7 validator's engine (HAPI FhirInstanceValidator) with our guide loaded, UCUM on, offline."""
+
+    MODULE, JAR, MAIN = "validator", "fhir-desens-validator.jar", "org.fhirdesens.validator.ValidatorService"
+    NAME = "HL7 validator service"
+
+    def __init__(self, packages: Sequence[Path] | None = None, *, port: int = 0, **options: Any) -> None:
+        self._guide_dir: tempfile.TemporaryDirectory[str] | None = None
+        if packages is None:
+            self._guide_dir = tempfile.TemporaryDirectory(prefix="fhir-desens-guide-")
+            packages = [guide_package(Path(self._guide_dir.name))]
+        args = ["--port", str(port)]
+        for package in packages:
+            args += ["--package", str(package)]
+        super().__init__(args, **options)
+
+    def stop(self) -> None:
+        super().stop()
+        if self._guide_dir is not None:
+            self._guide_dir.cleanup()
+            self._guide_dir = None
+
+
+class HapiServerProcess(JavaServiceProcess):
+    """HAPI FHIR JPA (R4) on H2 in memory; ``url`` is the FHIR base (``http://127.0.0.1:PORT/fhir``)."""
+
+    MODULE, JAR, MAIN = (
+        "hapi-server",
+        "fhir-desens-hapi-server.jar",
+        "org.fhirdesens.hapi.HapiServerApplication",
+    )
+    NAME = "HAPI FHIR server"
+
+    def __init__(self, *, port: int = 0, settings: Mapping[str, str] | None = None, **options: Any) -> None:
+        args = [f"--server.port={port}", *(f"--{key}={value}" for key, value in (settings or {}).items())]
+        super().__init__(args, **options)
+
+
+def hl7_validator(url: str, *, timeout: float = 120.0) -> Any:
+    """A structural validator (resources in, OperationOutcomes out) backed by a running validator service."""
+    import requests
+
+    def validate(resources: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+        outcomes = []
+        with requests.Session() as session:
+            for resource in resources:
+                try:
+                    response = session.post(
+                        f"{url.rstrip('/')}/validate",
+                        data=dumps(resource).encode("utf-8"),
+                        headers={"Content-Type": "application/fhir+json"},
+                        timeout=timeout,
+                    )
+                except requests.RequestException as error:
+                    raise FhirServerError(
+                        f"the HL7 validator service at {url} did not answer: {error}"
+                    ) from None
+                if response.status_code != 200:
+                    raise FhirServerError(
+                        f"the HL7 validator service answered {response.status_code}: {response.text[:300]}"
+                    )
+                outcomes.append(loads(response.content))
+        return outcomes
+
+    return validate
