@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := fhir_desens/sandbox/fhir_server
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: demo test lint typecheck layers unit install node chromium services bench load clean
+.PHONY: java demo test lint typecheck layers unit install node chromium services bench load clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -52,7 +52,23 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-test: $(STAMP) node chromium services lint typecheck layers
+# The Java parts (java/validator: the HL7 validator service; java/hapi-server: HAPI FHIR JPA), built with
+# Maven from Maven Central (~/.m2 caches the ~300 MB of dependencies; a rebuild with the cache is quick and
+# nothing is rebuilt when no pom or source changed). Without Java/Maven: a note locally, a failure in CI.
+JAVA_SOURCES := $(shell find java -path '*/target' -prune -o -type f \( -name pom.xml -o -name '*.java' -o -name '*.yaml' \) -print 2>/dev/null)
+JAVA_STAMP := java/.built
+$(JAVA_STAMP): $(JAVA_SOURCES)
+	@if ! command -v mvn >/dev/null || ! command -v java >/dev/null; then \
+	  echo "Java 17 and Maven are needed for java/ (the HL7 validator and HAPI FHIR tests)" >&2; \
+	  if [ "$${CI:-}" = true ]; then exit 1; fi; \
+	else \
+	  for module in validator hapi-server; do (cd java/$$module && mvn -B -q -Dstyle.color=never package -DskipTests) || exit 1; done; \
+	  touch $@; \
+	fi
+
+java: $(JAVA_STAMP)
+
+test: $(STAMP) node chromium services java lint typecheck layers
 	$(BIN)/python -m pytest
 
 demo: $(STAMP) node

@@ -10,7 +10,9 @@
    their Bundle (:mod:`~fhir_desens.exchange.references`); Medplum's warnings about them are dropped.
 3. **Clinical consistency** of each PlanDefinition claiming our protocol profile
    (:mod:`~fhir_desens.exchange.consistency`): the protocol maps back, computes a safe reference plan,
-   and every dose, volume, rate, duration or cumulative total the documents state agrees with it.
+   and every dose, volume, rate, duration or cumulative total the documents state agrees with it; and
+   of each order set (RequestGroup + MedicationRequests + Medications, :mod:`~fhir_desens.exchange
+   .ordersets`): recomputed from the parameters it records, every step compared with the engine.
 
 Across resources, two different resources with the same ``url|version`` are an error (importing them
 would be ambiguous). Each issue says where: file (``file!member`` in a package), Bundle entry,
@@ -102,6 +104,7 @@ class ValidationReport:
     issues: list[Issue] = field(default_factory=list)
     protocols: list[tuple[Loaded, Protocol]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    order_sets: int = 0  # order sets recomputed through the engine
 
     def count(self, *severities: str) -> int:
         return sum(1 for issue in self.issues if issue.severity in severities)
@@ -128,6 +131,7 @@ class ValidationReport:
             f"{state}: {len(self.resources)} resource(s) in {len(self.sources)} input(s); "
             f"{self.count('fatal', 'error')} error(s), {self.count('warning')} warning(s), "
             f"{self.count('information')} note(s); {len(self.protocols)} protocol(s) checked"
+            + (f", {self.order_sets} order set(s) recomputed" if self.order_sets else "")
         )
 
     def text_lines(self, *, include_information: bool = True) -> list[str]:
@@ -271,6 +275,32 @@ def _clinical_issues(
     return issues
 
 
+def _order_set_issues(
+    loaded: Sequence[Loaded], report: ValidationReport, position: Mapping[int, int]
+) -> list[tuple[int, Issue]]:
+    """Layer 3 for order sets: recomputed from their parameters with the library and the inputs' protocols."""
+    from fhir_desens.exchange.ordersets import order_set_issues
+    from fhir_desens.protocol.library import builtin_protocols
+
+    protocols = {**builtin_protocols(), **{protocol.id: protocol for _, protocol in report.protocols}}
+    report.order_sets, found = order_set_issues(loaded, protocols)
+    return [
+        (
+            position.get(id(issue.where), 0),
+            _issue(
+                issue.where,
+                issue.severity,
+                "business-rule",
+                issue.message,
+                issue.expression,
+                "clinical",
+                "order-set",
+            ),
+        )
+        for issue in found
+    ]
+
+
 # --- across resources ---------------------------------------------------------------------------
 
 
@@ -343,6 +373,7 @@ def validate_loaded(
             continue
         for where, issue in _clinical_issues(item, activities, activity_resources, report):
             keyed.append((position.get(id(where), index), issue))
+    keyed += _order_set_issues(loaded, report, position)
     keyed.sort(key=lambda pair: (pair[0], _LAYER_ORDER.get(pair[1].layer, 9)))
     report.issues = [issue for _, issue in keyed]
     return report

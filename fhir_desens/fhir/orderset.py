@@ -4,7 +4,10 @@ A signed desensitization plan is a RequestGroup (with the ``desens-plan-paramete
 saying what it was computed from), one MedicationRequest per step and one Medication per solution.
 :func:`verify_order_set` recomputes the plan from the recorded parameters through the engine (and
 so through every safety invariant) and compares, step by step, what the orders state with what the
-engine gives: dose and unit, rate, duration, and the concentration of the solution each step uses.
+engine gives: dose and unit, rate, duration, and the concentration of the solution each step uses;
+the total of the stated doses; the values each order's dosage text states (dose, rate, duration,
+volume, cumulative dose), both against the engine and against the order's own structured values;
+and the RequestGroup's actions (one per step, each with the step's duration).
 
 One implementation for every front end: the app's signed-plan page (``fhir_desens.course``) and
 ``fhir-desens validate`` both call it. The server may keep decimals as binary floating point
@@ -21,9 +24,10 @@ from typing import Any
 from fhir_desens.errors import DesensError
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.apply import PlanParameters, plan_parameters
-from fhir_desens.protocol.calculate import Plan, PlanRequest, compute_plan
+from fhir_desens.protocol.calculate import Plan, PlannedStep, PlanRequest, compute_plan
 from fhir_desens.protocol.model import ClosingMethod, Protocol, ProtocolKind
-from fhir_desens.protocol.quantity import plain
+from fhir_desens.protocol.quantity import EXACT, Quantity, plain
+from fhir_desens.protocol.stated import agrees
 
 #: Significant digits at which a stated number must equal the engine's.
 COMPARE_DIGITS = 12
@@ -32,7 +36,9 @@ __all__ = [
     "COMPARE_DIGITS",
     "OrderSetCheck",
     "StepFinding",
+    "compare_actions",
     "compare_orders",
+    "compare_texts",
     "request_from_parameters",
     "verify_order_set",
 ]
@@ -43,12 +49,16 @@ class StepFinding:
     """One difference between what an order states and what the engine gives."""
 
     step: int | None  # None: about the order set as a whole (e.g. the number of steps)
-    element: str  # "dose", "dose unit", "rate", "duration", "sequence", "concentration", "steps"
+    element: str  # "dose", "dose unit", "rate", "duration", "sequence", "concentration", "steps",
+    # "total dose", "<kind> in the text", "<kind> in the text vs the order", "action duration"
     expected: str
     stated: str
 
     def describe(self) -> str:
         where = f"step {self.step}" if self.step is not None else "the order set"
+        if self.element.endswith(" vs the order"):
+            kind = self.element.removesuffix(" in the text vs the order")
+            return f"{where}: the dosage text states {kind} {self.stated}, the order itself {self.expected}"
         return f"{where}: {self.element} is {self.stated}, the engine gives {self.expected}"
 
 
@@ -148,6 +158,103 @@ def compare_orders(
             stated = _strength(medication) if medication is not None else None
             if expected is not None and not _same(expected.value, stated):
                 differs("concentration", expected.value, stated)
+    findings += _total_findings(plan, orders)
+    return tuple(findings)
+
+
+def _dose_value(order: Mapping[str, Any]) -> Decimal | None:
+    dose_rate = _obj((_dosage(order).get("doseAndRate") or [{}])[0])
+    return _number(_obj(dose_rate.get("doseQuantity")).get("value"))
+
+
+def _total_findings(plan: Plan, orders: Sequence[Mapping[str, Any]]) -> list[StepFinding]:
+    """The stated doses must add up to what the plan delivers (for a cumulative target: the target)."""
+    doses = [_dose_value(order) for order in orders]
+    if any(dose is None for dose in doses):
+        return []  # a missing dose is already reported for its step
+    total = sum((dose for dose in doses if dose is not None), Decimal(0))
+    expected = plan.delivered
+    if _same(expected, EXACT.plus(total)):
+        return []
+    code = plan.dose_unit
+    return [StepFinding(None, "total dose", f"{plain(expected)} {code}", f"{plain(total)} {code}")]
+
+
+def _planned_value(step: PlannedStep, kind: str) -> Quantity | None:
+    values: dict[str, tuple[Decimal | None, str]] = {
+        "rate": (step.rate_ml_h, "mL/h"),
+        "minutes": (step.minutes, "min"),
+        "volume": (step.volume_ml, "mL"),
+        "dose": (step.dose.value, step.dose.unit),
+        "cumulative": (step.cumulative_dose.value, step.cumulative_dose.unit),
+    }
+    value, code = values.get(kind, (None, ""))
+    return Quantity(value, code) if value is not None else None
+
+
+def _structured_value(order: Mapping[str, Any], kind: str) -> Quantity | None:
+    dosage = _dosage(order)
+    dose_rate = _obj((dosage.get("doseAndRate") or [{}])[0])
+    source = {
+        "dose": _obj(dose_rate.get("doseQuantity")),
+        "rate": _obj(dose_rate.get("rateQuantity")),
+        "minutes": {
+            "value": _obj(_obj(dosage.get("timing")).get("repeat")).get("duration"),
+            "code": _obj(_obj(dosage.get("timing")).get("repeat")).get("durationUnit"),
+        },
+    }.get(kind)
+    value = _number(source.get("value")) if source else None
+    code = source.get("code") if source else None
+    return Quantity(value, str(code)) if value is not None and isinstance(code, str) else None
+
+
+def _text_agrees(stated: Quantity, exact: Quantity) -> bool:
+    try:
+        return agrees(stated.value, exact.to(stated.unit).value)
+    except DesensError:  # a unit of another dimension: disagrees
+        return False
+
+
+def compare_texts(plan: Plan, orders: Sequence[Mapping[str, Any]]) -> tuple[StepFinding, ...]:
+    """What each order's dosage text states ("at 5 mL/h for 15 min (1.25 mL = 0.02 mg); cumulative
+    0.028 mg") against the engine, and against the order's own structured values. A stated value
+    agrees when it is the exact value rounded to the decimals it shows."""
+    # The phrase reader of the exchange validator: one reading of dose texts for protocols and orders.
+    from fhir_desens.exchange.consistency import COUNT_UNIT, text_statements
+
+    findings: list[StepFinding] = []
+    for step, order in zip(plan.steps, orders, strict=False):
+        for statement in text_statements(_dosage(order).get("text"), step.number, "", None):
+            if statement.unit == COUNT_UNIT:
+                continue
+            stated = Quantity(statement.value, statement.unit)
+            shown = f"{plain(statement.value)} {statement.unit}"
+            expected = _planned_value(step, statement.kind)
+            if expected is not None and not _text_agrees(stated, expected):
+                findings.append(
+                    StepFinding(step.number, f"{statement.kind} in the text", str(expected), shown)
+                )
+            structured = _structured_value(order, statement.kind)
+            if structured is not None and not _text_agrees(stated, structured):
+                findings.append(
+                    StepFinding(
+                        step.number, f"{statement.kind} in the text vs the order", str(structured), shown
+                    )
+                )
+    return tuple(findings)
+
+
+def compare_actions(plan: Plan, group: Mapping[str, Any]) -> tuple[StepFinding, ...]:
+    """The RequestGroup's actions: one per step, each lasting the step's duration when it says so."""
+    actions = [_obj(action) for action in group.get("action") or []]
+    if len(actions) != len(plan.steps):
+        return (StepFinding(None, "actions", str(len(plan.steps)), str(len(actions))),)
+    findings = []
+    for step, action in zip(plan.steps, actions, strict=True):
+        duration = _obj(action.get("timingDuration"))
+        if duration and (duration.get("code") != "min" or not _same(step.minutes, duration.get("value"))):
+            stated = f"{_text(duration.get('value'))} {duration.get('code')}"
+            findings.append(StepFinding(step.number, "action duration", f"{plain(step.minutes)} min", stated))
     return tuple(findings)
 
 
@@ -214,7 +321,9 @@ def verify_order_set(
     except (DesensError, ValueError) as error:
         message = error.message if isinstance(error, DesensError) else str(error)
         return OrderSetCheck(None, problem=f"The plan cannot be recomputed: {message}")
-    findings = compare_orders(plan, orders, medications)
+    findings = (
+        compare_orders(plan, orders, medications) + compare_texts(plan, orders) + compare_actions(plan, group)
+    )
     if findings:
         return OrderSetCheck(plan, findings, "Recomputing the plan does not give the signed orders.")
     return OrderSetCheck(plan)

@@ -222,6 +222,50 @@ class HapiServerProcess(JavaServiceProcess):
         super().__init__(args, **options)
 
 
+#: What the HL7 engine says that is not about our content, shown as information with the reason
+#: (docs/validation.md, "The HL7 engine's known limitations"): (text in the issue, why).
+HL7_ENGINE_LIMITATIONS: Final = (
+    (
+        "Unable to resolve package id hl7.fhir.r4.core",
+        "validating a StructureDefinition regenerates its snapshot, which needs the hl7.fhir.r4.core "
+        "package; it cannot be fetched offline (the snapshot itself is checked by the resources using it)",
+    ),
+    (
+        "Error in constraint 'tim-",
+        "R4 types Timing.repeat as Element, so the engine cannot evaluate its tim-* invariants on a "
+        "profile's snapshot element (they are evaluated on every instance)",
+    ),
+    (
+        "Constraint failed: drt-1",
+        "a pattern[x] Duration (UCUM system and code, no value) is checked as if it were an instance",
+    ),
+    ("dom-6", "narrative is optional; our resources are exchanged as data"),
+    (
+        "CodeSystem is unknown and can't be validated",
+        "RxNorm and SNOMED CT codes cannot be checked offline (no terminology server)",
+    ),
+)
+
+
+def _known_limitation(issue: Mapping[str, Any]) -> str | None:
+    text = str((issue.get("details") or {}).get("text") or "")
+    if "pattern" not in str(issue.get("expression") or "") and "drt-1" in text:
+        return None  # drt-1 on an instance is a real error
+    return next((why for marker, why in HL7_ENGINE_LIMITATIONS if marker in text), None)
+
+
+def _annotate(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """Known limitations become information issues saying why; everything else is kept as is."""
+    issues = []
+    for issue in outcome.get("issue") or []:
+        why = _known_limitation(issue) if isinstance(issue, Mapping) else None
+        if why is not None:
+            text = f"HL7-engine limitation ({why}): {(issue.get('details') or {}).get('text')}"
+            issue = {**issue, "severity": "information", "details": {"text": text}}
+        issues.append(issue)
+    return {**outcome, "issue": issues}
+
+
 def hl7_validator(url: str, *, timeout: float = 120.0) -> Any:
     """A structural validator (resources in, OperationOutcomes out) backed by a running validator service."""
     import requests
@@ -245,7 +289,7 @@ def hl7_validator(url: str, *, timeout: float = 120.0) -> Any:
                     raise FhirServerError(
                         f"the HL7 validator service answered {response.status_code}: {response.text[:300]}"
                     )
-                outcomes.append(loads(response.content))
+                outcomes.append(_annotate(loads(response.content)))
         return outcomes
 
     return validate

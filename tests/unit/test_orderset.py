@@ -66,10 +66,50 @@ def test_a_changed_dose_is_named_with_its_step_and_both_values() -> None:
     dose["value"] = stated
     check = verify_order_set(group, orders, medications, PROTOCOLS)
     assert not check.matches
-    [finding] = check.findings
-    assert (finding.step, finding.element) == (3, "dose")
+    finding = next(f for f in check.findings if f.element == "dose")
+    assert finding.step == 3
     assert finding.stated != finding.expected
     assert "step 3: dose is" in finding.describe()
+    # the doses no longer add up, and the order's own text (still the signed dose) disagrees with it
+    assert {(f.step, f.element) for f in check.findings} == {
+        (3, "dose"),
+        (None, "total dose"),
+        (3, "dose in the text vs the order"),
+    }
+
+
+def test_a_tampered_dose_whose_text_was_kept_is_found_three_ways() -> None:
+    """Issue 14: step 1 dose tripled while its text still states the signed dose."""
+    group, orders, medications = signed_set()
+    dose = orders[0]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
+    signed = dose["value"]
+    dose["value"] = signed * 3
+    findings = {
+        (f.step, f.element): f for f in verify_order_set(group, orders, medications, PROTOCOLS).findings
+    }
+    assert Decimal(findings[(1, "dose")].expected) == signed
+    assert Decimal(findings[(1, "dose")].stated) == signed * 3
+    assert findings[(None, "total dose")].stated != findings[(None, "total dose")].expected
+    assert (1, "dose in the text vs the order") in findings
+
+
+def test_a_text_that_disagrees_with_its_structured_values_is_found() -> None:
+    group, orders, medications = signed_set()
+    dosage = orders[4]["dosageInstruction"][0]
+    dosage["text"] = dosage["text"].replace(" mL/h", "0 mL/h", 1).replace("cumulative ", "cumulative 9")
+    findings = {(f.step, f.element) for f in verify_order_set(group, orders, medications, PROTOCOLS).findings}
+    assert {
+        (5, "rate in the text"),
+        (5, "rate in the text vs the order"),
+        (5, "cumulative in the text"),
+    } <= findings
+
+
+def test_an_action_whose_duration_disagrees_is_found() -> None:
+    group, orders, medications = signed_set()
+    group["action"][6]["timingDuration"]["value"] = Decimal("5")
+    [finding] = verify_order_set(group, orders, medications, PROTOCOLS).findings
+    assert (finding.step, finding.element, finding.stated) == (7, "action duration", "5 min")
 
 
 def test_a_changed_rate_duration_and_concentration_are_each_found() -> None:
