@@ -167,7 +167,7 @@ def test_stevens_johnson_sulfonamide_plan_is_blocked_with_the_reason(
     expect(app.get_by_role("button", name=SIGN)).to_have_count(0)
     expect(app.get_by_role("table", name="Steps")).to_have_count(0)
     expect(app.get_by_label("Override reason", exact=True)).to_be_visible()
-    expect(app.get_by_role("button", name="Override and plan")).to_be_visible()
+    expect(app.get_by_role("button", name="Override the contraindication")).to_be_visible()
 
 
 def test_drug_not_on_the_allergy_list_needs_confirmation_before_signing(
