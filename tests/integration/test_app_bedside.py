@@ -93,7 +93,7 @@ def nurse(sandbox: Sandbox, make_app: Any, tmp_path: Path) -> Nurse:
     app = make_app("symmetric", RECORD_URL=f"sqlite:///{tmp_path / 'bedside.sqlite3'}", BEDSIDE_CLOCK=clock)
     sid = ehr_launch(sandbox, app, PATIENT)
     draft_id = start(app, sid)
-    recalculate(app, sid, draft_id, final_rate="80")
+    recalculate(app, sid, draft_id, final_rate="80", protocol="iv-12-step-3-bag")
     rg_id = signed_id(sign(app.client, app, sid, draft_id), sid)
     signed_page = app.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True)
     assert "Start a session at the bedside" in signed_page
