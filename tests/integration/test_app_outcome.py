@@ -21,6 +21,7 @@ from tests.bedside_session import Bedside
 from tests.html import text_of
 from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, _local, _no_redirect, authorize, finish, page
+from tests.integration.test_app_sign_orders import start
 
 sandbox = launch_tests.sandbox
 make_app = launch_tests.make_app
@@ -173,3 +174,34 @@ def test_another_patients_session_is_not_found(sandbox: Sandbox, make_app: Any) 
     other = Bedside(record_to=record, patient="Patient/someone-else")
     other.reaction_at_step_11()
     assert app.client.get(f"/s/{sid}/outcome/{other.session_id}").status_code == 404
+
+
+@pytest.mark.requirement("OUT-10")
+def test_the_next_course_starts_from_the_last_session_with_a_change_to_take_or_leave(
+    sandbox: Sandbox, make_app: Any
+) -> None:
+    app = make_app("symmetric")
+    sid = launch(sandbox, app)
+    finished_session(app, sandbox)
+    draft_id = start(app, sid)
+
+    html = app.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)
+    words = text_of(html)
+    assert "From the last session" in words
+    assert "breakthrough reaction: Brown grade 1, mild (skin and mucosa) at step 11" in words
+    assert (
+        "Re-desensitization required: platinum compounds are desensitized at every administration." in words
+    )
+    assert "Suggested change: Add an intermediate step before step 11" in words
+    assert "Also possible: Switch to IV 16-step, 4-bag rapid desensitization" in words
+    take = re.search(r'<input type="hidden" name="insert_before" value="(\d+)">', html)
+    assert take is not None and take.group(1) == "11"
+
+    taken = app.client.post(
+        f"/s/{sid}/plan/{draft_id}",
+        data={"csrf_token": csrf(app, sid), "action": "insert", "insert_before": take.group(1)},
+    )
+    assert taken.status_code == 303
+    after = text_of(app.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True))
+    assert "Remove inserted step 11" in after  # the suggestion was taken: step 11 is now the inserted one
+    assert "Taken: this plan includes the suggested change." in after  # not offered twice
