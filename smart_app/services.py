@@ -58,6 +58,8 @@ class Services:
     # -- the bedside record and the allergist's tasks ----------------------------------------------
     def record_store(self) -> RecordStore:
         if self._record_store is None:
+            if self.record_url.startswith("sqlite:///"):  # the default lives in the instance folder
+                Path(self.record_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
             self._record_store = open_record_store(self.record_url)
         return self._record_store
 

@@ -21,7 +21,7 @@ from tests.bedside_session import Bedside
 from tests.html import text_of
 from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, _local, _no_redirect, authorize, finish, page
-from tests.integration.test_app_sign_orders import start
+from tests.integration.test_app_sign_orders import recalculate, start
 
 sandbox = launch_tests.sandbox
 make_app = launch_tests.make_app
@@ -184,6 +184,7 @@ def test_the_next_course_starts_from_the_last_session_with_a_change_to_take_or_l
     sid = launch(sandbox, app)
     finished_session(app, sandbox)
     draft_id = start(app, sid)
+    recalculate(app, sid, draft_id, protocol="iv-12-step-3-bag")  # the last session's protocol
 
     html = app.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)
     words = text_of(html)
