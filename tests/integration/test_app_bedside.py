@@ -188,3 +188,99 @@ def test_the_same_post_twice_records_once_and_bad_input_names_the_field(nurse: N
     assert "heart_rate" in alerts(response.get_data(as_text=True))
     response = nurse.post("step-start", expect=400, row="1")
     assert "checklist" in alerts(response.get_data(as_text=True))
+
+
+def test_under_the_epic_like_profile_only_vitals_reach_the_ehr_and_the_page_says_so(
+    sandbox: Sandbox, make_app: Any, tmp_path: Path
+) -> None:
+    """Signed under a permissive launch (Epic would not take the order transaction either), then run from
+    an epic-like launch: vitals are written (open encounter, final), the rest stays in the app, listed."""
+    clock = BedsideClock()
+    app = make_app("symmetric", RECORD_URL=f"sqlite:///{tmp_path / 'bedside.sqlite3'}", BEDSIDE_CLOCK=clock)
+    sid = ehr_launch(sandbox, app, PATIENT)
+    draft_id = start(app, sid)
+    recalculate(app, sid, draft_id, final_rate="80", protocol="iv-12-step-3-bag")
+    rg_id = signed_id(sign(app.client, app, sid, draft_id), sid)
+
+    with FhirClient(sandbox.backend_url) as backend:  # the visit the nurse documents in (Epic needs it open)
+        visit = backend.create(
+            {
+                "resourceType": "Encounter",
+                "status": "in-progress",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "subject": {"reference": f"Patient/{sandbox.summary.patient_id(PATIENT)}"},
+            }
+        )
+    launched = launch_tests._no_redirect(
+        sandbox.launch_url(PATIENT, app=app.client_id, vendor="epic-like", encounter=visit.id)
+    )
+    response = app.client.get(launch_tests._local(launched.headers["Location"]))
+    epic_sid = launch_tests.finish(app, launch_tests.authorize(response.headers["Location"]))
+    started = app.client.post(
+        f"/s/{epic_sid}/orders/{rg_id}/bedside",
+        data={"csrf_token": csrf(app, epic_sid), "entry_id": "epic-start-0001"},
+    )
+    assert started.status_code == 303, alerts(started.get_data(as_text=True))
+    nurse = Nurse(app, epic_sid, started.headers["Location"], clock)
+    for item in ("consent", "iv-access", "emergency-kit"):
+        nurse.post("checklist", item=item)
+    for name in ("diphenhydramine", "famotidine"):
+        nurse.post("checklist", item="premedication", name=name, dose="as ordered")
+    nurse.post("vitals", **VITALS)
+    nurse.clock.advance(20)
+    nurse.run_step(1, 15)
+    html = nurse.page()
+    text = text_of(html)
+    assert "kept in the app only (this EHR does not accept it)" in text
+    assert (
+        "Procedure: kept in the app only" in text and "MedicationAdministration: kept in the app only" in text
+    )
+    assert "Observation" not in re.sub(
+        r"Observation[^;]*?kept", "", text.split("not in the EHR in all", 1)[1].split("Send now", 1)[0]
+    )
+
+    session = nurse.url.rsplit("/", 1)[1]
+    with FhirClient(sandbox.backend_url) as backend:
+        observations = backend.search("Observation", {"identifier": f"{ID_BEDSIDE_ITEM}|", "_count": "500"})[
+            "entry"
+        ]
+        ours = [o for o in observations if o["resource"]["identifier"][0]["value"].startswith(session + "/")]
+        assert len(ours) == 5 * 2  # the baseline set and the one during step 1
+        assert all(o["resource"]["status"] == "final" and "encounter" in o["resource"] for o in ours)
+        procedures = backend.search("Procedure", {"identifier": f"{ID_BEDSIDE_ITEM}|{session}/procedure"})
+        assert not procedures.get("entry")
+
+
+def test_an_app_restart_mid_session_loses_and_doubles_nothing(
+    sandbox: Sandbox, nurse: Nurse, make_app: Any, tmp_path: Path
+) -> None:
+    """The worker that served steps 1-2 goes away; a new app process on the same record database carries
+    on, and the entry whose answer was lost in the restart is sent again by the browser: recorded once."""
+    for item in ("consent", "iv-access", "emergency-kit"):
+        nurse.post("checklist", item=item)
+    for name in ("diphenhydramine", "famotidine"):
+        nurse.post("checklist", item="premedication", name=name, dose="as ordered")
+    nurse.post("vitals", **VITALS)
+    nurse.run_step(1, 15)
+    nurse.run_step(2, 15, stop=False)
+    record_url = f"sqlite:///{tmp_path / 'bedside.sqlite3'}"
+    lost = nurse.post("step-stop", entry_id="lost-answer-0001", row="2")  # recorded; the answer never arrived
+    assert lost.status_code == 303
+    nurse.app.app.extensions["fhir_desens"].record_store().close()  # the old worker is gone
+
+    restarted = make_app("symmetric", RECORD_URL=record_url, BEDSIDE_CLOCK=nurse.clock)
+    new_sid = ehr_launch(sandbox, restarted, PATIENT)
+    session = nurse.url.rsplit("/", 1)[1]
+    again = Nurse(restarted, new_sid, f"/s/{new_sid}/bedside/{session}", nurse.clock)
+    again.post("step-stop", entry_id="lost-answer-0001", row="2")  # the browser replays it
+    again.post("symptom-check", row="2", symptoms="none")
+    again.run_step(3, 15)
+    html = again.page()
+    rows = re.findall(
+        r"<tr><th scope=\"row\">(\d+)</th><td>Step \d+</td>.*?<td>(completed|planned|in-progress)</td></tr>",
+        html,
+    )
+    assert [status for _, status in rows[:4]] == ["completed", "completed", "completed", "planned"]
+    store = restarted.app.extensions["fhir_desens"].record_store()
+    stops = [e for e in store.entries(session) if e.kind == "step-stop"]
+    assert [e.data["row"] for e in stops] == ["1", "2", "3"]
