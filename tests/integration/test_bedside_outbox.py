@@ -243,3 +243,47 @@ def test_epic_like_writes_only_vitals_and_keeps_the_rest_in_the_app(
             ).get("entry")
             observations = backend.search("Observation", {"encounter": encounter})
             assert len(observations.get("entry") or []) >= 5
+
+
+def test_millennium_like_gets_the_procedure_once_completed(
+    fhir_server: FhirServerProcess, store: RecordStore
+) -> None:
+    """Millennium creates Procedures only 'completed' and never updates them: the Procedure waits in the
+    ledger until the session is complete and is then created once; administrations stay in the app."""
+    from tests.integration.test_sandbox_gateway import obtain_token
+
+    with Sandbox(fhir_base_url=fhir_server.base_url) as sandbox:
+        patient = sandbox.summary.patients["carboplatin-ovarian"].id
+        token = obtain_token(sandbox, "openid fhirUser user/*.cruds", vendor="millennium-like")[
+            "access_token"
+        ]
+
+        class Bearer:
+            def headers(self) -> dict[str, str]:
+                return {"Authorization": f"Bearer {token}"}
+
+            def refresh(self) -> bool:
+                return False
+
+        record = BedsideRecord(store, builtin_protocols(), lambda: START)
+        bedside = Bedside(record_to=record, patient=f"Patient/{patient}")
+        with quick_client(sandbox.fhir_base_url, auth=Bearer()) as client:
+            outbox = Outbox(store, ServerCapabilities.from_statement(client.capabilities()), Clock())
+            states: list[str] = []
+
+            def sync() -> None:
+                outbox.sync(record.load(bedside.session_id))
+                outbox.flush(client, bedside.session_id)
+                [procedure] = [r for r in store.outbox(bedside.session_id) if r.resource_type == "Procedure"]
+                states.append(procedure.state)
+
+            run_session(bedside, sync)
+        assert states[0] == "waiting-final" and states[-1] == "written"
+        assert set(states[:-1]) == {"waiting-final"}
+        kept = {r.resource_type for r in outbox.status(bedside.session_id).not_in_ehr}
+        assert kept == {"MedicationAdministration", "AdverseEvent"}
+        with FhirClient(sandbox.backend_url) as backend:
+            found = backend.search(
+                "Procedure", {"identifier": f"{ID_BEDSIDE_ITEM}|{bedside.session_id}/procedure"}
+            )
+            assert [e["resource"]["status"] for e in found["entry"]] == ["completed"]
