@@ -454,11 +454,12 @@ class FhirClient:
                 "PUT", self.url(resource_type, resource_id), context, body=resource, headers=headers
             )
         except ConflictError as exc:
-            if if_match is None or exc.status != 412:
+            # R4 says 412 Precondition Failed (Medplum); HAPI FHIR answers 409 Conflict: the same conflict.
+            if if_match is None or exc.status not in (409, 412):
                 raise
             raise ConflictError(
                 f"{ref} has changed on the server since version {etag_version(headers['If-Match'])} "
-                "(HTTP 412 Precondition Failed); nothing was written: read it again and reapply the change",
+                f"(HTTP {exc.status}); nothing was written: read it again and reapply the change",
                 exc.status,
                 exc.outcome,
             ) from None
@@ -511,7 +512,9 @@ class FhirClient:
         if self._type_of(bundle) != "Bundle" or bundle.get("type") != kind:
             raise InputError("Bundle.type", f"expected a Bundle of type {kind}")
         context = f"{kind} of {len(bundle.get('entry') or [])} entries"
-        response = self._request("POST", self.base_url, context, body=bundle)
+        # Medplum returns each entry's resource anyway; HAPI FHIR only when asked to.
+        headers = {"Prefer": "return=representation"}
+        response = self._request("POST", self.base_url, context, body=bundle, headers=headers)
         result = self._resource(response, context, "Bundle")
         if result.get("type") != f"{kind}-response":
             raise FhirServerError(f"{context}: the server answered a {result.get('type')} Bundle")

@@ -318,7 +318,8 @@ def _medication_request(
         **common,
         "authoredOn": authored,
         "instantiatesCanonical": [protocol_canonical],
-        "basedOn": [{"reference": _urn(session, "RequestGroup")}],
+        # No basedOn: R4 MedicationRequest.basedOn cannot name a RequestGroup (HAPI refuses it). The
+        # group names its orders (action.resource) and both carry the session id (groupIdentifier).
         "groupIdentifier": {"system": c.ID_SESSION, "value": session},
         "dosageInstruction": [dosage],
     }

@@ -82,7 +82,7 @@ class JavaServiceProcess:
     NAME: str = "Java service"
 
     def __init__(
-        self, args: Sequence[str] = (), *, heap: str = DEFAULT_HEAP, startup_timeout: float = 300.0
+        self, args: Sequence[str] = (), *, heap: str = DEFAULT_HEAP, startup_timeout: float = 600.0
     ) -> None:
         self._args = list(args)
         self.heap = heap

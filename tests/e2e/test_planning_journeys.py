@@ -64,16 +64,16 @@ def fhir_search(stack: DemoStack, resource_type: str, **params: str) -> list[dic
 
 
 def signed_orders(stack: DemoStack, patient_key: str) -> tuple[list[str], dict[str, int]]:
-    """The patient's RequestGroup ids, and per RequestGroup the number of MedicationRequests based on it."""
+    """The patient's RequestGroup ids, and per RequestGroup the number of MedicationRequests of its session."""
     subject = f"Patient/{stack.sandbox.summary.patient_id(patient_key)}"
-    groups = [group["id"] for group in fhir_search(stack, "RequestGroup", subject=subject)]
+    found = fhir_search(stack, "RequestGroup", subject=subject)
+    groups = [group["id"] for group in found]
+    by_session = {group.get("groupIdentifier", {}).get("value"): group["id"] for group in found}
     per_group: dict[str, int] = {}
     for request in fhir_search(stack, "MedicationRequest", subject=subject):
-        for based_on in request.get("basedOn", []):
-            reference = based_on.get("reference", "")
-            if reference.startswith("RequestGroup/"):
-                group_id = reference.removeprefix("RequestGroup/")
-                per_group[group_id] = per_group.get(group_id, 0) + 1
+        group_id = by_session.get(request.get("groupIdentifier", {}).get("value"))
+        if group_id is not None:
+            per_group[group_id] = per_group.get(group_id, 0) + 1
     return groups, per_group
 
 

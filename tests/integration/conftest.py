@@ -141,8 +141,16 @@ def hl7_validator_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def hapi_server() -> Iterator[Any]:
-    """HAPI FHIR JPA (R4, H2 in memory) for the whole session."""
+    """HAPI FHIR JPA (R4, H2 in memory) for the whole session (``.url`` is its FHIR base).
+
+    ``FHIR_DESENS_HAPI_URL=<base>`` reuses a running one (started with `fhir-desens fhir-server --engine hapi`)."""
+    from types import SimpleNamespace
+
     from fhir_desens.sandbox.java_services import HapiServerProcess
+
+    if os.environ.get("FHIR_DESENS_HAPI_URL"):
+        yield SimpleNamespace(url=os.environ["FHIR_DESENS_HAPI_URL"])
+        return
 
     server = _start_java(HapiServerProcess())
     try:

@@ -130,7 +130,11 @@ def test_sign_writes_the_request_group_and_its_12_orders_once(
     assert held["group"]["subject"]["reference"] == f"Patient/{patient_id}"
     assert held["group"]["instantiatesCanonical"] == [f"{c.plan_definition('iv-12-step-3-bag')}|1.0.0"]
     assert len(held["groups"]) == 1 and len(held["orders"]) == 12
-    assert {o["basedOn"][0]["reference"] for o in held["orders"]} == {f"RequestGroup/{rg_id}"}
+    session = held["group"]["identifier"][0]["value"]
+    assert {o["groupIdentifier"]["value"] for o in held["orders"]} == {session}
+    assert {a["resource"]["reference"] for a in held["group"]["action"]} == {
+        f"MedicationRequest/{o['id']}" for o in held["orders"]
+    }
     rates = sorted(
         o["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"]["value"] for o in held["orders"]
     )

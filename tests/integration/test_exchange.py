@@ -73,84 +73,87 @@ def doses(protocol: Protocol) -> list[tuple[Decimal, Decimal, Decimal]]:
 # --- package -> import -> import again -> conflict -> fetch ---------------------------------------
 
 
-def test_import_twice_then_a_conflict_then_fetch_the_same_protocol(fhir_client: FhirClient, tag: str) -> None:
+def test_import_twice_then_a_conflict_then_fetch_the_same_protocol(
+    server_client: FhirClient, tag: str
+) -> None:
     twelve, penicillin = own("iv-12-step-3-bag", tag), own("penicillin-v-oral-wendel", tag)
     loaded = loaded_of(twelve, penicillin)
-    first = import_resources(fhir_client, loaded, structural=medplum_validator())
+    first = import_resources(server_client, loaded, structural=medplum_validator())
     assert first.error is None and first.validation.valid, first.text_lines()
     assert statuses(first)[CREATED] == len(loaded) == 13 + 15
     order = [item.resource_type for item in first.items]
     assert order == sorted(order)  # every ActivityDefinition before any PlanDefinition
     url = c.plan_definition(twelve.id)
-    [stored] = on_server(fhir_client, "PlanDefinition", url)
+    [stored] = on_server(server_client, "PlanDefinition", url)
 
-    again = import_resources(fhir_client, loaded, structural=None)
+    again = import_resources(server_client, loaded, structural=None)
     assert (
         again.error is None
         and statuses(again)[ALREADY_PRESENT] == len(loaded)
         and statuses(again)[CREATED] == 0
     )
-    assert len(on_server(fhir_client, "PlanDefinition", url)) == 1
+    assert len(on_server(server_client, "PlanDefinition", url)) == 1
     assert (
-        len(on_server(fhir_client, "ActivityDefinition", c.activity_definition(f"{twelve.id}-step-12"))) == 1
+        len(on_server(server_client, "ActivityDefinition", c.activity_definition(f"{twelve.id}-step-12")))
+        == 1
     )
 
     changed = loaded_of(replace(twelve, description="Someone else's 12 steps"), penicillin)
-    conflict = import_resources(fhir_client, changed, structural=None)
+    conflict = import_resources(server_client, changed, structural=None)
     assert isinstance(conflict.error, ConflictError) and conflict.exit_code == 6
     [item] = [i for i in conflict.items if i.status == CONFLICT]
     assert item.url == url and "description" in (item.detail or "") and item.server_id == stored["id"]
     assert statuses(conflict)[CREATED] == 0
-    [after] = on_server(fhir_client, "PlanDefinition", url)
+    [after] = on_server(server_client, "PlanDefinition", url)
     assert (
         after["description"] == twelve.description
         and after["meta"]["versionId"] == stored["meta"]["versionId"]
     )
 
-    fetched = fetch_protocol(fhir_client, url, structural=medplum_validator())
+    fetched = fetch_protocol(server_client, url, structural=medplum_validator())
     assert fetched.protocol == twelve and fetched.report.valid
     assert doses(fetched.protocol) == doses(twelve)
     assert first_difference(fetched.bundle, library_bundle([twelve])) is None
     assert fetched.server_ids[f"{url}|1.0.0"] == f"PlanDefinition/{stored['id']}"
 
 
-def test_fetch_takes_the_newest_version_unless_told(fhir_client: FhirClient, tag: str) -> None:
+def test_fetch_takes_the_newest_version_unless_told(server_client: FhirClient, tag: str) -> None:
     versions = ("1.0.0", "1.10.0", "1.2.0", "1.10.0-draft")
     loaded = [item for v in versions for item in loaded_of(own("aspirin-aerd-90-min", tag, v))]
-    assert import_resources(fhir_client, loaded, structural=None).error is None
+    assert import_resources(server_client, loaded, structural=None).error is None
     url = c.plan_definition(f"aspirin-aerd-90-min-{tag}")
-    assert fetch_protocol(fhir_client, url, structural=None).protocol.version == "1.10.0"
-    pinned = fetch_protocol(fhir_client, url, "1.2.0", structural=None)
+    assert fetch_protocol(server_client, url, structural=None).protocol.version == "1.10.0"
+    pinned = fetch_protocol(server_client, url, "1.2.0", structural=None)
     assert pinned.protocol == own("aspirin-aerd-90-min", tag, "1.2.0")
     with pytest.raises(NotFoundError, match=r"9\.9\.9"):
-        fetch_protocol(fhir_client, url, "9.9.9", structural=None)
+        fetch_protocol(server_client, url, "9.9.9", structural=None)
 
 
-def test_fetch_reports_ambiguity(fhir_client: FhirClient, tag: str) -> None:
+def test_fetch_reports_ambiguity(server_client: FhirClient, tag: str) -> None:
     odd = [item for v in ("spring", "autumn") for item in loaded_of(own("aspirin-aerd-90-min", tag, v))]
-    assert import_resources(fhir_client, odd, structural=None).error is None
+    assert import_resources(server_client, odd, structural=None).error is None
     with pytest.raises(InputError, match="cannot be ordered"):
-        fetch_protocol(fhir_client, c.plan_definition(f"aspirin-aerd-90-min-{tag}"), structural=None)
+        fetch_protocol(server_client, c.plan_definition(f"aspirin-aerd-90-min-{tag}"), structural=None)
     twin = own("tmp-smx-oral-hourly", tag)
     pd = library_bundle([twin])["entry"][0]["resource"]
-    fhir_client.create(pd)
-    fhir_client.create({**pd, "title": "a different protocol under the same url and version"})
+    server_client.create(pd)
+    server_client.create({**pd, "title": "a different protocol under the same url and version"})
     with pytest.raises(FhirServerError, match="different resources"):
-        fetch_protocol(fhir_client, pd["url"], "1.0.0", structural=None)
+        fetch_protocol(server_client, pd["url"], "1.0.0", structural=None)
 
 
-def test_fetch_refuses_an_inconsistent_protocol(fhir_client: FhirClient, tag: str, tmp_path: Path) -> None:
+def test_fetch_refuses_an_inconsistent_protocol(server_client: FhirClient, tag: str, tmp_path: Path) -> None:
     protocol = own("penicillin-v-oral-wendel", tag)
     resources = [e["resource"] for e in library_bundle([protocol])["entry"]]
     resources[3]["dosage"][0]["doseAndRate"][0]["doseQuantity"]["value"] = Decimal("0.5")  # step 3: 0.4 mL
     for resource in resources:  # published as is by a careless partner: structurally fine
-        fhir_client.create(resource)
+        server_client.create(resource)
     with pytest.raises(ValidationFailed) as raised:
-        fetch_protocol(fhir_client, resources[0]["url"], structural=None)
+        fetch_protocol(server_client, resources[0]["url"], structural=None)
     assert any("expected 0.4 mL" in i["details"]["text"] for i in raised.value.issues)
     out = tmp_path / "fetched.json"
     assert (
-        main(["fetch", "--server", fhir_client.base_url, "--url", resources[0]["url"], "--out", str(out)])
+        main(["fetch", "--server", server_client.base_url, "--url", resources[0]["url"], "--out", str(out)])
         == 1
     )
     assert not out.exists()

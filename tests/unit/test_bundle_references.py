@@ -53,10 +53,10 @@ def test_a_reference_to_no_entry_is_an_error_where_it_is() -> None:
     order = next(
         e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "MedicationRequest"
     )
-    order["basedOn"][0]["reference"] = "urn:uuid:00000000-0000-4000-8000-000000000000"
+    order["medicationReference"]["reference"] = "urn:uuid:00000000-0000-4000-8000-000000000000"
     report = validate_loaded(load_bytes(write_resource(bundle), "apply.json"), structural=medplum_like)
-    [issue] = report.errors()
-    assert issue.expression == "MedicationRequest.basedOn[0].reference"
+    [issue] = [i for i in report.errors() if i.rule == "urn-reference"]
+    assert issue.expression == "MedicationRequest.medicationReference.reference"
     assert "names no entry of its Bundle" in issue.message and issue.rule == "urn-reference"
     assert report.count("warning") == 0
 
