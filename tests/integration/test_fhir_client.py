@@ -8,7 +8,6 @@ scripted HTTP server on 127.0.0.1 answers 503, 401, slow responses or foreign ne
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import socket
 import threading
