@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fhir_desens.drugs.checks import default_diluent, diluent_from_text, preparation_requirements, review_plan
 from fhir_desens.drugs.findings import Finding, refusals, warnings
-from fhir_desens.drugs.monograph import diluents
+from fhir_desens.drugs.monograph import Monograph, diluents
 from fhir_desens.drugs.names import NameResolution, resolve_name
 from fhir_desens.drugs.products import PlanProducts, plan_products
 from fhir_desens.errors import DesensError
@@ -88,6 +88,17 @@ def _ordered(ordered_dose: str | None) -> Quantity | None:
         return None
 
 
+def _tablet_strength(monograph: Monograph, rxnorm: tuple[str, ...]) -> Quantity | None:
+    """The strength of the tablet an order names by its product code (an order for "1 tablet" of SMX/TMP
+    SS is 400 mg of sulfamethoxazole)."""
+    for product in monograph.products:
+        if product.unit_strength is not None and any(
+            c.level == "SCD" and c.code in rxnorm for c in product.codes
+        ):
+            return product.unit_strength
+    return None
+
+
 def review_draft(
     plan: Plan,
     protocol: Protocol,
@@ -104,10 +115,10 @@ def review_draft(
     diluent_id, why = plan_diluent(diluent, drug, rxnorm, order_text)
     findings: tuple[Finding, ...] = product_findings
     if products is not None:
-        findings = (
-            *findings,
-            *review_plan(plan, products, diluent_id=diluent_id, ordered_dose=_ordered(ordered_dose)),
-        )
+        ordered = _ordered(ordered_dose)
+        if ordered is None and order_text and resolution.monograph is not None:
+            ordered = _tablet_strength(resolution.monograph, rxnorm)
+        findings = (*findings, *review_plan(plan, products, diluent_id=diluent_id, ordered_dose=ordered))
     ambiguous = any(
         s.concentration is not None
         and s.diluent

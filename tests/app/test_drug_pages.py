@@ -234,3 +234,17 @@ def test_every_sandbox_patient_signs_only_the_protocols_products(signer: Signer,
         assert all(" or " not in d for d in diluents), (key, diluents)
     for order in signer.signed("MedicationRequest"):
         assert "medicationCodeableConcept" not in order  # the step orders name the plan's Medications only
+
+
+@pytest.mark.invariant("DRUG-LAST-1")
+def test_tmp_smx_ending_with_a_ds_tablet_for_an_ss_order_is_warned_with_both_components(
+    signer: Signer,
+) -> None:
+    signer.ehr.add_resource(ALLERGIST)
+    sid = signer.launch("sjs-sulfonamide")  # the on-hold order is SMX/TMP SS 400/80 mg, one tablet
+    draft_id = signer.plan(sid, start={"target_dose": "400", "dose_unit": "mg"})
+    reason = "Essential PJP prophylaxis, no alternative; reviewed with the transplant team today."
+    assert signer.post(sid, draft_id, action="override", override_reason=reason).status_code == 303
+    text = text_of(page(signer, sid, draft_id))
+    assert "SMX/TMP 800/160 mg" in text and "SMX/TMP 400/80 mg" in text
+    assert "above the ordered dose" in text

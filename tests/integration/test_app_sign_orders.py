@@ -55,6 +55,10 @@ def start(app: AppUnderTest, sid: str, query: str = "") -> str:
         "height_cm": input_value(html, "height_cm"),
         "weight_kg": input_value(html, "weight_kg"),
         "grade": "",
+        # answered explicitly: an unanswered criterion is "not known", never "no" (RISK-CHART-2)
+        "hypotension_or_hypoxia": "no",
+        "cardiac_or_beta_blocker": "no",
+        "fev1_below_80": "no",
     }
     copy = re.search(r'<input type="hidden" name="copy" value="([^"]+)"', html)
     if copy:
@@ -151,7 +155,9 @@ def test_sign_writes_the_request_group_and_its_12_orders_once(
     with FhirClient(sandbox.backend_url) as backend:
         name = person_name(backend.read("Practitioner", practitioner.split("/")[1]).resource, titles=True)
     assert name and name.startswith("Dr. ")
-    assert app.store.get("session", sid)["user"] == {"reference": practitioner, "name": name}
+    user = app.store.get("session", sid)["user"]
+    assert {k: user[k] for k in ("reference", "name")} == {"reference": practitioner, "name": name}
+    assert "Allergy and Immunology" in user["allergist"]  # the sandbox's signed-in allergist (OVERRIDE-1)
     assert f"Signed by {name}" in text_of(shown) and f"signed by {name}." in text_of(plan_page)
     assert "/fhir/Practitioner/" not in shown + plan_page
 
