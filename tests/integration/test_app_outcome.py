@@ -206,3 +206,42 @@ def test_the_next_course_starts_from_the_last_session_with_a_change_to_take_or_l
     after = text_of(app.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True))
     assert "Remove inserted step 11" in after  # the suggestion was taken: step 11 is now the inserted one
     assert "Taken: this plan includes the suggested change." in after  # not offered twice
+
+
+@pytest.mark.requirement("OUT-7")
+def test_a_status_change_after_the_preview_stops_the_write_and_shows_both_versions(
+    sandbox: Sandbox, make_app: Any
+) -> None:
+    app = make_app("symmetric")
+    sid = launch(sandbox, app)
+    session_id = finished_session(app, sandbox)
+    html = app.client.get(f"/s/{sid}/outcome/{session_id}").get_data(as_text=True)
+    version = re.search(r'name="previewed_version" value="([^"]+)"', html)
+    allergy = re.search(r'name="allergy" value="([^"]+)"', html)
+    assert version is not None and allergy is not None
+    notes_before = len(our_notes(sandbox, allergy.group(1)))
+
+    with FhirClient(sandbox.backend_url) as backend:  # another user, in the EHR, meanwhile
+        current = backend.read("AllergyIntolerance", allergy.group(1))
+        changed = dict(current.resource, criticality="low")
+        backend.update(changed, if_match=current.version_id)
+    try:
+        response = app.client.post(
+            f"/s/{sid}/outcome/{session_id}",
+            data={
+                "csrf_token": csrf(app, sid),
+                "previewed_version": version.group(1),
+                "allergy": allergy.group(1),
+            },
+        )
+        assert response.status_code == 409
+        words = text_of(response.get_data(as_text=True))
+        assert "Not written: the allergy record was changed by someone else" in words
+        assert "Someone changed the allergy record's criticality since you reviewed it" in words
+        assert '"high"' in words and '"low"' in words  # both versions side by side
+        assert "Task for the allergist recorded" in words
+        assert len(our_notes(sandbox, allergy.group(1))) == notes_before  # nothing written
+    finally:
+        with FhirClient(sandbox.backend_url) as backend:  # put the shared fixture back
+            current = backend.read("AllergyIntolerance", allergy.group(1))
+            backend.update(dict(current.resource, criticality="high"), if_match=current.version_id)
