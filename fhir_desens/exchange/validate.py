@@ -206,13 +206,13 @@ def _issue(
 # --- layer 2: our profiles ----------------------------------------------------------------------
 
 
-def _profile_issues(item: Loaded, r4_bindings: bool) -> list[Issue]:
+def _profile_issues(item: Loaded, r4_bindings: bool, targets: Mapping[str, str]) -> list[Issue]:
     from fhir_desens.fhir.bindings import required_binding_issues
     from fhir_desens.fhir.profiles import profile_checks
 
     raw = list(profile_checks(item.resource))
     if r4_bindings:
-        raw += required_binding_issues(item.resource)
+        raw += required_binding_issues(item.resource, targets)
     return _dedupe(_outcome_issues(raw, item, "profile"))
 
 
@@ -364,7 +364,8 @@ def validate_loaded(
     activity_resources = {key: found.resource for key, found in activities.items()}
     position = {id(item): index for index, item in enumerate(loaded)}
     for index, item in enumerate(loaded):
-        keyed += [(index, issue) for issue in _profile_issues(item, r4_bindings)]
+        targets = {i.full_url: i.resource_type for i in loaded if i.full_url and i.source == item.source}
+        keyed += [(index, issue) for issue in _profile_issues(item, r4_bindings, targets)]
         if item.resource_type != "PlanDefinition":
             continue
         if not _claims(item.resource, c.PROFILE_PROTOCOL):

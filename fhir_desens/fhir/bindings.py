@@ -153,24 +153,35 @@ class R4Bindings:
 
     # -- checking ---------------------------------------------------------------------------------
     def check_resource(
-        self, resource: Mapping[str, Any], expression: str | None = None
+        self,
+        resource: Mapping[str, Any],
+        expression: str | None = None,
+        targets: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
+        """Required bindings, and the type each reference may name (``Type/id``, or a ``urn:uuid`` whose
+        type ``targets`` gives: the types of a Bundle's entries by fullUrl)."""
         kind = resource.get("resourceType")
         if not isinstance(kind, str) or kind not in self.elements:
             return []
         issues: list[dict[str, Any]] = []
-        self._object(resource, kind, kind, expression or kind, issues)
+        self._object(resource, kind, kind, expression or kind, issues, targets or {})
         return issues
 
     def check_value(self, value: Any, type_id: str, expression: str) -> list[dict[str, Any]]:
         """Check a data type value (e.g. a Timing) on its own."""
         issues: list[dict[str, Any]] = []
         if type_id in self.elements:
-            self._object(value, type_id, self.roots[type_id], expression, issues)
+            self._object(value, type_id, self.roots[type_id], expression, issues, {})
         return issues
 
     def _object(
-        self, value: Any, type_id: str, path: str, expression: str, issues: list[dict[str, Any]]
+        self,
+        value: Any,
+        type_id: str,
+        path: str,
+        expression: str,
+        issues: list[dict[str, Any]],
+        targets: Mapping[str, str],
     ) -> None:
         if not isinstance(value, Mapping):
             return
@@ -186,7 +197,9 @@ class R4Bindings:
             for index, item in enumerate(items):
                 where = f"{expression}.{key}" + (f"[{index}]" if isinstance(child, list) else "")
                 self._check_binding(element, type_code, item, where, issues)
-                self._descend(element, type_code, type_id, f"{path}.{key}", item, where, issues)
+                if type_code == "Reference":
+                    self._check_reference(element, item, where, issues, targets)
+                self._descend(element, type_code, type_id, f"{path}.{key}", item, where, issues, targets)
 
     @staticmethod
     def _element(
@@ -216,18 +229,43 @@ class R4Bindings:
         item: Any,
         where: str,
         issues: list[dict[str, Any]],
+        targets: Mapping[str, str],
     ) -> None:
         if not isinstance(item, Mapping):
             return
         reference = element.get("contentReference")
         if isinstance(reference, str):  # e.g. PlanDefinition.action.action -> #PlanDefinition.action
-            self._object(item, type_id, reference.lstrip("#"), where, issues)
+            self._object(item, type_id, reference.lstrip("#"), where, issues, targets)
         elif type_code in ("BackboneElement", "Element") and path in self.elements[type_id]:
-            self._object(item, type_id, path, where, issues)
+            self._object(item, type_id, path, where, issues, targets)
         elif type_code == "Resource" and isinstance(item.get("resourceType"), str):
-            issues += self.check_resource(item, where)
+            issues += self.check_resource(item, where, targets)
         elif type_code in self.elements and type_code not in ("Extension", "Reference", "Narrative"):
-            self._object(item, type_code, self.roots[type_code], where, issues)
+            self._object(item, type_code, self.roots[type_code], where, issues, targets)
+
+    @staticmethod
+    def _check_reference(
+        element: Mapping[str, Any],
+        item: Any,
+        where: str,
+        issues: list[dict[str, Any]],
+        targets: Mapping[str, str],
+    ) -> None:
+        """A reference must name a resource type its element allows (R4 ``targetProfile``)."""
+        ref = item.get("reference") if isinstance(item, Mapping) else None
+        if not isinstance(ref, str):
+            return
+        named = targets.get(ref)
+        if named is None and ref.count("/") == 1 and not ref.startswith(("urn:", "#")):
+            named = ref.split("/")[0]  # a relative literal reference Type/id
+        profiles = [p for t in element.get("type") or [] for p in t.get("targetProfile") or []]
+        allowed = {p.rsplit("/", 1)[-1] for p in profiles}
+        if named is None or not allowed or "Resource" in allowed or named in allowed:
+            return
+        text = f"{element.get('path')} may not name a {named} (allowed: {', '.join(sorted(allowed))})"
+        issues.append(
+            {"severity": "error", "code": "invalid", "details": {"text": text}, "expression": [where]}
+        )
 
     def _check_binding(
         self, element: Mapping[str, Any], type_code: str, item: Any, where: str, issues: list[dict[str, Any]]
@@ -283,8 +321,9 @@ def r4_bindings(directory: Path | None = None) -> R4Bindings:
     return R4Bindings(directory or _default_directory())
 
 
-def required_binding_issues(resource: Any) -> list[dict[str, Any]]:
-    """OperationOutcome issues for every required-binding violation in a resource (or Bundle)."""
+def required_binding_issues(resource: Any, targets: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """OperationOutcome issues for every required-binding violation in a resource (or Bundle), and
+    every reference to a resource type its element does not allow (``targets``: fullUrl -> type)."""
     if not isinstance(resource, Mapping):
         return []
-    return r4_bindings().check_resource(resource)
+    return r4_bindings().check_resource(resource, targets=targets)

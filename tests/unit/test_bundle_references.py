@@ -66,3 +66,19 @@ def test_a_urn_reference_outside_any_bundle_is_an_error() -> None:
     report = validate_loaded([Loaded("alone.json", order)], structural=None)
     assert [i.expression for i in report.errors()] == ["MedicationRequest.basedOn[0].reference"]
     assert "not in a Bundle" in report.errors()[0].message
+
+
+def test_a_reference_to_a_type_its_element_does_not_allow_is_an_error() -> None:
+    """R4 MedicationRequest.basedOn cannot name a RequestGroup: Medplum stored it, HAPI refused it."""
+    bundle = apply_bundle()
+    group_url = next(e["fullUrl"] for e in bundle["entry"] if e["resource"]["resourceType"] == "RequestGroup")
+    order = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "MedicationRequest"
+    )
+    order["basedOn"] = [{"reference": group_url}]
+    order["recorder"] = {"reference": "Patient/p1"}
+    report = validate_loaded(load_bytes(write_resource(bundle), "apply.json"), structural=None)
+    assert sorted((i.expression, i.message.split(" (")[0]) for i in report.errors()) == [
+        ("MedicationRequest.basedOn[0]", "MedicationRequest.basedOn may not name a RequestGroup"),
+        ("MedicationRequest.recorder", "MedicationRequest.recorder may not name a Patient"),
+    ]
