@@ -162,7 +162,10 @@ def test_millennium_like_conflicting_status_change_stops_with_both_versions(
     auth, scopes = launch(sandbox, "millennium-like")
     with FhirClient(sandbox.backend_url) as backend:
         base = allergy_records(sandbox, patient)[0]
-        twin = {k: v for k, v in base.items() if k not in ("id", "meta", "note")}
+        # a second record of our own: never the seed's identifier (the seed's conditional create must keep
+        # matching exactly one record for the other tests of the session)
+        twin = {k: v for k, v in base.items() if k not in ("id", "meta", "note", "identifier")}
+        twin["identifier"] = [{"system": "urn:fhir-desens:test:outcome", "value": str(uuid.uuid4())}]
         twin["code"] = {"text": "Carboplatin (second record for a conflict test)"}
         created = backend.create(twin)
 
