@@ -99,6 +99,7 @@ def _discrete_parts(
                     f"Solution {row.solution}: step {row.step} dose",
                     solid=True,
                     unit_dose=row.dose,
+                    unit_name="prepared dose",  # measured out by the pharmacy, not a tablet
                 )
             )
             steps.append(StepDefinition(row.step, len(definitions), interval, units=Decimal(1)))

@@ -262,6 +262,11 @@ def _medication(
     return medication
 
 
+def _unit_name(plan: Plan, solution_number: int) -> str:
+    """What one unit of a solid form is called ("tablet", or "prepared dose" for authored doses)."""
+    return next((s.unit_name for s in plan.solutions if s.number == solution_number), "tablet")
+
+
 def _dose_text(plan: Plan, step: PlannedStep, products: PlanProducts | None = None) -> str:
     """What a nurse reads in the EHR: rounded by the display policy (the structured values stay exact)."""
     dose = shown.dose_text(step.dose.value, step.dose.unit)
@@ -277,7 +282,7 @@ def _dose_text(plan: Plan, step: PlannedStep, products: PlanProducts | None = No
     amount = (
         shown.volume_text(step.volume_ml)
         if step.volume_ml is not None
-        else shown.count_text(step.units or Decimal(0), "tablet")
+        else shown.count_text(step.units or Decimal(0), _unit_name(plan, step.solution))
     )
     return (
         f"Step {step.number}: {verb} {amount} of solution {step.solution} ({dose}), "

@@ -155,6 +155,7 @@ def _solution_extension(solution: SolutionDefinition) -> dict[str, Any]:
         *_sub("diluent", "String", solution.diluent),
         *_sub("solid", "Boolean", solution.solid),
         *_sub("unitDose", "Quantity", _quantity(solution.unit_dose)),
+        *_sub("unitName", "String", None if solution.unit_name == "tablet" else solution.unit_name),
         *_preparation_subs(solution.preparation),
     ]
     return _ext(c.EXT_SOLUTION, extension=subs)
@@ -435,6 +436,7 @@ def _solution_from_extension(extension: Mapping[str, Any]) -> SolutionDefinition
         solid=bool(_one(subs, "solid", "valueBoolean", False)),
         unit_dose=_quantity_of(_one(subs, "unitDose", "valueQuantity", None)),
         preparation=_preparation_from_subs(subs),
+        unit_name=str(_one(subs, "unitName", "valueString", "tablet")),
     )
 
 

@@ -495,6 +495,13 @@ EXTENSIONS: tuple[ExtensionSpec, ...] = (
             Sub("solid", "boolean", 0, "1", "A solid dose form (tablet, capsule) rather than a solution"),
             Sub("unitDose", "Quantity", 0, "1", "Dose of one unit of the solid form (UCUM)"),
             Sub(
+                "unitName",
+                "string",
+                0,
+                "1",
+                "What one unit of the solid form is called (default 'tablet'; e.g. 'capsule', 'prepared dose')",
+            ),
+            Sub(
                 "preparedFromBag",
                 "Quantity",
                 0,

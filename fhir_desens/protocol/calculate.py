@@ -84,6 +84,7 @@ class PlannedSolution:
     unit_dose: Quantity | None = None  # solid forms
     units_used: Decimal | None = None  # solid forms: tablets taken
     preparation: Preparation | None = None  # the protocol's stated recipe, for the pharmacy sheet
+    unit_name: str = "tablet"  # solid forms: what one unit is called
 
 
 @dataclass(frozen=True)
@@ -800,6 +801,7 @@ def _discrete_solutions(
                     volume_infused_ml=None,
                     unit_dose=unit_dose,
                     units_used=amount,
+                    unit_name=solution.unit_name,
                 )
             )
         else:

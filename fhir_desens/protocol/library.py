@@ -103,6 +103,7 @@ def _solution(raw: Mapping[str, Any], path: str) -> SolutionDefinition:
         solid=bool(raw.get("solid", False)),
         unit_dose=_quantity(raw, "unit_dose", path),
         preparation=_preparation(raw.get("preparation"), f"{path}.preparation"),
+        unit_name=str(raw.get("unit_name") or "tablet"),
     )
     strengths = [solution.dilution, solution.dose_fraction, solution.concentration, solution.unit_dose]
     if sum(value is not None for value in strengths) != 1:
@@ -388,6 +389,7 @@ def protocol_to_dict(protocol: Protocol) -> dict[str, Any]:
                         "diluent": s.diluent,
                         "solid": s.solid,
                         "unit_dose": q(s.unit_dose),
+                        "unit_name": None if s.unit_name == "tablet" else s.unit_name,
                         "preparation": None
                         if s.preparation is None
                         else clean(

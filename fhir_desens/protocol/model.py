@@ -133,6 +133,7 @@ class SolutionDefinition:
     solid: bool = False
     unit_dose: Quantity | None = None  # for solid forms: the dose of one tablet/capsule
     preparation: Preparation | None = None  # the stated recipe (fixed-concentration solutions)
+    unit_name: str = "tablet"  # solid forms: what one unit is called ("tablet", "capsule", "prepared dose")
 
     @property
     def strength_text(self) -> str:

@@ -170,10 +170,10 @@ def _solution_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
                 [
                     str(s.number),
                     s.label,
-                    f"{shown.dose_text(s.unit_dose.value, s.unit_dose.unit)} per tablet",
+                    f"{shown.dose_text(s.unit_dose.value, s.unit_dose.unit)} per {s.unit_name}",
                     "-",
                     shown.dose_text(s.drug_amount.value, plan.dose_unit),
-                    shown.count_text(s.units_used or Decimal(0), "tablet"),
+                    shown.count_text(s.units_used or Decimal(0), s.unit_name),
                     "-",
                 ]
             )
@@ -198,10 +198,11 @@ def _solution_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
 def _step_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
     dose_unit = shown.unit_text(plan.dose_unit)
     discrete = all(st.rate_ml_h is None for st in plan.steps)
+    unit_names = {s.number: s.unit_name for s in plan.solutions}
     rows = []
     for st in plan.steps:
         if st.units is not None:
-            amount = shown.count_text(st.units, "tablet")
+            amount = shown.count_text(st.units, unit_names.get(st.solution, "tablet"))
         else:
             amount = shown.volume_text(st.volume_ml or Decimal(0))
         flags = " (inserted)" if st.inserted else (" (closing)" if st.closing else "")

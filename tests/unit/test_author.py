@@ -383,3 +383,23 @@ def test_a_rounded_table_concentration_is_checked_against_the_recipe_whose_exact
     assert solution.concentration is not None and solution.volume_ml == 90
     assert solution.concentration.value == EXACT.divide(Decimal(150), Decimal(90))  # 1.666..., not 1.67
     assert abs(authored.step_doses[0].value - 5) < Decimal("1e-45")  # 3 mL x 150 mg / 90 mL
+
+
+def test_doses_given_alone_are_prepared_doses_never_tablets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fhir_desens.fhir.plandefinition import plan_definition_from_protocol, protocol_from_plan_definition
+
+    table = write(tmp_path, "step,solution,dose,cumulative\n1,1,0.05 mg,0.05 mg\n2,1,0.1 mg,0.15 mg\n")
+    code, out = author(tmp_path, [table, *BASE])
+    assert code == 0
+    capsys.readouterr()
+    assert main(["plan", "--protocol-file", str(out), "--drug", "x"]) == 0
+    worksheet = capsys.readouterr().out
+    assert "1 prepared dose" in worksheet and "tablet" not in worksheet
+    assert main(["apply", "--protocol-file", str(out), "--drug", "x", "--patient", "Patient/p1"]) == 0
+    orders = capsys.readouterr().out
+    assert "Give by mouth 1 prepared dose of solution 1 (0.05 mg)" in orders and "tablet" not in orders
+    rows = read_table("step,solution,dose\n1,1,0.05 mg\n")
+    protocol = author_protocol(rows, AuthorOptions("t", "T", "x", "oral", Decimal(15))).protocol
+    assert protocol_from_plan_definition(plan_definition_from_protocol(protocol)) == protocol
