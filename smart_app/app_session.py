@@ -191,6 +191,8 @@ class AppSession:
             scope=self.sid,
             ttl=svc.settings.session_ttl,
             clock=svc.clock,
+            time_zone=svc.settings.zone,
+            dose_tolerance_percent=svc.settings.dose_tolerance_percent,
         )
 
 

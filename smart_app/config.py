@@ -12,9 +12,12 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fhir_desens.client.smart import is_loopback
 from fhir_desens.errors import ConfigurationError
@@ -48,6 +51,8 @@ VARIABLES: dict[str, tuple[Any, str]] = {
     # Practitioners who may override a contraindication as allergists (OVERRIDE-1), besides those whose
     # Practitioner qualification or PractitionerRole names allergy/immunology: "Practitioner/<id>" or ids.
     "ALLERGISTS": ((), "list"),
+    "TIME_ZONE": (None, "str"),
+    "DOSE_TOLERANCE_PERCENT": ("5", "str"),
 }
 
 MIN_SECRET_LENGTH = 32
@@ -93,6 +98,17 @@ class Settings:
         return "auto", None
 
     allergists: tuple[str, ...] = ()  # "Practitioner/<id>" of configured allergists (OVERRIDE-1)
+    #: the site's IANA time zone for clock times (None: the server's local zone)
+    time_zone: str | None = None
+    #: a target dose further than this from the therapeutic order needs an acknowledged reason
+    dose_tolerance_percent: Decimal = Decimal(5)
+
+    @property
+    def zone(self) -> tzinfo:
+        if self.time_zone:
+            return ZoneInfo(self.time_zone)
+        local = datetime.now().astimezone().tzinfo
+        return local if local is not None else ZoneInfo("UTC")
 
     @property
     def redirect_uri(self) -> str:
@@ -262,6 +278,8 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
             for a in (str(v).strip() for v in values["ALLERGISTS"])
             if a
         ),
+        time_zone=_time_zone(values.get("TIME_ZONE")),
+        dose_tolerance_percent=_tolerance(values.get("DOSE_TOLERANCE_PERCENT")),
     )
 
 
@@ -281,3 +299,27 @@ def _allergy_write(entries: Any) -> tuple[tuple[str, str, str | None], ...]:
         base = normalize_base(_check_url("ALLERGY_WRITE", server.strip())) if equals else "*"
         parsed.append((base, setting, flavor or None))
     return tuple(parsed)
+
+
+def _time_zone(name: Any) -> str | None:
+    if not name:
+        return None
+    try:
+        ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            f"{ENV_PREFIX}TIME_ZONE: {name!r} is not an IANA time zone (e.g. Europe/Paris, America/New_York)"
+        ) from None
+    return str(name)
+
+
+def _tolerance(raw: Any) -> Decimal:
+    try:
+        value = Decimal(str(raw if raw is not None else "5").strip())
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or not Decimal(0) <= value <= Decimal(100):
+        raise ConfigurationError(
+            f"{ENV_PREFIX}DOSE_TOLERANCE_PERCENT: {raw!r} is not a percentage from 0 to 100"
+        )
+    return value

@@ -73,6 +73,10 @@ class Services:
         """The app clock as an aware UTC datetime."""
         return datetime.fromtimestamp(self.clock(), UTC)
 
+    def site_now(self) -> datetime:
+        """The current time in the site's zone (``FHIR_DESENS_TIME_ZONE``)."""
+        return datetime.fromtimestamp(self.clock(), self.settings.zone)
+
     # -- issuers ----------------------------------------------------------------------------------
     def allowed_iss(self, iss: str) -> bool:
         """Exact match (after normalizing case, default port and trailing slash) against the allow-list."""

@@ -101,11 +101,11 @@ DEFAULT_NEEDS: tuple[ScopeNeed, ...] = (
     ScopeNeed("patient", "Patient", "rs"),
     ScopeNeed("patient", "AllergyIntolerance", "rs"),
     ScopeNeed("patient", "AllergyIntolerance", "cu"),
-    ScopeNeed("patient", "MedicationRequest", "crs"),
+    ScopeNeed("patient", "MedicationRequest", "crus"),  # u: hold the therapeutic order, discontinue
     ScopeNeed("patient", "Medication", "crs"),
     ScopeNeed("patient", "Condition", "rs"),
     ScopeNeed("patient", "Observation", "rs"),
-    ScopeNeed("patient", "RequestGroup", "crs"),
+    ScopeNeed("patient", "RequestGroup", "crus"),  # u: discontinue a plan
     ScopeNeed("patient", "Provenance", "cu"),
     # the outcome write-back (issue 13): search before writing; the clinical note; the tolerance window
     ScopeNeed("patient", "Provenance", "rs"),

@@ -32,6 +32,9 @@ HELP = "Start the sandbox EHR and the SMART app together and print the URL to op
 CLIENT_ID = "fhir-desens-demo"
 
 
+SANDBOX_TIME_ZONE = "Europe/Paris"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--ehr-port", type=port_number, default=8100, help="sandbox EHR port (default 8100)")
@@ -126,6 +129,8 @@ def demo_stack(
             "FHIR_DESENS_ALLOWED_ISS": sandbox.fhir_base_url,
             "FHIR_DESENS_PUBLIC_URL": app_url,
             "FHIR_DESENS_FRAME_ANCESTORS": ehr_origin,
+            # the sandbox site keeps its clock in a named zone (clock times and the orders' timing)
+            "FHIR_DESENS_TIME_ZONE": os.environ.get("FHIR_DESENS_TIME_ZONE", SANDBOX_TIME_ZONE),
             **(environment or {}),
         }
         command = [sys.executable, "-m", "smart_app.serve", "--host", host, "--port", str(port), *serve_args]

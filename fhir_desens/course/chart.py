@@ -19,6 +19,7 @@ from fhir_desens.errors import (
     AuthError,
     FhirServerError,
 )
+from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.allergy import Allergy, allergy_from_fhir
 from fhir_desens.fhir.chart import (
     BodyMeasurements,
@@ -213,6 +214,13 @@ def _measured(measurement: Measurement | None) -> str | None:
     return f"{display(measurement.value, 2)} {measurement.unit}{when}"
 
 
+def _desensitization_step(order: Mapping[str, Any]) -> bool:
+    """A step order of a signed plan (ours): part of a plan, never a drug to plan from."""
+    return any(
+        isinstance(i, Mapping) and i.get("system") == c.ID_STEP_ORDER for i in order.get("identifier") or []
+    )
+
+
 def read_chart(
     client: FhirClient, smart: SmartSession, allergies: Sequence[Allergy] | None
 ) -> ChartForPlanning:
@@ -227,7 +235,9 @@ def read_chart(
         orders = client.search_all(
             "MedicationRequest", {"patient": own, "status": ORDER_STATUSES, "_count": "100"}
         )
-        orders = _own(orders, own, "subject", "MedicationRequest")
+        orders = [
+            o for o in _own(orders, own, "subject", "MedicationRequest") if not _desensitization_step(o)
+        ]
         if granted.can_read("Medication"):
             medications = _read_references(client, medication_references(orders))
     else:

@@ -69,6 +69,11 @@ class PlanDraft:
     uncoded_confirmed: bool = False  # an unresolved drug name confirmed as uncoded (DRUG-NAME-2)
     overridden: str | None = None  # the contraindication overridden, e.g. "Stevens-Johnson syndrome, 2019"
     override_authority: str | None = None  # who authorised the override (OVERRIDE-1)
+    # -- reconciliation with the chart and the clock (see course.therapeutic and course.lifecycle) --
+    dose_reason: str | None = None  # why the target differs from the order by more than the tolerance
+    keep_order_reason: str | None = None  # set: keep the therapeutic order active (else it is put on hold)
+    duplicate_reason: str | None = None  # why a second active plan for the same drug is intended
+    planned_start: str | None = None  # ISO date-time with offset, chosen in the site's time zone
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -23,6 +23,7 @@ from fhir_desens.errors import (
 )
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.apply import OVERRIDE_NOTE, PlanParameters, plan_parameters
+from fhir_desens.fhir.lifecycle import DISCONTINUED_NOTE, held_for
 from fhir_desens.fhir.orderset import StepFinding, verify_order_set
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.model import Protocol
@@ -105,6 +106,9 @@ class SignedPlanSummary:
     status: str
     steps: int
     override: str | None = None  # the override note (what was overridden, by whom, why), when there is one
+    session_id: str = ""
+    drug_codes: tuple[str, ...] = ()  # RxNorm codes of the drug
+    discontinued: str | None = None  # the discontinuation note, when it was discontinued
 
 
 def _summary(group: Mapping[str, Any], protocols: Mapping[str, Protocol]) -> SignedPlanSummary:
@@ -125,6 +129,13 @@ def _summary(group: Mapping[str, Any], protocols: Mapping[str, Protocol]) -> Sig
         status=_text(group.get("status")) or "unknown",
         steps=len(group.get("action") or []),
         override=_override(group),
+        session_id=_session_value(group) or "",
+        drug_codes=tuple(
+            code["code"]
+            for code in (parameters.drug_codes if parameters else ())
+            if code.get("system") == c.RXNORM
+        ),
+        discontinued=next((n for n in _notes(group) if n.startswith(DISCONTINUED_NOTE)), None),
     )
 
 
@@ -165,6 +176,20 @@ class SignedOrder:
 
 
 @dataclass(frozen=True)
+class TherapeuticOrder:
+    """The standard-rate order the plan stands in for (``RequestGroup.basedOn``), as the EHR holds it now."""
+
+    reference: str  # "MedicationRequest/<id>"
+    status: str | None  # None: it could not be read
+    text: str | None  # the order's dosage text, for people
+    held_for_this_plan: bool
+
+    @property
+    def still_active(self) -> bool:
+        return self.status == "active"
+
+
+@dataclass(frozen=True)
 class SignedPlan:
     id: str
     session_id: str
@@ -183,6 +208,16 @@ class SignedPlan:
     plan: Plan | None  # the recomputed plan, only when it gives exactly the signed orders
     recompute_problem: str | None  # why there is no recomputed plan (so no worksheet), for people
     findings: tuple[StepFinding, ...] = ()  # where the orders differ from the engine's plan
+    therapeutic_order: TherapeuticOrder | None = None
+    planned_start: str | None = None  # when the first step is due (FHIR dateTime), if the orders say
+    discontinued: str | None = None  # the discontinuation note, when it was discontinued
+
+    @property
+    def lifecycle(self) -> str:
+        """active | completed | discontinued | other, for people and the page's grouping."""
+        return {"active": "active", "completed": "completed", "revoked": "discontinued"}.get(
+            self.status, "other"
+        )
 
     @property
     def order_count(self) -> int:
@@ -311,6 +346,7 @@ def load_signed_plan(smart: SmartSession, rg_id: str, protocols: Mapping[str, Pr
         orders = [found[i] for i in ids if i in found]
         medication_ids = sorted({m for m in (_medication_id(o) for o in orders) if m})
         medications = _by_ids(client, "Medication", medication_ids, None)
+        therapeutic = _therapeutic_order(client, group, own, rg_id)
     parameters = plan_parameters(group)
     check = verify_order_set(group, orders, medications, protocols)
     draft = _draft_of(group, parameters, own) if parameters is not None else None
@@ -334,7 +370,45 @@ def load_signed_plan(smart: SmartSession, rg_id: str, protocols: Mapping[str, Pr
         plan=check.plan if check.matches else None,
         recompute_problem=check.problem,
         findings=check.findings,
+        therapeutic_order=therapeutic,
+        planned_start=_planned_start(orders),
+        discontinued=next((n for n in _notes(group) if n.startswith(DISCONTINUED_NOTE)), None),
     )
+
+
+def _therapeutic_order(
+    client: FhirClient, group: Mapping[str, Any], own: str, rg_id: str
+) -> TherapeuticOrder | None:
+    refs = [b.get("reference") for b in group.get("basedOn") or [] if isinstance(b, Mapping)]
+    ref = next((r for r in refs if isinstance(r, str) and r.startswith("MedicationRequest/")), None)
+    if ref is None or not FHIR_ID.match(ref[18:]):
+        return None
+    try:
+        order = client.read("MedicationRequest", ref[18:]).resource
+    except DesensError as error:
+        log.info("the therapeutic order could not be read (%s)", type(error).__name__)
+        return TherapeuticOrder(ref, None, None, held_for_this_plan=False)
+    if not _subject_is(order, own):
+        return TherapeuticOrder(ref, None, None, held_for_this_plan=False)
+    return TherapeuticOrder(
+        ref,
+        _text(order.get("status")),
+        _text(_dosage(order).get("text")),
+        held_for_this_plan=held_for(order) == rg_id,
+    )
+
+
+def _planned_start(orders: Sequence[Mapping[str, Any]]) -> str | None:
+    timing = _dosage(orders[0]).get("timing") if orders else None
+    if not isinstance(timing, Mapping):
+        return None
+    events = timing.get("event") or []
+    if events and isinstance(events[0], str):
+        return str(events[0])
+    repeat = timing.get("repeat")
+    bounds = repeat.get("boundsPeriod") if isinstance(repeat, Mapping) else None
+    start = bounds.get("start") if isinstance(bounds, Mapping) else None
+    return start if isinstance(start, str) else None
 
 
 def _read_group(client: FhirClient, rg_id: str, own: str) -> dict[str, Any]:

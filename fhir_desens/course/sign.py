@@ -48,6 +48,9 @@ from fhir_desens.course.chart import (
 from fhir_desens.course.context import CourseContext
 from fhir_desens.course.draft import PlanDraft, plan_for
 from fhir_desens.course.drug_review import DrugReview, drug_ref_for, review_draft
+from fhir_desens.course.lifecycle import HoldOutcome, active_plans_for_drug, hold_therapeutic_order
+from fhir_desens.course.readback import SignedPlanSummary
+from fhir_desens.course.therapeutic import dose_blocker, dose_difference
 from fhir_desens.errors import (
     AuthError,
     ConflictError,
@@ -69,6 +72,9 @@ from fhir_desens.protocol.report import plan_dict
 log = logging.getLogger(__name__)
 
 SIGNED_KIND = "signed-plan"
+DOSE_NOTE = "Dose differs from the active order: "
+KEPT_NOTE = "Standard-rate order "
+DUPLICATE_NOTE = "A second active plan for this drug is intended: "
 
 
 # --- errors (the taxonomy of fhir_desens.errors, with what the page needs) -------------------------
@@ -235,15 +241,52 @@ class SignResult:
     medication_requests: int
     session_id: str
     created: bool  # False: the orders already existed (a repeat of the same signing)
+    sent_at: str = ""  # when the orders were first sent (FHIR dateTime)
+    hold: HoldOutcome | None = None  # what became of the therapeutic order
+    repeat: bool = False  # True: signed before; nothing was written now
+
+
+class DuplicatePlan(SigningBlocked):
+    """Another active plan for the same drug: discontinue it first, or confirm both are intended."""
+
+    def __init__(self, others: Sequence[SignedPlanSummary]) -> None:
+        listed = "; ".join(f"{p.drug} {p.dose}, signed {p.authored} (RequestGroup/{p.id})" for p in others)
+        super().__init__(
+            [
+                f"This patient already has an active desensitization plan for the same drug ({listed}). "
+                "Discontinue it first, or confirm with a reason that both plans are intended."
+            ]
+        )
+        self.others = tuple(others)
 
 
 def _drug_codes(draft: PlanDraft) -> tuple[dict[str, str], ...]:
     return tuple({"system": c.RXNORM, "code": code} for code in draft.drug_rxnorm)
 
 
+def _notes(draft: PlanDraft) -> tuple[str, ...]:
+    """What the RequestGroup says about the choices made against the chart."""
+    notes = []
+    difference = dose_difference(draft)
+    if draft.dose_reason and difference is not None:
+        notes.append(f"{DOSE_NOTE}{difference.describe()}; acknowledged: {draft.dose_reason}")
+    if draft.order_reference and draft.keep_order_reason:
+        notes.append(f"{KEPT_NOTE}{draft.order_reference} kept active: {draft.keep_order_reason}")
+    if draft.duplicate_reason:
+        notes.append(f"{DUPLICATE_NOTE}{draft.duplicate_reason}")
+    return tuple(notes)
+
+
+def planned_start(draft: PlanDraft) -> datetime | None:
+    return datetime.fromisoformat(draft.planned_start) if draft.planned_start else None
+
+
 def _apply_context(smart: SmartSession, draft: PlanDraft) -> ApplyContext:
     prescribed = parse_quantity(draft.dose_per_m2, "target_dose") if draft.dose_per_m2 else None
     return ApplyContext(
+        based_on=(draft.order_reference,) if draft.order_reference else (),
+        notes=_notes(draft),
+        start=planned_start(draft),
         patient=draft.patient,
         practitioner=practitioner_reference(smart),
         encounter=encounter_reference(smart),
@@ -283,6 +326,9 @@ def _fingerprint(plan: Plan, context: ApplyContext) -> str:
         "override": context.override_reason,
         "overridden": context.overridden,
         "override_authority": context.override_authority,
+        "based_on": list(context.based_on),
+        "notes": list(context.notes),
+        "start": context.start.isoformat() if context.start else None,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -329,6 +375,9 @@ def sign_draft(
     assessment = assess(drug_ref_for(draft.drug, draft.drug_rxnorm), read_allergies())
     review = review_for(draft, plan, ctx.protocols)
     blockers = signing_blockers(draft, assessment, can_write=True, review=review)
+    dose = dose_blocker(draft, ctx.dose_tolerance_percent)
+    if dose:
+        blockers.append(dose)
     if blockers:
         raise SigningBlocked(blockers)
     context = replace(_apply_context(smart, draft), products=review.products)
@@ -340,17 +389,34 @@ def sign_draft(
             return _result_of(marker)
         if marker and marker.get("fingerprint") != fingerprint:
             _refuse_other_values(client, draft.patient, marker)
-        record = _pending(ctx, key, marker, _session_id(draft, fingerprint), fingerprint, plan)
+        session = _session_id(draft, fingerprint)
+        if not draft.duplicate_reason:
+            others = active_plans_for_drug(
+                smart, ctx.protocols, draft.drug, draft.drug_rxnorm, except_session=session
+            )
+            if others:
+                raise DuplicatePlan(others)
+        record = _pending(ctx, key, marker, session, fingerprint, plan)
         authored = datetime.fromisoformat(record["authored"])
         bundle = apply_plan(plan, replace(context, session_id=record["session"], authored=authored))
         result = _post(client, bundle, plan, draft.patient, record["session"])
+        hold = None
+        if draft.order_reference and not draft.keep_order_reason:
+            plan_text = f"{plan.drug} {plan.target_dose}, {len(plan.steps)} steps"
+            hold = hold_therapeutic_order(
+                client, smart, draft.order_reference, result.request_group_id, plan_text
+            )
         signed = {
             **record,
             "state": "signed",
             "rg_id": result.request_group_id,
             "count": result.medication_requests,
+            "hold": None
+            if hold is None
+            else {"state": hold.state, "order": hold.order, "message": hold.message},
         }
         store.put(SIGNED_KIND, key, signed, ttl=ctx.ttl)
+        result = replace(result, sent_at=record["authored"], hold=hold)
         log.info(
             "signed as RequestGroup/%s (%s)", result.request_group_id, "new" if result.created else "existing"
         )
@@ -358,7 +424,17 @@ def sign_draft(
 
 
 def _result_of(marker: Mapping[str, Any]) -> SignResult:
-    return SignResult(str(marker["rg_id"]), int(marker["count"]), str(marker["session"]), created=False)
+    held = marker.get("hold")
+    hold = HoldOutcome(held["state"], held["order"], held["message"]) if isinstance(held, Mapping) else None
+    return SignResult(
+        str(marker["rg_id"]),
+        int(marker["count"]),
+        str(marker["session"]),
+        created=False,
+        sent_at=str(marker.get("authored") or ""),
+        hold=hold,
+        repeat=True,
+    )
 
 
 def _pending(

@@ -25,7 +25,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -58,6 +58,9 @@ class ApplyContext:
     overridden: str | None = None  # the contraindication overridden, e.g. "Stevens-Johnson syndrome, 2019"
     override_authority: str | None = None  # who authorised it ("Overridden by an allergist (...)")
     products: PlanProducts | None = None  # None: resolved from the plan's drug and drug_codes
+    based_on: tuple[str, ...] = ()  # "MedicationRequest/<id>": the therapeutic order the plan stands in for
+    notes: tuple[str, ...] = ()  # further notes on the RequestGroup (kept order, dose difference ...)
+    start: datetime | None = None  # planned start (with zone): each step order gets its timing from it
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,21 @@ def apply_plan(plan: Plan, context: ApplyContext) -> dict[str, Any]:
     }
     products = _products(plan, context)
     medications = [_medication(plan, s, session, context, products) for s in plan.solutions]
+    if context.start is not None and context.start.tzinfo is None:
+        raise InputError("start", "a date-time needs a time zone")
     requests = [
         _medication_request(plan, step, session, protocol_canonical, authored, practitioner, common, products)
         for step in plan.steps
     ]
+    if context.start is not None:
+        for step, request in zip(plan.steps, requests, strict=True):
+            _schedule(request["dosageInstruction"][0]["timing"], step, context.start)
     group = _request_group(plan, session, protocol_canonical, authored, practitioner, common, products)
+    if context.based_on:
+        group["basedOn"] = [
+            {"reference": _reference(r, "MedicationRequest", "based_on")} for r in context.based_on
+        ]
+    group["note"].extend({"text": note} for note in context.notes)
     group["extension"] = [*group.get("extension", []), _plan_parameters_extension(plan, context)]
     if context.indication:
         group["reasonCode"] = [{"text": context.indication}]
@@ -189,6 +202,23 @@ def _one_diluent(text: str | None, products: PlanProducts | None) -> str | None:
     if text and infusion is not None and text.strip().lower() != "water":
         return diluent_label(infusion.default_diluent)
     return text
+
+
+def _at(start: datetime, minutes: Decimal) -> str:
+    # to the second: a clock time on an order, never used for arithmetic
+    return (start + timedelta(seconds=round(minutes * 60))).isoformat(timespec="seconds")
+
+
+def _schedule(timing: dict[str, Any], step: PlannedStep, start: datetime) -> None:
+    """A step's clock time: an infusion step runs in ``repeat.boundsPeriod`` (start to end); a
+    discrete dose is given at ``event`` (its wait follows, ``repeat.duration``)."""
+    if step.rate_ml_h is not None:
+        timing["repeat"]["boundsPeriod"] = {
+            "start": _at(start, step.start_minute),
+            "end": _at(start, step.start_minute + step.minutes),
+        }
+    else:
+        timing["event"] = [_at(start, step.start_minute)]
 
 
 def _entry(full_url: str, resource: dict[str, Any], system: str, value: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from fhir_desens.course.sign import SignResult, sign_draft
 from smart_app.app_session import AppSession
 from smart_app.library import library
 from smart_app.planning.worksheet import Worksheet, worksheet_for
+from smart_app.services import services
 
 __all__ = ["SignedPlanPage", "load_signed_plan", "sign", "signed_plans"]
 
@@ -41,6 +42,9 @@ def load_signed_plan(
     signed = readback.load_signed_plan(smart, rg_id, library())
     worksheet = None
     if signed.plan is not None:
-        worksheet = worksheet_for(signed.plan, started_at or datetime.now().astimezone())
+        start = datetime.fromisoformat(signed.planned_start) if signed.planned_start else None
+        if start is not None and start.tzinfo is not None:  # the orders' own clock, shown in the site's zone
+            started_at = start.astimezone(services().settings.zone)
+        worksheet = worksheet_for(signed.plan, started_at or services().site_now())
     values = {f.name: getattr(signed, f.name) for f in fields(SignedPlan)}
     return SignedPlanPage(**values, worksheet=worksheet)

@@ -12,15 +12,25 @@ links; never a traceback.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from fhir_desens.course.assessment import assess
-from fhir_desens.course.chart import patient_reference
+from fhir_desens.course.chart import open_client, patient_reference
+from fhir_desens.course.lifecycle import (
+    LifecycleNotPermitted,
+    PlanChangedMeanwhile,
+    PlanEnded,
+    can_change_status,
+    discontinue,
+    hold_therapeutic_order,
+)
+from fhir_desens.course.lifecycle import release_hold as release
 from fhir_desens.course.sign import describe_refusal
-from fhir_desens.errors import DesensError
+from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
 from smart_app.app_session import AppSession, app_session
 from smart_app.orders.signed import SignedPlanPage, load_signed_plan
@@ -28,7 +38,6 @@ from smart_app.orders.signed import sign as sign_orders
 from smart_app.planning import drafts
 from smart_app.planning.drafts import DraftNotFound
 from smart_app.planning.views import render_plan_page
-from smart_app.planning.worksheet import local_now
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
@@ -49,7 +58,8 @@ def sign(sid: str, draft_id: str) -> Response | tuple[str, int]:
             raise
         log.warning("signing refused (%s): %s", type(error).__name__, error.message)
         return _refused(sid, draft_id, error)
-    target = url_for("orders.signed", sid=sid, rg_id=result.request_group_id, sent="1")
+    sent = "again" if result.repeat else "1"
+    target = url_for("orders.signed", sid=sid, rg_id=result.request_group_id, sent=sent)
     return redirect(target, code=303)
 
 
@@ -78,7 +88,7 @@ def _signed(sid: str, rg_id: str) -> tuple[dict[str, Any], SignedPlanPage, AppSe
     svc = services()
     session = app_session(sid)
     smart = session.smart
-    signed = load_signed_plan(smart, rg_id, started_at=local_now(svc.clock()))
+    signed = load_signed_plan(smart, rg_id, started_at=svc.site_now())
     common = {
         "sid": sid,
         "csrf_token": session.csrf_token,
@@ -89,15 +99,85 @@ def _signed(sid: str, rg_id: str) -> tuple[dict[str, Any], SignedPlanPage, AppSe
         "style_vars": svc.styles.get(smart.smart_style_url),
         "signed": signed,
         "signer": _signer(session, signed),
+        "can_change": can_change_status(smart),
+        "when": _when,
     }
     return common, signed, session
 
 
+def _when(value: str | None) -> str:
+    """A FHIR dateTime for people, in the site's zone ("2027-01-15 09:00 CET")."""
+    if not value:
+        return "—"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        return value
+    return moment.astimezone(services().settings.zone).strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+#: what ``?done=`` on the signed plan page reports
+DONE = {
+    "discontinued": "The plan is discontinued: its orders not yet given are cancelled, the others stopped.",
+    "discontinued-released": "The plan is discontinued: its orders not yet given are cancelled, the others "
+    "stopped. The standard-rate order is active again.",
+    "already-discontinued": "This plan was already discontinued; nothing was written again.",
+    "held": "The standard-rate order was put on hold for this plan.",
+    "released": "The standard-rate order is active again.",
+}
+
+
+def _render_signed(sid: str, rg_id: str, *, status: int = 200, **extra: Any) -> tuple[str, int]:
+    common, _, _ = _signed(sid, rg_id)
+    sent = request.args.get("sent")
+    done = DONE.get(request.args.get("done", ""))
+    return render_template("signed_plan.html", **common, sent=sent, done=done, **extra), status
+
+
 @bp.get("/orders/<string(maxlength=64):rg_id>")
 def signed(sid: str, rg_id: str) -> tuple[str, int]:
-    common, _, _ = _signed(sid, rg_id)
-    sent = request.args.get("sent") == "1"
-    return render_template("signed_plan.html", **common, sent=sent), 200
+    return _render_signed(sid, rg_id)
+
+
+@bp.post("/orders/<string(maxlength=64):rg_id>/discontinue")
+def discontinue_plan(sid: str, rg_id: str) -> Response | tuple[str, int]:
+    """Discontinue: ONE transaction (course.lifecycle.discontinue); a refusal re-renders the page."""
+    session = app_session(sid)
+    reason = request.form.get("discontinue_reason", "")
+    release = request.form.get("release_hold") in ("yes", "on")
+    try:
+        result = discontinue(session.course(), rg_id, reason, release=release)
+    except InputError as error:
+        message = f"Reason for discontinuing: {error.problem}" + (
+            f" (accepted: {error.accepted})" if error.accepted else ""
+        )
+        return _render_signed(sid, rg_id, status=400, discontinue_error=message, posted_reason=reason)
+    except (LifecycleNotPermitted, PlanChangedMeanwhile, PlanEnded) as error:
+        log.warning("discontinue refused (%s)", type(error).__name__)
+        return _render_signed(sid, rg_id, status=error.http_status, discontinue_error=error.message)
+    done = "already-discontinued" if result.already else "discontinued"
+    if done == "discontinued" and result.hold is not None and result.hold.state == "released":
+        done = "discontinued-released"
+    return redirect(url_for("orders.signed", sid=sid, rg_id=rg_id, done=done), code=303)
+
+
+@bp.post("/orders/<string(maxlength=64):rg_id>/hold")
+def hold_order(sid: str, rg_id: str) -> Response | tuple[str, int]:
+    """Put the standard-rate order on hold for this plan (again: after a conflict, or when it failed)."""
+    session = app_session(sid)
+    signed_plan = load_signed_plan(session.smart, rg_id)
+    order = signed_plan.therapeutic_order
+    if order is None or signed_plan.lifecycle != "active":
+        return _render_signed(sid, rg_id, status=409, hold_error="This plan holds no active order.")
+    p = signed_plan.parameters
+    plan_text = f"{p.drug} {p.target_dose}, {signed_plan.order_count} steps" if p else "desensitization"
+    with open_client(session.smart) as client:
+        outcome = hold_therapeutic_order(client, session.smart, order.reference, rg_id, plan_text)
+    if outcome.state != "held":
+        return _render_signed(sid, rg_id, status=409, hold_error=outcome.message)
+    return redirect(url_for("orders.signed", sid=sid, rg_id=rg_id, done="held"), code=303)
 
 
 def _sheet(sid: str, rg_id: str, template: str) -> tuple[str, int]:
@@ -105,7 +185,7 @@ def _sheet(sid: str, rg_id: str, template: str) -> tuple[str, int]:
     if signed_plan.worksheet is None or signed_plan.draft is None:
         return render_template("signed_plan.html", **common, sent=False, no_sheet=True), 409
     drug = DrugRef(signed_plan.draft.drug, signed_plan.draft.drug_rxnorm)
-    now = local_now(services().clock())
+    now = services().site_now()
     html = render_template(
         template,
         **common,
@@ -129,3 +209,19 @@ def print_worksheet(sid: str, rg_id: str) -> tuple[str, int]:
 @bp.get("/orders/<string(maxlength=64):rg_id>/pharmacy")
 def pharmacy(sid: str, rg_id: str) -> tuple[str, int]:
     return _sheet(sid, rg_id, "plan_pharmacy.html")
+
+
+@bp.post("/orders/<string(maxlength=64):rg_id>/release")
+def release_hold(sid: str, rg_id: str) -> Response | tuple[str, int]:
+    """Make the standard-rate order active again once the plan is completed or discontinued."""
+    session = app_session(sid)
+    signed_plan = load_signed_plan(session.smart, rg_id)
+    if signed_plan.lifecycle == "active":
+        return _render_signed(sid, rg_id, status=409, hold_error="The plan is active: discontinue it first.")
+    with open_client(session.smart) as client:
+        group = client.read("RequestGroup", rg_id).resource
+        outcome = release(client, group, rg_id)
+    if outcome is None or outcome.state != "released":
+        message = outcome.message if outcome else "This plan holds no order."
+        return _render_signed(sid, rg_id, status=409, hold_error=message)
+    return redirect(url_for("orders.signed", sid=sid, rg_id=rg_id, done="released"), code=303)

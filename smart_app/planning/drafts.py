@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 from fhir_desens.course import draft as course_draft
 from fhir_desens.course.assessment import Assessment, MatchedAllergy, assess, signing_blockers
@@ -33,7 +34,9 @@ from fhir_desens.course.draft import (
     suggestion_for,
 )
 from fhir_desens.course.drug_review import DrugReview, drug_ref_for
+from fhir_desens.course.lifecycle import substantive_reason
 from fhir_desens.course.sign import review_for
+from fhir_desens.course.therapeutic import dose_difference
 from fhir_desens.drugs.overrides import OverrideAuthority, check_override_authority, check_override_reason
 from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol.calculate import Plan
@@ -297,3 +300,61 @@ __all__ = [
     "with_unlisted_confirmed",
     "without_insertion",
 ]
+
+
+# --- reconciliation with the chart, and the clock ---------------------------------------------------
+
+#: how far back a planned start may lie (a plan being signed as the first bag is hung)
+START_GRACE = timedelta(minutes=30)
+START_HORIZON = timedelta(days=366)
+
+
+def with_planned_start(draft: PlanDraft, form: Mapping[str, str], now: datetime) -> PlanDraft:
+    """The planned start, typed as a local date and time of the site (``now`` carries its zone).
+    Empty: no planned start (clock times "if started now")."""
+    raw = (form.get("planned_start") or "").strip()
+    accepted = "a date and time like 2027-01-15T09:00, in the site's time zone, from now on"
+    if not raw:
+        return replace(draft, planned_start=None)
+    try:
+        local = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InputError("planned_start", f"'{raw[:20]}' is not a date and time", accepted) from None
+    if local.tzinfo is not None:
+        raise InputError("planned_start", "carries its own time zone", accepted)
+    start = local.replace(tzinfo=now.tzinfo)
+    if start < now - START_GRACE:
+        raise InputError("planned_start", f"{start:%Y-%m-%d %H:%M} is in the past", accepted)
+    if start > now + START_HORIZON:
+        raise InputError("planned_start", f"{start:%Y-%m-%d} is more than a year ahead", accepted)
+    return replace(draft, planned_start=start.isoformat(timespec="minutes"))
+
+
+def with_dose_reason(draft: PlanDraft, form: Mapping[str, str]) -> PlanDraft:
+    if dose_difference(draft) is None:
+        raise InputError(
+            "dose_reason", "there is no order dose to compare with; there is nothing to acknowledge"
+        )
+    if not checkbox(form, "dose_acknowledged"):
+        raise InputError("dose_acknowledged", "the box is not ticked", "tick the box and give the reason")
+    return replace(draft, dose_reason=substantive_reason(form.get("dose_reason"), "dose_reason"))
+
+
+def with_order_kept(draft: PlanDraft, form: Mapping[str, str]) -> PlanDraft:
+    if not draft.order_reference:
+        raise InputError(
+            "keep_order_reason", "the plan was not started from an order; there is nothing to keep"
+        )
+    return replace(
+        draft, keep_order_reason=substantive_reason(form.get("keep_order_reason"), "keep_order_reason")
+    )
+
+
+def with_order_held(draft: PlanDraft) -> PlanDraft:
+    return replace(draft, keep_order_reason=None)
+
+
+def with_duplicate_confirmed(draft: PlanDraft, form: Mapping[str, str]) -> PlanDraft:
+    return replace(
+        draft, duplicate_reason=substantive_reason(form.get("duplicate_reason"), "duplicate_reason")
+    )

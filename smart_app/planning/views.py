@@ -11,9 +11,11 @@ Signing (``POST .../sign``) belongs to the orders blueprint, which re-renders th
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
@@ -25,8 +27,18 @@ from fhir_desens.course.chart import ChartForPlanning, candidate_key, patient_re
 from fhir_desens.course.copy import draft_fields_from_signed, read_copy_source
 from fhir_desens.course.draft import DILUENTS, CopiedSettings
 from fhir_desens.course.drug_review import DrugReview
+from fhir_desens.course.lifecycle import active_plans_for_drug
+from fhir_desens.course.readback import SignedPlanSummary
 from fhir_desens.course.risk import RiskChart, chart_risk_for, read_risk_chart, risk_sources
-from fhir_desens.course.sign import SignRefusal, describe_refusal
+from fhir_desens.course.sign import (
+    DuplicatePlan,
+    SignRefusal,
+    SignResult,
+    describe_refusal,
+    planned_start,
+    signed_marker,
+)
+from fhir_desens.course.therapeutic import dose_blocker, dose_difference
 from fhir_desens.errors import DesensError, InputError, SafetyViolation
 from fhir_desens.fhir.chart import DrugCandidate
 from fhir_desens.fhir.risk_chart import ChartRisk
@@ -53,8 +65,10 @@ from smart_app.planning.forms import (
     risk_defaults,
     start_defaults,
 )
-from smart_app.planning.worksheet import Worksheet, local_now, worksheet_for
+from smart_app.planning.worksheet import Worksheet, worksheet_for
 from smart_app.services import services
+
+log = logging.getLogger(__name__)
 
 __all__ = ["bp", "render_plan_page"]
 
@@ -62,7 +76,19 @@ FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 bp = Blueprint("plan", __name__, url_prefix="/s/<string(length=43):sid>/plan", template_folder="templates")
 
-ACTIONS = ("recalculate", "insert", "remove", "confirm-unlisted", "confirm-uncoded", "override")
+ACTIONS = (
+    "recalculate",
+    "insert",
+    "remove",
+    "confirm-unlisted",
+    "confirm-uncoded",
+    "override",
+    "schedule",
+    "acknowledge-dose",
+    "keep-order",
+    "hold-order",
+    "confirm-duplicate",
+)
 #: DrugCandidate.source of the copied plan's drug when the chart does not list it
 COPIED_SOURCE = "signed plan"
 
@@ -322,6 +348,7 @@ class PlanContext:
     plan_error: FieldError | None = None
     errors: list[FieldError] = field(default_factory=list)
     review: DrugReview | None = None  # the drug checks of the plan (None: no plan)
+    signed: SignResult | None = None  # the draft was signed: read-only
 
     @property
     def blocked(self) -> bool:
@@ -336,6 +363,7 @@ def _context(sid: str, draft_id: str) -> PlanContext:
         raise DraftNotFound()
     assessment = drafts.assessment_for(session, draft)
     context = PlanContext(session, session.banner(), draft, assessment, drafts.library())
+    context.signed = signed_marker(services().store, sid, draft_id)
     try:
         context.plan = drafts.plan_for(draft)
     except (InputError, SafetyViolation) as error:  # e.g. an imported protocol changed under the draft
@@ -368,6 +396,38 @@ def _suggestion(context: PlanContext) -> ProtocolSuggestion | None:
         return None
 
 
+def _start_of(draft: PlanDraft) -> datetime:
+    """The worksheet's clock: the planned start, else "if started now" (both in the site's zone)."""
+    start = planned_start(draft)
+    return start.astimezone(services().settings.zone) if start is not None else services().site_now()
+
+
+def _start_value(draft: PlanDraft) -> str:
+    """The planned start for the form's datetime-local field (site's zone, no offset)."""
+    start = planned_start(draft)
+    return start.astimezone(services().settings.zone).strftime("%Y-%m-%dT%H:%M") if start else ""
+
+
+def _when(value: str) -> str:
+    """A FHIR dateTime for people: "2027-01-15 09:00 (UTC+01:00)" in the site's zone."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value or "an earlier visit"
+    return moment.astimezone(services().settings.zone).strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def _duplicates(context: PlanContext) -> list[SignedPlanSummary]:
+    """Other active plans for the same drug (the EHR's answer; none when it cannot be read)."""
+    try:
+        return active_plans_for_drug(
+            context.session.smart, context.protocols, context.draft.drug, context.draft.drug_rxnorm
+        )
+    except DesensError as error:
+        log.warning("active plans could not be read: %s", type(error).__name__)
+        return []
+
+
 def _render_plan(
     context: PlanContext,
     *,
@@ -380,7 +440,7 @@ def _render_plan(
     options: ProtocolOptions | None = options_for(protocol) if protocol is not None else None
     worksheet: Worksheet | None = None
     if plan is not None and not context.blocked:
-        worksheet = worksheet_for(plan, local_now(services().clock()))
+        worksheet = worksheet_for(plan, _start_of(draft))
     values = _protocol_values(context)
     if posted is not None and posted.get("action") == "recalculate":
         values.update(
@@ -390,6 +450,13 @@ def _render_plan(
     if context.plan_error is not None and not errors:
         errors.append(context.plan_error)
     can_write = session.smart.can_sign_orders  # the same rule signing applies (course.sign.sign_draft)
+    blockers = drafts.signing_blockers(draft, context.assessment, can_write, context.review)
+    dose_blocked = dose_blocker(draft, services().settings.dose_tolerance_percent)
+    if dose_blocked:
+        blockers.append(dose_blocked)
+    duplicates = _duplicates(context) if can_write and context.signed is None else []
+    if duplicates and not draft.duplicate_reason:
+        blockers.append(DuplicatePlan(duplicates).reasons[0])
     html = render_template(
         "plan.html",
         **_common(session, context.banner),
@@ -410,10 +477,17 @@ def _render_plan(
         refusal=refusal,
         closing_text={c.value: t for c, t in CLOSING_TEXT.items()},
         diluents=DILUENTS,
-        blockers=drafts.signing_blockers(draft, context.assessment, can_write, context.review),
+        blockers=blockers,
         review=context.review,
         allergists=drafts.allergists(),
         user_is_allergist=override_evidence(session.user) is not None,
+        duplicates=duplicates,
+        dose=dose_difference(draft),
+        dose_tolerance=services().settings.dose_tolerance_percent,
+        signed=context.signed,
+        signed_when=_when(context.signed.sent_at) if context.signed else None,
+        planned_start_value=_start_value(draft),
+        zone_name=services().site_now().strftime("%Z") or str(services().settings.zone),
         can_write=can_write,
         fixed_note=drafts.fixed_dose_note(draft, plan) if plan is not None else None,
         sign_url=url_for("plan.page", sid=session.sid, draft_id=draft.draft_id) + "/sign",
@@ -439,6 +513,12 @@ def page(sid: str, draft_id: str) -> tuple[str, int]:
 def _edit(context: PlanContext, action: str, form: Mapping[str, str]) -> PlanDraft:
     """The edited draft (not yet saved); InputError names the form field."""
     draft, plan = context.draft, context.plan
+    if context.signed is not None:
+        raise InputError(
+            "action",
+            f"this plan was signed on {_when(context.signed.sent_at)}: a signed plan is read-only",
+            "Copy this plan (from the signed plan) to start a new course",
+        )
     if action == "override":
         evidence = override_evidence(context.session.user)
         return drafts.with_override(draft, context.assessment, form, evidence)
@@ -454,6 +534,16 @@ def _edit(context: PlanContext, action: str, form: Mapping[str, str]) -> PlanDra
         return drafts.with_uncoded_confirmed(draft, context.review, form)
     if action == "recalculate":
         return drafts.with_protocol_settings(draft, form, context.protocols)
+    if action == "schedule":
+        return drafts.with_planned_start(draft, form, services().site_now())
+    if action == "acknowledge-dose":
+        return drafts.with_dose_reason(draft, form)
+    if action == "keep-order":
+        return drafts.with_order_kept(draft, form)
+    if action == "hold-order":
+        return drafts.with_order_held(draft)
+    if action == "confirm-duplicate":
+        return drafts.with_duplicate_confirmed(draft, form)
     if plan is None:
         raise InputError("action", "the plan cannot be computed", "change the protocol settings first")
     if action == "insert":
@@ -468,6 +558,11 @@ _FIELD_OF_ACTION: dict[str, str] = {
     "confirm-unlisted": "confirm_unlisted",
     "confirm-uncoded": "confirm_uncoded",
     "override": "override_reason",
+    "schedule": "planned_start",
+    "acknowledge-dose": "dose_reason",
+    "keep-order": "keep_order_reason",
+    "hold-order": "keep_order_reason",
+    "confirm-duplicate": "duplicate_reason",
 }
 
 
@@ -486,7 +581,16 @@ def edit(sid: str, draft_id: str) -> Response | tuple[str, int]:
         context.errors = [field_error(error, default=_FIELD_OF_ACTION.get(action, "action"))]
         return _render_plan(context, posted=flat, status=error_status([error]))
     drafts.save_draft(sid, edited)
-    anchor = {"insert": "steps", "remove": "steps", "recalculate": "protocol-heading"}.get(action, "")
+    anchor = {
+        "insert": "steps",
+        "remove": "steps",
+        "recalculate": "protocol-heading",
+        "schedule": "actions-heading",
+        "acknowledge-dose": "actions-heading",
+        "keep-order": "actions-heading",
+        "hold-order": "actions-heading",
+        "confirm-duplicate": "actions-heading",
+    }.get(action, "")
     target = url_for("plan.page", sid=sid, draft_id=draft_id) + (f"#{anchor}" if anchor else "")
     return redirect(target, code=303)
 
@@ -501,7 +605,7 @@ def _sheet(sid: str, draft_id: str, template: str) -> tuple[str, int]:
     if context.plan is None:
         detail = context.plan_error.message if context.plan_error else "unknown"
         raise InputError("plan", f"the plan cannot be computed ({detail})", "fix the plan on the plan page")
-    now = local_now(services().clock())
+    now = services().site_now()
     html = render_template(
         template,
         **_common(context.session, context.banner),

@@ -207,8 +207,3 @@ def worksheet_for(plan: Plan, started_at: datetime) -> Worksheet:
         warnings=plan.warnings,
         timeline_svg=timeline_svg(plan),
     )
-
-
-def local_now(epoch: float) -> datetime:
-    """The server's local time (clock times on the worksheet say which zone they are in)."""
-    return datetime.fromtimestamp(epoch).astimezone()

@@ -115,6 +115,7 @@ class FakeEhr:
     #: how the next order transactions fail (see ``orders_transaction``); None: they succeed
     transaction_failure: str | None = None
     transaction_partial: int = 5  # entries written before a "partial" failure
+    #: searches by one session's business identifiers fail (503); the list of plans still answers
     orders_search_fails: bool = False
 
     def __post_init__(self) -> None:
@@ -225,7 +226,7 @@ class FakeEhr:
         if path in ("/fhir", "/fhir/") and method == "POST":
             return self.orders_transaction(headers, body)
         if path.startswith("/fhir/"):
-            return self.fhir(method, path[len("/fhir/") :], parse_qs(parts.query), headers)
+            return self.fhir(method, path[len("/fhir/") :], parse_qs(parts.query), headers, body)
         return 404, {"error": "not found"}, {}
 
     def capability_statement(self) -> dict[str, Any]:
@@ -355,7 +356,7 @@ class FakeEhr:
         return 400, {"error": "unsupported_grant_type"}, {}
 
     def fhir(
-        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes = b""
     ) -> tuple[int, Any, dict[str, str]]:
         auth = headers.get("Authorization", "")
         token = self.tokens.get(auth[7:]) if auth.startswith("Bearer ") else None
@@ -369,6 +370,8 @@ class FakeEhr:
                 {},
             )
         segments = path.split("/")
+        if method == "PUT" and len(segments) == 2:
+            return self.update(segments[0], segments[1], headers, body, token["patient"])
         if segments[0] == "Patient" and len(segments) == 2:
             if segments[1] != token["patient"] or segments[1] not in self.patients:
                 return 404, {"resourceType": "OperationOutcome", "issue": []}, {}
@@ -409,8 +412,45 @@ class FakeEhr:
 
     # -- chart resources for planning (MedicationRequest, Medication, Observation, Condition ...) ----
     def add_resource(self, resource: dict[str, Any]) -> dict[str, Any]:
-        self.stored[(resource["resourceType"], resource["id"])] = resource
+        """Store a resource as its next version (``meta.versionId`` 1, 2 ...)."""
+        key = (resource["resourceType"], resource["id"])
+        previous = self.stored.get(key)
+        version = int(((previous or {}).get("meta") or {}).get("versionId", "0")) + 1
+        resource = {**resource, "meta": {**(resource.get("meta") or {}), "versionId": str(version)}}
+        self.stored[key] = resource
         return resource
+
+    def version_of(self, kind: str, rid: str) -> str | None:
+        resource = self.stored.get((kind, rid))
+        return None if resource is None else str(resource["meta"]["versionId"])
+
+    #: resource types the app may update (PUT with If-Match), like a permissive EHR
+    UPDATABLE = frozenset({"MedicationRequest", "RequestGroup"})
+    #: the next PUT of these "Type/id" answers 412 once (changed meanwhile by someone else)
+    changed_meanwhile: set[str] = field(default_factory=set)
+
+    def update(
+        self, kind: str, rid: str, headers: dict[str, str], body: bytes, patient: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        """PUT Type/id: guarded by If-Match like a versioned EHR (412 when stale)."""
+        current = self.stored.get((kind, rid))
+        if (
+            kind not in self.UPDATABLE
+            or current is None
+            or not _in_compartment(current, f"Patient/{patient}")
+        ):
+            return 404, {"resourceType": "OperationOutcome", "issue": []}, {}
+        wanted = headers.get("If-Match", "")
+        stale = f"{kind}/{rid}" in self.changed_meanwhile
+        self.changed_meanwhile.discard(f"{kind}/{rid}")
+        if stale or (wanted and wanted != f'W/"{self.version_of(kind, rid)}"'):
+            return (
+                412,
+                {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "conflict"}]},
+                {},
+            )
+        stored = self.add_resource({**json.loads(body), "id": rid})
+        return 200, stored, {"ETag": f'W/"{stored["meta"]["versionId"]}"'}
 
     def load_fixture(self, key: str) -> str:
         """Register a sandbox fixture patient (fixtures/patients/<key>.json); returns its patient id (= key).
@@ -489,6 +529,14 @@ class FakeEhr:
             return statuses[failure], {"resourceType": "OperationOutcome", "issue": [issue]}, {}
         bundle = json.loads(body)
         entries = bundle.get("entry") or []
+        for entry in entries:  # a stale ifMatch fails the whole transaction, nothing written
+            wanted = entry["request"].get("ifMatch")
+            kind, _, rid = entry["request"]["url"].partition("/")
+            stale = f"{kind}/{rid}" in self.changed_meanwhile
+            if wanted and (stale or wanted != f'W/"{self.version_of(kind, rid)}"'):
+                self.changed_meanwhile.discard(f"{kind}/{rid}")
+                issue = {"severity": "error", "code": "conflict", "diagnostics": "version mismatch"}
+                return 409, {"resourceType": "OperationOutcome", "issue": [issue]}, {}
         if failure == "partial":
             self._apply_entries(entries[: self.transaction_partial], f"Patient/{token['patient']}")
             return (
@@ -514,13 +562,18 @@ class FakeEhr:
                 rid = existing["id"] if existing else secrets.token_hex(8)
             ids[entry["fullUrl"]] = f"{kind}/{rid}"
             plans.append((resource, kind, rid, existing is None and (kind, rid) not in self.stored))
+        updates = {
+            (e["resource"]["resourceType"], e["request"]["url"].split("/", 1)[1])
+            for e in entries
+            if e["request"]["method"] == "PUT"
+        }
         answers = []
         for resource, kind, rid, created in plans:
             stored = self.stored.get((kind, rid)) if not created else None
-            if stored is None or kind == "Provenance":
+            if stored is None or kind == "Provenance" or (kind, rid) in updates:
                 stored = {**_rewrite(resource, ids), "id": rid}
                 assert kind == "Medication" or _in_compartment(stored, own) or kind == "Provenance", kind
-                self.add_resource(stored)
+                stored = self.add_resource(stored)
             status = "201 Created" if created else "200 OK"
             answers.append(
                 {"resource": stored, "response": {"status": status, "location": f"{kind}/{rid}/_history/1"}}
@@ -542,7 +595,8 @@ class FakeEhr:
             return None
         if segments[0] not in ("RequestGroup", "MedicationRequest", "Medication"):
             return None
-        if self.orders_search_fails:
+        any_value = all(w.endswith("|") for w in ",".join(query["identifier"]).split(","))
+        if self.orders_search_fails and not any_value:  # the searches by one session's identifiers
             return 503, {"resourceType": "OperationOutcome", "issue": []}, {}
         wanted = ",".join(query["identifier"]).split(",")  # "system|value", or "system|": any value
 
@@ -587,7 +641,16 @@ class _Adapter(BaseAdapter):
 
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
-PLANNING_TYPES = frozenset({"MedicationRequest", "Medication", "Observation", "Condition", "RequestGroup"})
+PLANNING_TYPES = frozenset(
+    {
+        "MedicationRequest",
+        "Medication",
+        "Observation",
+        "Condition",
+        "RequestGroup",
+        "MedicationAdministration",
+    }
+)
 
 
 def _rewrite(value: Any, ids: dict[str, str]) -> Any:

@@ -183,7 +183,7 @@ def test_start_form_is_prefilled_from_the_chart(planner: Planner) -> None:
 
 
 def test_start_form_without_chart_access_offers_free_choice(planner: Planner, ehr: FakeEhr) -> None:
-    ehr.withhold_scopes = {"patient/MedicationRequest.crs", "patient/Observation.rs"}
+    ehr.withhold_scopes = {"patient/MedicationRequest.crus", "patient/Observation.rs"}
     sid = planner.launch("carboplatin-ovarian")
     html = planner.start_form(sid).get_data(as_text=True)
     assert "did not grant access to medication orders, height and weight" in text_of(html)
@@ -447,7 +447,7 @@ def test_an_allergist_overrides_and_the_contraindication_is_named_everywhere(pla
 
 
 def test_read_only_grant_disables_signing_with_the_reason(planner: Planner, ehr: FakeEhr) -> None:
-    ehr.withhold_scopes = {"patient/RequestGroup.crs"}
+    ehr.withhold_scopes = {"patient/RequestGroup.crus"}
     sid = planner.launch("carboplatin-ovarian")
     html = planner.page(sid, planner.create(sid)).get_data(as_text=True)
     assert re.search(r"<button type=\"submit\" disabled[^>]*>Sign and send orders</button>", html)

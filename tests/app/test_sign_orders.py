@@ -27,6 +27,8 @@ from tests.app.fake_ehr import FHIR_BASE, FakeEhr
 from tests.html import alerts, input_value, selected_value, text_of
 
 SIGN_BUTTON = "Sign and send orders"
+DOSE_REASON = "Dose reduced by the oncologist after the last creatinine clearance"
+BOTH_INTENDED = "Second course planned for next week, first one stays for today"
 
 
 class Signer(Clinician):
@@ -84,7 +86,9 @@ class Signer(Clinician):
 
     def signed_id(self, response: TestResponse, sid: str) -> str:
         assert response.status_code == 303, alerts(response.get_data(as_text=True))
-        match = re.fullmatch(rf"/s/{sid}/orders/([A-Za-z0-9\-.]+)\?sent=1", response.headers["Location"])
+        match = re.fullmatch(
+            rf"/s/{sid}/orders/([A-Za-z0-9\-.]+)\?sent=(?:1|again)", response.headers["Location"]
+        )
         assert match, response.headers["Location"]
         return match.group(1)
 
@@ -150,7 +154,9 @@ def test_sign_writes_one_transaction_and_shows_the_signed_plan(signer: Signer) -
     assert text_of(html).count("Step ") >= 12
     assert f'href="/s/{sid}/plan/new?copy={rg_id}">Copy this plan' in html
     assert f'href="/s/{sid}/orders/{rg_id}/print"' in html
-    assert "<form" not in html.split("<main", 1)[1]  # read-only: nothing to edit or post
+    # read-only: nothing to edit; the one form is the lifecycle's "Discontinue" (ORDER-DC-1)
+    forms = re.findall(r'<form[^>]*action="([^"]+)"', html.split("<main", 1)[1])
+    assert forms == [f"/s/{sid}/orders/{rg_id}/discontinue"]
 
 
 def test_a_double_submit_or_a_reload_never_writes_a_second_set(signer: Signer) -> None:
@@ -169,21 +175,28 @@ def test_a_double_submit_or_a_reload_never_writes_a_second_set(signer: Signer) -
 def test_a_copy_is_a_new_set_of_orders(signer: Signer) -> None:
     sid = signer.launch("carboplatin-ovarian")
     first = signer.signed_id(signer.sign(sid, signer.plan(sid)), sid)
-    second = signer.signed_id(signer.sign(sid, signer.plan(sid)), sid)  # next course, same values
+    next_course = signer.plan(sid)  # same values: a second active plan must be confirmed (ORDER-DUP-1)
+    signer.post(sid, next_course, action="confirm-duplicate", duplicate_reason=BOTH_INTENDED)
+    second = signer.signed_id(signer.sign(sid, next_course), sid)
     assert first != second
     assert (signer.count("RequestGroup"), signer.count("MedicationRequest")) == (2, 24)
 
 
-def test_a_signed_plan_edited_afterwards_is_not_signed_again(signer: Signer) -> None:
+def test_a_signed_plan_is_read_only_and_signing_it_again_writes_nothing(signer: Signer) -> None:
+    """ORDER-RO-1: a signed plan is read-only (a new course is a copy); re-signing it says when it
+    was sent and writes nothing."""
     sid = signer.launch("carboplatin-ovarian")
     draft_id = signer.plan(sid)
-    signer.signed_id(signer.sign(sid, draft_id), sid)
-    signer.recalculate(sid, draft_id, final_rate="60")
-    response = signer.sign(sid, draft_id)
-    assert response.status_code == 409
-    html = response.get_data(as_text=True)
-    assert "already signed" in alerts(html) and "Copy this plan" in alerts(html)
-    assert "Print worksheet" in html
+    rg_id = signer.signed_id(signer.sign(sid, draft_id), sid)
+    edit = signer.post(sid, draft_id, action="recalculate", protocol="iv-12-step-3-bag", final_rate="60")
+    assert edit.status_code == 400
+    html = edit.get_data(as_text=True)
+    assert "read-only" in alerts(html) and "Copy this plan" in alerts(html)
+    assert "Print worksheet" in html and "This plan was signed on" in text_of(html)
+    again = signer.sign(sid, draft_id)
+    assert again.headers["Location"] == f"/s/{sid}/orders/{rg_id}?sent=again"
+    shown = text_of(signer.client.get(again.headers["Location"]).get_data(as_text=True))
+    assert "already sent on" in shown and "nothing was written again" in shown
     assert signer.transactions() == 1
 
 
@@ -375,7 +388,7 @@ def test_signed_plans_are_listed_on_the_patient_page(signer: Signer) -> None:
 
 
 def test_signed_plans_are_none_when_unreadable(signer: Signer) -> None:
-    signer.ehr.withhold_scopes = {"patient/RequestGroup.crs"}
+    signer.ehr.withhold_scopes = {"patient/RequestGroup.crus"}
     sid = signer.launch("carboplatin-ovarian")
     page = signer.launcher.page(sid).get_data(as_text=True)
     assert "The signed plans could not be read from the EHR" in page
@@ -637,7 +650,9 @@ def test_a_copy_keeps_the_signed_drug_when_the_chart_names_it_otherwise(signer: 
 
 def test_a_copy_says_when_the_current_order_has_another_dose(signer: Signer) -> None:
     sid = signer.launch("carboplatin-ovarian")
-    rg_id = signer.signed_id(signer.sign(sid, signer.plan(sid, start={"target_dose": "350"})), sid)
+    draft_id = signer.plan(sid, start={"target_dose": "350"})
+    signer.post(sid, draft_id, action="acknowledge-dose", dose_acknowledged="yes", dose_reason=DOSE_REASON)
+    rg_id = signer.signed_id(signer.sign(sid, draft_id), sid)
     html = signer.client.get(f"/s/{sid}/plan/new?copy={rg_id}").get_data(as_text=True)
     assert input_value(html, "target_dose") == "350"
     assert "is for 400 mg; the signed plan was for 350 mg (filled in)" in text_of(html)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.course.copy import draft_fields_from_signed
 from fhir_desens.course.sign import SIGNED_KIND
 from fhir_desens.fhir import canonical as c
+from fhir_desens.fhir.lifecycle import held_for, released
 from fhir_desens.protocol.report import plan_dict
 from fhir_desens.sandbox.server import Sandbox
 from smart_app.chart.page import person_name
@@ -91,7 +93,9 @@ def sign(client: FlaskClient, app: AppUnderTest, sid: str, draft_id: str) -> Tes
 
 def signed_id(response: TestResponse, sid: str) -> str:
     assert response.status_code == 303, alerts(response.get_data(as_text=True))
-    match = re.fullmatch(rf"/s/{sid}/orders/([A-Za-z0-9\-.]+)\?sent=1", response.headers["Location"])
+    match = re.fullmatch(
+        rf"/s/{sid}/orders/([A-Za-z0-9\-.]+)\?sent=(?:1|again)", response.headers["Location"]
+    )
     assert match, response.headers["Location"]
     return match.group(1)
 
@@ -111,6 +115,28 @@ def on_server(sandbox: Sandbox, rg_id: str) -> dict[str, Any]:
 def plans_of(sandbox: Sandbox, patient_id: str) -> int:
     with FhirClient(sandbox.backend_url) as backend:
         return len(backend.search_all("RequestGroup", {"subject": f"Patient/{patient_id}", "_count": "200"}))
+
+
+def revoke_our_plans(sandbox: Sandbox, patient_key: str) -> None:
+    """Test isolation (one active plan per drug, ORDER-DUP-1): end every active plan this app signed
+    for the patient, and release the holds on its orders."""
+    patient = f"Patient/{sandbox.summary.patient_id(patient_key)}"
+    with FhirClient(sandbox.backend_url) as backend:
+        for group in backend.search_all(
+            "RequestGroup", {"subject": patient, "identifier": f"{c.ID_SESSION}|"}
+        ):
+            if group.get("status") == "active":
+                backend.update({**group, "status": "revoked"}, if_match=None)
+        for order in backend.search_all("MedicationRequest", {"subject": patient, "status": "on-hold"}):
+            if held_for(order):
+                backend.update(released(order), if_match=None)
+
+
+@pytest.fixture(autouse=True)
+def _one_test_one_course(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "sandbox" in request.fixturenames:
+        revoke_our_plans(request.getfixturevalue("sandbox"), PATIENT)
 
 
 @pytest.fixture

@@ -81,11 +81,11 @@ def test_default_needs_ask_for_planning_reads_and_order_writes() -> None:
         "patient/Patient.rs",
         "patient/AllergyIntolerance.rs",
         "patient/AllergyIntolerance.cu",
-        "patient/MedicationRequest.crs",
+        "patient/MedicationRequest.crus",
         "patient/Medication.crs",
         "patient/Condition.rs",
         "patient/Observation.rs",
-        "patient/RequestGroup.crs",
+        "patient/RequestGroup.crus",
         "patient/Provenance.cu",
         "patient/Provenance.rs",  # the outcome write-back searches before it writes
         "patient/DocumentReference.crs",
@@ -126,7 +126,7 @@ ALL_GRANTED = render_scopes(["launch", "openid"], DEFAULT_NEEDS, v2=True)
         (ALL_GRANTED.replace("patient/Provenance.cu", "patient/Provenance.c"), False, True),
         (ALL_GRANTED.replace("patient/Medication.crs", "patient/Medication.rs"), False, True),
         (
-            ALL_GRANTED.replace("patient/RequestGroup.crs", "patient/RequestGroup.crs?status=active"),
+            ALL_GRANTED.replace("patient/RequestGroup.crus", "patient/RequestGroup.crus?status=active"),
             False,
             True,
         ),
