@@ -213,6 +213,15 @@ class SignedPlan:
     discontinued: str | None = None  # the discontinuation note, when it was discontinued
 
     @property
+    def discontinued_parts(self) -> tuple[str, str | None] | None:
+        """(when, reason) of the discontinuation note "Discontinued: <when>[ by <who>]: <reason>"."""
+        if not self.discontinued:
+            return None
+        rest = self.discontinued[len(DISCONTINUED_NOTE) :]
+        head, _, reason = rest.partition(": ")
+        return head.split(" ", 1)[0], reason or None
+
+    @property
     def lifecycle(self) -> str:
         """active | completed | discontinued | other, for people and the page's grouping."""
         return {"active": "active", "completed": "completed", "revoked": "discontinued"}.get(

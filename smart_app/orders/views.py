@@ -182,7 +182,8 @@ def hold_order(sid: str, rg_id: str) -> Response | tuple[str, int]:
 
 def _sheet(sid: str, rg_id: str, template: str) -> tuple[str, int]:
     common, signed_plan, session = _signed(sid, rg_id)
-    if signed_plan.worksheet is None or signed_plan.draft is None:
+    # a discontinued plan has no print sheet: nobody should prepare or give it
+    if signed_plan.worksheet is None or signed_plan.draft is None or signed_plan.lifecycle == "discontinued":
         return render_template("signed_plan.html", **common, sent=False, no_sheet=True), 409
     drug = DrugRef(signed_plan.draft.drug, signed_plan.draft.drug_rxnorm)
     now = services().site_now()

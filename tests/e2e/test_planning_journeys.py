@@ -135,20 +135,20 @@ def test_carboplatin_plan_worksheet_print_and_sign_once(
     assert groups == [group_id]
     assert per_group == {group_id: 12}
 
-    # Sign again: back to the plan and click again, then replay the sign POST as a retry would.
-    chart.page.evaluate("() => history.back()")  # the frame goes back (page.go_back waits for the top page)
-    expect(app.get_by_role("heading", name="Allergy match")).to_be_visible()
-    sign_form = app.locator("form").filter(has=app.get_by_role("button", name=SIGN))
-    action = sign_form.get_attribute("action")
-    token = sign_form.locator("input[name='csrf_token']").get_attribute("value")
-    assert action
+    # Sign again (ORDER-RO-1): the plan page is read-only now; a replayed sign POST (a retry, a second
+    # tab) finds the same orders, says when they were sent and writes nothing.
+    token = app.locator("form.discontinue-form input[name='csrf_token']").get_attribute("value")
     assert token
-    assert sign(chart) == group_id
-    replay = chart.page.request.post(
-        urljoin(chart.frame.url, action), form={"csrf_token": token}, max_redirects=0
-    )
+    chart.page.evaluate("() => history.back()")  # the frame goes back (page.go_back waits for the top page)
+    expect(app.get_by_text("This plan was signed on")).to_be_visible()
+    expect(app.get_by_role("button", name=SIGN)).to_have_count(0)
+    plan_url = chart.frame.url.split("?", 1)[0].split("#", 1)[0]
+    replay = chart.page.request.post(plan_url + "/sign", form={"csrf_token": token}, max_redirects=0)
     assert replay.status == 303, replay.text()
     assert orders_id(replay.headers["location"]) == group_id
+    assert replay.headers["location"].endswith("?sent=again")
+    again = chart.page.request.get(urljoin(chart.frame.url, replay.headers["location"]))
+    assert "already sent on" in again.text()
 
     assert signed_orders(stack, "carboplatin-ovarian") == ([group_id], {group_id: 12})
 

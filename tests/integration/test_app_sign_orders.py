@@ -257,7 +257,9 @@ def test_signed_plans_are_listed_opened_read_only_and_copied(
     steps = re.search(r'<table[^>]*id="steps".*?<tbody>(.*?)</tbody>', html, re.S)
     assert steps is not None, text_of(html)[:3000]
     assert len(re.findall(r"<tr", steps.group(1))) == 12
-    assert "<form" not in html.split("<main", 1)[1]
+    # read-only: nothing to edit; the one form is the lifecycle's "Discontinue" (ORDER-DC-1)
+    forms = re.findall(r'<form[^>]*action="([^"]+)"', html.split("<main", 1)[1])
+    assert forms == [f"/s/{sid}/orders/{rg_id}/discontinue"]
     assert "Final rate 75 mL/h" in text_of(html)
     assert app.client.get(f"/s/{sid}/orders/{rg_id}/print").status_code == 200
 
