@@ -242,7 +242,7 @@ def test_clock_times_count_from_now_in_the_server_zone(planner: Planner, ehr: Fa
         "%H:%M"
     )
     assert (
-        f"Clock times if started now ({start.strftime('%Y-%m-%d %H:%M %Z').strip()}; server time zone)"
+        f"Clock times if started now ({start.strftime('%Y-%m-%d %H:%M %Z').strip()}; the site's time zone)"
         in text_of(html)
     )
 
