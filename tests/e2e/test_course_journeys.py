@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from fhir_desens.commands.demo import DemoStack
-from tests.e2e.conftest import Chart
+from tests.e2e.conftest import TIMEOUT_MS, Chart
 from tests.e2e.test_planning_journeys import SIGN, fhir_search, orders_id, start_plan
 
 REASON = "Oncology changed the regimen at this morning's review"
@@ -26,7 +26,7 @@ def active_plans(stack: DemoStack, patient_key: str) -> list[str]:
 
 def sign_and_wait(chart: Chart) -> str:
     chart.app.get_by_role("button", name=SIGN).click()
-    expect(chart.app.get_by_role("status").filter(has_text="Orders sent")).to_be_visible()
+    expect(chart.app.get_by_role("status").filter(has_text="Orders sent")).to_be_visible(timeout=TIMEOUT_MS)
     return orders_id(chart.frame.url)
 
 
@@ -64,7 +64,9 @@ def test_sign_then_discontinue(
     assert group_id in active_plans(stack, "vancomycin-mrsa")
     app.get_by_label("Reason for discontinuing").fill(REASON)
     app.get_by_role("button", name="Discontinue the plan").click()
-    expect(app.get_by_role("status").filter(has_text="The plan is discontinued")).to_be_visible()
+    expect(app.get_by_role("status").filter(has_text="The plan is discontinued")).to_be_visible(
+        timeout=TIMEOUT_MS
+    )
     expect(app.get_by_text("Do not give these orders")).to_be_visible()
     wide.goto(chart.frame.url)
     wide.screenshot(path=str(shots / "discontinued-1024.png"), full_page=True)

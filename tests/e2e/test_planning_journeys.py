@@ -16,7 +16,7 @@ import requests
 from playwright.sync_api import FrameLocator, Locator, Page, expect
 
 from fhir_desens.commands.demo import DemoStack
-from tests.e2e.conftest import Chart
+from tests.e2e.conftest import TIMEOUT_MS, Chart
 
 ORDERS_PAGE = re.compile(r"/s/[A-Za-z0-9_-]{43}/orders/([A-Za-z0-9.-]{1,64})$")
 PLAN_PAGE = re.compile(r"/s/[A-Za-z0-9_-]{43}/plan/[^/]+$")
@@ -88,7 +88,8 @@ def sign(chart: Chart) -> str:
     """Click "Sign and send orders"; the signed RequestGroup's id from the orders page."""
     chart.app.get_by_role("button", name=SIGN).click()
     status = chart.app.get_by_role("status").filter(has_text="Orders sent")
-    expect(status).to_contain_text("Orders sent: 12 medication requests")
+    # signing sends one transaction, then holds the therapeutic order: allow for a loaded machine
+    expect(status).to_contain_text("Orders sent: 12 medication requests", timeout=TIMEOUT_MS)
     return orders_id(chart.frame.url)
 
 
