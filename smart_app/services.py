@@ -204,4 +204,6 @@ def _beside(session_url: str, app: Flask, name: str) -> Path:
     """A default file next to an SQLite session store (else in the instance folder)."""
     if session_url.startswith("sqlite:///"):
         return Path(session_url[len("sqlite:///") :]).with_name(Path(session_url).stem + "." + name)
-    return Path(app.instance_path) / name
+    folder = Path(app.instance_path)
+    folder.mkdir(parents=True, exist_ok=True)  # a clean checkout has no instance folder yet
+    return folder / name
