@@ -151,7 +151,7 @@ def test_sign_writes_the_request_group_and_its_12_orders_once(
     app, sid = clinician
     patient_id = sandbox.summary.patient_id(PATIENT)
     draft_id = start(app, sid)
-    recalculate(app, sid, draft_id, final_rate="75")
+    recalculate(app, sid, draft_id, protocol="iv-12-step-3-bag", final_rate="75")
     plan_page = app.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)
     assert re.search(r'<button type="submit">Sign and send orders</button>', plan_page)
 
@@ -201,6 +201,7 @@ def test_two_tabs_signing_the_same_plan_at_once_make_one_set(
 ) -> None:
     app, sid = clinician
     draft_id = start(app, sid)
+    recalculate(app, sid, draft_id, protocol="iv-12-step-3-bag")  # the chart now suggests the 16-step one
     responses: list[TestResponse] = []
 
     def tab() -> None:
@@ -241,7 +242,7 @@ def test_signed_plans_are_listed_opened_read_only_and_copied(
 ) -> None:
     app, sid = clinician
     draft_id = start(app, sid)
-    recalculate(app, sid, draft_id, final_rate="75")
+    recalculate(app, sid, draft_id, protocol="iv-12-step-3-bag", final_rate="75")
     original = dict(app.store.get("draft", f"{sid}:{draft_id}"))
     rg_id = signed_id(sign(app.client, app, sid, draft_id), sid)
 
