@@ -128,6 +128,7 @@ def test_the_paclitaxel_patient_is_prefilled_high_risk_with_sources(signer: Sign
     plan_html = page(signer, sid, draft_id)
     assert selected_value(plan_html, "protocol") == "iv-16-step-4-bag"
     assert "high risk" in text_of(plan_html) and "Standard risk" not in text_of(plan_html)
+    assert "What the chart records for the risk criteria" in plan_html and "Metoprolol" in text_of(plan_html)
 
 
 @pytest.mark.invariant("RISK-CHART-2")

@@ -63,7 +63,7 @@ def test_the_oral_penicillin_v_protocol_signs_coded_penicillin_v(
         confirm.check()
         app.get_by_role("button", name="Confirm").click()
     app.get_by_role("button", name=SIGN).click()
-    expect(app.get_by_role("status").filter(has_text="Orders sent")).to_be_visible()
+    expect(app.get_by_role("status").filter(has_text="Orders sent")).to_be_visible(timeout=30_000)
     subject = f"Patient/{stack.sandbox.summary.patient_id('penicillin-pregnancy')}"
     groups = fhir_search(stack, "RequestGroup", subject=subject)
     assert groups
