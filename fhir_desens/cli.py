@@ -66,11 +66,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Longest command-line argument accepted (a path, a drug name, an identifier).
+MAX_ARGUMENT_CHARACTERS = 4096
+
+
+def _check_arguments(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """Before any work: no invisible or control characters in any argument, and a usable ``--out``."""
+    from fhir_desens.boundary.text import form_text
+    from fhir_desens.io.files import check_output_path
+
+    for name, value in vars(args).items():
+        option = "--" + name.replace("_", "-")
+        field = option if any(a == option or a.startswith(option + "=") for a in argv) else name
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                form_text(item, field, max_length=MAX_ARGUMENT_CHARACTERS)
+    out = getattr(args, "out", None)
+    if isinstance(out, str):
+        check_output_path(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(arguments)
     module = _load(args.command)
     try:
+        _check_arguments(args, arguments)
         return int(module.run(args))
     except DesensError as error:
         print(f"fhir-desens {args.command}: {error}", file=sys.stderr)
@@ -80,6 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as error:  # the contract: one line, never a traceback
+        print(
+            f"fhir-desens {args.command}: internal error ({type(error).__name__}); "
+            "please report it with the command line that caused it",
+            file=sys.stderr,
+        )
+        return 70  # EX_SOFTWARE
 
 
 if __name__ == "__main__":  # pragma: no cover

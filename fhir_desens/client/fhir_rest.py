@@ -275,7 +275,7 @@ class FhirClient:
         if not response.content:
             return None
         try:
-            return loads(response.content)
+            return loads(response.content, lone_surrogates="replace")  # chart text must stay showable
         except FhirFormatError as exc:
             raise FhirServerError(
                 f"{context}: the server sent invalid JSON: {exc}", response.status_code

@@ -241,7 +241,7 @@ def outcome_of(response: requests.Response) -> dict[str, Any] | None:
     if "json" not in content_type.lower() or not response.content:
         return None
     try:
-        body = json_loads(response.content)
+        body = json_loads(response.content, lone_surrogates="replace")
     except FhirFormatError:
         return None
     if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":

@@ -6,11 +6,15 @@ import argparse
 import os
 from decimal import Decimal
 
+from fhir_desens.boundary.text import form_text
 from fhir_desens.errors import InputError
 from fhir_desens.protocol.calculate import DEFAULT_PUMP_MAX_ML_H, PlanRequest
 from fhir_desens.protocol.library import get_protocol
 from fhir_desens.protocol.model import ClosingMethod, Protocol
 from fhir_desens.protocol.quantity import Dimension, parse_decimal, parse_quantity, plain
+
+#: Longest drug name accepted ("Trimethoprim-sulfamethoxazole 160 mg/800 mg ..." fits well).
+MAX_DRUG_NAME = 200
 
 
 def port_number(text: str) -> int:
@@ -132,7 +136,7 @@ def plan_request(args: argparse.Namespace, extra: dict[str, Protocol] | None = N
     volumes = _list(args.bag_volumes, "--bag-volumes")
     return PlanRequest(
         protocol=protocol,
-        drug=args.drug,
+        drug=form_text(args.drug, "--drug", max_length=MAX_DRUG_NAME),
         target=None if args.dose is None else parse_quantity(args.dose, "--dose"),
         final_rate_ml_h=None
         if args.final_rate is None

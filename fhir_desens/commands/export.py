@@ -27,13 +27,9 @@ def write_output(data: bytes, out: str | None) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    import os
-    import tempfile
+    from fhir_desens.io.files import write_atomically
 
-    folder = os.path.dirname(os.path.abspath(out))
-    with tempfile.NamedTemporaryFile(dir=folder, delete=False) as handle:
-        handle.write(data)
-    os.replace(handle.name, out)
+    write_atomically(data, out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -452,7 +452,13 @@ def check_plan_definition(
         protocol = protocol_from_plan_definition(plan_definition)
     except MappingError as error:
         return None, [Finding("error", "invalid", str(error), "PlanDefinition", "mapping")]
-    statements, findings = collect_statements(plan_definition, activities)
-    plans, target_stated, failures = _reference_plans(protocol, statements)
-    findings = failures + findings + _compare_all(statements, plans, target_stated)
+    try:
+        statements, findings = collect_statements(plan_definition, activities)
+        plans, target_stated, failures = _reference_plans(protocol, statements)
+        findings = failures + findings + _compare_all(statements, plans, target_stated)
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError, IndexError) as error:
+        # Content from other systems may hold null or wrongly typed elements anywhere: a finding, never a crash.
+        detail = f"{type(error).__name__}: {error}"[:200]
+        message = f"a step's ActivityDefinition or action has a missing or wrongly typed element ({detail})"
+        return None, [Finding("error", "invalid", message, "PlanDefinition", "mapping")]
     return protocol, findings

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from fhir_desens.errors import FhirFormatError, InputError
 from fhir_desens.exchange.package import GZIP_MAGIC, PackageLimits, read_package
+from fhir_desens.io.files import read_regular_file
 from fhir_desens.io.formats import MAX_DOCUMENT_BYTES, read_resource
 
 __all__ = ["BUNDLE_TYPES", "FOLDER_SUFFIXES", "Loaded", "load_bytes", "load_path", "load_paths"]
@@ -103,13 +104,7 @@ def load_bytes(data: bytes, source: str, *, limits: PackageLimits | None = None)
 
 
 def _read_file(path: Path, max_bytes: int) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise FhirFormatError(f"{path}: {size} bytes (limit {max_bytes} bytes)")
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    return read_regular_file(path, max_bytes=max_bytes)
 
 
 def load_path(path: str | os.PathLike[str], *, limits: PackageLimits | None = None) -> list[Loaded]:

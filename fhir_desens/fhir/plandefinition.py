@@ -299,8 +299,24 @@ def _activity(protocol: Protocol, step: StepDefinition) -> dict[str, Any]:
 
 
 def protocol_from_plan_definition(resource: Mapping[str, Any]) -> Protocol:
-    """Read a protocol back from its PlanDefinition; MappingError names what is missing or wrong."""
-    if resource.get("resourceType") != "PlanDefinition":
+    """Read a protocol back from its PlanDefinition; MappingError names what is missing or wrong.
+
+    Content from other systems may hold null or wrongly typed elements anywhere: whatever the
+    reader meets that it cannot use becomes a MappingError, never a crash.
+    """
+    try:
+        return _protocol_from_plan_definition(resource)
+    except MappingError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError, IndexError) as error:
+        url = resource.get("url") if isinstance(resource, Mapping) else None
+        label = f"PlanDefinition {url}" if isinstance(url, str) else "PlanDefinition"
+        detail = f"{type(error).__name__}: {error}"[:200]
+        raise MappingError(f"{label}: an element is missing or has the wrong type ({detail})") from None
+
+
+def _protocol_from_plan_definition(resource: Mapping[str, Any]) -> Protocol:
+    if not isinstance(resource, Mapping) or resource.get("resourceType") != "PlanDefinition":
         raise MappingError(f"expected a PlanDefinition, got {resource.get('resourceType')!r}")
     url = _required(resource, "url")
     settings = _subs(_single_extension(resource, c.EXT_PROTOCOL_SETTINGS, "PlanDefinition"))
@@ -390,7 +406,15 @@ def _decimal(value: Any) -> Decimal | None:
         return None
     if isinstance(value, float):
         raise MappingError("decimal read as float: parse FHIR JSON with fhir_desens.io.json")
-    return Decimal(str(value))
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        raise MappingError(f"expected a decimal number, got {type(value).__name__}")
+    try:
+        number = Decimal(value)
+    except ArithmeticError:
+        raise MappingError(f"expected a decimal number, got {str(value)[:40]!r}") from None
+    if not number.is_finite():
+        raise MappingError(f"expected a finite decimal number, got {str(value)[:40]!r}")
+    return number
 
 
 def _value_of(quantity: Mapping[str, Any] | None, expected_unit: str) -> Decimal | None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from fhir_desens.errors import FhirFormatError, InputError
 from fhir_desens.io import json as fhir_json
+from fhir_desens.io.files import read_regular_file
 
 __all__ = ["MAX_DOCUMENT_BYTES", "Format", "detect_format", "read_resource", "write_resource"]
 
@@ -45,17 +46,7 @@ def detect_format(data: bytes) -> Format:
 
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise FhirFormatError(f"file {path.name} too large: {size} bytes (limit {max_bytes} bytes)")
-        with path.open("rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise InputError(str(path.name), f"cannot read file: {exc.strerror or exc}") from exc
-    if len(data) > max_bytes:
-        raise FhirFormatError(f"file {path.name} too large (limit {max_bytes} bytes)")
-    return data
+    return read_regular_file(path, max_bytes=max_bytes)
 
 
 def read_resource(

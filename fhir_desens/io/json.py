@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json as _stdjson
 import os
+import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -98,10 +99,36 @@ _DECODER = _stdjson.JSONDecoder(
 )
 
 
-def loads(data: str | bytes | bytearray, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any, policy: str) -> Any:
+    """``\\ud800`` escapes that pair with no other half are not text: refused, or replaced by U+FFFD."""
+    if isinstance(value, str):
+        if not _LONE_SURROGATE.search(value):
+            return value
+        if policy == "refuse":
+            raise FhirFormatError("invalid JSON: a string holds a lone surrogate escape (not Unicode text)")
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item, policy) for item in value]
+    if isinstance(value, dict):
+        return {
+            _without_lone_surrogates(key, policy): _without_lone_surrogates(item, policy)
+            for key, item in value.items()
+        }
+    return value
+
+
+def loads(
+    data: str | bytes | bytearray, *, max_bytes: int = MAX_JSON_BYTES, lone_surrogates: str = "refuse"
+) -> Any:
     """Parse FHIR JSON: non-integer numbers become exact ``Decimal``, integers ``int``.
 
-    ``max_bytes`` bounds the input (bytes for ``bytes``, characters for ``str``).
+    ``max_bytes`` bounds the input (bytes for ``bytes``, characters for ``str``). A string holding a
+    lone surrogate escape (``"\\ud800"``) is refused, or with ``lone_surrogates="replace"`` (what
+    servers send the app) has it replaced by U+FFFD.
     Raises :class:`FhirFormatError` for anything that is not strict JSON.
     """
     if isinstance(data, bytes | bytearray):
@@ -122,7 +149,10 @@ def loads(data: str | bytes | bytearray, *, max_bytes: int = MAX_JSON_BYTES) -> 
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
+        if _SURROGATE_ESCAPE.search(text) or (isinstance(data, str) and _LONE_SURROGATE.search(text)):
+            value = _without_lone_surrogates(value, lone_surrogates)
+        return value
     except FhirFormatError:
         raise
     except _stdjson.JSONDecodeError as exc:
@@ -135,16 +165,14 @@ def loads(data: str | bytes | bytearray, *, max_bytes: int = MAX_JSON_BYTES) -> 
 
 def load_path(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES) -> Any:
     """Read and parse a FHIR JSON file (size checked before reading)."""
-    p = Path(path)
+    from fhir_desens.errors import InputError
+    from fhir_desens.io.files import read_regular_file
+
     try:
-        size = p.stat().st_size
-        if size > max_bytes:
-            raise FhirFormatError(f"JSON file {p.name} too large: {size} bytes (limit {max_bytes} bytes)")
-        with p.open("rb") as fh:
-            raw = fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise FhirFormatError(f"cannot read JSON file {p.name}: {exc.strerror or exc}") from exc
-    return loads(raw, max_bytes=max_bytes)
+        data = read_regular_file(Path(path), max_bytes=max_bytes)
+    except InputError as error:
+        raise FhirFormatError(f"cannot read JSON file {Path(path).name}: {error.problem}") from None
+    return loads(data, max_bytes=max_bytes)
 
 
 # --------------------------------------------------------------------------------------------
