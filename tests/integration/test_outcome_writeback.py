@@ -1,4 +1,5 @@
-"""The allergy write-back against the real FHIR server: each write path, conflicts, idempotency, failures.
+"""The allergy write-back against each real FHIR server (Medplum's engine, HAPI FHIR JPA): each write path,
+conflicts, idempotency, failures.
 
 A competing user is a second real client writing to the same server between our read and our PUT; a
 failing server is a small HTTP relay in front of the real one that answers 500 to one kind of request.
@@ -10,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -32,8 +34,8 @@ ALL_SCOPES = GrantedScopes("patient/*.cruds")
 
 
 @pytest.fixture
-def patient(fhir_client: FhirClient, unique_system: str) -> str:
-    created = fhir_client.create(
+def patient(server_client: FhirClient, unique_system: str) -> str:
+    created = server_client.create(
         {
             "resourceType": "Patient",
             "identifier": [{"system": unique_system, "value": "1"}],
@@ -67,19 +69,19 @@ def provenances(client: FhirClient, target: str) -> list[dict[str, Any]]:
 
 @pytest.mark.requirement("OUT-1")
 def test_the_note_is_appended_with_if_match_and_attested_on_the_new_version(
-    fhir_client: FhirClient, patient: str
+    server_client: FhirClient, patient: str
 ) -> None:
-    before = fhir_client.create(allergy(patient))
+    before = server_client.create(allergy(patient))
     o = outcome(patient, reactions=(hives_at_step_11(),))
-    preview = prepare(fhir_client, o, decision(fhir_client), recorded_at=RECORDED)
+    preview = prepare(server_client, o, decision(server_client), recorded_at=RECORDED)
     assert preview.allergy is not None and preview.allergy.id == before.id
     assert preview.words[0].startswith("Add a note: “Tolerated ceftriaxone 2 g")
     assert "+" in preview.diff
 
-    report = write_outcome(fhir_client, preview, tasks=MemoryTaskBook(), now=RECORDED)
+    report = write_outcome(server_client, preview, tasks=MemoryTaskBook(), now=RECORDED)
 
     assert report.complete and report.chart_updated
-    after = fhir_client.read("AllergyIntolerance", before.id)
+    after = server_client.read("AllergyIntolerance", before.id)
     assert after.version_id != before.version_id
     assert_status_kept(before.resource, after.resource)
     assert len(ours(after.resource)) == 1
@@ -88,26 +90,26 @@ def test_the_note_is_appended_with_if_match_and_attested_on_the_new_version(
     target = f"{after.reference}/_history/{after.version_id}"
     assert [s.status for s in report.steps] == [StepStatus.WRITTEN, StepStatus.WRITTEN]
     assert report.steps[0].reference == target
-    assert len(provenances(fhir_client, target)) == 1
+    assert len(provenances(server_client, target)) == 1
 
 
 @pytest.mark.requirement("OUT-6")
 def test_writing_the_same_outcome_twice_leaves_one_note_and_one_provenance(
-    fhir_client: FhirClient, patient: str
+    server_client: FhirClient, patient: str
 ) -> None:
-    created = fhir_client.create(allergy(patient))
+    created = server_client.create(allergy(patient))
     tasks = MemoryTaskBook()
-    first = write(fhir_client, outcome(patient), tasks)
-    second_preview = prepare(fhir_client, outcome(patient), decision(fhir_client), recorded_at=RECORDED)
+    first = write(server_client, outcome(patient), tasks)
+    second_preview = prepare(server_client, outcome(patient), decision(server_client), recorded_at=RECORDED)
     assert second_preview.already_written
-    second = write_outcome(fhir_client, second_preview, tasks=tasks, now=RECORDED)
+    second = write_outcome(server_client, second_preview, tasks=tasks, now=RECORDED)
 
     assert [s.status for s in second.steps] == [StepStatus.ALREADY_THERE, StepStatus.ALREADY_THERE]
-    after = fhir_client.read("AllergyIntolerance", created.id)
+    after = server_client.read("AllergyIntolerance", created.id)
     assert len(ours(after.resource)) == 1
     assert_status_kept(created.resource, after.resource)
     assert first.steps[0].reference == second.steps[0].reference
-    assert len(provenances(fhir_client, str(first.steps[0].reference))) == 1
+    assert len(provenances(server_client, str(first.steps[0].reference))) == 1
     assert tasks.tasks_for(patient) == []
 
 
@@ -141,19 +143,19 @@ def other_user_edits(
 
 @pytest.mark.requirement("OUT-7")
 def test_a_stale_version_is_re_read_and_our_additions_re_applied(
-    fhir_client: FhirClient, fhir_base_url: str, patient: str
+    server_client: FhirClient, server_base_url: str, patient: str
 ) -> None:
-    created = fhir_client.create(allergy(patient))
+    created = server_client.create(allergy(patient))
 
     def add_note(resource: dict[str, Any]) -> None:
         resource["note"] = [*resource["note"], {"text": "Pharmacist: patient on day 3 of ceftriaxone."}]
 
-    with RacingClient(fhir_base_url, other_user_edits(fhir_client, created.id, add_note)) as racing:
+    with RacingClient(server_base_url, other_user_edits(server_client, created.id, add_note)) as racing:
         report = write(racing, outcome(patient), MemoryTaskBook())
         assert racing.updates == 2  # the first PUT met 412 and changed nothing; the second went through
 
     assert report.complete
-    after = fhir_client.read("AllergyIntolerance", created.id)
+    after = server_client.read("AllergyIntolerance", created.id)
     texts = [n["text"] for n in after.resource["note"]]
     assert texts[1] == "Pharmacist: patient on day 3 of ceftriaxone."  # the other user's note is kept
     assert len(ours(after.resource)) == 1 and texts[2].startswith("Tolerated")
@@ -162,9 +164,9 @@ def test_a_stale_version_is_re_read_and_our_additions_re_applied(
 
 @pytest.mark.requirement("OUT-7")
 def test_someone_elses_status_change_stops_the_write_and_shows_both_versions(
-    fhir_client: FhirClient, fhir_base_url: str, patient: str
+    server_client: FhirClient, server_base_url: str, patient: str
 ) -> None:
-    created = fhir_client.create(allergy(patient))
+    created = server_client.create(allergy(patient))
 
     def resolve(resource: dict[str, Any]) -> None:
         resource["clinicalStatus"] = {
@@ -177,7 +179,7 @@ def test_someone_elses_status_change_stops_the_write_and_shows_both_versions(
         }
 
     tasks = MemoryTaskBook()
-    with RacingClient(fhir_base_url, other_user_edits(fhir_client, created.id, resolve)) as racing:
+    with RacingClient(server_base_url, other_user_edits(server_client, created.id, resolve)) as racing:
         report = write(racing, outcome(patient), tasks)
 
     assert report.conflict is not None
@@ -185,7 +187,7 @@ def test_someone_elses_status_change_stops_the_write_and_shows_both_versions(
     assert report.conflict.previewed["clinicalStatus"]["coding"][0]["code"] == "active"
     assert report.conflict.current["clinicalStatus"]["coding"][0]["code"] == "inactive"
     assert "Nothing was written" in report.sentences[0]
-    after = fhir_client.read("AllergyIntolerance", created.id)
+    after = server_client.read("AllergyIntolerance", created.id)
     assert ours(after.resource) == []  # nothing of ours, and their change stands
     assert after.resource["clinicalStatus"]["coding"][0]["code"] == "inactive"
     assert after.resource["criticality"] == "high"
@@ -196,16 +198,16 @@ def test_someone_elses_status_change_stops_the_write_and_shows_both_versions(
 
 
 @pytest.fixture
-def failing_relay(fhir_base_url: str) -> Iterator[Callable[[str, str], str]]:
+def failing_relay(server_base_url: str) -> Iterator[Callable[[str, str], str]]:
     """``start(method, resource_type)`` -> a base URL relaying to the real server, but answering 500 to that."""
     servers: list[Any] = []
 
     def start(method: str, resource_type: str) -> str:
-        prefix = fhir_base_url.split("/fhir/", 1)[1]
+        base_path = urlsplit(server_base_url).path.rstrip("/")
 
         @Request.application  # type: ignore[misc]
         def relay(request: Request) -> Response:
-            path = request.path.split(f"/fhir/{prefix}", 1)[1]
+            path = request.path[len(base_path) :]
             if request.method == method and path.strip("/") == resource_type:
                 return Response(
                     '{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception",'
@@ -215,7 +217,7 @@ def failing_relay(fhir_base_url: str) -> Iterator[Callable[[str, str], str]]:
                 )
             upstream = requests.request(
                 request.method,
-                fhir_base_url + path,
+                server_base_url + path,
                 params=list(request.args.items(multi=True)),
                 data=request.get_data(),
                 headers={
@@ -226,11 +228,11 @@ def failing_relay(fhir_base_url: str) -> Iterator[Callable[[str, str], str]]:
             headers = {
                 k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "etag", "location")
             }
-            body = upstream.content.replace(fhir_base_url.encode(), base.encode())
+            body = upstream.content.replace(server_base_url.encode(), base.encode())
             return Response(body, upstream.status_code, headers=headers)
 
         server = make_server("127.0.0.1", 0, relay, threaded=True)
-        base = f"http://127.0.0.1:{server.server_port}/fhir/{prefix}"
+        base = f"http://127.0.0.1:{server.server_port}{base_path}"
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return base
@@ -244,9 +246,9 @@ def failing_relay(fhir_base_url: str) -> Iterator[Callable[[str, str], str]]:
 
 @pytest.mark.requirement("OUT-6")
 def test_a_500_halfway_reports_exactly_what_was_written_and_a_retry_adds_only_the_rest(
-    fhir_client: FhirClient, patient: str, failing_relay: Callable[[str, str], str]
+    server_client: FhirClient, patient: str, failing_relay: Callable[[str, str], str]
 ) -> None:
-    created = fhir_client.create(allergy(patient))
+    created = server_client.create(allergy(patient))
     tasks = MemoryTaskBook()
     with FhirClient(failing_relay("POST", "Provenance")) as failing:
         report = write(failing, outcome(patient), tasks)
@@ -257,23 +259,23 @@ def test_a_500_halfway_reports_exactly_what_was_written_and_a_retry_adds_only_th
     assert report.sentences[1].startswith("Not written: Provenance: create Provenance: HTTP 500")
     assert "database unavailable" in report.sentences[1]
     assert report.sentences[-1] == "Writing the outcome again adds only what is missing."
-    after = fhir_client.read("AllergyIntolerance", created.id)
+    after = server_client.read("AllergyIntolerance", created.id)
     assert len(ours(after.resource)) == 1
-    assert provenances(fhir_client, str(report.steps[0].reference)) == []
+    assert provenances(server_client, str(report.steps[0].reference)) == []
 
-    again = write(fhir_client, outcome(patient), tasks)
+    again = write(server_client, outcome(patient), tasks)
     assert [s.status for s in again.steps] == [StepStatus.ALREADY_THERE, StepStatus.WRITTEN]
     assert (
         again.steps[0].reference == report.steps[0].reference
     )  # the Provenance targets the version we wrote
-    assert len(ours(fhir_client.read("AllergyIntolerance", created.id).resource)) == 1
-    assert len(provenances(fhir_client, str(report.steps[0].reference))) == 1
+    assert len(ours(server_client.read("AllergyIntolerance", created.id).resource)) == 1
+    assert len(provenances(server_client, str(report.steps[0].reference))) == 1
 
 
 def test_a_500_on_the_allergy_update_writes_nothing_and_says_so(
-    fhir_client: FhirClient, patient: str, failing_relay: Callable[[str, str], str]
+    server_client: FhirClient, patient: str, failing_relay: Callable[[str, str], str]
 ) -> None:
-    created = fhir_client.create(allergy(patient))
+    created = server_client.create(allergy(patient))
     tasks = MemoryTaskBook()
     with FhirClient(failing_relay("PUT", f"AllergyIntolerance/{created.id}")) as failing:
         report = write(failing, outcome(patient), tasks)
@@ -284,7 +286,7 @@ def test_a_500_on_the_allergy_update_writes_nothing_and_says_so(
     ]
     assert "reading it back shows nothing was added" in report.sentences[0]
     assert report.sentences[1] == "Not attempted: Provenance: an earlier write failed."
-    assert ours(fhir_client.read("AllergyIntolerance", created.id).resource) == []
+    assert ours(server_client.read("AllergyIntolerance", created.id).resource) == []
     assert len(tasks.tasks_for(patient)) == 1
 
 
@@ -293,59 +295,59 @@ def test_a_500_on_the_allergy_update_writes_nothing_and_says_so(
 
 @pytest.mark.requirement("OUT-5")
 def test_the_clinical_note_path_writes_one_document_and_no_allergy(
-    fhir_client: FhirClient, patient: str
+    server_client: FhirClient, patient: str
 ) -> None:
-    created = fhir_client.create(allergy(patient))
+    created = server_client.create(allergy(patient))
     tasks = MemoryTaskBook()
-    first = write(fhir_client, outcome(patient, encounter=None), tasks, setting="note")
-    second = write(fhir_client, outcome(patient, encounter=None), tasks, setting="note")
+    first = write(server_client, outcome(patient, encounter=None), tasks, setting="note")
+    second = write(server_client, outcome(patient, encounter=None), tasks, setting="note")
 
     assert [s.status for s in first.steps] == [StepStatus.WRITTEN, StepStatus.WRITTEN]
     assert [s.status for s in second.steps] == [StepStatus.ALREADY_THERE, StepStatus.ALREADY_THERE]
-    documents = fhir_client.search_all("DocumentReference", {"patient": patient})
+    documents = server_client.search_all("DocumentReference", {"patient": patient})
     assert len(documents) == 1
     assert documents[0]["content"][0]["attachment"]["contentType"].startswith("text/plain")
-    after = fhir_client.read("AllergyIntolerance", created.id)
+    after = server_client.read("AllergyIntolerance", created.id)
     assert after.version_id == created.version_id  # the allergy record is untouched
-    assert len(fhir_client.search_all("AllergyIntolerance", {"patient": patient})) == 1
+    assert len(server_client.search_all("AllergyIntolerance", {"patient": patient})) == 1
 
 
 @pytest.mark.requirement("OUT-8")
 def test_nothing_writable_gives_the_copy_text_and_records_one_task(
-    fhir_client: FhirClient, patient: str
+    server_client: FhirClient, patient: str
 ) -> None:
-    created = fhir_client.create(allergy(patient))
+    created = server_client.create(allergy(patient))
     tasks = MemoryTaskBook()
-    report = write(fhir_client, outcome(patient), tasks, setting="none")
-    write(fhir_client, outcome(patient), tasks, setting="none")
+    report = write(server_client, outcome(patient), tasks, setting="none")
+    write(server_client, outcome(patient), tasks, setting="none")
 
     assert [s.status for s in report.steps] == [StepStatus.RECORDED]
     assert "Allergy record: keep it active and confirmed" in report.copy_text
     [task] = tasks.tasks_for(patient)
     assert task.text == report.copy_text
     assert "write nothing" in task.reason
-    assert fhir_client.read("AllergyIntolerance", created.id).version_id == created.version_id
+    assert server_client.read("AllergyIntolerance", created.id).version_id == created.version_id
 
 
 @pytest.mark.requirement("OUT-9")
-def test_a_drug_not_on_the_list_is_offered_and_added_once(fhir_client: FhirClient, patient: str) -> None:
-    fhir_client.create(allergy(patient, drug="penicillin"))  # a different drug
+def test_a_drug_not_on_the_list_is_offered_and_added_once(server_client: FhirClient, patient: str) -> None:
+    server_client.create(allergy(patient, drug="penicillin"))  # a different drug
     o = outcome(patient, reactions=(hives_at_step_11(),))
-    preview = prepare(fhir_client, o, decision(fhir_client), recorded_at=RECORDED)
+    preview = prepare(server_client, o, decision(server_client), recorded_at=RECORDED)
     assert not preview.drug_on_list and preview.proposed_allergy is not None
     tasks = MemoryTaskBook()
 
-    declined = write_outcome(fhir_client, preview, tasks=tasks, now=RECORDED)
+    declined = write_outcome(server_client, preview, tasks=tasks, now=RECORDED)
     assert [s.status for s in declined.steps] == [StepStatus.RECORDED]
     assert "not on the allergy list" in declined.steps[0].detail
 
-    added = write_outcome(fhir_client, preview, tasks=tasks, now=RECORDED, add_allergy=True)
-    again = write_outcome(fhir_client, preview, tasks=tasks, now=RECORDED, add_allergy=True)
+    added = write_outcome(server_client, preview, tasks=tasks, now=RECORDED, add_allergy=True)
+    again = write_outcome(server_client, preview, tasks=tasks, now=RECORDED, add_allergy=True)
     assert [s.status for s in added.steps] == [StepStatus.WRITTEN, StepStatus.WRITTEN]
     assert again.steps[0].status is StepStatus.ALREADY_THERE
     records = [
         r
-        for r in fhir_client.search_all("AllergyIntolerance", {"patient": patient})
+        for r in server_client.search_all("AllergyIntolerance", {"patient": patient})
         if r["code"]["text"] == "ceftriaxone"
     ]
     assert len(records) == 1
@@ -359,10 +361,10 @@ def test_a_drug_not_on_the_list_is_offered_and_added_once(fhir_client: FhirClien
 
 @pytest.mark.requirement("TOL-2")
 def test_the_last_dose_is_read_from_the_servers_administrations_and_orders(
-    fhir_client: FhirClient, patient: str
+    server_client: FhirClient, patient: str
 ) -> None:
     def given(when: str, drug: str = "Ceftriaxone 2 g IV") -> None:
-        fhir_client.create(
+        server_client.create(
             {
                 "resourceType": "MedicationAdministration",
                 "status": "completed",
@@ -376,7 +378,7 @@ def test_the_last_dose_is_read_from_the_servers_administrations_and_orders(
     given("2026-12-02T08:00:00Z")
     given("2026-12-02T20:00:00Z", drug="Vancomycin 1 g IV")
     given("2026-11-01T08:00:00Z")  # outside the 14 days looked at
-    fhir_client.create(
+    server_client.create(
         {
             "resourceType": "MedicationRequest",
             "status": "active",
@@ -398,7 +400,7 @@ def test_the_last_dose_is_read_from_the_servers_administrations_and_orders(
         }
     )
     now = datetime(2026, 12, 3, 7, 0, tzinfo=UTC)
-    found = ehr_doses(fhir_client, patient, DrugRef("ceftriaxone"), now)
+    found = ehr_doses(server_client, patient, DrugRef("ceftriaxone"), now)
     assert found.unavailable == ()
     given_times = sorted(d.at.isoformat() for d in found.doses if d.source is DoseSource.EHR_ADMINISTRATION)
     assert given_times == ["2026-12-01T08:00:00+00:00", "2026-12-02T08:00:00+00:00"]
