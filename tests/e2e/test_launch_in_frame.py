@@ -46,7 +46,7 @@ def test_app_in_ehr_frame_shows_allergies_with_third_party_cookies_blocked(
     assert stack.app_url.startswith("http://localhost:")
     assert chart.page.context.cookies(stack.app_url) == []
 
-    row = chart.app.get_by_role("row", name=re.compile("Carboplatin"))
+    row = chart.app.locator("table.allergy-table").get_by_role("row", name=re.compile("Carboplatin"))
     expect(row).to_have_count(1)
     for reaction in ("flushing", "Palmar pruritus", "Chest tightness", "Blood pressure 94/58"):
         expect(row).to_contain_text(reaction)
