@@ -240,10 +240,11 @@ def _step_text(protocol: Protocol, step: StepDefinition) -> str:
         how = f"at {step.rate_ml_h} mL/h"
     elif step.rate_fraction is not None:
         how = f"at {step.rate_fraction} x the final rate"
-    elif step.volume_ml is not None:
-        how = f"{step.volume_ml} mL"
-    elif step.units is not None:
-        how = f"{step.units} unit(s)"
+    elif step.volume_ml is not None or step.units is not None:
+        # A discrete dose is given at once; its minutes are the wait before the next dose, never an
+        # infusion time ("1 mL for 30 min" would read as a 30-minute infusion).
+        amount = f"{step.volume_ml} mL" if step.volume_ml is not None else f"{step.units} unit(s)"
+        return f"{solution}: give {amount}, then wait {step.minutes} min before the next step"
     else:
         how = "until the solution is empty"
     duration = f" for {step.minutes} min" if step.minutes is not None else " until the target is reached"
