@@ -43,6 +43,7 @@ LIFECYCLE_WRITES: tuple[tuple[str, str], ...] = (
     ("Provenance", "cu"),
 )
 ACTIVE = "active"
+REASON_ACCEPTED = "at least 20 characters, in words, saying why (it is recorded with the orders)"
 
 __all__ = [
     "Discontinued",
@@ -94,7 +95,7 @@ def substantive_reason(text: str | None, field: str) -> str:
     try:
         return check_override_reason(text)
     except InputError as error:
-        raise InputError(field, error.problem, error.accepted) from None
+        raise InputError(field, error.problem, REASON_ACCEPTED) from None
 
 
 def missing_writes(smart: SmartSession) -> list[str]:

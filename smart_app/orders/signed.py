@@ -45,6 +45,7 @@ def load_signed_plan(
         start = datetime.fromisoformat(signed.planned_start) if signed.planned_start else None
         if start is not None and start.tzinfo is not None:  # the orders' own clock, shown in the site's zone
             started_at = start.astimezone(services().settings.zone)
-        worksheet = worksheet_for(signed.plan, started_at or services().site_now())
+        planned = start is not None and start.tzinfo is not None
+        worksheet = worksheet_for(signed.plan, started_at or services().site_now(), planned=planned)
     values = {f.name: getattr(signed, f.name) for f in fields(SignedPlan)}
     return SignedPlanPage(**values, worksheet=worksheet)

@@ -440,7 +440,7 @@ def _render_plan(
     options: ProtocolOptions | None = options_for(protocol) if protocol is not None else None
     worksheet: Worksheet | None = None
     if plan is not None and not context.blocked:
-        worksheet = worksheet_for(plan, _start_of(draft))
+        worksheet = worksheet_for(plan, _start_of(draft), planned=draft.planned_start is not None)
     values = _protocol_values(context)
     if posted is not None and posted.get("action") == "recalculate":
         values.update(
@@ -611,7 +611,9 @@ def _sheet(sid: str, draft_id: str, template: str) -> tuple[str, int]:
         **_common(context.session, context.banner),
         draft=context.draft,
         assessment=context.assessment,
-        worksheet=worksheet_for(context.plan, now),
+        worksheet=worksheet_for(
+            context.plan, _start_of(context.draft), planned=context.draft.planned_start is not None
+        ),
         review=context.review,
         printed_at=now.strftime("%Y-%m-%d %H:%M %Z").strip(),
         prescriber=context.session.user.display,

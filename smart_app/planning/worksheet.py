@@ -86,6 +86,7 @@ class Worksheet:
     nursing_instructions: tuple[str, ...]
     warnings: tuple[str, ...]
     timeline_svg: str = field(repr=False)
+    clock_basis: str = "if started now"  # or "from the planned start"
 
     @property
     def step_count(self) -> int:
@@ -167,8 +168,9 @@ def _step_row(plan: Plan, step: PlannedStep, start: datetime) -> StepRow:
     )
 
 
-def worksheet_for(plan: Plan, started_at: datetime) -> Worksheet:
-    """The worksheet of an engine plan; clock times count from ``started_at`` (timezone-aware)."""
+def worksheet_for(plan: Plan, started_at: datetime, *, planned: bool = False) -> Worksheet:
+    """The worksheet of an engine plan; clock times count from ``started_at`` (timezone-aware):
+    the planned start (``planned``), else "if started now"."""
     if started_at.tzinfo is None:
         raise ValueError("started_at needs a time zone")
     protocol = plan.protocol
@@ -201,6 +203,7 @@ def worksheet_for(plan: Plan, started_at: datetime) -> Worksheet:
         total_minutes=display(plan.total_minutes, 3),
         total_time=clock_text(plan.total_minutes),
         started_at=started_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        clock_basis="from the planned start" if planned else "if started now",
         ends_at=_clock(started_at, plan.total_minutes).strftime("%Y-%m-%d %H:%M %Z").strip(),
         premedications=premeds,
         nursing_instructions=plan.nursing_instructions,

@@ -252,6 +252,7 @@ def test_a_planned_start_in_the_site_zone_times_the_steps_and_the_orders(zoned: 
     assert zoned.post(sid, draft_id, action="schedule", planned_start="2027-01-15T09:00").status_code == 303
     page = text_of(zoned.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True))
     assert "Planned start (EST)" in page and "2027-01-15 09:00 EST" in page
+    assert "Clock times from the planned start (2027-01-15 09:00 EST" in page
     rg_id = zoned.signed_id(zoned.sign(sid, draft_id), sid)
     orders = sorted(zoned.signed("MedicationRequest"), key=lambda o: o["dosageInstruction"][0]["sequence"])
     first = orders[0]["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]

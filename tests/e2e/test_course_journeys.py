@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from fhir_desens.commands.demo import DemoStack
+from fhir_desens.fhir import canonical as c
 from tests.e2e.conftest import TIMEOUT_MS, Chart
 from tests.e2e.test_planning_journeys import SIGN, fhir_search, orders_id, start_plan
 
@@ -38,6 +39,17 @@ def test_sign_then_discontinue(
     chart = open_chart("vancomycin-mrsa")
     app = chart.app
     start_plan(app, ("vancomycin",), "1750")
+    # ORDER-TIME-1: a planned start in the site's zone (the demo sets Europe/Paris): clock times say so
+    zone = app.get_by_label(re.compile(r"^Planned start \((CET|CEST)\)$"))
+    tomorrow = chart.frame.evaluate("() => new Date(Date.now() + 86400000).toISOString().slice(0, 10)")
+    zone.fill(f"{tomorrow}T09:00")
+    app.get_by_role("button", name="Set start time").click()
+    expect(app.get_by_text(re.compile(rf"Step 1 at {tomorrow} 09:00 (CET|CEST)"))).to_be_visible()
+    plan_page = new_page()
+    plan_page.set_viewport_size({"width": 1024, "height": 900})
+    plan_page.goto(chart.frame.url)
+    Path("/tmp/orders-e2e-screens").mkdir(exist_ok=True)
+    plan_page.screenshot(path="/tmp/orders-e2e-screens/plan-1024.png", full_page=True)
     summary = app.get_by_role("region", name="Before signing")
     expect(summary).to_contain_text(re.compile("vancomycin", re.I))
     expect(summary).to_contain_text("steps")
@@ -62,7 +74,9 @@ def test_sign_then_discontinue(
     app.get_by_role("button", name="Discontinue the plan").click()
     expect(app.get_by_role("alert").filter(has_text="Reason for discontinuing")).to_be_visible()
     assert group_id in active_plans(stack, "vancomycin-mrsa")
+    chart.frame.wait_for_load_state()
     app.get_by_label("Reason for discontinuing").fill(REASON)
+    expect(app.get_by_label("Reason for discontinuing")).to_have_value(REASON)
     app.get_by_role("button", name="Discontinue the plan").click()
     expect(app.get_by_role("status").filter(has_text="The plan is discontinued")).to_be_visible(
         timeout=TIMEOUT_MS
@@ -72,10 +86,10 @@ def test_sign_then_discontinue(
     wide.screenshot(path=str(shots / "discontinued-1024.png"), full_page=True)
     assert group_id not in active_plans(stack, "vancomycin-mrsa")
     subject = f"Patient/{stack.sandbox.summary.patient_id('vancomycin-mrsa')}"
-    steps = [
+    steps = [  # this patient's step orders (one plan): identified by the step-order system
         o
         for o in fhir_search(stack, "MedicationRequest", subject=subject)
-        if {"reference": f"RequestGroup/{group_id}"} in o.get("basedOn", [])
+        if any(ident.get("system") == c.ID_STEP_ORDER for ident in o.get("identifier", []))
     ]
     assert steps and {o["status"] for o in steps} <= {"cancelled", "stopped"}
 
