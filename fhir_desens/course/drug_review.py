@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fhir_desens.drugs.checks import default_diluent, diluent_from_text, preparation_requirements, review_plan
+from fhir_desens.drugs.checks import (
+    combination_text,
+    default_diluent,
+    diluent_from_text,
+    preparation_requirements,
+    review_plan,
+)
 from fhir_desens.drugs.findings import Finding, refusals, warnings
 from fhir_desens.drugs.monograph import Monograph, diluents
 from fhir_desens.drugs.names import NameResolution, resolve_name
@@ -21,7 +27,7 @@ from fhir_desens.errors import DesensError
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.model import Protocol
-from fhir_desens.protocol.quantity import Quantity, parse_quantity
+from fhir_desens.protocol.quantity import Quantity, parse_quantity, plain
 
 __all__ = ["DILUENT_CHOICES", "DrugReview", "drug_ref_for", "plan_diluent", "resolution_for", "review_draft"]
 
@@ -60,6 +66,7 @@ class DrugReview:
     diluent_why: str
     preparation: tuple[str, ...]
     ambiguous_diluent: bool  # a bag names no single diluent
+    combination_note: str | None = None  # which component the doses are, and the last dose in full
 
     @property
     def refusals(self) -> tuple[Finding, ...]:
@@ -127,6 +134,14 @@ def review_draft(
         for s in plan.solutions
     )
     given = products.given if products is not None else resolution.monograph
+    combination = given.combination if given is not None else None
+    note = None
+    if given is not None and combination is not None and plan.steps:
+        note = (
+            f"Doses on this plan are of {combination.dose_component} ({combination.abbreviation} "
+            f"{':'.join(plain(c.parts) for c in combination.components)}); the last dose is "
+            f"{combination_text(given, plan.steps[-1].dose)}."
+        )
     return DrugReview(
         resolution=resolution,
         products=products,
@@ -135,4 +150,5 @@ def review_draft(
         diluent_why=why,
         preparation=preparation_requirements(given) if given is not None else (),
         ambiguous_diluent=ambiguous,
+        combination_note=note,
     )

@@ -249,3 +249,9 @@ def test_tmp_smx_ending_with_a_ds_tablet_for_an_ss_order_is_warned_with_both_com
     text = text_of(page(signer, sid, draft_id))
     assert "SMX/TMP 800/160 mg" in text and "SMX/TMP 400/80 mg" in text
     assert "above the ordered dose" in text
+    assert (
+        "Doses on this plan are of sulfamethoxazole (SMX/TMP 5:1); the last dose is SMX/TMP 800/160 mg."
+        in text
+    )
+    printed = text_of(signer.client.get(f"/s/{sid}/plan/{draft_id}/pharmacy").get_data(as_text=True))
+    assert "the last dose is SMX/TMP 800/160 mg" in printed
