@@ -87,14 +87,23 @@ class Nurse:
             self.post("symptom-check", row=str(row), symptoms="none")
 
 
+_SIGNED: dict[int, str] = {}  # sandbox -> the carboplatin plan signed once (one active plan per drug)
+
+
+def signed_plan(sandbox: Sandbox, app: AppUnderTest, sid: str) -> str:
+    if id(sandbox) not in _SIGNED:
+        draft_id = start(app, sid)
+        recalculate(app, sid, draft_id, final_rate="80", protocol="iv-12-step-3-bag")
+        _SIGNED[id(sandbox)] = signed_id(sign(app.client, app, sid, draft_id), sid)
+    return _SIGNED[id(sandbox)]
+
+
 @pytest.fixture
 def nurse(sandbox: Sandbox, make_app: Any, tmp_path: Path) -> Nurse:
     clock = BedsideClock()
     app = make_app("symmetric", RECORD_URL=f"sqlite:///{tmp_path / 'bedside.sqlite3'}", BEDSIDE_CLOCK=clock)
     sid = ehr_launch(sandbox, app, PATIENT)
-    draft_id = start(app, sid)
-    recalculate(app, sid, draft_id, final_rate="80", protocol="iv-12-step-3-bag")
-    rg_id = signed_id(sign(app.client, app, sid, draft_id), sid)
+    rg_id = signed_plan(sandbox, app, sid)
     signed_page = app.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True)
     assert "Start a session at the bedside" in signed_page
     start_page = app.client.get(f"/s/{sid}/orders/{rg_id}/bedside").get_data(as_text=True)
@@ -198,9 +207,7 @@ def test_under_the_epic_like_profile_only_vitals_reach_the_ehr_and_the_page_says
     clock = BedsideClock()
     app = make_app("symmetric", RECORD_URL=f"sqlite:///{tmp_path / 'bedside.sqlite3'}", BEDSIDE_CLOCK=clock)
     sid = ehr_launch(sandbox, app, PATIENT)
-    draft_id = start(app, sid)
-    recalculate(app, sid, draft_id, final_rate="80", protocol="iv-12-step-3-bag")
-    rg_id = signed_id(sign(app.client, app, sid, draft_id), sid)
+    rg_id = signed_plan(sandbox, app, sid)
 
     with FhirClient(sandbox.backend_url) as backend:  # the visit the nurse documents in (Epic needs it open)
         visit = backend.create(

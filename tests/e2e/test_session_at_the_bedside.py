@@ -2,7 +2,8 @@
 12 steps with a reaction at step 11 (pause, treat, one step back, finish) on the flowsheet, and find the
 session on the FHIR server and in the printable record.
 
-The clock is injected through the times the nurse types (recording after the fact): the session starts
+It runs after the planning journeys (file order) and starts the carboplatin plan they signed (one
+active plan per drug), or plans and signs one when run alone. The clock is injected through the times the nurse types (recording after the fact): the session starts
 eight hours ago and every entry carries its time, so a 7-hour session runs in a minute or two while the
 server's own clock (the reference for "not in the future") is real.
 """
@@ -72,14 +73,21 @@ def test_a_12_step_session_with_a_reaction_at_step_11(
     stack: DemoStack, open_chart: Callable[..., Chart], new_page: Callable[[], Page], screenshot_dir: Path
 ) -> None:
     chart = open_chart(PATIENT)
-    start_plan(chart.app, ("carboplatin",), "400")
-    choose_option(
-        chart.app.get_by_role("combobox", name="Protocol", exact=True),
-        lambda value, text: value == "iv-12-step-3-bag" or text.startswith("IV 12-step, 3-bag rapid"),
+    # one active plan per drug: run the plan another journey signed, else plan and sign one here
+    signed = chart.app.get_by_role(
+        "link", name=re.compile(r"^Open the signed plan of .*Carboplatin", re.IGNORECASE)
     )
-    chart.app.get_by_label("Final rate (mL/h)", exact=True).fill("80")
-    chart.app.get_by_role("button", name="Recalculate").click()
-    rg_id = sign(chart)
+    if signed.count():
+        signed.first.click()
+    else:
+        start_plan(chart.app, ("carboplatin",), "400")
+        choose_option(
+            chart.app.get_by_role("combobox", name="Protocol", exact=True),
+            lambda value, text: value == "iv-12-step-3-bag" or text.startswith("IV 12-step, 3-bag rapid"),
+        )
+        chart.app.get_by_label("Final rate (mL/h)", exact=True).fill("80")
+        chart.app.get_by_role("button", name="Recalculate").click()
+        sign(chart)
     chart.app.get_by_role("link", name="Start a session at the bedside").click()
     chart.app.get_by_role("button", name="Start the session at the bedside").wait_for()
 
@@ -117,7 +125,7 @@ def test_a_12_step_session_with_a_reaction_at_step_11(
     tab.get_by_role("radio", name=re.compile("^back-one-step")).check()
     sheet.at(2)
     sheet.submit("Record decision")
-    for number, minutes in ((12, 15), (13, 15), (14, 176)):
+    for number, minutes in ((12, 15), (13, 15), (14, 200)):  # the pump stops at its volume
         sheet.step(number, minutes)
     sheet.vitals(30)
     tab.locator("#c-end").fill(sheet.at())
@@ -159,4 +167,3 @@ def test_a_12_step_session_with_a_reaction_at_step_11(
     expect(tab.locator("main")).to_contain_text("Grade mild")
     tab.screenshot(path=str(screenshot_dir / "bedside-record.png"), full_page=True)
     print(f"bedside screenshots in {screenshot_dir}")
-    assert rg_id
