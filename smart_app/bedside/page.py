@@ -12,6 +12,7 @@ from fhir_desens.course.bedside.outbox import OutboxStatus
 from fhir_desens.course.bedside.resume import ResumeChoice, Row, describe
 from fhir_desens.course.bedside.session import SessionState, minutes_between
 from fhir_desens.course.bedside.vitals import MEASURES
+from fhir_desens.protocol.quantity import plain
 
 
 def _fmt(value: Decimal | None, places: int = 2) -> str:
@@ -88,7 +89,10 @@ def current(state: SessionState, now: datetime) -> dict[str, Any]:
     info: dict[str, Any] = {
         "row": row,
         "running": running is not None,
-        "rate": _fmt(row.step.rate_ml_h, 1),
+        "rate": _fmt(row.step.rate_ml_h, 3),
+        "rate_exact": plain(row.step.rate_ml_h)
+        if row.step.rate_ml_h is not None
+        else "",  # never rounded into the form
         "vtbi": _fmt(left, 2),
         "planned_minutes": _fmt(row.step.minutes, 1),
         "bag": row.solution,
