@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := fhir_desens/sandbox/fhir_server
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: java demo test lint typecheck layers unit install node chromium services bench load clean
+.PHONY: java demo test lint typecheck layers unit install node chromium services pdf-libs bench load clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,16 @@ services:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing (as root: make services)" >&2; fi; fi
 
+# Debian's Pango and fonts for WeasyPrint (the PDF sheets), and poppler-utils (pdftoppm/pdftotext) to look
+# at them. As root the missing packages are installed; otherwise it says so.
+PDF_PACKAGES := /usr/lib/x86_64-linux-gnu/libpango-1.0.so.0:libpango-1.0-0 /usr/lib/x86_64-linux-gnu/libpangoft2-1.0.so.0:libpangoft2-1.0-0 /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf:fonts-dejavu-core /usr/bin/pdftoppm:poppler-utils
+pdf-libs:
+	@missing=""; for pair in $(PDF_PACKAGES); do \
+	  ls $${pair%%:*} >/dev/null 2>&1 || ls /usr/lib/*/$$(basename $${pair%%:*}) >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing (as root: make pdf-libs)" >&2; fi; fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check fhir_desens smart_app tests benchmarks
 	$(BIN)/ruff format --check fhir_desens smart_app tests benchmarks
@@ -68,10 +78,10 @@ $(JAVA_STAMP): $(JAVA_SOURCES)
 
 java: $(JAVA_STAMP)
 
-test: $(STAMP) node chromium services java lint typecheck layers
+test: $(STAMP) node chromium services pdf-libs java lint typecheck layers
 	$(BIN)/python -m pytest
 
-demo: $(STAMP) node
+demo: $(STAMP) node pdf-libs
 	$(BIN)/fhir-desens demo
 
 bench: $(STAMP) node

@@ -68,6 +68,8 @@ class SafetyViolation(DesensError):
         super().__init__(message or f"safety invariant {invariant_id} violated: {detail}")
         self.invariant_id = invariant_id
         self.detail = detail
+        #: what a clinician reads: plain words, never the invariant id
+        self.for_people = message or f"the plan is not safe to use: {detail}"
 
 
 class ContraindicationError(DesensError):

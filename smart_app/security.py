@@ -58,6 +58,17 @@ def _check_csrf() -> None:
         raise CsrfError()
 
 
+def allow_printing_from_the_app() -> None:
+    """A print sheet may also be framed by the app itself (the Print button's hidden frame)."""
+    g.printable_sheet = True
+
+
+def _ancestors(configured: tuple[str, ...]) -> tuple[str, ...]:
+    if g.get("printable_sheet") and "'self'" not in configured and "'none'" not in configured:
+        return (*configured, "'self'")
+    return configured
+
+
 def _headers(response: Response) -> Response:
     settings = services().settings
     nonce = csp_nonce()
@@ -74,7 +85,8 @@ def _headers(response: Response) -> Response:
         "font-src 'self'",
         f"form-action {form_action}",
         "base-uri 'none'",
-        f"frame-ancestors {' '.join(settings.frame_ancestors)}",
+        "frame-src 'self'",  # the Print button loads the sheet into a hidden frame of the app itself
+        f"frame-ancestors {' '.join(_ancestors(settings.frame_ancestors))}",
     ]
     response.headers["Content-Security-Policy"] = "; ".join(policy)
     response.headers["Referrer-Policy"] = "no-referrer"  # session ids live in URL paths

@@ -232,9 +232,9 @@ def _too_small(
 ) -> str:
     """'Solution 1 (5 mL) is too small: steps 1-4 need 9.3 mL; prepare a larger volume ...'."""
     using = [s.number for s in steps if s.solution == number and s.number <= upto.number]
-    which = f"steps {using[0]}-{using[-1]}" if len(using) > 1 else f"step {using[0]}"
+    which = f"steps {using[0]}-{using[-1]} need" if len(using) > 1 else f"step {using[0]} needs"
     return (
-        f"Solution {number} ({shown.volume_text(prepared)}) is too small: {which} need "
+        f"Solution {number} ({shown.volume_text(prepared)}) is too small: {which} "
         f"{shown.volume_text(needed)}; prepare a larger volume or lower the rates."
     )
 

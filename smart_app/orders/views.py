@@ -35,9 +35,12 @@ from fhir_desens.protocol.crossreactivity import DrugRef
 from smart_app.app_session import AppSession, app_session
 from smart_app.orders.signed import SignedPlanPage, load_signed_plan
 from smart_app.orders.signed import sign as sign_orders
+from smart_app.paper.pdf import pdf_response
+from smart_app.paper.sheets import paper_for, signed_status
 from smart_app.planning import drafts
 from smart_app.planning.drafts import DraftNotFound
 from smart_app.planning.views import render_plan_page
+from smart_app.security import allow_printing_from_the_app
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
@@ -180,13 +183,20 @@ def hold_order(sid: str, rg_id: str) -> Response | tuple[str, int]:
     return redirect(url_for("orders.signed", sid=sid, rg_id=rg_id, done="held"), code=303)
 
 
-def _sheet(sid: str, rg_id: str, template: str) -> tuple[str, int]:
+def _sheet(sid: str, rg_id: str, template: str, *, as_pdf: bool = False) -> tuple[str, int]:
     common, signed_plan, session = _signed(sid, rg_id)
     # a discontinued plan has no print sheet: nobody should prepare or give it
-    if signed_plan.worksheet is None or signed_plan.draft is None or signed_plan.lifecycle == "discontinued":
+    if (
+        signed_plan.worksheet is None
+        or signed_plan.draft is None
+        or signed_plan.plan is None
+        or signed_plan.lifecycle == "discontinued"
+    ):
         return render_template("signed_plan.html", **common, sent=False, no_sheet=True), 409
     drug = DrugRef(signed_plan.draft.drug, signed_plan.draft.drug_rxnorm)
+    allow_printing_from_the_app()
     now = services().site_now()
+    pdf_endpoint = "orders.print_pdf" if template == "plan_print.html" else "orders.pharmacy_pdf"
     html = render_template(
         template,
         **common,
@@ -198,6 +208,10 @@ def _sheet(sid: str, rg_id: str, template: str) -> tuple[str, int]:
         fixed_note=None,
         back_url=url_for("orders.signed", sid=sid, rg_id=rg_id),
         back_text="Back to the signed plan",
+        sheet_status=signed_status(common["signer"], signed_plan.authored, signed_plan.session_id, now),
+        paper=paper_for(signed_plan.plan, signed_plan.draft.drug_rxnorm),
+        pdf=as_pdf,
+        pdf_url=url_for(pdf_endpoint, sid=sid, rg_id=rg_id),
     )
     return html, 200
 
@@ -226,3 +240,20 @@ def release_hold(sid: str, rg_id: str) -> Response | tuple[str, int]:
         message = outcome.message if outcome else "This plan holds no order."
         return _render_signed(sid, rg_id, status=409, hold_error=message)
     return redirect(url_for("orders.signed", sid=sid, rg_id=rg_id, done="released"), code=303)
+
+
+def _pdf(sid: str, rg_id: str, template: str, filename: str) -> Response | tuple[str, int]:
+    html, status = _sheet(sid, rg_id, template, as_pdf=True)
+    if status != 200:
+        return html, status
+    return pdf_response(html, request.host_url, filename)
+
+
+@bp.get("/orders/<string(maxlength=64):rg_id>/worksheet.pdf")
+def print_pdf(sid: str, rg_id: str) -> Response | tuple[str, int]:
+    return _pdf(sid, rg_id, "plan_print.html", "desensitization-worksheet-signed.pdf")
+
+
+@bp.get("/orders/<string(maxlength=64):rg_id>/pharmacy.pdf")
+def pharmacy_pdf(sid: str, rg_id: str) -> Response | tuple[str, int]:
+    return _pdf(sid, rg_id, "plan_pharmacy.html", "desensitization-pharmacy-signed.pdf")

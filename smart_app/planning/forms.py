@@ -10,6 +10,7 @@ rounded for display by ``fhir_desens.protocol.report`` / ``quantity.display``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -40,6 +41,8 @@ MAX_INDICATION = 500
 MAX_NUMBER_TEXT = 24
 
 # --- form fields: names, labels (exact texts of ui-contract.md) and engine field names -------------
+
+log = logging.getLogger(__name__)
 
 LABELS: dict[str, str] = {
     "drug": "Drug",
@@ -149,10 +152,12 @@ def field_error(error: DesensError, *, default: str = "plan") -> FieldError:
         return FieldError(name, text)
     if isinstance(error, SafetyViolation):
         name = _INVARIANT_FIELDS.get(error.invariant_id, default) if default == "protocol" else default
+        # The invariant id goes to the log (for the engineers), the plain words to the person.
+        log.info("plan refused by safety invariant %s", error.invariant_id)
         return FieldError(
             name,
-            f"{LABELS.get(name, name)}: this change would make an unsafe plan, so it was not made "
-            f"({error.invariant_id}: {error.detail})",
+            f"{LABELS.get(name, name)}: this change would make an unsafe plan, so it was not made. "
+            f"{error.for_people[:1].upper()}{error.for_people[1:]}",
         )
     return FieldError(default, f"{LABELS.get(default, default)}: {error.message}")
 

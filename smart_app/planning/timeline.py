@@ -20,8 +20,8 @@ from decimal import ROUND_CEILING, Decimal
 from xml.etree import ElementTree as ET
 
 from fhir_desens.protocol.calculate import Plan, PlannedStep
-from fhir_desens.protocol.quantity import display, plain, unit
-from fhir_desens.protocol.report import clock_text, dose_text
+from fhir_desens.protocol.quantity import plain, unit
+from fhir_desens.protocol.report import clock_text, dose_text, rate_text
 
 SVG_NS = "http://www.w3.org/2000/svg"
 WIDTH, HEIGHT = 900, 330
@@ -226,7 +226,7 @@ class _Chart:
         _sub(group, "circle", cx=_f(self.x(minute)), cy=_f(y), r="3.5", fill=colour, data_step=label)
 
     def _step_title(self, step: PlannedStep) -> str:
-        rate = "" if step.rate_ml_h is None else f" at {display(step.rate_ml_h, 3)} mL/h"
+        rate = "" if step.rate_ml_h is None else f" at {rate_text(self.plan, step.rate_ml_h)} mL/h"
         return (
             f"Step {step.number}{rate}, from {clock_text(step.start_minute)}: dose "
             f"{dose_text(step.dose.value)} {self.dose_unit}, cumulative "
@@ -276,12 +276,12 @@ def describe(plan: Plan) -> tuple[str, str]:
     if not steps:
         return title, "The plan has no steps."
     reached = f"the cumulative dose reaches {dose_text(steps[-1].cumulative_dose.value)} {dose_unit}"
-    total = f"after {clock_text(plan.total_minutes)} ({display(plan.total_minutes, 3)} minutes)"
+    total = f"after {clock_text(plan.total_minutes)}"
     rates = [s.rate_ml_h for s in steps if s.rate_ml_h is not None]
     if rates:
         text = (
-            f"The infusion rate rises in {len(steps)} steps from {display(rates[0], 3)} mL/h (step 1) "
-            f"to {display(rates[-1], 3)} mL/h (step {steps[-1].number}); {reached} {total}."
+            f"The infusion rate rises in {len(steps)} steps from {rate_text(plan, rates[0])} mL/h (step 1) "
+            f"to {rate_text(plan, rates[-1])} mL/h (step {steps[-1].number}); {reached} {total}."
         )
     else:
         text = f"{len(steps)} separate doses; {reached} {total}."

@@ -49,6 +49,8 @@ from fhir_desens.protocol.quantity import plain
 from fhir_desens.protocol.risk import ProtocolSuggestion
 from smart_app.app_session import AppSession, app_session, override_evidence
 from smart_app.chart.page import PatientBanner
+from smart_app.paper.pdf import pdf_response
+from smart_app.paper.sheets import draft_status, paper_for
 from smart_app.planning import drafts
 from smart_app.planning.drafts import Assessment, DraftNotFound, PlanDraft
 from smart_app.planning.forms import (
@@ -66,6 +68,7 @@ from smart_app.planning.forms import (
     start_defaults,
 )
 from smart_app.planning.worksheet import Worksheet, worksheet_for
+from smart_app.security import allow_printing_from_the_app
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
@@ -598,14 +601,16 @@ def edit(sid: str, draft_id: str) -> Response | tuple[str, int]:
 # --- print and pharmacy sheets -------------------------------------------------------------------------
 
 
-def _sheet(sid: str, draft_id: str, template: str) -> tuple[str, int]:
+def _sheet(sid: str, draft_id: str, template: str, *, as_pdf: bool = False) -> tuple[str, int]:
     context = _context(sid, draft_id)
     if context.blocked:
         raise InputError("plan", "desensitization is contraindicated; there is no worksheet to print")
     if context.plan is None:
         detail = context.plan_error.message if context.plan_error else "unknown"
         raise InputError("plan", f"the plan cannot be computed ({detail})", "fix the plan on the plan page")
+    allow_printing_from_the_app()
     now = services().site_now()
+    pdf_endpoint = "plan.print_pdf" if template == "plan_print.html" else "plan.pharmacy_pdf"
     html = render_template(
         template,
         **_common(context.session, context.banner),
@@ -620,6 +625,10 @@ def _sheet(sid: str, draft_id: str, template: str) -> tuple[str, int]:
         fixed_note=drafts.fixed_dose_note(context.draft, context.plan),
         back_url=url_for("plan.page", sid=sid, draft_id=draft_id),
         back_text="Back to the plan",
+        sheet_status=draft_status(),
+        paper=paper_for(context.plan, context.draft.drug_rxnorm),
+        pdf=as_pdf,
+        pdf_url=url_for(pdf_endpoint, sid=sid, draft_id=draft_id),
     )
     return html, 200
 
@@ -632,3 +641,15 @@ def print_worksheet(sid: str, draft_id: str) -> tuple[str, int]:
 @bp.get("/<string(length=22):draft_id>/pharmacy")
 def pharmacy(sid: str, draft_id: str) -> tuple[str, int]:
     return _sheet(sid, draft_id, "plan_pharmacy.html")
+
+
+@bp.get("/<string(length=22):draft_id>/worksheet.pdf")
+def print_pdf(sid: str, draft_id: str) -> Response:
+    html, _ = _sheet(sid, draft_id, "plan_print.html", as_pdf=True)
+    return pdf_response(html, request.host_url, "desensitization-worksheet-draft.pdf")
+
+
+@bp.get("/<string(length=22):draft_id>/pharmacy.pdf")
+def pharmacy_pdf(sid: str, draft_id: str) -> Response:
+    html, _ = _sheet(sid, draft_id, "plan_pharmacy.html", as_pdf=True)
+    return pdf_response(html, request.host_url, "desensitization-pharmacy-draft.pdf")

@@ -7,13 +7,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from fhir_desens.fhir.plandefinition import canonical_url
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
 from fhir_desens.protocol.model import ProtocolKind
-from fhir_desens.protocol.quantity import (
-    display,
-    unit,
-)
-from fhir_desens.protocol.report import clock_text, dose_text
+from fhir_desens.protocol.report import is_oral, rate_text
 from smart_app.planning.forms import CLOSING_TEXT
 from smart_app.planning.timeline import timeline_svg
 
@@ -71,6 +68,7 @@ class Worksheet:
     evidence: str
     route: str
     infusion: bool
+    oral: bool
     drug: str
     target: str
     dose_unit: str
@@ -87,6 +85,7 @@ class Worksheet:
     warnings: tuple[str, ...]
     timeline_svg: str = field(repr=False)
     clock_basis: str = "if started now"  # or "from the planned start"
+    pump_note: str | None = None  # how the rates are to be programmed
 
     @property
     def step_count(self) -> int:
@@ -94,15 +93,15 @@ class Worksheet:
 
 
 def _amount(value: Decimal | None, unit_code: str) -> str:
-    return "—" if value is None else f"{dose_text(value)} {unit(unit_code).display}"
+    return "—" if value is None else shown.dose_text(value, unit_code)
 
 
-def _ml(value: Decimal | None, places: int = 3) -> str:
-    return "—" if value is None else f"{display(value, places)} mL"
+def _ml(value: Decimal | None) -> str:
+    return "—" if value is None else shown.volume_text(value)
 
 
 def _clock(start: datetime, minutes: Decimal) -> datetime:
-    seconds = int(display(minutes * 60, 0))  # display rounding: to the second, for the clock only
+    seconds = int((minutes * 60).to_integral_value())  # to the second, for the clock only
     return start + timedelta(seconds=seconds)
 
 
@@ -125,10 +124,10 @@ def _solution_row(plan: Plan, solution: PlannedSolution) -> SolutionRow:
             number=solution.number,
             label=solution.label,
             strength=solution.strength,
-            concentration=f"{_amount(solution.unit_dose.value, dose_unit)} per unit",
+            concentration=f"{_amount(solution.unit_dose.value, dose_unit)} per tablet",
             volume="—",
             drug_amount=_amount(solution.drug_amount.value, dose_unit),
-            infused=f"{display(count, 2)} units",
+            infused=shown.count_text(count, "tablet"),
             diluent="—",
             steps=_ranges(steps),
         )
@@ -137,8 +136,8 @@ def _solution_row(plan: Plan, solution: PlannedSolution) -> SolutionRow:
         number=solution.number,
         label=solution.label,
         strength=solution.strength,
-        concentration=f"{dose_text(solution.concentration.value)} {unit(solution.concentration.unit).display}",
-        volume=_ml(solution.volume_ml, 2),
+        concentration=shown.concentration_text(solution.concentration.value, solution.concentration.unit),
+        volume=_ml(solution.volume_ml),
         drug_amount=_amount(solution.drug_amount.value, dose_unit),
         infused=_ml(solution.volume_infused_ml),
         diluent=solution.diluent or "—",
@@ -149,18 +148,18 @@ def _solution_row(plan: Plan, solution: PlannedSolution) -> SolutionRow:
 
 def _step_row(plan: Plan, step: PlannedStep, start: datetime) -> StepRow:
     if step.units is not None:
-        volume = f"{display(step.units, 2)} unit(s)"
+        volume = shown.count_text(step.units, "tablet")
     else:
-        volume = "—" if step.volume_ml is None else display(step.volume_ml, 3)
+        volume = "—" if step.volume_ml is None else shown.volume_number(step.volume_ml)
     return StepRow(
         number=step.number,
         solution=step.solution,
-        rate="—" if step.rate_ml_h is None else display(step.rate_ml_h, 3),
-        minutes=display(step.minutes, 3),
+        rate="—" if step.rate_ml_h is None else rate_text(plan, step.rate_ml_h),
+        minutes=shown.minutes_text(step.minutes).removesuffix(" min"),
         volume=volume,
         dose=_amount(step.dose.value, plan.dose_unit),
         cumulative=_amount(step.cumulative_dose.value, plan.dose_unit),
-        elapsed=clock_text(step.start_minute),
+        elapsed=shown.clock_text(step.start_minute),
         clock=_hhmm(_clock(start, step.start_minute)),
         inserted=step.inserted,
         closing=step.closing,
@@ -193,15 +192,16 @@ def worksheet_for(plan: Plan, started_at: datetime, *, planned: bool = False) ->
         evidence=protocol.evidence.value,
         route=protocol.route,
         infusion=protocol.kind is ProtocolKind.INFUSION,
+        oral=is_oral(plan),
         drug=plan.drug,
         target=_amount(plan.target_dose.value, plan.dose_unit),
-        dose_unit=unit(plan.dose_unit).display,
+        dose_unit=shown.unit_text(plan.dose_unit),
         closing=CLOSING_TEXT.get(plan.closing) if plan.closing is not None else None,
-        final_rate=None if plan.final_rate_ml_h is None else f"{display(plan.final_rate_ml_h, 3)} mL/h",
+        final_rate=None if plan.final_rate_ml_h is None else f"{rate_text(plan, plan.final_rate_ml_h)} mL/h",
         solutions=tuple(_solution_row(plan, s) for s in plan.solutions),
         steps=tuple(_step_row(plan, s, started_at) for s in plan.steps),
-        total_minutes=display(plan.total_minutes, 3),
-        total_time=clock_text(plan.total_minutes),
+        total_minutes=shown.minutes_text(plan.total_minutes).removesuffix(" min"),
+        total_time=shown.clock_text(plan.total_minutes),
         started_at=started_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
         clock_basis="from the planned start" if planned else "if started now",
         ends_at=_clock(started_at, plan.total_minutes).strftime("%Y-%m-%d %H:%M %Z").strip(),
@@ -209,4 +209,14 @@ def worksheet_for(plan: Plan, started_at: datetime, *, planned: bool = False) ->
         nursing_instructions=plan.nursing_instructions,
         warnings=plan.warnings,
         timeline_svg=timeline_svg(plan),
+        pump_note=_pump_note(plan),
     )
+
+
+def _pump_note(plan: Plan) -> str | None:
+    if plan.protocol.kind is not ProtocolKind.INFUSION:
+        return None
+    resolution = plan.request.pump_resolution_ml_h
+    if resolution is None:
+        return "Rates are exact; program them as shown (to 0.001 mL/h)."
+    return f"Rates as programmed, in steps of {shown.rate_text(resolution, resolution)}; every dose follows from them."

@@ -214,10 +214,10 @@ def test_carboplatin_400_mg_12_steps_at_75_ml_h(planner: Planner) -> None:
         assert row[0].split()[0] == str(step.number)
         assert row[5] == f"{dose_text(step.dose.value)} mg"
         assert row[6] == f"{dose_text(step.cumulative_dose.value)} mg"
-    assert steps[-1][2] == "75" and steps[-1][3] == "186.875" and steps[-1][6] == "400 mg"
+    assert steps[-1][2] == "75" and steps[-1][3] == "187" and steps[-1][6] == "400 mg"  # whole minutes
     text = text_of(html)
     assert "Final rate 75 mL/h" in text
-    assert "Total time: 351.875 minutes (5 h 52 min)" in text
+    assert "Total time: 352 minutes (5 h 52 min)" in text
     solutions = table_rows(html, "solutions")
     assert [r[1] for r in solutions] == ["0.016 mg/mL", "0.16 mg/mL", "1.588 mg/mL"]
     assert solutions[2][3] == "397 mg"  # display policy: 4 significant figures

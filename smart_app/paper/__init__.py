@@ -1,0 +1,1 @@
+"""Printed paper: PDF rendering of the sheets (WeasyPrint), labels and pharmacy preparation."""

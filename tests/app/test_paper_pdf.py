@@ -1,0 +1,132 @@
+"""The print sheets as PDF (WeasyPrint), read back with pdfplumber page by page: identifiers and
+"page X of Y" on every page, DRAFT on every page of a draft, the signer and order id on a signed plan,
+complete labels, and no number with more digits than the display policy, for every sandbox patient."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pdfplumber
+import pytest
+from flask import Flask
+
+from fhir_desens.protocol.display import SIGNIFICANT_FIGURES
+from tests.app.conftest import Launcher
+from tests.app.fake_ehr import FakeEhr
+from tests.app.test_plan_pages import Planner
+from tests.app.test_sign_orders import Signer
+
+PATIENTS = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[2] / "fixtures" / "patients").glob("*.json")
+)
+NUMBER = re.compile(r"(?<![\w.:/|-])\d[\d,]*\.\d+(?![\w.])")
+
+
+def pages_of(pdf: bytes) -> list[str]:
+    """The text of each page, lines joined with spaces (sentences wrap inside table cells and labels)."""
+    with pdfplumber.open(io.BytesIO(pdf)) as document:
+        return [" ".join((page.extract_text() or "").split()) for page in document.pages]
+
+
+def too_precise(text: str) -> list[str]:
+    """Decimal numbers with more significant figures than the display policy allows."""
+    found = []
+    for number in NUMBER.findall(text):
+        digits = number.replace(",", "").replace(".", "").lstrip("0")
+        if len(digits) > SIGNIFICANT_FIGURES:
+            found.append(number)
+    return found
+
+
+@pytest.fixture
+def planner(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Planner:
+    return Planner(launcher, ehr, app)
+
+
+@pytest.fixture
+def signer(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Signer:
+    return Signer(launcher, ehr, app)
+
+
+def _pdf(planner: Planner, url: str) -> list[str]:
+    response = planner.client.get(url)
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    assert response.mimetype == "application/pdf"
+    return pages_of(response.get_data())
+
+
+def test_a_draft_worksheet_pdf_carries_identifiers_page_numbers_and_draft_on_every_page(
+    planner: Planner,
+) -> None:
+    sid = planner.launch("carboplatin-ovarian")
+    draft_id = planner.create(sid)
+    pages = _pdf(planner, f"/s/{sid}/plan/{draft_id}/worksheet.pdf")
+    assert len(pages) >= 2
+    for number, text in enumerate(pages, start=1):
+        assert "DRAFT - not an order" in text, number
+        assert "MRN-1001" in text and "Voss-Hartley" in text, number
+        assert f"page {number} of {len(pages)}" in text, number
+    everything = "\n".join(pages)
+    assert "Actual" in everything and "Initials" in everything  # the downtime form's columns
+    assert too_precise(everything) == []
+
+
+def test_the_pharmacy_pdf_has_complete_labels_and_how_to_prepare(planner: Planner) -> None:
+    sid = planner.launch("carboplatin-ovarian")
+    draft_id = planner.create(sid)
+    planner.recalculate(sid, draft_id, final_rate="75", diluent="d5w")
+    pages = _pdf(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf")
+    text = "\n".join(pages)
+    for number, page in enumerate(pages, start=1):
+        assert "DRAFT - not an order" in page and "MRN-1001" in page and f"page {number} of" in page
+    assert text.count("Prepared by") == 3 and text.count("Checked by") == 3
+    assert "Infuse only 8.7 mL; discard the remainder." in text  # bag 1 at 75 mL/h
+    assert "Stock drawn: 0.4 mL of 10 mg/mL" in text  # 4 mg of carboplatin 10 mg/mL
+    assert "5% dextrose (D5W)" in text and "NS or D5W" not in text
+    assert "Beyond-use" in text and "route: IV" in text and "mL/h (steps 1-4)" in text
+    assert "remove 25.4 mL" in text  # 25 mL overfill of a 250 mL bag + 0.4 mL of stock
+    assert too_precise(text) == []
+
+
+def test_an_oral_protocol_prints_in_oral_words_with_serial_dilutions(planner: Planner) -> None:
+    sid = planner.launch("penicillin-pregnancy")
+    draft_id = planner.create(sid)
+    text = "\n".join(_pdf(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf"))
+    assert "Oral solution 1 of 3" in text and "route: by mouth" in text
+    assert "Use the commercial product as it is" in text and "of solution 3 (80,000 units/mL)" in text
+    worksheet = "\n".join(_pdf(planner, f"/s/{sid}/plan/{draft_id}/worksheet.pdf"))
+    assert "Wait" in worksheet and "mL to" in worksheet and "Volume to be infused" not in worksheet
+
+
+def test_a_signed_plan_pdf_names_the_signer_and_the_order_on_every_page(signer: Signer) -> None:
+    sid = signer.launch("carboplatin-ovarian")
+    draft_id = signer.plan(sid)
+    rg_id = signer.signed_id(signer.sign(sid, draft_id), sid)
+    (group,) = signer.signed("RequestGroup")
+    order_id = group["identifier"][0]["value"]
+    pages = _pdf(signer, f"/s/{sid}/orders/{rg_id}/worksheet.pdf")  # type: ignore[arg-type]
+    for number, text in enumerate(pages, start=1):
+        compact = text.replace("\n", " ")
+        assert "Signed by" in compact and order_id[:12] in compact.replace(" ", ""), number
+        assert "DRAFT" not in text and f"page {number} of {len(pages)}" in text
+
+
+@pytest.mark.parametrize("patient", PATIENTS)
+def test_every_sandbox_patients_default_plan_reads_within_the_policy(planner: Planner, patient: str) -> None:
+    sid = planner.launch(patient)
+    response = planner.start(sid, **planner.start_defaults(sid))
+    if response.status_code != 303:
+        pytest.skip(f"{patient}: no default plan (the start form refuses it: {response.status_code})")
+    draft_id = response.headers["Location"].rsplit("/", 1)[1]
+    page = planner.page(sid, draft_id).get_data(as_text=True)
+    if "/worksheet.pdf" not in page and "print" not in page:
+        pytest.skip(f"{patient}: no worksheet (blocked)")
+    sheets = planner.client.get(f"/s/{sid}/plan/{draft_id}/print")
+    if sheets.status_code != 200:
+        pytest.skip(f"{patient}: no printable sheet ({sheets.status_code})")
+    html_text = re.sub(r"<[^>]+>", " ", sheets.get_data(as_text=True))
+    assert too_precise(re.sub(r"<svg.*?</svg>", "", html_text, flags=re.S)) == []
+    for sheet in ("worksheet.pdf", "pharmacy.pdf"):
+        assert too_precise("\n".join(_pdf(planner, f"/s/{sid}/plan/{draft_id}/{sheet}"))) == []
