@@ -17,6 +17,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import bench_exchange  # benchmarks/ is on sys.path when this file runs as a script
+import bench_search
 
 from fhir_desens.fhir.apply import ApplyContext, apply_plan
 from fhir_desens.fhir.plandefinition import library_bundle
@@ -80,6 +81,7 @@ def main() -> None:
     print(
         f"Export whole library as XML: {median_ms(lambda: write_resource(library_bundle(protocols), 'xml'), 20):.1f} ms"
     )
+    bench_search.main()  # searches over a 5,000-allergy chart (benchmarks/bench_search.py)
     bench_exchange.main()  # export + validate, import of 1,000 protocol versions (benchmarks/bench_exchange.py)
 
 

@@ -136,6 +136,7 @@ class ValidatingRepository extends MemoryRepository {
     this.validateForWrite = validateForWrite;
     this.deletedKeys = new Set();
     this.transactionDepth = 0;
+    this.searchIndex = new SearchIndex();
   }
 
   async createResource(resource, options) {
@@ -154,29 +155,45 @@ class ValidatingRepository extends MemoryRepository {
     };
     const stored = await super.createResource(copy, options);
     this.deletedKeys.delete(keyOf(stored.resourceType, stored.id));
+    this.searchIndex.put(this.resources.get(stored.resourceType).get(stored.id));
     return stored;
   }
 
   /**
+   * Search without scanning: the candidates come from the index of the search's reference, token and
+   * uri parameters (patient, subject, url, version, identifier, code, ...), then Medplum's own matcher
+   * checks every filter on those few, sort keys are computed once per resource (not per comparison),
+   * and only the page is copied. A search over thousands of resources answers in milliseconds.
+   *
    * FHIR uri search (`url=`, `url:exact=`) matches the whole value (search.html#uri); MemoryRepository
    * matches a prefix, so `url=.../step-1` would also find `.../step-10` (and break If-None-Exist on
-   * canonical urls). Filter such searches exactly, then page.
+   * canonical urls): such filters are also checked exactly.
    */
   async search(searchRequest) {
-    const exact = (searchRequest.filters ?? []).filter(
+    const { resourceType, filters = [], sortRules = [], offset, count } = searchRequest;
+    const all = this.resources.get(resourceType) ?? new Map();
+    const narrowed = this.searchIndex.candidates(resourceType, filters, all);
+    const candidates = narrowed?.resources ?? all.values();
+    const exact = filters.filter(
       (f) => f.code === 'url' && (f.operator === core.Operator.EQUALS || f.operator === core.Operator.EXACT)
     );
-    if (!exact.length) {
-      return super.search(searchRequest);
+    const matches = [];
+    for (const resource of candidates) {
+      if (
+        (narrowed?.complete || core.matchesSearchRequest(resource, searchRequest)) &&
+        exact.every((f) => String(f.value).split(',').includes(resource.url))
+      ) {
+        matches.push(resource);
+      }
     }
-    const { offset, count, ...unpaged } = searchRequest;
-    const all = await super.search(unpaged);
-    const matches = (all.entry ?? []).filter((entry) =>
-      exact.every((f) => String(f.value).split(',').includes(entry.resource?.url))
-    );
-    let page = offset ? matches.slice(offset) : matches;
+    let ordered = matches;
+    for (const rule of sortRules) {
+      ordered = sortedBy(ordered, rule); // stable: later rules refine, as MemoryRepository does
+    }
+    let page = offset ? ordered.slice(offset) : ordered;
     page = count !== undefined ? page.slice(0, count) : page;
-    return { ...all, entry: page.length ? page : undefined, total: matches.length };
+    const entry = page.map((resource) => ({ resource: core.deepClone(resource) }));
+    return { resourceType: 'Bundle', type: 'searchset', entry: entry.length ? entry : undefined, total: matches.length };
   }
 
   async readResource(resourceType, id) {
@@ -204,6 +221,7 @@ class ValidatingRepository extends MemoryRepository {
   async deleteResource(resourceType, id) {
     await super.deleteResource(resourceType, id);
     this.deletedKeys.add(keyOf(resourceType, id));
+    this.searchIndex.remove(resourceType, id);
   }
 
   async withTransaction(callback) {
@@ -242,7 +260,182 @@ class ValidatingRepository extends MemoryRepository {
       this.history.set(type, byId);
     }
     this.deletedKeys = snapshot.deletedKeys;
+    this.searchIndex = new SearchIndex(); // rebuilt lazily from the restored resources
   }
+}
+
+const INDEXED_TYPES = new Set(['reference', 'token', 'uri']);
+
+/** The keys a search value may use to find an element: reference, system|code, code, |code. */
+function indexKeys(value) {
+  if (value === undefined || value === null) {
+    return [];
+  }
+  if (typeof value !== 'object') {
+    return [String(value)];
+  }
+  const keys = [];
+  if (typeof value.reference === 'string') {
+    keys.push(value.reference);
+    const tail = /([A-Za-z]+\/[^/]+)$/.exec(value.reference);
+    if (tail) {
+      keys.push(tail[1]);
+    }
+  }
+  const codings = Array.isArray(value.coding) ? value.coding : [];
+  for (const coding of [value, ...codings]) {
+    const code = coding.code ?? coding.value;
+    if (typeof code === 'string' || typeof code === 'number' || typeof code === 'boolean') {
+      keys.push(String(code), `${coding.system ?? ''}|${code}`);
+    }
+    if (typeof coding.system === 'string') {
+      keys.push(`${coding.system}|`); // system| : any code of that system
+    }
+  }
+  return keys;
+}
+
+/**
+ * The part of a search parameter's FHIRPath that concerns one resource type, parsed once. Shared
+ * parameters such as `patient` list ~40 types ("AllergyIntolerance.patient | CarePlan.subject | ...");
+ * evaluating the whole union costs a millisecond per resource, its own branch microseconds.
+ */
+const compiledExpressions = new Map();
+function compiledExpression(resourceType, code) {
+  const cacheKey = `${resourceType}:${code}`;
+  if (!compiledExpressions.has(cacheKey)) {
+    const expression = core.globalSchema.types[resourceType]?.searchParams?.[code]?.expression;
+    let atom;
+    if (expression) {
+      const branches = expression.split(' | ').map((branch) => branch.trim());
+      const balanced = branches.every((b) => b.split('(').length === b.split(')').length);
+      const own = branches.filter((b) => b.startsWith(`${resourceType}.`) || b.startsWith(`(${resourceType}.`));
+      atom = core.parseFhirPath(balanced && own.length ? own.join(' | ') : expression);
+    }
+    compiledExpressions.set(cacheKey, atom);
+  }
+  return compiledExpressions.get(cacheKey);
+}
+
+function indexedValues(resource, code) {
+  const atom = compiledExpression(resource.resourceType, code);
+  if (!atom) {
+    return [];
+  }
+  try {
+    return atom.eval({ variables: {} }, [core.toTypedValue(resource)]).map((typed) => typed.value);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Per resource type and search parameter, which resources hold which value. A parameter's index is
+ * built the first time it is searched by, then kept current by every write (create, update, delete);
+ * a transaction rollback drops all of them.
+ */
+class SearchIndex {
+  constructor() {
+    this.byType = new Map(); // type -> Map(code -> { byKey: Map(key -> Set(id)), keysOf: Map(id -> [key]) })
+  }
+
+  parameterIndex(resourceType, code, all) {
+    let byCode = this.byType.get(resourceType);
+    if (!byCode) {
+      byCode = new Map();
+      this.byType.set(resourceType, byCode);
+    }
+    let index = byCode.get(code);
+    if (!index) {
+      index = { byKey: new Map(), keysOf: new Map() };
+      byCode.set(code, index);
+      for (const resource of all.values()) {
+        this.add(index, code, resource);
+      }
+    }
+    return index;
+  }
+
+  add(index, code, resource) {
+    const keys = [...new Set(indexedValues(resource, code).flatMap(indexKeys))];
+    for (const key of keys) {
+      let ids = index.byKey.get(key);
+      if (!ids) {
+        ids = new Set();
+        index.byKey.set(key, ids);
+      }
+      ids.add(resource.id);
+    }
+    index.keysOf.set(resource.id, keys);
+  }
+
+  drop(index, id) {
+    for (const key of index.keysOf.get(id) ?? []) {
+      index.byKey.get(key)?.delete(id);
+    }
+    index.keysOf.delete(id);
+  }
+
+  put(resource) {
+    for (const [code, index] of this.byType.get(resource.resourceType) ?? []) {
+      this.drop(index, resource.id);
+      this.add(index, code, resource);
+    }
+  }
+
+  remove(resourceType, id) {
+    for (const index of this.byType.get(resourceType)?.values() ?? []) {
+      this.drop(index, id);
+    }
+  }
+
+  /**
+   * { resources, complete }: the resources the indexed equality filters allow (their intersection),
+   * and whether those filters were all the filters (then nothing else needs checking); undefined when
+   * no filter can use the index. Modifiers and other operators are left to Medplum's matcher.
+   */
+  candidates(resourceType, filters, all) {
+    const params = core.globalSchema.types[resourceType]?.searchParams ?? {};
+    let allowed;
+    let complete = true;
+    for (const filter of filters) {
+      const definition = params[filter.code];
+      const usable =
+        definition &&
+        INDEXED_TYPES.has(definition.type) &&
+        filter.operator === core.Operator.EQUALS &&
+        typeof filter.value === 'string' &&
+        filter.value !== '' &&
+        !filter.value.includes('\\');
+      if (!usable) {
+        complete = false;
+        continue;
+      }
+      const { byKey } = this.parameterIndex(resourceType, filter.code, all);
+      const ids = new Set();
+      for (const value of filter.value.split(',')) {
+        for (const id of byKey.get(value) ?? []) {
+          ids.add(id);
+        }
+      }
+      allowed = allowed === undefined ? ids : new Set([...allowed].filter((id) => ids.has(id)));
+    }
+    if (allowed === undefined) {
+      return undefined;
+    }
+    return { resources: [...allowed].map((id) => all.get(id)).filter(Boolean), complete };
+  }
+}
+
+/** Resources ordered by one sort rule, each key computed once (MemoryRepository's comparison). */
+function sortedBy(resources, rule) {
+  const expression = core.globalSchema.types[resources[0]?.resourceType]?.searchParams?.[rule.code]?.expression;
+  if (!expression) {
+    return resources;
+  }
+  const keyed = resources.map((resource) => [JSON.stringify(core.evalFhirPath(expression, resource)), resource]);
+  keyed.sort((a, b) => a[0].localeCompare(b[0]) * (rule.descending ? -1 : 1));
+  return keyed.map(([, resource]) => resource);
 }
 
 function errorsFirst(oo) {
