@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask
 
+from smart_app import log_hygiene
 from smart_app.bedside import views as bedside_views
 from smart_app.bedside.service import init_bedside
 from smart_app.chart import views as chart_views
@@ -52,6 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=64 * 1024,
         TEMPLATES_AUTO_RELOAD=False,
     )
+    log_hygiene.install()  # no session id, token or patient identifier in any log line
     level = values.get("LOG_LEVEL") or "INFO"
     app.logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
     # Jinja autoescaping is on for .html templates (Flask's default); make sure it is never off.
