@@ -18,6 +18,7 @@ from fhir_desens.client.smart import ORDER_WRITES, SmartSession
 from fhir_desens.errors import (
     AuthError,
     FhirServerError,
+    ForbiddenError,
 )
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.allergy import Allergy, allergy_from_fhir
@@ -183,8 +184,10 @@ def _read_references(client: FhirClient, refs: Iterable[str]) -> dict[str, dict[
         resource_type, _, resource_id = ref.partition("/")
         try:
             found[ref] = client.read(resource_type, resource_id).resource
-        except FhirServerError as error:
+        except FhirServerError as error:  # 404, 410, 5xx: skipped, the rest still shown
             log.warning("could not read a %s: status %s", resource_type, error.status)
+        except ForbiddenError:  # e.g. another patient's Condition: skipped, never a blocked page
+            log.warning("could not read a %s: not allowed", resource_type)
     return found
 
 
@@ -256,7 +259,7 @@ def read_chart(
     conditions = (
         _read_references(client, _condition_references(orders)) if granted.can_read("Condition") else {}
     )
-    candidates = drug_candidates(orders, allergies or [], medications, conditions=conditions)
+    candidates = drug_candidates(orders, allergies or [], medications, conditions=conditions, patient=own)
     return ChartForPlanning(
         candidates=tuple(candidates),
         measurements=latest_body_measurements(observations),
