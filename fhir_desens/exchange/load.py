@@ -60,7 +60,7 @@ def _entries(resource: dict[str, Any], source: str) -> list[Loaded]:
     if resource.get("resourceType") != "Bundle":
         return [Loaded(source, resource)]
     kind = resource.get("type")
-    if kind not in BUNDLE_TYPES:
+    if not isinstance(kind, str) or kind not in BUNDLE_TYPES:
         raise FhirFormatError(
             f"{source}: a Bundle of type {kind!r} is not an exchange file (accepted: {', '.join(sorted(BUNDLE_TYPES))})"
         )

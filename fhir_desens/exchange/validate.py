@@ -210,9 +210,20 @@ def _profile_issues(item: Loaded, r4_bindings: bool, targets: Mapping[str, str])
     from fhir_desens.fhir.bindings import required_binding_issues
     from fhir_desens.fhir.profiles import profile_checks
 
-    raw = list(profile_checks(item.resource))
-    if r4_bindings:
-        raw += required_binding_issues(item.resource, targets)
+    try:
+        raw = list(profile_checks(item.resource))
+        if r4_bindings:
+            raw += required_binding_issues(item.resource, targets)
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError, IndexError) as error:
+        # Content from other systems may hold null or wrongly typed elements anywhere: an issue, never a crash.
+        detail = f"{type(error).__name__}: {error}"[:200]
+        raw = [
+            {
+                "severity": "error",
+                "code": "structure",
+                "diagnostics": f"an element is missing or has the wrong type ({detail})",
+            }
+        ]
     return _dedupe(_outcome_issues(raw, item, "profile"))
 
 
