@@ -124,7 +124,9 @@ def _mapped_resources() -> list[dict[str, Any]]:
     for protocol in builtin_protocols().values():
         resources += [plan_definition_from_protocol(protocol), *activity_definitions_from_protocol(protocol)]
         target = None if protocol.fixed_doses else Quantity(Decimal(400), "mg")
-        plan = compute_plan(PlanRequest(protocol, (protocol.drugs or ("carboplatin",))[0], target))
+        # a drug-specific protocol gives its own drug (DRUG-PROD-1); oral penicillin V declares no drug list
+        default = "penicillin V potassium" if protocol.id == "penicillin-v-oral-wendel" else "carboplatin"
+        plan = compute_plan(PlanRequest(protocol, (protocol.drugs or (default,))[0], target))
         bundle = apply_plan(plan, ApplyContext("Patient/p1", "Practitioner/a1"))
         resources += [entry["resource"] for entry in bundle["entry"]]
     return [fjson.loads(fjson.dumps(resource)) for resource in resources]
