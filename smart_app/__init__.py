@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask
 
+from fhir_desens.protocol.display import chart_time_text
 from smart_app import log_hygiene
 from smart_app.bedside import views as bedside_views
 from smart_app.bedside.service import init_bedside
@@ -58,6 +59,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
     # Jinja autoescaping is on for .html templates (Flask's default); make sure it is never off.
     app.jinja_env.autoescape = True
+    # Dates and times from the chart are written for people, in the site's zone (docs/display.md).
+    app.jinja_env.filters["chart_time"] = lambda value: chart_time_text(str(value), settings.zone)
 
     init_library(app, settings.protocol_library)  # read once: a bad library stops the app here
     app.extensions[EXTENSION] = build_services(app, settings, extra)

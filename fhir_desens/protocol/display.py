@@ -19,6 +19,7 @@ Rounding is ROUND_HALF_UP (what a calculator and a pharmacist do).
 
 from __future__ import annotations
 
+from datetime import date, datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 
 from fhir_desens.protocol.quantity import EXACT, Quantity, unit
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_PUMP_RESOLUTION_ML_H",
     "SIGNIFICANT_FIGURES",
     "bsa_text",
+    "chart_time_text",
     "clock_text",
     "concentration_text",
     "count_text",
@@ -175,3 +177,26 @@ def count_text(count: Decimal, singular: str, plural: str | None = None) -> str:
 def bsa_text(value_m2: Decimal) -> str:
     """'2.14 m²'."""
     return f"{grouped(_rounded(value_m2, BSA_PLACES))} m²"
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def chart_time_text(value: str, zone: tzinfo) -> str:
+    """A FHIR ``date`` or ``dateTime`` from the chart, for people: "14 Oct 2026", or "14 Oct 2026 17:22 CET"
+    in the site's zone when the chart gives a time with its offset. Partial dates ("2019", "2019-03") stay as
+    written; anything unparseable is returned unchanged rather than hidden."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+        if len(text) > 10 and "T" in text:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(zone)
+            zone_name = f" {moment.tzname()}" if moment.tzinfo is not None else ""
+            return f"{moment.day} {_MONTHS[moment.month - 1]} {moment.year} {moment:%H:%M}{zone_name}"
+    except ValueError:
+        return value
+    return value
