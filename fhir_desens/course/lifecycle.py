@@ -23,7 +23,7 @@ from fhir_desens.course.chart import (
     practitioner_reference,
 )
 from fhir_desens.course.context import CourseContext
-from fhir_desens.course.readback import SignedPlanNotFound, SignedPlanSummary, signed_plans
+from fhir_desens.course.readback import SignedPlanNotFound, SignedPlanSummary, signed_plans, step_order_ids
 from fhir_desens.drugs.overrides import check_override_reason
 from fhir_desens.errors import (
     ConflictError,
@@ -167,16 +167,6 @@ def _read_plan(client: FhirClient, rg_id: str, own: str) -> tuple[dict[str, Any]
     return group, read.version_id
 
 
-def _step_order_ids(group: Mapping[str, Any]) -> list[str]:
-    ids = []
-    for action in group.get("action") or []:
-        resource = action.get("resource") if isinstance(action, Mapping) else None
-        ref = resource.get("reference") if isinstance(resource, Mapping) else None
-        if isinstance(ref, str) and ref.startswith("MedicationRequest/") and FHIR_ID.match(ref[18:]):
-            ids.append(ref[18:])
-    return ids
-
-
 def _read_orders(client: FhirClient, ids: Sequence[str], own: str) -> list[tuple[dict[str, Any], str | None]]:
     """Each step order with its version (read one by one: the version must be the one written over)."""
     orders = []
@@ -241,7 +231,7 @@ def discontinue(ctx: CourseContext, rg_id: str, reason: str, *, release: bool = 
             return Discontinued(rg_id, True, 0, 0, _discontinued_when(group), hold)
         if group.get("status") == "completed":
             raise PlanEnded("This plan is completed: there is nothing left to discontinue.")
-        ids = _step_order_ids(group)
+        ids = step_order_ids(group)
         orders = _read_orders(client, ids, own)
         started = _started(client, smart, own, ids)
         when = datetime.fromtimestamp(ctx.clock(), ctx.time_zone).isoformat(timespec="seconds")

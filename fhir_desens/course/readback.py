@@ -233,7 +233,8 @@ class SignedPlan:
         return len(self.orders)
 
 
-def _action_ids(group: Mapping[str, Any]) -> list[str]:
+def step_order_ids(group: Mapping[str, Any]) -> list[str]:
+    """The MedicationRequest ids a signed RequestGroup's actions point to, in action order."""
     ids = []
     for action in group.get("action") or []:
         resource = action.get("resource") if isinstance(action, Mapping) else None
@@ -350,7 +351,7 @@ def load_signed_plan(smart: SmartSession, rg_id: str, protocols: Mapping[str, Pr
     own = patient_reference(smart)
     with open_client(smart) as client:
         group = _read_group(client, rg_id, own)
-        ids = _action_ids(group)
+        ids = step_order_ids(group)
         found = _by_ids(client, "MedicationRequest", ids, own)
         orders = [found[i] for i in ids if i in found]
         medication_ids = sorted({m for m in (_medication_id(o) for o in orders) if m})

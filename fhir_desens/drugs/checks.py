@@ -47,6 +47,7 @@ __all__ = [
     "diluent_label",
     "preparation_requirements",
     "review_plan",
+    "solution_diluent_label",
 ]
 
 
@@ -169,6 +170,18 @@ def default_diluent(drug: Monograph | None, order_text: str | None) -> tuple[str
 def diluent_label(diluent_id: str) -> str:
     """The single diluent a label and an order print."""
     return diluents()[diluent_id].label
+
+
+def solution_diluent_label(text: str | None, products: PlanProducts | None) -> str | None:
+    """Exactly one named diluent for a solution (DRUG-DIL-2): the one the plan names, else the drug's usual
+    one, else the plan's text as written. Orders and labels print the same words."""
+    named = diluent_from_text(text)
+    if named is not None:
+        return diluent_label(named)
+    infusion = products.given.infusion if products is not None else None
+    if text and infusion is not None and text.strip().lower() != "water":
+        return diluent_label(infusion.default_diluent)
+    return text
 
 
 def check_diluent(drug: Monograph, diluent_id: str) -> tuple[Finding, ...]:

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from fhir_desens.drugs.checks import combination_text, diluent_from_text, diluent_label
+from fhir_desens.drugs.checks import combination_text, solution_diluent_label
 from fhir_desens.drugs.monograph import RXNORM, Monograph, Product
 from fhir_desens.drugs.products import PlanProducts, resolve_products
 from fhir_desens.errors import InputError
@@ -193,17 +193,6 @@ def _codings(product: Product, drug: Monograph) -> list[dict[str, str]]:
     ]
 
 
-def _one_diluent(text: str | None, products: PlanProducts | None) -> str | None:
-    """Exactly one diluent (DRUG-DIL-2): the one the plan names, else the drug's default, else the text."""
-    named = diluent_from_text(text)
-    if named is not None:
-        return diluent_label(named)
-    infusion = products.given.infusion if products is not None else None
-    if text and infusion is not None and text.strip().lower() != "water":
-        return diluent_label(infusion.default_diluent)
-    return text
-
-
 def _at(start: datetime, minutes: Decimal) -> str:
     # to the second: a clock time on an order, never used for arithmetic
     return (start + timedelta(seconds=round(minutes * 60))).isoformat(timespec="seconds")
@@ -268,7 +257,7 @@ def _medication(
             "denominator": {"value": Decimal(1), "unit": "unit", "system": c.UCUM, "code": "{unit}"},
         }
     ingredients = [ingredient]
-    diluent = _one_diluent(solution.diluent, products)
+    diluent = solution_diluent_label(solution.diluent, products)
     if diluent:
         ingredients.append({"itemCodeableConcept": {"text": diluent}, "isActive": False})
     code: dict[str, Any] = {"text": f"{plan.drug}: {solution.label}"}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from fhir_desens.drugs.checks import diluent_from_text, diluent_label
+from fhir_desens.drugs.checks import solution_diluent_label
 from fhir_desens.drugs.monograph import Product
 from fhir_desens.drugs.products import PlanProducts, resolve_products
 from fhir_desens.protocol import display as shown
@@ -97,17 +97,6 @@ def _product(products: PlanProducts | None, number: int) -> Product | None:
         return None
 
 
-def _diluent(text: str | None, products: PlanProducts | None) -> str | None:
-    """Exactly one named diluent (the plan's, else the drug's usual one)."""
-    named = diluent_from_text(text)
-    if named is not None:
-        return diluent_label(named)
-    infusion = products.given.infusion if products is not None else None
-    if text and infusion is not None and text.strip().lower() != "water":
-        return diluent_label(infusion.default_diluent)
-    return text
-
-
 def _steps(plan: Plan, number: int) -> list[int]:
     return [s.number for s in plan.steps if s.solution == number]
 
@@ -164,7 +153,9 @@ def _label(
         product=name,
         concentration=concentration,
         amount=amount,
-        diluent=None if solution.unit_dose is not None else _diluent(solution.diluent, products),
+        diluent=None
+        if solution.unit_dose is not None
+        else solution_diluent_label(solution.diluent, products),
         route="by mouth" if oral else plan.protocol.route,
         rates=_rates(plan, solution.number),
         infuse_only=infuse_only,
@@ -226,7 +217,7 @@ def paper_for(plan: Plan, rxnorm: tuple[str, ...] = ()) -> Paper:
         for bag in bag_preparations(plan, stock):
             bags[bag.solution] = bag
             solution = next(s for s in plan.solutions if s.number == bag.solution)
-            diluent = _diluent(solution.diluent, products)
+            diluent = solution_diluent_label(solution.diluent, products)
             lines.append(PreparationLine(bag.solution, _bag_line(bag, diluent, stock_product)))
     labels = tuple(_label(plan, s, products, bags.get(s.number), len(plan.solutions)) for s in plan.solutions)
     return Paper(labels=labels, preparation=tuple(lines), preparation_note=note)
