@@ -20,8 +20,12 @@ from typing import Any
 from fhir_desens.fhir import canonical as c
 
 __all__ = [
+    "COMPLETED_NOTE",
     "DISCONTINUED_NOTE",
     "HOLD_REASON_PREFIX",
+    "STOPPED_AT_THE_BEDSIDE",
+    "closed_group",
+    "closed_order",
     "discontinue_bundle",
     "held_for",
     "on_hold_for_plan",
@@ -31,6 +35,8 @@ __all__ = [
 
 _NAMESPACE = uuid.UUID("6b2f7f0e-6a8e-4d55-9a2c-4a1f2d9a7c10")  # the session namespace of fhir.apply
 DISCONTINUED_NOTE = "Discontinued: "
+COMPLETED_NOTE = "Completed at the bedside: "
+STOPPED_AT_THE_BEDSIDE = "Stopped at the bedside: "
 HOLD_REASON_PREFIX = "On hold for the desensitization plan RequestGroup/"
 #: MedicationRequest statuses after which an order is no longer changed
 FINAL_ORDER_STATUSES = frozenset({"completed", "cancelled", "stopped", "entered-in-error"})
@@ -117,6 +123,32 @@ def discontinue_bundle(
         }
     )
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def closed_group(
+    group: Mapping[str, Any], *, completed: bool, when: str, practitioner: str | None, reason: str | None
+) -> dict[str, Any]:
+    """The RequestGroup once its bedside session ended: ``completed`` (the full dose was given) or
+    ``revoked`` (stopped early), with a note saying when, by whom and why. A stopped session's note is a
+    discontinuation note, so the plan reads as discontinued everywhere else (readback.discontinued)."""
+    closed = copy.deepcopy(dict(group))
+    closed["status"] = "completed" if completed else "revoked"
+    who = f" by {practitioner}" if practitioner else ""
+    if completed:
+        text = f"{COMPLETED_NOTE}{when}{who}"
+    else:
+        text = f"{DISCONTINUED_NOTE}{when}{who}: {STOPPED_AT_THE_BEDSIDE}{reason or 'no reason given'}"
+    closed["note"] = [*closed.get("note", []), {"text": text}]
+    return closed
+
+
+def closed_order(order: Mapping[str, Any], status: str, reason: str) -> dict[str, Any]:
+    """A step order closed with its session: ``completed`` (given), ``stopped`` (partly given when the
+    session stopped) or ``cancelled`` (never given), with ``statusReason`` saying why."""
+    closed = copy.deepcopy(dict(order))
+    closed["status"] = status
+    closed["statusReason"] = {"text": reason}
+    return closed
 
 
 def held_for(order: Mapping[str, Any]) -> str | None:

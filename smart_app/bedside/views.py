@@ -7,6 +7,9 @@
 ``POST /s/<sid>/bedside/<session>/send``  send what has not reached the EHR
 ``GET  /s/<sid>/bedside/<session>/state`` JSON for the script (server time, phase, last entry, unsent)
 ``GET  /s/<sid>/bedside/<session>/record`` the printable session record
+``POST /s/<sid>/bedside/<session>/close-plan``  close the signed plan in the EHR (done automatically on
+                                         completion; again here after a conflict or a failure)
+``POST /s/<sid>/bedside/<session>/release-hold`` put the standard-rate order the plan held back to active
 
 Every form carries an ``entry_id`` minted when the page was rendered (the script mints a fresh one per
 submission): a double click, a resubmitted form or a replay after a lost connection records once.
@@ -24,7 +27,9 @@ from werkzeug.wrappers import Response
 from fhir_desens.course.bedside.entries import NewEntry
 from fhir_desens.course.bedside.record import SessionNotFound, start_entry
 from fhir_desens.course.bedside.session import SessionState
-from fhir_desens.course.chart import patient_reference
+from fhir_desens.course.chart import open_client, patient_reference
+from fhir_desens.course.closing import ClosedPlan, PlanInEhr, close_plan, plan_in_ehr
+from fhir_desens.course.lifecycle import release_hold
 from fhir_desens.errors import ConflictError, DesensError, InputError
 from smart_app.app_session import AppSession, app_session
 from smart_app.bedside import page
@@ -118,11 +123,13 @@ def _render(
     status: int = 200,
     error: DesensError | None = None,
     sent: Any = None,
+    closing: str | None = None,
 ) -> tuple[str, int]:
     svc = bedside()
     now = svc.now()
     outbox = sent if sent is not None else svc.status(state.session_id)
     smart = session.smart
+    in_ehr = _plan_in_ehr(session, state) if state.completion is not None else None
     html = render_template(
         "flowsheet.html",
         sid=sid,
@@ -146,8 +153,33 @@ def _render(
         entry_id=lambda: str(uuid.uuid4()),
         names=_names(session),
         last_seq=len(svc.record().entries(state.session_id)),
+        in_ehr=in_ehr,
+        closing=closing,
     )
     return html, status
+
+
+def _plan_in_ehr(session: AppSession, state: SessionState) -> PlanInEhr:
+    request_group = str(state.context.get("request_group") or "")
+    with open_client(session.smart) as client:
+        return plan_in_ehr(client, session.smart, request_group)
+
+
+def _close(session: AppSession, state: SessionState) -> ClosedPlan:
+    """Close the session's plan in the EHR as the session ended (completed, or stopped with its reason)."""
+    assert state.completion is not None
+    completion = state.completion
+    when = completion["at"].isoformat(timespec="seconds")
+    with open_client(session.smart) as client:
+        return close_plan(
+            client,
+            session.smart,
+            str(state.context.get("request_group") or ""),
+            completed=completion["outcome"] == "completed",
+            given_orders=state.given_order_ids(),
+            when=when,
+            reason=completion.get("reason"),
+        )
 
 
 @bp.get(f"/bedside/{SESSION}")
@@ -173,9 +205,37 @@ def entry(sid: str, session_id: str) -> Response | tuple[str, int] | tuple[Respo
         return _render(sid, session, state, status=error.http_status, error=error)
     state = svc.record().load(session_id)
     sent = svc.send(session.smart, state)
+    if kind == "complete" and appended.created:
+        # the page reads the plan back from the EHR: a plan left active shows with a button to try again
+        log.info("bedside session ended; closing its plan: %s", _close(session, state).state)
     if _wants_json():
         return jsonify({"ok": True, "created": appended.created, "unsent": sent.unsent if sent else None})
     return redirect(url_for("bedside.flowsheet", sid=sid, session_id=session_id) + "#now", code=303)
+
+
+@bp.post(f"/bedside/{SESSION}/close-plan")
+def close_the_plan(sid: str, session_id: str) -> tuple[str, int]:
+    session, state = _load(sid, session_id)
+    if state.completion is None:
+        raise ConflictError("The session is not finished: complete or stop it first.")
+    outcome = _close(session, state)
+    return _render(sid, session, state, status=409 if outcome.needs_action else 200, closing=outcome.message)
+
+
+@bp.post(f"/bedside/{SESSION}/release-hold")
+def release_the_hold(sid: str, session_id: str) -> tuple[str, int]:
+    session, state = _load(sid, session_id)
+    if state.completion is None:
+        raise ConflictError("The session is not finished: the standard-rate order stays on hold until it is.")
+    request_group = str(state.context.get("request_group") or "").removeprefix("RequestGroup/")
+    with open_client(session.smart) as client:
+        group = client.read("RequestGroup", request_group).resource
+        if group.get("subject", {}).get("reference") != patient_reference(session.smart):
+            raise SessionNotFound()
+        outcome = release_hold(client, group, request_group)
+    message = outcome.message if outcome else "This plan holds no standard-rate order."
+    failed = outcome is None or outcome.state != "released"
+    return _render(sid, session, state, status=409 if failed else 200, closing=message)
 
 
 @bp.post(f"/bedside/{SESSION}/send")

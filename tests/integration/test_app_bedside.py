@@ -91,6 +91,11 @@ _SIGNED: dict[int, str] = {}  # sandbox -> the carboplatin plan signed once (one
 
 
 def signed_plan(sandbox: Sandbox, app: AppUnderTest, sid: str) -> str:
+    """The active carboplatin plan (signed again once a finished session has completed or stopped it)."""
+    if id(sandbox) in _SIGNED:
+        with FhirClient(sandbox.backend_url) as backend:
+            if backend.read("RequestGroup", _SIGNED[id(sandbox)]).resource["status"] != "active":
+                del _SIGNED[id(sandbox)]
     if id(sandbox) not in _SIGNED:
         draft_id = start(app, sid)
         recalculate(app, sid, draft_id, final_rate="80", protocol="iv-12-step-3-bag")
@@ -150,6 +155,24 @@ def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: N
     assert "Everything recorded is in the EHR" in html, alerts(html) + text_of(html)[:3000]
     assert "Session completed" in html
     assert "400 of 400 mg" in text_of(html)
+    # the signed plan is completed in the EHR, each step order closed (versioned updates)
+    assert "The signed plan is completed in the EHR" in text_of(html), text_of(html)[:2000]
+    rg_id = _SIGNED[id(sandbox)]
+    with FhirClient(sandbox.backend_url) as backend:
+        group = backend.read("RequestGroup", rg_id).resource
+        assert group["status"] == "completed" and group["note"][-1]["text"].startswith(
+            "Completed at the bedside"
+        )
+        statuses = [
+            backend.read("MedicationRequest", a["resource"]["reference"].split("/")[1]).resource["status"]
+            for a in group["action"]
+        ]
+        assert statuses == ["completed"] * 12
+    again = nurse.app.client.post(nurse.url + "/close-plan", data={"csrf_token": csrf(nurse.app, nurse.sid)})
+    assert again.status_code == 200 and "The plan is completed in the EHR" in text_of(
+        again.get_data(as_text=True)
+    )
+    assert "Outcome for the chart" in html
 
     record = nurse.app.client.get(nurse.url + "/record").get_data(as_text=True)
     assert "Desensitization session record" in record and "Grade mild" in text_of(record)
@@ -291,3 +314,48 @@ def test_an_app_restart_mid_session_loses_and_doubles_nothing(
     store = restarted.app.extensions["fhir_desens"].record_store()
     stops = [e for e in store.entries(session) if e.kind == "step-stop"]
     assert [e.data["row"] for e in stops] == ["1", "2", "3"]
+
+
+def test_a_stopped_session_discontinues_its_plan_and_offers_to_release_the_hold(
+    sandbox: Sandbox, nurse: Nurse
+) -> None:
+    """Stopped after step 2: the plan is revoked with the bedside reason, steps 1-2 stopped, the rest
+    cancelled (each a versioned update); a second close writes nothing."""
+    for item in ("consent", "iv-access", "emergency-kit"):
+        nurse.post("checklist", item=item)
+    for name in ("diphenhydramine", "famotidine"):
+        nurse.post("checklist", item="premedication", name=name, dose="as ordered")
+    nurse.post("vitals", **VITALS)
+    nurse.run_step(1, 15)
+    nurse.run_step(2, 15, stop=False)
+    nurse.post("reaction", symptoms=["dyspnea"], grade="severe", phenotype="type-i")
+    nurse.post("treatment", treatment="epinephrine-im", dose="0.5 mg IM")
+    nurse.clock.advance(20)
+    nurse.post("resume", option="stop")
+    nurse.clock.advance(30)
+    nurse.post("vitals", **VITALS)
+    response = nurse.post("complete", expect=400, outcome="stopped", next_dose="re-desensitize")
+    assert "reason" in alerts(response.get_data(as_text=True))
+    nurse.post("complete", outcome="stopped", reason="severe reaction at step 2", next_dose="re-desensitize")
+    text = text_of(nurse.page())
+    assert "The signed plan is discontinued in the EHR" in text, text[:2500]
+    rg_id = _SIGNED[id(sandbox)]
+    with FhirClient(sandbox.backend_url) as backend:
+        group = backend.read("RequestGroup", rg_id).resource
+        assert group["status"] == "revoked"
+        assert group["note"][-1]["text"].endswith("Stopped at the bedside: severe reaction at step 2")
+        orders = [
+            backend.read("MedicationRequest", a["resource"]["reference"].split("/")[1]).resource
+            for a in group["action"]
+        ]
+        assert [o["status"] for o in orders] == ["stopped"] * 2 + ["cancelled"] * 10
+        versions = [o["meta"]["versionId"] for o in orders]
+    again = nurse.app.client.post(nurse.url + "/close-plan", data={"csrf_token": csrf(nurse.app, nurse.sid)})
+    assert "The plan is discontinued (stopped) in the EHR" in text_of(again.get_data(as_text=True))
+    with FhirClient(sandbox.backend_url) as backend:
+        assert [
+            backend.read("MedicationRequest", a["resource"]["reference"].split("/")[1]).resource["meta"][
+                "versionId"
+            ]
+            for a in group["action"]
+        ] == versions

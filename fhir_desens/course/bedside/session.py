@@ -210,6 +210,16 @@ class SessionState:
         final = self.next_row() is None or (self.running is not None and self.running.row is self.rows[-1])
         return next_due(last, final) or now
 
+    def given_order_ids(self) -> set[str]:
+        """MedicationRequest ids of the signed step orders that ran (in whole or in part)."""
+        requests = self.context.get("step_requests") or {}
+        given = set()
+        for segment in self.segments:
+            reference = str(requests.get(str(segment.row.step.protocol_step)) or "")
+            if reference.startswith("MedicationRequest/"):
+                given.add(reference.removeprefix("MedicationRequest/"))
+        return given
+
     def resume_options(self) -> dict[str, ResumeChoice | str]:
         reaction = self.open_reaction
         if reaction is None:
