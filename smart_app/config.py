@@ -48,6 +48,7 @@ VARIABLES: dict[str, tuple[Any, str]] = {
         None,
         "str",
     ),  # resource types the bedside may write to the EHR; empty: as offered
+    "BEDSIDE_CLOCK_FILE": (None, "str"),  # tests only (smart_app/bedside/clock.py)
     # Practitioners who may override a contraindication as allergists (OVERRIDE-1), besides those whose
     # Practitioner qualification or PractitionerRole names allergy/immunology: "Practitioner/<id>" or ids.
     "ALLERGISTS": ((), "list"),

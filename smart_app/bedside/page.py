@@ -10,9 +10,10 @@ from typing import Any
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.outbox import OutboxStatus
 from fhir_desens.course.bedside.resume import ResumeChoice, Row, describe
-from fhir_desens.course.bedside.session import SessionState, minutes_between
+from fhir_desens.course.bedside.session import Segment, SessionState, minutes_between
 from fhir_desens.course.bedside.vitals import MEASURES
-from fhir_desens.protocol.quantity import plain
+from fhir_desens.protocol.model import TargetKind
+from fhir_desens.protocol.quantity import div, plain, sub
 
 
 def _fmt(value: Decimal | None, places: int = 2) -> str:
@@ -58,9 +59,7 @@ def rows(state: SessionState) -> list[RowView]:
                 bag=row.solution,
                 rate=_fmt(row.step.rate_ml_h, 1),
                 planned_minutes=_fmt(row.step.minutes, 1),
-                planned_volume=_fmt(
-                    state.to_deliver(row) if row is state.rows[-1] else row.step.volume_ml, 2
-                ),
+                planned_volume=_fmt(_planned_volume(state, row, segments), 2),
                 planned_dose=f"{_fmt(row.step.dose.value, 4)} {unit}",
                 started=", ".join(clock(s.started_at) for s in segments) or "—",
                 stopped=", ".join(clock(s.ended_at) for s in segments if s.ended_at) or "—",
@@ -77,6 +76,20 @@ def rows(state: SessionState) -> list[RowView]:
             )
         )
     return result
+
+
+def _planned_volume(state: SessionState, row: Row, segments: list[Segment]) -> Decimal | None:
+    """The row's volume; the last row's is what remained of the target when it began (not what remains
+    now, which is 0 once it is given)."""
+    if row is not state.rows[-1]:
+        return row.step.volume_ml
+    if not segments:
+        return state.to_deliver(row)
+    first = segments[0]
+    concentration = state.concentration(row.solution)
+    if concentration is None or state.plan.protocol.target_kind is not TargetKind.CUMULATIVE:
+        return row.step.volume_ml
+    return div(sub(state.target, sub(first.cumulative, first.dose)), concentration)
 
 
 def current(state: SessionState, now: datetime) -> dict[str, Any]:
@@ -106,6 +119,26 @@ def current(state: SessionState, now: datetime) -> dict[str, Any]:
     return info
 
 
+#: the engine's resume options in the nurse's words (the option codes are for logs and FHIR only)
+OPTION_WORDS = {
+    "resume-same-step": "Resume the same step",
+    "back-one-step": "Go back one step",
+    "back-two-steps": "Go back two steps",
+    "insert-intermediate-step": "Add an intermediate step",
+    "repeat-provoking-dose": "Repeat the dose that provoked it",
+    "stop": "Stop the desensitization",
+}
+
+
+def option_words(option: str | None) -> str:
+    return OPTION_WORDS.get(option or "", option or "pending")
+
+
+def treatment_words(key: str) -> str:
+    found = rx.TREATMENT_BY_KEY.get(key)
+    return found.label if found else key
+
+
 def resume_rows(state: SessionState) -> list[dict[str, Any]]:
     options = []
     for option, choice in state.resume_options().items():
@@ -113,6 +146,7 @@ def resume_rows(state: SessionState) -> list[dict[str, Any]]:
             options.append(
                 {
                     "option": option,
+                    "words": option_words(option),
                     "ok": True,
                     "summary": describe(choice, state.plan.dose_unit),
                     "notes": choice.notes,
@@ -120,7 +154,16 @@ def resume_rows(state: SessionState) -> list[dict[str, Any]]:
                 }
             )
         else:
-            options.append({"option": option, "ok": False, "summary": choice, "notes": (), "rows": []})
+            options.append(
+                {
+                    "option": option,
+                    "words": option_words(option),
+                    "ok": False,
+                    "summary": choice,
+                    "notes": (),
+                    "rows": [],
+                }
+            )
     return options
 
 

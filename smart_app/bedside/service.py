@@ -28,6 +28,7 @@ from fhir_desens.course.bedside.session import SessionState
 from fhir_desens.course.bedside.store import RecordStore
 from fhir_desens.course.bedside.summary import SessionSummary
 from fhir_desens.errors import DesensError
+from smart_app.bedside.clock import FileClock, bedside_clock
 from smart_app.library import library
 from smart_app.services import EXTENSION as SERVICES
 
@@ -41,6 +42,7 @@ class Bedside:
     store: RecordStore
     write_types: tuple[str, ...] | None  # None: whatever the CapabilityStatement offers
     clock: Any
+    test_clock: bool = False  # the flowsheet says "Test clock" (smart_app.bedside.clock)
     _capabilities: dict[str, ServerCapabilities] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -102,8 +104,11 @@ def init_bedside(app: Flask, values: Mapping[str, Any]) -> None:
         if raw in (None, "", "auto", ("auto",))
         else tuple(raw if isinstance(raw, (list, tuple)) else str(raw).split(","))
     )
-    clock = values.get("BEDSIDE_CLOCK") or values.get("CLOCK") or time.time
-    app.extensions[EXTENSION] = Bedside(shared.record_store(), write_types, clock)
+    fallback = values.get("BEDSIDE_CLOCK") or values.get("CLOCK") or time.time
+    clock = bedside_clock(values.get("BEDSIDE_CLOCK_FILE"), shared.settings.public_url, fallback)
+    app.extensions[EXTENSION] = Bedside(
+        shared.record_store(), write_types, clock, isinstance(clock, FileClock)
+    )
     app.jinja_env.globals["bedside_sessions"] = _sessions_of_plan
     app.jinja_env.globals["new_entry_id"] = lambda: str(uuid.uuid4())
 

@@ -155,6 +155,7 @@ def _render(
         last_seq=len(svc.record().entries(state.session_id)),
         in_ehr=in_ehr,
         closing=closing,
+        test_clock=svc.test_clock,
     )
     return html, status
 

@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -94,9 +95,12 @@ def chromium_path() -> Path:
 def stack(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
     """(Requires Chromium first, so that a machine without it skips before starting anything.)"""
     sessions = tmp_path_factory.mktemp("e2e-app") / "sessions.sqlite3"
+    BEDSIDE_CLOCK.append(sessions.with_name("bedside-clock.txt"))
+    BEDSIDE_CLOCK[-1].write_text("", "utf-8")  # empty: real time until a test sets it
     environment = {
         "FHIR_DESENS_SESSION_URL": f"sqlite:///{sessions}",
         "FHIR_DESENS_RECORD_URL": record_url_of(sessions),
+        "FHIR_DESENS_BEDSIDE_CLOCK_FILE": str(BEDSIDE_CLOCK[-1]),
     }
     _RECORD_URLS.append(environment["FHIR_DESENS_RECORD_URL"])
     with ExitStack() as running:
@@ -120,6 +124,16 @@ def record_url(stack: DemoStack) -> str:
 
 
 _RECORD_URLS: list[str] = []
+#: the running app's bedside clock file (smart_app/bedside/clock.py): the bedside journey moves it
+BEDSIDE_CLOCK: list[Path] = []
+
+
+def set_bedside_clock(moment: datetime | None) -> None:
+    """Set the running app's bedside clock (None: back to real time); written whole, then renamed."""
+    path = BEDSIDE_CLOCK[-1]
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(moment.isoformat() if moment else "", "utf-8")
+    partial.replace(path)
 
 
 def launch_chromium(

@@ -3,9 +3,10 @@
 session on the FHIR server and in the printable record.
 
 It runs after the planning journeys (file order) and starts the carboplatin plan they signed (one
-active plan per drug), or plans and signs one when run alone. The clock is injected through the times the nurse types (recording after the fact): the session starts
-eight hours ago and every entry carries its time, so a 7-hour session runs in a minute or two while the
-server's own clock (the reference for "not in the future") is real.
+active plan per drug), or plans and signs one when run alone. The app's bedside clock is injected
+(``FHIR_DESENS_BEDSIDE_CLOCK_FILE``, smart_app/bedside/clock.py): the test moves it 15 minutes per step
+and the nurse types no times, so a 7-hour session runs in a minute or two with realistic times. It
+starts eight hours ago, so the finished session lies in the past of the real clock the outcome uses.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from playwright.sync_api import Page, expect
 
 from fhir_desens.commands.demo import DemoStack
 from fhir_desens.course.bedside.fhir_map import ID_BEDSIDE_ITEM
-from tests.e2e.conftest import Chart
+from tests.e2e.conftest import Chart, set_bedside_clock
 from tests.e2e.test_planning_journeys import choose_option, fhir_search, sign, start_plan
 
 PATIENT = "carboplatin-ovarian"
@@ -33,12 +34,15 @@ VITALS = {
 
 
 class Flowsheet:
+    """The nurse at the flowsheet; ``advance`` moves the app's bedside clock (no times are typed)."""
+
     def __init__(self, tab: Page, start: datetime) -> None:
         self.tab, self.time = tab, start
+        set_bedside_clock(start)
 
-    def at(self, minutes: float = 0) -> str:
+    def advance(self, minutes: float) -> None:
         self.time += timedelta(minutes=minutes)
-        return self.time.strftime("%Y-%m-%d %H:%M")
+        set_bedside_clock(self.time)
 
     def submit(self, button: str, section: str | None = None) -> None:
         scope = self.tab.locator(f"section#{section}") if section else self.tab
@@ -48,25 +52,25 @@ class Flowsheet:
         assert errors.count() == 0, errors.all_inner_texts()
 
     def vitals(self, minutes: float = 0) -> None:
+        self.advance(minutes)
         for label, value in VITALS.items():
             self.tab.get_by_label(label, exact=True).fill(value)
-        self.tab.locator("#vitals-time").fill(self.at(minutes))
         self.submit("Record vital signs")
 
-    def step(self, number: int, minutes: float, *, stop: bool = True) -> None:
-        expect(self.tab.locator("#now")).to_contain_text("Next: ")
-        self.tab.locator("#start-time").fill(self.at())
-        self.submit(re.sub(r"^", "", self.tab.locator("#now button").inner_text()))
-        self.vitals(minutes / 2)
+    def step(self, number: int, minutes: float, *, stop: bool = True, shot: Path | None = None) -> None:
+        expect(self.tab.locator("#now")).to_contain_text(f"Next: Step {number}" if number <= 11 else "Next: ")
+        self.submit(self.tab.locator("#now button").inner_text())
+        expect(self.tab.locator("#server-clock")).to_have_text(re.compile("^" + self.time.strftime("%H:%M")))
+        self.vitals(min(minutes / 2, 15))
+        if shot is not None:
+            self.tab.screenshot(path=str(shot), full_page=True)
+        self.advance(minutes - min(minutes / 2, 15))
         if stop:
-            self.tab.locator("#stop-time").fill(self.at(minutes / 2))
             self.submit(self.tab.locator("#now button").inner_text())
             self.tab.locator(
                 "section", has=self.tab.get_by_role("heading", name=re.compile("^Symptom check"))
             ).get_by_label("None", exact=True).check()
             self.submit("Record symptom check")
-        else:
-            self.time += timedelta(minutes=minutes / 2)
 
 
 def test_a_12_step_session_with_a_reaction_at_step_11(
@@ -96,43 +100,10 @@ def test_a_12_step_session_with_a_reaction_at_step_11(
     tab.set_viewport_size({"width": 1024, "height": 900})
     tab.goto(chart.frame.url)
     start = datetime.now().astimezone().replace(second=0, microsecond=0) - timedelta(hours=8)
-    sheet = Flowsheet(tab, start)
-    tab.get_by_label(re.compile("^Started at")).fill(sheet.at())
-    sheet.submit("Start the session at the bedside")
-    expect(tab.get_by_role("heading", name="Before step 1")).to_be_visible()
-    for item in ("Consent signed", "IV access working", "Emergency kit at the bedside"):
-        sheet.submit(item)
-    for drug in ("diphenhydramine", "famotidine"):
-        tab.get_by_label("Drug", exact=True).select_option(value=drug)
-        tab.locator("#premed-time").fill(sheet.at(1))
-        sheet.submit("Record premedication")
-    sheet.vitals(1)
-    sheet.at(15)
-    for number in range(1, 11):
-        sheet.step(number, 15)
-    sheet.step(11, 6, stop=False)
-    reaction = tab.locator("section#reaction")
-    reaction.get_by_label("Itching", exact=True).check()
-    reaction.get_by_label("Wheals / hives", exact=True).check()
-    tab.locator("#reaction-time").fill(sheet.at())
-    sheet.submit("Record reaction (pause)")
-    expect(tab.locator("#phase")).to_have_text("paused")
-    tab.locator("#treatment-time").fill(sheet.at(2))
-    tab.get_by_label("Dose", exact=True).fill("diphenhydramine 50 mg IV")
-    sheet.submit("Record treatment")
-    tab.locator("#resolved-time").fill(sheet.at(18))
-    sheet.submit("Symptoms resolved")
-    tab.get_by_role("radio", name=re.compile("^back-one-step")).check()
-    sheet.at(2)
-    sheet.submit("Record decision")
-    for number, minutes in ((12, 15), (13, 15), (14, 200)):  # the pump stops at its volume
-        sheet.step(number, minutes)
-    sheet.vitals(30)
-    tab.locator("#c-end").fill(sheet.at())
-    sheet.submit("Complete session")
-    expect(tab.locator("#phase")).to_have_text("completed")
-    expect(tab.locator("#delivered")).to_have_text(re.compile(r"^400 of 400 mg"))
-    tab.screenshot(path=str(screenshot_dir / "bedside-completed.png"), full_page=True)
+    try:
+        run_the_session(tab, start, screenshot_dir)
+    finally:
+        set_bedside_clock(None)
 
     session = tab.url.rsplit("/", 1)[1].split("#")[0]
     procedures = fhir_search(stack, "Procedure", identifier=f"{ID_BEDSIDE_ITEM}|{session}/procedure")
@@ -165,5 +136,52 @@ def test_a_12_step_session_with_a_reaction_at_step_11(
     tab.get_by_role("link", name="Session record (print)").click()
     expect(tab.get_by_role("heading", name=re.compile("^Desensitization session record"))).to_be_visible()
     expect(tab.locator("main")).to_contain_text("Grade mild")
-    tab.screenshot(path=str(screenshot_dir / "bedside-record.png"), full_page=True)
+    tab.screenshot(path=str(screenshot_dir / "bedside-5-record.png"), full_page=True)
+    tab.go_back()
+    tab.get_by_role("link", name="Outcome for the chart (allergy record)").click()
+    expect(tab.locator("main h1")).to_be_visible()
+    tab.screenshot(path=str(screenshot_dir / "bedside-6-outcome.png"), full_page=True)
     print(f"bedside screenshots in {screenshot_dir}")
+
+
+def run_the_session(tab: Page, start: datetime, shots: Path) -> None:
+    """Start, checklist, 10 steps, a mild reaction 6 minutes into step 11, one step back, finish."""
+    sheet = Flowsheet(tab, start)
+    sheet.submit("Start the session at the bedside")
+    expect(tab.get_by_role("heading", name="Before step 1")).to_be_visible()
+    expect(tab.locator("#bedside")).to_contain_text("Test clock")
+    for item in ("Consent signed", "IV access working", "Emergency kit at the bedside"):
+        sheet.submit(item)
+    for drug in ("diphenhydramine", "famotidine"):
+        sheet.advance(1)
+        tab.get_by_label("Drug", exact=True).select_option(value=drug)
+        sheet.submit("Record premedication")
+    sheet.vitals(1)
+    tab.screenshot(path=str(shots / "bedside-1-ready.png"), full_page=True)
+    sheet.advance(15)
+    for number in range(1, 11):
+        sheet.step(number, 15, shot=shots / "bedside-2-running.png" if number == 4 else None)
+    sheet.step(11, 6, stop=False)
+    reaction = tab.locator("section#reaction")
+    reaction.get_by_label("Itching", exact=True).check()
+    reaction.get_by_label("Wheals / hives", exact=True).check()
+    sheet.submit("Record reaction (pause)")
+    expect(tab.locator("#phase")).to_have_text("paused")
+    sheet.advance(2)
+    tab.get_by_label("Treatment given", exact=True).select_option(value="antihistamine-h1")
+    tab.get_by_label("Dose", exact=True).fill("diphenhydramine 50 mg IV")
+    sheet.submit("Record treatment")
+    sheet.advance(18)
+    sheet.submit("Symptoms resolved")
+    sheet.advance(2)
+    tab.screenshot(path=str(shots / "bedside-3-resume-options.png"), full_page=True)
+    tab.get_by_role("radio", name=re.compile("^Go back one step")).check()
+    sheet.submit("Record decision")
+    for number, minutes in ((12, 15), (13, 15), (14, 200)):  # the pump stops at its volume
+        sheet.step(number, minutes)
+    sheet.vitals(30)
+    sheet.submit("Complete session")
+    expect(tab.locator("#phase")).to_have_text("completed")
+    expect(tab.locator("#delivered")).to_have_text(re.compile(r"^400 of 400 mg"))
+    expect(tab.locator("#plan-in-ehr")).to_contain_text("The signed plan is completed in the EHR")
+    tab.screenshot(path=str(shots / "bedside-4-completed.png"), full_page=True)
