@@ -62,14 +62,14 @@ class SafetyViolation(DesensError):
     http_status = 422
 
     def __init__(self, invariant_id: str, detail: str, message: str | None = None) -> None:
-        # People read ``message`` (plain words naming what to change) when the raiser gives one, as
-        # every plan invariant does; the invariant id and the technical detail are for logs, JSON
-        # and OperationOutcomes.
-        super().__init__(message or f"safety invariant {invariant_id} violated: {detail}")
+        # People read ``message`` (plain words naming what to change; every raiser should give one);
+        # the invariant id and the technical detail are for logs, JSON and OperationOutcomes
+        # (``invariant_id``, ``detail``), never in the text a person reads (``str(error)``).
+        #: what a clinician reads: plain words, never the invariant id
+        self.for_people = message or f"refused as unsafe: {detail}"
+        super().__init__(self.for_people)
         self.invariant_id = invariant_id
         self.detail = detail
-        #: what a clinician reads: plain words, never the invariant id
-        self.for_people = message or f"the plan is not safe to use: {detail}"
 
 
 class ContraindicationError(DesensError):

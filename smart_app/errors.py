@@ -14,7 +14,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from fhir_desens.client.smart import AuthorizationDenied
-from fhir_desens.errors import AuthError, DesensError, FhirServerError, TemporaryServerError
+from fhir_desens.errors import AuthError, DesensError, FhirServerError, SafetyViolation, TemporaryServerError
 
 TITLES = {
     400: "The request could not be used",
@@ -69,6 +69,9 @@ def init_errors(app: Flask) -> None:
         status = int(getattr(error, "http_status", 500))
         app.logger.warning("%s (%d): %s", type(error).__name__, status, error.message)
         extra: dict[str, Any] = {}
+        if isinstance(error, SafetyViolation):  # the rule's id for logs and JSON, never the page's words
+            app.logger.warning("safety rule %s: %s", error.invariant_id, error.detail)
+            extra = {"invariant": error.invariant_id}
         if isinstance(error, AuthorizationDenied):
             extra = {"oauth_error": error.error, "oauth_error_description": error.description}
         return _respond(status, error.message, code=type(error).__name__, hint=_hint_for(error), **extra)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 from fhir_desens.client.fhir_rest import FhirClient
@@ -128,11 +128,13 @@ def active_plans_for_drug(
     rxnorm: Sequence[str],
     *,
     except_session: str = "",
+    zone: tzinfo | None = None,
 ) -> list[SignedPlanSummary]:
-    """The patient's active (signed, not discontinued or completed) plans for the same drug."""
+    """The patient's active (signed, not discontinued or completed) plans for the same drug (signing
+    times written in ``zone``, the site's)."""
     return [
         plan
-        for plan in signed_plans(smart, protocols)
+        for plan in signed_plans(smart, protocols, zone)
         if plan.status == ACTIVE and plan.session_id != except_session and _same_drug(plan, drug, rxnorm)
     ]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
 
 from fhir_desens.client.fhir_rest import FhirClient
@@ -26,6 +27,7 @@ from fhir_desens.fhir.apply import OVERRIDE_NOTE, PlanParameters, plan_parameter
 from fhir_desens.fhir.lifecycle import DISCONTINUED_NOTE, held_for
 from fhir_desens.fhir.orderset import StepFinding, verify_order_set
 from fhir_desens.protocol.calculate import Plan
+from fhir_desens.protocol.display import chart_time_text
 from fhir_desens.protocol.model import Protocol
 from fhir_desens.protocol.quantity import (
     plain,
@@ -88,10 +90,13 @@ def _dose_text(parameters: PlanParameters | None) -> str:
     return target
 
 
-def _when(value: Any) -> str:
-    """A FHIR dateTime as "YYYY-MM-DD HH:MM" (display only; the zone stays the author's)."""
-    text = value if isinstance(value, str) else ""
-    return text[:16].replace("T", " ") if len(text) >= 16 else text or "—"
+def _when(value: Any, zone: tzinfo | None) -> str:
+    """A FHIR dateTime for people in the site's zone, like the worksheet's clock times ("2 Dec 2026 19:50
+    CET"); without a zone, as the author's offset wrote it. Display only."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        return "—"
+    return chart_time_text(text, zone) if zone is not None else text[:16].replace("T", " ")
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,9 @@ class SignedPlanSummary:
     discontinued: str | None = None  # the discontinuation note, when it was discontinued
 
 
-def _summary(group: Mapping[str, Any], protocols: Mapping[str, Protocol]) -> SignedPlanSummary:
+def _summary(
+    group: Mapping[str, Any], protocols: Mapping[str, Protocol], zone: tzinfo | None
+) -> SignedPlanSummary:
     parameters = plan_parameters(dict(group))
     canonical = _canonical(group)
     drug = parameters.drug if parameters is not None else None
@@ -120,7 +127,7 @@ def _summary(group: Mapping[str, Any], protocols: Mapping[str, Protocol]) -> Sig
         drug = _text(note) or "(drug not recorded)"
     return SignedPlanSummary(
         id=str(group.get("id")),
-        authored=_when(group.get("authoredOn")),
+        authored=_when(group.get("authoredOn"), zone),
         authored_raw=str(group.get("authoredOn") or ""),
         drug=drug,
         dose=_dose_text(parameters),
@@ -139,9 +146,12 @@ def _summary(group: Mapping[str, Any], protocols: Mapping[str, Protocol]) -> Sig
     )
 
 
-def signed_plans(smart: SmartSession, protocols: Mapping[str, Protocol]) -> list[SignedPlanSummary]:
+def signed_plans(
+    smart: SmartSession, protocols: Mapping[str, Protocol], zone: tzinfo | None = None
+) -> list[SignedPlanSummary]:
     """The patient's signed desensitization plans (RequestGroups with our session identifier), newest
-    first: the newest :data:`MAX_SIGNED_PLANS` (one page; older ones stay in the EHR's order list)."""
+    first: the newest :data:`MAX_SIGNED_PLANS` (one page; older ones stay in the EHR's order list).
+    ``zone``: the site's time zone, in which the signing times are written for people."""
     own = patient_reference(smart)
     params = {
         "subject": own,
@@ -161,7 +171,7 @@ def signed_plans(smart: SmartSession, protocols: Mapping[str, Protocol]) -> list
         and _session_value(g)
         and FHIR_ID.match(str(g.get("id")))
     ]
-    return sorted((_summary(g, protocols) for g in ours), key=lambda s: s.authored_raw, reverse=True)
+    return sorted((_summary(g, protocols, zone) for g in ours), key=lambda s: s.authored_raw, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -339,7 +349,9 @@ def _override(group: Mapping[str, Any]) -> str | None:
     return next((n[len(OVERRIDE_NOTE) :] for n in _notes(group) if n.startswith(OVERRIDE_NOTE)), None)
 
 
-def load_signed_plan(smart: SmartSession, rg_id: str, protocols: Mapping[str, Protocol]) -> SignedPlan:
+def load_signed_plan(
+    smart: SmartSession, rg_id: str, protocols: Mapping[str, Protocol], zone: tzinfo | None = None
+) -> SignedPlan:
     """A signed plan of this patient: the RequestGroup, its orders and solutions, verified against the engine.
 
     ``plan`` is the engine's recomputation from the recorded parameters
@@ -366,7 +378,7 @@ def load_signed_plan(smart: SmartSession, rg_id: str, protocols: Mapping[str, Pr
         id=rg_id,
         session_id=_session_value(group) or "",
         status=_text(group.get("status")) or "unknown",
-        authored=_when(group.get("authoredOn")),
+        authored=_when(group.get("authoredOn"), zone),
         author=_text(author.get("reference")) if isinstance(author, Mapping) else None,
         protocol_canonical=canonical,
         protocol_title=_protocol_title(protocols, parameters.protocol_id if parameters else None, canonical),

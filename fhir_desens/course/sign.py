@@ -392,7 +392,12 @@ def sign_draft(
         session = _session_id(draft, fingerprint)
         if not draft.duplicate_reason:
             others = active_plans_for_drug(
-                smart, ctx.protocols, draft.drug, draft.drug_rxnorm, except_session=session
+                smart,
+                ctx.protocols,
+                draft.drug,
+                draft.drug_rxnorm,
+                except_session=session,
+                zone=ctx.time_zone,
             )
             if others:
                 raise DuplicatePlan(others)

@@ -235,7 +235,8 @@ def _run(
         ):
             raise SafetyViolation(
                 "INV-03",
-                f"solution {segment.solution} does not hold enough for this option; prepare a new bag",
+                f"solution {segment.solution} does not hold enough for this option",
+                f"Solution {segment.solution} does not hold enough for this option: prepare a new bag first.",
             )
         cumulative = add(cumulative, dose)
         result.append(
@@ -291,7 +292,10 @@ def _amounts(
             dose = mul(segment.units, unit_doses[segment.solution])
             if capped and dose > remaining:
                 raise SafetyViolation(
-                    "INV-10", "a tablet dose would exceed the target; tablets are not split here"
+                    "INV-10",
+                    "a tablet dose would exceed the target",
+                    "The next tablet dose would go above the target dose, and tablets are not split here: "
+                    "choose another option.",
                 )
             assert segment.minutes is not None
             return None, segment.minutes, None, segment.units, dose, False
@@ -319,10 +323,26 @@ def _check_replan(plan: Plan, delivered: Decimal, steps: list[PlannedStep], capp
     for step in steps:
         running = add(running, step.dose.value)
         if running != step.cumulative_dose.value:
-            raise SafetyViolation("INV-10", f"re-plan step {step.number}: cumulative does not add up")
+            raise SafetyViolation(
+                "INV-10",
+                f"re-plan step {step.number}: cumulative does not add up",
+                f"Step {step.number} of this option does not add up to the running total: do not use it.",
+            )
         if capped and running > plan.target_dose.value:
-            raise SafetyViolation("INV-10", f"re-plan step {step.number} exceeds the target")
+            raise SafetyViolation(
+                "INV-10",
+                f"re-plan step {step.number} exceeds the target",
+                f"Step {step.number} of this option would take the total above the target dose: do not use it.",
+            )
         if not capped and step.dose.value > plan.target_dose.value:
-            raise SafetyViolation("INV-10", f"re-plan step {step.number}: a dose above the target dose")
+            raise SafetyViolation(
+                "INV-10",
+                f"re-plan step {step.number}: a dose above the target dose",
+                f"Step {step.number} of this option would give more than the target dose at once: do not use it.",
+            )
         if step.minutes <= 0:
-            raise SafetyViolation("INV-05", f"re-plan step {step.number} has no duration")
+            raise SafetyViolation(
+                "INV-05",
+                f"re-plan step {step.number} has no duration",
+                f"Step {step.number} of this option would last no time at all: do not use it.",
+            )

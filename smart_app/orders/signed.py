@@ -32,14 +32,14 @@ def sign(session: AppSession, draft: PlanDraft) -> SignResult:
 
 
 def signed_plans(smart: SmartSession) -> list[SignedPlanSummary]:
-    return readback.signed_plans(smart, library())
+    return readback.signed_plans(smart, library(), services().settings.zone)
 
 
 def load_signed_plan(
     smart: SmartSession, rg_id: str, *, started_at: datetime | None = None
 ) -> SignedPlanPage:
     """A signed plan of this patient; the worksheet only when the engine gives exactly its orders."""
-    signed = readback.load_signed_plan(smart, rg_id, library())
+    signed = readback.load_signed_plan(smart, rg_id, library(), services().settings.zone)
     worksheet = None
     if signed.plan is not None:
         start = datetime.fromisoformat(signed.planned_start) if signed.planned_start else None

@@ -43,6 +43,7 @@ from fhir_desens.errors import DesensError, InputError, SafetyViolation
 from fhir_desens.fhir.chart import DrugCandidate
 from fhir_desens.fhir.risk_chart import ChartRisk
 from fhir_desens.protocol.calculate import Plan
+from fhir_desens.protocol.display import chart_time_text
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.model import Protocol
 from fhir_desens.protocol.quantity import plain
@@ -127,7 +128,7 @@ def _copied(session: AppSession, copy_id: str | None) -> CopiedSettings | None:
         return None
     if not FHIR_ID.match(copy_id):
         raise InputError("copy", "is not a FHIR resource id", "the id of a signed plan (RequestGroup)")
-    signed = readback.load_signed_plan(session.smart, copy_id, drafts.library())
+    signed = readback.load_signed_plan(session.smart, copy_id, drafts.library(), services().settings.zone)
     signed_on = signed.authored if signed.authored != "—" else None
     if signed.parameters is None:
         guessed = read_copy_source(session.client, session.smart, copy_id, drafts.library())
@@ -412,19 +413,19 @@ def _start_value(draft: PlanDraft) -> str:
 
 
 def _when(value: str) -> str:
-    """A FHIR dateTime for people: "2027-01-15 09:00 (UTC+01:00)" in the site's zone."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return value or "an earlier visit"
-    return moment.astimezone(services().settings.zone).strftime("%Y-%m-%d %H:%M %Z").strip()
+    """A FHIR dateTime for people in the site's zone ("15 Jan 2027 09:00 CET"), as the signed plan's page."""
+    return chart_time_text(value, services().settings.zone) if value else "an earlier visit"
 
 
 def _duplicates(context: PlanContext) -> list[SignedPlanSummary]:
     """Other active plans for the same drug (the EHR's answer; none when it cannot be read)."""
     try:
         return active_plans_for_drug(
-            context.session.smart, context.protocols, context.draft.drug, context.draft.drug_rxnorm
+            context.session.smart,
+            context.protocols,
+            context.draft.drug,
+            context.draft.drug_rxnorm,
+            zone=services().settings.zone,
         )
     except DesensError as error:
         log.warning("active plans could not be read: %s", type(error).__name__)

@@ -661,7 +661,8 @@ def test_copy_this_plan_carries_the_protocol_settings(planner: Planner, ehr: Fak
     )
     html = planner.start_form(sid, f"?copy={group}").get_data(as_text=True)
     assert f"(signed plan {group})" in text_of(html)
-    assert "Copying the plan signed on 20" in text_of(html)  # the date it was signed
+    # the date it was signed, written for people in the site's zone ("2 Dec 2026 19:50 CET")
+    assert re.search(r"Copying the plan signed on \d{1,2} [A-Z][a-z]{2} 20\d\d \d\d:\d\d", text_of(html))
     assert "Everything it recorded is carried over" in text_of(html)
     assert "signed without a record" not in text_of(html)
     assert f'<input type="hidden" name="copy" value="{group}">' in html

@@ -143,3 +143,25 @@ def test_the_fhir_text_people_read_follows_the_policy_and_the_values_stay_exact(
     for dose in doses:
         total = EXACT.add(total, dose)
     assert total == target  # structured values exact
+
+
+def test_the_signing_time_is_written_in_the_sites_zone() -> None:
+    """The signed plan's "Signed" time reads like the worksheet's clock times: the site's zone, not UTC."""
+    from zoneinfo import ZoneInfo
+
+    from fhir_desens.course.readback import _when
+
+    assert _when("2026-12-02T18:50:00+00:00", ZoneInfo("Europe/Paris")) == "2 Dec 2026 19:50 CET"
+    assert _when("2026-07-02T18:50:00Z", ZoneInfo("America/New_York")) == "2 Jul 2026 14:50 EDT"
+    assert _when(None, ZoneInfo("UTC")) == "—"
+
+
+def test_a_safety_violation_reads_without_its_id() -> None:
+    """Every SafetyViolation (plan invariants, re-plans, drug and outcome rules) reads as plain words; the
+    rule's id stays on the exception for logs and JSON."""
+    from fhir_desens.errors import SafetyViolation
+
+    bare = SafetyViolation("INV-10", "re-plan step 3 exceeds the target")
+    assert str(bare) == bare.for_people and "INV-" not in str(bare) and bare.invariant_id == "INV-10"
+    worded = SafetyViolation("OUT-1", "detail", "Nothing was written.")
+    assert str(worded) == "Nothing was written." and worded.detail == "detail"

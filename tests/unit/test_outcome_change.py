@@ -182,8 +182,12 @@ def test_any_other_change_is_a_safety_violation(tamper: Any) -> None:
     after = copy.deepcopy(before)
     after["note"].append({"text": "ours"})
     tamper(after)
-    with pytest.raises(SafetyViolation, match="OUT-1"):
+    with pytest.raises(SafetyViolation) as refused:
         check_preserved(before, after)
+    assert refused.value.invariant_id == "OUT-1"  # the id for logs and JSON
+    assert "OUT-1" not in str(refused.value) and "Nothing was written" in str(
+        refused.value
+    )  # words for people
 
 
 def test_guarded_changes_name_status_verification_code_criticality() -> None:

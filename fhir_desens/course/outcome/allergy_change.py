@@ -164,14 +164,29 @@ def check_preserved(before: Mapping[str, Any], after: Mapping[str, Any]) -> None
     """OUT-1: raise SafetyViolation unless ``after`` only appends to ``before``."""
     for element in _NEVER_TOUCHED:
         if before.get(element) != after.get(element):
-            raise SafetyViolation("OUT-1", f"the change would alter AllergyIntolerance.{element}")
+            raise SafetyViolation(
+                "OUT-1", f"the change would alter AllergyIntolerance.{element}", _kept(element)
+            )
     for element in set(before) | set(after):
         if element not in _APPENDED and element != "meta" and before.get(element) != after.get(element):
-            raise SafetyViolation("OUT-1", f"the change would alter or drop AllergyIntolerance.{element}")
+            raise SafetyViolation(
+                "OUT-1", f"the change would alter or drop AllergyIntolerance.{element}", _kept(element)
+            )
     for element in ("note", "reaction"):
         old, new = list(before.get(element) or []), list(after.get(element) or [])
         if new[: len(old)] != old:
-            raise SafetyViolation("OUT-1", f"the change would alter an existing AllergyIntolerance.{element}")
+            raise SafetyViolation(
+                "OUT-1", f"the change would alter an existing AllergyIntolerance.{element}", _kept(element)
+            )
+
+
+def _kept(element: str) -> str:
+    """OUT-1 in words for the allergist: what the record says is only ever added to."""
+    what = {**GUARDED, "patient": "patient", "note": "notes", "reaction": "reactions"}.get(element, element)
+    return (
+        f"Nothing was written: this change would alter what the allergy record already says ({what}). "
+        "The outcome only adds to the record; reload the page and review it again."
+    )
 
 
 def guarded_changes(previewed: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
