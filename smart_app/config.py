@@ -54,9 +54,13 @@ VARIABLES: dict[str, tuple[Any, str]] = {
     "ALLERGISTS": ((), "list"),
     "TIME_ZONE": (None, "str"),
     "DOSE_TOLERANCE_PERCENT": ("5", "str"),
+    # The steps (mL/h) the site's infusion pumps are programmed in; plans run at rates the pump takes.
+    "PUMP_RESOLUTION_ML_H": ("0.1", "str"),
 }
 
 MIN_SECRET_LENGTH = 32
+DEFAULT_PUMP_RESOLUTION = Decimal("0.1")
+MAX_PUMP_RESOLUTION = Decimal(10)
 _ORIGIN = re.compile(r"^(https?)://[A-Za-z0-9.\-]+(:\d{1,5})?$|^https?://\*\.[A-Za-z0-9.\-]+(:\d{1,5})?$")
 _SOURCE_KEYWORDS = ("'self'", "'none'")
 
@@ -103,6 +107,8 @@ class Settings:
     time_zone: str | None = None
     #: a target dose further than this from the therapeutic order needs an acknowledged reason
     dose_tolerance_percent: Decimal = Decimal(5)
+    #: the site's pump resolution (mL/h) new plans are computed at; None: exact rates
+    pump_resolution_ml_h: Decimal | None = DEFAULT_PUMP_RESOLUTION
 
     @property
     def zone(self) -> tzinfo:
@@ -281,6 +287,7 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         ),
         time_zone=_time_zone(values.get("TIME_ZONE")),
         dose_tolerance_percent=_tolerance(values.get("DOSE_TOLERANCE_PERCENT")),
+        pump_resolution_ml_h=_pump_resolution(values.get("PUMP_RESOLUTION_ML_H")),
     )
 
 
@@ -322,5 +329,22 @@ def _tolerance(raw: Any) -> Decimal:
     if not value.is_finite() or not Decimal(0) <= value <= Decimal(100):
         raise ConfigurationError(
             f"{ENV_PREFIX}DOSE_TOLERANCE_PERCENT: {raw!r} is not a percentage from 0 to 100"
+        )
+    return value
+
+
+def _pump_resolution(raw: Any) -> Decimal | None:
+    """PUMP_RESOLUTION_ML_H: a step in mL/h above 0 and at most 10, or ``exact`` (rates not rounded)."""
+    text = str(raw if raw is not None else DEFAULT_PUMP_RESOLUTION).strip()
+    if text.lower() == "exact":
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or not Decimal(0) < value <= MAX_PUMP_RESOLUTION:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}PUMP_RESOLUTION_ML_H: {raw!r} is not a pump step in mL/h above 0 and at most "
+            f"{MAX_PUMP_RESOLUTION} (e.g. 0.1, 1), or 'exact'"
         )
     return value

@@ -74,6 +74,9 @@ class PlanDraft:
     keep_order_reason: str | None = None  # set: keep the therapeutic order active (else it is put on hold)
     duplicate_reason: str | None = None  # why a second active plan for the same drug is intended
     planned_start: str | None = None  # ISO date-time with offset, chosen in the site's time zone
+    #: the pump steps (mL/h) the plan's rates are rounded to, fixed when the draft is made from the site's
+    #: setting (so a setting changed later never changes a plan being checked); None: exact rates
+    pump_resolution_ml_h: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -194,6 +197,7 @@ def plan_request_for(draft: PlanDraft, protocols: Mapping[str, Protocol]) -> Pla
         bag_volume_ml=_decimal(draft.bag_volume_ml, "bag_volume"),
         closing=None if draft.closing is None else ClosingMethod.parse(draft.closing),
         insert_before=draft.insert_before,
+        pump_resolution_ml_h=_decimal(draft.pump_resolution_ml_h, "pump_resolution"),
     )
 
 
@@ -264,8 +268,10 @@ def draft_from_start(
     protocols: Mapping[str, Protocol],
     created_at: float,
     copied: CopiedSettings | None = None,
+    pump_resolution_ml_h: Decimal | None = None,
 ) -> PlanDraft:
-    """A new draft: the suggested protocol (or the copied plan's), protocol defaults otherwise."""
+    """A new draft: the suggested protocol (or the copied plan's), protocol defaults otherwise; rates at
+    ``pump_resolution_ml_h`` (the site's pump steps; None: exact)."""
     target, basis = resolve_target(start)
     pointers = start.risk_pointers
     suggestion = suggest_protocol(
@@ -312,4 +318,5 @@ def draft_from_start(
         weight_kg=None if start.weight_kg is None or not basis else plain(start.weight_kg),
         order_text=start.order_text,
         ordered_dose=str(start.ordered_dose) if start.ordered_dose is not None else None,
+        pump_resolution_ml_h=plain(pump_resolution_ml_h) if pump_resolution_ml_h is not None else None,
     )

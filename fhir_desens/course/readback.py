@@ -329,6 +329,9 @@ def _draft_of(group: Mapping[str, Any], parameters: PlanParameters, own: str) ->
         copied_from=None,
         created_at=0.0,
         dose_per_m2=str(parameters.prescribed_dose) if parameters.prescribed_dose is not None else None,
+        pump_resolution_ml_h=plain(parameters.pump_resolution_ml_h)
+        if parameters.pump_resolution_ml_h is not None
+        else None,
     )
 
 

@@ -80,6 +80,7 @@ class PlanParameters:
     bag_volume_ml: Decimal | None = None
     diluent: str | None = None
     insert_before: tuple[int, ...] = ()
+    pump_resolution_ml_h: Decimal | None = None  # the pump steps the rates were rounded to; None: exact
 
 
 OVERRIDE_NOTE = "Expert override of a contraindication: "
@@ -456,6 +457,8 @@ def _plan_parameters_extension(plan: Plan, context: ApplyContext) -> dict[str, A
     if diluent:
         subs.append({"url": "diluent", "valueString": diluent})
     subs += [{"url": "insertBefore", "valuePositiveInt": n} for n in request.insert_before]
+    if request.pump_resolution_ml_h is not None:  # the rates were rounded to it: a recomputation needs it
+        subs.append({"url": "pumpResolution", "valueQuantity": ucum(request.pump_resolution_ml_h, "mL/h")})
     return {"url": c.EXT_PLAN_PARAMETERS, "extension": subs}
 
 
@@ -510,6 +513,7 @@ def plan_parameters(group: dict[str, Any]) -> PlanParameters | None:
     if not isinstance(protocol_id, str) or not isinstance(drug, str) or target is None:
         return None
     rate, volume = _quantity(one("finalRate")), _quantity(one("bagVolume"))
+    resolution = _quantity(one("pumpResolution"))
     return PlanParameters(
         protocol_id=protocol_id,
         drug=drug,
@@ -527,4 +531,5 @@ def plan_parameters(group: dict[str, Any]) -> PlanParameters | None:
         insert_before=tuple(
             n for n in values.get("insertBefore", []) if isinstance(n, int) and not isinstance(n, bool)
         ),
+        pump_resolution_ml_h=resolution.value if resolution is not None else None,
     )

@@ -285,6 +285,7 @@ def request_from_parameters(
         bag_volume_ml=parameters.bag_volume_ml,
         closing=closing,
         insert_before=parameters.insert_before,
+        pump_resolution_ml_h=parameters.pump_resolution_ml_h,
     )
 
 

@@ -609,6 +609,15 @@ EXTENSIONS: tuple[ExtensionSpec, ...] = (
                 "*",
                 "A protocol step before which an intermediate-rate step was inserted",
             ),
+            Sub(
+                "pumpResolution",
+                "Quantity",
+                0,
+                "1",
+                "The pump steps every rate was rounded to before the doses were computed (UCUM mL/h); "
+                "absent: exact rates",
+                unit="mL/h",
+            ),
         ),
     ),
     ExtensionSpec(

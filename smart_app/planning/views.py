@@ -316,6 +316,7 @@ def create(sid: str) -> Response | tuple[str, int]:
                 protocols=drafts.library(),
                 created_at=services().clock(),
                 copied=copied,
+                pump_resolution_ml_h=services().settings.pump_resolution_ml_h,  # the site's pumps
             )
             drafts.plan_for(draft)  # a draft is only kept when the engine can plan it safely
         except (InputError, SafetyViolation) as error:

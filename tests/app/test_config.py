@@ -89,12 +89,26 @@ def test_testing_mode_starts_without_them(tmp_path: Path) -> None:
         ("FHIR_DESENS_SMART_KEY_ID", "k1", "SMART_PRIVATE_KEY"),
         ("FHIR_DESENS_SMART_PRIVATE_KEY", "/nonexistent/key.pem", "cannot read"),
         ("FHIR_DESENS_SESSION_URL", "mysql://x", "SESSION_URL"),
+        ("FHIR_DESENS_PUMP_RESOLUTION_ML_H", "0", "PUMP_RESOLUTION_ML_H"),
+        ("FHIR_DESENS_PUMP_RESOLUTION_ML_H", "0.1 mL/h", "PUMP_RESOLUTION_ML_H"),
+        ("FHIR_DESENS_PUMP_RESOLUTION_ML_H", "50", "at most 10"),
     ],
 )
 def test_invalid_values_are_refused(env: pytest.MonkeyPatch, variable: str, value: str, message: str) -> None:
     env.setenv(variable, value)
     with pytest.raises(ConfigurationError, match=message):
         create_app()
+
+
+def test_the_pump_resolution_is_a_site_setting(env: pytest.MonkeyPatch) -> None:
+    """Plans run at rates the site's pumps take: 0.1 mL/h unless the site says otherwise, or exact."""
+    from decimal import Decimal
+
+    assert create_app().extensions["fhir_desens"].settings.pump_resolution_ml_h == Decimal("0.1")
+    env.setenv("FHIR_DESENS_PUMP_RESOLUTION_ML_H", "1")
+    assert create_app().extensions["fhir_desens"].settings.pump_resolution_ml_h == Decimal(1)
+    env.setenv("FHIR_DESENS_PUMP_RESOLUTION_ML_H", "exact")
+    assert create_app().extensions["fhir_desens"].settings.pump_resolution_ml_h is None
 
 
 def test_localhost_may_use_http(env: pytest.MonkeyPatch) -> None:

@@ -209,7 +209,12 @@ def test_carboplatin_400_mg_12_steps_at_75_ml_h(planner: Planner) -> None:
     html = planner.page(sid, draft_id).get_data(as_text=True)
     steps = table_rows(html, "steps")
     assert len(steps) == 12
-    expected = engine_plan("iv-12-step-3-bag", "400 mg", final_rate_ml_h=Decimal(75))
+    # the app plans at the site's pump resolution (default 0.1 mL/h): 1.875 mL/h is programmed as 1.9
+    expected = engine_plan(
+        "iv-12-step-3-bag", "400 mg", final_rate_ml_h=Decimal(75), pump_resolution_ml_h=Decimal("0.1")
+    )
+    assert [row[2] for row in steps[:3]] == ["1.9", "4.7", "9.4"]
+    assert "Rates as programmed, in steps of 0.1 mL/h" in text_of(html)
     for row, step in zip(steps, expected.steps, strict=True):
         assert row[0].split()[0] == str(step.number)
         assert row[5] == f"{dose_text(step.dose.value)} mg"

@@ -5,6 +5,7 @@ pages, the patient page list and "Copy this plan"."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -152,6 +153,11 @@ def test_sign_writes_one_transaction_and_shows_the_signed_plan(signer: Signer) -
     assert status and "Orders sent: 12 medication requests" in text_of(status.group(1))
     assert "Solutions" in html and "Steps" in html  # the worksheet, rebuilt by the engine
     assert text_of(html).count("Step ") >= 12
+    # planned at the site's pump resolution, recorded on the plan, recomputed to the same programmed rates
+    parameters = next(e for e in group["extension"] if e["url"].endswith("desens-plan-parameters"))
+    [resolution] = [x["valueQuantity"] for x in parameters["extension"] if x["url"] == "pumpResolution"]
+    assert Decimal(str(resolution["value"])) == Decimal("0.1") and resolution["code"] == "mL/h"
+    assert "Rates as programmed, in steps of 0.1 mL/h" in text_of(html) and "1.9" in text_of(html)
     assert f'href="/s/{sid}/plan/new?copy={rg_id}">Copy this plan' in html
     assert f'href="/s/{sid}/orders/{rg_id}/print"' in html
     # read-only: nothing to edit; the one form is the lifecycle's "Discontinue" (ORDER-DC-1)

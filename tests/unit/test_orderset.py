@@ -8,7 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from fhir_desens.errors import DesensError
 from fhir_desens.fhir.apply import ApplyContext, apply_plan
 from fhir_desens.fhir.orderset import compare_orders, verify_order_set
 from fhir_desens.protocol.calculate import PlanRequest, compute_plan
@@ -21,16 +24,16 @@ PROTOCOLS = builtin_protocols()
 
 
 def signed_set(
-    protocol_id: str = "iv-12-step-3-bag",
+    protocol_id: str = "iv-12-step-3-bag", request: PlanRequest | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """The RequestGroup, step orders and Medications of $apply, as a server would store them
-    (urn:uuid references replaced by ids)."""
+    (urn:uuid references replaced by ids); of ``request`` when given."""
     protocol = PROTOCOLS[protocol_id]
     target = None if protocol.kind.value == "discrete" else Quantity(Decimal("400"), "mg")
     # drug-specific protocols give their own drug (DRUG-PROD-1); oral penicillin V declares no drug list
     default = "penicillin V potassium" if protocol_id == "penicillin-v-oral-wendel" else "carboplatin"
     drug = (protocol.drugs or (default,))[0]
-    bundle = apply_plan(compute_plan(PlanRequest(protocol, drug, target)), CONTEXT)
+    bundle = apply_plan(compute_plan(request or PlanRequest(protocol, drug, target)), CONTEXT)
     ids = {}
     for n, entry in enumerate(bundle["entry"]):
         kind = entry["resource"]["resourceType"]
@@ -143,3 +146,53 @@ def test_what_cannot_be_recomputed_is_a_problem_not_an_exception() -> None:
     assert "not in this app's library" in (verify_order_set(group, orders, medications, {}).problem or "")
     other_version = {**group, "instantiatesCanonical": [group["instantiatesCanonical"][0] + ".9"]}
     assert "version" in (verify_order_set(other_version, orders, medications, PROTOCOLS).problem or "")
+
+
+@pytest.mark.invariant("INV-11")
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.decimals(min_value=Decimal(1), max_value=Decimal(5000), places=2),
+    st.sampled_from([Decimal("0.1"), Decimal("0.5"), Decimal(1)]),
+    st.sampled_from(["iv-12-step-3-bag", "iv-16-step-4-bag"]),
+    st.sampled_from([Decimal(75), Decimal(80), Decimal(125), Decimal("62.5")]),
+)
+def test_a_plan_signed_at_a_pump_resolution_recomputes_to_its_orders(
+    dose: Decimal, resolution: Decimal, protocol_id: str, final_rate: Decimal
+) -> None:
+    """The signed plan records its pump resolution, so read-back and `validate` recompute the same
+    programmed rates, volumes and doses (and without it they would not: the check would fail)."""
+    protocol = PROTOCOLS[protocol_id]
+    request = PlanRequest(
+        protocol,
+        "carboplatin",
+        Quantity(dose, "mg"),
+        final_rate_ml_h=final_rate,
+        pump_resolution_ml_h=resolution,
+    )
+    try:
+        compute_plan(request)
+    except DesensError:
+        return  # refused plans are never signed
+    group, orders, medications = signed_set(protocol_id, request)
+    check = verify_order_set(group, orders, medications, PROTOCOLS)
+    assert check.matches, [f.describe() for f in check.findings] or check.problem
+    assert check.plan is not None and check.plan.request.pump_resolution_ml_h == resolution
+    [parameters] = [e for e in group["extension"] if e["url"].endswith("desens-plan-parameters")]
+    [recorded] = [x for x in parameters["extension"] if x["url"] == "pumpResolution"]
+    assert recorded["valueQuantity"]["value"] == resolution and recorded["valueQuantity"]["code"] == "mL/h"
+
+
+def test_a_plan_signed_at_a_pump_resolution_does_not_match_an_exact_recomputation() -> None:
+    protocol = PROTOCOLS["iv-12-step-3-bag"]
+    request = PlanRequest(  # at 75 mL/h the first rates are 1.875 and 4.6875 mL/h: programmed 1.9 and 4.7
+        protocol,
+        "carboplatin",
+        Quantity(Decimal(400), "mg"),
+        final_rate_ml_h=Decimal(75),
+        pump_resolution_ml_h=Decimal("0.1"),
+    )
+    group, orders, medications = signed_set("iv-12-step-3-bag", request)
+    for parameters in group["extension"]:
+        if parameters["url"].endswith("desens-plan-parameters"):
+            parameters["extension"] = [x for x in parameters["extension"] if x["url"] != "pumpResolution"]
+    assert not verify_order_set(group, orders, medications, PROTOCOLS).matches
