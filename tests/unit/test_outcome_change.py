@@ -23,7 +23,7 @@ from fhir_desens.course.outcome.allergy_change import (
     has_outcome,
     json_diff,
 )
-from fhir_desens.course.outcome.document import clinical_note, summary_text
+from fhir_desens.course.outcome.document import attachment_hash, clinical_note, summary_text
 from fhir_desens.course.outcome.record import CodedText, SessionOutcome
 from fhir_desens.course.outcome.strategy import Flavor as StrategyFlavor
 from fhir_desens.course.outcome.strategy import WritePath, choose_write
@@ -355,6 +355,21 @@ def test_the_clinical_note_carries_text_first_then_pdf_and_the_encounter() -> No
     assert base64.b64decode(first["data"]).decode() == text
     assert second["contentType"] == "application/pdf"
     assert document["type"]["coding"][0]["code"] == "11488-4"
+
+
+@pytest.mark.requirement("OUT-5")
+def test_each_attachment_carries_its_size_and_sha1_hash_in_base64() -> None:
+    o = outcome()
+    pdf = b"%PDF-1.7 a small test document\n%%EOF"
+    document = clinical_note(o, "the note", RECORDED, pdf=pdf)
+    text, pdf_part = (c["attachment"] for c in document["content"])
+    assert text["size"] == len(b"the note")
+    assert pdf_part["size"] == len(pdf)
+    # R4 Attachment.hash: base64 of the SHA-1 (the well-known digest of "abc" checks the encoding)
+    assert attachment_hash(b"abc") == "qZk+NkcGgWq6PiVxeFDCbJzQ2J0="
+    assert pdf_part["hash"] == attachment_hash(base64.b64decode(pdf_part["data"]))
+    assert pdf_part["hash"] != text["hash"]
+    assert pdf_part["title"] == text["title"] == "Rapid drug desensitization: ceftriaxone"
 
 
 def test_the_copy_ready_text_says_keep_active_and_gives_the_note() -> None:

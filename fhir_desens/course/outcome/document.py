@@ -7,12 +7,15 @@ ready to copy, with the printable summary.
 
 The note carries the outcome's business identifier (``ID_OUTCOME``), which the write-back searches for
 before creating it: writing the outcome twice leaves one note. The plain-text attachment comes first
-(Epic reads only the first attachment); a PDF follows when one was rendered.
+(Epic reads only the first attachment); a PDF follows when one was rendered (the app renders it: this
+layer never imports a renderer). Each attachment carries its ``size`` (bytes) and ``hash`` (the base64 of
+its SHA-1, as R4 defines ``Attachment.hash``), so a reader can check what it fetched.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -21,7 +24,7 @@ from fhir_desens.course.outcome.wording import outcome_id, reaction_summary
 from fhir_desens.drugs.tolerance import format_window
 from fhir_desens.fhir.canonical import ID_OUTCOME
 
-__all__ = ["CONSULT_NOTE", "clinical_note", "outcome_identifier", "summary_text"]
+__all__ = ["CONSULT_NOTE", "attachment_hash", "clinical_note", "outcome_identifier", "summary_text"]
 
 LOINC = "http://loinc.org"
 #: LOINC 11488-4 "Consult note": the allergist's consultation note.
@@ -56,11 +59,18 @@ def summary_text(outcome: SessionOutcome, note: str, tz: tzinfo | None = None) -
     return "\n".join(lines) + "\n"
 
 
+def attachment_hash(data: bytes) -> str:
+    """``Attachment.hash`` in R4: the SHA-1 of the data, base64-encoded."""
+    return base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode("ascii")
+
+
 def _attachment(content_type: str, data: bytes, title: str, created: str) -> dict[str, Any]:
     return {
         "attachment": {
             "contentType": content_type,
             "data": base64.b64encode(data).decode("ascii"),
+            "size": len(data),
+            "hash": attachment_hash(data),
             "title": title,
             "creation": created,
         }
