@@ -20,6 +20,10 @@
 * Absolute URLs of the backend (Location, Bundle links, fullUrl, references) are rewritten to the gateway
   base, and the gateway base in request bodies back to the backend base.
 
+Every request the gateway answers is recorded in :attr:`FhirGateway.requests` (a :class:`RequestLog`:
+method, interaction, resource type, status, start and end; never ids, queries or bodies), so tests and
+``benchmarks/bench_round_trips.py`` can count an app's FHIR round trips and their sequential depth.
+
 Known limits: ``PATCH`` and type-level ``_history`` are refused under ``patient/`` scopes (the result
 cannot be checked before it is written, or constrained); operations other than ``$validate`` are refused.
 """
@@ -30,7 +34,8 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -144,6 +149,53 @@ def classify(method: str, path: str) -> Interaction:
     raise Denied(404, "not-found", "unsupported FHIR URL")
 
 
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One request the gateway answered, without ids: ``GET search-type AllergyIntolerance 200``."""
+
+    method: str
+    kind: str  # the interaction (read, search-type, batch, ...), or "metadata"
+    resource_type: str | None
+    status: int
+    started: float  # time.monotonic()
+    ended: float
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.kind} {self.resource_type or '-'} {self.status}"
+
+
+class RequestLog:
+    """The requests a gateway answered, in the order they ended (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[LoggedRequest] = []
+
+    def add(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    def mark(self) -> int:
+        """A position to count from (``since(mark)``)."""
+        with self._lock:
+            return len(self._entries)
+
+    def since(self, mark: int = 0) -> list[LoggedRequest]:
+        with self._lock:
+            return self._entries[mark:]
+
+
+def sequential_depth(entries: Sequence[LoggedRequest]) -> int:
+    """The longest chain of requests each started after the previous one ended: the round trips a
+    client waited for one after another (requests that overlap in time count once)."""
+    ordered = sorted(entries, key=lambda e: e.started)
+    depth: list[int] = []
+    for i, entry in enumerate(ordered):
+        before = [depth[j] for j in range(i) if ordered[j].ended <= entry.started]
+        depth.append(1 + max(before, default=0))
+    return max(depth, default=0)
+
+
 def outcome_response(
     status: int, code: str, diagnostics: str, headers: Mapping[str, str] | None = None
 ) -> Response:
@@ -183,6 +235,7 @@ class FhirGateway:
         self.authorize_url = authorize_url
         self.token_url = token_url
         self._local = threading.local()
+        self.requests = RequestLog()
 
     def security_extension(self) -> dict[str, Any]:
         """``CapabilityStatement.rest.security`` for SMART 1 clients (the oauth-uris extension)."""
@@ -296,6 +349,23 @@ class FhirGateway:
 
     # -- entry point ----------------------------------------------------------------------------------
     def __call__(self, request: Request, path: str) -> Response:
+        started = time.monotonic()
+        response = self._answer(request, path)
+        try:
+            interaction = classify(request.method, path.strip("/"))
+            kind, resource_type = interaction.kind, interaction.resource_type
+        except Denied:
+            kind, resource_type = "invalid", None
+        if path.strip("/") == "metadata":
+            kind, resource_type = "metadata", "CapabilityStatement"
+        self.requests.add(
+            LoggedRequest(
+                request.method, kind, resource_type, response.status_code, started, time.monotonic()
+            )
+        )
+        return response
+
+    def _answer(self, request: Request, path: str) -> Response:
         try:
             if path.strip("/") == "metadata":
                 return self._metadata(request)

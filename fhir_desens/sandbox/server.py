@@ -25,7 +25,7 @@ from fhir_desens.sandbox.app import SandboxApp
 from fhir_desens.sandbox.clients import ClientRegistry, SandboxClient, load_clients, make_client
 from fhir_desens.sandbox.directory import Directory
 from fhir_desens.sandbox.fhir_server import FhirServerProcess
-from fhir_desens.sandbox.gateway import FhirGateway
+from fhir_desens.sandbox.gateway import FhirGateway, RequestLog
 from fhir_desens.sandbox.keys import SigningKeys
 from fhir_desens.sandbox.oauth import AuthSettings, SmartAuthorizationServer
 from fhir_desens.sandbox.seed import SeedSummary, seed
@@ -131,6 +131,13 @@ class Sandbox:
     @property
     def token_url(self) -> str:
         return f"{self.issuer}/auth/token"
+
+    @property
+    def fhir_requests(self) -> RequestLog:
+        """What the gateway answered (method, interaction, resource type, timing): for counting round trips."""
+        if self.app is None:
+            raise ConfigurationError("the sandbox is not running")
+        return self.app.gateway.requests
 
     @property
     def backend_url(self) -> str:
