@@ -15,20 +15,21 @@ from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from fhir_desens.course.drug_review import DILUENT_CHOICES, plan_diluent
+from fhir_desens.course.drug_review import DILUENT_CHOICES, dose_rounding_for, plan_diluent
 from fhir_desens.errors import (
     InputError,
 )
-from fhir_desens.protocol.bsa import body_surface_area, dose_for_bsa
+from fhir_desens.protocol import display as shown
+from fhir_desens.protocol.bsa import BSA_DISPLAY_PLACES, body_surface_area, rounded_dose_for_bsa
 from fhir_desens.protocol.calculate import Plan, PlanRequest, compute_plan
 from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.model import ClosingMethod, Protocol, ProtocolKind, TargetKind
 from fhir_desens.protocol.quantity import (
     Dimension,
     Quantity,
-    display,
     parse_decimal,
     parse_quantity,
+    per_area_dose_unit,
     plain,
     unit,
 )
@@ -225,19 +226,26 @@ def fixed_dose_note(draft: PlanDraft, plan: Plan) -> str | None:
 
 
 def resolve_target(start: StartChoice) -> tuple[Quantity, str | None]:
-    """The total dose (after the BSA step for per-m² doses) and how it was obtained."""
+    """The total dose (after the BSA step for per-m² doses) and how it was obtained.
+
+    A per-m² dose is computed from the BSA rounded to the 2 decimals shown and rounded by a stated rule
+    (1 mg, or the drug monograph's step), so the pharmacist can reproduce it by calculator:
+    "375 mg/m² × 2.14 m² = 802.5 mg → 803 mg (rounded half-up to 1 mg)". Everything after is exact."""
     dose = start.dose
     if unit(dose.unit).dimension is not Dimension.DOSE_PER_AREA:
         return dose, None
     assert start.height_cm is not None and start.weight_kg is not None
     bsa = body_surface_area(start.height_cm, start.weight_kg, "mosteller")
-    total = dose_for_bsa(dose, bsa)
-    basis = (
-        f"{plain(dose.value)} {unit(dose.unit).display} × BSA {display(bsa.value_m2, 2)} m² "
-        f"({bsa.formula_name} formula, height {plain(start.height_cm)} cm, weight {plain(start.weight_kg)} kg; "
-        "the dose uses the exact BSA)"
+    step, rule_basis = dose_rounding_for(
+        start.drug, start.drug_rxnorm, per_area_dose_unit(unit(dose.unit)).code
     )
-    return total, basis
+    rounded = rounded_dose_for_bsa(dose, bsa, step, rule_basis)
+    basis = (
+        f"{rounded.text}. BSA {shown.bsa_text(rounded.bsa_m2)} by the {bsa.formula_name} formula from height "
+        f"{shown.grouped(start.height_cm.normalize())} cm and weight {shown.grouped(start.weight_kg.normalize())} kg, "
+        f"rounded half-up to {BSA_DISPLAY_PLACES} decimals; the dose is computed from the BSA as shown"
+    )
+    return rounded.dose, basis
 
 
 def _answer(value: Any) -> bool | None:

@@ -11,6 +11,7 @@ refused, and an unresolved name not confirmed as uncoded (DRUG-NAME-2), blocks s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from fhir_desens.drugs.checks import (
     combination_text,
@@ -24,12 +25,21 @@ from fhir_desens.drugs.monograph import Monograph, diluents
 from fhir_desens.drugs.names import NameResolution, resolve_name
 from fhir_desens.drugs.products import PlanProducts, plan_products
 from fhir_desens.errors import DesensError
+from fhir_desens.protocol.bsa import DOSE_ROUNDING_STEP
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.model import Protocol
-from fhir_desens.protocol.quantity import Quantity, parse_quantity, plain
+from fhir_desens.protocol.quantity import Quantity, parse_quantity, plain, unit
 
-__all__ = ["DILUENT_CHOICES", "DrugReview", "drug_ref_for", "plan_diluent", "resolution_for", "review_draft"]
+__all__ = [
+    "DILUENT_CHOICES",
+    "DrugReview",
+    "dose_rounding_for",
+    "drug_ref_for",
+    "plan_diluent",
+    "resolution_for",
+    "review_draft",
+]
 
 #: The diluents a person may choose for a bag (water is for oral dilutions only).
 DILUENT_CHOICES: dict[str, str] = {d.id: d.label for d in diluents().values() if d.id != "water"}
@@ -46,6 +56,17 @@ def drug_ref_for(drug: str, rxnorm: tuple[str, ...]) -> DrugRef:
         return DrugRef(drug, rxnorm)
     codes = tuple(dict.fromkeys((*rxnorm, *(c.code for c in monograph.codes))))
     return DrugRef(monograph.name, codes)
+
+
+def dose_rounding_for(drug: str, rxnorm: tuple[str, ...], dose_unit: str) -> tuple[Decimal, str | None]:
+    """The step a per-m² dose of this drug is rounded to, in ``dose_unit`` (the absolute dose's unit), and
+    where it comes from: the monograph's rule when it states one (e.g. a vial size), else 1 (mg, mcg,
+    unit; ``protocol.bsa.DOSE_ROUNDING_STEP``)."""
+    found = resolution_for(drug, rxnorm).monograph
+    rule = found.dose_rounding if found is not None else None
+    if found is None or rule is None or unit(rule.step.unit).dimension is not unit(dose_unit).dimension:
+        return DOSE_ROUNDING_STEP, None
+    return rule.step.to(dose_unit).value, f"{rule.basis} ({found.name} monograph)"
 
 
 def plan_diluent(

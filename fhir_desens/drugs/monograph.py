@@ -31,6 +31,7 @@ __all__ = [
     "Component",
     "Diluent",
     "DoseRange",
+    "DoseRounding",
     "IncompatibleDiluent",
     "InfusionFacts",
     "MaxDoseRate",
@@ -116,6 +117,16 @@ class DoseRange:
 
 
 @dataclass(frozen=True)
+class DoseRounding:
+    """How a dose computed from the body surface area is rounded before planning, when the drug's
+    monograph states a rule (e.g. to a vial size); without one the dose is rounded to 1 mg (1 unit)."""
+
+    step: Quantity  # e.g. 10 mg
+    basis: str
+    source: str
+
+
+@dataclass(frozen=True)
 class IncompatibleDiluent:
     diluent: str  # a key of data/diluents.json
     reason: str
@@ -169,6 +180,7 @@ class Monograph:
     infusion: InfusionFacts | None
     notes: tuple[str, ...]
     sources: tuple[Source, ...]
+    dose_rounding: DoseRounding | None = None
 
     @property
     def codes(self) -> tuple[RxCode, ...]:
@@ -331,6 +343,15 @@ def _infusion(
     )
 
 
+def _dose_rounding(reader: _Reader, data: Mapping[str, Any] | None) -> DoseRounding | None:
+    if data is None:
+        return None
+    step = parse_quantity(reader.text(data, "step"), "dose_rounding.step")
+    if step.dimension not in (Dimension.MASS, Dimension.ACTIVITY) or step.value <= 0:
+        raise reader.fail("dose_rounding.step", f"'{step}' is not a positive dose (mg, g, mcg, units)")
+    return DoseRounding(step, reader.text(data, "basis"), reader.text(data, "source"))
+
+
 def _source(reader: _Reader, data: Mapping[str, Any]) -> Source:
     return Source(
         id=reader.text(data, "id"),
@@ -372,6 +393,7 @@ def read_monograph(data: Mapping[str, Any], origin: str, known: Mapping[str, Dil
         infusion=_infusion(reader, data.get("infusion"), known),
         notes=tuple(str(n) for n in data.get("notes") or ()),
         sources=tuple(_source(reader, s) for s in data.get("sources") or ()),
+        dose_rounding=_dose_rounding(reader, data.get("dose_rounding")),
     )
     _check_sources(reader, result)
     return result
@@ -384,6 +406,8 @@ def _check_sources(reader: _Reader, result: Monograph) -> None:
     if not result.sources:
         raise reader.fail("sources", "at least one dated source is required")
     cited = [result.dose.source]
+    if result.dose_rounding is not None:
+        cited.append(result.dose_rounding.source)
     if result.infusion is not None:
         cited.append(result.infusion.concentration_source)
         if result.infusion.max_dose_rate is not None:

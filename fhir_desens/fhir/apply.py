@@ -83,6 +83,8 @@ class PlanParameters:
     pump_resolution_ml_h: Decimal | None = None  # the pump steps the rates were rounded to; None: exact
 
 
+#: The note that shows how a per-m² dose became the planned dose (so a pharmacist can check it by hand).
+DOSE_BASIS_NOTE = "Dose: "
 OVERRIDE_NOTE = "Expert override of a contraindication: "
 
 
@@ -138,6 +140,8 @@ def apply_plan(plan: Plan, context: ApplyContext) -> dict[str, Any]:
         group["basedOn"] = [
             {"reference": _reference(r, "MedicationRequest", "based_on")} for r in context.based_on
         ]
+    if context.dose_basis:
+        group["note"].append({"text": f"{DOSE_BASIS_NOTE}{context.dose_basis}"})
     group["note"].extend({"text": note} for note in context.notes)
     group["extension"] = [*group.get("extension", []), _plan_parameters_extension(plan, context)]
     if context.indication:

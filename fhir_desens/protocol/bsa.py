@@ -165,24 +165,45 @@ class RoundedDose:
     product: Quantity  # dose per m² x BSA as used, exact
     dose: Quantity  # the product rounded by the stated rule: the plan's target
     step: Decimal
+    rule_basis: str | None = None  # where a step other than 1 comes from (the drug monograph's rule)
+
+    @property
+    def rule(self) -> str:
+        """'rounded half-up to 1 mg' (and the monograph's reason for another step)."""
+        from fhir_desens.protocol import display as shown
+
+        rule = (
+            f"rounded half-up to {shown.grouped(self.step.normalize(EXACT))} {unit(self.dose.unit).display}"
+        )
+        return f"{rule}: {self.rule_basis}" if self.rule_basis else rule
 
     @property
     def text(self) -> str:
-        """'375 mg/m² × 2.14 m² = 802.5 mg → 803 mg (rounded half-up to 1 mg)'."""
+        """'375 mg/m² × 2.14 m² = 802.5 mg → 803 mg (rounded half-up to 1 mg)'.
+
+        The dose per m² (as prescribed) and the product are written in full, so that a calculator gives
+        the same figures; the BSA is the 2-decimal value the product was computed from."""
         from fhir_desens.protocol import display as shown
 
         dose_unit = unit(self.dose.unit).display
+        per_m2 = (
+            f"{shown.grouped(self.dose_per_m2.value.normalize(EXACT))} {unit(self.dose_per_m2.unit).display}"
+        )
         product = shown.grouped(self.product.value.normalize(EXACT))
         return (
-            f"{shown.quantity_text(self.dose_per_m2)} × {shown.bsa_text(self.bsa_m2)} = {product} {dose_unit} → "
-            f"{shown.grouped(self.dose.value)} {dose_unit} (rounded half-up to {shown.grouped(self.step)} {dose_unit})"
+            f"{per_m2} × {shown.bsa_text(self.bsa_m2)} = {product} {dose_unit} → "
+            f"{shown.grouped(self.dose.value.normalize(EXACT))} {dose_unit} ({self.rule})"
         )
 
 
 def rounded_dose_for_bsa(
-    dose_per_m2: Quantity, bsa: BodySurfaceArea, step: Decimal = DOSE_ROUNDING_STEP
+    dose_per_m2: Quantity,
+    bsa: BodySurfaceArea,
+    step: Decimal = DOSE_ROUNDING_STEP,
+    rule_basis: str | None = None,
 ) -> RoundedDose:
-    """The planned dose of a per-m² prescription by the stated rule (:data:`DOSE_ROUNDING_STEP`)."""
+    """The planned dose of a per-m² prescription by the stated rule (:data:`DOSE_ROUNDING_STEP`, or a
+    step such as a vial size with ``rule_basis`` saying where it comes from)."""
     if step <= 0:
         raise InputError("dose rounding", f"must be above 0, got {step}", "e.g. 1 (mg), 10, 50 (a vial size)")
     bsa_used = bsa.value_m2.quantize(Decimal(1).scaleb(-BSA_DISPLAY_PLACES), rounding=ROUND_HALF_UP)
@@ -190,4 +211,4 @@ def rounded_dose_for_bsa(
     product = dose_for_bsa(dose_per_m2, shown_bsa)
     steps = EXACT.divide(product.value, step).to_integral_value(rounding=ROUND_HALF_UP)
     rounded = EXACT.multiply(max(steps, Decimal(1)), step)
-    return RoundedDose(dose_per_m2, bsa_used, product, Quantity(rounded, product.unit), step)
+    return RoundedDose(dose_per_m2, bsa_used, product, Quantity(rounded, product.unit), step, rule_basis)

@@ -469,17 +469,34 @@ def test_dose_per_m2_uses_the_chart_height_and_weight(planner: Planner) -> None:
     height, weight = input_value(html, "height_cm"), input_value(html, "weight_kg")
     draft_id = planner.create(sid, target_dose="80", dose_unit="mg/m2")
     draft = planner.draft(sid, draft_id)
-    from fhir_desens.protocol.bsa import body_surface_area, dose_for_bsa
+    from fhir_desens.protocol.bsa import body_surface_area, rounded_dose_for_bsa
 
-    expected = dose_for_bsa(
+    expected = rounded_dose_for_bsa(
         Quantity(Decimal(80), "mg/m2"), body_surface_area(Decimal(height), Decimal(weight))
     )
-    assert draft["target"] == str(expected)
+    assert draft["target"] == str(expected.dose) and expected.dose.value == expected.dose.value.to_integral()
     assert draft["dose_per_m2"] == "80 mg/m²"
     page = text_of(planner.page(sid, draft_id).get_data(as_text=True))
-    assert "80 mg/m² × BSA" in page and "Mosteller formula" in page
-    assert f"height {height} cm, weight {weight} kg" in page
-    assert f"Target dose {dose_text(expected.value)} mg" in page
+    assert expected.text in page and "Mosteller formula" in page
+    assert f"height {height} cm and weight {weight} kg" in page
+    assert f"Target dose {dose_text(expected.dose.value)} mg" in page
+
+
+def test_a_per_m2_dose_is_checkable_by_calculator_on_the_page_and_worksheet(planner: Planner) -> None:
+    """375 mg/m² at 182 cm / 91 kg: BSA 2.1408... is used as 2.14 m², 802.5 mg is rounded to 803 mg before
+    planning; the page and the printed worksheet show the calculation (the signed note: test_sign_orders)."""
+    sid = planner.launch("rituximab-lymphoma")
+    draft_id = planner.create(sid, target_dose="375", dose_unit="mg/m2", height_cm="182", weight_kg="91")
+    calculation = "375 mg/m² × 2.14 m² = 802.5 mg → 803 mg (rounded half-up to 1 mg)"
+    assert planner.draft(sid, draft_id)["target"] == "803 mg"
+    page = text_of(planner.page(sid, draft_id).get_data(as_text=True))
+    assert calculation in page and "BSA 2.14 m² by the Mosteller formula" in page
+    assert "804.33" not in page and "Rituximab 803 mg" in page
+    printed = text_of(planner.client.get(f"/s/{sid}/plan/{draft_id}/print").get_data(as_text=True))
+    assert calculation in printed
+
+
+# --- drafts are scoped to their session ------------------------------------------------------------
 
 
 # --- drafts are scoped to their session ------------------------------------------------------------

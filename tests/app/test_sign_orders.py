@@ -129,6 +129,28 @@ def _nothing_written(signer: Signer) -> None:
 # --- signing ----------------------------------------------------------------------------------------------
 
 
+def test_a_signed_per_m2_plan_states_its_calculation_and_orders_the_rounded_dose(signer: Signer) -> None:
+    sid = signer.launch("rituximab-lymphoma")
+    start = {"target_dose": "375", "dose_unit": "mg/m2", "height_cm": "182", "weight_kg": "91"}
+    draft_id = signer.plan(sid, start)
+    rg_id = signer.signed_id(signer.sign(sid, draft_id), sid)
+    (group,) = signer.signed("RequestGroup")
+    notes = [n["text"] for n in group["note"]]
+    assert any(
+        n.startswith("Dose: 375 mg/m² × 2.14 m² = 802.5 mg → 803 mg (rounded half-up to 1 mg). BSA 2.14 m²")
+        for n in notes
+    ), notes
+    assert "803 mg" in notes[0] and "804.3" not in " ".join(notes)
+    doses = [
+        Decimal(str(s["doseAndRate"][0]["doseQuantity"]["value"]))
+        for r in signer.signed("MedicationRequest")
+        for s in r["dosageInstruction"]
+    ]
+    assert sum(doses) == Decimal(803)  # the orders add up to the rounded dose, exactly
+    page = text_of(signer.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True))
+    assert "802.5 mg → 803 mg" in page
+
+
 def test_sign_writes_one_transaction_and_shows_the_signed_plan(signer: Signer) -> None:
     sid = signer.launch("carboplatin-ovarian")
     draft_id = signer.plan(sid, final_rate="75")
@@ -629,7 +651,7 @@ def test_a_copy_of_a_per_m2_plan_keeps_the_prescribed_dose(signer: Signer) -> No
     form = prefilled(signer, sid, f"?copy={rg_id}")
     assert (form["target_dose"], form["dose_unit"]) == ("375", "mg/m2")
     html = signer.client.get(f"/s/{sid}/plan/new?copy={rg_id}").get_data(as_text=True)
-    assert "The signed plan: 375 mg/m² × BSA" in text_of(html)
+    assert "The signed plan: 375 mg/m² × 2.14 m² = " in text_of(html)
     copy_id = copy_of(signer, sid, rg_id)
     copied = signer.store.get("draft", f"{sid}:{copy_id}")
     assert (copied["target"], copied["dose_per_m2"], copied["dose_basis"]) == (

@@ -101,6 +101,11 @@ def _raw(drug_id: str) -> dict:
         (lambda d: d["products"][0].update(route="intrathecal"), "route"),
         (lambda d: d["products"][0]["rxnorm"][0].update(verified="yes"), "rxnorm"),
         (lambda d: d["dose"].update(source="nowhere"), "sources"),
+        (
+            lambda d: d.update(dose_rounding={"step": "5 mL", "basis": "b", "source": "pi-carboplatin"}),
+            "step",
+        ),
+        (lambda d: d.update(dose_rounding={"step": "10 mg", "basis": "b", "source": "nowhere"}), "sources"),
     ],
 )
 def test_a_malformed_monograph_is_refused_naming_the_field(mutate, field: str) -> None:
@@ -108,3 +113,26 @@ def test_a_malformed_monograph_is_refused_naming_the_field(mutate, field: str) -
     mutate(raw)
     with pytest.raises(ProtocolDefinitionError, match=field):
         read_monograph(raw, "carboplatin.json", diluents())
+
+
+def test_a_stated_dose_rounding_rule_is_read_and_used_for_per_m2_doses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A monograph may state the step a per-m² dose is rounded to (a vial-size rule); without one it is 1 mg."""
+    from decimal import Decimal
+
+    from fhir_desens.course import drug_review
+    from fhir_desens.drugs.names import NameResolution
+
+    raw = _raw("carboplatin")
+    source = raw["sources"][0]["id"]
+    raw["dose_rounding"] = {"step": "10 mg", "basis": "round to the nearest 10 mg", "source": source}
+    stated = read_monograph(raw, "carboplatin.json", diluents())
+    assert stated.dose_rounding is not None and str(stated.dose_rounding.step) == "10 mg"
+    assert drug_review.dose_rounding_for("carboplatin", (), "mg") == (Decimal(1), None)
+    monkeypatch.setattr(
+        drug_review, "resolution_for", lambda drug, codes: NameResolution("carboplatin", stated, (), "name")
+    )
+    step, basis = drug_review.dose_rounding_for("carboplatin", (), "mg")
+    assert step == Decimal(10) and basis == "round to the nearest 10 mg (carboplatin monograph)"
+    assert drug_review.dose_rounding_for("carboplatin", (), "ug") == (Decimal(10000), basis)
