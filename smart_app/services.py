@@ -26,6 +26,7 @@ from fhir_desens.client.smart import (
 )
 from fhir_desens.client.store import SessionStore, open_store
 from fhir_desens.course.bedside.store import RecordStore, open_record_store
+from fhir_desens.course.outcome.dose_store import SqlDoseBook, open_dose_book
 from fhir_desens.course.outcome.task_store import SqlTaskBook, open_task_book
 from fhir_desens.errors import AuthError
 from smart_app.config import Settings, normalize_base
@@ -54,6 +55,7 @@ class Services:
     record_url: str = ""
     _record_store: RecordStore | None = field(default=None, repr=False)
     _task_book: SqlTaskBook | None = field(default=None, repr=False)
+    _dose_book: SqlDoseBook | None = field(default=None, repr=False)
 
     # -- the bedside record and the allergist's tasks ----------------------------------------------
     def record_store(self) -> RecordStore:
@@ -68,6 +70,13 @@ class Services:
         if self._task_book is None:
             self._task_book = open_task_book(self.record_url)
         return self._task_book
+
+    def dose_book(self) -> SqlDoseBook:
+        """Doses given after a desensitization, recorded in the app (the bedside record's database)."""
+        if self._dose_book is None:
+            self.record_store()  # creates the default database's folder
+            self._dose_book = open_dose_book(self.record_url)
+        return self._dose_book
 
     def now(self) -> datetime:
         """The app clock as an aware UTC datetime."""

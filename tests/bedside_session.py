@@ -50,6 +50,9 @@ class Bedside:
     entries: list[Entry] = field(default_factory=list)
     record_to: BedsideRecord | None = None  # record through a real store instead of in memory
     patient: str = "Patient/p1"
+    draft: PlanDraft | None = (
+        None  # another drug's draft (``plan`` must be planned from it); carboplatin by default
+    )
 
     def at(self, minutes: float = 0) -> str:
         return (self.now + timedelta(minutes=minutes)).isoformat()
@@ -82,7 +85,7 @@ class Bedside:
         self.submit(
             start_entry(
                 entry_id=str(uuid.uuid4()), session_id=self.session_id, author=NURSE, at=self.now,
-                draft=carboplatin_draft(self.patient), request_group="RequestGroup/rg1",
+                draft=self.draft or carboplatin_draft(self.patient), request_group="RequestGroup/rg1",
                 step_requests=step_requests or {n: f"MedicationRequest/mr{n}" for n in range(1, 13)},
                 encounter=encounter,
             )

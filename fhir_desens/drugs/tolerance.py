@@ -9,7 +9,8 @@ says how (each rule with its sources):
   every administration, so tolerance is never assumed for the next one.
 
 :func:`assess` answers "can tolerance be assumed now?" from dose evidence of three kinds, in order of
-trust (:class:`DoseSource`): the app's own session record, then the EHR's MedicationAdministrations,
+trust (:class:`DoseSource`): the app's own record (its desensitization sessions and the doses recorded
+in it afterwards), then the EHR's MedicationAdministrations,
 then the MedicationRequest schedule. The first two are proof that a dose was given; the schedule is a
 plan, not proof, so a window computed from it alone is never green (at best amber: "confirm the dose
 was given"). The answer is green within the window, amber in its last quarter, red after it
@@ -51,9 +52,13 @@ CONTINUOUS = "continuous"
 
 
 class DoseSource(Enum):
-    """Where a dose came from, most trusted first (the enum order is the order of trust)."""
+    """Where a dose came from, most trusted first (the enum order is the order of trust).
 
-    SESSION_RECORD = "the app's session record"
+    The app's own record holds the last step of each completed session and the doses recorded in the app
+    after a desensitization (:mod:`fhir_desens.course.outcome.later_doses`).
+    """
+
+    APP_RECORD = "the app's own record"
     EHR_ADMINISTRATION = "the EHR's medication administrations"
     ORDER_SCHEDULE = "the order schedule (a plan, not proof that the dose was given)"
 

@@ -7,11 +7,14 @@ session, the EHR's capabilities and the grant, call it and render.
 
 The patient page and the planning page show the tolerance window and the open tasks through the
 ``outcome_panel`` and ``next_course_for`` template functions (a failure there never breaks those pages).
+``POST /s/<sid>/outcome/doses`` records a dose given after a desensitization (drug, dose, time) in the
+app's own record, the first source of the tolerance window's last dose.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -22,15 +25,23 @@ from fhir_desens.course.bedside.record import BedsideRecord
 from fhir_desens.course.bedside.summary import SessionSummary
 from fhir_desens.course.chart import patient_reference
 from fhir_desens.course.outcome.allergy_change import GUARDED, Flavor
-from fhir_desens.course.outcome.from_session import finished, outcome_from_session, tolerance_overview
+from fhir_desens.course.outcome.from_session import (
+    DrugTolerance,
+    finished,
+    outcome_from_session,
+    tolerance_overview,
+)
 from fhir_desens.course.outcome.last_dose import names_drug
+from fhir_desens.course.outcome.later_doses import LaterDose
 from fhir_desens.course.outcome.next_course import next_course
 from fhir_desens.course.outcome.preview import Preview, prepare
 from fhir_desens.course.outcome.strategy import WriteDecision, WritePath, choose_write
 from fhir_desens.course.outcome.wording import outcome_id
 from fhir_desens.course.outcome.writeback import write_outcome
+from fhir_desens.drugs.tolerance import format_window
 from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
+from fhir_desens.protocol.quantity import parse_quantity
 from smart_app.app_session import AppSession, app_session
 from smart_app.library import library
 from smart_app.services import services
@@ -152,6 +163,57 @@ def task_done(sid: str, task_id: str) -> Response:
     return redirect(url_for("patient.page", sid=sid) + "#outcome-tasks", code=303)
 
 
+# -- doses given after a desensitization ---------------------------------------------------------------------
+
+
+def _given_at(raw: str) -> datetime:
+    """The form's datetime-local value, in the site's zone (an offset typed by hand is refused)."""
+    accepted = "a date and time, e.g. 2026-12-03T08:00"
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise InputError("given_at", f"'{raw[:20]}' is not a date and time", accepted) from None
+    if moment.tzinfo is not None:
+        raise InputError("given_at", "carries its own time zone", accepted)
+    return moment.replace(tzinfo=services().settings.zone)
+
+
+def _later_dose(session: AppSession, form: Any) -> LaterDose:
+    """The dose from the form: after which of this patient's completed sessions, how much, when."""
+    patient = patient_reference(session.smart)
+    chosen = form.get("session_id", "")
+    sessions = [s for s in finished(_record().patient_sessions(patient)) if s.completed]
+    summary = next((s for s in sessions if s.session_id == chosen), None)
+    if summary is None:
+        raise InputError("drug", "choose a drug this patient was desensitized to in this app")
+    quantity = parse_quantity(form.get("dose", ""), "dose")
+    return LaterDose(
+        dose_id=form.get("dose_id", ""),
+        patient=patient,
+        session_id=summary.session_id,
+        drug=summary.drug,
+        drug_rxnorm=summary.drug_rxnorm,
+        amount=quantity.value,
+        unit=quantity.unit,
+        given_at=_given_at(form.get("given_at", "")),
+        recorded_by=session.user.name or session.user.label,
+        recorded_at=services().now(),
+    )
+
+
+@bp.post("/outcome/doses")
+def record_dose(sid: str) -> Response | tuple[str, int]:
+    session = app_session(sid)
+    try:
+        dose = _later_dose(session, request.form)
+    except InputError as error:
+        return _page(
+            session, "outcome_error.html", 400, message=error.message, heading="The dose was not recorded"
+        )
+    services().dose_book().record(dose)
+    return redirect(url_for("patient.page", sid=sid) + "#tolerance-heading", code=303)
+
+
 # -- the panels on the patient and planning pages ----------------------------------------------------------
 
 
@@ -162,8 +224,14 @@ def outcome_panel(sid: str) -> dict[str, Any]:
         patient = patient_reference(session.smart)
         summaries = _record().patient_sessions(patient)
         can_read = session.smart.granted.can_read("MedicationAdministration")
+        later = services().dose_book().doses_for(patient)
         rows = tolerance_overview(
-            session.client if can_read else None, summaries, patient, services().now(), _local_zone()
+            session.client if can_read else None,
+            summaries,
+            patient,
+            services().now(),
+            _local_zone(),
+            later=later,
         )
         tasks = services().task_book().tasks_for(patient)
         titles = {key: protocol.title for key, protocol in library().items()}
@@ -172,11 +240,40 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             "sessions": finished(summaries),
             "tasks": tasks,
             "protocol_titles": titles,
+            "later_doses": [_dose_line(dose) for dose in reversed(later)],
+            "dose_form": _dose_form(rows),
             "error": None,
         }
     except DesensError as error:
         log.warning("outcome panel unavailable: %s", type(error).__name__)
-        return {"tolerance": [], "sessions": [], "tasks": [], "protocol_titles": {}, "error": error.message}
+        return {
+            "tolerance": [],
+            "sessions": [],
+            "tasks": [],
+            "protocol_titles": {},
+            "later_doses": [],
+            "dose_form": None,
+            "error": error.message,
+        }
+
+
+def _dose_line(dose: LaterDose) -> str:
+    who = f", recorded by {dose.recorded_by}" if dose.recorded_by else ""
+    return f"{dose.drug} {dose.dose} given {format_window(dose.given_at, _local_zone())}{who}"
+
+
+def _dose_form(rows: list[DrugTolerance]) -> dict[str, Any] | None:
+    """The "Record a dose given after desensitization" form: one choice per drug with a completed session."""
+    choices = [(row.last_completed.session_id, row.drug) for row in rows if row.last_completed is not None]
+    if not choices:
+        return None
+    now = services().site_now()
+    return {
+        "choices": choices,
+        "dose_id": str(uuid.uuid4()),
+        "now": now.strftime("%Y-%m-%dT%H:%M"),
+        "zone": now.tzname() or "",
+    }
 
 
 def next_course_for(sid: str, drug: str) -> dict[str, Any] | None:
@@ -189,7 +286,8 @@ def next_course_for(sid: str, drug: str) -> dict[str, Any] | None:
             return None
         last = summaries[0]
         course = next_course(outcome_from_session(last, protocols=library()), library(), _local_zone())
-        rows = tolerance_overview(None, summaries, patient, services().now(), _local_zone())
+        later = services().dose_book().doses_for(patient)
+        rows = tolerance_overview(None, summaries, patient, services().now(), _local_zone(), later=later)
         return {"course": course, "tolerance": rows[0] if rows else None, "outcome_id": outcome_id}
     except DesensError as error:
         log.warning("next course unavailable: %s", type(error).__name__)

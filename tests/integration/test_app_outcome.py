@@ -8,16 +8,19 @@ sandbox, whose FHIR server is read directly to check what was written.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.course.bedside.record import BedsideRecord
+from fhir_desens.course.draft import plan_for
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.sandbox.server import Sandbox
-from tests.bedside_session import Bedside
+from tests.bedside_session import Bedside, carboplatin_draft
 from tests.html import text_of
 from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, _local, _no_redirect, authorize, finish, page
@@ -80,7 +83,7 @@ def test_a_finished_session_is_previewed_confirmed_and_written_once(sandbox: San
         "Re-desensitization required: platinum compounds are desensitized at every administration."
         in patient_page
     )
-    assert "Last dose" in patient_page and "the app's session record" in patient_page
+    assert "Last dose" in patient_page and "the app's own record (session of" in patient_page
     assert "Bring the outcome to the chart" in patient_page
 
     preview = app.client.get(f"/s/{sid}/outcome/{session_id}")
@@ -245,3 +248,63 @@ def test_a_status_change_after_the_preview_stops_the_write_and_shows_both_versio
         with FhirClient(sandbox.backend_url) as backend:  # put the shared fixture back
             current = backend.read("AllergyIntolerance", allergy.group(1))
             backend.update(dict(current.resource, criticality="high"), if_match=current.version_id)
+
+
+@pytest.mark.requirement("OUT-13")
+def test_a_dose_given_after_desensitization_is_recorded_once_and_keeps_the_window_open(
+    sandbox: Sandbox, make_app: Any
+) -> None:
+    app = make_app("symmetric")
+    sid = launch(sandbox, app)
+    services = app.app.extensions["fhir_desens"]
+    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
+    draft = dataclasses.replace(
+        carboplatin_draft(patient_ref(sandbox)), drug="ceftriaxone", drug_rxnorm=("2193",), target="2 g"
+    )
+    session = Bedside(
+        plan=plan_for(draft, builtin_protocols()), draft=draft, record_to=record, patient=patient_ref(sandbox)
+    )
+    session.now = services.now() - timedelta(days=3)  # three days ago: 48 h have passed
+    session.reaction_at_step_11()
+
+    html = page(app, sid)
+    row = re.search(r'<tr class="tolerance-row tolerance-(\w+)">\s*<th scope="row">ceftriaxone</th>', html)
+    assert row is not None and row.group(1) == "red"
+    assert "Record a dose given after desensitization" in text_of(html)
+    dose_id = re.search(r'name="dose_id" value="([^"]+)"', html)
+    choice = re.search(r'<option value="([^"]+)">ceftriaxone</option>', html)
+    assert dose_id is not None and choice is not None and choice.group(1) == session.session_id
+
+    given = (services.now() - timedelta(hours=2)).astimezone(services.settings.zone)
+    form = {
+        "csrf_token": csrf(app, sid),
+        "dose_id": dose_id.group(1),
+        "session_id": choice.group(1),
+        "dose": "2 g",
+        "given_at": given.strftime("%Y-%m-%dT%H:%M"),
+    }
+    for _ in range(2):  # sent twice (a double click, a replay): recorded once
+        response = app.client.post(f"/s/{sid}/outcome/doses", data=form)
+        assert response.status_code == 303
+    assert len(services.dose_book().doses_for(patient_ref(sandbox))) == 1
+
+    after = page(app, sid)
+    row = re.search(r'<tr class="tolerance-row tolerance-(\w+)">\s*<th scope="row">ceftriaxone</th>', after)
+    assert row is not None and row.group(1) == "green"
+    words = text_of(after)
+    assert "from the app's own record (2 g given after desensitization, recorded by" in words
+    assert "Doses given after desensitization, recorded in this app" in words
+
+    refused = app.client.post(
+        f"/s/{sid}/outcome/doses", data={**form, "dose_id": "another-entry-0001", "dose": "2 mL"}
+    )
+    assert refused.status_code == 400
+    assert "The dose was not recorded" in text_of(refused.get_data(as_text=True))
+    future = (services.now() + timedelta(hours=3)).astimezone(services.settings.zone)
+    refused = app.client.post(
+        f"/s/{sid}/outcome/doses",
+        data={**form, "dose_id": "another-entry-0002", "given_at": future.strftime("%Y-%m-%dT%H:%M")},
+    )
+    assert refused.status_code == 400
+    assert "is in the future" in text_of(refused.get_data(as_text=True))
+    assert len(services.dose_book().doses_for(patient_ref(sandbox))) == 1

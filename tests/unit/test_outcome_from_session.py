@@ -12,11 +12,13 @@ from fhir_desens.course.bedside.summary import ReactionSummary, SessionSummary
 from fhir_desens.course.outcome.from_session import (
     finished,
     outcome_from_session,
+    recorded_doses,
     session_doses,
     tolerance_overview,
 )
+from fhir_desens.course.outcome.later_doses import LaterDose, MemoryDoseBook
 from fhir_desens.course.outcome.wording import note_text
-from fhir_desens.drugs.tolerance import DoseSource, ToleranceStatus, rule_for
+from fhir_desens.drugs.tolerance import DoseEvidence, DoseSource, ToleranceStatus, assess, rule_for
 from fhir_desens.errors import InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
 
@@ -104,10 +106,10 @@ def test_the_window_from_the_session_record() -> None:
         summary(session_id="s-0", started_at=START - timedelta(days=30), phase="stopped", completed=False),
     ]
     doses = session_doses(sessions, DrugRef("ceftriaxone"))
-    assert [(d.at, d.source) for d in doses] == [(START + timedelta(hours=6), DoseSource.SESSION_RECORD)]
+    assert [(d.at, d.source) for d in doses] == [(START + timedelta(hours=6), DoseSource.APP_RECORD)]
     [row] = tolerance_overview(None, sessions, "Patient/p1", START + timedelta(hours=20))
     assert row.assessment.status is ToleranceStatus.GREEN
-    assert row.assessment.source is DoseSource.SESSION_RECORD
+    assert row.assessment.source is DoseSource.APP_RECORD
     assert row.assessment.protocol == "iv-12-step-3-bag"
     assert row.unavailable == ("the EHR was not asked",)
     [late] = tolerance_overview(None, sessions, "Patient/p1", START + timedelta(hours=60))
@@ -132,3 +134,86 @@ def test_one_row_per_drug_from_the_newest_session() -> None:
     assert (
         rows[1].assessment.status is ToleranceStatus.RED and rows[1].assessment.protocol == "iv-16-step-4-bag"
     )
+
+
+# -- doses given after the desensitization, recorded in the app ------------------------------------------
+
+
+def later(hours: float, **change: object) -> LaterDose:
+    base = LaterDose(
+        dose_id=f"entry-{hours:g}".replace(".", "-") + "-0000",
+        patient="Patient/p1",
+        session_id="s-1",
+        drug="ceftriaxone",
+        drug_rxnorm=("2193",),
+        amount=Decimal("2"),
+        unit="g",
+        given_at=START + timedelta(hours=hours),
+        recorded_by="N. Nurse",
+        recorded_at=START + timedelta(hours=hours, minutes=10),
+    )
+    return dataclasses.replace(base, **change)  # type: ignore[arg-type]
+
+
+@pytest.mark.requirement("TOL-2")
+def test_a_dose_recorded_after_the_desensitization_keeps_the_window_open() -> None:
+    sessions = [summary()]
+    doses = [later(30), later(50)]
+    now = START + timedelta(hours=60)  # 54 h after the session's last step: red on the session alone
+    [without] = tolerance_overview(None, sessions, "Patient/p1", now)
+    assert without.assessment.status is ToleranceStatus.RED
+    [row] = tolerance_overview(None, sessions, "Patient/p1", now, later=doses)
+    a = row.assessment
+    assert a.status is ToleranceStatus.GREEN
+    assert a.source is DoseSource.APP_RECORD and a.last_dose is not None
+    assert a.last_dose.at == START + timedelta(hours=50)
+    assert a.reasons[1] == (
+        "Last dose Fri 4 Dec 2026 10:00 UTC, from the app's own record "
+        "(2 g given after desensitization, recorded by N. Nurse)."
+    )
+    assert a.red_from == START + timedelta(hours=98)
+
+
+@pytest.mark.requirement("TOL-2")
+def test_recorded_doses_of_another_drug_do_not_count() -> None:
+    other = later(30, drug="cefazolin", drug_rxnorm=("2180",))
+    assert recorded_doses([other], DrugRef("ceftriaxone", ("2193",))) == []
+    [row] = tolerance_overview(None, [summary()], "Patient/p1", START + timedelta(hours=60), later=[other])
+    assert row.assessment.status is ToleranceStatus.RED
+
+
+@pytest.mark.requirement("TOL-2")
+def test_the_apps_recorded_dose_is_trusted_before_the_ehr_at_the_same_time() -> None:
+    dose = later(30)
+    administration = DoseEvidence(dose.given_at, DoseSource.EHR_ADMINISTRATION, "MedicationAdministration/1")
+    schedule = DoseEvidence(START + timedelta(hours=40), DoseSource.ORDER_SCHEDULE, "MedicationRequest/1")
+    result = assess(
+        DrugRef("ceftriaxone"), [administration, schedule, dose.evidence()], START + timedelta(hours=45)
+    )
+    assert result.source is DoseSource.APP_RECORD  # proof outranks the later plan; ours first at a tie
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"amount": Decimal("0")}, "dose"),
+        ({"unit": "mL"}, "dose"),
+        ({"given_at": START + timedelta(hours=40)}, "given_at"),  # after it was recorded: the future
+        ({"given_at": datetime(2026, 12, 3, 8, 0)}, "given_at"),
+        ({"dose_id": "x"}, "dose_id"),
+        ({"drug": " "}, "drug"),
+    ],
+)
+def test_a_recorded_dose_is_checked(change: dict[str, object], field: str) -> None:
+    with pytest.raises(InputError) as raised:
+        later(30, **change)
+    assert raised.value.field == field
+
+
+def test_a_recorded_dose_reads_as_people_write_it() -> None:
+    assert later(30, amount=Decimal("960"), unit="mg").dose == "960 mg"
+    assert later(30, amount=Decimal("0.5"), unit="ug").dose == "0.5 mcg"
+    book = MemoryDoseBook()
+    first = book.record(later(30))
+    assert book.record(later(30, amount=Decimal("1"))) == first  # the same page entry records once
+    assert book.doses_for("Patient/p1") == [first]

@@ -149,14 +149,14 @@ def test_a_malformed_schedule_gives_nothing_rather_than_a_guess() -> None:
 def test_the_session_record_then_administrations_then_the_schedule() -> None:
     session = DoseEvidence(
         datetime(2026, 12, 2, 13, 0, tzinfo=UTC),
-        DoseSource.SESSION_RECORD,
+        DoseSource.APP_RECORD,
         "session s-1",
         "tmp-smx-oral-hourly",
     )
     given = administration_doses([administration("2026-12-02T13:00:00Z")], BACTRIM)
     planned = scheduled_doses([order({"event": ["2026-12-03T08:00:00Z"]})], BACTRIM, NOW)
     result = assess(BACTRIM, [*planned, *given, session], NOW)
-    assert result.source is DoseSource.SESSION_RECORD  # same time as the administration: our record first
+    assert result.source is DoseSource.APP_RECORD  # same time as the administration: our record first
     assert (
         result.status is ToleranceStatus.AMBER
     )  # 20 h after 13:00, the window (24 h) is in its last quarter

@@ -19,7 +19,7 @@ from fhir_desens.drugs.tolerance import (
 from fhir_desens.errors import InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
 
-SESSION = DoseSource.SESSION_RECORD
+SESSION = DoseSource.APP_RECORD
 ADMINISTRATION = DoseSource.EHR_ADMINISTRATION
 SCHEDULE = DoseSource.ORDER_SCHEDULE
 

@@ -1,7 +1,8 @@
 """From the app's own session record (the bedside record) to the outcome and the tolerance window.
 
-The session record is the most trusted source of the last dose (TOL-2): a completed session's last step
-is a full dose given under the app's eyes. A session stopped before the full dose gives no tolerance and
+The app's own record is the most trusted source of the last dose (TOL-2): a completed session's last step
+is a full dose given under the app's eyes, and the doses recorded in the app after it
+(:mod:`.later_doses`) keep the window open. A session stopped before the full dose gives no tolerance and
 is no dose evidence (its outcome is still written, worded as stopped).
 
 :func:`tolerance_overview` answers, for each drug the patient was desensitized to in this app, whether
@@ -19,6 +20,7 @@ from datetime import datetime, tzinfo
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.course.bedside.summary import SessionSummary
 from fhir_desens.course.outcome.last_dose import ehr_doses, names_drug
+from fhir_desens.course.outcome.later_doses import LaterDose
 from fhir_desens.course.outcome.record import BreakthroughReaction, CodedText, SessionOutcome
 from fhir_desens.drugs.tolerance import DoseEvidence, DoseSource, ToleranceAssessment, assess
 from fhir_desens.errors import InputError
@@ -30,6 +32,7 @@ __all__ = [
     "DrugTolerance",
     "finished",
     "outcome_from_session",
+    "recorded_doses",
     "session_doses",
     "tolerance_overview",
 ]
@@ -135,11 +138,14 @@ def session_doses(summaries: Iterable[SessionSummary], drug: DrugRef) -> list[Do
         when = summary.last_dose_at or summary.ended_at
         if summary.completed and when is not None and names_drug(_drug_ref(summary), drug):
             doses.append(
-                DoseEvidence(
-                    when, DoseSource.SESSION_RECORD, f"session of {when:%d %b %Y}", summary.protocol_id
-                )
+                DoseEvidence(when, DoseSource.APP_RECORD, f"session of {when:%d %b %Y}", summary.protocol_id)
             )
     return doses
+
+
+def recorded_doses(later: Iterable[LaterDose], drug: DrugRef) -> list[DoseEvidence]:
+    """The doses of ``drug`` recorded in the app after a desensitization."""
+    return [dose.evidence() for dose in later if names_drug(dose.drug_ref, drug)]
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,8 @@ class DrugTolerance:
     assessment: ToleranceAssessment
     unavailable: tuple[str, ...]  # sources that could not be read
     last_session: SessionSummary
+    #: the newest completed session of the drug: doses given after it keep the tolerance (None: none completed)
+    last_completed: SessionSummary | None = None
 
 
 def tolerance_overview(
@@ -156,10 +164,12 @@ def tolerance_overview(
     patient: str,
     now: datetime,
     tz: tzinfo | None = None,
+    later: Sequence[LaterDose] = (),
 ) -> list[DrugTolerance]:
     """For each drug desensitized in this app (newest session first), the tolerance window now.
 
-    ``client`` None skips the EHR sources (said so in ``unavailable``).
+    The app's own record (the sessions, and ``later``: the doses recorded in the app after them) comes
+    first; ``client`` None skips the EHR sources (said so in ``unavailable``).
     """
     overview: list[DrugTolerance] = []
     seen: list[DrugRef] = []
@@ -170,12 +180,14 @@ def tolerance_overview(
         if any(names_drug(drug, known) for known in seen):
             continue
         seen.append(drug)
-        doses = session_doses(summaries, drug)
+        doses = session_doses(summaries, drug) + recorded_doses(later, drug)
         unavailable: tuple[str, ...] = ("the EHR was not asked",)
         if client is not None:
             chart = ehr_doses(client, patient, drug, now)
             doses.extend(chart.doses)
             unavailable = chart.unavailable
         result = assess(drug, doses, now, last_protocol=summary.protocol_id, tz=tz)
-        overview.append(DrugTolerance(summary.drug, result, unavailable, summary))
+        completed = [s for s in summaries if s.completed and names_drug(_drug_ref(s), drug)]
+        newest = max(completed, key=lambda s: s.started_at or now, default=None)
+        overview.append(DrugTolerance(summary.drug, result, unavailable, summary, newest))
     return overview

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from fhir_desens.course.outcome.tasks import ChartTask
 from fhir_desens.errors import ConfigurationError
 
-__all__ = ["SqlTaskBook", "open_task_book"]
+__all__ = ["SqlStore", "SqlTaskBook", "open_task_book"]
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS outcome_task (
     outcome_id TEXT PRIMARY KEY,
@@ -49,8 +49,10 @@ _BY_PATIENT = (
 _DONE = "UPDATE outcome_task SET done_at = ?, done_by = ? WHERE outcome_id = ? AND done_at IS NULL"
 
 
-class SqlTaskBook:
-    """A :class:`~fhir_desens.course.outcome.tasks.TaskBook` over SQLite or PostgreSQL."""
+class SqlStore:
+    """One table in the record's database (SQLite or PostgreSQL): the connection and placeholders."""
+
+    schema = ""
 
     def __init__(self, url: str) -> None:
         scheme = urlsplit(url).scheme
@@ -58,19 +60,19 @@ class SqlTaskBook:
         if not self._postgres:
             path = unquote(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else ""
             if scheme != "sqlite" or not path:
-                raise ConfigurationError("the task store URL must be sqlite:///<path> or postgresql://...")
+                raise ConfigurationError("the record store URL must be sqlite:///<path> or postgresql://...")
             self._path = Path(path)
         self._url = url
         self._lock = threading.Lock()
         with self._cursor() as cursor:
-            cursor.execute(_SCHEMA)
+            cursor.execute(self.schema)
 
     def _connect(self) -> Any:
         if self._postgres:
             try:
                 import psycopg
             except ImportError as error:  # pragma: no cover - depends on the installed extras
-                raise ConfigurationError("a postgresql:// task store needs psycopg") from error
+                raise ConfigurationError("a postgresql:// record store needs psycopg") from error
             return psycopg.connect(self._url)
         self._path.parent.mkdir(parents=True, exist_ok=True)
         return sqlite3.connect(self._path, timeout=30)
@@ -91,6 +93,12 @@ class SqlTaskBook:
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self._postgres else statement
+
+
+class SqlTaskBook(SqlStore):
+    """A :class:`~fhir_desens.course.outcome.tasks.TaskBook` over SQLite or PostgreSQL."""
+
+    schema = _SCHEMA
 
     def record(self, task: ChartTask) -> ChartTask:
         values = (
