@@ -269,6 +269,13 @@ def suggestion_for(draft: PlanDraft, protocols: Mapping[str, Protocol]) -> Proto
     return suggest_protocol(risk_answers(draft), drug, draft.route, protocols, pointers)
 
 
+def _copied_closing(copied: CopiedSettings, protocol: Protocol) -> str | None:
+    """The copied plan's closing method, when it can be planned without extra inputs (a plan signed from
+    the CLI with --bag-fractions or --concentrations falls back to the protocol's default)."""
+    usable = {m.value for m in protocol.self_contained_closing_methods}
+    return copied.closing if copied.closing in usable else None
+
+
 def draft_from_start(
     start: StartChoice,
     *,
@@ -312,7 +319,7 @@ def draft_from_start(
         final_rate_ml_h=copied.final_rate_ml_h if use_copy and copied else None,
         bag_volume_ml=copied.bag_volume_ml if use_copy and copied else None,
         diluent=copied.diluent if use_copy and copied and copied.diluent in DILUENTS else None,
-        closing=copied.closing if use_copy and copied else None,
+        closing=_copied_closing(copied, protocols[protocol_id]) if use_copy and copied else None,
         insert_before=copied.insert_before if use_copy and copied else (),
         risk=risk,
         unlisted_confirmed=False,

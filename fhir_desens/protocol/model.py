@@ -229,6 +229,23 @@ class Protocol:
         return any(step.rate_fraction is not None for step in self.steps)
 
     @property
+    def self_contained_closing_methods(self) -> tuple[ClosingMethod, ...]:
+        """The closing methods this protocol can be planned with from its own definition: fraction-bags
+        needs every bag's fraction of the dose (declared per solution or as default bag fractions) and
+        remainder-step a fixed concentration for every solution. The others need ``bag_fractions`` or
+        ``concentrations`` given with the request (the CLI's --bag-fractions / --concentrations)."""
+
+        def usable(method: ClosingMethod) -> bool:
+            if method is ClosingMethod.FRACTION_BAGS:
+                declared = all(s.dose_fraction is not None for s in self.solutions)
+                return declared or self.defaults.bag_fractions is not None
+            if method is ClosingMethod.REMAINDER_STEP:
+                return all(s.concentration is not None or s.solid for s in self.solutions)
+            return True
+
+        return tuple(m for m in self.closing_methods if usable(m))
+
+    @property
     def fixed_doses(self) -> bool:
         """True when no dose depends on the target (discrete protocols with fixed concentrations)."""
         return all(s.concentration is not None or s.solid for s in self.solutions)

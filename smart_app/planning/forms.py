@@ -342,6 +342,7 @@ def options_for(protocol: Protocol) -> ProtocolOptions:
         final_rate=infusion and protocol.uses_final_rate,
         bag_volume=infusion,
         diluent=infusion and any(not s.solid for s in protocol.solutions),
-        closing=protocol.closing_methods if infusion and len(protocol.closing_methods) > 1 else (),
+        # only the methods the page can plan: it has no field for bag fractions or fixed concentrations
+        closing=closing if infusion and len(closing := protocol.self_contained_closing_methods) > 1 else (),
         insert=infusion,
     )

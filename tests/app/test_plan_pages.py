@@ -301,6 +301,41 @@ def test_diluent_closing_and_bag_volume_recompute(planner: Planner) -> None:
     assert selected_text(html, "closing").startswith("Truncated final step")
 
 
+def test_only_closing_methods_the_page_can_plan_are_offered(planner: Planner) -> None:
+    """Remainder-step needs a fixed concentration per bag and fraction-bags a fraction per bag; the page
+    has no field for either, so for protocols that do not define them they are not offered, and every
+    method that is offered plans."""
+    from smart_app.planning.forms import options_for
+
+    for protocol in builtin_protocols().values():
+        for method in options_for(protocol).closing:
+            plan = compute_plan(
+                PlanRequest(
+                    protocol=protocol, drug="Carboplatin", target=Quantity(Decimal(400), "mg"), closing=method
+                )
+            )
+            assert plan.closing is method
+    sid = planner.launch("carboplatin-ovarian")
+    draft_id = planner.create(sid)
+    html = planner.page(sid, draft_id).get_data(as_text=True)
+    offered = re.findall(
+        r'<option value="([^"]*)"', re.search(r'<select id="closing".*?</select>', html, re.S).group(0)
+    )  # type: ignore[union-attr]
+    assert offered == ["reduced-final-bag", "truncated-final-step"]
+    response = planner.recalculate(sid, draft_id, closing="remainder-step")
+    assert response.status_code == 400 and "Closing method" in text_of(response.get_data(as_text=True))
+    assert planner.draft(sid, draft_id)["closing"] is None
+    # a plan signed elsewhere with remainder-step is copied with the protocol's default method instead
+    from fhir_desens.course.draft import CopiedSettings, _copied_closing
+
+    protocol = builtin_protocols()["iv-12-step-3-bag"]
+    assert _copied_closing(CopiedSettings("rg", closing="remainder-step"), protocol) is None
+    assert (
+        _copied_closing(CopiedSettings("rg", closing="truncated-final-step"), protocol)
+        == "truncated-final-step"
+    )
+
+
 def test_insert_and_remove_a_step(planner: Planner) -> None:
     sid = planner.launch("carboplatin-ovarian")
     draft_id = planner.create(sid)
