@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -53,10 +53,29 @@ def test_the_note_reads_as_the_issue_words_it() -> None:
     assert text.endswith(f"Ref {outcome_marker(outcome())}.")
 
 
+@pytest.mark.requirement("OUT-2")
 def test_the_note_names_the_breakthrough_reaction_and_its_step() -> None:
     text = note_for(outcome(reactions=(hives_at_step_11(),)))
     assert (
-        "Breakthrough reaction: grade 1 (mild, skin and mucosa) at step 11, 12:42 "
+        "for each new course. Breakthrough reaction: grade 1 (mild, skin and mucosa) at step 11. "
+        "Onset and signs: step 11 at 12:42 (Urticaria, Pruritus; Intravenous route). Recorded by" in text
+    )
+
+
+@pytest.mark.requirement("OUT-2")
+def test_two_reactions_are_named_in_order_of_onset() -> None:
+    first = hives_at_step_11()
+    second = dataclasses.replace(
+        first,
+        step=12,
+        grade="grade 2 (moderate)",
+        severity="moderate",
+        onset=first.onset + timedelta(minutes=50),
+    )
+    text = note_for(outcome(reactions=(second, first)))
+    assert (
+        "Breakthrough reaction: grade 1 (mild, skin and mucosa) at step 11; grade 2 (moderate) at step 12. "
+        "Onset and signs: step 11 at 12:42 (Urticaria, Pruritus; Intravenous route); step 12 at 13:32 "
         "(Urticaria, Pruritus; Intravenous route)." in text
     )
 

@@ -78,7 +78,8 @@ def test_a_completed_session_becomes_the_outcome_to_write() -> None:
     assert r.manifestations[0].code == "126485001"
     text = note_text(outcome, rule_for(DrugRef("ceftriaxone")), START + timedelta(hours=8))
     assert (
-        "Breakthrough reaction: Brown grade 1, mild (skin and mucosa) at step 11, 13:00 (Urticaria)" in text
+        "Breakthrough reaction: Brown grade 1, mild (skin and mucosa) at step 11. "
+        "Onset and signs: step 11 at 13:00 (Urticaria). Recorded by" in text
     )
 
 

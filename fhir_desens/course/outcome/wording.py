@@ -7,6 +7,11 @@ The note is worded for the next clinician who opens the allergy record (issue 13
     each new course. Breakthrough reaction: none. Recorded by Dr A. Allergist, 2 Dec 2026 14:05 UTC.
     Ref RDD-1a2b3c4d5e6f.
 
+With a breakthrough reaction the sentence is exactly "Breakthrough reaction: <grade> at step <n>." (one
+"<grade> at step <n>" per reaction, separated by "; "), followed by the onset and signs for the reader
+who has no reaction element to look at (a clinical note): "Onset and signs: step 11 at 12:42
+(Urticaria, Pruritus)."
+
 The trailing ``Ref RDD-…`` is derived from the session and the patient, so the same outcome always
 carries the same reference: the write-back looks for it before writing (an Annotation has no identifier
 element, and an EHR may drop extensions, but it keeps the text).
@@ -20,7 +25,15 @@ from datetime import datetime, tzinfo
 from fhir_desens.course.outcome.record import BreakthroughReaction, SessionOutcome
 from fhir_desens.drugs.tolerance import MaintenanceRule, format_window
 
-__all__ = ["maintenance_sentence", "note_text", "outcome_id", "outcome_marker", "reaction_summary"]
+__all__ = [
+    "maintenance_sentence",
+    "note_text",
+    "outcome_id",
+    "outcome_marker",
+    "reaction_details",
+    "reaction_headline",
+    "reaction_summary",
+]
 
 _NAMESPACE = uuid.UUID("0c1f3c9e-7d4a-4f5e-9b0a-2e6f1d8c3b57")  # fhir-desens outcome namespace
 
@@ -49,15 +62,18 @@ def maintenance_sentence(rule: MaintenanceRule | None) -> str:
     return f"re-desensitize after a missed dose of more than {rule.window_text} or for each new course"
 
 
-def _one_reaction(reaction: BreakthroughReaction, tz: tzinfo | None) -> str:
-    seen = ", ".join(m.text for m in reaction.manifestations)
-    onset = reaction.onset.astimezone(tz) if tz is not None else reaction.onset
-    details = [seen]
+def _signs(reaction: BreakthroughReaction) -> str:
+    details = [", ".join(m.text for m in reaction.manifestations)]
     if reaction.route is not None:
         details.append(reaction.route.text)
     if reaction.description.strip():
         details.append(reaction.description.strip())
-    return f"{reaction.grade} at step {reaction.step}, {onset:%H:%M} ({'; '.join(details)})"
+    return "; ".join(details)
+
+
+def _one_reaction(reaction: BreakthroughReaction, tz: tzinfo | None) -> str:
+    onset = reaction.onset.astimezone(tz) if tz is not None else reaction.onset
+    return f"{reaction.grade} at step {reaction.step}, {onset:%H:%M} ({_signs(reaction)})"
 
 
 def reaction_summary(outcome: SessionOutcome, tz: tzinfo | None = None) -> str:
@@ -66,6 +82,25 @@ def reaction_summary(outcome: SessionOutcome, tz: tzinfo | None = None) -> str:
         return "none"
     ordered = sorted(outcome.reactions, key=lambda r: r.onset)
     return "; ".join(_one_reaction(reaction, tz) for reaction in ordered)
+
+
+def reaction_headline(outcome: SessionOutcome) -> str:
+    """'none' or '<grade> at step <n>' for each reaction in order (the note's "Breakthrough reaction:")."""
+    if not outcome.reactions:
+        return "none"
+    ordered = sorted(outcome.reactions, key=lambda r: r.onset)
+    return "; ".join(f"{r.grade} at step {r.step}" for r in ordered)
+
+
+def reaction_details(outcome: SessionOutcome, tz: tzinfo | None = None) -> str:
+    """'' or 'Onset and signs: step <n> at <time> (<manifestations>)' for each reaction in order."""
+    if not outcome.reactions:
+        return ""
+    parts = []
+    for reaction in sorted(outcome.reactions, key=lambda r: r.onset):
+        onset = reaction.onset.astimezone(tz) if tz is not None else reaction.onset
+        parts.append(f"step {reaction.step} at {onset:%H:%M} ({_signs(reaction)})")
+    return "Onset and signs: " + "; ".join(parts)
 
 
 def _protocol(outcome: SessionOutcome) -> str:
@@ -93,7 +128,9 @@ def note_text(
             "reached and tolerance cannot be assumed."
         )
     author = outcome.author_name.strip() or "the allergist"
+    details = reaction_details(outcome, tz)
     return (
-        f"{opening} Breakthrough reaction: {reaction_summary(outcome, tz)}. "
-        f"Recorded by {author}, {format_window(recorded_at, tz)}. Ref {outcome_marker(outcome)}."
+        f"{opening} Breakthrough reaction: {reaction_headline(outcome)}. "
+        + (f"{details}. " if details else "")
+        + f"Recorded by {author}, {format_window(recorded_at, tz)}. Ref {outcome_marker(outcome)}."
     )
