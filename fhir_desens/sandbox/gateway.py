@@ -17,6 +17,8 @@
   Provenance whose targets are created by the same transaction is checked against those targets.
 * A token granted ``fhirUser`` may read its own user's Practitioner (the ``fhirUser`` resource) without a
   Practitioner scope (SMART: ``openid fhirUser`` is permission to retrieve the current user).
+* Further pages of a search at the FHIR base (HAPI's ``?_getpages=`` links) are checked entry by entry
+  against the token's search scopes and compartment, like the search itself.
 * Absolute URLs of the backend (Location, Bundle links, fullUrl, references) are rewritten to the gateway
   base, and the gateway base in request bodies back to the backend base.
 
@@ -64,6 +66,8 @@ FORWARDED_REQUEST_HEADERS = (
     "Prefer",
 )
 FORWARDED_RESPONSE_HEADERS = ("Content-Type", "ETag", "Last-Modified", "Location", "Content-Location")
+#: HAPI's paging parameter: its next/previous links are ``[base]?_getpages=<search id>&...``.
+PAGE_PARAMETER = "_getpages"
 INTERACTION_PERMISSION = {
     "create": "c",
     "read": "r",
@@ -479,6 +483,8 @@ class FhirGateway:
             return self._bundle(request, token)
         if interaction.kind == "operation":
             return self._operation(request, path, interaction, token)
+        if interaction.kind == "search-system" and request.args.get(PAGE_PARAMETER):
+            return self._page(request, token)
         if interaction.kind in ("search-system", "history-system"):
             if ScopeSet(token.scope).access("*", "s") != "unrestricted":
                 raise Denied(403, "forbidden", "system-wide search needs a user/*.s (or user/*.read) scope")
@@ -569,6 +575,37 @@ class FhirGateway:
             headers=self._request_headers(request),
         )
         return self._relay(response)
+
+    def _page(self, request: Request, token: TokenRecord) -> Response:
+        """A further page of a search (HAPI's next links, ``[base]?_getpages=<id>&...``): its entries are
+        checked like the first page's, each against the token's search scope and compartment."""
+        response = self._send(
+            "GET", "", params=list(request.args.items(multi=True)), headers=self._request_headers(request)
+        )
+        bundle = self._json(response)
+        if response.status_code != 200 or not isinstance(bundle, dict):
+            return self._relay(response)
+        entries = bundle.get("entry") or []
+        kept = [e for e in entries if self._may_see(token, e.get("resource"))]
+        if len(kept) != len(entries):
+            log.warning(
+                "gateway removed %d entries of a page the token may not see", len(entries) - len(kept)
+            )
+            bundle["entry"] = kept
+            bundle.pop("total", None)
+        return self._relay(response, bundle, replace_body=True)
+
+    def _may_see(self, token: TokenRecord, resource: Any) -> bool:
+        if not isinstance(resource, dict):
+            return True
+        resource_type = str(resource.get("resourceType", ""))
+        if resource_type == "OperationOutcome":
+            return True
+        try:
+            patient = self._access(token, resource_type, "s")
+        except Denied:
+            return False
+        return patient is None or self._visible(resource, patient)
 
     def _visible(self, resource: Mapping[str, Any], patient: str) -> bool:
         resource_type = str(resource.get("resourceType", ""))

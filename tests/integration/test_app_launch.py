@@ -36,9 +36,7 @@ SECRET = "integration-secret-key-0123456789-abcdefghijkl"
 CLIENT_SECRET = "sandbox-client-secret-value-42"
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    box = Sandbox(port=0)
+def _running_sandbox(box: Sandbox) -> Iterator[Sandbox]:
     try:
         box.start()
     except ConfigurationError as error:
@@ -49,6 +47,29 @@ def sandbox() -> Iterator[Sandbox]:
         yield box
     finally:
         box.stop()
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """The sandbox EHR on its own Medplum-engine FHIR server, for one test module."""
+    yield from _running_sandbox(Sandbox(port=0))
+
+
+#: The FHIR servers behind :func:`sandbox_on_each_server`.
+EHR_BACKENDS = ["medplum", "hapi"]
+
+
+@pytest.fixture(scope="module", params=EHR_BACKENDS)
+def sandbox_on_each_server(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """The sandbox EHR (SMART server and gateway) in front of each FHIR server: Medplum's engine (its
+    own, for this module) and HAPI FHIR JPA (the session's one, seeded again: seeding is idempotent, and
+    what earlier modules wrote is still there, so tests find their resources by identifier). A module
+    uses it with ``sandbox = launch_tests.sandbox_on_each_server``."""
+    if request.param == "medplum":
+        yield from _running_sandbox(Sandbox(port=0))
+        return
+    hapi = request.getfixturevalue("hapi_server")
+    yield from _running_sandbox(Sandbox(port=0, fhir_base_url=hapi.url))
 
 
 class Clock:

@@ -1,6 +1,6 @@
 """Signing orders end to end against the real sandbox EHR (Authlib SMART server, scope-enforcing
-gateway, Medplum FHIR server): launch for the carboplatin patient, plan through the app's pages,
-sign, and find the orders on the FHIR server; sign again, replay, two tabs at once; a read-only
+gateway, and each FHIR server behind it: Medplum's engine and HAPI FHIR JPA): launch for the
+carboplatin patient, plan through the app's pages, sign, and find the orders on the FHIR server; sign again, replay, two tabs at once; a read-only
 grant; the patient page list, the read-only signed plan and "Copy this plan".
 
 The test plays the browser with Flask's test client (see test_app_launch.py); the app makes real
@@ -33,7 +33,7 @@ from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, ehr_launch, page
 
 # the sandbox EHR and the app factory of the launch tests (fixtures)
-sandbox = launch_tests.sandbox
+sandbox = launch_tests.sandbox_on_each_server
 make_app = launch_tests.make_app
 
 pytestmark = pytest.mark.integration

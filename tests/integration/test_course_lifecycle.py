@@ -1,6 +1,7 @@
-"""The plan's lifecycle against the real FHIR server (the sandbox EHR: Medplum's engine behind the
-SMART gateway): sign with a planned start and the therapeutic order held, one active plan per drug,
-discontinue in one versioned transaction (idempotent, Provenance), and a stale version refused."""
+"""The plan's lifecycle against each real FHIR server (the sandbox EHR's SMART gateway in front of
+Medplum's engine, then of HAPI FHIR JPA): sign with a planned start and the therapeutic order held,
+one active plan per drug, discontinue in one versioned transaction (idempotent, Provenance), and a
+stale version refused."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, ehr_launch
 from tests.integration.test_app_sign_orders import csrf, on_server, revoke_our_plans, sign, signed_id, start
 
-sandbox = launch_tests.sandbox
+sandbox = launch_tests.sandbox_on_each_server
 make_app = launch_tests.make_app
 
 pytestmark = pytest.mark.integration
