@@ -1,7 +1,9 @@
 """The checks drug knowledge drives on a computed plan (pure; IDs in docs/requirements.md).
 
 * DRUG-CONC-1  a solution stronger than the product's stock concentration is refused, naming it;
-* DRUG-CONC-2  a bag outside the concentration range of the label or stability data is warned;
+* DRUG-CONC-2  a bag outside the concentration range of the label or stability data is warned: a bag
+               above it, or the last (target-strength) bag below it, by name; the dilute bags
+               before the last, below it by design of every desensitization, in one statement;
 * DRUG-DIL-1   an incompatible diluent (oxaliplatin with chloride) is refused; one not listed as
                compatible is warned;
 * DRUG-DIL-2   the default diluent is the one the order names, else the monograph's default; every
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from fhir_desens.drugs.findings import Finding, Severity
-from fhir_desens.drugs.monograph import Diluent, Monograph, diluents
+from fhir_desens.drugs.monograph import Diluent, InfusionFacts, Monograph, diluents
 from fhir_desens.drugs.products import PlanProducts
 from fhir_desens.protocol.calculate import Plan, PlannedSolution
 from fhir_desens.protocol.model import TargetKind
@@ -69,10 +71,38 @@ def _bag_name(plan: Plan, solution: PlannedSolution) -> str:
 # --- concentrations ---------------------------------------------------------------------------
 
 
+#: Why the dilute bags of a desensitization fall outside a label's range, and what the pharmacy does about
+#: it (one statement per plan, not a warning per bag: every 3- or 4-bag plan has them).
+DILUTE_BAGS_BASIS = (
+    "the dilute bags of a rapid desensitization are weaker than any label's range by design; the label's "
+    "stability data do not cover them (stability of dilute desensitization solutions is questioned: "
+    "J Allergy Clin Immunol Pract 2016;4(5); Mathieu, Pinard et al., paclitaxel desensitization stability "
+    "study, GERPAC 2025). Prepare them just before the session and use them the same day."
+)
+
+
+def _outside(concentration: Quantity, low: Quantity | None, high: Quantity | None) -> str | None:
+    """'below' or 'above' the range (bounds in a comparable unit only), else None."""
+    value = concentration.value
+    if low is not None and _comparable(low, concentration) and value < low.canonical().value:
+        return "below"
+    if high is not None and _comparable(high, concentration) and value > high.canonical().value:
+        return "above"
+    return None
+
+
 def check_concentrations(plan: Plan, products: PlanProducts) -> tuple[Finding, ...]:
-    """DRUG-CONC-1 (above stock: refused) and DRUG-CONC-2 (outside the studied range: warned)."""
+    """DRUG-CONC-1 (above stock: refused) and DRUG-CONC-2 (outside the studied range: warned).
+
+    A pharmacist reads a range warning when there is something to do about one bag: a bag stronger than
+    the range, or the last (target-strength) bag weaker than it (a smaller bag volume fixes that). The
+    dilute bags before the last are below every label's range by design of the protocol, so they get one
+    statement naming them and the practice (prepare just before use), not a warning per bag."""
     found: list[Finding] = []
     infusion = products.given.infusion
+    iv = plan.protocol.route.lower() in ("iv", "intravenous")
+    last = max((s.number for s in plan.solutions), default=0)
+    dilute: list[tuple[str, Quantity]] = []
     for solution in plan.solutions:
         if solution.concentration is None:
             continue
@@ -94,33 +124,44 @@ def check_concentrations(plan: Plan, products: PlanProducts) -> tuple[Finding, .
                 )
             )
             continue
-        if infusion is None or plan.protocol.route.lower() not in ("iv", "intravenous"):
+        if infusion is None or not iv:
             continue
         low, high = infusion.concentration_min, infusion.concentration_max
-        below = (
-            low is not None
-            and _comparable(low, concentration)
-            and concentration.value < low.canonical().value
-        )
-        above = (
-            high is not None
-            and _comparable(high, concentration)
-            and concentration.value > high.canonical().value
-        )
-        if below or above:
-            band = _band(low, high)
-            side = "below" if below else "above"
+        side = _outside(concentration, low, high)
+        if side == "below" and solution.number != last:
+            dilute.append((name, concentration))
+        elif side is not None:
+            fix = "Use a smaller bag volume, or" if side == "below" else "Use a larger bag volume, or"
             found.append(
                 Finding(
                     "DRUG-CONC-2",
                     Severity.WARN,
                     f"{name} is {_text(concentration)}, {side} the {products.given.name} concentration range "
-                    f"({band}; {infusion.concentration_basis}). Prepare it just before use and "
-                    "check the local stability data.",
+                    f"({_band(low, high)}; {infusion.concentration_basis}). {fix} prepare it just before use "
+                    "and check the local stability data.",
                     name,
                 )
             )
+    if dilute and infusion is not None:
+        found.append(
+            _dilute_bags(dilute, products.given.name, _band(infusion.concentration_min, None), infusion)
+        )
     return tuple(found)
+
+
+def _dilute_bags(
+    dilute: Sequence[tuple[str, Quantity]], drug: str, band: str, infusion: InfusionFacts
+) -> Finding:
+    names = [f"{name} at {_text(concentration)}" for name, concentration in dilute]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    verb = "is" if len(names) == 1 else "are"
+    return Finding(
+        "DRUG-CONC-2",
+        Severity.WARN,
+        f"{listed} {verb} below the {drug} label's concentration range ({band}; "
+        f"{infusion.concentration_basis}): {DILUTE_BAGS_BASIS}",
+        "dilute bags",
+    )
 
 
 def _band(low: Quantity | None, high: Quantity | None) -> str:

@@ -94,23 +94,34 @@ def test_a_bag_is_refused_exactly_when_it_is_stronger_than_the_stock(
 @settings(max_examples=100, deadline=None)
 @given(st.sampled_from(IV_DRUGS), st.integers(min_value=1, max_value=5_000))
 def test_every_bag_outside_the_range_is_warned_by_name_and_no_other(drug_id: str, dose_mg: int) -> None:
+    """A bag above the range, or the last bag below it, is warned by name; the dilute bags before the last
+    that are below it (by design) are named together in one statement; nothing else is warned."""
     plan = iv_plan(drug_id, mg(str(dose_mg)))
     products = products_for(drug_id)
     infusion = products.given.infusion
     assert infusion is not None
     stock = products.product(1).stock_concentration
     assert stock is not None
-    warned = {f.subject for f in check_concentrations(plan, products) if f.check == "DRUG-CONC-2"}
-    expected = set()
+    findings = [f for f in check_concentrations(plan, products) if f.check == "DRUG-CONC-2"]
+    warned = {f.subject for f in findings if f.subject != "dilute bags"}
+    together = [f for f in findings if f.subject == "dilute bags"]
+    expected, dilute = set(), []
+    last = plan.solutions[-1].number
     for s in plan.solutions:
         c = s.concentration.canonical().value  # type: ignore[union-attr]
         if c > stock.canonical().value:
             continue
         low = infusion.concentration_min.canonical().value if infusion.concentration_min else None
         high = infusion.concentration_max.canonical().value if infusion.concentration_max else None
-        if (low is not None and c < low) or (high is not None and c > high):
+        if low is not None and c < low and s.number != last:
+            dilute.append(s.label)
+        elif (low is not None and c < low) or (high is not None and c > high):
             expected.add(s.label)
     assert warned == expected
+    assert len(together) == (1 if dilute else 0)
+    for label in dilute:
+        assert label in together[0].message and "by design" in together[0].message
+        assert "Prepare them just before the session" in together[0].message
 
 
 def test_a_standard_carboplatin_plan_warns_only_about_its_dilute_bags() -> None:
@@ -121,8 +132,18 @@ def test_a_standard_carboplatin_plan_warns_only_about_its_dilute_bags() -> None:
         ordered_dose=mg("400"),
     )
     assert not refusals(found)
-    assert [f.subject for f in found] == ["Bag 1 (1:100)", "Bag 2 (1:10)"]
-    assert all("below" in f.message for f in found)
+    [finding] = found  # one statement for both dilute bags, not a warning per bag
+    assert finding.subject == "dilute bags"
+    assert finding.message.startswith("Bag 1 (1:100) at 0.016 mg/mL and Bag 2 (1:10) at 0.16 mg/mL are below")
+
+
+def test_a_last_bag_too_dilute_for_the_label_is_warned_by_name_with_the_fix() -> None:
+    """Rituximab 100 mg in 250 mL bags: the last bag, 0.4 mg/mL, is below the label's 1-4 mg/mL; a smaller
+    bag fixes it, so it is warned on its own."""
+    found = check_concentrations(iv_plan("rituximab", mg("100")), products_for("rituximab"))
+    named = [f for f in found if f.subject != "dilute bags"]
+    assert [f.subject for f in named] == ["Bag 3 (target)"]
+    assert "Use a smaller bag volume" in named[0].message
 
 
 @pytest.mark.invariant("DRUG-DIL-1")
