@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fhir_desens.boundary.text import form_text
 from fhir_desens.errors import InputError
 
 __all__ = [
@@ -39,7 +40,8 @@ _ACCEPTED = (
 
 def check_override_reason(text: str | None) -> str:
     """The reason, stripped, or :class:`InputError` on ``override_reason`` saying what is missing."""
-    reason = " ".join((text or "").split())
+    typed = form_text(text or "", "override_reason", max_length=4 * MAX_REASON_CHARACTERS, multiline=True)
+    reason = " ".join(typed.split())
     if not reason:
         raise InputError("override_reason", "is empty", _ACCEPTED)
     if len(reason) > MAX_REASON_CHARACTERS:

@@ -8,6 +8,7 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
+from fhir_desens.boundary.text import form_text
 from fhir_desens.errors import InputError
 
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -24,6 +25,10 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "entered-in-error": ("target", "reason"),
 }
 LISTS = {"symptom-check": "symptoms", "reaction": "symptoms"}
+#: Fields typed into a text area (line breaks kept); every other field is one line.
+MULTILINE = frozenset({"reason", "next_dose_note"})
+#: Longest text accepted in any one bedside field.
+MAX_FIELD_CHARACTERS = 2000
 
 
 def clock_time(text: str, now: datetime, field: str) -> datetime:
@@ -42,17 +47,23 @@ def clock_time(text: str, now: datetime, field: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=now.tzinfo)
 
 
+def _text(value: str, name: str) -> str:
+    """A typed value through the one boundary check: direction overrides, zero-width and control
+    characters are refused with the field named (what the record shows is what was checked)."""
+    return form_text(value, name, max_length=MAX_FIELD_CHARACTERS, multiline=name in MULTILINE)
+
+
 def entry_data(kind: str, form: MultiDict[str, str], now: datetime) -> dict[str, Any]:
     """The entry's data from the form; ``at`` is the typed time (HH:MM) or now."""
     if kind not in FIELDS:
         raise InputError("kind", f"unknown entry kind '{kind}'", ", ".join(FIELDS))
     data: dict[str, Any] = {}
     for name in FIELDS[kind]:
-        value = form.get(name, "").strip()
+        value = _text(form.get(name, ""), name)
         if value:
             data[name] = value
     if kind in LISTS:
-        data[LISTS[kind]] = [v for v in form.getlist(LISTS[kind]) if v]
+        data[LISTS[kind]] = [_text(v, LISTS[kind]) for v in form.getlist(LISTS[kind]) if v]
     typed = form.get("at_time", "").strip()
     data["at"] = (clock_time(typed, now, "at_time") if typed else now).isoformat()
     if kind == "complete":

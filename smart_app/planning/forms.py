@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from fhir_desens.boundary.numbers import NumberField, parse_number
+from fhir_desens.boundary.text import form_text
 from fhir_desens.course.chart import ChartForPlanning, candidate_key
 from fhir_desens.course.draft import StartChoice
 from fhir_desens.drugs.names import resolve_name
@@ -32,13 +34,23 @@ from fhir_desens.protocol.model import ClosingMethod, Protocol, ProtocolKind
 from fhir_desens.protocol.quantity import (
     Quantity,
     display,
-    parse_decimal,
 )
 from fhir_desens.protocol.risk import RiskAnswers
 
 MAX_TEXT = 200
 MAX_INDICATION = 500
-MAX_NUMBER_TEXT = 24
+
+#: Every number typed into a planning form, with the bounds of what may reach a draft (one parser,
+#: :func:`fhir_desens.boundary.numbers.parse_number`: no NaN, infinity, ``1e-400`` or 50 digits is
+#: ever stored). The engine then applies its own, unit-aware plausibility checks (smallest and
+#: largest target dose, plausible height and weight, the pump's maximum rate).
+NUMBER_FIELDS: dict[str, NumberField] = {
+    "target_dose": NumberField("target_dose", Decimal(0), Decimal(100_000_000)),
+    "height_cm": NumberField("height_cm", Decimal(0), Decimal(1000), "cm"),
+    "weight_kg": NumberField("weight_kg", Decimal(0), Decimal(1000), "kg"),
+    "final_rate": NumberField("final_rate", Decimal("0.01"), Decimal(1000), "mL/h", minimum_inclusive=True),
+    "bag_volume": NumberField("bag_volume", Decimal(1), Decimal(1000), "mL", minimum_inclusive=True),
+}
 
 # --- form fields: names, labels (exact texts of ui-contract.md) and engine field names -------------
 
@@ -168,34 +180,27 @@ def error_status(errors: Iterable[FieldError | DesensError]) -> int:
 
 
 def clean_text(form: Mapping[str, str], name: str, limit: int, *, required: bool = False) -> str | None:
-    raw = form.get(name, "")
-    text = " ".join(raw.split())
+    """Free text typed by a person, through :func:`~fhir_desens.boundary.text.form_text`: refused with
+    the field named when it holds direction overrides, zero-width or control characters (what is
+    checked is exactly what is shown); runs of white space become one space."""
+    text = " ".join(form_text(form.get(name, ""), name, max_length=limit).split())
     if not text:
         if required:
             raise InputError(name, "is required")
         return None
-    if len(text) > limit or any(ord(ch) < 32 for ch in raw if ch not in "\t\r\n"):
-        raise InputError(
-            name,
-            f"is longer than {limit} characters or holds control characters",
-            f"up to {limit} characters",
-        )
     return text
 
 
 def number(form: Mapping[str, str], name: str, *, required: bool = True) -> Decimal | None:
-    """A positive decimal from a form field ("400", "0.5"); the message names the field."""
+    """A number from a form field ("400", "0.5") within the field's bounds (:data:`NUMBER_FIELDS`);
+    the message names the field and what is accepted."""
+    field = NUMBER_FIELDS[name]
     raw = (form.get(name) or "").strip()
     if not raw:
         if required:
-            raise InputError(name, "is empty", "a number above zero, e.g. 75")
+            raise InputError(name, "is empty", field.accepted)
         return None
-    if len(raw) > MAX_NUMBER_TEXT:
-        raise InputError(name, "is too long to be a number", "a number above zero, e.g. 75")
-    value = parse_decimal(raw, name)
-    if value <= 0:
-        raise InputError(name, f"{raw} is not above zero", "a number above zero")
-    return value
+    return parse_number(raw, field)
 
 
 def choice(form: Mapping[str, str], name: str, allowed: Iterable[str]) -> str:

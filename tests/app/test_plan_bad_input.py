@@ -48,21 +48,21 @@ def saved(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 START_CASES = [
     ({"target_dose": ""}, "Target dose: is empty"),
-    ({"target_dose": "-5"}, "Target dose: -5 is not above zero"),
-    ({"target_dose": "0"}, "Target dose: 0 is not above zero"),
+    ({"target_dose": "-5"}, "Target dose: -5 is out of range (accepted: a number above 0"),
+    ({"target_dose": "0"}, "Target dose: 0 is out of range"),
     ({"target_dose": "abc"}, "Target dose: 'abc' is not a number"),
     ({"target_dose": "1,5"}, "Target dose: '1,5' contains a comma"),
     ({"target_dose": "NaN"}, "Target dose"),
     ({"target_dose": "Infinity"}, "Target dose"),
-    ({"target_dose": "1" * 30}, "Target dose: is too long to be a number"),
+    ({"target_dose": "1" * 50}, "Target dose: 50 characters is too long for a number"),
     ({"target_dose": "10000000"}, "Target dose: 10000000 mg is not a plausible single dose"),  # 10 kg
     ({"target_dose": "10", "dose_unit": "kg"}, "Dose unit: is not one of the offered choices"),
     ({"dose_unit": ""}, "Dose unit"),
     ({"drug": "c-0000000000000000"}, "Drug: is not one of the offered choices"),
     ({"drug": "<script>alert(1)</script>"}, "Drug: is not one of the offered choices"),
     ({"drug": "other", "other_drug": ""}, "Other drug: is required"),
-    ({"drug": "other", "other_drug": "x" * 201}, "Other drug: is longer than 200 characters"),
-    ({"indication": "y" * 501}, "Indication: is longer than 500 characters"),
+    ({"drug": "other", "other_drug": "x" * 201}, "Other drug: 201 characters is too long"),
+    ({"indication": "y" * 501}, "Indication: 501 characters is too long"),
     ({"grade": "4"}, "Severity of the index reaction: is not one of the offered choices"),
     (
         {"hypotension_or_hypoxia": "maybe"},
@@ -77,7 +77,7 @@ START_CASES = [
         {"dose_unit": "mg/m2", "target_dose": "80", "weight_kg": "1000"},
         "Weight (kg): 1000 kg is not a plausible weight",
     ),
-    ({"dose_unit": "mg/m2", "target_dose": "80", "weight_kg": "-62"}, "Weight (kg): -62 is not above zero"),
+    ({"dose_unit": "mg/m2", "target_dose": "80", "weight_kg": "-62"}, "Weight (kg): -62 kg is out of range"),
     ({"copy": "not an id!"}, "Copy of a signed plan: is not a FHIR resource id"),
 ]
 
@@ -140,13 +140,13 @@ PLAN_CASES = [
     ),
     ({"action": "recalculate", "protocol": ""}, "Protocol: is not one of the offered choices"),
     ({"action": "recalculate", "final_rate": ""}, "Final rate (mL/h): is empty"),
-    ({"action": "recalculate", "final_rate": "-1"}, "Final rate (mL/h): -1 is not above zero"),
-    ({"action": "recalculate", "final_rate": "0"}, "Final rate (mL/h): 0 is not above zero"),
+    ({"action": "recalculate", "final_rate": "-1"}, "Final rate (mL/h): -1 mL/h is out of range"),
+    ({"action": "recalculate", "final_rate": "0"}, "Final rate (mL/h): 0 mL/h is out of range"),
     ({"action": "recalculate", "final_rate": "abc"}, "Final rate (mL/h): 'abc' is not a number"),
     ({"action": "recalculate", "final_rate": "5000"}, "Final rate (mL/h): 5000 mL/h is out of range"),
     ({"action": "recalculate", "bag_volume": ""}, "Bag volume (mL): is empty"),
-    ({"action": "recalculate", "bag_volume": "0"}, "Bag volume (mL): 0 is not above zero"),
-    ({"action": "recalculate", "bag_volume": "-250"}, "Bag volume (mL): -250 is not above zero"),
+    ({"action": "recalculate", "bag_volume": "0"}, "Bag volume (mL): 0 mL is out of range"),
+    ({"action": "recalculate", "bag_volume": "-250"}, "Bag volume (mL): -250 mL is out of range"),
     ({"action": "recalculate", "bag_volume": "5000"}, "Bag volume (mL): 5000 mL is out of range"),
     ({"action": "recalculate", "bag_volume": "1e3000"}, "Bag volume (mL)"),
     ({"action": "recalculate", "diluent": "water"}, "Diluent: is not one of the offered choices"),
@@ -269,4 +269,82 @@ def test_override_reason_must_be_long_enough(planner: Planner, saved: list[Any])
         response = planner.post(sid, draft_id, action="override", override_reason=reason)
         assert response.status_code == 400
         assert message in alert_text(response.get_data(as_text=True))
+    assert saved == [] and planner.draft(sid, draft_id)["override_reason"] is None
+
+
+# --- issue 11: tampered numbers and spoofed text never reach a draft ------------------------------
+
+TAMPERED_NUMBERS = ["1e-400", "1e-30", "1e300", "NaN", "Infinity", "1" * 50]
+START_NUMBER_FIELDS = {"target_dose": "Target dose", "height_cm": "Height (cm)", "weight_kg": "Weight (kg)"}
+
+
+@pytest.mark.parametrize("value", TAMPERED_NUMBERS)
+@pytest.mark.parametrize("field", list(START_NUMBER_FIELDS))
+def test_tampered_form_numbers_are_refused_on_the_start_form(
+    planner: Planner, saved: list[Any], field: str, value: str
+) -> None:
+    sid = planner.launch("carboplatin-ovarian")
+    form = planner.start_defaults(sid, dose_unit="mg/m2", target_dose="80")
+    form[field] = value
+    response = planner.start(sid, **form)
+    assert response.status_code == 400
+    text = alert_text(response.get_data(as_text=True))
+    assert f"{START_NUMBER_FIELDS[field]}: " in text and "accepted: " in text
+    assert len(text) < 400, "the refusal does not echo hundreds of digits"
+    assert saved == [] and planner.writes() == []
+
+
+@pytest.mark.parametrize("value", TAMPERED_NUMBERS)
+@pytest.mark.parametrize(
+    ("field", "label"), [("final_rate", "Final rate (mL/h)"), ("bag_volume", "Bag volume (mL)")]
+)
+def test_tampered_form_numbers_are_refused_on_the_plan_page_and_the_draft_still_opens(
+    planner: Planner, carboplatin: tuple[str, str], saved: list[Any], field: str, label: str, value: str
+) -> None:
+    sid, draft_id = carboplatin
+    before = planner.draft(sid, draft_id)
+    response = planner.recalculate(sid, draft_id, **{field: value})
+    assert response.status_code == 400
+    text = alert_text(response.get_data(as_text=True))
+    assert f"{label}: " in text and "accepted: " in text
+    assert planner.draft(sid, draft_id) == before and saved == []
+    assert planner.page(sid, draft_id).status_code == 200
+
+
+SPOOFED_TEXT = {
+    "right-to-left override": "\u202enillicinep",
+    "zero-width space": "penic\u200billin",
+    "zero-width joiner": "carbo\u200dplatin",
+    "byte order mark": "\ufeffcarboplatin",
+    "control character": "carbo\x07platin",
+}
+
+
+@pytest.mark.parametrize("text", SPOOFED_TEXT.values(), ids=list(SPOOFED_TEXT))
+@pytest.mark.parametrize(("field", "label"), [("other_drug", "Other drug"), ("indication", "Indication")])
+def test_spoofed_names_are_refused_in_typed_text(
+    planner: Planner, saved: list[Any], field: str, label: str, text: str
+) -> None:
+    """Issue 11 "Spoofed names": what the clinician reads is what is checked, so text that would be shown
+    reversed or with hidden characters is refused with the field named."""
+    sid = planner.launch("carboplatin-ovarian")
+    form = planner.start_defaults(sid, drug="other", other_drug="carboplatin", accept_name="yes")
+    form[field] = text
+    response = planner.start(sid, **form)
+    assert response.status_code == 400
+    message = alert_text(response.get_data(as_text=True))
+    assert f"{label}: contains invisible, direction-changing or control characters (U+" in message
+    assert saved == [] and planner.writes() == []
+
+
+def test_a_spoofed_override_reason_is_refused(planner: Planner, saved: list[Any]) -> None:
+    sid = planner.launch("sjs-sulfonamide")
+    draft_id = planner.create(sid, target_dose="800", dose_unit="mg")
+    saved.clear()
+    reason = "Allergist agreed: no alternative \u202eexists for this infection, benefit outweighs risk"
+    response = planner.post(sid, draft_id, action="override", override_reason=reason)
+    assert response.status_code == 400
+    assert "Override reason: contains invisible, direction-changing" in alert_text(
+        response.get_data(as_text=True)
+    )
     assert saved == [] and planner.draft(sid, draft_id)["override_reason"] is None

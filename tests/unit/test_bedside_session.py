@@ -210,3 +210,27 @@ def test_every_resume_option_stays_within_the_target(row: int, minutes: int, ext
         assert choice.total <= Decimal(400), option
         if option != "stop":
             assert choice.total == Decimal(400), option
+
+
+TAMPERED_NUMBERS = ["1e-400", "1e-30", "1e300", "NaN", "Infinity", "-Infinity", "1" * 50]
+
+
+@pytest.mark.parametrize("value", TAMPERED_NUMBERS)
+def test_tampered_bedside_numbers_are_refused_with_the_field_named(value: str) -> None:
+    """Issue 11 "Tampered form numbers": a rate, a pump volume or a vital sign of 1e-400, NaN or 50 digits
+    never reaches the record; the refusal names the field and what is accepted."""
+    bedside = Bedside()
+    bedside.start()
+    with pytest.raises(InputError) as refused:
+        bedside.record("vitals", **{**VITALS, "heart_rate": value})
+    assert refused.value.field == "heart_rate"
+    with pytest.raises(InputError) as refused:
+        bedside.record("step-start", row=1, rate_ml_h=value)
+    assert refused.value.field == "rate_ml_h" and refused.value.accepted
+    bedside.record("step-start", row=1)
+    bedside.advance(15)
+    with pytest.raises(InputError) as refused:
+        bedside.record("step-stop", row=1, volume_ml=value)
+    assert refused.value.field == "volume_ml" and refused.value.accepted
+    bedside.record("step-stop", row=1)
+    assert [s.status for s in bedside.state.segments] == ["completed"]

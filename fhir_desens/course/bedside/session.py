@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from fhir_desens.boundary.numbers import NumberField, parse_number
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.entries import Entry, NewEntry
 from fhir_desens.course.bedside.resume import ResumeChoice, Row, plan_rows, resume_choices
@@ -43,8 +44,12 @@ from fhir_desens.course.bedside.vitals import VitalSigns, next_due, parse_vitals
 from fhir_desens.errors import ConflictError, InputError
 from fhir_desens.protocol.calculate import SIXTY, Plan
 from fhir_desens.protocol.model import TargetKind
-from fhir_desens.protocol.quantity import add, div, mul, parse_decimal, plain, sub, total
+from fhir_desens.protocol.quantity import add, div, mul, plain, sub, total
 
+#: The numbers typed at the bedside, through the one parser (no NaN, infinity, 1e-400 or 50 digits);
+#: the step's own checks (at most the planned rate, within the target) follow.
+_RATE = NumberField("rate_ml_h", Decimal("0.01"), Decimal(10_000), "mL/h", minimum_inclusive=True)
+_VOLUME = NumberField("volume_ml", Decimal("0.001"), Decimal(10_000), "mL", minimum_inclusive=True)
 CLOCK_SKEW = timedelta(minutes=5)  # an entry may not be dated later than now + this
 VOIDABLE = frozenset({"vitals", "symptom-check", "checklist", "treatment"})
 CHECKLIST_ITEMS = ("consent", "iv-access", "emergency-kit", "beta-blocker-held", "premedication")
@@ -386,7 +391,7 @@ def _rate(row: Row, data: dict[str, Any]) -> Decimal | None:
     if planned is None:
         return None
     raw = data.get("rate_ml_h")
-    rate = planned if raw in (None, "") else parse_decimal(str(raw), "rate_ml_h")
+    rate = planned if raw in (None, "") else parse_number(str(raw), _RATE)
     if rate <= 0 or rate > planned:
         raise InputError(
             "rate_ml_h",
@@ -409,7 +414,7 @@ def _step_stop(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any
         )
     volume, dose = _segment_amounts(state, segment, at)
     if data.get("volume_ml") not in (None, ""):
-        volume = parse_decimal(str(data["volume_ml"]), "volume_ml")
+        volume = parse_number(str(data["volume_ml"]), _VOLUME)
         concentration = state.concentration(row.solution)
         if volume <= 0 or concentration is None:
             raise InputError("volume_ml", "must be more than 0 mL", "the volume the pump shows as infused")

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from fhir_desens.boundary.numbers import NumberField, parse_number
 from fhir_desens.errors import InputError
-from fhir_desens.protocol.quantity import parse_decimal
 
 EVERY = timedelta(minutes=15)
 EVERY_IN_FINAL_STEP = timedelta(minutes=30)
@@ -65,6 +65,12 @@ MEASURES = (
     ),
 )
 BY_FIELD = {m.field: m for m in MEASURES}
+#: The one number parser's bounds for each measure (no NaN, infinity, 1e-400 or 50 digits); the
+#: physiologically possible range is checked after it, with its own message.
+_WIDE_FIELDS = {
+    m.field: NumberField(m.field, Decimal(-1000), Decimal(10_000), m.unit, minimum_inclusive=True)
+    for m in MEASURES
+}
 REQUIRED = ("systolic", "diastolic", "heart_rate", "respiratory_rate", "spo2")
 
 
@@ -100,8 +106,8 @@ def parse_vitals(data: dict[str, Any]) -> VitalSigns:
             if measure.field in REQUIRED:
                 raise InputError(measure.field, "is required", f"{measure.label} in {measure.unit}")
             continue
-        value = parse_decimal(str(raw), measure.field)
         low, high = measure.possible
+        value = parse_number(str(raw), _WIDE_FIELDS[measure.field])
         if not low <= value <= high:
             raise InputError(
                 measure.field,
