@@ -39,6 +39,7 @@ PROFILE_STEP_ACTIVITY = structure_definition(
 )  # ActivityDefinition, kind MedicationRequest
 PROFILE_STEP_ORDER = structure_definition("desens-step-order")  # MedicationRequest, one per step
 PROFILE_SESSION = structure_definition("desens-session")  # RequestGroup, intent order
+PROFILE_BEDSIDE_REACTION = structure_definition("desens-bedside-reaction")  # AdverseEvent at the bedside
 
 # Extensions (what core R4 cannot say)
 EXT_SOLUTION = structure_definition("desens-solution")  # PlanDefinition: a bag/solution (complex)
@@ -55,6 +56,12 @@ EXT_PREMEDICATION = structure_definition("desens-premedication")  # PlanDefiniti
 EXT_PLAN_PARAMETERS = structure_definition(
     "desens-plan-parameters"
 )  # RequestGroup: what the session's plan was computed from (complex)
+EXT_REACTION_MANIFESTATION = structure_definition(
+    "desens-reaction-manifestation"
+)  # AdverseEvent (bedside reaction): a symptom seen (R4 AdverseEvent has no manifestation)
+EXT_REACTION_PHENOTYPE = structure_definition(
+    "desens-reaction-phenotype"
+)  # AdverseEvent (bedside reaction): type-i | cytokine-release | mixed
 
 # Code systems and value sets
 CS_CLOSING_METHOD = code_system("closing-method")
@@ -76,6 +83,7 @@ ID_SESSION = (
 ID_STEP_ORDER = f"{CANONICAL_BASE}/identifier/step-order"  # MedicationRequest.identifier: <session>-<step>
 ID_SOLUTION = f"{CANONICAL_BASE}/identifier/solution"  # Medication.identifier: <session>-<solution>
 ID_PROVENANCE = f"{CANONICAL_BASE}/identifier/provenance"
+ID_BEDSIDE_ITEM = f"{CANONICAL_BASE}/identifier/bedside-item"  # bedside resources: <session>/<item key>
 ID_OUTCOME = (
     f"{CANONICAL_BASE}/identifier/outcome"  # a session's outcome written to the chart (note, allergy)
 )

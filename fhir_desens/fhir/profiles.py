@@ -636,6 +636,30 @@ EXTENSIONS: tuple[ExtensionSpec, ...] = (
             c.VS_CLOSING_METHOD,
         ),
     ),
+    ExtensionSpec(
+        c.EXT_REACTION_MANIFESTATION,
+        "DesensReactionManifestation",
+        "Desensitization reaction manifestation",
+        "On an AdverseEvent recorded at the bedside: one symptom or sign of a breakthrough reaction during a "
+        "desensitization (repeat for each). R4 AdverseEvent has no manifestation element. The nurse's words "
+        "are the text; a SNOMED CT clinical finding is coded only when its code was verified "
+        "(docs/terminology.md).",
+        ("AdverseEvent",),
+        value=Sub(
+            "value", "CodeableConcept", 1, "1", "The symptom: text, and a SNOMED CT code when verified"
+        ),
+    ),
+    ExtensionSpec(
+        c.EXT_REACTION_PHENOTYPE,
+        "DesensReactionPhenotype",
+        "Desensitization reaction phenotype",
+        "On an AdverseEvent recorded at the bedside: the reaction's phenotype (type I-like, cytokine-release, "
+        "mixed), which guides the treatment and the next desensitization.",
+        ("AdverseEvent",),
+        value=Sub(
+            "value", "Coding", 1, "1", "type-i | cytokine-release | mixed | delayed", c.VS_REACTION_PHENOTYPE
+        ),
+    ),
 )
 
 # ================================================================================================
@@ -937,6 +961,51 @@ PROFILES: tuple[ProfileSpec, ...] = (
             el("RequestGroup.action.title", **MS),
             el("RequestGroup.action.relatedAction.relationship", binding=required(VS_STEP_RELATIONSHIP)),
             el("RequestGroup.action.resource", min=1, short="The step order (MedicationRequest)", **MS),
+        ),
+    ),
+    ProfileSpec(
+        c.PROFILE_BEDSIDE_REACTION,
+        "DesensBedsideReaction",
+        "Breakthrough reaction during a desensitization",
+        "A reaction recorded at the bedside during a desensitization session: when it began, how severe "
+        "(Brown 2004 grade as the AdverseEvent severity), what was seen (one manifestation extension per "
+        "symptom; R4 AdverseEvent has none), its phenotype, and the paused step administration as the "
+        "suspect entity. Identified by the bedside item id so a resend is found before it is repeated.",
+        "AdverseEvent",
+        (
+            el("AdverseEvent", short="A breakthrough reaction during a desensitization"),
+            extension_slicing("AdverseEvent.extension"),
+            *extension_slice(
+                "AdverseEvent.extension",
+                "manifestation",
+                c.EXT_REACTION_MANIFESTATION,
+                1,
+                "*",
+                "A symptom or sign seen",
+            ),
+            el("AdverseEvent.extension:manifestation.value[x]", type=[{"code": "CodeableConcept"}]),
+            *extension_slice(
+                "AdverseEvent.extension", "phenotype", c.EXT_REACTION_PHENOTYPE, 0, "1", "The phenotype"
+            ),
+            el("AdverseEvent.extension:phenotype.value[x]", type=[{"code": "Coding"}]),
+            el(
+                "AdverseEvent.identifier",
+                min=1,
+                patternIdentifier={"system": c.ID_BEDSIDE_ITEM},
+                short="The bedside item id (<session>/ae/<entry>)",
+                **MS,
+            ),
+            el("AdverseEvent.actuality", fixedCode="actual"),
+            el(
+                "AdverseEvent.subject",
+                type=[{"code": "Reference", "targetProfile": [f"{HL7_SD}Patient"]}],
+                **MS,
+            ),
+            el("AdverseEvent.date", min=1, short="Onset of the reaction", **MS),
+            el("AdverseEvent.severity", min=1, short="mild | moderate | severe (Brown 2004)", **MS),
+            el("AdverseEvent.outcome", **MS),
+            el("AdverseEvent.recorder", **MS),
+            el("AdverseEvent.suspectEntity", **MS),
         ),
     ),
 )

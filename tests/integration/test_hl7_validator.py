@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from fhir_desens.exchange.load import Loaded, load_bytes, load_path
-from fhir_desens.exchange.validate import ValidationReport, validate_loaded
+from fhir_desens.exchange.validate import ValidationReport, medplum_validator, validate_loaded
 from fhir_desens.fhir.apply import ApplyContext, apply_plan
 from fhir_desens.fhir.plandefinition import library_bundle
 from fhir_desens.io import json as fhir_json
@@ -186,3 +186,34 @@ def test_validate_command_with_the_hl7_engine(
 
 def _issues(outcomes: Sequence[Mapping[str, Any]]) -> list[Any]:
     return [i for o in outcomes for i in o.get("issue") or []]
+
+
+def test_what_the_bedside_writes_is_valid(hl7_validator_url: str) -> None:
+    """Every resource of a session with a reaction (our reaction profile and extensions included): 0 errors
+    in the HL7 engine and in our own layers (`fhir-desens validate`'s checks)."""
+    from fhir_desens.course.bedside.fhir_map import session_resources
+    from fhir_desens.fhir.canonical import PROFILE_BEDSIDE_REACTION
+    from tests.bedside_session import Bedside
+
+    bedside = Bedside()
+    bedside.reaction_at_step_11()
+    resources = [_without_items(o.resource) for o in session_resources(bedside.state)]
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    loaded = load_bytes(write_resource(bundle), "bedside.json")
+    assert errors(hl7_report(hl7_validator_url, loaded)) == []
+    assert errors(validate_loaded(loaded, structural=medplum_validator())) == []  # the default engine
+    [event] = [r for r in resources if r["resourceType"] == "AdverseEvent"]
+    assert event["meta"]["profile"] == [PROFILE_BEDSIDE_REACTION]
+    # the profile is enforced: a reaction without a manifestation is refused
+    bare = {**event, "extension": [e for e in event["extension"] if "manifestation" not in e["url"]]}
+    [outcome] = hl7_validator(hl7_validator_url)([bare])
+    assert [i for i in outcome["issue"] if i["severity"] in ("error", "fatal")], json.dumps(outcome)[:2000]
+
+
+def _without_items(node: Any) -> Any:
+    """Logical references as the EHR gets them when the target is not there (the outbox's `_item` key off)."""
+    if isinstance(node, dict):
+        return {k: _without_items(v) for k, v in node.items() if k != "_item"}
+    if isinstance(node, list):
+        return [_without_items(v) for v in node]
+    return node

@@ -111,3 +111,41 @@ def test_provenance_covers_the_whole_record(resources: list[Outgoing]) -> None:
     [provenance] = of_type(resources, "Provenance")
     assert len(provenance["target"]) == len(resources) - 1
     assert {a["who"]["reference"] for a in provenance["agent"]} == {"Practitioner/nurse-1"}
+
+
+def test_every_symptom_code_names_where_it_was_verified() -> None:
+    from fhir_desens.course.bedside.reactions import SYMPTOMS
+
+    for symptom in SYMPTOMS:
+        assert symptom.source.strip(), f"{symptom.key}: no source; mark it unverified (text only) instead"
+        assert symptom.concept()["coding"] == [
+            {"system": "http://snomed.info/sct", "code": symptom.code, "display": symptom.display}
+        ]
+
+
+def test_an_unverified_symptom_code_is_written_as_text_only() -> None:
+    from fhir_desens.course.bedside.reactions import Symptom
+
+    unverified = Symptom("odd", "Odd feeling", "999999999", "Odd feeling (finding)", "")
+    assert unverified.concept() == {"text": "Odd feeling"}
+    assert unverified.coding() == []
+
+
+def test_every_resource_passes_our_profile_checks(resources: list[Outgoing]) -> None:
+    """Our extensions on the AdverseEvent are defined in profiles/ and used in their context."""
+    from fhir_desens.fhir.profiles import EXTENSIONS, profile_checks
+
+    for outgoing in resources:
+        issues = [i for i in profile_checks(strip_items(outgoing.resource)) if i["severity"] == "error"]
+        assert issues == [], (outgoing.key, issues)
+    written = {e["url"] for r in of_type(resources, "AdverseEvent") for e in r.get("extension", [])}
+    assert written and written <= {x.url for x in EXTENSIONS}
+
+
+def test_a_reaction_extension_out_of_its_context_is_refused(resources: list[Outgoing]) -> None:
+    from fhir_desens.fhir.profiles import profile_checks
+
+    [event] = of_type(resources, "AdverseEvent")
+    [procedure] = of_type(resources, "Procedure")
+    misplaced = {**strip_items(procedure), "extension": [event["extension"][-1]]}
+    assert any("not allowed on Procedure" in i["details"]["text"] for i in profile_checks(misplaced))

@@ -45,9 +45,9 @@ AE_SEVERITY = "http://terminology.hl7.org/CodeSystem/adverse-event-severity"
 AE_OUTCOME = "http://terminology.hl7.org/CodeSystem/adverse-event-outcome"
 PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 ID_BEDSIDE_SESSION = f"{c.CANONICAL_BASE}/identifier/bedside-session"
-ID_BEDSIDE_ITEM = f"{c.CANONICAL_BASE}/identifier/bedside-item"  # <session>/<item key>
-EXT_REACTION_MANIFESTATION = c.structure_definition("desens-reaction-manifestation")
-EXT_REACTION_PHENOTYPE = c.structure_definition("desens-reaction-phenotype")
+ID_BEDSIDE_ITEM = c.ID_BEDSIDE_ITEM  # <session>/<item key>
+EXT_REACTION_MANIFESTATION = c.EXT_REACTION_MANIFESTATION
+EXT_REACTION_PHENOTYPE = c.EXT_REACTION_PHENOTYPE
 R4_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
 
 
@@ -178,11 +178,7 @@ def _procedure(state: SessionState) -> Outgoing:
     if plan_session:  # the signed RequestGroup's identifier (R4 Procedure.basedOn cannot name a RequestGroup)
         resource["identifier"].append({"system": c.ID_SESSION, "value": plan_session})
     if state.reactions:
-        resource["complication"] = [
-            {"coding": [{"system": rx.SNOMED, "code": s.code, "display": s.display}], "text": s.label}
-            for r in state.reactions
-            for s in r.symptoms
-        ]
+        resource["complication"] = [s.concept() for r in state.reactions for s in r.symptoms]
     if not resource["note"]:
         del resource["note"]
     return Outgoing("procedure", "Procedure", identifier, resource, final=phase in ("completed", "stopped"))
@@ -396,6 +392,7 @@ def _adverse_event(state: SessionState, reaction: Any) -> Outgoing:
     identifier = item_identifier(state, key)
     resource: dict[str, Any] = {
         "resourceType": "AdverseEvent",
+        "meta": {"profile": [c.PROFILE_BEDSIDE_REACTION]},
         "identifier": identifier,
         "actuality": "actual",
         "event": {"text": "Breakthrough reaction during rapid drug desensitization"},
@@ -414,20 +411,7 @@ def _adverse_event(state: SessionState, reaction: Any) -> Outgoing:
         },
         "extension": [
             *(
-                {
-                    "url": EXT_REACTION_MANIFESTATION,
-                    "valueCodeableConcept": {
-                        "coding": [
-                            {
-                                "system": rx.SNOMED,
-                                "code": s.code,
-                                "display": s.display,
-                                "userSelected": s.verified,
-                            }
-                        ],
-                        "text": s.label,
-                    },
-                }
+                {"url": EXT_REACTION_MANIFESTATION, "valueCodeableConcept": s.concept()}
                 for s in reaction.symptoms
             ),
             {

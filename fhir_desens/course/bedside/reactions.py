@@ -1,9 +1,10 @@
 """Coded lists for reactions at the bedside: symptoms (SNOMED CT), grade, phenotype, rescue treatments.
 
-``verified`` says whether the SNOMED code and display were read in a real source: the codes marked True
-appear with that display in the FHIR data of ../shared/data (Synthea bulk data, US Core and FHIR R4
-examples); the others are from memory and are sent with ``userSelected`` false and flagged in the
-AdverseEvent (an extension-free ``text`` always carries the nurse's words).
+Every symptom's SNOMED CT code carries ``source``: where the code and its display were read. A symptom
+whose code was not verified (``source`` empty) is written as text only, never with a code
+(:meth:`Symptom.concept`); today every code on the list is verified. Sources: SHARED = the
+code appears with that display in the FHIR data of ../shared/data (Synthea bulk data, US Core and FHIR R4
+examples); the others name the published HL7 guide or terminology release that lists it (docs/terminology.md).
 """
 
 from __future__ import annotations
@@ -15,40 +16,64 @@ from fhir_desens.errors import InputError
 SNOMED = "http://snomed.info/sct"
 
 
+SHARED = "shared-data"
+IPS = "HL7 IPS allergy-reaction-uv-ips value set (ECL names 126485001 |Urticaria (disorder)|)"
+CH_EMS = "HL7 Switzerland CH EMS IG, IVR-VS-pulesResult (tx.fhir.ch expansion, SNOMED CT Swiss edition 2025)"
+AE_RESEARCH = "HL7 Adverse Event Clinical Research IG 1.0.1, example Condition AEHeadache"
+OHDSI = "OHDSI vocabulary (SNOMED, standard, valid) as used in OHDSI/Legend concept sets"
+
+
 @dataclass(frozen=True)
 class Symptom:
     key: str
     label: str
     code: str
     display: str
-    verified: bool
+    source: str  # where the code was read; "" = unverified: written as text only
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.source)
+
+    def coding(self) -> list[dict[str, str]]:
+        """The SNOMED CT coding, or none when the code is unverified."""
+        return [{"system": SNOMED, "code": self.code, "display": self.display}] if self.verified else []
+
+    def concept(self) -> dict[str, object]:
+        """As a FHIR CodeableConcept: the nurse's words, with the code only when it is verified."""
+        coding = self.coding()
+        return {"coding": coding, "text": self.label} if coding else {"text": self.label}
 
 
 SYMPTOMS = (
-    Symptom("itching", "Itching", "418290006", "Itching (finding)", True),
-    Symptom("wheal", "Wheals / hives", "247472004", "Wheal (finding)", True),
-    Symptom("rash", "Rash", "271807003", "Eruption of skin (disorder)", True),
+    Symptom("itching", "Itching", "418290006", "Itching (finding)", SHARED),
+    Symptom("wheal", "Wheals / hives", "247472004", "Wheal (finding)", SHARED),
+    Symptom("rash", "Rash", "271807003", "Eruption of skin (disorder)", SHARED),
     Symptom(
-        "angioedema", "Swelling of lips, tongue or face", "402387002", "Allergic angioedema (disorder)", True
+        "angioedema",
+        "Swelling of lips, tongue or face",
+        "402387002",
+        "Allergic angioedema (disorder)",
+        SHARED,
     ),
-    Symptom("dyspnea", "Shortness of breath", "267036007", "Dyspnea (finding)", True),
-    Symptom("wheezing", "Wheezing", "56018004", "Wheezing (finding)", True),
-    Symptom("cough", "Cough", "49727002", "Cough (finding)", True),
-    Symptom("sneezing", "Sneezing", "76067001", "Sneezing", True),
+    Symptom("dyspnea", "Shortness of breath", "267036007", "Dyspnea (finding)", SHARED),
+    Symptom("wheezing", "Wheezing", "56018004", "Wheezing (finding)", SHARED),
+    Symptom("cough", "Cough", "49727002", "Cough (finding)", SHARED),
+    Symptom("sneezing", "Sneezing", "76067001", "Sneezing", SHARED),
     Symptom(
-        "rhinoconjunctivitis", "Runny nose, red eyes", "878820003", "Rhinoconjunctivitis (disorder)", True
+        "rhinoconjunctivitis", "Runny nose, red eyes", "878820003", "Rhinoconjunctivitis (disorder)", SHARED
     ),
-    Symptom("nausea", "Nausea", "422587007", "Nausea (finding)", True),
-    Symptom("abdominal-pain", "Abdominal pain", "21522001", "Abdominal pain (finding)", True),
-    Symptom("diarrhea", "Diarrhoea", "62315008", "Diarrhea (finding)", True),
-    Symptom("fever", "Fever", "386661006", "Fever (finding)", True),
-    Symptom("chills", "Chills / rigors", "43724002", "Chill (finding)", True),
-    Symptom("anaphylaxis", "Anaphylaxis", "39579001", "Anaphylaxis (disorder)", True),
-    Symptom("hypotension", "Low blood pressure", "45007003", "Low blood pressure (disorder)", False),
-    Symptom("urticaria", "Urticaria", "126485001", "Urticaria (disorder)", False),
-    Symptom("vomiting", "Vomiting", "422400008", "Vomiting (disorder)", False),
-    Symptom("tachycardia", "Fast heart rate", "3424008", "Tachycardia (finding)", False),
-    Symptom("headache", "Headache", "25064002", "Headache (finding)", False),
+    Symptom("nausea", "Nausea", "422587007", "Nausea (finding)", SHARED),
+    Symptom("abdominal-pain", "Abdominal pain", "21522001", "Abdominal pain (finding)", SHARED),
+    Symptom("diarrhea", "Diarrhoea", "62315008", "Diarrhea (finding)", SHARED),
+    Symptom("fever", "Fever", "386661006", "Fever (finding)", SHARED),
+    Symptom("chills", "Chills / rigors", "43724002", "Chill (finding)", SHARED),
+    Symptom("anaphylaxis", "Anaphylaxis", "39579001", "Anaphylaxis (disorder)", SHARED),
+    Symptom("hypotension", "Low blood pressure", "45007003", "Low blood pressure (disorder)", OHDSI),
+    Symptom("urticaria", "Urticaria", "126485001", "Urticaria (disorder)", IPS),
+    Symptom("vomiting", "Vomiting", "422400008", "Vomiting (disorder)", OHDSI),
+    Symptom("tachycardia", "Fast heart rate", "3424008", "Tachycardia (finding)", CH_EMS),
+    Symptom("headache", "Headache", "25064002", "Headache (finding)", AE_RESEARCH),
 )
 SYMPTOM_BY_KEY = {s.key: s for s in SYMPTOMS}
 

@@ -90,8 +90,11 @@ def summarize(state: SessionState) -> SessionSummary:
                 protocol_step=r.row.step.protocol_step,
                 grade=r.grade,
                 phenotype=r.phenotype,
-                manifestations=tuple(
-                    {"system": SNOMED, "code": s.code, "display": s.display} for s in r.symptoms
+                manifestations=tuple(  # an unverified code is left out: the words only
+                    {"system": SNOMED, "code": s.code, "display": s.display}
+                    if s.verified
+                    else {"display": s.label}
+                    for s in r.symptoms
                 ),
                 resolved_at=r.resolved_at,
                 resume_option=(r.resumed or {}).get("option"),
