@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import Any
+
+from flask import current_app, has_app_context
 
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.outbox import OutboxStatus
 from fhir_desens.course.bedside.resume import ResumeChoice, Row, describe
 from fhir_desens.course.bedside.session import Segment, SessionState, minutes_between
 from fhir_desens.course.bedside.vitals import MEASURES
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.model import TargetKind
 from fhir_desens.protocol.quantity import div, plain, sub
+from smart_app.services import EXTENSION as SERVICES
 
 
 def _fmt(value: Decimal | None, places: int = 2) -> str:
@@ -23,8 +27,38 @@ def _fmt(value: Decimal | None, places: int = 2) -> str:
     return text or "0"
 
 
+def _site_zone() -> tzinfo | None:
+    """The site's zone (``FHIR_DESENS_TIME_ZONE``) inside the app; the server's local zone outside it."""
+    return current_app.extensions[SERVICES].settings.zone if has_app_context() else None
+
+
 def clock(value: datetime | None) -> str:
-    return value.astimezone().strftime("%H:%M") if value else "—"
+    """'09:05' in the site's zone."""
+    return value.astimezone(_site_zone()).strftime("%H:%M") if value else "—"
+
+
+def unit_words(code: str) -> str:
+    return shown.unit_text(code)
+
+
+def dose(value: Decimal, unit_code: str) -> str:
+    return shown.dose_text(value, unit_code)
+
+
+def volume(value_ml: Decimal) -> str:
+    return shown.volume_text(value_ml)
+
+
+def minutes(value: Decimal) -> str:
+    return shown.minutes_text(value)
+
+
+def phenotype_words(key: str) -> str:
+    return rx.PHENOTYPES.get(key, key)
+
+
+def author_names(authors: tuple[str, ...], names: dict[str, str]) -> str:
+    return ", ".join(names.get(a, a) for a in authors) or "—"
 
 
 @dataclass(frozen=True)
@@ -44,6 +78,9 @@ class RowView:
     cumulative: str
     status: str
     symptoms: str
+    dose_number: str = "—"  # the dose given, for a column whose header names the unit
+    cumulative_number: str = "—"
+    authors: tuple[str, ...] = ()  # who started and stopped it
 
 
 def rows(state: SessionState) -> list[RowView]:
@@ -73,6 +110,13 @@ def rows(state: SessionState) -> list[RowView]:
                 symptoms=("none" if check and check["symptoms"] == ["none"] else ", ".join(check["symptoms"]))
                 if check
                 else "—",
+                dose_number=shown.dose_number(sum((s.dose for s in segments), Decimal(0)))
+                if segments
+                else "—",
+                cumulative_number=shown.dose_number(segments[-1].cumulative)
+                if segments and segments[-1].ended_at
+                else "—",
+                authors=tuple(dict.fromkeys(s.author for s in segments)),
             )
         )
     return result

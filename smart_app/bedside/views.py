@@ -7,6 +7,7 @@
 ``POST /s/<sid>/bedside/<session>/send``  send what has not reached the EHR
 ``GET  /s/<sid>/bedside/<session>/state`` JSON for the script (server time, phase, last entry, unsent)
 ``GET  /s/<sid>/bedside/<session>/record`` the printable session record
+``GET  /s/<sid>/bedside/<session>/record.pdf`` the same as a PDF (smart_app.paper.record)
 ``POST /s/<sid>/bedside/<session>/close-plan``  close the signed plan in the EHR (done automatically on
                                          completion; again here after a conflict or a failure)
 ``POST /s/<sid>/bedside/<session>/release-hold`` put the standard-rate order the plan held back to active
@@ -36,6 +37,7 @@ from smart_app.bedside import page
 from smart_app.bedside.forms import clock_time, entry_data
 from smart_app.bedside.service import bedside
 from smart_app.orders.signed import load_signed_plan
+from smart_app.paper.record import author_names, record_context, session_record_pdf_for
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
@@ -266,21 +268,28 @@ def state_json(sid: str, session_id: str) -> Response:
 def session_record(sid: str, session_id: str) -> tuple[str, int]:
     session, state = _load(sid, session_id)
     svc = bedside()
+    entries = svc.record().entries(session_id)
     html = render_template(
         "session_record.html",
         sid=sid,
-        banner=session.banner(),
-        need_patient_banner=session.smart.need_patient_banner,
         style_vars=services().styles.get(session.smart.smart_style_url),
-        state=state,
-        plan=state.plan,
-        rows=page.rows(state),
-        vitals=page.vitals_rows(state),
-        entries=svc.record().entries(session_id),
-        outbox=page.status_view(svc.status(session_id)),
-        clock=page.clock,
-        p=page,
-        names=_names(session),
-        printed_at=svc.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        **record_context(
+            state,
+            entries,
+            session.banner(),
+            printed_at=svc.now(),
+            names=author_names(session, {e.author for e in entries}),
+            outbox=svc.status(session_id),
+        ),
     )
     return html, 200
+
+
+@bp.get(f"/bedside/{SESSION}/record.pdf")
+def session_record_pdf(sid: str, session_id: str) -> Response:
+    session = app_session(sid)
+    pdf = session_record_pdf_for(session, session_id)
+    response = Response(pdf, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = 'inline; filename="desensitization-session-record.pdf"'
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -15,6 +15,7 @@ import pytest
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.course.bedside.fhir_map import ID_BEDSIDE_ITEM
 from fhir_desens.sandbox.server import Sandbox
+from tests.app.test_session_record_pdf import pdftotext_pages
 from tests.html import alerts, text_of
 from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, ehr_launch
@@ -176,6 +177,16 @@ def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: N
 
     record = nurse.app.client.get(nurse.url + "/record").get_data(as_text=True)
     assert "Desensitization session record" in record and "Grade mild" in text_of(record)
+    assert nurse.url + "/record.pdf" in html  # the flowsheet links the PDF
+    pdf = nurse.app.client.get(nurse.url + "/record.pdf")
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
+    pages = pdftotext_pages(pdf.get_data())
+    for number, page in enumerate(pages, start=1):
+        assert "MRN" in page and f"page {number} of {len(pages)}" in page, number
+        assert "Session record: completed" in page, number
+    everything = "\n".join(pages)
+    assert "Grade mild" in everything and "diphenhydramine 50 mg IV" in everything
+    assert "Outcome: completed" in everything and "400 of 400 mg" in everything
 
     with FhirClient(sandbox.backend_url) as backend:
         session = nurse.url.rsplit("/", 1)[1]
