@@ -1,13 +1,20 @@
-"""A real HTTP proxy in front of a real server that can lose answers: the request reaches the server, the
-response never reaches the client (the connection is closed). That is the "outcome unknown" case."""
+"""Real HTTP relays in front of a real server.
+
+:class:`DroppingProxy` loses answers: the request reaches the server, the response never reaches the
+client (the connection is closed). That is the "outcome unknown" case. :func:`failing_relay` answers 500 to
+one kind of request and relays everything else (headers, bearer tokens included): a server failing halfway.
+"""
 
 from __future__ import annotations
 
 import http.server
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
 
 
 class DroppingProxy:
@@ -63,3 +70,41 @@ class DroppingProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+_DATABASE_DOWN = (
+    '{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception",'
+    '"diagnostics":"database unavailable"}]}'
+)
+
+
+def failing_relay(target: str, method: str, resource_type: str) -> tuple[str, BaseWSGIServer]:
+    """A base URL relaying to ``target``, answering 500 to ``method`` on ``resource_type`` (e.g. POST
+    Provenance, PUT AllergyIntolerance/17); the caller shuts the returned server down."""
+    target = target.rstrip("/")
+    base_path = urlsplit(target).path.rstrip("/")
+    bases: list[str] = []
+
+    @Request.application  # type: ignore[misc]
+    def relay(request: Request) -> Response:
+        path = request.path[len(base_path) :]
+        if request.method == method and path.strip("/") == resource_type:
+            return Response(_DATABASE_DOWN, 500, content_type="application/fhir+json")
+        upstream = requests.request(
+            request.method,
+            target + path,
+            params=list(request.args.items(multi=True)),
+            data=request.get_data(),
+            headers={k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")},
+            timeout=30,
+        )
+        headers = {
+            k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "etag", "location")
+        }
+        body = upstream.content.replace(target.encode(), bases[0].encode())
+        return Response(body, upstream.status_code, headers=headers)
+
+    server = make_server("127.0.0.1", 0, relay, threaded=True)
+    bases.append(f"http://127.0.0.1:{server.server_port}{base_path}")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return bases[0], server

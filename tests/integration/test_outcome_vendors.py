@@ -24,6 +24,7 @@ from fhir_desens.course.outcome.writeback import StepStatus, WriteReport, write_
 from fhir_desens.errors import ConflictError
 from fhir_desens.sandbox.fhir_server import FhirServerProcess
 from fhir_desens.sandbox.server import Sandbox
+from tests.fault_proxy import failing_relay as relay_failing
 from tests.integration.test_sandbox_gateway import obtain_token
 from tests.unit.outcome_data import RECORDED, assert_status_kept, hives_at_step_11, outcome
 
@@ -235,3 +236,76 @@ def test_a_read_only_launch_gives_the_copy_text_and_a_recorded_task(
     assert "Tolerated carboplatin 2 g" in report.copy_text
     [task] = tasks.tasks_for(patient)
     assert "not granted" in task.reason
+
+
+# -- a server failing halfway, under each profile ------------------------------------------------------------
+
+HALFWAY = {
+    # vendor: (the request that fails, the drug (absent from the list when the allergy is added))
+    "permissive": (("POST", "Provenance"), "carboplatin"),
+    "millennium-like": (("POST", "Provenance"), "carboplatin"),
+    "epic-like": (("POST", "AllergyIntolerance"), "piperacillin"),
+}
+
+
+def our_notes(sandbox: Sandbox, patient: str) -> list[str]:
+    return [
+        note["text"]
+        for record in allergy_records(sandbox, patient)
+        for note in record.get("note", [])
+        if "Ref RDD-" in note.get("text", "")
+    ]
+
+
+@pytest.mark.requirement("OUT-6")
+@pytest.mark.parametrize("vendor", list(HALFWAY))
+def test_a_500_halfway_reports_exactly_what_was_written_under_each_profile(
+    sandbox: Sandbox, patient: str, vendor: str
+) -> None:
+    (method, failing_type), drug = HALFWAY[vendor]
+    auth, scopes = launch(sandbox, vendor)
+    o = outcome(patient, session=f"s-{uuid.uuid4().hex[:8]}", drug=drug, encounter=None)
+    tasks = MemoryTaskBook()
+    notes_before = len(our_notes(sandbox, patient))
+    records_before = len(allergy_records(sandbox, patient))
+    relay, server = relay_failing(sandbox.fhir_base_url, method, failing_type)
+    try:
+        with FhirClient(relay, auth=auth) as failing:
+            decision = choose_write(failing.capabilities(), scopes)
+            preview = prepare(failing, o, decision, recorded_at=RECORDED)
+            first = write_outcome(failing, preview, tasks=tasks, now=RECORDED, add_allergy=True)
+    finally:
+        server.shutdown()
+    with FhirClient(sandbox.fhir_base_url, auth=auth) as client:
+        preview = prepare(client, o, choose_write(client.capabilities(), scopes), recorded_at=RECORDED)
+        again = write_outcome(client, preview, tasks=tasks, now=RECORDED, add_allergy=True)
+        notes = find_note(client, o)
+
+    written, failed, already = StepStatus.WRITTEN, StepStatus.FAILED, StepStatus.ALREADY_THERE
+    if vendor == "epic-like":  # the clinical note went in; adding the missing drug failed
+        assert [(s.what, s.status) for s in first.steps] == [
+            ("clinical note", written),
+            ("Provenance", StepStatus.NOT_OFFERED),
+            ("piperacillin added to the allergy list", failed),
+            ("Provenance of the new record", StepStatus.NOT_OFFERED),
+        ]
+        assert first.sentences[2].startswith(
+            "Not written: piperacillin added to the allergy list: create AllergyIntolerance: HTTP 500"
+        )
+        assert [s.status for s in again.steps][::2] == [already, written]  # only the rest was added
+        assert len(notes) == 1
+        assert len(allergy_records(sandbox, patient)) == records_before + 1  # the drug, added once
+    else:  # the note went in; its Provenance failed
+        assert [(s.what, s.status) for s in first.steps] == [
+            ("note on the allergy record", written),
+            ("Provenance", failed),
+        ]
+        assert first.sentences[1].startswith("Not written: Provenance: create Provenance: HTTP 500")
+        assert [s.status for s in again.steps] == [already, written]
+        assert again.steps[0].reference == first.steps[0].reference
+        assert len(our_notes(sandbox, patient)) == notes_before + 1  # written once
+        assert len(allergy_records(sandbox, patient)) == records_before
+    assert first.chart_updated and not first.complete
+    assert first.sentences[-1] == "Writing the outcome again adds only what is missing."
+    assert again.complete
+    assert tasks.tasks_for(patient) == []  # the outcome reached the chart: no task

@@ -7,16 +7,11 @@ failing server is a small HTTP relay in front of the real one that answers 500 t
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-import requests
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
 from fhir_desens.client.fhir_rest import FhirClient, Versioned
 from fhir_desens.client.scopes import GrantedScopes
@@ -28,6 +23,7 @@ from fhir_desens.course.outcome.tasks import MemoryTaskBook
 from fhir_desens.course.outcome.writeback import StepStatus, WriteReport, write_outcome
 from fhir_desens.drugs.tolerance import DoseSource, ToleranceStatus, assess
 from fhir_desens.protocol.crossreactivity import DrugRef
+from tests.fault_proxy import failing_relay as relay_failing
 from tests.unit.outcome_data import RECORDED, allergy, assert_status_kept, hives_at_step_11, outcome
 
 ALL_SCOPES = GrantedScopes("patient/*.cruds")
@@ -203,37 +199,7 @@ def failing_relay(server_base_url: str) -> Iterator[Callable[[str, str], str]]:
     servers: list[Any] = []
 
     def start(method: str, resource_type: str) -> str:
-        base_path = urlsplit(server_base_url).path.rstrip("/")
-
-        @Request.application  # type: ignore[misc]
-        def relay(request: Request) -> Response:
-            path = request.path[len(base_path) :]
-            if request.method == method and path.strip("/") == resource_type:
-                return Response(
-                    '{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception",'
-                    '"diagnostics":"database unavailable"}]}',
-                    500,
-                    content_type="application/fhir+json",
-                )
-            upstream = requests.request(
-                request.method,
-                server_base_url + path,
-                params=list(request.args.items(multi=True)),
-                data=request.get_data(),
-                headers={
-                    k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
-                },
-                timeout=30,
-            )
-            headers = {
-                k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "etag", "location")
-            }
-            body = upstream.content.replace(server_base_url.encode(), base.encode())
-            return Response(body, upstream.status_code, headers=headers)
-
-        server = make_server("127.0.0.1", 0, relay, threaded=True)
-        base = f"http://127.0.0.1:{server.server_port}{base_path}"
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base, server = relay_failing(server_base_url, method, resource_type)
         servers.append(server)
         return base
 

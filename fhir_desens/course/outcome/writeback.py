@@ -55,12 +55,29 @@ _NOT_OFFERED = "this EHR does not accept it"
 
 
 class StepStatus(Enum):
-    WRITTEN = "Written"
-    ALREADY_THERE = "Already in the chart"
-    FAILED = "Not written"
-    NOT_ATTEMPTED = "Not attempted"
-    NOT_OFFERED = "Not written"
-    RECORDED = "Recorded in the app"
+    """What happened to one write. Values are distinct (equal values would make Enum aliases: a write
+    this EHR does not offer would count as a failure); :attr:`words` is what people read."""
+
+    WRITTEN = "written"
+    ALREADY_THERE = "already-there"
+    FAILED = "failed"
+    NOT_ATTEMPTED = "not-attempted"
+    NOT_OFFERED = "not-offered"
+    RECORDED = "recorded"
+
+    @property
+    def words(self) -> str:
+        return _STATUS_WORDS[self]
+
+
+_STATUS_WORDS = {
+    StepStatus.WRITTEN: "Written",
+    StepStatus.ALREADY_THERE: "Already in the chart",
+    StepStatus.FAILED: "Not written",
+    StepStatus.NOT_ATTEMPTED: "Not attempted",
+    StepStatus.NOT_OFFERED: "Not written",
+    StepStatus.RECORDED: "Recorded in the app",
+}
 
 
 @dataclass(frozen=True)
@@ -74,7 +91,7 @@ class WriteStep:
     def sentence(self) -> str:
         where = f" ({self.reference})" if self.reference else ""
         why = f": {self.detail}" if self.detail else ""
-        return f"{self.status.value}: {self.what}{where}{why}."
+        return f"{self.status.words}: {self.what}{where}{why}."
 
 
 @dataclass(frozen=True)
@@ -134,9 +151,13 @@ class _Run:
             raise _Stop
         return step
 
-    def skip(self, *what: str) -> None:
+    def skip(self, pending: list[tuple[str, bool]]) -> None:
+        """The writes a failure left out: not attempted, or not offered by this EHR at all."""
         self.steps.extend(
-            WriteStep(w, StepStatus.NOT_ATTEMPTED, detail="an earlier write failed") for w in what
+            WriteStep(w, StepStatus.NOT_ATTEMPTED, detail="an earlier write failed")
+            if offered
+            else WriteStep(w, StepStatus.NOT_OFFERED, detail=_NOT_OFFERED)
+            for w, offered in pending
         )
 
 
@@ -418,7 +439,7 @@ def write_outcome(
             target = _create_once(client, preview.proposed_allergy, look, what, run)
             _provenance(client, preview, target, "CREATE", "Provenance of the new record", run)
     except _Stop:
-        run.skip(*_pending(run, preview, add_allergy))
+        run.skip(_pending(run, preview, add_allergy))
     report = WriteReport(path, tuple(run.steps), preview.copy_text, conflict)
     if report.chart_updated or _added(run):
         tasks.mark_done(outcome_id(preview.outcome), "fhir-desens (written to the chart)", now)
@@ -434,14 +455,18 @@ def write_outcome(
     return report
 
 
-def _pending(run: _Run, preview: Preview, add_allergy: bool) -> list[str]:
-    """What a stopped run did not attempt."""
-    pending = []
-    if not run.steps[-1].what.startswith("Provenance"):
-        pending.append("Provenance")
+def _pending(run: _Run, preview: Preview, add_allergy: bool) -> list[tuple[str, bool]]:
+    """What a stopped run left out, each with whether this EHR offers it at all."""
+    provenance = preview.decision.provenance
     adding = f"{preview.outcome.drug.text} added to the allergy list"
+    last = run.steps[-1].what
+    pending = []
+    if last == adding:
+        pending.append(("Provenance of the new record", provenance))
+    elif not last.startswith("Provenance"):
+        pending.append(("Provenance", provenance))
     if add_allergy and preview.proposed_allergy is not None and all(s.what != adding for s in run.steps):
-        pending.append(adding)
+        pending.extend([(adding, True), ("Provenance of the new record", provenance)])
     return pending
 
 
