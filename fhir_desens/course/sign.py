@@ -202,11 +202,59 @@ def _sentence(text: str) -> str:
     return f"{text[:1].upper()}{text[1:]}" if text else text
 
 
+class EarlierAttemptInChart(DesensError):
+    """This attempt failed before sending anything, but an earlier attempt of the same draft whose
+    outcome was never confirmed may be in the chart: ``check`` says what the chart holds of it, found
+    by its business identifiers (issue 11: a retry never says "nothing was written" while the first
+    attempt's orders are in the chart). Keeps the status of the error it wraps."""
+
+    def __init__(self, cause: DesensError, check: WrittenCheck) -> None:
+        super().__init__(f"{cause.message.rstrip('.')}. {_earlier_account(check)}")
+        self.cause = cause
+        self.check = check
+        self.http_status = int(getattr(cause, "http_status", 500))
+        self.exit_code = cause.exit_code
+
+
+def _earlier_account(check: WrittenCheck) -> str:
+    """What the chart holds of an earlier, unconfirmed attempt, for people."""
+    if check.state == "unknown":
+        return (
+            "Nothing was sent now, but an earlier attempt to send these orders was never confirmed and "
+            "the EHR could not be asked what it holds: its orders may be in the chart. Check the chart "
+            "before ordering by other means; signing again never creates a second set."
+        )
+    if check.state == "none":
+        return "Nothing was written to the chart (an earlier, unconfirmed attempt is not in it either)."
+    if check.state == "complete":
+        return (
+            "Nothing was sent now, but the orders of an earlier attempt are in the chart: "
+            f"RequestGroup/{check.request_group_id} with {check.medication_requests} medication requests "
+            f"and {check.medications} solutions. Press \u201cSign and send orders\u201d again to confirm "
+            "them (nothing is duplicated)."
+        )
+    return "Nothing was sent now, but an earlier attempt is in the chart in part. " + check.describe()
+
+
 def describe_refusal(error: DesensError) -> SignRefusal:
     """What a refused or failed signing did and did not do. Only the transaction itself writes, and
     its failures are :class:`SigningFailed` carrying what the chart holds; any other error happened
-    before anything was sent."""
+    before anything was sent (:class:`EarlierAttemptInChart` when an earlier attempt may be in the
+    chart)."""
     not_sent = "The orders were not sent"
+    if isinstance(error, EarlierAttemptInChart):
+        headings = {
+            "complete": "The orders were not sent again: an earlier attempt is in the chart",
+            "partial": "The orders were not sent; an earlier attempt is in the chart in part",
+            "unknown": "The orders were not sent; an earlier attempt may be in the chart",
+        }
+        inner = describe_refusal(error.cause)
+        return SignRefusal(
+            headings.get(error.check.state, not_sent),
+            inner.reason,
+            _earlier_account(error.check),
+            inner.advice,
+        )
     if isinstance(error, SigningFailed):
         headings = {
             "partial": "The orders were only partly written",
@@ -357,6 +405,34 @@ def signed_marker(store: SessionStore, scope: str, draft_id: str) -> SignResult 
 
 
 def sign_draft(
+    ctx: CourseContext, draft: PlanDraft, read_allergies: Callable[[], Sequence[Allergy] | None]
+) -> SignResult:
+    """Sign a stored draft (see :func:`_sign_draft`). An error before anything is sent, while an
+    earlier attempt of this draft is unconfirmed (its marker still "pending"), becomes
+    :class:`EarlierAttemptInChart` saying what the chart holds of that attempt."""
+    try:
+        return _sign_draft(ctx, draft, read_allergies)
+    except (SigningFailed, SignedWithOtherValues):
+        raise  # they say themselves what the chart holds
+    except DesensError as error:
+        marker = ctx.store.get(SIGNED_KIND, _marker_key(ctx.scope, draft.draft_id)) or {}
+        if marker.get("state") != "pending" or not marker.get("session"):
+            raise
+        expected = marker.get("expected") or [0, 0]
+        try:
+            with open_client(ctx.smart) as client:
+                check = written_check(
+                    client, draft.patient, str(marker["session"]), int(expected[0]), int(expected[1])
+                )
+        except DesensError:
+            check = WrittenCheck(
+                False, expected_requests=int(expected[0]), expected_medications=int(expected[1])
+            )
+        log.info("signing refused before sending; an earlier attempt is %s in the chart", check.state)
+        raise EarlierAttemptInChart(error, check) from error
+
+
+def _sign_draft(
     ctx: CourseContext, draft: PlanDraft, read_allergies: Callable[[], Sequence[Allergy] | None]
 ) -> SignResult:
     """Sign a stored draft: ONE transaction of the $apply Bundle, idempotent (see the module doc).

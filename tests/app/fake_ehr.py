@@ -117,6 +117,8 @@ class FakeEhr:
     transaction_partial: int = 5  # entries written before a "partial" failure
     #: searches by one session's business identifiers fail (503); the list of plans still answers
     orders_search_fails: bool = False
+    #: allergy searches fail (503), as when the server is paused between two signing attempts
+    allergy_search_fails: bool = False
 
     def __post_init__(self) -> None:
         self.signing_key = RSAKey.generate_key(2048, parameters={"kid": "ehr-key-1", "use": "sig"})
@@ -380,6 +382,8 @@ class FakeEhr:
             wanted = query.get("patient", [""])[0]
             if wanted != f"Patient/{token['patient']}":
                 return 403, {"resourceType": "OperationOutcome", "issue": []}, {}
+            if self.allergy_search_fails:
+                return 503, {"resourceType": "OperationOutcome", "issue": []}, {}
             entries = [
                 {"resource": r, "search": {"mode": "match"}} for r in self.allergies.get(token["patient"], [])
             ]

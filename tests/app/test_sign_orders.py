@@ -345,6 +345,50 @@ def test_an_unknown_outcome_is_said_to_be_unknown(signer: Signer) -> None:
     assert "could not be checked" in alerts(response.get_data(as_text=True))
 
 
+def test_a_retry_that_fails_early_says_what_an_unconfirmed_first_attempt_wrote(signer: Signer) -> None:
+    """Issue 11 "A retry that misinforms": the first attempt wrote all 12 orders but its answer was lost
+    and the check could not run; the retry fails before sending (the allergy list cannot be read) and
+    says what the chart holds of the first attempt, found by its business identifiers."""
+    sid = signer.launch("carboplatin-ovarian")
+    draft_id = signer.plan(sid)
+    signer.ehr.transaction_failure = "timeout-after"
+    signer.ehr.orders_search_fails = True
+    first = signer.sign(sid, draft_id)
+    assert first.status_code == 502 and "could not be checked" in alerts(first.get_data(as_text=True))
+    signer.ehr.transaction_failure = None
+    signer.ehr.allergy_search_fails = True
+    still_paused = alerts(signer.sign(sid, draft_id).get_data(as_text=True))
+    assert "Nothing was written" not in still_paused
+    assert "an earlier attempt may be in the chart" in still_paused
+    signer.ehr.orders_search_fails = False
+    retry = signer.sign(sid, draft_id)
+    assert retry.status_code == 503  # the allergy list's failure, as before
+    message = alerts(retry.get_data(as_text=True))
+    assert "Nothing was written" not in message
+    rg_id = signer.signed("RequestGroup")[0]["id"]
+    assert (
+        f"the orders of an earlier attempt are in the chart: RequestGroup/{rg_id} with 12 medication requests"
+        in message
+    )
+    signer.ehr.allergy_search_fails = False
+    assert signer.signed_id(signer.sign(sid, draft_id), sid) == rg_id  # confirmed, never duplicated
+    assert (signer.count("RequestGroup"), signer.count("MedicationRequest")) == (1, 12)
+
+
+def test_a_retry_that_fails_early_after_a_first_attempt_that_wrote_nothing(signer: Signer) -> None:
+    sid = signer.launch("carboplatin-ovarian")
+    draft_id = signer.plan(sid)
+    signer.ehr.transaction_failure = "timeout-before"
+    signer.sign(sid, draft_id)
+    signer.ehr.transaction_failure = None
+    signer.ehr.allergy_search_fails = True
+    message = alerts(signer.sign(sid, draft_id).get_data(as_text=True))
+    assert (
+        "Nothing was written to the chart (an earlier, unconfirmed attempt is not in it either)." in message
+    )
+    _nothing_written(signer)
+
+
 @pytest.mark.parametrize(("failure", "status"), [("conflict", 409), ("forbidden", 403), ("unavailable", 502)])
 def test_server_refusals_map_to_statuses(signer: Signer, failure: str, status: int) -> None:
     sid = signer.launch("carboplatin-ovarian")
