@@ -24,6 +24,7 @@ from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.client.smart import SmartSession
 from fhir_desens.course.chart import allergies_of, fhir_client, search_allergies
 from fhir_desens.course.context import CourseContext
+from fhir_desens.course.planning_chart import PlanningReads, read_planning
 from fhir_desens.drugs.overrides import allergist_role_text
 from fhir_desens.errors import DesensError
 from fhir_desens.fhir.allergy import Allergy
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 CHART_KIND = "chart-cache"
 #: Seconds a chart read is reused by the pages of one app session (never by signing).
 CHART_TTL = 60.0
+#: Seconds the start form's chart read (orders, measurements, risk) is kept for the form's POST: the chart is
+#: read once per draft, when the form is shown (a POST after this reads it again).
+PLANNING_TTL = 1800.0
 #: The resource types a SMART ``fhirUser`` may name (SMART App Launch 2.x).
 USER_TYPES = ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson", "Person")
 _USER = re.compile(r"(?:^|/)((" + "|".join(USER_TYPES) + r")/([A-Za-z0-9\-.]{1,64}))$")
@@ -145,7 +149,7 @@ class AppSession:
         return SignedInUser(user_reference(self.smart), None)
 
     # -- chart reads, cached --------------------------------------------------------------------------
-    def _cached(self, what: str, read: Callable[[], Any], *, fresh: bool) -> Any:
+    def _cached(self, what: str, read: Callable[[], Any], *, fresh: bool, ttl: float = CHART_TTL) -> Any:
         if not fresh and what in self._read:
             return self._read[what]
         store, key = services().store, f"{self.sid}:{what}"
@@ -154,7 +158,7 @@ class AppSession:
             value = loads(record["json"])
         else:
             value = read()
-            store.put(CHART_KIND, key, {"json": dumps(value)}, ttl=CHART_TTL)
+            store.put(CHART_KIND, key, {"json": dumps(value)}, ttl=ttl)
         self._read[what] = value
         return value
 
@@ -180,6 +184,20 @@ class AppSession:
     def allergies(self, *, fresh: bool = False) -> list[Allergy] | None:
         return allergies_of(self.allergy_resources(fresh=fresh))
 
+    def planning_reads(self, *, fresh: bool = False) -> PlanningReads:
+        """The start form's chart (orders, measurements, risk criteria; one batch where the EHR takes
+        batches): read afresh when the form is shown, reused by its POST."""
+        data = self._cached(
+            "planning",
+            lambda: self._read_planning().to_json(),
+            fresh=fresh,
+            ttl=PLANNING_TTL,
+        )
+        return PlanningReads.from_json(data)
+
+    def _read_planning(self) -> PlanningReads:
+        return read_planning(self.client, self.smart, batch=services().capabilities.batch(self.client))
+
     # -- the course layer ----------------------------------------------------------------------------
     def course(self) -> CourseContext:
         """What :mod:`fhir_desens.course` needs from this session: token, store, library, clock."""
@@ -199,7 +217,7 @@ class AppSession:
 def forget_chart(sid: str) -> None:
     """Drop the session's cached chart reads (when the session ends)."""
     store = services().store
-    for what in ("patient", "allergies"):
+    for what in ("patient", "allergies", "planning"):
         store.delete(CHART_KIND, f"{sid}:{what}")
 
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask, current_app, g, has_app_context
 
+from fhir_desens.client.capabilities import CapabilityCache
 from fhir_desens.client.http import new_session
 from fhir_desens.client.smart import (
     ClientAuth,
@@ -53,6 +54,8 @@ class Services:
     clock: Callable[[], float]
     #: the bedside record's database URL (sqlite:///... or postgresql://...), opened on first use
     record_url: str = ""
+    #: the EHRs' CapabilityStatements (batch support, writes offered), read once an hour per FHIR base
+    capabilities: CapabilityCache = field(default_factory=CapabilityCache, repr=False)
     _record_store: RecordStore | None = field(default=None, repr=False)
     _task_book: SqlTaskBook | None = field(default=None, repr=False)
     _dose_book: SqlDoseBook | None = field(default=None, repr=False)

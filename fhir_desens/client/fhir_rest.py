@@ -375,8 +375,14 @@ class FhirClient:
         """
         if max_pages < 1:
             raise InputError("max_pages", "must be at least 1")
+        return self.rest_of_search(resource_type, self.search(resource_type, params), max_pages=max_pages)
+
+    def rest_of_search(
+        self, resource_type: str, bundle: Mapping[str, Any], *, max_pages: int = 100
+    ) -> list[dict[str, Any]]:
+        """Every resource of a searchset whose first page is ``bundle`` (e.g. a batch entry's), with the
+        next pages read as :meth:`search_all` reads them."""
         context = f"search {resource_type}"
-        bundle = self.search(resource_type, params)
         resources: list[dict[str, Any]] = []
         seen: set[str] = set()
         pages = 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +26,6 @@ from fhir_desens.fhir.chart import (
     BodyMeasurements,
     DrugCandidate,
     Measurement,
-    drug_candidates,
-    latest_body_measurements,
 )
 from fhir_desens.protocol.quantity import (
     display,
@@ -113,7 +111,7 @@ def fhir_client(smart: SmartSession, *, http: requests.Session, timeout: float) 
     return FhirClient(smart.fhir_base, session=http, auth=smart, timeout=(min(5.0, timeout), timeout))
 
 
-def _own(resources: list[dict[str, Any]], own: str, element: str, kind: str) -> list[dict[str, Any]]:
+def own_resources(resources: list[dict[str, Any]], own: str, element: str, kind: str) -> list[dict[str, Any]]:
     """Drop resources of another patient (a server bug must never mix charts)."""
     kept = [r for r in resources if belongs_to(r, own, element)]
     if len(kept) != len(resources):
@@ -130,7 +128,7 @@ def search_allergies(client: FhirClient, smart: SmartSession) -> list[dict[str, 
     resources = client.search_all("AllergyIntolerance", {"patient": own, "_count": "100"})
     return [
         r
-        for r in _own(resources, own, "patient", "AllergyIntolerance")
+        for r in own_resources(resources, own, "patient", "AllergyIntolerance")
         if r.get("resourceType") == "AllergyIntolerance"
     ]
 
@@ -167,7 +165,7 @@ def medication_references(requests_: Iterable[Mapping[str, Any]]) -> list[str]:
     return refs[:MAX_MEDICATION_READS]
 
 
-def _condition_references(requests_: Iterable[Mapping[str, Any]]) -> list[str]:
+def condition_references(requests_: Iterable[Mapping[str, Any]]) -> list[str]:
     refs: list[str] = []
     for request in requests_:
         for reason in request.get("reasonReference") or []:
@@ -177,7 +175,7 @@ def _condition_references(requests_: Iterable[Mapping[str, Any]]) -> list[str]:
     return refs[:MAX_MEDICATION_READS]
 
 
-def _read_references(client: FhirClient, refs: Iterable[str]) -> dict[str, dict[str, Any]]:
+def read_references(client: FhirClient, refs: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Read each "Type/id" reference; one unreadable resource must not hide the rest."""
     found: dict[str, dict[str, Any]] = {}
     for ref in refs:
@@ -217,54 +215,10 @@ def _measured(measurement: Measurement | None) -> str | None:
     return f"{display(measurement.value, 2)} {measurement.unit}{when}"
 
 
-def _desensitization_step(order: Mapping[str, Any]) -> bool:
+def desensitization_step(order: Mapping[str, Any]) -> bool:
     """A step order of a signed plan (ours): part of a plan, never a drug to plan from."""
     return any(
         isinstance(i, Mapping) and i.get("system") == c.ID_STEP_ORDER for i in order.get("identifier") or []
-    )
-
-
-def read_chart(
-    client: FhirClient, smart: SmartSession, allergies: Sequence[Allergy] | None
-) -> ChartForPlanning:
-    """Active orders (with their Medications) and the latest height and weight, read from the EHR, with
-    the allergy list the caller read (None: the grant does not allow reading it)."""
-    own = patient_reference(smart)
-    granted = smart.granted
-    unavailable: list[str] = []
-    orders: list[dict[str, Any]] = []
-    medications: dict[str, dict[str, Any]] = {}
-    if granted.can_read("MedicationRequest"):
-        orders = client.search_all(
-            "MedicationRequest", {"patient": own, "status": ORDER_STATUSES, "_count": "100"}
-        )
-        orders = [
-            o for o in _own(orders, own, "subject", "MedicationRequest") if not _desensitization_step(o)
-        ]
-        if granted.can_read("Medication"):
-            medications = _read_references(client, medication_references(orders))
-    else:
-        unavailable.append("medication orders")
-    observations: list[dict[str, Any]] = []
-    if granted.can_read("Observation"):
-        codes = f"{LOINC}|{HEIGHT_LOINC},{LOINC}|{WEIGHT_LOINC}"
-        observations = first_page(
-            client, "Observation", {"patient": own, "code": codes, "_sort": "-date", "_count": "50"}
-        )
-        observations = _own(observations, own, "subject", "Observation")
-    else:
-        unavailable.append("height and weight")
-    if allergies is None:
-        unavailable.append("the allergy list")
-    conditions = (
-        _read_references(client, _condition_references(orders)) if granted.can_read("Condition") else {}
-    )
-    candidates = drug_candidates(orders, allergies or [], medications, conditions=conditions, patient=own)
-    return ChartForPlanning(
-        candidates=tuple(candidates),
-        measurements=latest_body_measurements(observations),
-        allergies=None if allergies is None else tuple(allergies),
-        unavailable=tuple(unavailable),
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from fhir_desens.client.capabilities import CapabilityCache
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.client.http import RetryPolicy
 from fhir_desens.client.scopes import GrantedScopes
@@ -43,6 +44,7 @@ class Bedside:
     write_types: tuple[str, ...] | None  # None: whatever the CapabilityStatement offers
     clock: Any
     test_clock: bool = False  # the flowsheet says "Test clock" (smart_app.bedside.clock)
+    statements: CapabilityCache = field(default_factory=CapabilityCache)  # the app's (Services.capabilities)
     _capabilities: dict[str, ServerCapabilities] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,7 +59,7 @@ class Bedside:
         with self._lock:
             cached = self._capabilities.get(key)
         if cached is None:
-            offered = ServerCapabilities.from_statement(client.capabilities(), self.write_types)
+            offered = ServerCapabilities.from_statement(self.statements.get(client), self.write_types)
             granted = GrantedScopes(smart.scope)
             cached = ServerCapabilities(
                 {
@@ -107,7 +109,7 @@ def init_bedside(app: Flask, values: Mapping[str, Any]) -> None:
     fallback = values.get("BEDSIDE_CLOCK") or values.get("CLOCK") or time.time
     clock = bedside_clock(values.get("BEDSIDE_CLOCK_FILE"), shared.settings.public_url, fallback)
     app.extensions[EXTENSION] = Bedside(
-        shared.record_store(), write_types, clock, isinstance(clock, FileClock)
+        shared.record_store(), write_types, clock, isinstance(clock, FileClock), shared.capabilities
     )
     app.jinja_env.globals["bedside_sessions"] = _sessions_of_plan
     app.jinja_env.globals["new_entry_id"] = lambda: str(uuid.uuid4())

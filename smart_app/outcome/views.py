@@ -74,7 +74,7 @@ def _summary(session: AppSession, session_id: str) -> SessionSummary:
 def _decision(session: AppSession) -> WriteDecision:
     setting, flavor = services().settings.allergy_write_for(session.smart.fhir_base)
     return choose_write(
-        session.client.capabilities(),
+        services().capabilities.get(session.client),
         session.smart.granted,
         setting,
         flavor=Flavor(flavor) if flavor else None,

@@ -23,13 +23,14 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
 from fhir_desens.course import readback
-from fhir_desens.course.chart import ChartForPlanning, candidate_key, patient_reference, read_chart
+from fhir_desens.course.chart import ChartForPlanning, candidate_key, patient_reference
 from fhir_desens.course.copy import draft_fields_from_signed, read_copy_source
 from fhir_desens.course.draft import DILUENTS, CopiedSettings
 from fhir_desens.course.drug_review import DrugReview
 from fhir_desens.course.lifecycle import active_plans_for_drug
+from fhir_desens.course.planning_chart import PlanningReads, chart_for_planning, risk_chart_of
 from fhir_desens.course.readback import SignedPlanSummary
-from fhir_desens.course.risk import RiskChart, chart_risk_for, read_risk_chart, risk_sources
+from fhir_desens.course.risk import RiskChart, chart_risk_for, risk_sources
 from fhir_desens.course.sign import (
     DuplicatePlan,
     SignRefusal,
@@ -263,9 +264,13 @@ def _chosen(
 
 
 def _risk(
-    session: AppSession, candidates: Sequence[DrugCandidate], key: str | None, other: str | None
+    session: AppSession,
+    reads: PlanningReads,
+    candidates: Sequence[DrugCandidate],
+    key: str | None,
+    other: str | None,
 ) -> tuple[ChartRisk, RiskChart]:
-    chart = read_risk_chart(session.client, session.smart)
+    chart = risk_chart_of(reads)
     name, codes = _chosen(candidates, key, other)
     return chart_risk_for(chart, name, codes, session.allergies()), chart
 
@@ -273,11 +278,12 @@ def _risk(
 @bp.get("/new")
 def new(sid: str) -> tuple[str, int]:
     session = _session(sid)
-    chart = read_chart(session.client, session.smart, session.allergies())
+    reads = session.planning_reads(fresh=True)  # read once per draft: the POST reuses it
+    chart = chart_for_planning(reads, session.smart, session.allergies())
     copied = _copied(session, request.args.get("copy"))
     candidates = _candidates(chart, copied)
     values = _start_values(chart, copied, candidates)
-    risk, risk_chart = _risk(session, candidates, values.get("drug"), values.get("other_drug"))
+    risk, risk_chart = _risk(session, reads, candidates, values.get("drug"), values.get("other_drug"))
     values.update(risk_defaults(risk))  # RISK-CHART-1: pre-filled from the chart, each with its source
     return _render_start(
         session,
@@ -294,7 +300,8 @@ def new(sid: str) -> tuple[str, int]:
 @bp.post("/new")
 def create(sid: str) -> Response | tuple[str, int]:
     session = _session(sid)
-    chart = read_chart(session.client, session.smart, session.allergies())
+    reads = session.planning_reads()  # as the form was shown (read again only when that has expired)
+    chart = chart_for_planning(reads, session.smart, session.allergies())
     form = request.form
     copied: CopiedSettings | None = None
     errors: list[FieldError] = []
@@ -305,7 +312,7 @@ def create(sid: str) -> Response | tuple[str, int]:
     candidates = _candidates(chart, copied)
     start, start_errors = parse_start(form, candidates)
     errors.extend(start_errors)
-    risk, risk_chart = _risk(session, candidates, form.get("drug"), form.get("other_drug"))
+    risk, risk_chart = _risk(session, reads, candidates, form.get("drug"), form.get("other_drug"))
     draft: PlanDraft | None = None
     if start is not None and not errors:
         start = replace(start, risk_sources=risk_sources(risk), risk_pointers=risk.pointers)
