@@ -50,9 +50,9 @@ class Bedside:
     entries: list[Entry] = field(default_factory=list)
     record_to: BedsideRecord | None = None  # record through a real store instead of in memory
     patient: str = "Patient/p1"
-    draft: PlanDraft | None = (
-        None  # another drug's draft (``plan`` must be planned from it); carboplatin by default
-    )
+    #: another drug's draft (``plan`` must be planned from it); carboplatin by default
+    draft: PlanDraft | None = None
+    encounter: str = "Encounter/e1"  # the launch encounter the session is started in
 
     def at(self, minutes: float = 0) -> str:
         return (self.now + timedelta(minutes=minutes)).isoformat()
@@ -81,7 +81,8 @@ class Bedside:
     def state(self) -> SessionState:
         return fold(self.plan, self.entries)
 
-    def start(self, encounter: str = "Encounter/e1", step_requests: dict[int, str] | None = None) -> None:
+    def start(self, encounter: str | None = None, step_requests: dict[int, str] | None = None) -> None:
+        encounter = encounter or self.encounter
         self.submit(
             start_entry(
                 entry_id=str(uuid.uuid4()), session_id=self.session_id, author=NURSE, at=self.now,

@@ -13,6 +13,7 @@ app's own record, the first source of the tolerance window's last dose.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from datetime import datetime, tzinfo
@@ -34,7 +35,7 @@ from fhir_desens.course.outcome.from_session import (
 from fhir_desens.course.outcome.last_dose import names_drug
 from fhir_desens.course.outcome.later_doses import LaterDose
 from fhir_desens.course.outcome.next_course import next_course
-from fhir_desens.course.outcome.preview import Preview, prepare
+from fhir_desens.course.outcome.preview import Preview, prepare, with_pdf
 from fhir_desens.course.outcome.strategy import WriteDecision, WritePath, choose_write
 from fhir_desens.course.outcome.wording import outcome_id
 from fhir_desens.course.outcome.writeback import write_outcome
@@ -44,6 +45,7 @@ from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.quantity import parse_quantity
 from smart_app.app_session import AppSession, app_session
 from smart_app.library import library
+from smart_app.paper.record import session_record_pdf_for
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ def _preview(session: AppSession, session_id: str, allergy_id: str | None) -> Pr
         author_name=user.name or user.label,
         protocols=library(),
     )
+    if outcome.encounter is None and session.smart.encounter:  # a session started without one
+        outcome = dataclasses.replace(outcome, encounter=f"Encounter/{session.smart.encounter}")
     return prepare(
         session.client,
         outcome,
@@ -140,6 +144,11 @@ def confirm(sid: str, session_id: str) -> tuple[str, int]:
         return _page(session, "outcome_error.html", 400, message=error.message)
     previewed = request.form.get("previewed_version") or None
     add = request.form.get("add_allergy") == "yes"
+    pdf_missing = False
+    if shown.document is not None and not shown.already_written:
+        pdf = _session_record_pdf(session, session_id)
+        pdf_missing = pdf is None
+        shown = with_pdf(shown, pdf) if pdf is not None else shown
     report = write_outcome(
         session.client,
         shown,
@@ -149,7 +158,25 @@ def confirm(sid: str, session_id: str) -> tuple[str, int]:
         previewed_version=previewed,
     )
     status = 409 if report.conflict is not None else 200
-    return _page(session, "outcome_result.html", status, preview=shown, report=report, session_id=session_id)
+    return _page(
+        session,
+        "outcome_result.html",
+        status,
+        preview=shown,
+        report=report,
+        session_id=session_id,
+        pdf_missing=pdf_missing,
+    )
+
+
+def _session_record_pdf(session: AppSession, session_id: str) -> bytes | None:
+    """The session record as a PDF for the clinical note; None (said on the result page) when it cannot be
+    rendered: the note then carries its text only."""
+    try:
+        return session_record_pdf_for(session, session_id)
+    except (DesensError, OSError, ValueError) as error:
+        log.warning("session record PDF not rendered for the clinical note: %s", type(error).__name__)
+        return None
 
 
 @bp.post("/outcome/tasks/<string(minlength=8,maxlength=64):task_id>/done")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import re
 from typing import Any
 
@@ -155,3 +156,46 @@ def test_a_drug_absent_from_the_allergy_list_is_offered_and_added_once(
     assert added["note"][0]["text"].startswith(
         f"Tolerated {drug} 2000 mg via 12-step rapid desensitization on "
     )
+
+
+@pytest.mark.requirement("OUT-5")
+def test_the_clinical_note_carries_the_session_record_pdf_with_its_size_and_hash(
+    sandbox: Sandbox, make_app: Any
+) -> None:
+    app = make_app("symmetric")
+    sid = launch(sandbox, app, vendor="epic-like")
+    encounter = f"Encounter/{app.store.get('session', sid)['smart']['encounter']}"
+    services = app.app.extensions["fhir_desens"]
+    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
+    bedside = Bedside(record_to=record, patient=patient_ref(sandbox), encounter=encounter)
+    bedside.reaction_at_step_11()
+
+    preview = text_of(app.client.get(f"/s/{sid}/outcome/{bedside.session_id}").get_data(as_text=True))
+    assert "as a PDF, the session record" in preview
+    result = confirm(app, sid, bedside.session_id)
+    assert "Written: clinical note (DocumentReference/" in result
+    assert "could not be made into a PDF" not in result
+    reference = re.search(r"DocumentReference/([\w-]+)/_history", result)
+    assert reference is not None
+    with FhirClient(sandbox.backend_url) as backend:  # read back from the FHIR server itself
+        document = backend.read("DocumentReference", reference.group(1)).resource
+
+    text, pdf = (c["attachment"] for c in document["content"])
+    assert text["contentType"].startswith("text/plain")
+    assert pdf["contentType"] == "application/pdf"
+    data = base64.b64decode(pdf["data"])
+    assert data.startswith(b"%PDF-") and len(data) > 2000
+    assert pdf["size"] == len(data)
+    assert (
+        pdf["hash"] == base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode()
+    )  # R4: base64 SHA-1
+    assert text["size"] == len(base64.b64decode(text["data"]))
+    assert pdf["title"] == "Rapid drug desensitization: carboplatin"
+    assert document["context"]["encounter"] == [{"reference": encounter}]  # the launch encounter
+    assert document["subject"] == {"reference": patient_ref(sandbox)}
+    assert document["status"] == "current" and document["docStatus"] == "final"
+
+    again = confirm(app, sid, bedside.session_id)  # already there: no PDF rendered, nothing written
+    assert "Already in the chart: clinical note" in again
+    [ours_only] = ours(notes_of_outcome(sandbox), text_of_note(document).rsplit("Ref ", 1)[1][:16])
+    assert ours_only["id"] == document["id"]

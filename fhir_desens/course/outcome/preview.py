@@ -36,7 +36,7 @@ from fhir_desens.fhir.allergy import allergy_from_fhir
 from fhir_desens.fhir.chart import allergen_ref
 from fhir_desens.protocol.crossreactivity import DrugRef, match_allergies
 
-__all__ = ["Preview", "find_note", "matching_allergies", "prepare"]
+__all__ = ["Preview", "find_note", "matching_allergies", "prepare", "with_pdf"]
 
 
 @dataclass(frozen=True)
@@ -175,3 +175,14 @@ def prepare(
     return replace(
         base, allergy=None, changed=None, words=words, diff="", document=None, already_written=False
     )
+
+
+def with_pdf(preview: Preview, pdf: bytes) -> Preview:
+    """The preview whose clinical note also carries ``pdf`` (rendered by the app, e.g. the session record).
+
+    Only the clinical-note path has a document; any other preview is returned unchanged.
+    """
+    if preview.document is None:
+        return preview
+    document = clinical_note(preview.outcome, preview.copy_text, preview.recorded_at, pdf=pdf)
+    return replace(preview, document=document)
