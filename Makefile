@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := fhir_desens/sandbox/fhir_server
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: java demo test lint typecheck layers unit install node chromium services pdf-libs bench load clean
+.PHONY: java demo test lint typecheck layers unit install node chromium services pdf-libs bench load cluster load-cluster clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,9 +32,9 @@ chromium:
 	  else echo "$(CHROMIUM) missing: install Debian's chromium package (as root: make chromium)" >&2; fi; }
 
 # Debian's Redis and PostgreSQL servers for the store tests (tests/services.py starts throwaway instances
-# on free ports). As root the missing packages are installed; otherwise it says so (those tests then skip
-# locally and fail in CI).
-SERVICE_PACKAGES := /usr/bin/redis-server:redis-server /usr/lib/postgresql/15/bin/initdb:postgresql-15
+# on free ports), and nginx for the two-instance tests (tests/cluster.py). As root the missing packages
+# are installed; otherwise it says so (those tests then skip locally and fail in CI).
+SERVICE_PACKAGES := /usr/bin/redis-server:redis-server /usr/lib/postgresql/15/bin/initdb:postgresql-15 /usr/sbin/nginx:nginx
 services:
 	@missing=""; for pair in $(SERVICE_PACKAGES); do \
 	  test -x "$${pair%%:*}" || missing="$$missing $${pair##*:}"; done; \
@@ -90,6 +90,15 @@ bench: $(STAMP) node
 # 50 concurrent planning sessions against the app served by gunicorn; prints throughput and latency.
 load: $(STAMP) node
 	$(BIN)/python benchmarks/load_app.py
+
+# Two app instances behind nginx sharing Redis and PostgreSQL (docs/deployment.md): a whole journey
+# served by both in turn, then one instance stopped mid-session (tests/integration/test_two_instances.py).
+cluster: $(STAMP) node services
+	$(BIN)/python -m pytest tests/integration/test_two_instances.py -q
+
+# The load test through nginx in front of two instances sharing Redis and PostgreSQL.
+load-cluster: $(STAMP) node services
+	$(BIN)/python benchmarks/load_app.py --instances 2
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,6 +1,7 @@
 """Load test of the app: concurrent planning sessions against gunicorn. Prints figures, asserts nothing.
 
     .venv/bin/python benchmarks/load_app.py [--sessions 50] [--requests 20] [--workers 2] [--threads 8]
+    .venv/bin/python benchmarks/load_app.py --instances 2   # nginx + 2 instances + Redis + PostgreSQL
 
 Starts the demo stack (FHIR server, sandbox EHR, the app served by gunicorn), then, from a thread pool,
 ``--sessions`` planning sessions at once, each as a browser would do it without cookies or scripts:
@@ -15,6 +16,10 @@ Starts the demo stack (FHIR server, sandbox EHR, the app served by gunicorn), th
 Reports throughput and p50/p95/p99 latency of the worksheet page, and the machine it ran on. The load
 generator, the sandbox EHR and the FHIR server share the machine with the app, so the figures are a
 lower bound for the app alone.
+
+``--instances N`` runs N app instances (each ``--workers`` x ``--threads``) behind nginx, sharing one
+Redis (sessions, drafts) and one PostgreSQL (the bedside record), as docs/deployment.md describes
+(tests/cluster.py; Debian's nginx, redis-server and postgresql-15: ``make services``).
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -36,7 +42,11 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from fhir_desens.commands.demo import DemoStack, demo_stack
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.cluster
+
+from fhir_desens.commands.demo import demo_stack
+from fhir_desens.sandbox.server import Sandbox
+from tests.cluster import cluster
 
 PATIENT = "carboplatin-ovarian"
 BARRIER_SECONDS = 600
@@ -176,7 +186,15 @@ def _expect_redirect(response: requests.Response, step: str) -> str:
     return urljoin(response.url, response.headers["Location"])
 
 
-def smart_launch(http: requests.Session, stack: DemoStack, patient: str) -> str:
+@dataclass(frozen=True)
+class Target:
+    """Where the sessions go: the sandbox EHR and the app registered with it (one instance or nginx)."""
+
+    sandbox: Sandbox
+    client_id: str
+
+
+def smart_launch(http: requests.Session, stack: Target, patient: str) -> str:
     """EHR launch through the sandbox; the app's session page URL (``/s/<sid>/patient``)."""
     location = stack.sandbox.launch_url(patient, app=stack.client_id)
     for step in ("EHR /launch", "app /launch", "authorize", "app /callback"):
@@ -224,11 +242,17 @@ class Plan:
 @dataclass
 class SessionResult:
     latencies_ms: list[float] = field(default_factory=list)
+    app_ms: list[float] = field(default_factory=list)  # Server-Timing app (smart_app/timing.py)
+    cpu_ms: list[float] = field(default_factory=list)  # Server-Timing cpu
+    waiting_ms: list[float] = field(default_factory=list)  # latency - app: queueing, proxy, network
     errors: list[str] = field(default_factory=list)
 
 
+SERVER_TIMING = re.compile(r"(app|cpu);dur=([0-9.]+)")
+
+
 def planning_session(
-    stack: DemoStack, plan: Plan, ready: threading.Barrier, go: threading.Barrier
+    stack: Target, plan: Plan, ready: threading.Barrier, go: threading.Barrier
 ) -> SessionResult:
     result = SessionResult()
     with requests.Session() as http:
@@ -262,7 +286,13 @@ def measure(http: requests.Session, url: str, plan: Plan, result: SessionResult)
             result.errors.append(f"{plan.page}: {type(error).__name__}")
             continue
         if response.status_code == 200:
-            result.latencies_ms.append((time.perf_counter() - start) * 1000)
+            latency = (time.perf_counter() - start) * 1000
+            result.latencies_ms.append(latency)
+            timing = dict(SERVER_TIMING.findall(response.headers.get("Server-Timing", "")))
+            if "app" in timing:
+                result.app_ms.append(float(timing["app"]))
+                result.cpu_ms.append(float(timing.get("cpu", "nan")))
+                result.waiting_ms.append(latency - float(timing["app"]))
         else:
             result.errors.append(f"{plan.page}: HTTP {response.status_code}")
 
@@ -274,18 +304,28 @@ def percentile(ordered: Sequence[float], fraction: float) -> float:
     return ordered[index]
 
 
-def machine_facts(workers: int, threads: int) -> str:
+def machine_facts(workers: int, threads: int, instances: int) -> str:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    app = f"gunicorn, {workers} worker(s) x {threads} thread(s)"
+    if instances:
+        app = (
+            f"{instances} instances behind nginx, each {app}; sessions in Redis, bedside record in PostgreSQL"
+        )
     return (
         f"machine: {os.cpu_count()} cores ({usable} usable), {platform.machine()}, Python "
         f"{sys.version.split()[0]}, load average {load}\n"
-        f"app: gunicorn, {workers} worker(s) x {threads} thread(s); the sandbox EHR, the FHIR server and "
-        "this load generator run on the same machine"
+        f"app: {app}; the sandbox EHR, the FHIR server and this load generator run on the same machine"
     )
 
 
-def run(plan: Plan, workers: int, threads: int) -> int:
+@contextmanager
+def target(workers: int, threads: int, instances: int) -> Iterator[Target]:
+    """One app process (``instances`` 0), or ``instances`` behind nginx with Redis and PostgreSQL."""
+    if instances:
+        with cluster(instances, workers=workers, threads=threads) as running:
+            yield Target(running.sandbox, running.client_id)
+        return
     with tempfile.TemporaryDirectory(prefix="load-app-") as folder:
         environment = {
             "FHIR_DESENS_SESSION_URL": f"sqlite:///{Path(folder) / 'sessions.sqlite3'}",
@@ -293,20 +333,23 @@ def run(plan: Plan, workers: int, threads: int) -> int:
         }
         serve = ["--server", "gunicorn", "--workers", str(workers), "--threads", str(threads)]
         with demo_stack(serve_args=serve, environment=environment) as stack:
-            print(machine_facts(workers, threads), flush=True)
-            ready = threading.Barrier(plan.sessions + 1)
-            go = threading.Barrier(plan.sessions + 1)
-            with ThreadPoolExecutor(max_workers=plan.sessions) as pool:
-                setup_start = time.perf_counter()
-                futures = [
-                    pool.submit(planning_session, stack, plan, ready, go) for _ in range(plan.sessions)
-                ]
-                ready.wait(timeout=BARRIER_SECONDS)
-                setup_seconds = time.perf_counter() - setup_start
-                measured_start = time.perf_counter()
-                go.wait(timeout=BARRIER_SECONDS)
-                results = [future.result() for future in futures]
-                measured_seconds = time.perf_counter() - measured_start
+            yield Target(stack.sandbox, stack.client_id)
+
+
+def run(plan: Plan, workers: int, threads: int, instances: int = 0) -> int:
+    with target(workers, threads, instances) as stack:
+        print(machine_facts(workers, threads, instances), flush=True)
+        ready = threading.Barrier(plan.sessions + 1)
+        go = threading.Barrier(plan.sessions + 1)
+        with ThreadPoolExecutor(max_workers=plan.sessions) as pool:
+            setup_start = time.perf_counter()
+            futures = [pool.submit(planning_session, stack, plan, ready, go) for _ in range(plan.sessions)]
+            ready.wait(timeout=BARRIER_SECONDS)
+            setup_seconds = time.perf_counter() - setup_start
+            measured_start = time.perf_counter()
+            go.wait(timeout=BARRIER_SECONDS)
+            results = [future.result() for future in futures]
+            measured_seconds = time.perf_counter() - measured_start
     return report(results, plan, setup_seconds, measured_seconds)
 
 
@@ -325,6 +368,15 @@ def report(results: list[SessionResult], plan: Plan, setup_seconds: float, secon
             f"p50 {percentile(latencies, 0.50):.0f} ms, p95 {percentile(latencies, 0.95):.0f} ms, "
             f"p99 {percentile(latencies, 0.99):.0f} ms, max {latencies[-1]:.0f} ms"
         )
+        app = sorted(ms for result in results for ms in result.app_ms)
+        cpu = sorted(ms for result in results for ms in result.cpu_ms)
+        waiting = sorted(ms for result in results for ms in result.waiting_ms)
+        if app:
+            print(
+                f"  in the app (Server-Timing): p50 {percentile(app, 0.50):.1f} ms, p95 {percentile(app, 0.95):.1f} ms;"
+                f" its CPU p50 {percentile(cpu, 0.50):.2f} ms; waiting (queue, proxy, network) "
+                f"p50 {percentile(waiting, 0.50):.0f} ms, p95 {percentile(waiting, 0.95):.0f} ms"
+            )
     if errors:
         distinct = sorted(set(errors))
         print(f"{len(errors)} errors ({len(distinct)} distinct), e.g. {distinct[:3]}", file=sys.stderr)
@@ -348,8 +400,14 @@ def main(argv: list[str] | None = None) -> int:
         default="worksheet",
         help="the page to measure: the plan's worksheet (default) or the patient page (baseline)",
     )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=0,
+        help="N app instances behind nginx sharing Redis and PostgreSQL (default 0: one app, SQLite)",
+    )
     args = parser.parse_args(argv)
-    return run(Plan(args.sessions, args.requests, args.page), args.workers, args.threads)
+    return run(Plan(args.sessions, args.requests, args.page), args.workers, args.threads, args.instances)
 
 
 if __name__ == "__main__":

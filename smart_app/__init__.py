@@ -32,6 +32,7 @@ from smart_app.outcome import views as outcome_views
 from smart_app.planning import views as planning_views
 from smart_app.security import init_security
 from smart_app.services import EXTENSION, build_services
+from smart_app.timing import init_timing
 
 __all__ = ["create_app"]
 
@@ -64,6 +65,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     init_library(app, settings.protocol_library)  # read once: a bad library stops the app here
     app.extensions[EXTENSION] = build_services(app, settings, extra)
+    init_timing(app)
     init_security(app)
     init_errors(app)
     app.register_blueprint(launch_views.bp)

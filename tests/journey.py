@@ -52,6 +52,7 @@ class Journey:
         self.http = requests.Session()
         self.requests: dict[str, list[LoggedRequest]] = {}
         self.before_each_request: Callable[[], None] | None = None
+        self.served_by: list[str] = []  # X-Upstream of each app response (nginx in front: tests/cluster.py)
         self.sid_url = ""
         self._counter = 0
         self._clock = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=8)
@@ -75,6 +76,7 @@ class Journey:
         if self.before_each_request:
             self.before_each_request()
         response = self.http.get(self._absolute(url), allow_redirects=False, timeout=60)
+        self._served(response)
         if response.status_code != expect:
             raise JourneyError(
                 f"GET {urlsplit(url).path[-40:]}: {response.status_code} {alerts(response.text)}"
@@ -88,6 +90,7 @@ class Journey:
         response = self.http.post(
             self._absolute(url), data={"csrf_token": self.csrf, **data}, allow_redirects=False, timeout=60
         )
+        self._served(response)
         if response.status_code != expect:
             raise JourneyError(
                 f"POST {urlsplit(url).path[-40:]}: {response.status_code} "
@@ -96,6 +99,11 @@ class Journey:
         return self._absolute(response.headers["Location"]) if expect in (302, 303) else response.text
 
     csrf = ""
+
+    def _served(self, response: requests.Response) -> None:
+        upstream = response.headers.get("X-Upstream")
+        if upstream:
+            self.served_by.append(upstream.split(",")[-1].strip())  # after a failover: the one that answered
 
     def _remember_csrf(self, html: str) -> str:
         found = _CSRF.search(html)
@@ -108,6 +116,7 @@ class Journey:
         location = self.sandbox.launch_url(PATIENT, app=self.client_id)
         for step in ("EHR launch", "app launch", "authorize", "callback"):
             response = self.http.get(location, allow_redirects=False, timeout=60)
+            self._served(response)
             if response.status_code not in (302, 303):
                 raise JourneyError(f"{step}: {response.status_code} {text_of(response.text)[:300]}")
             location = urljoin(response.url, response.headers["Location"])
@@ -183,20 +192,27 @@ class Journey:
     def outcome(self, outcome_url: str) -> str:
         return self.get(outcome_url)
 
-    def run(self) -> dict[str, tuple[int, int]]:
-        """The whole journey, stage by stage; the counts."""
+    def run(self, after_stage: Callable[[str], None] | None = None) -> dict[str, tuple[int, int]]:
+        """The whole journey, stage by stage (``after_stage(name)`` after each); the counts."""
+        done = after_stage or (lambda name: None)
         with self.stage("launch"):
             self.launch()
+        done("launch")
         with self.stage("patient page"):
             self.patient_page()
+        done("patient page")
         with self.stage("plan"):
             worksheet = self.plan()
+        done("plan")
         with self.stage("sign"):
             signed = self.sign(worksheet)
+        done("sign")
         with self.stage("bedside"):
             outcome = self.bedside(signed)
+        done("bedside")
         with self.stage("outcome"):
             self.outcome(outcome)
+        done("outcome")
         return self.counts()
 
     # -- the bedside clock ----------------------------------------------------------------------------
