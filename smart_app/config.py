@@ -49,6 +49,8 @@ VARIABLES: dict[str, tuple[Any, str]] = {
         "str",
     ),  # resource types the bedside may write to the EHR; empty: as offered
     "BEDSIDE_CLOCK_FILE": (None, "str"),  # tests only (smart_app/bedside/clock.py)
+    # seconds between the background sender's rounds (smart_app/bedside/sender.py); 0: no background sending
+    "BEDSIDE_SEND_INTERVAL": (5.0, "float"),
     # Practitioners who may override a contraindication as allergists (OVERRIDE-1), besides those whose
     # Practitioner qualification or PractitionerRole names allergy/immunology: "Practitioner/<id>" or ids.
     "ALLERGISTS": ((), "list"),

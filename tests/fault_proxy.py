@@ -3,6 +3,7 @@
 :class:`DroppingProxy` loses answers: the request reaches the server, the response never reaches the
 client (the connection is closed). That is the "outcome unknown" case. :func:`failing_relay` answers 500 to
 one kind of request and relays everything else (headers, bearer tokens included): a server failing halfway.
+``DroppingProxy.paused``: the server is down; every request's connection is closed unanswered.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class DroppingProxy:
         self.origin = "/".join(self.target.split("/", 3)[:3])  # scheme://host:port
         self.drop_posts = 0  # answers to POSTs still to lose
         self.forwarded_posts = 0
+        self.paused = False
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -30,6 +32,9 @@ class DroppingProxy:
                 pass
 
             def _forward(self) -> None:
+                if proxy.paused:
+                    self.close_connection = True
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {

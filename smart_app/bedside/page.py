@@ -228,6 +228,22 @@ def vitals_rows(state: SessionState) -> list[dict[str, Any]]:
     ]
 
 
+def waiting_text(status: OutboxStatus) -> str:
+    """The sync badge: how much is on its way to the chart, in words."""
+    parts = []
+    if status.unsent:
+        parts.append(
+            f"{status.unsent} {'entry' if status.unsent == 1 else 'entries'} waiting to reach the chart"
+        )
+    if status.unqueued:
+        parts.append("the latest entries wait until the EHR can be reached")
+    kept = len(status.not_in_ehr) - status.unsent
+    if kept > 0:
+        parts.append(f"{kept} not written to the EHR (listed below)")
+    text = "; ".join(parts) or "Nothing waiting"
+    return text[0].upper() + text[1:]
+
+
 def status_view(status: OutboxStatus | None) -> dict[str, Any]:
     if status is None:
         return {"known": False}
@@ -243,6 +259,9 @@ def status_view(status: OutboxStatus | None) -> dict[str, Any]:
     return {
         "known": True,
         "unsent": status.unsent,
+        "unqueued": status.unqueued,
+        "waiting": status.waiting,
+        "badge": waiting_text(status),
         "counts": status.counts,
         "rows": [
             {"type": r.resource_type, "state": labels.get(r.state, r.state), "detail": r.detail or ""}

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("bedside", __name__, url_prefix="/s/<string(length=43):sid>", template_folder="templates")
 SESSION = "<string(length=36):session_id>"
+REQUEST_WAIT = 10.0  # seconds a page waits for the background sender to finish a session before sending
 
 
 def _author(session: AppSession) -> str:
@@ -106,6 +107,8 @@ def start(sid: str, rg_id: str) -> Response | tuple[str, int]:
         plan_session=signed.session_id or None,
     )
     svc.record().record(new)
+    svc.recorded(session_id, sid, services().settings.session_ttl)
+    svc.send(session.smart, svc.record().load(session_id), wait=REQUEST_WAIT)
     return redirect(url_for("bedside.flowsheet", sid=sid, session_id=session_id), code=303)
 
 
@@ -206,8 +209,10 @@ def entry(sid: str, session_id: str) -> Response | tuple[str, int] | tuple[Respo
             field = getattr(error, "field", None)
             return jsonify({"ok": False, "message": error.message, "field": field}), error.http_status
         return _render(sid, session, state, status=error.http_status, error=error)
+    if appended.created:
+        svc.recorded(session_id, sid, services().settings.session_ttl)
     state = svc.record().load(session_id)
-    sent = svc.send(session.smart, state)
+    sent = svc.send(session.smart, state, wait=REQUEST_WAIT)
     if kind == "complete" and appended.created:
         # the page reads the plan back from the EHR: a plan left active shows with a button to try again
         log.info("bedside session ended; closing its plan: %s", _close(session, state).state)
@@ -244,7 +249,9 @@ def release_the_hold(sid: str, session_id: str) -> tuple[str, int]:
 @bp.post(f"/bedside/{SESSION}/send")
 def send(sid: str, session_id: str) -> Response:
     session, state = _load(sid, session_id)
-    bedside().send(session.smart, state)
+    svc = bedside()
+    svc.recorded(session_id, sid, services().settings.session_ttl)  # this launch sends from now on
+    svc.send(session.smart, state, wait=REQUEST_WAIT)
     return redirect(url_for("bedside.flowsheet", sid=sid, session_id=session_id), code=303)
 
 

@@ -143,6 +143,9 @@ def make_app(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     yield factory
     for app in apps:
+        sender = getattr(app.extensions.get("fhir_desens_bedside"), "sender", None)
+        if sender is not None:
+            sender.stop()  # the background sender of the bedside (smart_app/bedside/sender.py)
         app.extensions["fhir_desens"].store.close()
 
 

@@ -137,3 +137,47 @@ def test_outbox_items_are_queued_once_and_their_state_is_kept(store: RecordStore
     [saved] = store.outbox(session)
     assert (saved.state, saved.attempts, saved.server_id) == ("written", 1, "obs-1")
     assert store.outbox(session, states=["pending"]) == []
+
+
+def test_a_session_is_sent_by_one_sender_at_a_time(store_url: str) -> None:
+    """The send lease: of many threads (or app processes on one database) exactly one holds a session; it
+    is free again once released, or once its lease has run out (a sender that died)."""
+    session = str(uuid.uuid4())
+    stores = [open_record_store(store_url) for _ in range(6)]
+    won: list[str] = []
+    barrier = threading.Barrier(len(stores))
+
+    def contend(index: int) -> None:
+        barrier.wait()
+        if stores[index].claim(session, f"holder-{index}", 1000.0, 60.0):
+            won.append(f"holder-{index}")
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert len(won) == 1
+        first = stores[0]
+        assert not first.claim(session, "late", 1030.0, 60.0)  # still held
+        assert first.claim(session, "late", 1061.0, 60.0)  # the holder died: its lease ran out
+        first.release(session, "late")
+        assert first.claim(session, "next", 1062.0, 60.0)  # released: free at once
+    finally:
+        for opened in stores:
+            opened.close()
+
+
+def test_recorded_entries_mark_the_session_until_its_ledger_is_synced(store: RecordStore) -> None:
+    session = str(uuid.uuid4())
+    assert store.sessions_to_send(100.0) == [] or session not in store.sessions_to_send(100.0)
+    store.mark_dirty(session)
+    assert store.is_dirty(session) and session in store.sessions_to_send(100.0)
+    store.synced(session, ok=False, next_try=200.0)  # the EHR could not be asked: try again at 200
+    assert store.sender_attempts(session) == 1
+    assert session not in store.sessions_to_send(150.0) and session in store.sessions_to_send(200.0)
+    store.synced(session, ok=True)
+    assert not store.is_dirty(session) and session not in store.sessions_to_send(10_000.0)
+    store.enqueue(OutboxRow(f"{session}/procedure", session, "Procedure", "s|v", {}, "pending"))
+    assert session in store.sessions_to_send(0.0)  # a ledger row due to be sent

@@ -86,10 +86,18 @@ class ServerCapabilities:
 class OutboxStatus:
     counts: dict[str, int]
     not_in_ehr: list[OutboxRow]  # what the EHR does not have (yet), with the reason
+    unqueued: bool = False  # entries recorded while the EHR could not be asked: not in the ledger yet
 
     @property
     def unsent(self) -> int:
         return sum(self.counts.get(s, 0) for s in ("pending", "update-pending", "unknown", "waiting-final"))
+
+    @property
+    def waiting(self) -> bool:
+        """Something recorded is still on its way to the EHR."""
+        return self.unqueued or any(
+            r.state in ("pending", "update-pending", "unknown") for r in self.not_in_ehr
+        )
 
 
 def _item_key(session_id: str, key: str) -> str:

@@ -59,7 +59,20 @@ SCHEMA = (
         updated_at TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS bedside_outbox_due ON bedside_outbox (state, next_attempt)",
+    # one row per session the background sender looks after: whether entries are not yet in the ledger
+    # (``dirty``: the EHR could not be asked when they were recorded), when to try again, and a lease so
+    # one sender at a time (of all threads and app processes) sends a session
+    """CREATE TABLE IF NOT EXISTS bedside_sender (
+        session_id TEXT PRIMARY KEY,
+        dirty INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_try REAL NOT NULL,
+        holder TEXT,
+        lease_until REAL NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
 )
+SENDING_STATES = ("pending", "update-pending", "unknown")  # ledger states the sender acts on when due
 ENTRY_ID_MAX = 64
 POOL_SIZE = 8  # idle connections kept per store
 
@@ -296,6 +309,98 @@ class RecordStore:
                 tuple(params),
             )
             return [_outbox_row(row) for row in cursor.fetchall()]
+
+    # -- the background sender's bookkeeping ----------------------------------------------------------
+    def mark_dirty(self, session_id: str) -> None:
+        """Entries were recorded: the session's ledger must be brought up to date (sent as soon as possible)."""
+        with self._transaction(session_id) as cursor:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO bedside_sender (session_id, dirty, attempts, next_try, holder, lease_until, "
+                    "updated_at) VALUES (?, 1, 0, 0, NULL, 0, ?) ON CONFLICT (session_id) DO UPDATE SET "
+                    "dirty = 1, attempts = 0, next_try = 0, updated_at = excluded.updated_at"
+                ),
+                (session_id, self._clock().isoformat()),
+            )
+
+    def synced(self, session_id: str, ok: bool, next_try: float = 0.0) -> None:
+        """The ledger was brought up to date (``ok``), or the EHR could not be asked: try at ``next_try``."""
+        with self._transaction(session_id) as cursor:
+            if ok:
+                cursor.execute(
+                    self._sql(
+                        "UPDATE bedside_sender SET dirty = 0, attempts = 0, next_try = 0 WHERE session_id = ?"
+                    ),
+                    (session_id,),
+                )
+            else:
+                cursor.execute(
+                    self._sql(
+                        "UPDATE bedside_sender SET attempts = attempts + 1, next_try = ? WHERE session_id = ?"
+                    ),
+                    (next_try, session_id),
+                )
+
+    def sender_attempts(self, session_id: str) -> int:
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql("SELECT attempts FROM bedside_sender WHERE session_id = ?"), (session_id,)
+            )
+            row = cursor.fetchone()
+            return int(row[0]) if row else 0
+
+    def is_dirty(self, session_id: str) -> bool:
+        """Entries recorded that are not in the ledger yet (the EHR could not be asked)."""
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("SELECT dirty FROM bedside_sender WHERE session_id = ?"), (session_id,))
+            row = cursor.fetchone()
+            return bool(row and row[0])
+
+    def sessions_to_send(self, now: float) -> list[str]:
+        """Sessions with entries not in the ledger yet, or ledger rows due to be sent at ``now``."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT session_id FROM bedside_sender WHERE dirty = 1 AND next_try <= ? UNION "
+                    "SELECT session_id FROM bedside_outbox WHERE state IN (?, ?, ?) AND next_attempt <= ?"
+                ),
+                (now, *SENDING_STATES, now),
+            )
+            return sorted({row[0] for row in cursor.fetchall()})
+
+    def claim(self, session_id: str, holder: str, now: float, lease: float) -> bool:
+        """Take the session's send lease until ``now + lease``; False while another holder has it."""
+        with self._transaction(session_id) as cursor:
+            cursor.execute(
+                self._sql("SELECT holder, lease_until FROM bedside_sender WHERE session_id = ?"),
+                (session_id,),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                cursor.execute(
+                    self._sql(
+                        "INSERT INTO bedside_sender (session_id, dirty, attempts, next_try, holder, lease_until, "
+                        "updated_at) VALUES (?, 0, 0, 0, ?, ?, ?)"
+                    ),
+                    (session_id, holder, now + lease, self._clock().isoformat()),
+                )
+                return True
+            if row[0] not in (None, holder) and float(row[1]) > now:
+                return False
+            cursor.execute(
+                self._sql("UPDATE bedside_sender SET holder = ?, lease_until = ? WHERE session_id = ?"),
+                (holder, now + lease, session_id),
+            )
+            return True
+
+    def release(self, session_id: str, holder: str) -> None:
+        with self._transaction(session_id) as cursor:
+            cursor.execute(
+                self._sql(
+                    "UPDATE bedside_sender SET holder = NULL, lease_until = 0 WHERE session_id = ? AND holder = ?"
+                ),
+                (session_id, holder),
+            )
 
 
 def _entry(row: Sequence[Any]) -> Entry:
