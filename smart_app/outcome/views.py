@@ -55,8 +55,9 @@ bp = Blueprint("outcome", __name__, url_prefix="/s/<string(length=43):sid>", tem
 _SESSION_ID = "string(minlength=8,maxlength=64)"
 
 
-def _local_zone() -> tzinfo | None:
-    return datetime.now().astimezone().tzinfo
+def _local_zone() -> tzinfo:
+    """The site's zone (``FHIR_DESENS_TIME_ZONE``, else the server's), as every other page of the app."""
+    return services().settings.zone
 
 
 def _record() -> BedsideRecord:
@@ -290,8 +291,14 @@ def _dose_line(dose: LaterDose) -> str:
 
 
 def _dose_form(rows: list[DrugTolerance]) -> dict[str, Any] | None:
-    """The "Record a dose given after desensitization" form: one choice per drug with a completed session."""
-    choices = [(row.last_completed.session_id, row.drug) for row in rows if row.last_completed is not None]
+    """The "Record a dose given after desensitization" form: one choice per drug with a completed session
+    whose tolerance is kept by continued dosing (every-administration drugs are desensitized each time)."""
+    choices = [
+        (row.last_completed.session_id, row.drug)
+        for row in rows
+        if row.last_completed is not None
+        and not (row.assessment.rule is not None and row.assessment.rule.every_administration)
+    ]
     if not choices:
         return None
     now = services().site_now()

@@ -7,9 +7,10 @@ as the bedside pages would have; the allergy record is then read on the FHIR ser
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -18,8 +19,9 @@ from playwright.sync_api import expect
 from fhir_desens.commands.demo import DemoStack
 from fhir_desens.course.bedside.record import BedsideRecord
 from fhir_desens.course.bedside.store import open_record_store
+from fhir_desens.course.draft import plan_for
 from fhir_desens.protocol.library import builtin_protocols
-from tests.bedside_session import Bedside
+from tests.bedside_session import Bedside, carboplatin_draft
 from tests.e2e.conftest import Chart
 
 PATIENT = "carboplatin-ovarian"
@@ -33,6 +35,23 @@ def completed_session(stack: DemoStack, record_url: str) -> str:
         bedside = Bedside(record_to=record, patient=patient)
         bedside.reaction_at_step_11()
         return bedside.session_id
+    finally:
+        store.close()
+
+
+def ceftriaxone_session_three_days_ago(stack: DemoStack, record_url: str) -> None:
+    """A completed ceftriaxone session whose 48 h window has closed (beta-lactam: continuous dosing)."""
+    store = open_record_store(record_url)
+    try:
+        record = BedsideRecord(store, builtin_protocols(), lambda: datetime.now(UTC))
+        patient = f"Patient/{stack.sandbox.summary.patients[PATIENT].id}"
+        draft = dataclasses.replace(
+            carboplatin_draft(patient), drug="ceftriaxone", drug_rxnorm=("2193",), target="2 g"
+        )
+        plan = plan_for(draft, builtin_protocols())
+        bedside = Bedside(plan=plan, draft=draft, record_to=record, patient=patient)
+        bedside.now = datetime.now(UTC) - timedelta(days=3)
+        bedside.reaction_at_step_11()
     finally:
         store.close()
 
@@ -85,3 +104,29 @@ def test_after_a_completed_session_the_tolerance_window_shows_and_the_outcome_re
     chart.page.screenshot(path=str(screenshot_dir / "outcome-result.png"), full_page=True)
     assert len(allergy_notes(stack)) == notes_before + 1
     print(f"outcome screenshots: {screenshot_dir}")
+
+
+def test_a_dose_given_after_desensitization_is_recorded_on_the_patient_page_and_reopens_the_window(
+    stack: DemoStack, record_url: str, open_chart: Callable[..., Chart], screenshot_dir: Path
+) -> None:
+    chart = open_chart(PATIENT)
+    ceftriaxone_session_three_days_ago(stack, record_url)
+    chart.frame.goto(chart.frame.url)
+    app = chart.app
+    tolerance = app.get_by_role("table").filter(has_text="Tolerance is temporary")
+    row = tolerance.get_by_role("row").filter(has_text="ceftriaxone")
+    expect(row).to_contain_text("Re-desensitization required: more than 48 h without a dose")
+
+    form = app.get_by_role("form", name="Record a dose given after desensitization")
+    form.get_by_label("Drug").select_option(label="ceftriaxone")
+    form.get_by_label("Dose").fill("2 g")  # the time field is prefilled with now, in the site's zone
+    form.get_by_role("button", name="Record the dose").click()
+
+    row = app.get_by_role("table").filter(has_text="Tolerance is temporary").get_by_role("row")
+    row = row.filter(has_text="ceftriaxone")
+    expect(row).to_contain_text("Tolerance can be assumed until")
+    expect(row).to_contain_text("from the app's own record (2 g given after desensitization, recorded by")
+    expect(
+        app.get_by_role("list", name="Doses given after desensitization, recorded in this app")
+    ).to_contain_text("ceftriaxone 2 g given")
+    chart.page.screenshot(path=str(screenshot_dir / "outcome-dose-recorded.png"), full_page=True)
