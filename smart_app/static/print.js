@@ -1,6 +1,8 @@
 // The Print button prints the sheet itself, also from inside an EHR frame (where the browser's Print
 // would print the EHR page with the app clipped): the sheet is loaded into a hidden frame of the app
-// and that frame is printed.
+// and that frame is printed. The buttons are hidden in the HTML and shown here: without JavaScript the
+// page offers only what works (the sheet's own page and its PDF).
+document.querySelectorAll("button[data-print-url]").forEach(function (button) { button.hidden = false; });
 document.addEventListener("click", function (event) {
   var button = event.target.closest("[data-print-url]");
   if (!button) { return; }

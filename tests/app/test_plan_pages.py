@@ -492,7 +492,7 @@ def test_read_only_grant_disables_signing_with_the_reason(planner: Planner, ehr:
     html = planner.page(sid, planner.create(sid)).get_data(as_text=True)
     assert re.search(r"<button type=\"submit\" disabled[^>]*>Sign and send orders</button>", html)
     assert "did not grant this app permission to write orders" in text_of(html)
-    assert "Print worksheet" in html
+    assert "Open the worksheet" in html
 
 
 # --- mg/m2 ------------------------------------------------------------------------------------------
@@ -571,8 +571,12 @@ def test_print_worksheet_has_identifiers_and_signature_lines(planner: Planner) -
     draft_id = planner.create(sid)
     planner.recalculate(sid, draft_id, final_rate="75")
     page = planner.page(sid, draft_id).get_data(as_text=True)
-    assert f'href="/s/{sid}/plan/{draft_id}/print">Print worksheet</a>' in page
-    assert f'href="/s/{sid}/plan/{draft_id}/pharmacy">Pharmacy sheet</a>' in page
+    assert f'href="/s/{sid}/plan/{draft_id}/print">Open the worksheet</a>' in page
+    assert f'href="/s/{sid}/plan/{draft_id}/pharmacy">Open the pharmacy sheet</a>' in page
+    # one set of sheet controls: one Print button, one page link and one PDF per sheet
+    assert page.count(">Print the worksheet</button>") == 1 and page.count(">Open the worksheet</a>") == 1
+    assert page.count(">Print the pharmacy sheet</button>") == 1 and page.count("/pharmacy.pdf") == 1
+    assert page.count("/worksheet.pdf") == 1 and "Print worksheet" not in page
     response = planner.client.get(f"/s/{sid}/plan/{draft_id}/print")
     assert response.status_code == 200
     html = response.get_data(as_text=True)

@@ -220,7 +220,7 @@ def test_a_signed_plan_is_read_only_and_signing_it_again_writes_nothing(signer: 
     assert edit.status_code == 400
     html = edit.get_data(as_text=True)
     assert "read-only" in alerts(html) and "Copy this plan" in alerts(html)
-    assert "Print worksheet" in html and "This plan was signed on" in text_of(html)
+    assert "Open the worksheet" in html and "This plan was signed on" in text_of(html)
     again = signer.sign(sid, draft_id)
     assert again.headers["Location"] == f"/s/{sid}/orders/{rg_id}?sent=again"
     shown = text_of(signer.client.get(again.headers["Location"]).get_data(as_text=True))
@@ -241,7 +241,7 @@ def test_without_write_scope_nothing_is_sent(signer: Signer) -> None:
     assert "did not grant this app permission to write orders" in message
     assert "patient/Medication.c" in message and "patient/Provenance.cu" in message
     assert "Nothing was written" in message
-    assert "Print worksheet" in html and "Pharmacy sheet" in html
+    assert "Open the worksheet" in html and "Open the pharmacy sheet" in html
     assert signer.transactions() == 0
     _nothing_written(signer)
 
@@ -298,7 +298,7 @@ def test_timeout_before_the_server_wrote_anything(signer: Signer) -> None:
     assert response.status_code == 502
     html = response.get_data(as_text=True)
     assert "Nothing was written to the chart." in alerts(html)
-    assert "Print worksheet" in html and "Traceback" not in html
+    assert "Open the worksheet" in html and "Traceback" not in html
     _nothing_written(signer)
     signer.ehr.transaction_failure = None
     signer.signed_id(signer.sign(sid, draft_id), sid)  # the retry signs
@@ -398,7 +398,7 @@ def test_server_refusals_map_to_statuses(signer: Signer, failure: str, status: i
     assert response.status_code == status
     html = response.get_data(as_text=True)
     assert "Nothing was written to the chart." in alerts(html)
-    assert "Print worksheet" in html and "Traceback" not in html
+    assert "Open the worksheet" in html and "Traceback" not in html
 
 
 def test_the_failure_page_stands_when_the_plan_page_cannot_be_read(signer: Signer) -> None:

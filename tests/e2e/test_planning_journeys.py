@@ -122,7 +122,7 @@ def test_carboplatin_plan_worksheet_print_and_sign_once(
     expect(timeline.locator("title")).to_have_count(1)
 
     # Print: the worksheet page opens on its own and carries the signature line.
-    href = app.get_by_role("link", name="Print worksheet").get_attribute("href")
+    href = app.get_by_role("link", name="Open the worksheet").get_attribute("href")
     assert href
     printed = new_page()
     response = printed.goto(urljoin(chart.frame.url, href))

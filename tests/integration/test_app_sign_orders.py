@@ -233,7 +233,7 @@ def test_a_read_only_grant_gets_403_with_the_reason_and_nothing_is_written(
     html = response.get_data(as_text=True)
     assert "did not grant this app permission to write orders" in alerts(html)
     assert "Nothing was written" in alerts(html)
-    assert "Print worksheet" in html and "Pharmacy sheet" in html
+    assert "Open the worksheet" in html and "Open the pharmacy sheet" in html
     assert plans_of(sandbox, patient_id) == before
 
 
