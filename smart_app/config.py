@@ -11,7 +11,7 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fhir_desens.client.smart import is_loopback
 from fhir_desens.errors import ConfigurationError
+from fhir_desens.protocol.model import MAX_OVERFILL_FRACTION
+from fhir_desens.protocol.preparation import DEFAULT_OVERFILL_ML
 
 ENV_PREFIX = "FHIR_DESENS_"
 
@@ -58,6 +60,8 @@ VARIABLES: dict[str, tuple[Any, str]] = {
     "DOSE_TOLERANCE_PERCENT": ("5", "str"),
     # The steps (mL/h) the site's infusion pumps are programmed in; plans run at rates the pump takes.
     "PUMP_RESOLUTION_ML_H": ("0.1", "str"),
+    # What the site's bags really hold over their label, per bag size: "250=25, 100=10" (mL=mL).
+    "BAG_OVERFILL_ML": (None, "list"),
 }
 
 MIN_SECRET_LENGTH = 32
@@ -111,6 +115,9 @@ class Settings:
     dose_tolerance_percent: Decimal = Decimal(5)
     #: the site's pump resolution (mL/h) new plans are computed at; None: exact rates
     pump_resolution_ml_h: Decimal | None = DEFAULT_PUMP_RESOLUTION
+    #: overfill per labelled bag size (mL -> mL) for the pharmacy sheet and labels: the defaults with the
+    #: site's own values (``BAG_OVERFILL_ML``) over them
+    bag_overfill_ml: Mapping[Decimal, Decimal] = field(default_factory=lambda: dict(DEFAULT_OVERFILL_ML))
 
     @property
     def zone(self) -> tzinfo:
@@ -290,6 +297,7 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         time_zone=_time_zone(values.get("TIME_ZONE")),
         dose_tolerance_percent=_tolerance(values.get("DOSE_TOLERANCE_PERCENT")),
         pump_resolution_ml_h=_pump_resolution(values.get("PUMP_RESOLUTION_ML_H")),
+        bag_overfill_ml=_bag_overfill(values.get("BAG_OVERFILL_ML") or ()),
     )
 
 
@@ -333,6 +341,29 @@ def _tolerance(raw: Any) -> Decimal:
             f"{ENV_PREFIX}DOSE_TOLERANCE_PERCENT: {raw!r} is not a percentage from 0 to 100"
         )
     return value
+
+
+def _bag_overfill(entries: Any) -> dict[Decimal, Decimal]:
+    """BAG_OVERFILL_ML: ``<bag mL>=<overfill mL>`` entries over the defaults (overfill at most 25% of the bag)."""
+    overfill = dict(DEFAULT_OVERFILL_ML)
+    for entry in entries:
+        size_text, equals, extra_text = str(entry).partition("=")
+        try:
+            size, extra = Decimal(size_text.strip()), Decimal(extra_text.strip())
+        except InvalidOperation:
+            size = extra = Decimal(-1)
+        if (
+            not equals
+            or not (size.is_finite() and extra.is_finite())
+            or size <= 0
+            or not Decimal(0) <= extra <= size * MAX_OVERFILL_FRACTION
+        ):
+            raise ConfigurationError(
+                f"{ENV_PREFIX}BAG_OVERFILL_ML: {entry!r} is not '<bag size mL>=<overfill mL>' with the overfill "
+                f"from 0 to {MAX_OVERFILL_FRACTION * 100:.0f}% of the bag (e.g. 250=25, 100=10)"
+            )
+        overfill[size] = extra
+    return dict(sorted(overfill.items()))
 
 
 def _pump_resolution(raw: Any) -> Decimal | None:

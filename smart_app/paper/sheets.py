@@ -10,6 +10,7 @@ volume drawn, the beyond-use time and who prepared and checked it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -190,8 +191,11 @@ def _dilution_line(step: DilutionStep) -> str:
     )
 
 
-def paper_for(plan: Plan, rxnorm: tuple[str, ...] = ()) -> Paper:
-    """Labels and preparation for a plan (products from the drug knowledge where known)."""
+def paper_for(
+    plan: Plan, rxnorm: tuple[str, ...] = (), overfill_ml: Mapping[Decimal, Decimal] = DEFAULT_OVERFILL_ML
+) -> Paper:
+    """Labels and preparation for a plan (products from the drug knowledge where known); bag overfill per
+    labelled size from the site's setting (``FHIR_DESENS_BAG_OVERFILL_ML``)."""
     products = _products(plan, rxnorm)
     liquids = [s for s in plan.solutions if s.concentration is not None]
     stock_product = _product(products, liquids[0].number) if liquids else None
@@ -209,12 +213,17 @@ def paper_for(plan: Plan, rxnorm: tuple[str, ...] = ()) -> Paper:
             else " The commercial product's concentration is not known: dilute by hand."
         )
     else:
-        overfill = ", ".join(
-            f"{shown.volume_text(size)} bag: {shown.volume_text(extra)}"
-            for size, extra in DEFAULT_OVERFILL_ML.items()
+        sizes = sorted({s.volume_ml for s in liquids if s.volume_ml is not None})
+        overfill = "; ".join(
+            f"{shown.volume_text(size)} bags hold {shown.volume_text(overfill_ml.get(size, Decimal(0)))} more"
+            + ("" if size in overfill_ml else " (no overfill set for this size)")
+            for size in sizes
         )
-        note = f"Overfill assumed per bag size: {overfill}. Check what your bags really hold."
-        for bag in bag_preparations(plan, stock):
+        note = (
+            f"Overfill assumed (the site's setting): {overfill}. If your bags hold a different amount, "
+            "remove that much more or less."
+        )
+        for bag in bag_preparations(plan, stock, overfill_ml):
             bags[bag.solution] = bag
             solution = next(s for s in plan.solutions if s.number == bag.solution)
             diluent = solution_diluent_label(solution.diluent, products)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -92,12 +93,22 @@ def test_testing_mode_starts_without_them(tmp_path: Path) -> None:
         ("FHIR_DESENS_PUMP_RESOLUTION_ML_H", "0", "PUMP_RESOLUTION_ML_H"),
         ("FHIR_DESENS_PUMP_RESOLUTION_ML_H", "0.1 mL/h", "PUMP_RESOLUTION_ML_H"),
         ("FHIR_DESENS_PUMP_RESOLUTION_ML_H", "50", "at most 10"),
+        ("FHIR_DESENS_BAG_OVERFILL_ML", "250", "BAG_OVERFILL_ML"),
+        ("FHIR_DESENS_BAG_OVERFILL_ML", "250=100", "25%"),
     ],
 )
 def test_invalid_values_are_refused(env: pytest.MonkeyPatch, variable: str, value: str, message: str) -> None:
     env.setenv(variable, value)
     with pytest.raises(ConfigurationError, match=message):
         create_app()
+
+
+def test_the_bag_overfill_is_a_site_setting_over_the_defaults(env: pytest.MonkeyPatch) -> None:
+    assert create_app().extensions["fhir_desens"].settings.bag_overfill_ml[Decimal(250)] == Decimal(25)
+    env.setenv("FHIR_DESENS_BAG_OVERFILL_ML", "250=20, 100 = 8")
+    overfill = create_app().extensions["fhir_desens"].settings.bag_overfill_ml
+    assert overfill[Decimal(250)] == Decimal(20) and overfill[Decimal(100)] == Decimal(8)
+    assert overfill[Decimal(500)] == Decimal(30)  # the defaults for sizes not listed
 
 
 def test_the_pump_resolution_is_a_site_setting(env: pytest.MonkeyPatch) -> None:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import pdfplumber
 import pytest
 from flask import Flask
 
 from fhir_desens.protocol.display import SIGNIFICANT_FIGURES
-from tests.app.conftest import Launcher
+from tests.app.conftest import Launcher, https_client
 from tests.app.fake_ehr import FakeEhr
 from tests.app.test_plan_pages import Planner
 from tests.app.test_sign_orders import Signer
@@ -130,3 +131,14 @@ def test_every_sandbox_patients_default_plan_reads_within_the_policy(planner: Pl
     assert too_precise(re.sub(r"<svg.*?</svg>", "", html_text, flags=re.S)) == []
     for sheet in ("worksheet.pdf", "pharmacy.pdf"):
         assert too_precise("\n".join(_pdf(planner, f"/s/{sid}/plan/{draft_id}/{sheet}"))) == []
+
+
+def test_the_sites_bag_overfill_is_what_the_pharmacy_sheet_removes(make_app: Any, ehr: FakeEhr) -> None:
+    app = make_app(BAG_OVERFILL_ML=["250=15"])
+    planner = Planner(Launcher(https_client(app), ehr), ehr, app)
+    sid = planner.launch("carboplatin-ovarian")
+    draft_id = planner.create(sid)
+    planner.recalculate(sid, draft_id, final_rate="75", diluent="d5w")
+    text = "\n".join(_pdf(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf"))
+    assert "remove 15.4 mL" in text  # 15 mL overfill of a 250 mL bag + 0.4 mL of stock
+    assert "250 mL bags hold 15 mL more" in text and "remove 25.4 mL" not in text
