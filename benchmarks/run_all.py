@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
 
-import bench_exchange  # benchmarks/ is on sys.path when this file runs as a script
+import bench_cold_start  # benchmarks/ is on sys.path when this file runs as a script
+import bench_exchange
 import bench_search
 
 from fhir_desens.fhir.apply import ApplyContext, apply_plan
@@ -45,17 +45,6 @@ def median_ms(action: Callable[[], object], repeat: int = 200) -> float:
     return statistics.median(times)
 
 
-def cold_start_ms(repeat: int = 7) -> float:
-    command = [sys.executable, "-m", "fhir_desens.cli", "plan", "--protocol", "iv-12-step-3-bag", "--drug", "x",
-               "--dose", "400mg", "--format", "json"]  # fmt: skip
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 def main() -> None:
     twelve = get_protocol("iv-12-step-3-bag")
     sixteen = get_protocol("iv-16-step-4-bag")
@@ -72,7 +61,6 @@ def main() -> None:
     protocols = list(builtin_protocols().values())
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print(f"12-step plan (compute + all invariants): {per_second(plan_12):,.0f} plans/s on one core")
-    print(f"CLI cold start (`fhir-desens plan ... --format json`, median of 7): {cold_start_ms():.0f} ms")
     print(
         f"16-step $apply + JSON serialization: {median_ms(lambda: dumps(apply_plan(plan16, context))):.2f} ms (median)"
     )
@@ -81,6 +69,9 @@ def main() -> None:
     print(
         f"Export whole library as XML: {median_ms(lambda: write_resource(library_bundle(protocols), 'xml'), 20):.1f} ms"
     )
+    bench_cold_start.main(
+        []
+    )  # the CLI against `python -c pass`, alternately (benchmarks/bench_cold_start.py)
     bench_search.main()  # searches over a 5,000-allergy chart (benchmarks/bench_search.py)
     bench_exchange.main()  # export + validate, import of 1,000 protocol versions (benchmarks/bench_exchange.py)
 

@@ -1,8 +1,10 @@
 """The `fhir-desens` command line: the contract scripts and people rely on.
 
 Each subcommand lives in its own module under ``fhir_desens.commands`` and exposes ``HELP``,
-``add_arguments(parser)`` and ``run(args) -> int``. Command modules import heavy libraries (the FHIR
-models, requests, Flask) inside ``run`` only, so ``fhir-desens plan`` starts fast.
+``add_arguments(parser)`` and ``run(args) -> int``. Only the module of the command being run is imported
+(``--help`` lists the others from :data:`COMMANDS`), and command modules import heavy libraries (the
+FHIR models, requests, Flask) inside ``run`` only, so ``fhir-desens plan`` starts fast
+(``benchmarks/bench_cold_start.py``).
 
 Exit statuses come from the error taxonomy (fhir_desens.errors): 0 success, 1 invalid content,
 2 unusable input, 3 safety, 4+ server and auth failures. No traceback reaches the user.
@@ -20,22 +22,27 @@ from typing import Any
 
 from fhir_desens.errors import DesensError
 
-# command name -> module; the order is the order of `fhir-desens --help`.
-COMMANDS: dict[str, str] = {
-    "protocols": "fhir_desens.commands.protocols",
-    "plan": "fhir_desens.commands.plan",
-    "replan": "fhir_desens.commands.replan",
-    "export": "fhir_desens.commands.export",
-    "author": "fhir_desens.commands.author",
-    "apply": "fhir_desens.commands.apply",
-    "package": "fhir_desens.commands.package",
-    "validate": "fhir_desens.commands.validate",
-    "import": "fhir_desens.commands.import_",
-    "fetch": "fhir_desens.commands.fetch",
-    "fhir-server": "fhir_desens.commands.fhir_server",
-    "hl7-validator": "fhir_desens.commands.hl7_validator",
-    "sandbox": "fhir_desens.commands.sandbox",
-    "demo": "fhir_desens.commands.demo",
+# command name -> (module, the line `fhir-desens --help` shows); the order is the order of `--help`.
+# Only the command being run is imported (its module's HELP is its own --help description), so
+# `fhir-desens --help` and each command start without importing the others.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "protocols": ("fhir_desens.commands.protocols", "List the built-in protocols."),
+    "plan": ("fhir_desens.commands.plan", "Compute a desensitization plan (table or exact JSON)."),
+    "replan": (
+        "fhir_desens.commands.replan",
+        "After a reaction: the remaining plan for every resume option.",
+    ),
+    "export": ("fhir_desens.commands.export", "Export protocols as a FHIR R4 Bundle (JSON or XML)."),
+    "author": ("fhir_desens.commands.author", "Author a protocol from a CSV table."),
+    "apply": ("fhir_desens.commands.apply", "Compute a plan and print its FHIR orders ($apply)."),
+    "package": ("fhir_desens.commands.package", "Write protocols as a FHIR NPM package."),
+    "validate": ("fhir_desens.commands.validate", "Validate FHIR files (structure, profiles, doses)."),
+    "import": ("fhir_desens.commands.import_", "Import protocols into a FHIR server."),
+    "fetch": ("fhir_desens.commands.fetch", "Fetch a protocol from a FHIR server."),
+    "fhir-server": ("fhir_desens.commands.fhir_server", "Run the development FHIR R4 server."),
+    "hl7-validator": ("fhir_desens.commands.hl7_validator", "Run the HL7 validator service."),
+    "sandbox": ("fhir_desens.commands.sandbox", "Run the sandbox EHR."),
+    "demo": ("fhir_desens.commands.demo", "Start the sandbox EHR and the SMART app together."),
 }
 
 
@@ -52,16 +59,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _load(name: str) -> ModuleType:
-    return importlib.import_module(COMMANDS[name])
+    return importlib.import_module(COMMANDS[name][0])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that command's module is imported and its arguments added
+    (the others are listed with their line); without, every command is complete."""
     parser = _Parser(prog="fhir-desens", description="Rapid drug desensitization, FHIR-native.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMANDS:
+    for name, (_, line) in COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=line, description=line)
+            continue
         module = _load(name)
-        command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command_parser = sub.add_parser(name, help=line, description=module.HELP)
         module.add_arguments(command_parser)
     return parser
 
@@ -87,8 +99,8 @@ def _check_arguments(args: argparse.Namespace, argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments[0] if arguments else "")
     args = parser.parse_args(arguments)
     module = _load(args.command)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -121,3 +122,18 @@ def test_replan_lists_every_option(capsys):
     options = json.loads(capsys.readouterr().out)
     assert options["resume-same-step"]["reaches_target"] is True
     assert options["stop"]["steps"] == []
+
+
+def test_every_command_is_listed_and_loads_with_its_own_help() -> None:
+    """`fhir-desens --help` lists every command without importing them; each loads on its own."""
+    import importlib
+
+    from fhir_desens.cli import COMMANDS, build_parser
+
+    listing = build_parser("").format_help()
+    for name, (module_name, line) in COMMANDS.items():
+        assert name in listing and line in listing
+        module = importlib.import_module(module_name)
+        assert module.HELP and callable(module.add_arguments) and callable(module.run)
+        commands = next(a for a in build_parser(name)._actions if isinstance(a, argparse._SubParsersAction))
+        assert commands.choices[name].description == module.HELP
