@@ -115,9 +115,9 @@ class Bedside:
             self.record("step-stop", row=row)
             self.record("symptom-check", row=row, symptoms=["none"])
 
-    def reaction_at_step_11(self) -> None:
+    def reaction_at_step_11(self, encounter: str = "Encounter/e1") -> None:
         """Steps 1-10 as planned, a mild reaction 6 min into step 11, one step back, finish."""
-        self.start()
+        self.start(encounter)
         self.advance(20)
         for row in range(1, 11):
             self.run_row(row)

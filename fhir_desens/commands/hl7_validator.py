@@ -32,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
                 f"HL7 validator service at {url}  (export FHIR_DESENS_HL7_VALIDATOR={url}; Ctrl-C to stop)",
                 flush=True,
             )
-            assert service._process is not None
-            code = service._process.wait()
+            code = service.wait()
             print(f"the HL7 validator service exited with status {code}", file=sys.stderr)
             return 1 if code else 0
         except KeyboardInterrupt:

@@ -32,6 +32,8 @@ __all__ = [
     "HapiServerProcess",
     "Hl7ValidatorProcess",
     "JavaServiceProcess",
+    "database_settings",
+    "expunge_everything",
     "find_java",
     "guide_package",
     "hl7_validator",
@@ -92,6 +94,8 @@ class JavaServiceProcess:
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self.url: str | None = None
         self.startup_seconds: float | None = None
+        #: Extra environment variables for the process (e.g. a database password).
+        self.environment: dict[str, str] = {}
 
     @property
     def running(self) -> bool:
@@ -111,7 +115,12 @@ class JavaServiceProcess:
         started = time.monotonic()
         with out_path.open("wb") as out, err_path.open("wb") as err:
             self._process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=out, stderr=err, start_new_session=True
+                command,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                env={**os.environ, **self.environment},
             )
         self._finalizer = weakref.finalize(self, _stop, self._process, 10.0)
         try:
@@ -151,6 +160,12 @@ class JavaServiceProcess:
     def _tail(*paths: Path) -> str:
         text = "\n".join(p.read_text("utf-8", errors="replace").strip() for p in paths if p.is_file())
         return text.strip()[-3000:] or "(no message)"
+
+    def wait(self) -> int:
+        """Block until the service exits (the CLI's foreground mode); its exit status."""
+        if self._process is None:
+            raise FhirServerError(f"the {self.NAME} is not running")
+        return self._process.wait()
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL; safe to call twice."""
@@ -207,8 +222,33 @@ class Hl7ValidatorProcess(JavaServiceProcess):
             self._guide_dir = None
 
 
+#: HAPI's Hibernate dialects, by JDBC URL prefix (H2 is the server's default).
+HAPI_DIALECTS: Final = {
+    "jdbc:h2:": "ca.uhn.fhir.jpa.model.dialect.HapiFhirH2Dialect",
+    "jdbc:postgresql:": "ca.uhn.fhir.jpa.model.dialect.HapiFhirPostgresDialect",
+}
+
+
+def database_settings(url: str, user: str | None = None) -> dict[str, str]:
+    """The Spring settings that put HAPI on a database: ``jdbc:h2:file:/path/db`` (a file that outlives
+    the process) or ``jdbc:postgresql://host:port/db``. The password is never a setting (it would be on
+    the command line): pass it in the environment (:class:`HapiServerProcess` ``database_password``)."""
+    dialect = next((d for prefix, d in HAPI_DIALECTS.items() if url.startswith(prefix)), None)
+    if dialect is None:
+        raise ConfigurationError(
+            f"unsupported database URL {url.split('?')[0]!r}: use jdbc:h2:file:PATH or jdbc:postgresql://HOST:PORT/DB"
+        )
+    settings = {"spring.datasource.url": url, "fhir-desens.hibernate-dialect": dialect}
+    if user is not None:
+        settings["spring.datasource.username"] = user
+    return settings
+
+
 class HapiServerProcess(JavaServiceProcess):
-    """HAPI FHIR JPA (R4) on H2 in memory; ``url`` is the FHIR base (``http://127.0.0.1:PORT/fhir``)."""
+    """HAPI FHIR JPA (R4); ``url`` is the FHIR base (``http://127.0.0.1:PORT/fhir``).
+
+    In memory (H2) by default; ``database_url`` (with ``database_user``/``database_password``) keeps the
+    data in an H2 file or a PostgreSQL database instead (:func:`database_settings`)."""
 
     MODULE, JAR, MAIN = (
         "hapi-server",
@@ -217,9 +257,47 @@ class HapiServerProcess(JavaServiceProcess):
     )
     NAME = "HAPI FHIR server"
 
-    def __init__(self, *, port: int = 0, settings: Mapping[str, str] | None = None, **options: Any) -> None:
-        args = [f"--server.port={port}", *(f"--{key}={value}" for key, value in (settings or {}).items())]
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        settings: Mapping[str, str] | None = None,
+        database_url: str | None = None,
+        database_user: str | None = None,
+        database_password: str | None = None,
+        **options: Any,
+    ) -> None:
+        merged = {"server.address": host}
+        if database_url is not None:
+            merged.update(database_settings(database_url, database_user))
+        merged.update(settings or {})
+        args = [f"--server.port={port}", *(f"--{key}={value}" for key, value in merged.items())]
         super().__init__(args, **options)
+        if database_password is not None:
+            self.environment["SPRING_DATASOURCE_PASSWORD"] = database_password
+
+
+def expunge_everything(base_url: str, *, timeout: float = 120.0) -> None:
+    """Empty a HAPI FHIR JPA test server (``POST [base]/$expunge`` with ``expungeEverything``): every
+    resource and its history goes. Our server allows it (``fhir-desens.expunge``, on by default)."""
+    import requests
+
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "expungeEverything", "valueBoolean": True}],
+    }
+    try:
+        response = requests.post(
+            f"{base_url.rstrip('/')}/$expunge",
+            data=dumps(parameters).encode("utf-8"),
+            headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
+            timeout=timeout,
+        )
+    except requests.RequestException as error:
+        raise FhirServerError(f"the HAPI FHIR server at {base_url} did not answer: {error}") from None
+    if response.status_code != 200:
+        raise FhirServerError(f"$expunge was refused ({response.status_code}): {response.text[:300]}")
 
 
 #: What the HL7 engine says that is not about our content, shown as information with the reason

@@ -21,7 +21,7 @@ from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, ehr_launch
 from tests.integration.test_app_sign_orders import csrf, recalculate, sign, signed_id, start
 
-sandbox = launch_tests.sandbox
+sandbox = launch_tests.sandbox_on_each_server
 make_app = launch_tests.make_app
 
 pytestmark = pytest.mark.integration
@@ -194,28 +194,32 @@ def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: N
             "entry"
         ]
         assert len(procedure) == 1 and procedure[0]["resource"]["status"] == "completed"
-        administrations = backend.search(
-            "MedicationAdministration", {"identifier": f"{ID_BEDSIDE_ITEM}|", "_count": "200"}
-        )["entry"]
-        ours = [
-            a for a in administrations if a["resource"]["identifier"][0]["value"].startswith(session + "/ma/")
-        ]
+        # every page (HAPI serves at most 50 entries a page, whatever _count asks)
+        administrations = backend.search_all(
+            "MedicationAdministration", {"identifier": f"{ID_BEDSIDE_ITEM}|"}
+        )
+        ours = [a for a in administrations if a["identifier"][0]["value"].startswith(session + "/ma/")]
         assert len(ours) == 14
-        observations = backend.search("Observation", {"identifier": f"{ID_BEDSIDE_ITEM}|", "_count": "500"})[
-            "entry"
-        ]
+        observations = backend.search_all("Observation", {"identifier": f"{ID_BEDSIDE_ITEM}|"})
         assert (
-            len(
-                [o for o in observations if o["resource"]["identifier"][0]["value"].startswith(session + "/")]
-            )
+            len([o for o in observations if o["identifier"][0]["value"].startswith(session + "/")])
             == 5 * 16  # 16 sets: the BP panel, heart rate, respiratory rate, SpO2, temperature
         )
         events = [
             e
-            for e in backend.search("AdverseEvent", {"_count": "200"}).get("entry", [])
-            if str(e["resource"].get("identifier", {}).get("value", "")).startswith(session + "/")
+            for e in backend.search_all("AdverseEvent", {})
+            if str(e.get("identifier", {}).get("value", "")).startswith(session + "/")
         ]
         assert len(events) == 1
+        # the rescue treatments point at the reaction (supportingInformation: R4 refuses it as a reason)
+        rescue = [
+            a
+            for a in administrations
+            if a["identifier"][0]["value"].startswith(session + "/") and a.get("supportingInformation")
+        ]
+        assert rescue and {s.get("reference") for a in rescue for s in a["supportingInformation"]} == {
+            f"AdverseEvent/{events[0]['id']}"
+        }
         provenance = backend.search("Provenance", {"target": f"Procedure/{procedure[0]['resource']['id']}"})[
             "entry"
         ]
@@ -282,12 +286,10 @@ def test_under_the_epic_like_profile_only_vitals_reach_the_ehr_and_the_page_says
 
     session = nurse.url.rsplit("/", 1)[1]
     with FhirClient(sandbox.backend_url) as backend:
-        observations = backend.search("Observation", {"identifier": f"{ID_BEDSIDE_ITEM}|", "_count": "500"})[
-            "entry"
-        ]
-        ours = [o for o in observations if o["resource"]["identifier"][0]["value"].startswith(session + "/")]
+        observations = backend.search_all("Observation", {"identifier": f"{ID_BEDSIDE_ITEM}|"})
+        ours = [o for o in observations if o["identifier"][0]["value"].startswith(session + "/")]
         assert len(ours) == 5 * 2  # the baseline set and the one during step 1
-        assert all(o["resource"]["status"] == "final" and "encounter" in o["resource"] for o in ours)
+        assert all(o["status"] == "final" and "encounter" in o for o in ours)
         procedures = backend.search("Procedure", {"identifier": f"{ID_BEDSIDE_ITEM}|{session}/procedure"})
         assert not procedures.get("entry")
 

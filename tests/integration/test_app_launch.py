@@ -23,6 +23,7 @@ from flask.testing import FlaskClient
 from joserfc.jwk import ECKey, RSAKey
 
 from fhir_desens.errors import ConfigurationError
+from fhir_desens.sandbox.java_services import expunge_everything
 from fhir_desens.sandbox.server import Sandbox
 from smart_app import create_app
 from tests.conftest import in_ci
@@ -62,13 +63,14 @@ EHR_BACKENDS = ["medplum", "hapi"]
 @pytest.fixture(scope="module", params=EHR_BACKENDS)
 def sandbox_on_each_server(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
     """The sandbox EHR (SMART server and gateway) in front of each FHIR server: Medplum's engine (its
-    own, for this module) and HAPI FHIR JPA (the session's one, seeded again: seeding is idempotent, and
-    what earlier modules wrote is still there, so tests find their resources by identifier). A module
-    uses it with ``sandbox = launch_tests.sandbox_on_each_server``."""
+    own, for this module) and HAPI FHIR JPA (the session's one, emptied with ``$expunge`` and seeded
+    again, so each module starts from the fixtures alone, as on Medplum). A module uses it with
+    ``sandbox = launch_tests.sandbox_on_each_server``."""
     if request.param == "medplum":
         yield from _running_sandbox(Sandbox(port=0))
         return
     hapi = request.getfixturevalue("hapi_server")
+    expunge_everything(hapi.url)
     yield from _running_sandbox(Sandbox(port=0, fhir_base_url=hapi.url))
 
 

@@ -26,7 +26,7 @@ from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, _local, _no_redirect, authorize, finish, page
 from tests.integration.test_app_sign_orders import recalculate, start
 
-sandbox = launch_tests.sandbox
+sandbox = launch_tests.sandbox_on_each_server
 make_app = launch_tests.make_app
 
 pytestmark = pytest.mark.integration
@@ -46,12 +46,26 @@ def patient_ref(sandbox: Sandbox) -> str:
     return f"Patient/{sandbox.summary.patients[PATIENT].id}"
 
 
+def visit(sandbox: Sandbox) -> str:
+    """A real Encounter for the session: a server that checks references (HAPI) refuses a note whose
+    encounter it does not hold."""
+    with FhirClient(sandbox.backend_url) as backend:
+        return backend.create(
+            {
+                "resourceType": "Encounter",
+                "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "subject": {"reference": patient_ref(sandbox)},
+            }
+        ).reference
+
+
 def finished_session(app: AppUnderTest, sandbox: Sandbox) -> str:
     """A completed carboplatin session with a mild reaction at step 11, in the app's own bedside record."""
     services = app.app.extensions["fhir_desens"]
     record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
     bedside = Bedside(record_to=record, patient=patient_ref(sandbox))
-    bedside.reaction_at_step_11()
+    bedside.reaction_at_step_11(visit(sandbox))
     return bedside.session_id
 
 

@@ -73,7 +73,9 @@ def test_one_administration_per_rate_segment(resources: list[Outgoing]) -> None:
     assert total == Decimal(400)
     rescue = [r for r in of_type(resources, "MedicationAdministration") if "effectiveDateTime" in r]
     assert {r["medicationCodeableConcept"]["text"] for r in rescue} >= {"diphenhydramine", "famotidine"}
-    assert any("reasonReference" in r for r in rescue)  # the antihistamine given for the reaction
+    # the antihistamine given for the reaction (not reasonReference: R4 does not allow an AdverseEvent there)
+    assert any(s["type"] == "AdverseEvent" for r in rescue for s in r.get("supportingInformation", []))
+    assert not any("reasonReference" in r for r in rescue)
 
 
 def test_vital_signs_carry_the_r4_profiles_and_us_core_codes(resources: list[Outgoing]) -> None:

@@ -7,7 +7,8 @@
   change is its own record): ``partOf`` the Procedure, ``request`` the step's MedicationRequest,
   ``effectivePeriod``, ``dosage.rateQuantity`` (mL/h) and ``dosage.dose`` (the drug given in the
   segment), status in-progress, on-hold (paused by a reaction), stopped, completed. Premedications and
-  rescue treatments are MedicationAdministrations too (``partOf`` the Procedure, no request).
+  rescue treatments are MedicationAdministrations too (``partOf`` the Procedure, no request; a rescue
+  treatment's ``supportingInformation`` is the reaction's AdverseEvent).
 * Vital signs: one ``Observation`` per measure with the R4 vital-signs profile and the US Core codes
   (pulse oximetry carries 59408-5 and 2708-6; blood pressure is the 85354-9 panel with components);
   peak expiratory flow (19935-6) is not a vital sign (category ``exam``). ``partOf`` the administration
@@ -294,7 +295,8 @@ def _rescue(state: SessionState, reaction_id: str, treatment: dict[str, Any]) ->
         label,
         treatment["dose"],
     )
-    out.resource["reasonReference"] = [ref(state, f"ae/{reaction_id}", "AdverseEvent")]
+    # the reaction it treated: R4 allows only Condition, Observation, DiagnosticReport in reasonReference
+    out.resource["supportingInformation"] = [ref(state, f"ae/{reaction_id}", "AdverseEvent")]
     return Outgoing(
         out.key, out.resource_type, out.identifier, out.resource, True, ("procedure", f"ae/{reaction_id}")
     )

@@ -56,7 +56,8 @@ public class JpaServerConfig {
   /** Settings for a test EHR: exact reads after writes, client ids like Medplum's, no placeholders. */
   @Bean
   public JpaStorageSettings storageSettings(
-      @Value("${fhir-desens.referential-integrity:true}") boolean referentialIntegrity) {
+      @Value("${fhir-desens.referential-integrity:true}") boolean referentialIntegrity,
+      @Value("${fhir-desens.expunge:true}") boolean expunge) {
     JpaStorageSettings settings = new JpaStorageSettings();
     settings.setReuseCachedSearchResultsForMillis(null); // read-after-write searches see the write
     settings.setResourceClientIdStrategy(JpaStorageSettings.ClientIdStrategyEnum.ANY);
@@ -66,6 +67,9 @@ public class JpaServerConfig {
     settings.setEnforceReferentialIntegrityOnDelete(referentialIntegrity);
     settings.setIndexMissingFields(IndexEnabledEnum.DISABLED);
     settings.setAdvancedHSearchIndexing(false);
+    // A test EHR: POST [base]/$expunge (expungeEverything=true) empties it between test modules.
+    settings.setExpungeEnabled(expunge);
+    settings.setAllowMultipleDelete(expunge);
     return settings;
   }
 
