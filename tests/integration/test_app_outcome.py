@@ -149,6 +149,9 @@ def test_a_read_only_launch_records_a_task_shown_on_the_patient_page(sandbox: Sa
     )
     assert "The chart was not updated" in result
     assert "Task for the allergist recorded" in result
+    assert "Printable summary: the session record (PDF)" in result
+    pdf = app.client.get(f"/s/{sid}/bedside/{session_id}/record.pdf")
+    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF-")
 
     html = page(app, sid)
     assert "Tasks for the allergist: the chart was not updated" in text_of(html)
