@@ -252,7 +252,7 @@ def status_view(status: OutboxStatus | None) -> dict[str, Any]:
         "update-pending": "changed, waiting to be sent",
         "unknown": "sent, answer lost: being checked",
         "waiting-final": "sent when final (this EHR does not take updates)",
-        "app-only": "kept in the app only (this EHR does not accept it)",
+        "app-only": "kept in the app only",
         "rejected": "refused by the EHR",
         "conflict": "changed by someone else in the EHR",
     }
@@ -264,7 +264,11 @@ def status_view(status: OutboxStatus | None) -> dict[str, Any]:
         "badge": waiting_text(status),
         "counts": status.counts,
         "rows": [
-            {"type": r.resource_type, "state": labels.get(r.state, r.state), "detail": r.detail or ""}
+            {
+                "type": r.resource_type,
+                "state": labels.get(r.state, r.state),
+                "detail": r.detail or ("this EHR does not accept it" if r.state == "app-only" else ""),
+            }
             for r in status.not_in_ehr
         ],
     }

@@ -10,7 +10,6 @@ database), whichever thread or app process it runs in.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -23,7 +22,6 @@ from flask import Flask, current_app
 from fhir_desens.client.capabilities import CapabilityCache
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.client.http import RetryPolicy
-from fhir_desens.client.scopes import GrantedScopes
 from fhir_desens.client.smart import SmartSession
 from fhir_desens.course.bedside.outbox import Outbox, OutboxStatus, ServerCapabilities
 from fhir_desens.course.bedside.record import BedsideRecord
@@ -33,6 +31,7 @@ from fhir_desens.course.bedside.summary import SessionSummary
 from fhir_desens.errors import DesensError
 from smart_app.bedside.clock import FileClock, bedside_clock
 from smart_app.bedside.sender import Sender, remember_launch
+from smart_app.bedside.write_setting import WriteSetting, effective_capabilities
 from smart_app.library import library
 from smart_app.services import EXTENSION as SERVICES
 
@@ -46,13 +45,11 @@ SYNC_BACKOFF = (5.0, 15.0, 60.0, 300.0)  # when the EHR could not be asked at al
 @dataclass
 class Bedside:
     store: RecordStore
-    write_types: tuple[str, ...] | None  # None: whatever the CapabilityStatement offers
+    write_setting: WriteSetting  # FHIR_DESENS_BEDSIDE_WRITE_TYPES, per server
     clock: Any
     test_clock: bool = False  # the flowsheet says "Test clock" (smart_app.bedside.clock)
     statements: CapabilityCache = field(default_factory=CapabilityCache)  # the app's (Services.capabilities)
     sender: Sender | None = None  # the background sender (None: sending only inside requests)
-    _capabilities: dict[str, ServerCapabilities] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)
@@ -61,26 +58,11 @@ class Bedside:
         return BedsideRecord(self.store, library(), self.now)
 
     def capabilities(self, client: FhirClient, smart: SmartSession) -> ServerCapabilities:
-        key = f"{smart.fhir_base}|{smart.scope}"
-        with self._lock:
-            cached = self._capabilities.get(key)
-        if cached is None:
-            offered = ServerCapabilities.from_statement(self.statements.get(client), self.write_types)
-            granted = GrantedScopes(smart.scope)
-            cached = ServerCapabilities(
-                {
-                    resource_type: frozenset(
-                        i
-                        for i in interactions
-                        if i not in ("create", "update")
-                        or granted.allows(resource_type, "c" if i == "create" else "u")
-                    )
-                    for resource_type, interactions in offered.interactions.items()
-                }
-            )
-            with self._lock:
-                self._capabilities[key] = cached
-        return cached
+        """What may be written to this EHR: its CapabilityStatement (cached), the site's setting for it and
+        the launch's scopes (smart_app.bedside.write_setting)."""
+        return effective_capabilities(
+            self.statements.get(client), self.write_setting.for_server(smart.fhir_base), smart.scope
+        )
 
     def outbox(self, capabilities: ServerCapabilities) -> Outbox:
         return Outbox(self.store, capabilities, clock=self.clock)
@@ -131,18 +113,13 @@ class Bedside:
 def init_bedside(app: Flask, values: Mapping[str, Any]) -> None:
     """The bedside record lives in the app's record database (``FHIR_DESENS_RECORD_URL``)."""
     shared = app.extensions[SERVICES]
-    raw = values.get("BEDSIDE_WRITE_TYPES")
-    write_types = (
-        None
-        if raw in (None, "", "auto", ("auto",))
-        else tuple(raw if isinstance(raw, (list, tuple)) else str(raw).split(","))
-    )
+    write_setting = WriteSetting.parse(values.get("BEDSIDE_WRITE_TYPES"))  # a bad value stops the app here
     fallback = values.get("BEDSIDE_CLOCK") or values.get("CLOCK") or time.time
     clock = bedside_clock(values.get("BEDSIDE_CLOCK_FILE"), shared.settings.public_url, fallback)
     interval = float(values.get("BEDSIDE_SEND_INTERVAL") or 0)
     app.extensions[EXTENSION] = Bedside(
         shared.record_store(),
-        write_types,
+        write_setting,
         clock,
         isinstance(clock, FileClock),
         shared.capabilities,

@@ -372,3 +372,41 @@ def test_a_stopped_session_discontinues_its_plan_and_offers_to_release_the_hold(
             ]
             for a in group["action"]
         ] == versions
+
+
+def test_the_site_setting_for_this_ehr_decides_what_is_written_and_the_page_says_why(
+    sandbox: Sandbox, make_app: Any, tmp_path: Path
+) -> None:
+    """FHIR_DESENS_BEDSIDE_WRITE_TYPES per server: only Observations to this EHR (which would take everything)."""
+    clock = BedsideClock()
+    setting = f"{sandbox.fhir_base_url}/=Observation:create; *=none"
+    app = make_app(
+        "symmetric",
+        RECORD_URL=f"sqlite:///{tmp_path / 'bedside.sqlite3'}",
+        BEDSIDE_CLOCK=clock,
+        BEDSIDE_WRITE_TYPES=setting,
+    )
+    sid = ehr_launch(sandbox, app, PATIENT)
+    rg_id = signed_plan(sandbox, app, sid)
+    started = app.client.post(
+        f"/s/{sid}/orders/{rg_id}/bedside", data={"csrf_token": csrf(app, sid), "entry_id": "site-start-0001"}
+    )
+    assert started.status_code == 303, alerts(started.get_data(as_text=True))
+    nurse = Nurse(app, sid, started.headers["Location"], clock)
+    nurse.post("checklist", item="consent")
+    nurse.post("vitals", **VITALS)
+    text = text_of(nurse.page())
+    assert "Procedure: kept in the app only (this site's setting does not write it to this EHR)" in text, (
+        text[:2000]
+    )
+    session = nurse.url.rsplit("/", 1)[1]
+    with FhirClient(sandbox.backend_url) as backend:
+        observations = backend.search("Observation", {"identifier": f"{ID_BEDSIDE_ITEM}|", "_count": "500"})
+        ours = [
+            o
+            for o in observations.get("entry") or []
+            if o["resource"]["identifier"][0]["value"].startswith(session)
+        ]
+        assert len(ours) == 5
+        procedures = backend.search("Procedure", {"identifier": f"{ID_BEDSIDE_ITEM}|{session}/procedure"})
+        assert not procedures.get("entry")

@@ -72,7 +72,6 @@ def test_entries_recorded_while_the_ehr_is_down_reach_it_after_the_page_is_close
     session = nurse.url.rsplit("/", 1)[1]
 
     proxy.paused = True  # the EHR goes down, and the app worker is a fresh one that never asked it anything
-    bedside._capabilities.clear()
     bedside.statements.clear()
     try:
         for item in ("consent", "iv-access", "emergency-kit"):

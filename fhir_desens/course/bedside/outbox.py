@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_desens.client.fhir_rest import FhirClient
@@ -54,6 +54,7 @@ class ServerCapabilities:
     """Which interactions the EHR offers per resource type (from its CapabilityStatement)."""
 
     interactions: Mapping[str, frozenset[str]]
+    reasons: Mapping[str, str] = field(default_factory=dict)  # type -> why it is not written, in words
 
     @classmethod
     def from_statement(
@@ -80,6 +81,10 @@ class ServerCapabilities:
 
     def can_update(self, resource_type: str) -> bool:
         return "update" in self.interactions.get(resource_type, frozenset())
+
+    def why_not(self, resource_type: str) -> str:
+        """Why a type is kept in the app only (the EHR, the site's setting or the launch's scopes)."""
+        return self.reasons.get(resource_type, "this EHR does not accept it")
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ class Outbox:
             key = _item_key(state.session_id, outgoing.key)
             row = rows.get(key)
             if row is None:
+                initial = self._initial_state(outgoing)
                 self.store.enqueue(
                     OutboxRow(
                         key,
@@ -136,7 +142,10 @@ class Outbox:
                         outgoing.resource_type,
                         _identifier_text(outgoing),
                         outgoing.resource,
-                        self._initial_state(outgoing),
+                        initial,
+                        detail=self.capabilities.why_not(outgoing.resource_type)
+                        if initial == "app-only"
+                        else None,
                     )
                 )
                 continue
