@@ -53,6 +53,14 @@ def test_a_whole_journey_served_by_both_instances_in_turn(two: Cluster) -> None:
     assert len(completed_procedures(two)) == before + 1  # the session reached the EHR once
 
 
+def test_each_instance_is_ready_with_redis_and_postgresql(two: Cluster) -> None:
+    import requests
+
+    for instance in two.instances:
+        response = requests.get(f"http://{instance.address}/readyz", timeout=10)
+        assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
 def test_stopping_an_instance_mid_session_loses_nothing(two: Cluster) -> None:
     journey = Journey(two.sandbox, two.url, two.client_id, two.clock_file)
     before = len(completed_procedures(two))
