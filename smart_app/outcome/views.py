@@ -22,6 +22,7 @@ from typing import Any
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.course.bedside.record import BedsideRecord
 from fhir_desens.course.bedside.summary import SessionSummary
 from fhir_desens.course.chart import patient_reference
@@ -251,10 +252,9 @@ def outcome_panel(sid: str) -> dict[str, Any]:
         session = app_session(sid)
         patient = patient_reference(session.smart)
         summaries = _record().patient_sessions(patient)
-        can_read = session.smart.granted.can_read("MedicationAdministration")
         later = services().dose_book().doses_for(patient)
         rows = tolerance_overview(
-            session.client if can_read else None,
+            _ehr_client(session),
             summaries,
             patient,
             services().now(),
@@ -283,6 +283,11 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             "dose_form": None,
             "error": error.message,
         }
+
+
+def _ehr_client(session: AppSession) -> FhirClient | None:
+    """The EHR, as the second and third sources of the last dose, when the grant lets the app read them."""
+    return session.client if session.smart.granted.can_read("MedicationAdministration") else None
 
 
 def _dose_line(dose: LaterDose) -> str:
@@ -321,8 +326,16 @@ def next_course_for(sid: str, drug: str) -> dict[str, Any] | None:
         last = summaries[0]
         course = next_course(outcome_from_session(last, protocols=library()), library(), _local_zone())
         later = services().dose_book().doses_for(patient)
-        rows = tolerance_overview(None, summaries, patient, services().now(), _local_zone(), later=later)
-        return {"course": course, "tolerance": rows[0] if rows else None, "outcome_id": outcome_id}
+        rows = tolerance_overview(
+            _ehr_client(session), summaries, patient, services().now(), _local_zone(), later=later
+        )
+        titles = {key: protocol.title for key, protocol in library().items()}
+        return {
+            "course": course,
+            "tolerance": rows[0] if rows else None,
+            "outcome_id": outcome_id,
+            "protocol_titles": titles,
+        }
     except DesensError as error:
         log.warning("next course unavailable: %s", type(error).__name__)
         return None

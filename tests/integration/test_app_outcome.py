@@ -213,6 +213,8 @@ def test_the_next_course_starts_from_the_last_session_with_a_change_to_take_or_l
     assert (
         "Re-desensitization required: platinum compounds are desensitized at every administration." in words
     )
+    assert "from the app's own record (session of" in words  # the last dose and where it is recorded
+    assert "Protocol to use: IV 12-step, 3-bag rapid desensitization (BWH/Castells)." in words
     assert "Suggested change: Add an intermediate step before step 11" in words
     assert "Also possible: Switch to IV 16-step, 4-bag rapid desensitization" in words
     take = re.search(r'<input type="hidden" name="insert_before" value="(\d+)">', html)
