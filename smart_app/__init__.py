@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import Flask
 
-from fhir_desens.protocol.display import chart_time_text
+from fhir_desens.protocol.display import chart_time_text, quantity_text
 from smart_app import log_hygiene
 from smart_app.bedside import views as bedside_views
 from smart_app.bedside.service import init_bedside
@@ -62,6 +62,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.jinja_env.autoescape = True
     # Dates and times from the chart are written for people, in the site's zone (docs/display.md).
     app.jinja_env.filters["chart_time"] = lambda value: chart_time_text(str(value), settings.zone)
+    # A dose or concentration (a Quantity) by the display policy: "1,296,700 units", "804.3 mg".
+    app.jinja_env.filters["quantity"] = quantity_text
 
     init_library(app, settings.protocol_library)  # read once: a bad library stops the app here
     app.extensions[EXTENSION] = build_services(app, settings, extra)

@@ -217,8 +217,9 @@ def fixed_dose_note(draft: PlanDraft, plan: Plan) -> str | None:
         return None
     kind = "final dose" if plan.protocol.target_kind is TargetKind.FINAL_DOSE else "total"
     return (
-        f"Protocol {plan.protocol.id} gives fixed doses: its {kind} is {plan.target_dose}. "
-        f"The target dose entered ({draft.target}) is the therapeutic dose to give after the protocol."
+        f"Protocol {plan.protocol.id} gives fixed doses: its {kind} is {shown.quantity_text(plan.target_dose)}. "
+        f"The target dose entered ({shown.quantity_text(target)}) is the therapeutic dose to give after the "
+        "protocol."
     )
 
 

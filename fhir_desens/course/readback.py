@@ -26,6 +26,7 @@ from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.apply import OVERRIDE_NOTE, PlanParameters, plan_parameters
 from fhir_desens.fhir.lifecycle import DISCONTINUED_NOTE, held_for
 from fhir_desens.fhir.orderset import StepFinding, verify_order_set
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.display import chart_time_text
 from fhir_desens.protocol.model import Protocol
@@ -84,9 +85,9 @@ def _protocol_title(protocols: Mapping[str, Protocol], protocol_id: str | None, 
 def _dose_text(parameters: PlanParameters | None) -> str:
     if parameters is None:
         return "—"
-    target = str(parameters.target_dose)
+    target = shown.quantity_text(parameters.target_dose)
     if parameters.prescribed_dose is not None:
-        return f"{parameters.prescribed_dose} ({target})"
+        return f"{target} ({shown.quantity_text(parameters.prescribed_dose)})"
     return target
 
 

@@ -137,17 +137,20 @@ class SolutionDefinition:
 
     @property
     def strength_text(self) -> str:
+        """How the strength is defined, for people (numbers by the display policy)."""
+        from fhir_desens.protocol import display as shown
         from fhir_desens.protocol.quantity import plain
 
         if self.solid and self.unit_dose is not None:
-            return f"{self.unit_dose} per unit"
+            return f"{shown.quantity_text(self.unit_dose)} per {self.unit_name}"
         if self.dilution is not None:
             if self.dilution == 1:
                 return "target concentration"
             return f"1:{plain(1 / self.dilution)} of target concentration"
         if self.dose_fraction is not None:
             return f"{plain(self.dose_fraction * 100)}% of target dose"
-        return f"fixed {self.concentration}"
+        assert self.concentration is not None
+        return f"fixed {shown.quantity_text(self.concentration)}"
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from xml.etree import ElementTree as ET
 
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedStep
-from fhir_desens.protocol.quantity import plain, unit
+from fhir_desens.protocol.quantity import unit
 from fhir_desens.protocol.report import clock_text, dose_text, rate_text
 
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -161,7 +162,7 @@ class _Chart:
             _sub(
                 group,
                 "text",
-                plain(tick),
+                shown.grouped(tick.normalize()),
                 x=_f(x + offset),
                 y=y,
                 text_anchor=anchor,

@@ -125,6 +125,7 @@ def _solution_row(plan: Plan, solution: PlannedSolution) -> SolutionRow:
             label=solution.label,
             strength=solution.strength,
             concentration=f"{_amount(solution.unit_dose.value, dose_unit)} per tablet",
+            # the strength is the concentration column; the sub-line would repeat it
             volume="—",
             drug_amount=_amount(solution.drug_amount.value, dose_unit),
             infused=shown.count_text(count, "tablet"),
@@ -135,7 +136,7 @@ def _solution_row(plan: Plan, solution: PlannedSolution) -> SolutionRow:
     return SolutionRow(
         number=solution.number,
         label=solution.label,
-        strength=solution.strength,
+        strength="" if solution.strength.startswith("fixed ") else solution.strength,  # = the concentration
         concentration=shown.concentration_text(solution.concentration.value, solution.concentration.unit),
         volume=_ml(solution.volume_ml),
         drug_amount=_amount(solution.drug_amount.value, dose_unit),
@@ -149,8 +150,12 @@ def _solution_row(plan: Plan, solution: PlannedSolution) -> SolutionRow:
 def _step_row(plan: Plan, step: PlannedStep, start: datetime) -> StepRow:
     if step.units is not None:
         volume = shown.count_text(step.units, "tablet")
+    elif step.volume_ml is None:
+        volume = "—"
+    elif plan.protocol.kind is ProtocolKind.INFUSION:
+        volume = shown.volume_number(step.volume_ml)  # the column header says mL
     else:
-        volume = "—" if step.volume_ml is None else shown.volume_number(step.volume_ml)
+        volume = shown.volume_text(step.volume_ml)  # discrete doses: "0.1 mL" beside "1 tablet"
     return StepRow(
         number=step.number,
         solution=step.solution,

@@ -98,7 +98,12 @@ def test_an_oral_protocol_prints_in_oral_words_with_serial_dilutions(planner: Pl
     assert "Oral solution 1 of 3" in text and "route: by mouth" in text
     assert "Use the commercial product as it is" in text and "of solution 3 (80,000 units/mL)" in text
     worksheet = "\n".join(_pdf(planner, f"/s/{sid}/plan/{draft_id}/worksheet.pdf"))
-    assert "Wait" in worksheet and "mL to" in worksheet and "Volume to be infused" not in worksheet
+    assert (
+        "Wait" in worksheet
+        and "Volume given by mouth" in worksheet
+        and "Volume to be infused" not in worksheet
+    )
+    assert "Rate (mL/h)" not in worksheet and " 0.1 mL 100 units" in worksheet  # mL to give, no rate column
 
 
 def test_a_signed_plan_pdf_names_the_signer_and_the_order_on_every_page(signer: Signer) -> None:

@@ -336,6 +336,24 @@ def test_only_closing_methods_the_page_can_plan_are_offered(planner: Planner) ->
     )
 
 
+IV_WORDS = ("Drug in the bag", "Volume to be infused", "Rate (mL/h)", "infuse", "Infuse", " bag ", "Bag ")
+
+
+@pytest.mark.parametrize("patient", ["penicillin-pregnancy", "aspirin-aerd"])
+def test_an_oral_plan_reads_in_oral_words_on_every_page(planner: Planner, patient: str) -> None:
+    sid = planner.launch(patient)
+    draft_id = planner.create(sid)
+    for suffix in ("", "/print", "/pharmacy"):
+        page = text_of(planner.client.get(f"/s/{sid}/plan/{draft_id}{suffix}").get_data(as_text=True))
+        assert "by mouth" in page, suffix
+        assert [w for w in IV_WORDS if w in page] == [], suffix
+    html = planner.page(sid, draft_id).get_data(as_text=True)
+    header = text_of(re.search(r'<table[^>]*id="steps".*?</thead>', html, re.S).group(0))  # type: ignore[union-attr]
+    assert "Wait (min)" in header and "Give by mouth" in header and "Rate" not in header
+    first = table_rows(html, "steps")[0]
+    assert first[3].endswith((" mL", " tablet", " tablets")), first  # what to give, with its unit
+
+
 def test_insert_and_remove_a_step(planner: Planner) -> None:
     sid = planner.launch("carboplatin-ovarian")
     draft_id = planner.create(sid)

@@ -129,6 +129,22 @@ def _nothing_written(signer: Signer) -> None:
 # --- signing ----------------------------------------------------------------------------------------------
 
 
+def test_a_signed_oral_plan_is_written_in_oral_words_and_grouped_numbers(signer: Signer) -> None:
+    sid = signer.launch("penicillin-pregnancy")
+    rg_id = signer.signed_id(signer.sign(sid, signer.plan(sid)), sid)
+    (group,) = signer.signed("RequestGroup")
+    texts = [n["text"] for n in group["note"]] + [a.get("description", "") for a in group["action"]]
+    for request in signer.signed("MedicationRequest"):
+        texts += [d["text"] for d in request["dosageInstruction"]]
+    texts += [m["code"]["text"] for m in signer.signed("Medication")]
+    joined = " | ".join(texts)
+    for iv in ("infuse", "Infuse", "mL/h", " bag", "Bag "):
+        assert iv not in joined, iv
+    assert "Give by mouth 0.1 mL of solution 1 (100 units)" in joined and "1,296,700 units" in joined
+    page = text_of(signer.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True))
+    assert "Signed plan: Penicillin G benzathine 1,296,700 units" in page and "1296700" not in page
+
+
 def test_a_signed_per_m2_plan_states_its_calculation_and_orders_the_rounded_dose(signer: Signer) -> None:
     sid = signer.launch("rituximab-lymphoma")
     start = {"target_dose": "375", "dose_unit": "mg/m2", "height_cm": "182", "weight_kg": "91"}
