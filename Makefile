@@ -62,7 +62,8 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-# The Java parts (java/validator: the HL7 validator service; java/hapi-server: HAPI FHIR JPA), built with
+# The Java parts (java/validator: the HL7 validator service; java/hapi-server: HAPI FHIR JPA; java/cr-apply:
+# the Clinical Reasoning $apply for comparison), built with
 # Maven from Maven Central (~/.m2 caches the ~300 MB of dependencies; a rebuild with the cache is quick and
 # nothing is rebuilt when no pom or source changed). Without Java/Maven: a note locally, a failure in CI.
 JAVA_SOURCES := $(shell find java -path '*/target' -prune -o -type f \( -name pom.xml -o -name '*.java' -o -name '*.yaml' \) -print 2>/dev/null)
@@ -72,7 +73,7 @@ $(JAVA_STAMP): $(JAVA_SOURCES)
 	  echo "Java 17 and Maven are needed for java/ (the HL7 validator and HAPI FHIR tests)" >&2; \
 	  if [ "$${CI:-}" = true ]; then exit 1; fi; \
 	else \
-	  for module in validator hapi-server; do (cd java/$$module && mvn -B -q -Dstyle.color=never package -DskipTests) || exit 1; done; \
+	  for module in validator hapi-server cr-apply; do (cd java/$$module && mvn -B -q -Dstyle.color=never package -DskipTests) || exit 1; done; \
 	  touch $@; \
 	fi
 

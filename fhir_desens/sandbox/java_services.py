@@ -38,6 +38,7 @@ __all__ = [
     "guide_package",
     "hl7_validator",
     "java_built",
+    "reference_apply",
 ]
 
 logger = logging.getLogger(__name__)
@@ -276,6 +277,29 @@ class HapiServerProcess(JavaServiceProcess):
         super().__init__(args, **options)
         if database_password is not None:
             self.environment["SPRING_DATASOURCE_PASSWORD"] = database_password
+
+
+def reference_apply(
+    resources: Sequence[Mapping[str, Any]], plan_url: str, subject: str, *, timeout: float = 300.0
+) -> dict[str, Any]:
+    """The Clinical Reasoning ``PlanDefinition/$apply`` (cqf-fhir-cr, the engine of HAPI's CR module;
+    ``java/cr-apply``) of the PlanDefinition ``plan_url`` among ``resources`` (its ActivityDefinitions
+    and the Patient ``subject`` too): the R4 CarePlan it returns. One JVM per call (about 20 s)."""
+    command = [find_java(), DEFAULT_HEAP, "-XX:+UseSerialGC", "-cp",
+               _classpath("cr-apply", "fhir-desens-cr-apply.jar"), "org.fhirdesens.crapply.ReferenceApply"]  # fmt: skip
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    with tempfile.TemporaryDirectory(prefix="fhir-desens-cr-") as directory:
+        path = Path(directory) / "bundle.json"
+        path.write_bytes(dumps(bundle).encode("utf-8"))
+        done = subprocess.run(
+            [*command, str(path), plan_url, subject], capture_output=True, timeout=timeout, check=False
+        )
+    if done.returncode != 0:
+        raise FhirServerError(f"the reference $apply failed: {done.stderr.decode(errors='replace')[-1500:]}")
+    result = loads(done.stdout)
+    if not isinstance(result, dict):
+        raise FhirFormatError("the reference $apply did not print a resource")
+    return result
 
 
 def expunge_everything(base_url: str, *, timeout: float = 120.0) -> None:
