@@ -81,6 +81,7 @@ class RowView:
     dose_number: str = "—"  # the dose given, for a column whose header names the unit
     cumulative_number: str = "—"
     authors: tuple[str, ...] = ()  # who started and stopped it
+    given_as: str = ""  # a dose by mouth: what is given ('0.5 tablet of 81 mg')
 
 
 def rows(state: SessionState) -> list[RowView]:
@@ -117,6 +118,7 @@ def rows(state: SessionState) -> list[RowView]:
                 if segments and segments[-1].ended_at
                 else "—",
                 authors=tuple(dict.fromkeys(s.author for s in segments)),
+                given_as=state.given_as(row) if state.discrete else "",
             )
         )
     return result
@@ -146,6 +148,9 @@ def current(state: SessionState, now: datetime) -> dict[str, Any]:
     info: dict[str, Any] = {
         "row": row,
         "running": running is not None,
+        "discrete": state.discrete,
+        "given_as": state.given_as(row) if state.discrete else "",
+        "dose": dose(row.step.dose.value, row.step.dose.unit),
         "rate": _fmt(row.step.rate_ml_h, 3),
         "rate_exact": plain(row.step.rate_ml_h)
         if row.step.rate_ml_h is not None

@@ -410,3 +410,61 @@ def test_the_site_setting_for_this_ehr_decides_what_is_written_and_the_page_says
         assert len(ours) == 5
         procedures = backend.search("Procedure", {"identifier": f"{ID_BEDSIDE_ITEM}|{session}/procedure"})
         assert not procedures.get("entry")
+
+
+def test_an_oral_protocol_is_given_by_mouth_dose_by_dose(
+    sandbox: Sandbox, make_app: Any, tmp_path: Path
+) -> None:
+    """Aspirin (AERD, 4 doses 90 min apart): no pump and no rate; each dose is given whole ('0.5 tablet of
+    81 mg by mouth'), then the wait; the administrations on the server carry the dose at one time, no rate."""
+    clock = BedsideClock()
+    app = make_app("symmetric", RECORD_URL=f"sqlite:///{tmp_path / 'bedside.sqlite3'}", BEDSIDE_CLOCK=clock)
+    sid = ehr_launch(sandbox, app, "aspirin-aerd")
+    draft_id = start(app, sid)
+    rg_id = signed_id(sign(app.client, app, sid, draft_id), sid)
+    started = app.client.post(
+        f"/s/{sid}/orders/{rg_id}/bedside", data={"csrf_token": csrf(app, sid), "entry_id": "oral-start-0001"}
+    )
+    assert started.status_code == 303, alerts(started.get_data(as_text=True))
+    nurse = Nurse(app, sid, started.headers["Location"], clock)
+    html = nurse.page()
+    for item in ("consent", "iv-access", "emergency-kit"):
+        nurse.post("checklist", item=item)
+    premeds = re.findall(
+        r'<option value="([^"]+)">', html.split('id="premed-name"', 1)[1].split("</select>", 1)[0]
+    )
+    for name in premeds:
+        nurse.post("checklist", item="premedication", name=name, dose="as ordered")
+    nurse.post("vitals", **VITALS, peak_flow="420")
+    text = text_of(nurse.page())
+    assert "give 0.5 tablet of 81 mg (40.5 mg) by mouth, then wait 90 min" in text, text[:2500]
+    assert "mL/h" not in text.split("Now", 1)[1].split("Vital signs", 1)[0]
+    assert "final dose 325 mg" in text
+    for row in range(1, 5):
+        nurse.post("step-start", row=str(row))  # given now; no rate
+        nurse.clock.advance(45)
+        nurse.post("vitals", **VITALS)
+        nurse.clock.advance(45)
+        nurse.post("step-stop", row=str(row))
+        nurse.post("symptom-check", row=str(row), symptoms="none")
+    text = text_of(nurse.page())
+    assert "325 mg" in text and "1 tablet of 325 mg" in text, text[:3000]
+    nurse.clock.advance(30)
+    nurse.post("vitals", **VITALS)  # discharge vital signs
+    nurse.post("complete", outcome="completed", next_dose="continuous")
+    session = nurse.url.rsplit("/", 1)[1]
+    with FhirClient(sandbox.backend_url) as backend:
+        found = backend.search(
+            "MedicationAdministration", {"identifier": f"{ID_BEDSIDE_ITEM}|", "_count": "500"}
+        )
+        doses = [
+            e["resource"]
+            for e in found.get("entry") or []
+            if e["resource"]["identifier"][0]["value"].startswith(session + "/ma/")
+        ]
+    assert len(doses) == 4
+    assert all("effectiveDateTime" in d and "rateQuantity" not in d["dosage"] for d in doses)
+    assert sorted(d["dosage"]["dose"]["value"] for d in doses) == [40.5, 81, 162.5, 325]
+    assert {d["dosage"]["route"]["text"] for d in doses} == {"oral"} and {d["status"] for d in doses} == {
+        "completed"
+    }

@@ -208,8 +208,12 @@ def _medication(state: SessionState, solution: int | None = None, text: str | No
     if text is not None:
         return {"text": text}
     found = next((s for s in state.plan.solutions if s.number == solution), None)
-    label = f"{state.plan.drug}, bag {solution}"
-    if found is not None and found.concentration is not None:
+    if state.discrete and found is not None:  # a dose by mouth: the solution or tablet as labelled
+        named = state.plan.drug.lower() in found.label.lower()
+        label = found.label if named else f"{state.plan.drug}, {found.label}"
+    else:
+        label = f"{state.plan.drug}, bag {solution}"
+    if found is not None and found.concentration is not None and not state.discrete:
         label += f" ({plain(found.concentration.value)} {found.concentration.unit})"
     return (
         {"coding": [{"system": c.RXNORM, "code": code} for code in rxnorm], "text": label}
@@ -219,6 +223,8 @@ def _medication(state: SessionState, solution: int | None = None, text: str | No
 
 
 def _administration(state: SessionState, segment: Segment) -> Outgoing:
+    if state.discrete:
+        return _dose_given(state, segment)
     key = f"ma/{segment.key}"
     identifier = item_identifier(state, key)
     period = {"start": _instant(segment.started_at)}
@@ -252,6 +258,34 @@ def _administration(state: SessionState, segment: Segment) -> Outgoing:
         resource,
         final=segment.status in ("completed", "stopped"),
         depends_on=("procedure",),
+    )
+
+
+def _dose_given(state: SessionState, segment: Segment) -> Outgoing:
+    """A dose of a discrete (oral) protocol: given whole at one time (``effectiveDateTime``), no rate; the
+    step's minutes are the wait after it, not part of the administration, so it is complete once given."""
+    key = f"ma/{segment.key}"
+    identifier = item_identifier(state, key)
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationAdministration",
+        "identifier": [identifier],
+        "status": "completed",
+        "medicationCodeableConcept": _medication(state, segment.row.solution),
+        **{("context" if k == "encounter" else k): v for k, v in _common(state).items()},
+        "effectiveDateTime": _instant(segment.started_at),
+        "performer": [{"actor": {"reference": segment.author}}],
+        "partOf": [ref(state, "procedure", "Procedure")],
+        "dosage": {
+            "text": f"{segment.row.label}: {state.given_as(segment.row)} by mouth",
+            "route": {"text": state.plan.protocol.route},
+            "dose": _exact_quantity(segment.dose, state.plan.dose_unit),
+        },
+    }
+    request = (state.context.get("step_requests") or {}).get(str(segment.row.step.protocol_step))
+    if request:
+        resource["request"] = {"reference": request}
+    return Outgoing(
+        key, "MedicationAdministration", identifier, resource, final=True, depends_on=("procedure",)
     )
 
 

@@ -42,8 +42,9 @@ from fhir_desens.course.bedside.entries import Entry, NewEntry
 from fhir_desens.course.bedside.resume import ResumeChoice, Row, plan_rows, resume_choices
 from fhir_desens.course.bedside.vitals import VitalSigns, next_due, parse_vitals
 from fhir_desens.errors import ConflictError, InputError
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import SIXTY, Plan
-from fhir_desens.protocol.model import TargetKind
+from fhir_desens.protocol.model import ProtocolKind, TargetKind
 from fhir_desens.protocol.quantity import add, div, mul, plain, sub, total
 
 #: The numbers typed at the bedside, through the one parser (no NaN, infinity, 1e-400 or 50 digits);
@@ -180,6 +181,24 @@ class SessionState:
 
     def row(self, number: int) -> Row | None:
         return next((r for r in self.rows if r.number == number), None)
+
+    @property
+    def discrete(self) -> bool:
+        """Doses given whole (by mouth): no pump, no rate; a step's minutes are the wait after its dose."""
+        return self.plan.protocol.kind is ProtocolKind.DISCRETE
+
+    def given_as(self, row: Row) -> str:
+        """What the nurse gives for ``row`` of a discrete protocol, in words: '2.5 mL of Solution 1 (0.1 mg/mL)',
+        '0.5 tablet of 81 mg', or the dose itself."""
+        solution = next((s for s in self.plan.solutions if s.number == row.solution), None)
+        step = row.step
+        if step.units is not None and solution is not None and solution.unit_dose is not None:
+            strength = shown.dose_text(solution.unit_dose.value, solution.unit_dose.unit)
+            return f"{shown.count_text(step.units, solution.unit_name)} of {strength}"
+        if step.volume_ml is not None:
+            label = solution.label if solution is not None else f"solution {row.solution}"
+            return f"{shown.volume_text(step.volume_ml)} of {label}"
+        return shown.dose_text(step.dose.value, step.dose.unit)
 
     def to_deliver(self, row: Row) -> Decimal | None:
         """The volume still to run in ``row`` (the last row carries exactly what remains of the target)."""
