@@ -152,17 +152,17 @@ class ValidationReport:
 
 
 def medplum_validator(profiles_dir: str | os.PathLike[str] | None = None) -> StructuralValidator:
-    """Medplum's validator (node) against R4, enforcing our profiles where resources claim them."""
+    """Medplum's validator (node) against R4, enforcing our profiles where resources claim them; one
+    warm process per Python process (:mod:`fhir_desens.sandbox.validator_process`)."""
     from fhir_desens.fhir.profiles import default_profiles_dir
 
     folder = Path(profiles_dir) if profiles_dir is not None else default_profiles_dir()
 
     def validate(resources: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
-        from fhir_desens.sandbox.fhir_server import validate_resources
+        from fhir_desens.sandbox.validator_process import warm_validator
 
-        return validate_resources(
-            resources, profiles_dir=folder if folder.is_dir() else None, declared="enforce"
-        )
+        # one node process for this Python process, kept warm (definitions loaded once)
+        return warm_validator(folder if folder.is_dir() else None, "enforce").validate(resources)
 
     return validate
 
