@@ -16,6 +16,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import bench_cold_start  # benchmarks/ is on sys.path when this file runs as a script
+import bench_engine
 import bench_exchange
 import bench_search
 
@@ -61,6 +62,9 @@ def main() -> None:
     protocols = list(builtin_protocols().values())
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print(f"12-step plan (compute + all invariants): {per_second(plan_12):,.0f} plans/s on one core")
+    bench_engine.main(
+        []
+    )  # the engine against its bare-Decimal floor, alternately (benchmarks/bench_engine.py)
     print(
         f"16-step $apply + JSON serialization: {median_ms(lambda: dumps(apply_plan(plan16, context))):.2f} ms (median)"
     )
