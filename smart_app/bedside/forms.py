@@ -12,7 +12,7 @@ from fhir_desens.boundary.text import form_text
 from fhir_desens.errors import InputError
 
 FIELDS: dict[str, tuple[str, ...]] = {
-    "checklist": ("item", "name", "dose"),
+    "checklist": ("item", "name", "dose", "source"),  # source: where the chart shows it (prestart)
     "vitals": ("systolic", "diastolic", "heart_rate", "respiratory_rate", "spo2", "temperature", "peak_flow"),
     "step-start": ("row", "rate_ml_h"),
     "step-stop": ("row", "volume_ml"),

@@ -26,6 +26,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 from werkzeug.wrappers import Response
 
 from fhir_desens.course.bedside.entries import NewEntry
+from fhir_desens.course.bedside.prestart import ChartFact, read_chart_facts
 from fhir_desens.course.bedside.record import SessionNotFound, start_entry
 from fhir_desens.course.bedside.session import SessionState
 from fhir_desens.course.chart import open_client, patient_reference
@@ -135,6 +136,7 @@ def _render(
     outbox = sent if sent is not None else svc.status(state.session_id)
     smart = session.smart
     in_ehr = _plan_in_ehr(session, state) if state.completion is not None else None
+    chart = _chart_facts(session, state) if state.phase in ("checklist", "ready") else []
     html = render_template(
         "flowsheet.html",
         sid=sid,
@@ -161,8 +163,35 @@ def _render(
         in_ehr=in_ehr,
         closing=closing,
         test_clock=svc.test_clock,
+        chart=chart,
     )
     return html, status
+
+
+def _chart_facts(session: AppSession, state: SessionState) -> list[ChartFact]:
+    """What the chart says for the pre-start checklist (read while the checklist is open)."""
+    draft = state.context.get("draft") or {}
+    per_body_size = bool(draft.get("dose_per_m2") or draft.get("dose_basis"))
+    try:
+        with open_client(session.smart) as client:
+            return read_chart_facts(
+                client,
+                str(state.context.get("patient")),
+                state.plan,
+                bedside().now(),
+                per_body_size=per_body_size,
+            )
+    except DesensError as error:
+        log.info("pre-start chart facts not read (%s)", type(error).__name__)
+        return [
+            ChartFact(
+                "chart",
+                "Chart",
+                "the chart could not be read: confirm each item",
+                "the chart cannot tell",
+                None,
+            )
+        ]
 
 
 def _plan_in_ehr(session: AppSession, state: SessionState) -> PlanInEhr:

@@ -227,6 +227,15 @@ def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: N
 
 
 def test_the_same_post_twice_records_once_and_bad_input_names_the_field(nurse: Nurse) -> None:
+    text = text_of(nurse.page())  # the checklist as the chart informs it, each finding with its source
+    assert "What the chart says" in text
+    assert re.search(r"Weight\s*: [\d.]+ kg, measured 2026-11-18 \(\d+ days ago\)", text), text[:2500]
+    assert "(source: Observation/" in text
+    assert "confirm a working line at the bedside (source: the chart cannot tell)" in text
+    assert re.search(
+        r"diphenhydramine 25 mg IV\s*: no order found in the chart \(source: not in the chart\)", text
+    )
+    assert "1:1 nurse assigned" in text
     nurse.post("checklist", item="consent", entry_id="double-click-0001")
     nurse.post("checklist", item="consent", entry_id="double-click-0001")  # double click / replay
     html = nurse.page()

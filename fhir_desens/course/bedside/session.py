@@ -53,7 +53,17 @@ _RATE = NumberField("rate_ml_h", Decimal("0.01"), Decimal(10_000), "mL/h", minim
 _VOLUME = NumberField("volume_ml", Decimal("0.001"), Decimal(10_000), "mL", minimum_inclusive=True)
 CLOCK_SKEW = timedelta(minutes=5)  # an entry may not be dated later than now + this
 VOIDABLE = frozenset({"vitals", "symptom-check", "checklist", "treatment"})
-CHECKLIST_ITEMS = ("consent", "iv-access", "emergency-kit", "beta-blocker-held", "premedication")
+CHECKLIST_ITEMS = (
+    "consent",
+    "iv-access",
+    "emergency-kit",
+    "beta-blocker-held",
+    "one-to-one-nurse",  # recorded when confirmed; not required to start (the chart cannot tell)
+    "premedication",
+)
+PREMEDICATION_BEFORE = timedelta(
+    hours=24
+)  # how long before the session start a premedication may be recorded
 
 
 @dataclass
@@ -321,11 +331,16 @@ def apply(state: SessionState, entry: Entry | NewEntry, now: datetime | None = N
             raise ConflictError("the session has not been started")
         if state.completion is not None:
             raise ConflictError("the session is closed; corrections are entered-in-error entries")
-        if at < state.started_at:
+        earliest = state.started_at
+        if entry.kind == "checklist" and data.get("item") == "premedication":
+            earliest -= PREMEDICATION_BEFORE  # premedications are often given before the session is opened
+        if at < earliest:
             raise InputError(
                 "at",
-                "is before the session started",
-                f"{state.started_at.isoformat(timespec='minutes')} or later",
+                "is before the session started"
+                if earliest == state.started_at
+                else "is too long before the session",
+                f"{earliest.isoformat(timespec='minutes')} or later",
             )
     handler = HANDLERS.get(entry.kind)
     if handler is None:

@@ -1,0 +1,300 @@
+"""What the chart says about the pre-start checklist, each finding with its source.
+
+Before step 1 the flowsheet shows, beside each checklist item, what the chart can tell: the weight (and
+height) the dose was computed from and how old it is, whether each premedication is ordered and whether
+it was given (with the chart's time, offered to record as the premedication given), an epinephrine order for
+the emergency kit, a consent on file. What the chart cannot tell (IV access, a 1:1 nurse, the kit at the
+bedside) says so: the nurse confirms those. The nurse still records every item; nothing is checked off from
+the chart alone.
+
+:func:`chart_facts` interprets resources (no I/O); :func:`read_chart_facts` reads them (patient-scoped
+searches, each on its own: a search the EHR refuses or does not offer gives a finding saying so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.course.chart import HEIGHT_LOINC, WEIGHT_LOINC, first_page
+from fhir_desens.errors import DesensError
+from fhir_desens.fhir.chart import latest_body_measurements
+from fhir_desens.protocol.calculate import Plan
+
+LOINC = "http://loinc.org"
+
+WEIGHT_CURRENT_DAYS = 30  # a weight older than this is flagged for a dose computed from it (site practice)
+GIVEN_WITHIN = timedelta(hours=24)  # a premedication given longer ago is not this session's
+EMERGENCY_DRUGS = ("epinephrine", "adrenaline")
+ORDER_STATES = frozenset({"active", "on-hold", "completed"})
+CANNOT_TELL = "the chart cannot tell"
+
+
+@dataclass(frozen=True)
+class ChartFact:
+    item: str  # the checklist item it informs: weight, premedication, emergency-kit, consent, iv-access, ...
+    label: str
+    finding: str  # what the chart says, in words
+    source: str  # "Observation/123", "MedicationRequest/9", "not in the chart", "the chart cannot tell"
+    ok: bool | None  # True: the chart shows it; False: a problem to act on; None: confirm at the bedside
+    name: str = ""  # premedication: the drug
+    given_at: datetime | None = None  # premedication given per the chart (offered to record at that time)
+    dose: str = ""  # premedication: the dose the chart gives
+
+
+def _text_of(concept: Any) -> str:
+    if not isinstance(concept, Mapping):
+        return ""
+    words = [str(concept.get("text") or "")]
+    words += [str(c.get("display") or "") for c in concept.get("coding") or [] if isinstance(c, Mapping)]
+    return " ".join(w for w in words if w).lower()
+
+
+def _drug_text(resource: Mapping[str, Any]) -> str:
+    reference = resource.get("medicationReference")
+    display = reference.get("display") if isinstance(reference, Mapping) else ""
+    return f"{_text_of(resource.get('medicationCodeableConcept'))} {str(display or '').lower()}"
+
+
+def _names(resource: Mapping[str, Any], names: Iterable[str]) -> bool:
+    text = _drug_text(resource)
+    return any(name.lower() in text for name in names)
+
+
+def _when(resource: Mapping[str, Any]) -> datetime | None:
+    value = resource.get("effectiveDateTime") or (resource.get("effectivePeriod") or {}).get("start")
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+def _ref(resource: Mapping[str, Any]) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def _dose_text(administration: Mapping[str, Any]) -> str:
+    dosage = administration.get("dosage") or {}
+    dose = dosage.get("dose") if isinstance(dosage, Mapping) else None
+    if isinstance(dose, Mapping) and dose.get("value") is not None:
+        return f"{dose.get('value')} {dose.get('unit') or dose.get('code') or ''}".strip()
+    return str(dosage.get("text") or "") if isinstance(dosage, Mapping) else ""
+
+
+def weight_fact(observations: Sequence[Mapping[str, Any]], now: datetime, per_body_size: bool) -> ChartFact:
+    measured = latest_body_measurements(observations, now=now)
+    weight = measured.weight
+    if weight is None:
+        return ChartFact(
+            "weight", "Weight", "no weight in the chart", "not in the chart", False if per_body_size else None
+        )
+    finding = f"{weight.value} kg"
+    when = _date(weight.date)
+    ok: bool | None = True
+    if when is not None:
+        days = (now.date() - when).days
+        finding += f", measured {when.isoformat()} ({days} day{'s' if days != 1 else ''} ago)"
+        if per_body_size and days > WEIGHT_CURRENT_DAYS:
+            finding += (
+                f": older than {WEIGHT_CURRENT_DAYS} days; weigh the patient before a dose per kg or m²"
+            )
+            ok = False
+    if measured.height is not None and per_body_size:
+        finding += f"; height {measured.height.value} cm"
+    return ChartFact("weight", "Weight", finding, weight.reference or "Observation", ok)
+
+
+def _date(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+    except ValueError:
+        try:
+            return datetime.fromisoformat(text[:10]).date()
+        except ValueError:
+            return None
+
+
+def premedication_facts(
+    plan: Plan,
+    requests: Sequence[Mapping[str, Any]],
+    administrations: Sequence[Mapping[str, Any]],
+    now: datetime,
+) -> list[ChartFact]:
+    facts = []
+    for premedication in plan.premedications:
+        name = premedication.drug
+        label = f"Premedication: {name} {premedication.dose} {premedication.route}"
+        given = [
+            (when, a)
+            for a in administrations
+            if _names(a, [name])
+            and a.get("status") in ("completed", "in-progress")
+            and (when := _when(a)) is not None
+            and now - GIVEN_WITHIN <= when <= now + timedelta(minutes=5)
+        ]
+        if given:
+            when, administration = max(given, key=lambda pair: pair[0])
+            facts.append(
+                ChartFact(
+                    "premedication",
+                    label,
+                    f"given per the chart at {when.isoformat(timespec='minutes')}",
+                    _ref(administration),
+                    True,
+                    name=name,
+                    given_at=when,
+                    dose=_dose_text(administration),
+                )
+            )
+            continue
+        ordered = [r for r in requests if _names(r, [name]) and r.get("status") in ORDER_STATES]
+        if ordered:
+            facts.append(
+                ChartFact(
+                    "premedication",
+                    label,
+                    "ordered; not recorded as given",
+                    _ref(ordered[0]),
+                    None,
+                    name=name,
+                )
+            )
+        elif premedication.condition:  # given only in some cases: not a problem when not ordered
+            facts.append(
+                ChartFact(
+                    "premedication",
+                    label,
+                    f"not ordered (given only {premedication.condition})",
+                    "not in the chart",
+                    None,
+                    name=name,
+                )
+            )
+        else:
+            facts.append(
+                ChartFact(
+                    "premedication",
+                    label,
+                    "no order found in the chart",
+                    "not in the chart",
+                    False,
+                    name=name,
+                )
+            )
+    return facts
+
+
+def emergency_fact(requests: Sequence[Mapping[str, Any]]) -> ChartFact:
+    orders = [r for r in requests if _names(r, EMERGENCY_DRUGS) and r.get("status") in ("active", "on-hold")]
+    label = "Emergency medications"
+    if orders:
+        return ChartFact("emergency-kit", label, "epinephrine is ordered", _ref(orders[0]), True)
+    return ChartFact(
+        "emergency-kit",
+        label,
+        "no epinephrine order found: have the rescue medications ordered and the kit at the bedside",
+        "not in the chart",
+        False,
+    )
+
+
+def consent_fact(consents: Sequence[Mapping[str, Any]] | None, now: datetime) -> ChartFact:
+    label = "Consent"
+    if consents is None:
+        return ChartFact(
+            "consent",
+            label,
+            "the chart's consents could not be read: confirm the signed consent",
+            CANNOT_TELL,
+            None,
+        )
+    active = [c for c in consents if c.get("status") == "active"]
+    if not active:
+        return ChartFact(
+            "consent",
+            label,
+            "no active consent in the chart: confirm the signed consent",
+            "not in the chart",
+            None,
+        )
+    latest = max(active, key=lambda c: str(c.get("dateTime") or ""))
+    when = _date(str(latest.get("dateTime") or ""))
+    today = when is not None and when == now.date()
+    finding = f"a consent dated {when.isoformat() if when else 'without a date'} is on file"
+    if not today:
+        finding += ": consent is needed for each desensitization; confirm today's"
+    return ChartFact("consent", label, finding, _ref(latest), True if today else None)
+
+
+def chart_facts(
+    plan: Plan,
+    *,
+    observations: Sequence[Mapping[str, Any]],
+    requests: Sequence[Mapping[str, Any]],
+    administrations: Sequence[Mapping[str, Any]],
+    consents: Sequence[Mapping[str, Any]] | None,
+    now: datetime,
+    per_body_size: bool,
+) -> list[ChartFact]:
+    """Every finding, in checklist order."""
+    return [
+        weight_fact(observations, now, per_body_size),
+        *premedication_facts(plan, requests, administrations, now),
+        emergency_fact(requests),
+        consent_fact(consents, now),
+        ChartFact("iv-access", "IV access", "confirm a working line at the bedside", CANNOT_TELL, None),
+        ChartFact(
+            "one-to-one-nurse", "1:1 nurse", "confirm one nurse for this patient only", CANNOT_TELL, None
+        ),
+    ]
+
+
+def _search(client: FhirClient, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]] | None:
+    try:
+        return first_page(client, resource_type, params)
+    except DesensError:
+        return None
+
+
+def read_chart_facts(
+    client: FhirClient, patient: str, plan: Plan, now: datetime, *, per_body_size: bool
+) -> list[ChartFact]:
+    """Read what the checklist needs (patient-scoped searches) and interpret it; an unreadable search says so."""
+    subject = patient.removeprefix("Patient/")
+    codes = f"{LOINC}|{HEIGHT_LOINC},{LOINC}|{WEIGHT_LOINC}"
+    observations = _search(
+        client, "Observation", {"patient": subject, "code": codes, "_sort": "-date", "_count": "50"}
+    )
+    requests = _search(client, "MedicationRequest", {"patient": subject, "_count": "200"})
+    administrations = _search(client, "MedicationAdministration", {"patient": subject, "_count": "200"})
+    consents = _search(client, "Consent", {"patient": subject, "_count": "50"})
+    facts = chart_facts(
+        plan,
+        observations=observations or [],
+        requests=requests or [],
+        administrations=administrations or [],
+        consents=consents,
+        now=now,
+        per_body_size=per_body_size,
+    )
+    unread = [
+        name for name, found in (("orders", requests), ("administrations", administrations)) if found is None
+    ]
+    if unread:
+        facts.append(
+            ChartFact(
+                "chart", "Chart", f"the chart's {' and '.join(unread)} could not be read", CANNOT_TELL, None
+            )
+        )
+    return facts
+
+
+__all__ = ["ChartFact", "chart_facts", "read_chart_facts"]

@@ -1,0 +1,138 @@
+"""The pre-start checklist as the chart informs it: each finding with its source, what the chart cannot tell
+said so, and premedications given per the chart offered at the chart's time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from fhir_desens.course.bedside.prestart import CANNOT_TELL, chart_facts
+from fhir_desens.errors import InputError
+from tests.bedside_session import NURSE, START, Bedside, carboplatin_plan
+
+NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+
+
+def weight(days_ago: int, kg: str = "68") -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": f"w{days_ago}",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+        "effectiveDateTime": (NOW - timedelta(days=days_ago)).isoformat(),
+        "valueQuantity": {
+            "value": float(kg),
+            "unit": "kg",
+            "system": "http://unitsofmeasure.org",
+            "code": "kg",
+        },
+    }
+
+
+def order(name: str, status: str = "active", id_: str = "o1") -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": id_,
+        "status": status,
+        "medicationCodeableConcept": {"text": name},
+    }
+
+
+def given(name: str, minutes_ago: int, id_: str = "a1") -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": id_,
+        "status": "completed",
+        "medicationCodeableConcept": {"coding": [{"display": name}]},
+        "effectiveDateTime": (NOW - timedelta(minutes=minutes_ago)).isoformat(),
+        "dosage": {"dose": {"value": 25, "unit": "mg"}},
+    }
+
+
+def facts(**chart: Any) -> dict[str, Any]:
+    found = chart_facts(
+        carboplatin_plan(),
+        observations=chart.get("observations", []),
+        requests=chart.get("requests", []),
+        administrations=chart.get("administrations", []),
+        consents=chart.get("consents"),
+        now=NOW,
+        per_body_size=chart.get("per_body_size", True),
+    )
+    return {f.label if f.item == "premedication" else f.item: f for f in found}
+
+
+def test_each_finding_names_its_source_and_what_the_chart_cannot_tell_says_so() -> None:
+    got = facts(
+        observations=[weight(3)],
+        requests=[order("famotidine 20 mg IV", id_="famo"), order("EPINEPHrine 0.3 mg IM", id_="epi")],
+        administrations=[given("diphenhydramine", 40, "dph")],
+        consents=[{"resourceType": "Consent", "id": "c1", "status": "active", "dateTime": NOW.isoformat()}],
+    )
+    assert (
+        got["weight"].ok
+        and got["weight"].source == "Observation/w3"
+        and "3 days ago" in got["weight"].finding
+    )
+    premeds = {f.name: f for f in got.values() if f.item == "premedication"}
+    assert (
+        premeds["diphenhydramine"].ok and premeds["diphenhydramine"].source == "MedicationAdministration/dph"
+    )
+    assert premeds["diphenhydramine"].given_at == NOW - timedelta(minutes=40)
+    assert premeds["diphenhydramine"].dose == "25 mg"
+    assert premeds["famotidine"].ok is None and premeds["famotidine"].source == "MedicationRequest/famo"
+    assert got["emergency-kit"].ok and got["emergency-kit"].source == "MedicationRequest/epi"
+    assert got["consent"].ok and got["consent"].source == "Consent/c1"
+    assert got["iv-access"].source == CANNOT_TELL and got["one-to-one-nurse"].source == CANNOT_TELL
+
+
+def test_an_old_weight_missing_orders_and_an_old_consent_are_flagged() -> None:
+    got = facts(
+        observations=[weight(45)],
+        requests=[order("epinephrine", status="stopped")],
+        administrations=[given("diphenhydramine", 26 * 60)],  # yesterday's dose is not this session's
+        consents=[{"resourceType": "Consent", "id": "c0", "status": "active", "dateTime": "2026-06-01"}],
+    )
+    assert got["weight"].ok is False and "weigh the patient" in got["weight"].finding
+    premeds = [f for f in got.values() if f.item == "premedication"]
+    assert premeds and all(f.source == "not in the chart" for f in premeds)
+    required = [f for f in premeds if f.name in ("diphenhydramine", "famotidine")]
+    assert required and all(f.ok is False for f in required)
+    assert all(f.ok is None for f in premeds if f not in required)  # conditional ones: given only if ...
+    assert got["emergency-kit"].ok is False
+    assert got["consent"].ok is None and "confirm today's" in got["consent"].finding
+    assert facts(observations=[weight(45)], per_body_size=False)["weight"].ok is True  # a fixed dose
+
+
+def test_consents_the_chart_could_not_give_are_said_so() -> None:
+    assert facts(consents=None)["consent"].source == CANNOT_TELL
+
+
+def test_a_premedication_given_before_the_session_was_opened_is_recorded_at_its_time() -> None:
+    bedside = Bedside()
+    bedside.start()
+    before = (START - timedelta(minutes=30)).isoformat()
+    bedside.record(
+        "checklist",
+        item="premedication",
+        name="famotidine",
+        dose="20 mg",
+        at=before,
+        source="MedicationAdministration/x",
+    )
+    assert bedside.state.premedications[-1]["at"] == START - timedelta(minutes=30)
+    assert bedside.state.premedications[-1]["source"] == "MedicationAdministration/x"
+    with pytest.raises(InputError) as refused:
+        bedside.record(
+            "checklist", item="premedication", name="famotidine", at=(START - timedelta(hours=25)).isoformat()
+        )
+    assert refused.value.field == "at"
+    with pytest.raises(InputError):  # only premedications may be dated before the session
+        bedside.record("checklist", item="consent", author=NURSE, at=before)
+    bedside.record("checklist", item="one-to-one-nurse")  # recorded when confirmed, not required
+    assert (
+        "one-to-one-nurse" in bedside.state.checklist
+        and "one-to-one-nurse" not in bedside.state.missing_checklist()
+    )
