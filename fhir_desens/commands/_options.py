@@ -66,6 +66,12 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         "exactly); 'exact' keeps unrounded rates (default exact)",
     )
     parser.add_argument(
+        "--syringe-volumes",
+        action="store_true",
+        help="discrete doses: round each volume to the marks of the syringe that measures it "
+        "(1 mL: 0.01, 3 mL: 0.1, 5-10 mL: 0.2, 20-60 mL: 1 mL) and compute the dose from it",
+    )
+    parser.add_argument(
         "--insert-before",
         metavar="N",
         action="append",
@@ -155,6 +161,7 @@ def plan_request(args: argparse.Namespace, extra: dict[str, Protocol] | None = N
             _int(n, "--insert-before") for item in args.insert_before for n in item.split(",") if n.strip()
         ),
         pump_resolution_ml_h=_pump_resolution(getattr(args, "pump_resolution", None)),
+        syringe_volumes=bool(getattr(args, "syringe_volumes", False)),
     )
 
 

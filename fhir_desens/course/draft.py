@@ -199,6 +199,8 @@ def plan_request_for(draft: PlanDraft, protocols: Mapping[str, Protocol]) -> Pla
         closing=None if draft.closing is None else ClosingMethod.parse(draft.closing),
         insert_before=draft.insert_before,
         pump_resolution_ml_h=_decimal(draft.pump_resolution_ml_h, "pump_resolution"),
+        # discrete liquid doses are measured by syringe: volumes on its marks, doses from them (INV-25)
+        syringe_volumes=protocol.kind is ProtocolKind.DISCRETE,
     )
 
 

@@ -81,6 +81,7 @@ class PlanParameters:
     diluent: str | None = None
     insert_before: tuple[int, ...] = ()
     pump_resolution_ml_h: Decimal | None = None  # the pump steps the rates were rounded to; None: exact
+    syringe_volumes: bool = False  # discrete volumes rounded to syringe marks (INV-25)
 
 
 #: The note that shows how a per-m² dose became the planned dose (so a pharmacist can check it by hand).
@@ -463,6 +464,8 @@ def _plan_parameters_extension(plan: Plan, context: ApplyContext) -> dict[str, A
     subs += [{"url": "insertBefore", "valuePositiveInt": n} for n in request.insert_before]
     if request.pump_resolution_ml_h is not None:  # the rates were rounded to it: a recomputation needs it
         subs.append({"url": "pumpResolution", "valueQuantity": ucum(request.pump_resolution_ml_h, "mL/h")})
+    if request.syringe_volumes:  # the volumes were rounded to syringe marks: a recomputation needs it
+        subs.append({"url": "syringeVolumes", "valueBoolean": True})
     return {"url": c.EXT_PLAN_PARAMETERS, "extension": subs}
 
 
@@ -536,4 +539,5 @@ def plan_parameters(group: dict[str, Any]) -> PlanParameters | None:
             n for n in values.get("insertBefore", []) if isinstance(n, int) and not isinstance(n, bool)
         ),
         pump_resolution_ml_h=resolution.value if resolution is not None else None,
+        syringe_volumes=one("syringeVolumes") is True,
     )

@@ -286,6 +286,7 @@ def request_from_parameters(
         closing=closing,
         insert_before=parameters.insert_before,
         pump_resolution_ml_h=parameters.pump_resolution_ml_h,
+        syringe_volumes=parameters.syringe_volumes,
     )
 
 

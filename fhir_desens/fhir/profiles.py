@@ -618,6 +618,14 @@ EXTENSIONS: tuple[ExtensionSpec, ...] = (
                 "absent: exact rates",
                 unit="mL/h",
             ),
+            Sub(
+                "syringeVolumes",
+                "boolean",
+                0,
+                "1",
+                "true: every discrete liquid dose's volume was rounded to the marks of the syringe that "
+                "measures it before its dose was computed (INV-25); absent: volumes as the protocol states",
+            ),
         ),
     ),
     ExtensionSpec(

@@ -36,6 +36,7 @@ from fhir_desens.protocol.quantity import (
     plain,
     sub,
 )
+from fhir_desens.protocol.syringes import measurable_volume
 
 SIXTY = Decimal(60)
 DEFAULT_PUMP_MAX_ML_H = Decimal(999)
@@ -69,6 +70,9 @@ class PlanRequest:
     #: every rate is rounded half-up to it (never below one step) *before* anything else is
     #: computed, so every volume, dose and duration follows exactly from the programmed rates.
     pump_resolution_ml_h: Decimal | None = None
+    #: Discrete liquid doses: round each volume half-up to the marks of the syringe that measures it
+    #: (``protocol/syringes.py``) and compute the dose exactly from that volume (INV-25).
+    syringe_volumes: bool = False
 
 
 @dataclass(frozen=True)
@@ -644,9 +648,14 @@ def _plan_discrete(request: PlanRequest) -> Plan:
     steps: list[PlannedStep] = []
     used: dict[int, Decimal] = {}
     cumulative, clock = Decimal(0), Decimal(0)
+    stated = Decimal(0)  # the table's own total (INV-24 compares a typed target with it)
     for step in protocol.steps:
         solution = protocol.solution(step.solution)
         dose = _discrete_dose(solution, step, dose_unit)
+        stated = add(stated, dose)
+        note = step.note
+        if request.syringe_volumes and not solution.solid:
+            step, dose, note = _measured(step, solution, dose_unit, note)
         amount = step.units if solution.solid else step.volume_ml
         assert amount is not None and step.minutes is not None
         used[solution.number] = add(used.get(solution.number, Decimal(0)), amount)
@@ -663,14 +672,18 @@ def _plan_discrete(request: PlanRequest) -> Plan:
                 cumulative_dose=Quantity(cumulative, dose_unit),
                 start_minute=clock,
                 protocol_step=step.number,
-                note=step.note,
+                note=note,
             )
         )
         clock = add(clock, step.minutes)
     target_value = cumulative if protocol.target_kind is TargetKind.CUMULATIVE else steps[-1].dose.value
     target = Quantity(target_value, dose_unit)
     if request.target is not None:
-        _check_fixed_target(protocol, _checked_target(protocol, request.target), target)
+        table = Quantity(stated if protocol.target_kind is TargetKind.CUMULATIVE else target_value, dose_unit)
+        if request.syringe_volumes and protocol.target_kind is TargetKind.FINAL_DOSE:
+            last = protocol.steps[-1]
+            table = Quantity(_discrete_dose(protocol.solution(last.solution), last, dose_unit), dose_unit)
+        _check_fixed_target(protocol, _checked_target(protocol, request.target), table)
     warnings = []
     if protocol.target_kind is TargetKind.FINAL_DOSE:
         warnings.append(
@@ -771,6 +784,24 @@ def _preparation_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
                 f"{shown.volume_text(drawn)}; discard the remaining {shown.volume_text(sub(volume, drawn))}."
             )
     return warnings
+
+
+def _measured(
+    step: StepDefinition, solution: SolutionDefinition, dose_unit: str, note: str | None
+) -> tuple[StepDefinition, Decimal, str | None]:
+    """The step at the volume its syringe can measure, its exact dose from that volume, and a note saying
+    so when the volume changed (INV-25)."""
+    assert step.volume_ml is not None
+    measured, syringe = measurable_volume(step.volume_ml)
+    if measured == step.volume_ml:
+        return step, _discrete_dose(solution, step, dose_unit), note
+    step = replace(step, volume_ml=measured)
+    dose = _discrete_dose(solution, step, dose_unit)
+    said = (
+        f"Volume rounded to the syringe's marks ({syringe.text}): {shown.volume_text(measured)} gives "
+        f"{shown.dose_text(dose, dose_unit)}"
+    )
+    return step, dose, f"{note}; {said}" if note else said
 
 
 def _discrete_dose(solution: SolutionDefinition, step: StepDefinition, dose_unit: str) -> Decimal:

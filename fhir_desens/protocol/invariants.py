@@ -15,6 +15,7 @@ from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
 from fhir_desens.protocol.model import ProtocolKind, SolutionDefinition, TargetKind
 from fhir_desens.protocol.quantity import EXACT, mul, plain
+from fhir_desens.protocol.syringes import syringe_for
 
 #: Relative tolerance for "volume x concentration = dose": the 50-digit context loses far less.
 CONSISTENCY_TOLERANCE = Decimal("1e-30")
@@ -64,6 +65,11 @@ INVARIANTS: dict[str, Invariant] = {
         Invariant(
             "INV-24",
             "A fixed-dose table is planned only at its exact total; any other target is refused naming it.",
+        ),
+        Invariant(
+            "INV-25",
+            "With syringe-measurable volumes, every discrete liquid dose is on the marks of the syringe "
+            "that measures it, and its dose is computed exactly from that volume.",
         ),
     )
 }
@@ -157,6 +163,17 @@ def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[V
             broken(
                 "INV-11",
                 f"{label}: rate {plain(step.rate_ml_h)} mL/h is not a multiple of {plain(resolution)}",
+            )
+        if (
+            plan.request.syringe_volumes
+            and plan.protocol.kind is ProtocolKind.DISCRETE
+            and step.volume_ml is not None
+            and step.volume_ml % syringe_for(step.volume_ml).graduation_ml != 0
+        ):
+            broken(
+                "INV-25",
+                f"{label}: {plain(step.volume_ml)} mL is not on the marks of a "
+                f"{syringe_for(step.volume_ml).text}",
             )
         solution = solutions.get(step.solution)
         if solution is None:
