@@ -115,7 +115,7 @@ class Bedside:
             self.record("step-stop", row=row)
             self.record("symptom-check", row=row, symptoms=["none"])
 
-    def reaction_at_step_11(self, encounter: str = "Encounter/e1") -> None:
+    def reaction_at_step_11(self, encounter: str | None = None) -> None:
         """Steps 1-10 as planned, a mild reaction 6 min into step 11, one step back, finish."""
         self.start(encounter)
         self.advance(20)

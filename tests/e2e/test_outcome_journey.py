@@ -85,7 +85,7 @@ def test_after_a_completed_session_the_tolerance_window_shows_and_the_outcome_re
     expect(app.get_by_role("heading", name="Tolerance after desensitization")).to_be_visible()
     row = tolerance.get_by_role("row").filter(has_text="carboplatin")
     expect(row).to_contain_text("Re-desensitization required")
-    expect(row).to_contain_text("the app's own record (session of")
+    expect(row).to_contain_text("the app's own record (last step of the desensitization)")
     expect(row).to_contain_text("IV 12-step, 3-bag rapid desensitization")  # the protocol to use
     chart.page.screenshot(path=str(screenshot_dir / "outcome-patient-page.png"), full_page=True)
 

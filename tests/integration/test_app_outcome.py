@@ -97,7 +97,10 @@ def test_a_finished_session_is_previewed_confirmed_and_written_once(sandbox: San
         "Re-desensitization required: platinum compounds are desensitized at every administration."
         in patient_page
     )
-    assert "Last dose" in patient_page and "the app's own record (session of" in patient_page
+    assert (
+        "Last dose" in patient_page
+        and "the app's own record (last step of the desensitization)" in patient_page
+    )
     assert "Bring the outcome to the chart" in patient_page
 
     preview = app.client.get(f"/s/{sid}/outcome/{session_id}")
@@ -213,7 +216,9 @@ def test_the_next_course_starts_from_the_last_session_with_a_change_to_take_or_l
     assert (
         "Re-desensitization required: platinum compounds are desensitized at every administration." in words
     )
-    assert "from the app's own record (session of" in words  # the last dose and where it is recorded
+    assert (
+        "from the app's own record (last step of the desensitization)" in words
+    )  # the last dose and where it is recorded
     assert "Protocol to use: IV 12-step, 3-bag rapid desensitization (BWH/Castells)." in words
     assert "Suggested change: Add an intermediate step before step 11" in words
     assert "Also possible: Switch to IV 16-step, 4-bag rapid desensitization" in words

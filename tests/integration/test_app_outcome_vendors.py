@@ -25,14 +25,16 @@ from fhir_desens.sandbox.server import Sandbox
 from tests.bedside_session import Bedside, carboplatin_draft
 from tests.html import text_of
 from tests.integration import test_app_launch as launch_tests
-from tests.integration.test_app_launch import AppUnderTest, page
+from tests.integration.test_app_launch import AppUnderTest, _local, _no_redirect, authorize, finish, page
 from tests.integration.test_app_outcome import (
+    PATIENT,
     carboplatin_allergy,
     csrf,
     finished_session,
     launch,
     our_notes,
     patient_ref,
+    visit,
 )
 
 sandbox = launch_tests.sandbox
@@ -134,7 +136,7 @@ def test_a_drug_absent_from_the_allergy_list_is_offered_and_added_once(
     bedside = Bedside(
         plan=plan_for(draft, builtin_protocols()), draft=draft, record_to=record, patient=patient_ref(sandbox)
     )
-    bedside.reaction_at_step_11()
+    bedside.reaction_at_step_11(visit(sandbox))
 
     preview = text_of(app.client.get(f"/s/{sid}/outcome/{bedside.session_id}").get_data(as_text=True))
     assert f"{drug} is not on the allergy list" in preview
@@ -163,8 +165,15 @@ def test_the_clinical_note_carries_the_session_record_pdf_with_its_size_and_hash
     sandbox: Sandbox, make_app: Any
 ) -> None:
     app = make_app("symmetric")
-    sid = launch(sandbox, app, vendor="epic-like")
-    encounter = f"Encounter/{app.store.get('session', sid)['smart']['encounter']}"
+    encounter = visit(sandbox)  # a real Encounter, the launch's context
+    launched = _no_redirect(
+        sandbox.launch_url(
+            PATIENT, app=app.client_id, vendor="epic-like", encounter=encounter.split("/", 1)[1]
+        )
+    )
+    response = app.client.get(_local(launched.headers["Location"]))
+    sid = finish(app, authorize(response.headers["Location"]))
+    assert f"Encounter/{app.store.get('session', sid)['smart']['encounter']}" == encounter
     services = app.app.extensions["fhir_desens"]
     record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
     bedside = Bedside(record_to=record, patient=patient_ref(sandbox), encounter=encounter)

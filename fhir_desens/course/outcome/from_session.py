@@ -138,7 +138,9 @@ def session_doses(summaries: Iterable[SessionSummary], drug: DrugRef) -> list[Do
         when = summary.last_dose_at or summary.ended_at
         if summary.completed and when is not None and names_drug(_drug_ref(summary), drug):
             doses.append(
-                DoseEvidence(when, DoseSource.APP_RECORD, f"session of {when:%d %b %Y}", summary.protocol_id)
+                DoseEvidence(
+                    when, DoseSource.APP_RECORD, "last step of the desensitization", summary.protocol_id
+                )
             )
     return doses
 
