@@ -197,6 +197,14 @@ class ChartForPlanning:
     measurements: BodyMeasurements
     allergies: tuple[Allergy, ...] | None  # None: the grant does not allow reading them
     unavailable: tuple[str, ...] = ()  # what could not be read, for people ("medication orders")
+    #: referenced resources that could not be read (other patient, 403, 404), each named with why
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def not_used(self) -> tuple[str, ...]:
+        """What the chart holds but the app did not use, each with its reference and why: future-dated,
+        implausible or self-contradicting measurements, unreadable references (never silently)."""
+        return self.measurements.notes + self.skipped
 
     @property
     def height_source(self) -> str | None:

@@ -229,7 +229,26 @@ def chart_for_planning(
         measurements=latest_body_measurements(reads.body or []),
         allergies=None if allergies is None else tuple(allergies),
         unavailable=tuple(unavailable),
+        skipped=unread_references(reads, orders, smart),
     )
+
+
+def unread_references(
+    reads: PlanningReads, orders: Sequence[Mapping[str, Any]], smart: SmartSession
+) -> tuple[str, ...]:
+    """The orders' Medications and reasons the EHR did not return (another patient's, not allowed, not
+    found), each named with its reference, so nothing is skipped silently."""
+    skipped: list[str] = []
+    why = "the EHR did not return it (not found, not allowed, or another patient's record)"
+    if smart.granted.can_read("Medication"):
+        for ref in medication_references(orders):
+            if ref not in reads.medications:
+                skipped.append(f"{ref} (the medication of an order) not read: {why}")
+    if reads.conditions is not None:
+        for ref in condition_references(orders):
+            if ref not in reads.referenced_conditions:
+                skipped.append(f"{ref} (the reason for an order) not read: {why}")
+    return tuple(skipped)
 
 
 def risk_chart_of(reads: PlanningReads) -> RiskChart:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fhir_desens.boundary.text import chart_text
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.client.smart import SmartSession
 from fhir_desens.course.assessment import screen
@@ -71,9 +72,19 @@ class AllergyList:
         return sum(1 for row in self.rows if row.contraindicated)
 
 
+MAX_NAME = 200
+
+
 def person_name(resource: Mapping[str, Any], *, titles: bool = False) -> str | None:
     """The official (else usual, else first) HumanName of a Patient, Practitioner ...; ``titles`` adds
-    its prefixes and suffixes ("Dr. Amara Okoro, MD"). None when no name is recorded."""
+    its prefixes and suffixes ("Dr. Amara Okoro, MD"). None when no name is recorded. Chart text made
+    safe once (:func:`~fhir_desens.boundary.text.chart_text`: no direction overrides, invisible
+    characters or lone surrogates in a banner)."""
+    text = _person_name(resource, titles=titles)
+    return chart_text(text, limit=MAX_NAME) or None if text else None
+
+
+def _person_name(resource: Mapping[str, Any], *, titles: bool) -> str | None:
     names = [n for n in resource.get("name") or [] if isinstance(n, dict)]
     if not names:
         return None
@@ -103,7 +114,7 @@ def _mrn(patient: Mapping[str, Any]) -> str | None:
         codings = type_.get("coding") if isinstance(type_, dict) else None
         for coding in codings or []:
             if isinstance(coding, dict) and coding.get("code") == "MR":
-                return str(identifier["value"])
+                return chart_text(str(identifier["value"]), limit=64)
     return None
 
 
@@ -112,8 +123,8 @@ def banner_from_patient(patient: Mapping[str, Any]) -> PatientBanner:
     birth = patient.get("birthDate")
     return PatientBanner(
         name=_name(patient),
-        sex=gender.capitalize() if isinstance(gender, str) else None,
-        birth_date=birth if isinstance(birth, str) else None,
+        sex=chart_text(gender, limit=20).capitalize() if isinstance(gender, str) else None,
+        birth_date=chart_text(birth, limit=30) if isinstance(birth, str) else None,
         mrn=_mrn(patient),
     )
 

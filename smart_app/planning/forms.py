@@ -301,6 +301,17 @@ def parse_start(
     )
 
 
+CUT_MARK = " [\u2026]"
+
+
+def fitted(text: str, limit: int) -> str:
+    """Chart text pre-filled into a form field, cut (and marked) to what the field accepts, so a long
+    chart text never makes "Continue" refuse the form's own defaults."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(CUT_MARK)].rstrip() + CUT_MARK
+
+
 def risk_defaults(risk: ChartRisk) -> dict[str, str]:
     """The risk fields as the chart answers them (RISK-CHART-1); unanswered ones stay "not known"."""
     values: dict[str, str] = {"grade": str(risk.grade.value) if isinstance(risk.grade.value, int) else ""}
@@ -315,7 +326,7 @@ def start_defaults(chart: ChartForPlanning) -> dict[str, str]:
     if chart.candidates:
         first = chart.candidates[0]
         values["drug"] = candidate_key(first)
-        values["indication"] = first.indication or ""
+        values["indication"] = fitted(first.indication or "", MAX_INDICATION)
         if first.dose is not None and first.dose.unit in DOSE_UNITS:
             values["target_dose"] = display(first.dose.value, 6)
             values["dose_unit"] = first.dose.unit

@@ -1,0 +1,282 @@
+"""Hostile charts (issue 11): each chart a real EHR could send — spoofed names (right-to-left override,
+zero-width characters), a lone surrogate, a height of 1e300 cm, an order of 1e44 mg, a weight dated 2099,
+a Quantity whose unit and code disagree, an order whose reason is another patient's Condition, 100 kB of
+text, wrongly typed JSON — is planted in the EHR, and a clinician walks every page of that patient:
+patient, start form, plan, worksheet, PDFs, signing, signed plan, bedside, outcome. Every page answers
+200 (or a clear 4xx naming the problem), never a 500 or a traceback, and never shows a direction
+override or an invisible character that screening would not have seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.test import TestResponse
+
+from fhir_desens.course.bedside.record import BedsideRecord
+from fhir_desens.protocol.library import builtin_protocols
+from tests.app.conftest import Launcher
+from tests.app.fake_ehr import FakeEhr
+from tests.app.test_plan_pages import Planner, text_of
+from tests.bedside_session import Bedside
+
+PATIENT = "carboplatin-ovarian"
+ORDER = ("MedicationRequest", "carboplatin-ovarian.medreq-carboplatin")
+HEIGHT = ("Observation", "carboplatin-ovarian.obs-height")
+WEIGHT = ("Observation", "carboplatin-ovarian.obs-weight")
+HUNDRED_KB = "Premedication and observation notes. " * 2800  # about 100 kB
+UNSAFE = re.compile("[\u202a-\u202e\u2066-\u2069\u200b-\u200f\u2060\ufeff\ud800-\udfff]")
+
+
+def _order(ehr: FakeEhr) -> dict[str, Any]:
+    return ehr.stored[ORDER]
+
+
+def _allergy(ehr: FakeEhr) -> dict[str, Any]:
+    return next(a for a in ehr.allergies[PATIENT] if "arboplatin" in str(a.get("code")))
+
+
+def _observation(ehr: FakeEhr, rid: str, kind: tuple[str, str], **changes: Any) -> None:
+    planted = copy.deepcopy(ehr.stored[kind])
+    planted.update({"id": rid, **changes})
+    planted.pop("meta", None)
+    ehr.add_resource(planted)
+
+
+def rlo_names(ehr: FakeEhr) -> None:
+    ehr.patients[PATIENT]["name"][0]["family"] = "\u202eecalovoL"
+    _order(ehr)["medicationCodeableConcept"]["text"] = "\u202eVI W5D Lm 052 ni gm 004 nitalpobraC"
+    _allergy(ehr)["code"]["text"] = "\u202enitalpobraC"
+
+
+def zero_width(ehr: FakeEhr) -> None:
+    ehr.patients[PATIENT]["name"][0]["given"] = ["Ma\u200bria\u2060"]
+    _order(ehr)["medicationCodeableConcept"]["text"] = "Carbo\u200bplatin\ufeff 400 mg in 250 mL D5W IV"
+    _allergy(ehr)["code"]["text"] = "carbo\u200dplatin"
+
+
+def lone_surrogate(ehr: FakeEhr) -> None:
+    ehr.patients[PATIENT]["name"][0]["family"] = "Example \udc80"
+    _order(ehr)["medicationCodeableConcept"]["text"] = "Carboplatin \ud800"
+    _order(ehr)["note"] = [{"text": "cycle 8 \udfff"}]
+    _allergy(ehr)["note"] = [{"text": "hives \ud800 at cycle 7"}]
+
+
+def height_1e300_cm(ehr: FakeEhr) -> None:
+    _observation(ehr, "huge-height", HEIGHT, valueQuantity={"value": 1e300, "unit": "cm", "code": "cm"})
+    ehr.stored[HEIGHT]["valueQuantity"]["value"] = 1e300
+
+
+def dose_1e44_mg(ehr: FakeEhr) -> None:
+    dose = _order(ehr)["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
+    dose["value"] = 1e44
+
+
+def future_weight(ehr: FakeEhr) -> None:
+    _observation(
+        ehr,
+        "weight-2099",
+        WEIGHT,
+        effectiveDateTime="2099-01-01T08:00:00Z",
+        valueQuantity={"value": 150, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"},
+    )
+
+
+def unit_code_disagreement(ehr: FakeEhr) -> None:
+    _observation(
+        ehr,
+        "weight-lb-kg",
+        WEIGHT,
+        effectiveDateTime="2026-12-01T08:00:00Z",
+        valueQuantity={"value": 150, "unit": "lb", "system": "http://unitsofmeasure.org", "code": "kg"},
+    )
+
+
+def foreign_reason(ehr: FakeEhr) -> None:
+    ehr.load_fixture("penicillin-pregnancy")
+    ehr.add_resource(
+        {
+            "resourceType": "Condition",
+            "id": "someone-elses-condition",
+            "subject": {"reference": "Patient/penicillin-pregnancy"},
+            "code": {"text": "Syphilis in pregnancy"},
+        }
+    )
+    _order(ehr)["reasonReference"] = [{"reference": "Condition/someone-elses-condition"}]
+
+
+def text_100_kb(ehr: FakeEhr) -> None:
+    order = _order(ehr)
+    order["note"] = [{"text": HUNDRED_KB}]
+    order["reasonCode"] = [{"text": HUNDRED_KB}]
+    order["dosageInstruction"][0]["text"] = HUNDRED_KB
+    _allergy(ehr)["note"] = [{"text": HUNDRED_KB}]
+    ehr.stored[HEIGHT]["note"] = [{"text": HUNDRED_KB}]
+
+
+def wrongly_typed_json(ehr: FakeEhr) -> None:
+    order = _order(ehr)
+    order["note"] = "not a list"
+    order["reasonReference"] = {"reference": 5}
+    order["dosageInstruction"].append("a string")
+    order["requester"] = ["list"]
+    ehr.stored[HEIGHT]["valueQuantity"] = "165 cm"
+    ehr.stored[WEIGHT]["effectiveDateTime"] = 20261118
+    allergy = _allergy(ehr)
+    allergy["reaction"] = {"manifestation": "hives"}
+    allergy["criticality"] = ["high"]
+    allergy["note"] = [{"text": 7}]
+    ehr.patients[PATIENT]["birthDate"] = 19620101
+
+
+HOSTILE: dict[str, Callable[[FakeEhr], None]] = {
+    f.__name__: f
+    for f in (
+        rlo_names,
+        zero_width,
+        lone_surrogate,
+        height_1e300_cm,
+        dose_1e44_mg,
+        future_weight,
+        unit_code_disagreement,
+        foreign_reason,
+        text_100_kb,
+        wrongly_typed_json,
+    )
+}
+
+
+class Walker(Planner):
+    """Opens every page of one patient, keeping each answer."""
+
+    def __init__(self, launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
+        super().__init__(launcher, ehr, app)
+        self.visited: list[tuple[str, TestResponse]] = []
+
+    def open(self, url: str, method: str = "GET", **data: str) -> TestResponse:
+        response = self.client.get(url) if method == "GET" else self.client.post(url, data=data)
+        self.visited.append((f"{method} {url}", response))
+        return response
+
+
+def page_problems(name: str, response: TestResponse) -> list[str]:
+    problems = []
+    if response.status_code >= 500:
+        problems.append(f"{name}: HTTP {response.status_code}")
+    body = response.get_data()
+    if b"Traceback" in body:
+        problems.append(f"{name}: a traceback")
+    if response.mimetype == "text/html":
+        text = body.decode("utf-8")
+        if UNSAFE.search(text):
+            problems.append(f"{name}: shows a direction or invisible character")
+    return problems
+
+
+def walk(walker: Walker, app: Flask) -> list[str]:
+    """Every page of the patient, in the order a clinician reaches them."""
+    sid = walker.launch(PATIENT)
+    walker.open(f"/s/{sid}/patient")
+    start = walker.open(f"/s/{sid}/plan/new")
+    assert start.status_code == 200
+    form = walker.start_defaults(sid)
+    form.update(target_dose="400", dose_unit="mg")
+    created = walker.open(f"/s/{sid}/plan/new", "POST", csrf_token=walker.csrf(sid), **form)
+    if created.status_code != 303:  # the chart's order could not be planned from: type the drug
+        assert created.status_code < 500
+        form.update(drug="other", other_drug="carboplatin", accept_name="yes")
+        created = walker.open(f"/s/{sid}/plan/new", "POST", csrf_token=walker.csrf(sid), **form)
+    assert created.status_code == 303, text_of(created.get_data(as_text=True))[:1500]
+    plan_url = created.headers["Location"]
+    for suffix in ("", "/print", "/pharmacy", "/worksheet.pdf", "/pharmacy.pdf"):
+        assert walker.open(plan_url + suffix).status_code == 200, suffix
+    signed = walker.open(plan_url + "/sign", "POST", csrf_token=walker.csrf(sid))
+    assert signed.status_code == 303, text_of(signed.get_data(as_text=True))[:1500]
+    if signed.status_code == 303:
+        orders_url = signed.headers["Location"].split("?")[0]
+        for suffix in ("", "/print", "/pharmacy", "/worksheet.pdf", "/pharmacy.pdf", "/bedside"):
+            assert walker.open(orders_url + suffix).status_code == 200, suffix
+        started = walker.open(orders_url + "/bedside", "POST", csrf_token=walker.csrf(sid))
+        assert started.status_code == 303, text_of(started.get_data(as_text=True))[:1500]
+        flowsheet = started.headers["Location"]
+        for suffix in ("", "/state", "/record", "/record.pdf"):
+            walker.open(flowsheet + suffix)
+    # a finished session in the app's own record, so the outcome pages have something to show
+    services = app.extensions["fhir_desens"]
+    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
+    bedside = Bedside(record_to=record, patient=f"Patient/{PATIENT}")
+    bedside.reaction_at_step_11()
+    walker.open(f"/s/{sid}/patient")
+    assert walker.open(f"/s/{sid}/outcome/{bedside.session_id}").status_code == 200
+    return [problem for name, response in walker.visited for problem in page_problems(name, response)]
+
+
+@pytest.fixture
+def walker(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Walker:
+    return Walker(launcher, ehr, app)
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+def test_every_page_of_a_hostile_chart_opens(walker: Walker, ehr: FakeEhr, app: Flask, hostile: str) -> None:
+    ehr.load_fixture(PATIENT)
+    HOSTILE[hostile](ehr)
+    problems = walk(walker, app)
+    assert problems == []
+    assert len(walker.visited) >= 20
+
+
+def start_form(walker: Walker, ehr: FakeEhr, *plant: Callable[[FakeEhr], None]) -> tuple[str, str]:
+    """The session id and the start form's HTML for the patient with ``plant`` applied to the chart."""
+    ehr.load_fixture(PATIENT)
+    for planted in plant:
+        planted(ehr)
+    sid = walker.launch(PATIENT)
+    response = walker.client.get(f"/s/{sid}/plan/new")
+    assert response.status_code == 200
+    return sid, response.get_data(as_text=True)
+
+
+def not_used(html: str) -> str:
+    found = re.search(r'<div class="message warning" id="chart-not-used"[^>]*>(.*?)</div>', html, re.S)
+    assert found is not None, "no list of what was not used from the chart"
+    return text_of(found.group(1))
+
+
+def test_skipped_chart_measurements_are_named_on_the_start_form_with_their_references(
+    walker: Walker, ehr: FakeEhr
+) -> None:
+    """Issue 11 "Future-dated measurements" and "Unit disagreement": neither is pre-filled, each is named
+    with its reference and why; the newest valid weight is pre-filled with its date."""
+    _, html = start_form(walker, ehr, future_weight, unit_code_disagreement, height_1e300_cm)
+    listed = not_used(html)
+    assert (
+        "Weight 150 kg (Observation/weight-2099, 2099-01-01T08:00:00Z) not used: dated in the future"
+        in listed
+    )
+    assert "Observation/weight-lb-kg" in listed and "its unit 'lb' and code 'kg' disagree" in listed
+    assert "Observation/huge-height" in listed and "not used: outside 20\u2013280 cm" in listed
+    assert "From the chart: 62 kg on 2026-11-18" in text_of(html)
+    assert "Not recorded in the chart: enter it." in text_of(html)  # both heights are 1e300 cm
+
+
+def test_a_reason_that_is_another_patients_condition_is_named_not_a_blocked_page(
+    walker: Walker, ehr: FakeEhr
+) -> None:
+    listed = not_used(start_form(walker, ehr, foreign_reason)[1])
+    assert "Condition/someone-elses-condition (the reason for an order) not read" in listed
+
+
+def test_a_100_kb_chart_text_is_cut_to_fit_the_form_so_continue_works(walker: Walker, ehr: FakeEhr) -> None:
+    """Issue 11: a 100 kB chart text made "Continue" fail (first a bare 413, then the form refusing its own
+    pre-filled indication): the indication is pre-filled cut and marked, and the defaults are accepted."""
+    sid, html = start_form(walker, ehr, text_100_kb)
+    form = walker.start_defaults(sid)
+    assert len(form["indication"]) <= 500 and form["indication"].endswith("[\u2026]")
+    created = walker.start(sid, **form)
+    assert created.status_code == 303, text_of(created.get_data(as_text=True))[:1000]
+    assert "Premedication and observation notes." in html
