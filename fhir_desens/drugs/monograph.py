@@ -27,6 +27,7 @@ from fhir_desens.protocol.quantity import Dimension, Quantity, parse_quantity
 
 __all__ = [
     "RXNORM",
+    "BeyondUse",
     "Combination",
     "Component",
     "Diluent",
@@ -127,6 +128,20 @@ class DoseRounding:
 
 
 @dataclass(frozen=True)
+class BeyondUse:
+    """How long a prepared solution may be used, as its label (or a stability source) says: hours after
+    preparation at room temperature and/or refrigerated. ``verified`` is False when the source was not
+    re-read: the label then says to check the pharmacy's stability policy."""
+
+    applies_to: str  # what was prepared: "solution diluted for infusion", "oral dilution" ...
+    room_temperature_hours: Decimal | None
+    refrigerated_hours: Decimal | None
+    basis: str
+    source: str
+    verified: bool
+
+
+@dataclass(frozen=True)
 class IncompatibleDiluent:
     diluent: str  # a key of data/diluents.json
     reason: str
@@ -181,6 +196,7 @@ class Monograph:
     notes: tuple[str, ...]
     sources: tuple[Source, ...]
     dose_rounding: DoseRounding | None = None
+    beyond_use: BeyondUse | None = None
 
     @property
     def codes(self) -> tuple[RxCode, ...]:
@@ -352,6 +368,27 @@ def _dose_rounding(reader: _Reader, data: Mapping[str, Any] | None) -> DoseRound
     return DoseRounding(step, reader.text(data, "basis"), reader.text(data, "source"))
 
 
+def _beyond_use(reader: _Reader, data: Mapping[str, Any] | None) -> BeyondUse | None:
+    if data is None:
+        return None
+    hours = {
+        key: None if data.get(key) is None else reader.decimal(data, key)
+        for key in ("room_temperature_hours", "refrigerated_hours")
+    }
+    if all(value is None for value in hours.values()):
+        raise reader.fail("beyond_use", "room_temperature_hours and/or refrigerated_hours is required")
+    if not isinstance(data.get("verified"), bool):
+        raise reader.fail("beyond_use.verified", "'verified' must be true or false")
+    return BeyondUse(
+        applies_to=reader.text(data, "applies_to"),
+        room_temperature_hours=hours["room_temperature_hours"],
+        refrigerated_hours=hours["refrigerated_hours"],
+        basis=reader.text(data, "basis"),
+        source=reader.text(data, "source"),
+        verified=data["verified"],
+    )
+
+
 def _source(reader: _Reader, data: Mapping[str, Any]) -> Source:
     return Source(
         id=reader.text(data, "id"),
@@ -394,6 +431,7 @@ def read_monograph(data: Mapping[str, Any], origin: str, known: Mapping[str, Dil
         notes=tuple(str(n) for n in data.get("notes") or ()),
         sources=tuple(_source(reader, s) for s in data.get("sources") or ()),
         dose_rounding=_dose_rounding(reader, data.get("dose_rounding")),
+        beyond_use=_beyond_use(reader, data.get("beyond_use")),
     )
     _check_sources(reader, result)
     return result
@@ -408,6 +446,8 @@ def _check_sources(reader: _Reader, result: Monograph) -> None:
     cited = [result.dose.source]
     if result.dose_rounding is not None:
         cited.append(result.dose_rounding.source)
+    if result.beyond_use is not None:
+        cited.append(result.beyond_use.source)
     if result.infusion is not None:
         cited.append(result.infusion.concentration_source)
         if result.infusion.max_dose_rate is not None:

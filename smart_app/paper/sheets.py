@@ -27,9 +27,11 @@ from fhir_desens.protocol.preparation import (
     bag_preparations,
     serial_dilutions,
 )
+from fhir_desens.protocol.quantity import mul
 from fhir_desens.protocol.report import is_oral, rate_text
 
 DRAFT_TEXT = "DRAFT - not an order"
+TABLETS_BEYOND_USE = "Beyond use: the expiry date on the manufacturer's package (tablets given as supplied; a split tablet on the day)."
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,13 @@ class Label:
     amount: str  # "4 mg in 250 mL"
     diluent: str | None
     route: str
-    rates: str | None  # "1.9, 4.7, 9.4, 18.8 mL/h (steps 1-4)"
-    infuse_only: str | None  # "Infuse only 8.7 mL; discard the remainder."
-    stock: str | None  # "Stock drawn: 0.4 mL of 10 mg/mL"
+    rates: (
+        str | None
+    )  # "Rates: 1.9, 4.7, 9.4, 18.8 mL/h (steps 1-4)" / "Give by mouth: 0.1, 0.2 mL (steps 1-2)"
+    infuse_only: str | None  # "Infuse only 8.7 mL; discard the remainder." / "Give only 12.7 mL in all; ..."
+    stock: str | None  # "Stock drawn: 0.4 mL of 10 mg/mL" / "Made from 2 mL of solution 2 + 18 mL of water"
     steps: str
+    beyond_use: str = ""  # from the monograph, or the line the pharmacy fills in
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,59 @@ def _rates(plan: Plan, number: int) -> str | None:
     if not rates:
         return None
     text = ", ".join(dict.fromkeys(rate_text(plan, r) for r in rates))
-    return f"{text} mL/h ({_range(_steps(plan, number))})"
+    return f"Rates: {text} mL/h ({_range(_steps(plan, number))})"
+
+
+def beyond_use_text(products: PlanProducts | None, *, diluted_oral: bool = False) -> str:
+    """The label's beyond-use line: the given drug's monograph fact with its source, or a line to fill in.
+    An oral dilution made for the session has no stability data: made on the day, discarded at its end."""
+    fill = " Prepared at ________ Discard after ________"
+    if diluted_oral:
+        return (
+            "Beyond use: no stability data for this dilution: make it on the day and discard it when the session ends."
+            + fill
+        )
+    fact = products.given.beyond_use if products is not None else None
+    if fact is None:
+        return "Beyond use: no stability fact in the drug data: per the pharmacy's policy." + fill
+    limits = []
+    if fact.room_temperature_hours is not None:
+        limits.append(f"{_hours(fact.room_temperature_hours)} at room temperature")
+    if fact.refrigerated_hours is not None:
+        limits.append(f"{_hours(fact.refrigerated_hours)} refrigerated (2-8 °C)")
+    source = products.given.source(fact.source) if products is not None else None
+    cited = f"; {source.kind.replace('-', ' ')} {source.date}" if source is not None else ""
+    unverified = "" if fact.verified else " Not re-read at the source: check the pharmacy's stability policy."
+    return (
+        f"Beyond use: {' or '.join(limits)} after preparation ({fact.applies_to}{cited}).{unverified}" + fill
+    )
+
+
+def _hours(hours: Decimal) -> str:
+    if hours >= 48 and hours % 24 == 0:
+        return f"{shown.grouped(hours / 24)} days"
+    return f"{shown.grouped(hours)} h"
+
+
+def _given_name(plan: Plan, products: PlanProducts | None) -> str:
+    """The drug the container holds: the protocol's product (penicillin V, not the ordered penicillin G),
+    with both components of a combination."""
+    if products is None:
+        return plan.drug
+    given = products.given
+    if given.combination is not None:
+        return f"{given.name} ({given.combination.abbreviation})"
+    return given.name[:1].upper() + given.name[1:]
+
+
+def _oral_doses(plan: Plan, number: int) -> str | None:
+    volumes = [s.volume_ml for s in plan.steps if s.solution == number and s.volume_ml is not None]
+    if not volumes:
+        return None
+    text = ", ".join(shown.volume_number(v) for v in volumes)
+    return (
+        f"Give by mouth with an oral syringe: {text} mL ({_range(_steps(plan, number))}), one dose per step"
+    )
 
 
 def _label(
@@ -122,46 +179,75 @@ def _label(
     products: PlanProducts | None,
     bag: BagPreparation | None,
     count: int,
+    dilution: DilutionStep | None = None,
 ) -> Label:
     product = _product(products, solution.number)
     oral = is_oral(plan)
     kind = "Oral solution" if oral else "Bag"
     if solution.unit_dose is not None:
         kind = "Tablets"
-    name = plan.drug
-    if products is not None and products.given.combination is not None:
-        name = f"{products.given.name} ({products.given.combination.abbreviation})"
+    name = _given_name(plan, products)
+    diluent = None if solution.unit_dose is not None else solution_diluent_label(solution.diluent, products)
+    rates = _rates(plan, solution.number)
+    infuse_only = None
+    stock = None
     if solution.concentration is None:
         assert solution.unit_dose is not None
         amount = f"{shown.count_text(solution.units_used or Decimal(0), 'tablet')} of {shown.quantity_text(solution.unit_dose)}"
         concentration = f"{shown.quantity_text(solution.unit_dose)} per tablet"
+        units = [s.units for s in plan.steps if s.solution == solution.number and s.units is not None]
+        rates = (
+            f"Give by mouth: {', '.join(shown.count_text(u, 'tablet').split()[0] for u in units)} tablet(s) "
+            f"({_range(_steps(plan, solution.number))}), one dose per step"
+        )
     else:
         volume = solution.volume_ml or Decimal(0)
-        amount = f"{shown.dose_text(solution.drug_amount.value, solution.drug_amount.unit)} in {shown.volume_text(volume)}"
         concentration = shown.quantity_text(solution.concentration)
-    infuse_only = None
-    if bag is not None and bag.infuse_only_ml is not None:
-        infuse_only = f"Infuse only {shown.volume_text(bag.infuse_only_ml)}; discard the remainder."
-    stock = None
-    if bag is not None and bag.stock_ml is not None and product is not None and product.stock_concentration:
-        stock = (
-            f"Stock drawn: {shown.volume_text(bag.stock_ml)} of {shown.quantity_text(product.stock_concentration)}"
-            f" ({product.display})"
-        )
+        if oral:
+            made = dilution.final_ml if dilution is not None else volume
+            amount = f"{shown.dose_text(mul(made, solution.concentration.value), plan.dose_unit)} in {shown.volume_text(made)}"
+            rates = _oral_doses(plan, solution.number)
+            if made > volume:
+                infuse_only = f"Give only {shown.volume_text(volume)} in all; discard the remainder."
+            if dilution is not None:
+                if dilution.diluent_ml == 0:
+                    diluent = None
+                    stock = "The commercial oral solution as supplied (no dilution)."
+                else:
+                    stock = (
+                        f"Made from {shown.volume_text(dilution.source_ml)} of {dilution.source} "
+                        f"({shown.quantity_text(dilution.source_concentration)}) + "
+                        f"{shown.volume_text(dilution.diluent_ml)} of water."
+                    )
+        else:
+            amount = f"{shown.dose_text(solution.drug_amount.value, solution.drug_amount.unit)} in {shown.volume_text(volume)}"
+            if bag is not None and bag.infuse_only_ml is not None:
+                infuse_only = f"Infuse only {shown.volume_text(bag.infuse_only_ml)}; discard the remainder."
+            if (
+                bag is not None
+                and bag.stock_ml is not None
+                and product is not None
+                and product.stock_concentration
+            ):
+                stock = (
+                    f"Stock drawn: {shown.volume_text(bag.stock_ml)} of {shown.quantity_text(product.stock_concentration)}"
+                    f" ({product.display})"
+                )
     return Label(
         heading=f"{kind} {solution.number} of {count}"
         + ("" if solution.label.startswith(kind) else f": {solution.label}"),
         product=name,
         concentration=concentration,
         amount=amount,
-        diluent=None
-        if solution.unit_dose is not None
-        else solution_diluent_label(solution.diluent, products),
+        diluent=diluent,
         route="by mouth" if oral else plan.protocol.route,
-        rates=_rates(plan, solution.number),
+        rates=rates,
         infuse_only=infuse_only,
         stock=stock,
         steps=_range(_steps(plan, solution.number)),
+        beyond_use=TABLETS_BEYOND_USE
+        if solution.unit_dose is not None
+        else beyond_use_text(products, diluted_oral=oral and (dilution is None or dilution.diluent_ml > 0)),
     )
 
 
@@ -202,10 +288,12 @@ def paper_for(
     stock = stock_product.stock_concentration if stock_product is not None else None
     lines: list[PreparationLine] = []
     bags: dict[int, BagPreparation] = {}
+    dilutions: dict[int, DilutionStep] = {}
     if is_oral(plan):
         note = "Serial dilutions: make the strongest first; each weaker solution is made from the next stronger one."
         if stock is not None and liquids:
             for step in serial_dilutions(plan, stock):
+                dilutions[step.solution] = step
                 lines.append(PreparationLine(step.solution, _dilution_line(step)))
         note += (
             ""
@@ -228,5 +316,8 @@ def paper_for(
             solution = next(s for s in plan.solutions if s.number == bag.solution)
             diluent = solution_diluent_label(solution.diluent, products)
             lines.append(PreparationLine(bag.solution, _bag_line(bag, diluent, stock_product)))
-    labels = tuple(_label(plan, s, products, bags.get(s.number), len(plan.solutions)) for s in plan.solutions)
+    labels = tuple(
+        _label(plan, s, products, bags.get(s.number), len(plan.solutions), dilutions.get(s.number))
+        for s in plan.solutions
+    )
     return Paper(labels=labels, preparation=tuple(lines), preparation_note=note)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,18 @@ def pages_of(pdf: bytes) -> list[str]:
         return [" ".join((page.extract_text() or "").split()) for page in document.pages]
 
 
+def paragraphs_of(pdf: bytes) -> str:
+    """The whole text in reading order, each paragraph kept whole (pdftotext without -layout): labels
+    side by side do not interleave their lines, as they do in a line-by-line extraction."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "sheet.pdf"
+        path.write_bytes(pdf)
+        text = subprocess.run(
+            ["pdftotext", str(path), "-"], check=True, capture_output=True, text=True
+        ).stdout
+    return " ".join(text.split())
+
+
 def too_precise(text: str) -> list[str]:
     """Decimal numbers with more significant figures than the display policy allows."""
     found = []
@@ -52,10 +66,14 @@ def signer(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Signer:
 
 
 def _pdf(planner: Planner, url: str) -> list[str]:
+    return pages_of(_pdf_bytes(planner, url))
+
+
+def _pdf_bytes(planner: Planner, url: str) -> bytes:
     response = planner.client.get(url)
     assert response.status_code == 200, response.get_data(as_text=True)[:500]
     assert response.mimetype == "application/pdf"
-    return pages_of(response.get_data())
+    return response.get_data()
 
 
 def test_a_draft_worksheet_pdf_carries_identifiers_page_numbers_and_draft_on_every_page(
@@ -78,15 +96,20 @@ def test_the_pharmacy_pdf_has_complete_labels_and_how_to_prepare(planner: Planne
     sid = planner.launch("carboplatin-ovarian")
     draft_id = planner.create(sid)
     planner.recalculate(sid, draft_id, final_rate="75", diluent="d5w")
-    pages = _pdf(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf")
-    text = "\n".join(pages)
+    pdf = _pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf")
+    pages = pages_of(pdf)
+    text = paragraphs_of(pdf)
     for number, page in enumerate(pages, start=1):
         assert "DRAFT - not an order" in page and "MRN-1001" in page and f"page {number} of" in page
     assert text.count("Prepared by") == 3 and text.count("Checked by") == 3
     assert "Infuse only 8.7 mL; discard the remainder." in text  # bag 1 at 75 mL/h
     assert "Stock drawn: 0.4 mL of 10 mg/mL" in text  # 4 mg of carboplatin 10 mg/mL
     assert "5% dextrose (D5W)" in text and "NS or D5W" not in text
-    assert "Beyond-use" in text and "route: IV" in text and "mL/h (steps 1-4)" in text
+    assert "route: IV" in text and "Rates: 2, 5, 10, 20 mL/h (steps 1-4)" not in text  # 75 mL/h final
+    assert "mL/h (steps 1-4)" in text
+    # beyond use from the monograph (carboplatin label: 8 h at room temperature), on every label
+    assert text.count("Beyond use: 8 h at room temperature after preparation") == 3
+    assert text.count("Prepared at ________ Discard after ________") == 3
     assert "remove 25.4 mL" in text  # 25 mL overfill of a 250 mL bag + 0.4 mL of stock
     assert too_precise(text) == []
 
@@ -94,16 +117,32 @@ def test_the_pharmacy_pdf_has_complete_labels_and_how_to_prepare(planner: Planne
 def test_an_oral_protocol_prints_in_oral_words_with_serial_dilutions(planner: Planner) -> None:
     sid = planner.launch("penicillin-pregnancy")
     draft_id = planner.create(sid)
-    text = "\n".join(_pdf(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf"))
+    text = paragraphs_of(_pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf"))
     assert "Oral solution 1 of 3" in text and "route: by mouth" in text
     assert "Use the commercial product as it is" in text and "of solution 3 (80,000 units/mL)" in text
-    worksheet = "\n".join(_pdf(planner, f"/s/{sid}/plan/{draft_id}/worksheet.pdf"))
+    # the labels name what the bottle holds (penicillin V, not the ordered penicillin G), the doses by
+    # mouth in mL, how much of it is given, how it was made and its beyond-use
+    labels = text[text.index("Labels") :]
+    assert labels.count("Penicillin V potassium") == 3 and "benzathine" not in labels
+    assert "Give by mouth with an oral syringe: 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4 mL (steps 1-7)" in labels
+    assert (
+        "Contains 20,000 units in 20 mL" in labels
+        and "Give only 12.7 mL in all; discard the remainder." in labels
+    )
+    assert "Made from 2 mL of solution 2 (10,000 units/mL) + 18 mL of water." in labels
+    assert "The commercial oral solution as supplied (no dilution)." in labels
+    assert labels.count("no stability data for this dilution") == 2 and "14 days refrigerated" in labels
+    assert "infuse" not in text.lower() and "mL/h" not in text and "bag" not in text.lower()
+    worksheet = paragraphs_of(_pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/worksheet.pdf"))
     assert (
         "Wait" in worksheet
         and "Volume given by mouth" in worksheet
         and "Volume to be infused" not in worksheet
     )
-    assert "Rate (mL/h)" not in worksheet and " 0.1 mL 100 units" in worksheet  # mL to give, no rate column
+    lines = "\n".join(_pdf(planner, f"/s/{sid}/plan/{draft_id}/worksheet.pdf"))
+    assert "Rate (mL/h)" not in lines and " 0.1 mL 100 units" in lines  # mL to give, no rate column
+    assert "Actual time given" in worksheet and "mL given" in worksheet
+    assert "Rate" not in worksheet and "mL/h" not in worksheet and "fixed 1000" not in worksheet
 
 
 def test_a_signed_plan_pdf_names_the_signer_and_the_order_on_every_page(signer: Signer) -> None:

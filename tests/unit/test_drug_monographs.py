@@ -106,6 +106,10 @@ def _raw(drug_id: str) -> dict:
             "step",
         ),
         (lambda d: d.update(dose_rounding={"step": "10 mg", "basis": "b", "source": "nowhere"}), "sources"),
+        (lambda d: d["beyond_use"].update(source="nowhere"), "sources"),
+        (lambda d: d["beyond_use"].update(room_temperature_hours=None), "beyond_use"),
+        (lambda d: d["beyond_use"].update(verified="yes"), "verified"),
+        (lambda d: d["beyond_use"].update(room_temperature_hours="-8"), "room_temperature_hours"),
     ],
 )
 def test_a_malformed_monograph_is_refused_naming_the_field(mutate, field: str) -> None:
@@ -113,6 +117,22 @@ def test_a_malformed_monograph_is_refused_naming_the_field(mutate, field: str) -
     mutate(raw)
     with pytest.raises(ProtocolDefinitionError, match=field):
         read_monograph(raw, "carboplatin.json", diluents())
+
+
+def test_beyond_use_facts_cite_a_listed_source_and_say_whether_it_was_re_read() -> None:
+    """The labels print the beyond-use time from here (issue 10 §3): hours with a source, verified or not."""
+    from decimal import Decimal
+
+    stated = {m.id: m.beyond_use for m in monographs().values() if m.beyond_use is not None}
+    assert {"carboplatin", "oxaliplatin", "paclitaxel", "docetaxel", "rituximab"} <= stated.keys()
+    carboplatin = stated["carboplatin"]
+    assert (
+        carboplatin is not None and carboplatin.room_temperature_hours == Decimal(8) and carboplatin.verified
+    )
+    for drug_id, fact in stated.items():
+        assert fact is not None and fact.basis and fact.applies_to, drug_id
+        assert monographs()[drug_id].source(fact.source) is not None, drug_id
+    assert stated["docetaxel"] is not None and not stated["docetaxel"].verified  # secondary copies only
 
 
 def test_a_stated_dose_rounding_rule_is_read_and_used_for_per_m2_doses(
