@@ -17,14 +17,22 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import g, has_app_context
 
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.client.smart import SmartSession
-from fhir_desens.course.chart import allergies_of, fhir_client, search_allergies
+from fhir_desens.course.chart import (
+    allergies_of,
+    allergy_search,
+    fhir_client,
+    patient_reference,
+    search_allergies,
+)
 from fhir_desens.course.context import CourseContext
-from fhir_desens.course.planning_chart import PlanningReads, read_planning
+from fhir_desens.course.planning_chart import PlanningReads, read_batch, read_planning
+from fhir_desens.course.readback import signed_plans_search
 from fhir_desens.drugs.overrides import allergist_role_text
 from fhir_desens.errors import DesensError
 from fhir_desens.fhir.allergy import Allergy
@@ -131,6 +139,7 @@ class AppSession:
     smart: SmartSession
     client: FhirClient
     _read: dict[str, Any] = field(default_factory=dict, repr=False)  # this request's reads
+    _fresh: set[str] = field(default_factory=set, repr=False)  # ... of them read from the EHR
 
     @property
     def csrf_token(self) -> str:
@@ -150,17 +159,44 @@ class AppSession:
 
     # -- chart reads, cached --------------------------------------------------------------------------
     def _cached(self, what: str, read: Callable[[], Any], *, fresh: bool, ttl: float = CHART_TTL) -> Any:
-        if not fresh and what in self._read:
+        if what in self._read and (not fresh or what in self._fresh):
             return self._read[what]
-        store, key = services().store, f"{self.sid}:{what}"
-        record = None if fresh else store.get(CHART_KIND, key)
+        record = None if fresh else services().store.get(CHART_KIND, f"{self.sid}:{what}")
         if record is not None and isinstance(record.get("json"), str):
             value = loads(record["json"])
-        else:
-            value = read()
-            store.put(CHART_KIND, key, {"json": dumps(value)}, ttl=ttl)
+            self._read[what] = value
+            return value
+        return self._remember(what, read(), ttl)
+
+    def _remember(self, what: str, value: Any, ttl: float = CHART_TTL) -> Any:
+        """A value just read from the EHR: for this request and, for ``ttl`` seconds, the session's pages."""
+        services().store.put(CHART_KIND, f"{self.sid}:{what}", {"json": dumps(value)}, ttl=ttl)
         self._read[what] = value
+        self._fresh.add(what)
         return value
+
+    def read_patient_page(self) -> Mapping[str, Any] | None:
+        """The patient page's reads in one batch when the EHR takes batches: the Patient and the allergy
+        list (kept as :meth:`patient` and :meth:`allergy_resources` read them afresh) and the signed-plans
+        searchset, returned (None: not read here; an entry that failed is read on its own later)."""
+        if not services().capabilities.batch(self.client):
+            return None
+        own = patient_reference(self.smart)
+        urls = {"patient": f"Patient/{self.smart.patient}"}
+        if self.smart.granted.can_read("AllergyIntolerance"):
+            urls["allergies"] = "AllergyIntolerance?" + urlencode(allergy_search(own))
+        if self.smart.granted.can_read("RequestGroup"):
+            urls["plans"] = "RequestGroup?" + urlencode(signed_plans_search(own))
+        try:
+            found = dict(zip(urls, read_batch(self.client, list(urls.values())), strict=True))
+        except DesensError as error:  # the batch as a whole failed: read one by one, as without batches
+            log.warning("patient page batch failed (%s): reading one by one", type(error).__name__)
+            return None
+        if found["patient"] is not None and found["patient"].get("id") == self.smart.patient:
+            self._remember("patient", found["patient"])
+        if found.get("allergies") is not None:
+            self._remember("allergies", search_allergies(self.client, self.smart, found["allergies"]))
+        return found.get("plans")
 
     def patient(self, *, fresh: bool = False) -> dict[str, Any]:
         """The launch patient's Patient resource."""

@@ -119,13 +119,23 @@ def own_resources(resources: list[dict[str, Any]], own: str, element: str, kind:
     return kept
 
 
-def search_allergies(client: FhirClient, smart: SmartSession) -> list[dict[str, Any]] | None:
+def allergy_search(own: str) -> dict[str, str]:
+    """The AllergyIntolerance search of :func:`search_allergies` (for a batch)."""
+    return {"patient": own, "_count": "100"}
+
+
+def search_allergies(
+    client: FhirClient, smart: SmartSession, first_page: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]] | None:
     """The patient's AllergyIntolerance resources, or None when the grant does not allow reading them
-    (uncached: see app_session)."""
+    (uncached: see app_session). ``first_page``: the search's first page when a batch read it."""
     own = patient_reference(smart)
     if not smart.granted.can_read("AllergyIntolerance"):
         return None
-    resources = client.search_all("AllergyIntolerance", {"patient": own, "_count": "100"})
+    if first_page is not None:
+        resources = client.rest_of_search("AllergyIntolerance", first_page)
+    else:
+        resources = client.search_all("AllergyIntolerance", allergy_search(own))
     return [
         r
         for r in own_resources(resources, own, "patient", "AllergyIntolerance")

@@ -36,6 +36,7 @@ from fhir_desens.course.chart import (
     read_references,
 )
 from fhir_desens.course.risk import RiskChart
+from fhir_desens.errors import DesensError
 from fhir_desens.fhir.allergy import Allergy
 from fhir_desens.fhir.chart import drug_candidates, latest_body_measurements
 from fhir_desens.fhir.risk_chart import FEV1_PERCENT
@@ -145,12 +146,33 @@ def run_searches(client: FhirClient, searches: Mapping[str, Search], *, batch: b
             "type": "batch",
             "entry": [{"request": {"method": "GET", "url": searches[n].url}} for n in names],
         }
-        entries = client.batch(bundle).get("entry") or []
+        try:
+            entries = client.batch(bundle).get("entry") or []
+        except DesensError as error:  # the batch as a whole failed: search by search, as without batches
+            log.warning("the chart batch failed (%s): searching one by one", type(error).__name__)
+            entries = []
         for name, entry in zip(names, entries, strict=False):
             firsts[name] = _entry_ok(entry, "Bundle")
             if firsts[name] is None:
                 log.warning("a batch entry (%s search) failed: read on its own", searches[name].resource_type)
     return {name: _search_one(client, search, firsts[name]) for name, search in searches.items()}
+
+
+def read_batch(client: FhirClient, urls: Sequence[str]) -> list[dict[str, Any] | None]:
+    """GET each relative URL (``Patient/1``, ``Condition?patient=...``) in one batch Bundle; each
+    entry's resource when it answered 2xx, else None (the caller reads that one on its own)."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": url}} for url in urls],
+    }
+    entries = list(client.batch(bundle).get("entry") or [])
+    entries += [None] * (len(urls) - len(entries))
+    found: list[dict[str, Any] | None] = []
+    for url, entry in zip(urls, entries, strict=False):
+        expected = "Bundle" if "?" in url else url.partition("/")[0]
+        found.append(_entry_ok(entry, expected))
+    return found
 
 
 def read_by_reference(client: FhirClient, refs: Sequence[str], *, batch: bool) -> dict[str, dict[str, Any]]:
@@ -162,8 +184,13 @@ def read_by_reference(client: FhirClient, refs: Sequence[str], *, batch: bool) -
         "type": "batch",
         "entry": [{"request": {"method": "GET", "url": ref}} for ref in refs],
     }
+    try:
+        entries = client.batch(bundle).get("entry") or []
+    except DesensError as error:  # the batch as a whole failed: one by one, as without batches
+        log.warning("the reference batch failed (%s): reading one by one", type(error).__name__)
+        return read_references(client, refs)
     found: dict[str, dict[str, Any]] = {}
-    for ref, entry in zip(refs, client.batch(bundle).get("entry") or [], strict=False):
+    for ref, entry in zip(refs, entries, strict=False):
         resource = _entry_ok(entry, ref.partition("/")[0])
         if resource is None:
             log.warning("could not read a %s (batch entry)", ref.partition("/")[0])

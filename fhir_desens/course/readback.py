@@ -147,21 +147,31 @@ def _summary(
     )
 
 
-def signed_plans(
-    smart: SmartSession, protocols: Mapping[str, Protocol], zone: tzinfo | None = None
-) -> list[SignedPlanSummary]:
-    """The patient's signed desensitization plans (RequestGroups with our session identifier), newest
-    first: the newest :data:`MAX_SIGNED_PLANS` (one page; older ones stay in the EHR's order list).
-    ``zone``: the site's time zone, in which the signing times are written for people."""
-    own = patient_reference(smart)
-    params = {
+def signed_plans_search(own: str) -> dict[str, str]:
+    """The RequestGroup search of :func:`signed_plans` (for a batch that reads it with other things)."""
+    return {
         "subject": own,
         "identifier": f"{c.ID_SESSION}|",  # any value of our system (FHIR token search "system|")
         "_sort": "-authored",
         "_count": str(MAX_SIGNED_PLANS),
     }
-    with open_client(smart) as client:
-        bundle = client.search("RequestGroup", params)
+
+
+def signed_plans(
+    smart: SmartSession,
+    protocols: Mapping[str, Protocol],
+    zone: tzinfo | None = None,
+    *,
+    bundle: Mapping[str, Any] | None = None,
+) -> list[SignedPlanSummary]:
+    """The patient's signed desensitization plans (RequestGroups with our session identifier), newest
+    first: the newest :data:`MAX_SIGNED_PLANS` (one page; older ones stay in the EHR's order list).
+    ``zone``: the site's time zone, in which the signing times are written for people. ``bundle``:
+    the searchset of :func:`signed_plans_search` when it was already read (in a batch)."""
+    own = patient_reference(smart)
+    if bundle is None:
+        with open_client(smart) as client:
+            bundle = client.search("RequestGroup", signed_plans_search(own))
     groups = [e.get("resource") for e in bundle.get("entry") or [] if isinstance(e, Mapping)]
     ours = [
         g

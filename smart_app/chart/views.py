@@ -7,6 +7,8 @@ where third-party cookies are blocked, and so two launches in one browser never 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Blueprint, redirect, render_template, url_for
 from werkzeug.wrappers import Response
@@ -33,13 +35,14 @@ def index(sid: str) -> Response:
 def page(sid: str) -> str:
     session = app_session(sid)
     smart = session.smart
+    plans = session.read_patient_page() if smart.patient else None  # one batch where the EHR takes them
     data = load_patient_page(session)
     return render_template(
         "patient.html",
         sid=sid,
         csrf_token=session.csrf_token,
         page=data,
-        signed_plans=_signed_plans(smart),
+        signed_plans=_signed_plans(smart, plans),
         smart=smart,
         user=session.user,
         need_patient_banner=smart.need_patient_banner,
@@ -47,12 +50,13 @@ def page(sid: str) -> str:
     )
 
 
-def _signed_plans(smart: SmartSession) -> list[SignedPlanSummary] | None:
-    """The signed plans for the page; None when the grant or the EHR does not let us read them."""
+def _signed_plans(smart: SmartSession, bundle: Mapping[str, Any] | None) -> list[SignedPlanSummary] | None:
+    """The signed plans for the page (from ``bundle`` when the batch read them); None when the grant or
+    the EHR does not let us read them."""
     if not smart.granted.can_read("RequestGroup"):
         return None
     try:
-        return signed_plans(smart)
+        return signed_plans(smart, bundle)
     except (FhirServerError, ForbiddenError, MappingError) as error:
         log.warning("signed plans unavailable: %s", type(error).__name__)
         return None

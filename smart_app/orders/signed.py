@@ -3,8 +3,10 @@ list the patient's signed plans, and a signed plan with its worksheet for the pa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from fhir_desens.client.smart import SmartSession
 from fhir_desens.course import readback
@@ -31,8 +33,8 @@ def sign(session: AppSession, draft: PlanDraft) -> SignResult:
     return sign_draft(session.course(), draft, lambda: session.allergies(fresh=True))
 
 
-def signed_plans(smart: SmartSession) -> list[SignedPlanSummary]:
-    return readback.signed_plans(smart, library(), services().settings.zone)
+def signed_plans(smart: SmartSession, bundle: Mapping[str, Any] | None = None) -> list[SignedPlanSummary]:
+    return readback.signed_plans(smart, library(), services().settings.zone, bundle=bundle)
 
 
 def load_signed_plan(

@@ -3,8 +3,9 @@ over HTTP against the app in its own process (gunicorn, as deployed) and the san
 requests of each stage counted in the sandbox gateway's log. Counts, never times
 (``benchmarks/bench_round_trips.py`` prints the same figures).
 
-The start form's chart is read in one batch Bundle (the sandbox lists ``batch`` in its
-CapabilityStatement) and once per draft: the form's POST reuses the read of its GET.
+The patient page reads the Patient, the allergy list and the signed plans in one batch Bundle, and
+the start form the chart in another (the sandbox lists ``batch`` in its CapabilityStatement), once per
+draft: the form's POST reuses the read of its GET.
 """
 
 from __future__ import annotations
@@ -59,15 +60,17 @@ def kinds(entries: list[LoggedRequest]) -> list[str]:
 def test_token_to_worksheet_round_trips(journey: Journey) -> None:
     counts = journey.counts()
     assert counts["launch"] == (1, 1)  # the signed-in user (fhirUser)
-    assert counts["patient page"] == (3, 3)  # Patient, allergies, signed plans
-    # the start form: the CapabilityStatement (once per app process), then the whole chart in one batch;
-    # its POST reads nothing; the worksheet asks for other active plans of the drug
-    assert kinds(journey.requests["plan"]) == [
+    # the CapabilityStatement (once per app process), then the Patient, the allergy list and the signed
+    # plans in one batch
+    assert kinds(journey.requests["patient page"]) == [
         "GET metadata CapabilityStatement 200",
         "POST bundle - 200",
-        "GET search-type RequestGroup 200",
     ]
-    assert counts["plan"] == (3, 3)
+    # the start form: the whole chart in one batch; its POST reads nothing; the worksheet asks for other
+    # active plans of the drug
+    assert kinds(journey.requests["plan"]) == ["POST bundle - 200", "GET search-type RequestGroup 200"]
+    assert counts["plan"] == (2, 2)
+    assert sum(counts[stage][1] for stage in ("launch", "patient page", "plan")) == 5
 
 
 def test_the_capability_statement_is_read_once_per_app(journey: Journey) -> None:
