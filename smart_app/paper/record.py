@@ -41,6 +41,7 @@ CHECKLIST_WORDS = {
     "iv-access": "IV access working",
     "emergency-kit": "Emergency kit at the bedside",
     "beta-blocker-held": "Beta-blocker held",
+    "one-to-one-nurse": "1:1 nurse assigned",
 }
 ENTRY_WORDS = {
     "session-start": "Session started",

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pdfplumber
 from playwright.sync_api import Page, expect
 
 from fhir_desens.commands.demo import DemoStack
@@ -133,7 +134,13 @@ def test_a_12_step_session_with_a_reaction_at_step_11(
     )
     assert len(fhir_search(stack, "Provenance", target=f"Procedure/{procedures[0]['id']}")) == 1
 
-    tab.get_by_role("link", name="Session record (print)").click()
+    with tab.expect_download() as downloading:  # the session record as PDF (smart_app/paper/record.py)
+        tab.get_by_role("link", name="Session record (PDF)", exact=True).click()
+    with pdfplumber.open(downloading.value.path()) as pdf:
+        printed = "\n".join(page.extract_text() or "" for page in pdf.pages)
+    for words in ("Reaction", "Decision after the reaction", "Session ended", "mild"):
+        assert words in printed, (words, printed[:1500])
+    tab.get_by_role("link", name="Session record", exact=True).click()
     expect(tab.get_by_role("heading", name=re.compile("^Desensitization session record"))).to_be_visible()
     expect(tab.locator("main")).to_contain_text("Grade mild")
     tab.screenshot(path=str(screenshot_dir / "bedside-5-record.png"), full_page=True)
