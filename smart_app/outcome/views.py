@@ -17,11 +17,14 @@ import dataclasses
 import logging
 import uuid
 from datetime import datetime, tzinfo
+from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from fhir_desens.boundary.numbers import NumberField, parse_number
+from fhir_desens.boundary.text import form_text
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.course.bedside.record import BedsideRecord
 from fhir_desens.course.bedside.summary import SessionSummary
@@ -207,6 +210,10 @@ def _given_at(raw: str) -> datetime:
     return moment.replace(tzinfo=services().settings.zone)
 
 
+#: A dose given after desensitization, as typed: above zero, of human size (the unit is checked apart).
+LATER_DOSE = NumberField("dose", Decimal(0), Decimal(100_000_000))
+
+
 def _later_dose(session: AppSession, form: Any) -> LaterDose:
     """The dose from the form: after which of this patient's completed sessions, how much, when."""
     patient = patient_reference(session.smart)
@@ -215,14 +222,15 @@ def _later_dose(session: AppSession, form: Any) -> LaterDose:
     summary = next((s for s in sessions if s.session_id == chosen), None)
     if summary is None:
         raise InputError("drug", "choose a drug this patient was desensitized to in this app")
-    quantity = parse_quantity(form.get("dose", ""), "dose")
+    quantity = parse_quantity(form_text(form.get("dose", ""), "dose", max_length=40), "dose")
+    amount = parse_number(quantity.value, LATER_DOSE)  # the one number check: no 0, -5, 50 digits, 1e-41
     return LaterDose(
         dose_id=form.get("dose_id", ""),
         patient=patient,
         session_id=summary.session_id,
         drug=summary.drug,
         drug_rxnorm=summary.drug_rxnorm,
-        amount=quantity.value,
+        amount=amount,
         unit=quantity.unit,
         given_at=_given_at(form.get("given_at", "")),
         recorded_by=session.user.name or session.user.label,

@@ -280,3 +280,34 @@ def test_a_100_kb_chart_text_is_cut_to_fit_the_form_so_continue_works(walker: Wa
     created = walker.start(sid, **form)
     assert created.status_code == 303, text_of(created.get_data(as_text=True))[:1000]
     assert "Premedication and observation notes." in html
+
+
+@pytest.mark.parametrize(
+    "dose", ["0 mg", "-5 mg", "1" * 30 + " mg", "0." + "0" * 30 + "1 mg", "1e-400 mg", "4\u202e00 mg"]
+)
+def test_a_tampered_later_dose_is_refused_and_nothing_recorded(
+    walker: Walker, ehr: FakeEhr, app: Flask, dose: str
+) -> None:
+    """The outcome's "Record a dose given after desensitization" form goes through the one number check."""
+    ehr.load_fixture(PATIENT)
+    sid = walker.launch(PATIENT)
+    services = app.extensions["fhir_desens"]
+    bedside = Bedside(
+        record_to=BedsideRecord(services.record_store(), builtin_protocols(), services.now),
+        patient=f"Patient/{PATIENT}",
+    )
+    bedside.reaction_at_step_11()
+    form = {
+        "csrf_token": walker.csrf(sid),
+        "session_id": bedside.session_id,
+        "dose": dose,
+        "dose_id": "d0000000-0000-4000-8000-000000000001",
+        "given_at": "2026-12-20T09:00",
+    }
+    response = walker.client.post(f"/s/{sid}/outcome/doses", data=form)
+    assert response.status_code == 400, response.status_code
+    assert "dose" in text_of(response.get_data(as_text=True))
+    assert services.dose_book().doses_for(f"Patient/{PATIENT}") == []
+    recorded = walker.client.post(f"/s/{sid}/outcome/doses", data={**form, "dose": "400 mg"})
+    assert recorded.status_code == 303, text_of(recorded.get_data(as_text=True))[:800]
+    assert [d.amount for d in services.dose_book().doses_for(f"Patient/{PATIENT}")] == [400]
