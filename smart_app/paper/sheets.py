@@ -27,7 +27,7 @@ from fhir_desens.protocol.preparation import (
     bag_preparations,
     serial_dilutions,
 )
-from fhir_desens.protocol.quantity import mul
+from fhir_desens.protocol.quantity import div, mul
 from fhir_desens.protocol.report import is_oral, rate_text
 
 DRAFT_TEXT = "DRAFT - not an order"
@@ -163,6 +163,19 @@ def _given_name(plan: Plan, products: PlanProducts | None) -> str:
     return given.name[:1].upper() + given.name[1:]
 
 
+def both_components(value: Decimal, unit_code: str, products: PlanProducts | None) -> str:
+    """An amount or concentration of the dose component; for a combination product every component in its
+    ratio ("sulfamethoxazole 40 mg/mL + trimethoprim 8 mg/mL")."""
+    combination = products.given.combination if products is not None else None
+    if combination is None:
+        return shown.dose_text(value, unit_code)
+    dose_parts = next(c.parts for c in combination.components if c.name == combination.dose_component)
+    return " + ".join(
+        f"{c.name} {shown.dose_text(div(mul(value, c.parts), dose_parts), unit_code)}"
+        for c in combination.components
+    )
+
+
 def _oral_doses(plan: Plan, number: int) -> str | None:
     volumes = [s.volume_ml for s in plan.steps if s.solution == number and s.volume_ml is not None]
     if not volumes:
@@ -193,8 +206,9 @@ def _label(
     stock = None
     if solution.concentration is None:
         assert solution.unit_dose is not None
-        amount = f"{shown.count_text(solution.units_used or Decimal(0), 'tablet')} of {shown.quantity_text(solution.unit_dose)}"
-        concentration = f"{shown.quantity_text(solution.unit_dose)} per tablet"
+        strength = both_components(solution.unit_dose.value, solution.unit_dose.unit, products)
+        amount = f"{shown.count_text(solution.units_used or Decimal(0), 'tablet')} of {strength}"
+        concentration = f"{strength} per tablet"
         units = [s.units for s in plan.steps if s.solution == solution.number and s.units is not None]
         rates = (
             f"Give by mouth: {', '.join(shown.count_text(u, 'tablet').split()[0] for u in units)} tablet(s) "
@@ -202,17 +216,19 @@ def _label(
         )
     else:
         volume = solution.volume_ml or Decimal(0)
-        concentration = shown.quantity_text(solution.concentration)
+        concentration = both_components(solution.concentration.value, solution.concentration.unit, products)
         if oral:
             made = dilution.final_ml if dilution is not None else volume
-            amount = f"{shown.dose_text(mul(made, solution.concentration.value), plan.dose_unit)} in {shown.volume_text(made)}"
+            held = both_components(mul(made, solution.concentration.value), plan.dose_unit, products)
+            amount = f"{held} in {shown.volume_text(made)}"
             rates = _oral_doses(plan, solution.number)
             if made > volume:
                 infuse_only = f"Give only {shown.volume_text(volume)} in all; discard the remainder."
             if dilution is not None:
                 if dilution.diluent_ml == 0:
                     diluent = None
-                    stock = "The commercial oral solution as supplied (no dilution)."
+                    supplied = f": {product.display}" if product is not None else ""
+                    stock = f"The commercial product as supplied, not diluted{supplied}."
                 else:
                     stock = (
                         f"Made from {shown.volume_text(dilution.source_ml)} of {dilution.source} "
@@ -220,7 +236,8 @@ def _label(
                         f"{shown.volume_text(dilution.diluent_ml)} of water."
                     )
         else:
-            amount = f"{shown.dose_text(solution.drug_amount.value, solution.drug_amount.unit)} in {shown.volume_text(volume)}"
+            held = both_components(solution.drug_amount.value, solution.drug_amount.unit, products)
+            amount = f"{held} in {shown.volume_text(volume)}"
             if bag is not None and bag.infuse_only_ml is not None:
                 infuse_only = f"Infuse only {shown.volume_text(bag.infuse_only_ml)}; discard the remainder."
             if (

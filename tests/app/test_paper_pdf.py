@@ -130,7 +130,9 @@ def test_an_oral_protocol_prints_in_oral_words_with_serial_dilutions(planner: Pl
         and "Give only 12.7 mL in all; discard the remainder." in labels
     )
     assert "Made from 2 mL of solution 2 (10,000 units/mL) + 18 mL of water." in labels
-    assert "The commercial oral solution as supplied (no dilution)." in labels
+    assert (
+        "The commercial product as supplied, not diluted: penicillin V potassium for oral solution" in labels
+    )
     assert labels.count("no stability data for this dilution") == 2 and "14 days refrigerated" in labels
     assert "infuse" not in text.lower() and "mL/h" not in text and "bag" not in text.lower()
     worksheet = paragraphs_of(_pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/worksheet.pdf"))
@@ -186,3 +188,30 @@ def test_the_sites_bag_overfill_is_what_the_pharmacy_sheet_removes(make_app: Any
     text = "\n".join(_pdf(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf"))
     assert "remove 15.4 mL" in text  # 15 mL overfill of a 250 mL bag + 0.4 mL of stock
     assert "250 mL bags hold 15 mL more" in text and "remove 25.4 mL" not in text
+
+
+def test_a_combination_products_labels_carry_both_components() -> None:
+    """Sulfamethoxazole/trimethoprim: every label gives both components in their 5:1 ratio."""
+    from decimal import Decimal
+
+    from fhir_desens.protocol.calculate import PlanRequest, compute_plan
+    from fhir_desens.protocol.library import builtin_protocols
+    from fhir_desens.protocol.quantity import Quantity
+    from smart_app.paper.sheets import paper_for
+
+    plan = compute_plan(
+        PlanRequest(
+            protocol=builtin_protocols()["tmp-smx-oral-hourly"],
+            drug="sulfamethoxazole-trimethoprim",
+            target=Quantity(Decimal(800), "mg"),
+        )
+    )
+    labels = paper_for(plan).labels
+    assert labels[4].concentration == "sulfamethoxazole 40 mg/mL + trimethoprim 8 mg/mL"
+    assert labels[0].amount == "sulfamethoxazole 0.04 mg + trimethoprim 0.008 mg in 10 mL"
+    assert labels[5].concentration == "sulfamethoxazole 800 mg + trimethoprim 160 mg per tablet"
+    assert (
+        labels[4].stock is not None
+        and "not diluted: sulfamethoxazole / trimethoprim oral suspension" in labels[4].stock
+    )
+    assert all(label.route == "by mouth" and label.beyond_use for label in labels)
