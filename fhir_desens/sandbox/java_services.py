@@ -97,6 +97,7 @@ class JavaServiceProcess:
         self.startup_seconds: float | None = None
         #: Extra environment variables for the process (e.g. a database password).
         self.environment: dict[str, str] = {}
+        self._launched_at = 0.0
 
     @property
     def running(self) -> bool:
@@ -108,12 +109,17 @@ class JavaServiceProcess:
 
     def start(self) -> str:
         """Start the service and wait until it is ready; returns its URL."""
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process without waiting (e.g. while other tests run); then :meth:`wait_ready`."""
         if self._process is not None:
             raise FhirServerError(f"the {self.NAME} was already started")
         command = self.command()
         self._workdir = tempfile.TemporaryDirectory(prefix="fhir-desens-java-")
         out_path, err_path = Path(self._workdir.name) / "stdout", Path(self._workdir.name) / "stderr"
-        started = time.monotonic()
+        self._launched_at = time.monotonic()
         with out_path.open("wb") as out, err_path.open("wb") as err:
             self._process = subprocess.Popen(
                 command,
@@ -124,12 +130,20 @@ class JavaServiceProcess:
                 env={**os.environ, **self.environment},
             )
         self._finalizer = weakref.finalize(self, _stop, self._process, 10.0)
+
+    def wait_ready(self) -> str:
+        """Wait for the launched service's readiness line; returns its URL (stops it on failure)."""
+        if self.url is not None:
+            return self.url
+        if self._process is None or self._workdir is None:
+            raise FhirServerError(f"the {self.NAME} was not launched")
+        directory = Path(self._workdir.name)
         try:
-            self.url = self._wait_listening(out_path, err_path)
+            self.url = self._wait_listening(directory / "stdout", directory / "stderr")
         except BaseException:
             self.stop()
             raise
-        self.startup_seconds = time.monotonic() - started
+        self.startup_seconds = time.monotonic() - self._launched_at
         logger.info("%s ready at %s (%.1f s)", self.NAME, self.url, self.startup_seconds)
         return self.url
 

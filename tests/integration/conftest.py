@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from fhir_desens.client.fhir_rest import FhirClient
-from fhir_desens.errors import ConfigurationError
+from fhir_desens.errors import ConfigurationError, FhirServerError
 from fhir_desens.sandbox.fhir_server import FhirServerProcess
 from tests.conftest import in_ci
 
@@ -46,6 +46,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.integration)
+
+
+#: HAPI launched as soon as the tests are collected, so that its slow start-up (1-6 min on the shared
+#: machine) overlaps the unit and app tests; :func:`hapi_server` waits for it.
+_EARLY: dict[str, Any] = {}
+
+
+def _needs_hapi(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return "hapi_server" in getattr(item, "fixturenames", ()) or (
+        callspec is not None and "hapi" in callspec.params.values()
+    )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if os.environ.get("FHIR_DESENS_HAPI_URL") or not any(_needs_hapi(i) for i in session.items):
+        return
+    from fhir_desens.sandbox.java_services import HapiServerProcess, find_java
+
+    try:
+        find_java()
+        server = HapiServerProcess()
+        server.launch()
+    except ConfigurationError:
+        return  # the fixture says why (skip locally, fail in CI)
+    _EARLY["hapi"] = server
 
 
 def _start(server: FhirServerProcess) -> FhirServerProcess:
@@ -152,7 +178,15 @@ def hapi_server() -> Iterator[Any]:
         yield SimpleNamespace(url=os.environ["FHIR_DESENS_HAPI_URL"])
         return
 
-    server = _start_java(HapiServerProcess())
+    early = _EARLY.pop("hapi", None)
+    if early is not None:
+        try:
+            early.wait_ready()
+        except FhirServerError as error:
+            if in_ci():
+                pytest.fail(f"CI=true but HAPI did not start: {error}")
+            pytest.skip(f"HAPI did not start: {error}")
+    server = early or _start_java(HapiServerProcess())
     try:
         yield server
     finally:
