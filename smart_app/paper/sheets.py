@@ -31,6 +31,11 @@ from fhir_desens.protocol.quantity import div, mul
 from fhir_desens.protocol.report import is_oral, rate_text
 
 DRAFT_TEXT = "DRAFT - not an order"
+#: What happens to the rest of a container, as the worksheet's warnings say (a step back after a reaction
+#: may need it): kept at the bedside until the session ends, then discarded.
+KEEP_UNTIL_THE_END = (
+    "keep it at the bedside until the session ends (a step back may need it), then discard the remainder."
+)
 TABLETS_BEYOND_USE = "Beyond use: the expiry date on the manufacturer's package (tablets given as supplied; a split tablet on the day)."
 
 
@@ -223,7 +228,7 @@ def _label(
             amount = f"{held} in {shown.volume_text(made)}"
             rates = _oral_doses(plan, solution.number)
             if made > volume:
-                infuse_only = f"Give only {shown.volume_text(volume)} in all; discard the remainder."
+                infuse_only = f"Give only {shown.volume_text(volume)} in all; {KEEP_UNTIL_THE_END}"
             if dilution is not None:
                 if dilution.diluent_ml == 0:
                     diluent = None
@@ -239,7 +244,7 @@ def _label(
             held = both_components(solution.drug_amount.value, solution.drug_amount.unit, products)
             amount = f"{held} in {shown.volume_text(volume)}"
             if bag is not None and bag.infuse_only_ml is not None:
-                infuse_only = f"Infuse only {shown.volume_text(bag.infuse_only_ml)}; discard the remainder."
+                infuse_only = f"Infuse only {shown.volume_text(bag.infuse_only_ml)}; {KEEP_UNTIL_THE_END}"
             if (
                 bag is not None
                 and bag.stock_ml is not None

@@ -102,7 +102,11 @@ def test_the_pharmacy_pdf_has_complete_labels_and_how_to_prepare(planner: Planne
     for number, page in enumerate(pages, start=1):
         assert "DRAFT - not an order" in page and "MRN-1001" in page and f"page {number} of" in page
     assert text.count("Prepared by") == 3 and text.count("Checked by") == 3
-    assert "Infuse only 8.7 mL; discard the remainder." in text  # bag 1 at 75 mL/h
+    # bag 1 at 75 mL/h; the rest is kept until the session ends, as the worksheet's warnings say
+    assert (
+        "Infuse only 8.7 mL; keep it at the bedside until the session ends (a step back may need it), then discard the remainder."
+        in text
+    )
     assert "Stock drawn: 0.4 mL of 10 mg/mL" in text  # 4 mg of carboplatin 10 mg/mL
     assert "5% dextrose (D5W)" in text and "NS or D5W" not in text
     assert "route: IV" in text and "Rates: 2, 5, 10, 20 mL/h (steps 1-4)" not in text  # 75 mL/h final
@@ -127,7 +131,7 @@ def test_an_oral_protocol_prints_in_oral_words_with_serial_dilutions(planner: Pl
     assert "Give by mouth with an oral syringe: 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4 mL (steps 1-7)" in labels
     assert (
         "Contains 20,000 units in 20 mL" in labels
-        and "Give only 12.7 mL in all; discard the remainder." in labels
+        and "Give only 12.7 mL in all; keep it at the bedside until the session ends" in labels
     )
     assert "Made from 2 mL of solution 2 (10,000 units/mL) + 18 mL of water." in labels
     assert (
