@@ -81,6 +81,14 @@ def init_errors(app: Flask) -> None:
         status = error.code or 500
         if isinstance(error, InternalServerError) and error.original_exception is not None:
             return unexpected(error.original_exception)
+        if status == 413:  # never a bare "capacity limit": say what to do
+            limit = app.config.get("MAX_CONTENT_LENGTH") or 0
+            return _respond(
+                413,
+                f"The form was larger than the app accepts ({limit // 1024} kB), so nothing was saved.",
+                code="RequestEntityTooLarge",
+                hint="Shorten the longest text (indication, reasons, notes) and send the form again.",
+            )
         return _respond(status, error.description or "", code=error.name.replace(" ", ""))
 
     @app.errorhandler(Exception)

@@ -311,3 +311,14 @@ def test_a_tampered_later_dose_is_refused_and_nothing_recorded(
     recorded = walker.client.post(f"/s/{sid}/outcome/doses", data={**form, "dose": "400 mg"})
     assert recorded.status_code == 303, text_of(recorded.get_data(as_text=True))[:800]
     assert [d.amount for d in services.dose_book().doses_for(f"Patient/{PATIENT}")] == [400]
+
+
+def test_a_form_too_large_for_the_app_says_so_in_words(walker: Walker, ehr: FakeEhr) -> None:
+    """Issue 11 "a bare 413": a form beyond the app's size limit gets a page saying what happened and what to do."""
+    sid, _ = start_form(walker, ehr)
+    form = walker.start_defaults(sid, indication="x" * 100_000)
+    response = walker.start(sid, **form)
+    assert response.status_code == 413
+    text = text_of(response.get_data(as_text=True))
+    assert "The form was larger than the app accepts (64 kB), so nothing was saved." in text
+    assert "Shorten the longest text" in text and "Traceback" not in text
