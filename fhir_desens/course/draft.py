@@ -20,7 +20,13 @@ from fhir_desens.errors import (
     InputError,
 )
 from fhir_desens.protocol import display as shown
-from fhir_desens.protocol.bsa import BSA_DISPLAY_PLACES, body_surface_area, rounded_dose_for_bsa
+from fhir_desens.protocol.bsa import (
+    BSA_DISPLAY_PLACES,
+    WEIGHT_PLACES,
+    body_surface_area,
+    rounded_dose_for_bsa,
+    rounded_dose_for_weight,
+)
 from fhir_desens.protocol.calculate import Plan, PlanRequest, compute_plan
 from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.model import ClosingMethod, Protocol, ProtocolKind, TargetKind
@@ -30,6 +36,7 @@ from fhir_desens.protocol.quantity import (
     parse_decimal,
     parse_quantity,
     per_area_dose_unit,
+    per_weight_dose_unit,
     plain,
     unit,
 )
@@ -62,7 +69,7 @@ class PlanDraft:
     created_at: float
     route: str | None = None  # of the drug as ordered ("oral", "intravenous")
     order_reference: str | None = None  # "MedicationRequest/<id>" the drug was chosen from
-    dose_per_m2: str | None = None  # e.g. "75 mg/m2" when dosed by body surface area
+    dose_per_m2: str | None = None  # the dose as prescribed when per body size: "75 mg/m²", "15 mg/kg"
     height_cm: str | None = None
     weight_kg: str | None = None
     order_text: str | None = None  # the therapeutic order's wording (its diluent is the default one)
@@ -235,6 +242,8 @@ def resolve_target(start: StartChoice) -> tuple[Quantity, str | None]:
     (1 mg, or the drug monograph's step), so the pharmacist can reproduce it by calculator:
     "375 mg/m² × 2.14 m² = 802.5 mg → 803 mg (rounded half-up to 1 mg)". Everything after is exact."""
     dose = start.dose
+    if unit(dose.unit).dimension is Dimension.DOSE_PER_WEIGHT:
+        return _per_kg_target(start)
     if unit(dose.unit).dimension is not Dimension.DOSE_PER_AREA:
         return dose, None
     assert start.height_cm is not None and start.weight_kg is not None
@@ -247,6 +256,21 @@ def resolve_target(start: StartChoice) -> tuple[Quantity, str | None]:
         f"{rounded.text}. BSA {shown.bsa_text(rounded.bsa_m2)} by the {bsa.formula_name} formula from height "
         f"{shown.grouped(start.height_cm.normalize())} cm and weight {shown.grouped(start.weight_kg.normalize())} kg, "
         f"rounded half-up to {BSA_DISPLAY_PLACES} decimals; the dose is computed from the BSA as shown"
+    )
+    return rounded.dose, basis
+
+
+def _per_kg_target(start: StartChoice) -> tuple[Quantity, str]:
+    """A per-kg dose: the weight to 0.1 kg, times the dose per kg, rounded by the stated rule (1 mg or
+    the monograph's step): "15 mg/kg × 72.4 kg = 1,086 mg → 1,086 mg (rounded half-up to 1 mg)"."""
+    dose = start.dose
+    step, rule_basis = dose_rounding_for(
+        start.drug, start.drug_rxnorm, per_weight_dose_unit(unit(dose.unit)).code
+    )
+    rounded = rounded_dose_for_weight(dose, start.weight_kg, step, rule_basis)
+    basis = (
+        f"{rounded.text}. Weight {shown.grouped(rounded.weight_kg.normalize())} kg, rounded half-up to "
+        f"{WEIGHT_PLACES} decimal; the dose is computed from the weight as shown"
     )
     return rounded.dose, basis
 

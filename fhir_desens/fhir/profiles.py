@@ -596,7 +596,7 @@ EXTENSIONS: tuple[ExtensionSpec, ...] = (
                 "Quantity",
                 0,
                 "1",
-                "The dose as prescribed when it is not the target itself (per m2 of body surface area: mg/m2 ...)",
+                "The dose as prescribed when it is not the target itself (per m2 of body surface area: mg/m2 ...; per kg of body weight: mg/kg ...)",
             ),
             Sub("doseBasis", "string", 0, "1", "How the target dose was derived (e.g. BSA and its formula)"),
             Sub("finalRate", "Quantity", 0, "1", "Final infusion rate chosen (UCUM mL/h)", unit="mL/h"),

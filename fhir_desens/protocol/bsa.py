@@ -21,6 +21,7 @@ from fhir_desens.protocol.quantity import (
     display_significant,
     parse_decimal,
     per_area_dose_unit,
+    per_weight_dose_unit,
     unit,
 )
 
@@ -32,11 +33,13 @@ __all__ = [
     "WEIGHT_RANGE_KG",
     "BodySurfaceArea",
     "RoundedDose",
+    "WeightDose",
     "body_surface_area",
     "display_bsa",
     "display_dose_for_bsa",
     "dose_for_bsa",
     "rounded_dose_for_bsa",
+    "rounded_dose_for_weight",
 ]
 
 #: Plausible adult and paediatric values (neonates to the tallest and heaviest adults). Outside
@@ -212,3 +215,68 @@ def rounded_dose_for_bsa(
     steps = EXACT.divide(product.value, step).to_integral_value(rounding=ROUND_HALF_UP)
     rounded = EXACT.multiply(max(steps, Decimal(1)), step)
     return RoundedDose(dose_per_m2, bsa_used, product, Quantity(rounded, product.unit), step, rule_basis)
+
+
+#: Weight as used for a per-kg dose: to 0.1 kg, the precision scales and the chart give.
+WEIGHT_PLACES = 1
+
+
+@dataclass(frozen=True)
+class WeightDose:
+    """A per-kg dose turned into the dose to plan: dose per kg x weight (as used) = product -> rounded."""
+
+    dose_per_kg: Quantity
+    weight_kg: Decimal  # as used (rounded half-up to WEIGHT_PLACES)
+    product: Quantity  # exact
+    dose: Quantity  # the product rounded by the stated rule: the plan's target
+    step: Decimal
+    rule_basis: str | None = None
+
+    @property
+    def rule(self) -> str:
+        from fhir_desens.protocol import display as shown
+
+        rule = (
+            f"rounded half-up to {shown.grouped(self.step.normalize(EXACT))} {unit(self.dose.unit).display}"
+        )
+        return f"{rule}: {self.rule_basis}" if self.rule_basis else rule
+
+    @property
+    def text(self) -> str:
+        """'15 mg/kg × 72.4 kg = 1,086 mg → 1,086 mg (rounded half-up to 1 mg)'."""
+        from fhir_desens.protocol import display as shown
+
+        dose_unit = unit(self.dose.unit).display
+        per_kg = (
+            f"{shown.grouped(self.dose_per_kg.value.normalize(EXACT))} {unit(self.dose_per_kg.unit).display}"
+        )
+        return (
+            f"{per_kg} × {shown.grouped(self.weight_kg.normalize(EXACT))} kg = "
+            f"{shown.grouped(self.product.value.normalize(EXACT))} {dose_unit} → "
+            f"{shown.grouped(self.dose.value.normalize(EXACT))} {dose_unit} ({self.rule})"
+        )
+
+
+def rounded_dose_for_weight(
+    dose_per_kg: Quantity,
+    weight_kg: Decimal | str | None,
+    step: Decimal = DOSE_ROUNDING_STEP,
+    rule_basis: str | None = None,
+) -> WeightDose:
+    """The planned dose of a per-kg prescription: the weight to 0.1 kg, times the dose per kg, rounded
+    half-up to ``step`` (1 mg unless the monograph states another). Everything after is exact."""
+    if dose_per_kg.dimension is not Dimension.DOSE_PER_WEIGHT:
+        raise InputError(
+            "dose", f"{dose_per_kg} is not a dose per kg of body weight", "mg/kg, mcg/kg, units/kg"
+        )
+    if dose_per_kg.value <= 0:
+        raise InputError("dose", f"must be positive, got {dose_per_kg}", "mg/kg, mcg/kg, units/kg")
+    if step <= 0:
+        raise InputError("dose rounding", f"must be above 0, got {step}", "e.g. 1 (mg), 10, 50 (a vial size)")
+    weight = _measure(weight_kg, "weight", "kg", WEIGHT_RANGE_KG)
+    used = weight.quantize(Decimal(1).scaleb(-WEIGHT_PLACES), rounding=ROUND_HALF_UP)
+    absolute = per_weight_dose_unit(unit(dose_per_kg.unit))
+    product = Quantity(EXACT.multiply(dose_per_kg.value, used), absolute.code)
+    steps = EXACT.divide(product.value, step).to_integral_value(rounding=ROUND_HALF_UP)
+    rounded = EXACT.multiply(max(steps, Decimal(1)), step)
+    return WeightDose(dose_per_kg, used, product, Quantity(rounded, product.unit), step, rule_basis)

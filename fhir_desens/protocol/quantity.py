@@ -29,6 +29,7 @@ class Dimension(Enum):
     RATE = "rate"  # volume per time
     CONCENTRATION = "concentration"  # dose per volume
     DOSE_PER_AREA = "dose-per-area"  # dose per m² of body surface area (prescribing only, never infused)
+    DOSE_PER_WEIGHT = "dose-per-weight"  # dose per kg of body weight (prescribing only, never infused)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ _define("mg/m2", "mg/m²", Dimension.DOSE_PER_AREA, "1", "mg/m^2")
 _define("g/m2", "g/m²", Dimension.DOSE_PER_AREA, "1000", "g/m^2")
 _define("ug/m2", "mcg/m²", Dimension.DOSE_PER_AREA, "0.001", "mcg/m2", "µg/m2", "μg/m2", "µg/m²", "μg/m²")
 _define("[iU]/m2", "units/m²", Dimension.DOSE_PER_AREA, "1", "units/m2", "unit/m2", "iu/m2", "u/m2")
+_define("mg/kg", "mg/kg", Dimension.DOSE_PER_WEIGHT, "1")
+_define("ug/kg", "mcg/kg", Dimension.DOSE_PER_WEIGHT, "0.001", "mcg/kg", "µg/kg", "μg/kg")
+_define("[iU]/kg", "units/kg", Dimension.DOSE_PER_WEIGHT, "1", "units/kg", "unit/kg", "iu/kg", "u/kg")
 
 #: The canonical unit of each dose dimension and of the concentration made from it.
 _BY_CODE: dict[str, Unit] = {u.code: u for u in _UNITS.values()}
@@ -80,6 +84,14 @@ _PER_AREA_DOSE = {
     "[iU]/m2": (Dimension.ACTIVITY, "[iU]"),
 }
 CANONICAL_DOSE_PER_AREA = {Dimension.MASS: "mg/m2", Dimension.ACTIVITY: "[iU]/m2"}
+#: The dose dimension and the absolute dose unit of each per-kg unit (mg/kg x kg = mg).
+_PER_WEIGHT_DOSE = {
+    "mg/kg": (Dimension.MASS, "mg"),
+    "ug/kg": (Dimension.MASS, "ug"),
+    "[iU]/kg": (Dimension.ACTIVITY, "[iU]"),
+}
+CANONICAL_DOSE_PER_WEIGHT = {Dimension.MASS: "mg/kg", Dimension.ACTIVITY: "[iU]/kg"}
+ACCEPTED_DOSE_PER_WEIGHT_UNITS = "mg/kg, mcg/kg (ug/kg), units/kg ([iU]/kg)"
 ACCEPTED_DOSE_PER_AREA_UNITS = "mg/m2, g/m2, mcg/m2 (ug/m2), units/m2 ([iU]/m2)"
 ACCEPTED_DOSE_UNITS = "mg, g, mcg (ug), units ([iU])"
 _QUANTITY_TEXT = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*([^\s\d].*?)?\s*$")
@@ -99,6 +111,13 @@ def unit(code: str) -> Unit:
 def concentration_base(u: Unit) -> Dimension:
     """The dose dimension a concentration unit is made of (mg/mL -> mass, units/mL -> activity)."""
     return _CONCENTRATION_BASE.get(u.code, Dimension.ACTIVITY)
+
+
+def per_weight_dose_unit(u: Unit) -> Unit:
+    """The absolute dose unit of a per-kg unit (mg/kg -> mg, units/kg -> units)."""
+    if u.dimension is not Dimension.DOSE_PER_WEIGHT:
+        raise UnitError("unit", f"{u.display} is not a dose per kg", ACCEPTED_DOSE_PER_WEIGHT_UNITS)
+    return unit(_PER_WEIGHT_DOSE[u.code][1])
 
 
 def per_area_dose_unit(u: Unit) -> Unit:
@@ -140,6 +159,11 @@ class Quantity:
             and per_area_dose_unit(source).dimension is not per_area_dose_unit(target).dimension
         ):
             raise UnitError("unit", f"cannot convert {source.display} to {target.display}")
+        if (
+            source.dimension is Dimension.DOSE_PER_WEIGHT
+            and per_weight_dose_unit(source).dimension is not per_weight_dose_unit(target).dimension
+        ):
+            raise UnitError("unit", f"cannot convert {source.display} to {target.display}")
         value = EXACT.divide(EXACT.multiply(self.value, source.factor), target.factor)
         return Quantity(value, target.code)
 
@@ -152,6 +176,8 @@ class Quantity:
             return self.to(CANONICAL_CONCENTRATION[concentration_base(u)].code)
         if u.dimension is Dimension.DOSE_PER_AREA:
             return self.to(CANONICAL_DOSE_PER_AREA[per_area_dose_unit(u).dimension])
+        if u.dimension is Dimension.DOSE_PER_WEIGHT:
+            return self.to(CANONICAL_DOSE_PER_WEIGHT[per_weight_dose_unit(u).dimension])
         canonical = {Dimension.VOLUME: "mL", Dimension.TIME: "min", Dimension.RATE: "mL/h"}[u.dimension]
         return self.to(canonical)
 

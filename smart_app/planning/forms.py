@@ -116,8 +116,16 @@ _INVARIANT_FIELDS = {"INV-03": "bag_volume", "INV-06": "final_rate"}
 
 #: Dose units offered on the start form: value -> text shown. "ug" is shown as "mcg" (ISMP: "ug" is
 #: easily misread as "mg").
-DOSE_UNITS: dict[str, str] = {"mg": "mg", "g": "g", "ug": "mcg", "[iU]": "units", "mg/m2": "mg/m2"}
+DOSE_UNITS: dict[str, str] = {
+    "mg": "mg",
+    "g": "g",
+    "ug": "mcg",
+    "[iU]": "units",
+    "mg/m2": "mg/m2",
+    "mg/kg": "mg/kg",
+}
 PER_AREA_UNITS = frozenset({"mg/m2"})
+PER_WEIGHT_UNITS = frozenset({"mg/kg"})
 
 GRADES: dict[str, str] = {
     "1": "1 - mild (skin, mucosa)",
@@ -265,8 +273,9 @@ def parse_start(
     value = _collect(errors, number, form, "target_dose")
     dose_unit = _collect(errors, choice, form, "dose_unit", DOSE_UNITS)
     per_area = dose_unit in PER_AREA_UNITS
+    per_weight = dose_unit in PER_WEIGHT_UNITS
     height = _collect(errors, number, form, "height_cm", required=per_area)
-    weight = _collect(errors, number, form, "weight_kg", required=per_area)
+    weight = _collect(errors, number, form, "weight_kg", required=per_area or per_weight)
     risk = _collect(errors, parse_risk, form)
     if errors or key is None:
         return None, errors
@@ -292,7 +301,7 @@ def parse_start(
             indication=indication,
             dose=Quantity(value, dose_unit),
             height_cm=height if per_area else None,
-            weight_kg=weight if per_area else None,
+            weight_kg=weight if per_area or per_weight else None,
             risk=risk,
             order_text=candidate.text if from_order and candidate is not None else None,
             ordered_dose=candidate.dose if from_order and candidate is not None else None,

@@ -145,6 +145,26 @@ def test_a_signed_oral_plan_is_written_in_oral_words_and_grouped_numbers(signer:
     assert "Signed plan: Penicillin G benzathine 1,296,700 units" in page and "1296700" not in page
 
 
+def test_a_per_kg_dose_is_rounded_before_planning_and_its_calculation_is_on_the_plan_and_the_orders(
+    signer: Signer,
+) -> None:
+    sid = signer.launch("vancomycin-mrsa")
+    draft_id = signer.plan(sid, {"target_dose": "15", "dose_unit": "mg/kg", "weight_kg": "116.68"})
+    draft = signer.store.get("draft", f"{sid}:{draft_id}")
+    calculation = "15 mg/kg × 116.7 kg = 1,750.5 mg → 1,751 mg (rounded half-up to 1 mg)"
+    assert draft["target"] == "1751 mg" and draft["dose_per_m2"] == "15 mg/kg"
+    assert calculation in text_of(signer.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True))
+    signer.signed_id(signer.sign(sid, draft_id), sid)
+    (group,) = signer.signed("RequestGroup")
+    assert any(n["text"].startswith(f"Dose: {calculation}. Weight 116.7 kg") for n in group["note"])
+    doses = [
+        Decimal(str(d["doseAndRate"][0]["doseQuantity"]["value"]))
+        for r in signer.signed("MedicationRequest")
+        for d in r["dosageInstruction"]
+    ]
+    assert sum(doses) == Decimal(1751)
+
+
 def test_a_signed_per_m2_plan_states_its_calculation_and_orders_the_rounded_dose(signer: Signer) -> None:
     sid = signer.launch("rituximab-lymphoma")
     start = {"target_dose": "375", "dose_unit": "mg/m2", "height_cm": "182", "weight_kg": "91"}

@@ -162,3 +162,23 @@ def test_a_per_m2_dose_is_rounded_by_the_stated_rule_and_checks_by_calculator() 
     assert rounded.text == "375 mg/m² × 2.14 m² = 802.5 mg → 803 mg (rounded half-up to 1 mg)"
     vial = rounded_dose_for_bsa(Quantity(Decimal(375), "mg/m2"), bsa, step=Decimal(10))
     assert vial.dose.value == Decimal(800)
+
+
+def test_a_per_kg_dose_is_rounded_by_the_stated_rule_and_checks_by_calculator() -> None:
+    from fhir_desens.protocol.bsa import rounded_dose_for_weight
+
+    rounded = rounded_dose_for_weight(Quantity(Decimal(15), "mg/kg"), Decimal("72.43"))
+    assert rounded.weight_kg == Decimal("72.4")  # to 0.1 kg, as used
+    assert rounded.product == Quantity(Decimal("1086.0"), "mg")
+    assert rounded.dose == Quantity(Decimal(1086), "mg")
+    assert rounded.text == "15 mg/kg × 72.4 kg = 1,086 mg → 1,086 mg (rounded half-up to 1 mg)"
+    assert rounded_dose_for_weight(Quantity(Decimal("5.5"), "mg/kg"), "61.3").text == (
+        "5.5 mg/kg × 61.3 kg = 337.15 mg → 337 mg (rounded half-up to 1 mg)"
+    )
+    assert Quantity(Decimal(15), "mg/kg").canonical() == Quantity(Decimal(15), "mg/kg")
+    with pytest.raises(InputError, match="weight"):
+        rounded_dose_for_weight(Quantity(Decimal(15), "mg/kg"), "720")  # pounds typed as kg
+    with pytest.raises(InputError, match="not a dose per kg"):
+        rounded_dose_for_weight(Quantity(Decimal(15), "mg"), "72")
+    with pytest.raises(UnitError):
+        Quantity(Decimal(15), "mg/kg").to("[iU]/kg")

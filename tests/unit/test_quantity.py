@@ -24,7 +24,7 @@ def test_parse_and_canonicalise(text, value, unit):
     assert quantity == Quantity(Decimal(value), unit)
 
 
-@pytest.mark.parametrize("text", ["", "mg", "400 kg", "1,5 mg", "400 mg/kg", "abc", "1e3x"])
+@pytest.mark.parametrize("text", ["", "mg", "400 kg", "1,5 mg", "400 mg/kg/day", "abc", "1e3x"])
 def test_refuses_bad_quantities(text):
     with pytest.raises(InputError) as error:
         parse_quantity(text, "--dose").canonical()
