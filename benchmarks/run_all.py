@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/run_all.py
 
-Measures plans per second for the 12-step protocol (one core), the CLI's cold start, and
-export/apply/serialize times of the FHIR layer.
+Measures plans per second for the 12-step protocol (one core) and against its bare-Decimal floor, the
+CLI's cold start against ``python -c pass``, export/apply/serialize times of the FHIR layer, the FHIR
+round trips of a whole journey, the app's CPU per page, searches, validation and import.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from decimal import Decimal
 import bench_cold_start  # benchmarks/ is on sys.path when this file runs as a script
 import bench_engine
 import bench_exchange
+import bench_pages
+import bench_round_trips
 import bench_search
 
 from fhir_desens.fhir.apply import ApplyContext, apply_plan
@@ -76,6 +79,8 @@ def main() -> None:
     bench_cold_start.main(
         []
     )  # the CLI against `python -c pass`, alternately (benchmarks/bench_cold_start.py)
+    bench_round_trips.main([])  # FHIR requests per stage of a whole journey (benchmarks/bench_round_trips.py)
+    bench_pages.main([])  # app CPU per worksheet and patient page, one client (benchmarks/bench_pages.py)
     bench_search.main()  # searches over a 5,000-allergy chart (benchmarks/bench_search.py)
     bench_exchange.main()  # export + validate, import of 1,000 protocol versions (benchmarks/bench_exchange.py)
 
