@@ -224,6 +224,14 @@ def _later_dose(session: AppSession, form: Any) -> LaterDose:
         raise InputError("drug", "choose a drug this patient was desensitized to in this app")
     quantity = parse_quantity(form_text(form.get("dose", ""), "dose", max_length=40), "dose")
     amount = parse_number(quantity.value, LATER_DOSE)  # the one number check: no 0, -5, 50 digits, 1e-41
+    given_at = _given_at(form.get("given_at", ""))
+    ended = summary.last_dose_at or summary.ended_at
+    if ended is not None and given_at < ended:
+        raise InputError(
+            "given_at",
+            f"is before the desensitization's last step ({format_window(ended, _local_zone())}): "
+            "record doses given after it",
+        )
     return LaterDose(
         dose_id=form.get("dose_id", ""),
         patient=patient,
@@ -232,7 +240,7 @@ def _later_dose(session: AppSession, form: Any) -> LaterDose:
         drug_rxnorm=summary.drug_rxnorm,
         amount=amount,
         unit=quantity.unit,
-        given_at=_given_at(form.get("given_at", "")),
+        given_at=given_at,
         recorded_by=session.user.name or session.user.label,
         recorded_at=services().now(),
     )
@@ -249,6 +257,17 @@ def record_dose(sid: str) -> Response | tuple[str, int]:
         )
     services().dose_book().record(dose)
     return redirect(url_for("patient.page", sid=sid) + "#tolerance-heading", code=303)
+
+
+@bp.post("/outcome/doses/<string(minlength=8,maxlength=64):dose_id>/entered-in-error")
+def dose_in_error(sid: str, dose_id: str) -> Response:
+    """Mark a recorded dose entered in error: kept, shown struck through, no longer evidence."""
+    session = app_session(sid)
+    book = services().dose_book()
+    if dose_id not in {d.dose_id for d in book.doses_for(patient_reference(session.smart))}:
+        abort(404)
+    book.mark_entered_in_error(dose_id, session.user.name or session.user.label, services().now())
+    return redirect(url_for("patient.page", sid=sid) + "#later-doses-heading", code=303)
 
 
 # -- the panels on the patient and planning pages ----------------------------------------------------------
@@ -276,7 +295,7 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             "sessions": finished(summaries),
             "tasks": tasks,
             "protocol_titles": titles,
-            "later_doses": [_dose_line(dose) for dose in reversed(later)],
+            "later_doses": [(dose, _dose_line(dose)) for dose in reversed(later)],
             "dose_form": _dose_form(rows),
             "error": None,
         }
@@ -300,7 +319,11 @@ def _ehr_client(session: AppSession) -> FhirClient | None:
 
 def _dose_line(dose: LaterDose) -> str:
     who = f", recorded by {dose.recorded_by}" if dose.recorded_by else ""
-    return f"{dose.drug} {dose.dose} given {format_window(dose.given_at, _local_zone())}{who}"
+    line = f"{dose.drug} {dose.dose} given {format_window(dose.given_at, _local_zone())}{who}"
+    if dose.entered_in_error_at is not None:
+        by = f" by {dose.entered_in_error_by}" if dose.entered_in_error_by else ""
+        line += f" (entered in error{by}, {format_window(dose.entered_in_error_at, _local_zone())})"
+    return line
 
 
 def _dose_form(rows: list[DrugTolerance]) -> dict[str, Any] | None:

@@ -333,4 +333,27 @@ def test_a_dose_given_after_desensitization_is_recorded_once_and_keeps_the_windo
     )
     assert refused.status_code == 400
     assert "is in the future" in text_of(refused.get_data(as_text=True))
+    before = (services.now() - timedelta(days=4)).astimezone(services.settings.zone)
+    refused = app.client.post(
+        f"/s/{sid}/outcome/doses",
+        data={**form, "dose_id": "another-entry-0003", "given_at": before.strftime("%Y-%m-%dT%H:%M")},
+    )
+    assert refused.status_code == 400
+    assert "is before the desensitization's last step" in text_of(refused.get_data(as_text=True))
     assert len(services.dose_book().doses_for(patient_ref(sandbox))) == 1
+
+    # recorded by mistake: marked entered in error, kept (struck through), no longer evidence
+    in_error = re.search(r'action="(/s/[^"]+/outcome/doses/[^"]+/entered-in-error)"', after)
+    assert in_error is not None
+    marked = app.client.post(in_error.group(1), data={"csrf_token": csrf(app, sid)})
+    assert marked.status_code == 303
+    html = page(app, sid)
+    row = re.search(r'<tr class="tolerance-row tolerance-(\w+)">\s*<th scope="row">ceftriaxone</th>', html)
+    assert row is not None and row.group(1) == "red"
+    assert re.search(r"<del>ceftriaxone 2 g given [^<]*\(entered in error by [^<]*\)</del>", html)
+    [kept] = services.dose_book().doses_for(patient_ref(sandbox))
+    assert kept.in_error
+    missing = app.client.post(
+        f"/s/{sid}/outcome/doses/no-such-dose-0000/entered-in-error", data={"csrf_token": csrf(app, sid)}
+    )
+    assert missing.status_code == 404

@@ -20,7 +20,7 @@ from datetime import datetime, tzinfo
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.course.bedside.summary import SessionSummary
 from fhir_desens.course.outcome.last_dose import ehr_doses, names_drug
-from fhir_desens.course.outcome.later_doses import LaterDose
+from fhir_desens.course.outcome.later_doses import LaterDose, dose_evidence
 from fhir_desens.course.outcome.record import BreakthroughReaction, CodedText, SessionOutcome
 from fhir_desens.drugs.tolerance import DoseEvidence, DoseSource, ToleranceAssessment, assess
 from fhir_desens.errors import InputError
@@ -146,8 +146,8 @@ def session_doses(summaries: Iterable[SessionSummary], drug: DrugRef) -> list[Do
 
 
 def recorded_doses(later: Iterable[LaterDose], drug: DrugRef) -> list[DoseEvidence]:
-    """The doses of ``drug`` recorded in the app after a desensitization."""
-    return [dose.evidence() for dose in later if names_drug(dose.drug_ref, drug)]
+    """The doses of ``drug`` recorded in the app after a desensitization (not those entered in error)."""
+    return dose_evidence(dose for dose in later if names_drug(dose.drug_ref, drug))
 
 
 @dataclass(frozen=True)

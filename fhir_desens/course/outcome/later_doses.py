@@ -8,14 +8,16 @@ nurse or allergist records one here, the app's own record knows the last dose be
 A :class:`LaterDose` names the drug (as the session named it), the dose (an exact Decimal with its UCUM
 unit), when it was given (timezone-aware) and who recorded it, and the desensitization session it
 follows. Each entry is keyed by an id minted in the page, so a form sent twice records once
-(:class:`DoseBook`). Pure: storage lives in :mod:`.dose_store`.
+(:class:`DoseBook`). A dose recorded by mistake is marked entered in error (by whom, when): it stays in the
+record, shown struck through, and is no longer evidence. Pure: storage lives in :mod:`.dose_store`.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
@@ -31,6 +33,7 @@ __all__ = [
     "DoseBook",
     "LaterDose",
     "MemoryDoseBook",
+    "dose_evidence",
 ]
 
 #: A dose may be recorded as given up to this far ahead of the app's clock (a ward clock a little fast).
@@ -58,6 +61,12 @@ class LaterDose:
     given_at: datetime
     recorded_by: str
     recorded_at: datetime
+    entered_in_error_at: datetime | None = None
+    entered_in_error_by: str = ""
+
+    @property
+    def in_error(self) -> bool:
+        return self.entered_in_error_at is not None
 
     def __post_init__(self) -> None:
         if not _DOSE_ID.match(self.dose_id):
@@ -99,8 +108,17 @@ class DoseBook(Protocol):
         ...
 
     def doses_for(self, patient: str) -> list[LaterDose]:
-        """This patient's recorded doses, oldest first."""
+        """This patient's recorded doses, oldest first (those entered in error too, marked)."""
         ...
+
+    def mark_entered_in_error(self, dose_id: str, by: str, at: datetime) -> LaterDose | None:
+        """Mark a dose entered in error (the first marking stands); None when there is no such dose."""
+        ...
+
+
+def dose_evidence(doses: Iterable[LaterDose]) -> list[DoseEvidence]:
+    """The recorded doses that are evidence (not entered in error)."""
+    return [dose.evidence() for dose in doses if not dose.in_error]
 
 
 class MemoryDoseBook:
@@ -118,3 +136,12 @@ class MemoryDoseBook:
         with self._lock:
             found = [d for d in self._doses.values() if d.patient == patient]
         return sorted(found, key=lambda d: (d.given_at, d.dose_id))
+
+    def mark_entered_in_error(self, dose_id: str, by: str, at: datetime) -> LaterDose | None:
+        with self._lock:
+            dose = self._doses.get(dose_id)
+            if dose is None or dose.in_error:
+                return dose
+            marked = replace(dose, entered_in_error_at=at, entered_in_error_by=by)
+            self._doses[dose_id] = marked
+            return marked
