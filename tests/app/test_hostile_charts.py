@@ -201,6 +201,11 @@ def walk(walker: Walker, app: Flask) -> list[str]:
         orders_url = signed.headers["Location"].split("?")[0]
         for suffix in ("", "/print", "/pharmacy", "/worksheet.pdf", "/pharmacy.pdf", "/bedside"):
             assert walker.open(orders_url + suffix).status_code == 200, suffix
+        forged = walker.client.post(
+            orders_url + "/bedside",
+            data={"csrf_token": walker.csrf(sid), "session_id": "\u202e" + "x/" * 17 + "y"},
+        )
+        assert forged.status_code == 400 and "session_id" in forged.get_data(as_text=True)
         started = walker.open(orders_url + "/bedside", "POST", csrf_token=walker.csrf(sid))
         assert started.status_code == 303, text_of(started.get_data(as_text=True))[:1500]
         flowsheet = started.headers["Location"]
