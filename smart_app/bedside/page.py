@@ -27,6 +27,12 @@ def _fmt(value: Decimal | None, places: int = 2) -> str:
     return text or "0"
 
 
+def _dose(value: Decimal | None) -> str:
+    """A dose or cumulative dose by the display policy ('1,296,700', '738.1', '0.0016'; never '0' for a
+    dose that is not zero)."""
+    return "—" if value is None else shown.dose_number(value)
+
+
 def _site_zone() -> tzinfo | None:
     """The site's zone (``FHIR_DESENS_TIME_ZONE``) inside the app; the server's local zone outside it."""
     return current_app.extensions[SERVICES].settings.zone if has_app_context() else None
@@ -98,13 +104,13 @@ def rows(state: SessionState) -> list[RowView]:
                 rate=_fmt(row.step.rate_ml_h, 1),
                 planned_minutes=_fmt(row.step.minutes, 1),
                 planned_volume=_fmt(_planned_volume(state, row, segments), 2),
-                planned_dose=f"{_fmt(row.step.dose.value, 4)} {unit}",
+                planned_dose=f"{_dose(row.step.dose.value)} {unit}",
                 started=", ".join(clock(s.started_at) for s in segments) or "—",
                 stopped=", ".join(clock(s.ended_at) for s in segments if s.ended_at) or "—",
                 actual_rate=", ".join(_fmt(s.rate_ml_h, 1) for s in segments) or "—",
                 volume=_fmt(sum((s.volume_ml for s in segments), Decimal(0)), 2) if segments else "—",
-                dose=f"{_fmt(sum((s.dose for s in segments), Decimal(0)), 4)} {unit}" if segments else "—",
-                cumulative=f"{_fmt(segments[-1].cumulative, 4)} {unit}"
+                dose=f"{_dose(sum((s.dose for s in segments), Decimal(0)))} {unit}" if segments else "—",
+                cumulative=f"{_dose(segments[-1].cumulative)} {unit}"
                 if segments and segments[-1].ended_at
                 else "—",
                 status=segments[-1].status if segments else "planned",
