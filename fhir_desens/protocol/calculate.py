@@ -687,7 +687,8 @@ def _plan_discrete(request: PlanRequest) -> Plan:
     warnings = []
     if protocol.target_kind is TargetKind.FINAL_DOSE:
         warnings.append(
-            f"The target is the final dose ({target}); the doses add up to {Quantity(cumulative, dose_unit)}."
+            f"The target is the final dose ({shown.quantity_text(target)}); the doses add up to "
+            f"{shown.dose_text(cumulative, dose_unit)}."
         )
     solutions = _discrete_solutions(protocol, used, dose_unit)
     warnings += _preparation_warnings(solutions)

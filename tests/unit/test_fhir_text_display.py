@@ -185,3 +185,15 @@ def test_the_checker_finds_what_the_policy_forbids() -> None:
     assert not _problems(
         "Step 12: solution 3 at 80 mL/h for 174 min (232.5 mL = 287.9 mg); cumulative 1,296,700 units", 1
     )
+
+
+def test_plan_warnings_read_by_the_display_policy() -> None:
+    """The engine's warnings (pages, sheets, CLI) follow the same rules: "the doses add up to 1,022 mg"."""
+    for protocol in builtin_protocols().values():
+        drug = protocol.drugs[0] if protocol.drugs else "carboplatin"
+        target = None if protocol.kind is ProtocolKind.DISCRETE else Quantity(Decimal("804.334"), "mg")
+        if protocol.fixed_table:
+            continue
+        plan = compute_plan(PlanRequest(protocol, drug, target, syringe_volumes=target is None))
+        for warning in plan.warnings:
+            assert _problems(warning.replace(protocol.title, "the protocol"), 3) == [], warning
