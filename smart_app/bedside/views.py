@@ -96,7 +96,7 @@ def start(sid: str, rg_id: str) -> Response | tuple[str, int]:
         raise ConflictError(f"This plan cannot be started at the bedside: {reason}")
     svc = bedside()
     session_id = _session_id(request.form.get("session_id") or str(uuid.uuid4()))
-    now = svc.now().astimezone()
+    now = svc.now().astimezone(services().settings.zone)
     typed = request.form.get("at_time", "").strip()
     started = clock_time(typed, now, "at_time") if typed else now
     if started > now:
@@ -237,7 +237,7 @@ def entry(sid: str, session_id: str) -> Response | tuple[str, int] | tuple[Respo
     svc = bedside()
     kind = request.form.get("kind", "")
     try:
-        data = entry_data(kind, request.form, svc.now().astimezone())
+        data = entry_data(kind, request.form, svc.now().astimezone(services().settings.zone))
         new = NewEntry(request.form.get("entry_id", ""), session_id, kind, data, _author(session))
         appended = svc.record().record(new)
     except (InputError, ConflictError) as error:
