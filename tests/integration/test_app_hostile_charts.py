@@ -10,8 +10,8 @@ plants those in the in-process fake EHR, which stores anything.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
