@@ -82,8 +82,9 @@ def test_the_rest_of_the_journey_stays_within_its_counts(journey: Journey) -> No
     counts = journey.counts()
     assert counts["sign"][0] <= 9
     assert counts["outcome"][0] <= 2  # the allergy list and the record to update
-    # a 12-step session: each entry sends what it recorded (at most a few writes per entry)
-    assert counts["bedside"][0] <= 177
+    # a 12-step session: each entry sends what it recorded (at most a few writes per entry), plus the
+    # pre-start checklist's reads of the chart (weight, premedications, consent)
+    assert counts["bedside"][0] <= 180
 
 
 def test_sequential_depth_counts_overlapping_requests_once() -> None:
