@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -764,3 +765,43 @@ def test_a_copy_says_when_the_current_order_has_another_dose(signer: Signer) -> 
     html = signer.client.get(f"/s/{sid}/plan/new?copy={rg_id}").get_data(as_text=True)
     assert input_value(html, "target_dose") == "350"
     assert "is for 400 mg; the signed plan was for 350 mg (filled in)" in text_of(html)
+
+
+SANDBOX_PATIENTS = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[2] / "fixtures" / "patients").glob("*.json")
+)
+
+
+@pytest.mark.parametrize("patient", SANDBOX_PATIENTS)
+def test_every_sandbox_patients_signed_orders_read_by_the_display_policy(
+    signer: Signer, patient: str
+) -> None:
+    """The FHIR texts of each sandbox patient's default plan, as signed: every number within the policy."""
+    from fhir_desens.protocol.library import builtin_protocols
+    from tests.unit.test_fhir_text_display import _problems
+
+    sid = signer.launch(patient)
+    html = signer.client.get(f"/s/{sid}/plan/new").get_data(as_text=True)
+    if "Sign" not in html and 'id="drug"' not in html:
+        pytest.skip(f"{patient}: no plan can be started")
+    try:
+        draft_id = signer.plan(sid)
+    except AssertionError:
+        pytest.skip(f"{patient}: the start form refuses the chart's defaults")
+    response = signer.sign(sid, draft_id)
+    if response.status_code != 303:
+        pytest.skip(f"{patient}: signing needs a decision first ({response.status_code})")
+    titles = [p.title for p in builtin_protocols().values()]
+    texts: list[str] = []
+    (group,) = signer.signed("RequestGroup")
+    texts += [n["text"] for n in group["note"]] + [a.get("description", "") for a in group["action"]]
+    for request in signer.signed("MedicationRequest"):
+        texts += [d.get("text", "") for d in request["dosageInstruction"]]
+    texts += [m["code"]["text"] for m in signer.signed("Medication")]
+    places = 1  # the app plans at the default pump resolution, 0.1 mL/h
+    problems = []
+    for text in texts:
+        for title in titles:
+            text = text.replace(title, "the protocol")
+        problems += _problems(text, places)
+    assert problems == []
