@@ -20,6 +20,7 @@ from fhir_desens.drugs.monograph import Product
 from fhir_desens.drugs.products import PlanProducts, resolve_products
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution
+from fhir_desens.protocol.model import ProtocolKind
 from fhir_desens.protocol.preparation import (
     DEFAULT_OVERFILL_ML,
     BagPreparation,
@@ -181,14 +182,12 @@ def both_components(value: Decimal, unit_code: str, products: PlanProducts | Non
     )
 
 
-def _oral_doses(plan: Plan, number: int) -> str | None:
+def _oral_doses(plan: Plan, number: int, how: str = "by mouth with an oral syringe") -> str | None:
     volumes = [s.volume_ml for s in plan.steps if s.solution == number and s.volume_ml is not None]
     if not volumes:
         return None
     text = ", ".join(shown.volume_number(v) for v in volumes)
-    return (
-        f"Give by mouth with an oral syringe: {text} mL ({_range(_steps(plan, number))}), one dose per step"
-    )
+    return f"Give {how}: {text} mL ({_range(_steps(plan, number))}), one dose per step"
 
 
 def _label(
@@ -201,7 +200,8 @@ def _label(
 ) -> Label:
     product = _product(products, solution.number)
     oral = is_oral(plan)
-    kind = "Oral solution" if oral else "Bag"
+    infusion = plan.protocol.kind is ProtocolKind.INFUSION
+    kind = "Oral solution" if oral else ("Bag" if infusion else "Syringe")
     if solution.unit_dose is not None:
         kind = "Tablets"
     name = _given_name(plan, products)
@@ -243,6 +243,8 @@ def _label(
         else:
             held = both_components(solution.drug_amount.value, solution.drug_amount.unit, products)
             amount = f"{held} in {shown.volume_text(volume)}"
+            if not infusion:  # discrete doses drawn into syringes (an imported protocol): no rates
+                rates = _oral_doses(plan, solution.number, f"{plan.protocol.route}, one syringe per dose")
             if bag is not None and bag.infuse_only_ml is not None:
                 infuse_only = f"Infuse only {shown.volume_text(bag.infuse_only_ml)}; {KEEP_UNTIL_THE_END}"
             if (

@@ -219,3 +219,29 @@ def test_a_combination_products_labels_carry_both_components() -> None:
         and "not diluted: sulfamethoxazole / trimethoprim oral suspension" in labels[4].stock
     )
     assert all(label.route == "by mouth" and label.beyond_use for label in labels)
+
+
+def test_discrete_doses_by_injection_are_syringe_labels_without_rates() -> None:
+    """An imported discrete protocol given by injection: one syringe per dose, no bag and no pump rate."""
+    import dataclasses
+    from decimal import Decimal
+
+    from fhir_desens.protocol.calculate import PlanRequest, compute_plan
+    from fhir_desens.protocol.library import builtin_protocols
+    from fhir_desens.protocol.quantity import Quantity
+    from smart_app.paper.sheets import paper_for
+
+    protocol = dataclasses.replace(builtin_protocols()["penicillin-v-oral-wendel"], route="SC")
+    plan = compute_plan(
+        PlanRequest(protocol=protocol, drug="penicillin", target=Quantity(Decimal(1296700), "[iU]"))
+    )
+    labels = paper_for(plan).labels
+    assert [label.heading.split(":")[0] for label in labels] == [
+        "Syringe 1 of 3",
+        "Syringe 2 of 3",
+        "Syringe 3 of 3",
+    ]
+    assert labels[0].rates is not None and labels[0].rates.startswith(
+        "Give SC, one syringe per dose: 0.1, 0.2"
+    )
+    assert all("mL/h" not in (label.rates or "") and label.route == "SC" for label in labels)
