@@ -17,6 +17,7 @@ from flask import Flask
 from fhir_desens.protocol import display as shown
 from smart_app.chart.page import PatientBanner
 from smart_app.paper.record import session_record_pdf
+from tests.app.test_paper_pdf import too_precise
 from tests.bedside_session import NURSE, Bedside
 
 BANNER = PatientBanner(name="Ada Lovelace", sex="female", birth_date="1815-12-10", mrn="MRN-0001")
@@ -87,5 +88,6 @@ def test_the_record_has_every_step_vitals_the_reaction_who_and_the_outcome(
     assert "diphenhydramine 50 mg IV" in text
     assert "Go back one step" in text
     assert "Premedication diphenhydramine" in text and "Consent signed" in text
-    # no raw ISO timestamps and no internal keys in what a person reads
+    # no number with more digits than the display policy; no raw ISO timestamps or internal keys
+    assert too_precise(text) == []
     assert "T08:" not in text and "+00:00" not in text and "step_requests" not in text
