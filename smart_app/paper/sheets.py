@@ -32,6 +32,8 @@ from fhir_desens.protocol.quantity import div, mul
 from fhir_desens.protocol.report import is_oral, rate_text
 
 DRAFT_TEXT = "DRAFT - not an order"
+#: The largest oral syringe commonly at the bedside; larger oral doses are measured in a medicine cup.
+ORAL_SYRINGE_ML = Decimal(10)
 #: What happens to the rest of a container, as the worksheet's warnings say (a step back after a reaction
 #: may need it): kept at the bedside until the session ends, then discarded.
 KEEP_UNTIL_THE_END = (
@@ -90,6 +92,7 @@ class Paper:
     labels: tuple[Label, ...]
     preparation: tuple[PreparationLine, ...]
     preparation_note: str
+    as_supplied: frozenset[int] = frozenset()  # solutions that are the commercial product, not diluted
 
 
 def _products(plan: Plan, rxnorm: tuple[str, ...]) -> PlanProducts | None:
@@ -187,6 +190,8 @@ def _oral_doses(plan: Plan, number: int, how: str = "by mouth with an oral syrin
     if not volumes:
         return None
     text = ", ".join(shown.volume_number(v) for v in volumes)
+    if how.endswith("oral syringe") and max(volumes) > ORAL_SYRINGE_ML:
+        how += f" (a medicine cup for doses over {shown.grouped(ORAL_SYRINGE_ML)} mL)"
     return f"Give {how}: {text} mL ({_range(_steps(plan, number))}), one dose per step"
 
 
@@ -344,4 +349,5 @@ def paper_for(
         _label(plan, s, products, bags.get(s.number), len(plan.solutions), dilutions.get(s.number))
         for s in plan.solutions
     )
-    return Paper(labels=labels, preparation=tuple(lines), preparation_note=note)
+    as_supplied = frozenset(n for n, step in dilutions.items() if step.diluent_ml == 0)
+    return Paper(labels=labels, preparation=tuple(lines), preparation_note=note, as_supplied=as_supplied)

@@ -124,6 +124,7 @@ def test_an_oral_protocol_prints_in_oral_words_with_serial_dilutions(planner: Pl
     text = paragraphs_of(_pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf"))
     assert "Oral solution 1 of 3" in text and "route: by mouth" in text
     assert "Use the commercial product as it is" in text and "of solution 3 (80,000 units/mL)" in text
+    assert "none: the product as supplied" in text  # solution 3's diluent in the table
     # the labels name what the bottle holds (penicillin V, not the ordered penicillin G), the doses by
     # mouth in mL, how much of it is given, how it was made and its beyond-use
     labels = text[text.index("Labels") :]
