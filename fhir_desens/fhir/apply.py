@@ -296,7 +296,7 @@ def _dose_text(plan: Plan, step: PlannedStep, products: PlanProducts | None = No
     """What a nurse reads in the EHR: rounded by the display policy (the structured values stay exact)."""
     dose = shown.dose_text(step.dose.value, step.dose.unit)
     if products is not None and products.given.combination is not None:
-        dose = f"{dose} ({combination_text(products.given, step.dose)})"
+        dose = f"{dose}: {combination_text(products.given, step.dose)}"  # both components
     if step.rate_ml_h is not None and step.volume_ml is not None:
         return (
             f"Step {step.number}: solution {step.solution} at {rate_text(plan, step.rate_ml_h)} mL/h for "
@@ -309,9 +309,9 @@ def _dose_text(plan: Plan, step: PlannedStep, products: PlanProducts | None = No
         if step.volume_ml is not None
         else shown.count_text(step.units or Decimal(0), _unit_name(plan, step.solution))
     )
+    source = "" if step.units is not None else f" of solution {step.solution}"  # a tablet is no solution
     return (
-        f"Step {step.number}: {verb} {amount} of solution {step.solution} ({dose}), "
-        f"then wait {shown.minutes_text(step.minutes)}"
+        f"Step {step.number}: {verb} {amount}{source} ({dose}), then wait {shown.minutes_text(step.minutes)}"
     )
 
 
