@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     hapi.add_argument("--database-user", metavar="NAME", help="database user (PostgreSQL)")
     hapi.add_argument(
+        "--clinical-reasoning",
+        action="store_true",
+        help="add Clinical Reasoning's PlanDefinition/$apply (cqf-fhir-cr-hapi 4.4.0)",
+    )
+    hapi.add_argument(
         "--database-password-env",
         metavar="VAR",
         help="environment variable holding the database password (never on the command line)",
@@ -76,6 +81,7 @@ def _run_hapi(args: argparse.Namespace) -> int:
         database_url=args.database,
         database_user=args.database_user,
         database_password=password,
+        settings={"fhir-desens.clinical-reasoning": "true"} if args.clinical_reasoning else None,
     )
     where = "in memory" if args.database is None else "on " + args.database.split("?")[0]
     print("starting HAPI FHIR JPA (about a minute) ...", file=sys.stderr, flush=True)
