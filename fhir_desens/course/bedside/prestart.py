@@ -21,6 +21,7 @@ from typing import Any
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.course.chart import HEIGHT_LOINC, WEIGHT_LOINC, first_page
 from fhir_desens.errors import DesensError
+from fhir_desens.fhir.canonical import ID_BEDSIDE_ITEM
 from fhir_desens.fhir.chart import latest_body_measurements
 from fhir_desens.protocol.calculate import Plan
 
@@ -73,6 +74,15 @@ def _when(resource: Mapping[str, Any]) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else None
+
+
+def _ours(resource: Mapping[str, Any]) -> bool:
+    """Written by the bedside itself (its own record, not what the chart knows independently)."""
+    identifiers = resource.get("identifier")
+    return any(
+        isinstance(i, Mapping) and i.get("system") == ID_BEDSIDE_ITEM
+        for i in (identifiers if isinstance(identifiers, list) else [identifiers])
+    )
 
 
 def _ref(resource: Mapping[str, Any]) -> str:
@@ -136,6 +146,7 @@ def premedication_facts(
             (when, a)
             for a in administrations
             if _names(a, [name])
+            and not _ours(a)
             and a.get("status") in ("completed", "in-progress")
             and (when := _when(a)) is not None
             and now - GIVEN_WITHIN <= when <= now + timedelta(minutes=5)
