@@ -410,12 +410,9 @@ def test_the_site_setting_for_this_ehr_decides_what_is_written_and_the_page_says
     )
     session = nurse.url.rsplit("/", 1)[1]
     with FhirClient(sandbox.backend_url) as backend:
-        observations = backend.search("Observation", {"identifier": f"{ID_BEDSIDE_ITEM}|", "_count": "500"})
-        ours = [
-            o
-            for o in observations.get("entry") or []
-            if o["resource"]["identifier"][0]["value"].startswith(session)
-        ]
+        # every page: HAPI serves at most 50 entries a page whatever _count asks
+        observations = backend.search_all("Observation", {"identifier": f"{ID_BEDSIDE_ITEM}|"})
+        ours = [o for o in observations if o["identifier"][0]["value"].startswith(session)]
         assert len(ours) == 5
         procedures = backend.search("Procedure", {"identifier": f"{ID_BEDSIDE_ITEM}|{session}/procedure"})
         assert not procedures.get("entry")
@@ -463,14 +460,8 @@ def test_an_oral_protocol_is_given_by_mouth_dose_by_dose(
     nurse.post("complete", outcome="completed", next_dose="continuous")
     session = nurse.url.rsplit("/", 1)[1]
     with FhirClient(sandbox.backend_url) as backend:
-        found = backend.search(
-            "MedicationAdministration", {"identifier": f"{ID_BEDSIDE_ITEM}|", "_count": "500"}
-        )
-        doses = [
-            e["resource"]
-            for e in found.get("entry") or []
-            if e["resource"]["identifier"][0]["value"].startswith(session + "/ma/")
-        ]
+        found = backend.search_all("MedicationAdministration", {"identifier": f"{ID_BEDSIDE_ITEM}|"})
+        doses = [d for d in found if d["identifier"][0]["value"].startswith(session + "/ma/")]
     assert len(doses) == 4
     assert all("effectiveDateTime" in d and "rateQuantity" not in d["dosage"] for d in doses)
     assert sorted(d["dosage"]["dose"]["value"] for d in doses) == [40.5, 81, 162.5, 325]
