@@ -36,7 +36,7 @@ from fhir_desens.protocol.quantity import (
     plain,
     sub,
 )
-from fhir_desens.protocol.syringes import measurable_volume
+from fhir_desens.protocol.syringes import SYRINGE_TABLE_SOURCE, measurable_volume
 
 SIXTY = Decimal(60)
 DEFAULT_PUMP_MAX_ML_H = Decimal(999)
@@ -649,13 +649,19 @@ def _plan_discrete(request: PlanRequest) -> Plan:
     used: dict[int, Decimal] = {}
     cumulative, clock = Decimal(0), Decimal(0)
     stated = Decimal(0)  # the table's own total (INV-24 compares a typed target with it)
+    remeasured: list[str] = []  # steps whose table volume no syringe can measure (INV-25)
     for step in protocol.steps:
         solution = protocol.solution(step.solution)
         dose = _discrete_dose(solution, step, dose_unit)
         stated = add(stated, dose)
         note = step.note
         if request.syringe_volumes and not solution.solid:
+            table_volume = step.volume_ml
             step, dose, note = _measured(step, solution, dose_unit, note)
+            if step.volume_ml != table_volume:
+                remeasured.append(
+                    _remeasured_text(step.number, table_volume, step.volume_ml, dose, dose_unit)
+                )
         amount = step.units if solution.solid else step.volume_ml
         assert amount is not None and step.minutes is not None
         used[solution.number] = add(used.get(solution.number, Decimal(0)), amount)
@@ -689,6 +695,13 @@ def _plan_discrete(request: PlanRequest) -> Plan:
         warnings.append(
             f"The target is the final dose ({shown.quantity_text(target)}); the doses add up to "
             f"{shown.dose_text(cumulative, dose_unit)}."
+        )
+    if remeasured:
+        # the pharmacist compares the plan with the hospital's table: a changed volume is never silent
+        warnings.append(
+            "Volumes rounded to the marks of the syringe that measures them, doses computed from them: "
+            + "; ".join(remeasured)
+            + f" ({SYRINGE_TABLE_SOURCE})."
         )
     solutions = _discrete_solutions(protocol, used, dose_unit)
     warnings += _preparation_warnings(solutions)
@@ -803,6 +816,16 @@ def _measured(
         f"{shown.dose_text(dose, dose_unit)}"
     )
     return step, dose, f"{note}; {said}" if note else said
+
+
+def _remeasured_text(
+    number: int, table_ml: Decimal | None, measured_ml: Decimal | None, dose: Decimal, dose_unit: str
+) -> str:
+    assert table_ml is not None and measured_ml is not None
+    return (
+        f"step {number}: {shown.volume_text(measured_ml)} instead of the table's {plain(table_ml)} mL "
+        f"({shown.dose_text(dose, dose_unit)})"
+    )
 
 
 def _discrete_dose(solution: SolutionDefinition, step: StepDefinition, dose_unit: str) -> Decimal:

@@ -44,7 +44,10 @@ def test_an_authored_protocol_is_offered_with_its_source_and_its_preparation_rea
     html = planner.page(sid, draft_id).get_data(as_text=True)
     assert selected_text(html, "protocol").startswith("Hospital bag table (11 doses)")
     assert f"Source (your library): {SOURCE}" in text_of(html)
-    assert "its total is 149.5 mg" in text_of(html)  # 149.49 mg, to the display policy's 4 figures
+    # the table says 149.49 mg; step 11's 33.12 mL is drawn with a 60 mL syringe (1 mL marks), so the app
+    # plans 33 mL = 49.5 mg, the patient gets 149.31 mg in all (INV-25), and the page says so
+    assert "its total is 149.3 mg" in text_of(html)
+    assert "step 11: 33 mL instead of the table's 33.12 mL (49.5 mg)" in text_of(html)
     sheet = planner.client.get(f"/s/{sid}/plan/{draft_id}/pharmacy").get_data(as_text=True)
     rows = table_rows(sheet, "preparation")
     assert len(rows) == 3

@@ -399,7 +399,7 @@ def test_doses_given_alone_are_prepared_doses_never_tablets(
     assert "1 prepared dose" in worksheet and "tablet" not in worksheet
     assert main(["apply", "--protocol-file", str(out), "--drug", "x", "--patient", "Patient/p1"]) == 0
     orders = capsys.readouterr().out
-    assert "Give by mouth 1 prepared dose of solution 1 (0.05 mg)" in orders and "tablet" not in orders
+    assert "Give by mouth 1 prepared dose (0.05 mg)" in orders and "tablet" not in orders
     rows = read_table("step,solution,dose\n1,1,0.05 mg\n")
     protocol = author_protocol(rows, AuthorOptions("t", "T", "x", "oral", Decimal(15))).protocol
     assert protocol_from_plan_definition(plan_definition_from_protocol(protocol)) == protocol
