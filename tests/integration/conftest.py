@@ -48,6 +48,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+#: The session's HAPI runs Clinical Reasoning's $apply too (test_reference_apply.py compares it with ours).
+SESSION_HAPI_SETTINGS = {"fhir-desens.clinical-reasoning": "true"}
+
 #: HAPI launched as soon as the tests are collected, so that its slow start-up (1-6 min on the shared
 #: machine) overlaps the unit and app tests; :func:`hapi_server` waits for it.
 _EARLY: dict[str, Any] = {}
@@ -67,7 +70,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     try:
         find_java()
-        server = HapiServerProcess()
+        server = HapiServerProcess(settings=SESSION_HAPI_SETTINGS)
         server.launch()
     except ConfigurationError:
         return  # the fixture says why (skip locally, fail in CI)
@@ -167,7 +170,7 @@ def hl7_validator_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def hapi_server() -> Iterator[Any]:
-    """HAPI FHIR JPA (R4, H2 in memory) for the whole session (``.url`` is its FHIR base).
+    """HAPI FHIR JPA (R4, H2 in memory, Clinical Reasoning on) for the whole session (``.url`` is its base).
 
     ``FHIR_DESENS_HAPI_URL=<base>`` reuses a running one (started with `fhir-desens fhir-server --engine hapi`)."""
     from types import SimpleNamespace
@@ -186,7 +189,7 @@ def hapi_server() -> Iterator[Any]:
             if in_ci():
                 pytest.fail(f"CI=true but HAPI did not start: {error}")
             pytest.skip(f"HAPI did not start: {error}")
-    server = early or _start_java(HapiServerProcess())
+    server = early or _start_java(HapiServerProcess(settings=SESSION_HAPI_SETTINGS))
     try:
         yield server
     finally:

@@ -13,11 +13,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import requests
 
+from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.errors import ConfigurationError
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.apply import ApplyContext, apply_plan
 from fhir_desens.fhir.plandefinition import activity_definitions_from_protocol, plan_definition_from_protocol
+from fhir_desens.io.json import dumps, loads
 from fhir_desens.protocol.calculate import PlanRequest, compute_plan
 from fhir_desens.protocol.library import get_protocol
 from fhir_desens.protocol.quantity import Quantity
@@ -112,3 +115,32 @@ def test_our_apply_and_clinical_reasonings_give_the_same_steps() -> None:
         f"{c.activity_definition(f'{PROTOCOL}-step-1')}|1.0.0"
     ]
     assert our_orders[0]["instantiatesCanonical"] == [f"{plan_definition['url']}|1.0.0"]
+
+
+def test_hapis_own_apply_answers_the_same_care_plan(hapi_server: Any) -> None:
+    """The session's HAPI runs Clinical Reasoning (``fhir-desens.clinical-reasoning``): its
+    ``PlanDefinition/$apply`` gives the very CarePlan of the standalone processor."""
+    protocol = get_protocol(PROTOCOL)
+    plan_definition = plan_definition_from_protocol(protocol)
+    activities = activity_definitions_from_protocol(protocol)
+    for activity in activities:
+        activity["productCodeableConcept"] = CARBOPLATIN
+    with FhirClient(hapi_server.url) as hapi:
+        for resource in (plan_definition, *activities, PATIENT):
+            hapi.update(resource, if_match=None)
+    response = requests.post(
+        f"{hapi_server.url}/PlanDefinition/{plan_definition['id']}/$apply",
+        data=dumps(
+            {
+                "resourceType": "Parameters",
+                "parameter": [{"name": "subject", "valueString": "Patient/reference-apply"}],
+            }
+        ),
+        headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
+        timeout=300,
+    )
+    if response.status_code in (400, 404) and not in_ci():  # a HAPI of your own without CR
+        pytest.skip(f"this HAPI has no $apply: {response.text[:200]}")
+    assert response.status_code == 200, response.text[:1000]
+    standalone = reference([plan_definition, *activities, PATIENT], plan_definition["url"])
+    assert loads(response.content) == standalone
