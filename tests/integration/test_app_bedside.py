@@ -455,6 +455,8 @@ def test_an_oral_protocol_is_given_by_mouth_dose_by_dose(
         nurse.post("symptom-check", row=str(row), symptoms="none")
     text = text_of(nurse.page())
     assert "325 mg" in text and "1 tablet of 325 mg" in text, text[:3000]
+    record = text_of(nurse.app.client.get(nurse.url + "/record").get_data(as_text=True))
+    assert "Given by mouth" in record and "0.5 tablet of 81 mg" in record and "Rate run" not in record
     nurse.clock.advance(30)
     nurse.post("vitals", **VITALS)  # discharge vital signs
     nurse.post("complete", outcome="completed", next_dose="continuous")
