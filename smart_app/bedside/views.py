@@ -188,6 +188,7 @@ def _chart_facts(session: AppSession, state: SessionState) -> list[ChartFact]:
                 state.plan,
                 bedside().now(),
                 per_body_size=per_body_size,
+                readable=session.smart.granted.can_read,  # no search the launch may not make
             )
     except DesensError as error:
         log.info("pre-start chart facts not read (%s)", type(error).__name__)

@@ -13,7 +13,7 @@ searches, each on its own: a search the EHR refuses or does not offer gives a fi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -276,17 +276,28 @@ def _search(client: FhirClient, resource_type: str, params: dict[str, str]) -> l
 
 
 def read_chart_facts(
-    client: FhirClient, patient: str, plan: Plan, now: datetime, *, per_body_size: bool
+    client: FhirClient,
+    patient: str,
+    plan: Plan,
+    now: datetime,
+    *,
+    per_body_size: bool,
+    readable: Callable[[str], bool] = lambda resource_type: True,
 ) -> list[ChartFact]:
-    """Read what the checklist needs (patient-scoped searches) and interpret it; an unreadable search says so."""
+    """Read what the checklist needs (patient-scoped searches of the types the launch may read) and
+    interpret it; a search not granted or not answered says so."""
     subject = patient.removeprefix("Patient/")
     codes = f"{LOINC}|{HEIGHT_LOINC},{LOINC}|{WEIGHT_LOINC}"
-    observations = _search(
-        client, "Observation", {"patient": subject, "code": codes, "_sort": "-date", "_count": "50"}
+
+    def search(resource_type: str, params: dict[str, str]) -> list[dict[str, Any]] | None:
+        return _search(client, resource_type, params) if readable(resource_type) else None
+
+    observations = search(
+        "Observation", {"patient": subject, "code": codes, "_sort": "-date", "_count": "50"}
     )
-    requests = _search(client, "MedicationRequest", {"patient": subject, "_count": "200"})
-    administrations = _search(client, "MedicationAdministration", {"patient": subject, "_count": "200"})
-    consents = _search(client, "Consent", {"patient": subject, "_count": "50"})
+    requests = search("MedicationRequest", {"patient": subject, "_count": "200"})
+    administrations = search("MedicationAdministration", {"patient": subject, "_count": "200"})
+    consents = search("Consent", {"patient": subject, "_count": "50"})
     facts = chart_facts(
         plan,
         observations=observations or [],
