@@ -122,6 +122,12 @@ def _start_app(port: int, environment: Mapping[str, str], workers: int, threads:
     raise RuntimeError(f"the app instance on port {port} did not answer /healthz within 60 s")
 
 
+def _free_port_except(taken: set[int]) -> int:
+    while (port := free_port()) in taken:
+        pass
+    return port
+
+
 @contextmanager
 def _nginx(folder: Path, port: int, upstreams: list[str]) -> Iterator[subprocess.Popen[bytes]]:
     servers = "\n".join(f"        server {address} max_fails=1 fail_timeout=30s;" for address in upstreams)
@@ -135,6 +141,8 @@ def _nginx(folder: Path, port: int, upstreams: list[str]) -> Iterator[subprocess
     )
     try:
         wait_for_port(port)
+        if process.poll() is not None:  # the port answered, but not nginx (it could not bind it)
+            raise RuntimeError(f"nginx exited with status {process.returncode}: see {folder}/nginx-error.log")
         yield process
     finally:
         process.terminate()
@@ -182,8 +190,11 @@ def cluster(
             "FHIR_DESENS_LOG_LEVEL": log_level,
         }
         apps = []
+        taken = {nginx_port}  # free_port() releases its port: never hand nginx's to an instance
         for _ in range(instances):
-            app = _start_app(free_port(), environment, workers, threads)
+            port = _free_port_except(taken)
+            taken.add(port)
+            app = _start_app(port, environment, workers, threads)
             stack.callback(app.stop)
             apps.append(app)
         stack.enter_context(_nginx(folder, nginx_port, [app.address for app in apps]))
