@@ -38,6 +38,12 @@ def _site_zone() -> tzinfo | None:
     return current_app.extensions[SERVICES].settings.zone if has_app_context() else None
 
 
+def site_zone_name() -> str | None:
+    """The site's IANA zone name for the page's live clock (the browser's own zone may differ)."""
+    zone = _site_zone()
+    return getattr(zone, "key", None)
+
+
 def clock(value: datetime | None) -> str:
     """'09:05' in the site's zone."""
     return value.astimezone(_site_zone()).strftime("%H:%M") if value else "—"

@@ -163,6 +163,7 @@ def _render(
         outbox=page.status_view(outbox),
         now=now,
         clock=page.clock,
+        site_zone=page.site_zone_name(),
         p=page,
         error=error,
         entry_id=lambda: str(uuid.uuid4()),

@@ -9,10 +9,21 @@
   var queueKey = "bedside-queue-" + root.dataset.session;
   function now() { return new Date(Date.now() + offset); }
   function two(n) { return (n < 10 ? "0" : "") + n; }
+  // the live clock in the site's zone, like every time the server writes on the page (the bedside
+  // computer's own zone may differ)
+  var zoneFormat = null;
+  try {
+    if (root.dataset.timeZone) {
+      zoneFormat = new Intl.DateTimeFormat("en-GB", { timeZone: root.dataset.timeZone, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+    }
+  } catch (e) { zoneFormat = null; }
+  function siteTime(t) {
+    return zoneFormat ? zoneFormat.format(t) : two(t.getHours()) + ":" + two(t.getMinutes()) + ":" + two(t.getSeconds());
+  }
   function tick() {
     var t = now();
     var clock = document.getElementById("server-clock");
-    if (clock) { clock.textContent = two(t.getHours()) + ":" + two(t.getMinutes()) + ":" + two(t.getSeconds()); }
+    if (clock) { clock.textContent = siteTime(t); }
     var ends = Number(root.dataset.endsAt || 0) * 1000;
     var countdown = document.getElementById("countdown");
     if (ends && countdown) {
