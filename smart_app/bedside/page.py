@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import current_app, has_app_context
 
+from fhir_desens.course.bedside import next_dose as nd
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.outbox import OutboxStatus
 from fhir_desens.course.bedside.resume import ResumeChoice, Row, describe
@@ -63,6 +64,26 @@ def volume(value_ml: Decimal) -> str:
 
 def minutes(value: Decimal) -> str:
     return shown.minutes_text(value)
+
+
+def next_dose_choices(state: SessionState) -> tuple[nd.NextDoseChoice, ...]:
+    """The completion form's next-dose answers for this drug, the one to preselect first."""
+    return nd.choices(nd.rule_of(state))
+
+
+def _recorded_next_dose(state: SessionState) -> str | None:
+    recorded = state.completion.get("next_dose") if state.completion else None
+    return None if recorded is None else str(recorded)
+
+
+def next_dose_words(state: SessionState) -> str:
+    """The recorded next dose as a phrase ('a new desensitization (...)'), as the drug's rule reads it."""
+    return nd.words(_recorded_next_dose(state), nd.rule_of(state))
+
+
+def next_dose_continues(state: SessionState) -> bool:
+    """Whether the next dose is given at the standard rate (not a new desensitization)."""
+    return nd.continues(_recorded_next_dose(state), nd.rule_of(state))
 
 
 def phenotype_words(key: str) -> str:

@@ -149,10 +149,7 @@ def facts(state: SessionState, zone: tzinfo) -> RecordFacts:
     given = f"{shown.dose_number(state.delivered)} of {shown.dose_text(state.target, unit)}"
     next_dose = "—"
     if completion:
-        next_dose = {
-            "continuous": "continue dosing on schedule (tolerance is kept only while doses continue)",
-            "re-desensitize": "re-desensitize for the next dose",
-        }.get(str(completion.get("next_dose")), str(completion.get("next_dose") or "—"))
+        next_dose = page.next_dose_words(state)
         note = str(completion.get("next_dose_note") or "").strip()
         next_dose += f"; {note}" if note else ""
     status = SheetStatus(False, f"Session record: {_outcome_words(state)}")

@@ -34,9 +34,11 @@ from decimal import Decimal
 from typing import Any
 
 from fhir_desens.course.bedside import reactions as rx
+from fhir_desens.course.bedside.next_dose import rule_of as next_dose_rule
+from fhir_desens.course.bedside.next_dose import sentence as next_dose_sentence
 from fhir_desens.course.bedside.session import Segment, SessionState, VitalsRecord
 from fhir_desens.fhir import canonical as c
-from fhir_desens.protocol.quantity import plain
+from fhir_desens.protocol import display as shown
 
 CPT = "http://www.ama-assn.org/go/cpt"
 LOINC = "http://loinc.org"
@@ -188,15 +190,13 @@ def _procedure(state: SessionState) -> Outgoing:
 def _procedure_notes(state: SessionState) -> list[str]:
     unit = state.plan.dose_unit
     notes = [
-        f"Protocol {state.plan.protocol.title} ({state.plan.protocol.id} {state.plan.protocol.version}); target {plain(state.plan.target_dose.value)} {unit}; given {plain(state.delivered)} {unit}."
+        f"Protocol {state.plan.protocol.title} ({state.plan.protocol.id} {state.plan.protocol.version}); "
+        f"target {shown.dose_text(state.plan.target_dose.value, unit)}; given {shown.dose_text(state.delivered, unit)}."
     ]
     if state.completion is not None:
         outcome = state.completion
         reason = f" Reason: {outcome['reason']}." if outcome.get("reason") else ""
-        next_dose = {
-            "continuous": "Continue dosing on schedule to keep tolerance.",
-            "re-desensitize": "Re-desensitize for the next dose.",
-        }[outcome["next_dose"]]
+        next_dose = next_dose_sentence(outcome["next_dose"], next_dose_rule(state))
         notes.append(
             f"Outcome: {outcome['outcome']}.{reason} {next_dose} {outcome.get('next_dose_note') or ''}".strip()
         )
@@ -214,7 +214,7 @@ def _medication(state: SessionState, solution: int | None = None, text: str | No
     else:
         label = f"{state.plan.drug}, bag {solution}"
     if found is not None and found.concentration is not None and not state.discrete:
-        label += f" ({plain(found.concentration.value)} {found.concentration.unit})"
+        label += f" ({shown.concentration_text(found.concentration.value, found.concentration.unit)})"
     return (
         {"coding": [{"system": c.RXNORM, "code": code} for code in rxnorm], "text": label}
         if rxnorm
@@ -230,7 +230,7 @@ def _administration(state: SessionState, segment: Segment) -> Outgoing:
     period = {"start": _instant(segment.started_at)}
     if segment.ended_at is not None:
         period["end"] = _instant(segment.ended_at)
-    dosage: dict[str, Any] = {"text": f"{segment.row.label}: {plain(segment.volume_ml)} mL"}
+    dosage: dict[str, Any] = {"text": f"{segment.row.label}: {shown.volume_text(segment.volume_ml)}"}
     if segment.rate_ml_h is not None:
         dosage["rateQuantity"] = _exact_quantity(segment.rate_ml_h, "mL/h")
     if segment.status != "in-progress":

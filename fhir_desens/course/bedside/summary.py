@@ -14,7 +14,7 @@ from typing import Any
 
 from fhir_desens.course.bedside.reactions import SNOMED
 from fhir_desens.course.bedside.session import SessionState
-from fhir_desens.protocol.quantity import plain
+from fhir_desens.protocol import display as shown
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def summarize(state: SessionState) -> SessionSummary:
         encounter=context.get("encounter"),
         drug=plan.drug,
         drug_rxnorm=tuple(str(c) for c in draft.get("drug_rxnorm") or ()),
-        dose=f"{plain(plan.target_dose.value)} {plan.dose_unit}",
+        dose=shown.dose_text(plan.target_dose.value, plan.dose_unit),
         delivered=state.delivered,
         dose_unit=plan.dose_unit,
         protocol_id=plan.protocol.id,
