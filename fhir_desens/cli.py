@@ -63,12 +63,16 @@ def _load(name: str) -> ModuleType:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``command``, only that command's module is imported and its arguments added
-    (the others are listed with their line); without, every command is complete."""
+    """The parser. With a known ``command`` it holds that command alone (its module imported, its
+    arguments added): the others are never looked at, so a command starts without building a parser
+    for each of the others. With any other text (``--help``, a typo) every command is listed with its
+    line, so ``--help`` and "invalid choice" name them all; with None every command is complete."""
     parser = _Parser(prog="fhir-desens", description="Rapid drug desensitization, FHIR-native.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (_, line) in COMMANDS.items():
+        if command in COMMANDS and name != command:
+            continue
         if command is not None and name != command:
             sub.add_parser(name, help=line, description=line)
             continue
