@@ -1,6 +1,6 @@
 """Our implementation guide (profiles/) against Medplum's validator and a fresh generation.
 
-* the committed files equal a fresh build from ``fhir_desens/fhir/profiles.py`` (nobody edits them);
+* the committed files equal a fresh build from ``fhir_desens/fhir/profiles/`` (nobody edits them);
 * every file of profiles/ and profiles/examples/ is valid FHIR R4 (zero errors);
 * every example is valid against its profile, and so is what the mapping and $apply code emits;
 * deliberately broken resources fail: Medplum catches the top-level ones, ``profile_checks`` the rest;
