@@ -159,6 +159,26 @@ def display_dose_for_bsa(dose_per_m2: Quantity, bsa: BodySurfaceArea) -> str:
 DOSE_ROUNDING_STEP = Decimal(1)
 
 
+def _check_rounding_step(step: Decimal) -> None:
+    if step <= 0:
+        raise InputError("dose rounding", f"must be above 0, got {step}", "e.g. 1 (mg), 10, 50 (a vial size)")
+
+
+def _rounded_to_step(product: Decimal, step: Decimal) -> Decimal:
+    """The planned dose from an exact product (per m² x BSA, per kg x weight): rounded half-up to a whole
+    number of ``step``, never below one step. The one rounding rule both prescriptions use."""
+    steps = EXACT.divide(product, step).to_integral_value(rounding=ROUND_HALF_UP)
+    return EXACT.multiply(max(steps, Decimal(1)), step)
+
+
+def _rounding_rule(step: Decimal, dose_unit: str, rule_basis: str | None) -> str:
+    """'rounded half-up to 1 mg' (and the monograph's reason for another step)."""
+    from fhir_desens.protocol import display as shown
+
+    rule = f"rounded half-up to {shown.grouped(step.normalize(EXACT))} {unit(dose_unit).display}"
+    return f"{rule}: {rule_basis}" if rule_basis else rule
+
+
 @dataclass(frozen=True)
 class RoundedDose:
     """A per-m² dose turned into the dose to plan, with each number the check needs."""
@@ -173,12 +193,7 @@ class RoundedDose:
     @property
     def rule(self) -> str:
         """'rounded half-up to 1 mg' (and the monograph's reason for another step)."""
-        from fhir_desens.protocol import display as shown
-
-        rule = (
-            f"rounded half-up to {shown.grouped(self.step.normalize(EXACT))} {unit(self.dose.unit).display}"
-        )
-        return f"{rule}: {self.rule_basis}" if self.rule_basis else rule
+        return _rounding_rule(self.step, self.dose.unit, self.rule_basis)
 
     @property
     def text(self) -> str:
@@ -207,13 +222,11 @@ def rounded_dose_for_bsa(
 ) -> RoundedDose:
     """The planned dose of a per-m² prescription by the stated rule (:data:`DOSE_ROUNDING_STEP`, or a
     step such as a vial size with ``rule_basis`` saying where it comes from)."""
-    if step <= 0:
-        raise InputError("dose rounding", f"must be above 0, got {step}", "e.g. 1 (mg), 10, 50 (a vial size)")
+    _check_rounding_step(step)
     bsa_used = bsa.value_m2.quantize(Decimal(1).scaleb(-BSA_DISPLAY_PLACES), rounding=ROUND_HALF_UP)
     shown_bsa = BodySurfaceArea(bsa_used, bsa.formula, bsa.formula_text)
     product = dose_for_bsa(dose_per_m2, shown_bsa)
-    steps = EXACT.divide(product.value, step).to_integral_value(rounding=ROUND_HALF_UP)
-    rounded = EXACT.multiply(max(steps, Decimal(1)), step)
+    rounded = _rounded_to_step(product.value, step)
     return RoundedDose(dose_per_m2, bsa_used, product, Quantity(rounded, product.unit), step, rule_basis)
 
 
@@ -234,12 +247,7 @@ class WeightDose:
 
     @property
     def rule(self) -> str:
-        from fhir_desens.protocol import display as shown
-
-        rule = (
-            f"rounded half-up to {shown.grouped(self.step.normalize(EXACT))} {unit(self.dose.unit).display}"
-        )
-        return f"{rule}: {self.rule_basis}" if self.rule_basis else rule
+        return _rounding_rule(self.step, self.dose.unit, self.rule_basis)
 
     @property
     def text(self) -> str:
@@ -271,12 +279,10 @@ def rounded_dose_for_weight(
         )
     if dose_per_kg.value <= 0:
         raise InputError("dose", f"must be positive, got {dose_per_kg}", "mg/kg, mcg/kg, units/kg")
-    if step <= 0:
-        raise InputError("dose rounding", f"must be above 0, got {step}", "e.g. 1 (mg), 10, 50 (a vial size)")
+    _check_rounding_step(step)
     weight = _measure(weight_kg, "weight", "kg", WEIGHT_RANGE_KG)
     used = weight.quantize(Decimal(1).scaleb(-WEIGHT_PLACES), rounding=ROUND_HALF_UP)
     absolute = per_weight_dose_unit(unit(dose_per_kg.unit))
     product = Quantity(EXACT.multiply(dose_per_kg.value, used), absolute.code)
-    steps = EXACT.divide(product.value, step).to_integral_value(rounding=ROUND_HALF_UP)
-    rounded = EXACT.multiply(max(steps, Decimal(1)), step)
+    rounded = _rounded_to_step(product.value, step)
     return WeightDose(dose_per_kg, used, product, Quantity(rounded, product.unit), step, rule_basis)

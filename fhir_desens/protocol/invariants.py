@@ -12,8 +12,8 @@ from decimal import Decimal
 
 from fhir_desens.errors import SafetyViolation
 from fhir_desens.protocol import display as shown
-from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
 from fhir_desens.protocol.model import ProtocolKind, SolutionDefinition, TargetKind
+from fhir_desens.protocol.plan import Plan, PlannedSolution, PlannedStep
 from fhir_desens.protocol.quantity import EXACT, mul, plain
 from fhir_desens.protocol.syringes import syringe_for
 

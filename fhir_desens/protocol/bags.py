@@ -1,0 +1,253 @@
+"""Bag preparation for an infusion plan: the resolved inputs (closing method, final rate, pump), each
+solution's volume and concentration by the closing method, and the planned solutions with their recipes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from fhir_desens.errors import InputError
+from fhir_desens.protocol import display as shown
+from fhir_desens.protocol.inputs import (
+    MAX_BAG_VOLUME_ML,
+    checked_target,
+    positive,
+    programmable_rate,
+    pump_resolution,
+)
+from fhir_desens.protocol.model import ClosingMethod, Preparation, SolutionDefinition, StepDefinition
+from fhir_desens.protocol.plan import PlannedSolution, PlanRequest
+from fhir_desens.protocol.quantity import CANONICAL_CONCENTRATION, Quantity, add, div, mul, plain, sub
+from fhir_desens.protocol.schedule import with_insertions
+
+SIXTY = Decimal(60)
+
+
+class InfusionSetup:
+    """What an infusion plan's steps are computed from: checked inputs, rates, bag volumes and strengths."""
+
+    def __init__(self, request: PlanRequest) -> None:
+        self.request = request
+        self.protocol = request.protocol
+        self.target = checked_target(self.protocol, request.target)
+        self.dose_unit = self.target.unit
+        self.conc_unit = CANONICAL_CONCENTRATION[self.target.dimension].code
+        self.closing = self._closing()
+        self.pump_max = positive(request.pump_max_ml_h, "--pump-max", Decimal(10_000), "mL/h")
+        self.resolution = pump_resolution(request.pump_resolution_ml_h, self.pump_max)
+        self.final_rate = self._final_rate()
+        self.steps = with_insertions(
+            self.protocol, request.insert_before, self.protocol.defaults.step_minutes
+        )
+        self.rates = {s.number: self._rate(s) for s in self.steps}
+        self.volumes = self._volumes()
+        self.fractions = self._fractions()
+        self.warnings: list[str] = []
+
+    def _closing(self) -> ClosingMethod:
+        closing = self.request.closing or self.protocol.defaults.closing
+        if closing not in self.protocol.closing_methods:
+            accepted = ", ".join(c.value for c in self.protocol.closing_methods)
+            raise InputError(
+                "--closing", f"protocol {self.protocol.id} cannot close with '{closing}'", accepted
+            )
+        assert closing is not None
+        return closing
+
+    def _final_rate(self) -> Decimal | None:
+        given = self.request.final_rate_ml_h
+        if not self.protocol.uses_final_rate:
+            if given is not None:
+                raise InputError(
+                    "--final-rate",
+                    f"protocol {self.protocol.id} uses fixed rates; the final rate cannot be set",
+                )
+            return None
+        rate = given if given is not None else self.protocol.defaults.final_rate_ml_h
+        if rate is None:
+            raise InputError("--final-rate", "this protocol needs a final rate", "a rate in mL/h, e.g. 80")
+        return positive(rate, "--final-rate", self.pump_max, "mL/h")
+
+    def _rate(self, step: StepDefinition) -> Decimal | None:
+        if step.rate_ml_h is not None:
+            return self.programmable(step.rate_ml_h)
+        if step.rate_fraction is not None:
+            assert self.final_rate is not None
+            return self.programmable(mul(step.rate_fraction, self.final_rate))
+        return None  # derived from the solution's remaining volume and the step's minutes
+
+    def programmable(self, rate: Decimal) -> Decimal:
+        """The rate the pump can be set to (unchanged without a pump resolution)."""
+        return rate if self.resolution is None else programmable_rate(rate, self.resolution)
+
+    def _volumes(self) -> dict[int, Decimal]:
+        solutions = self.protocol.solutions
+        given = self.request.bag_volumes_ml
+        if given is not None and len(given) != len(solutions):
+            raise InputError(
+                "--bag-volumes",
+                f"{len(given)} volumes for {len(solutions)} solutions",
+                "one volume per solution",
+            )
+        common = self.request.bag_volume_ml
+        volumes: dict[int, Decimal] = {}
+        for index, solution in enumerate(solutions):
+            if given is not None:
+                volume, field_name = given[index], "--bag-volumes"
+            elif self.closing is ClosingMethod.FRACTION_BAGS and self._prepared_as_infused(solution):
+                volume, field_name = self._timed_volume(solution.number), "--bag-volumes"
+            else:
+                volume = common or solution.volume_ml or self.protocol.defaults.bag_volume_ml or Decimal(0)
+                field_name = "--bag-volume"
+            volumes[solution.number] = positive(volume, field_name, MAX_BAG_VOLUME_ML, "mL")
+        return volumes
+
+    def _prepared_as_infused(self, solution: SolutionDefinition) -> bool:
+        """Fraction bags before the last, whose steps are all timed, hold exactly what they infuse."""
+        if solution.number == len(self.protocol.solutions) or self.request.bag_volumes_ml is not None:
+            return False
+        steps = [s for s in self.steps if s.solution == solution.number]
+        return all(s.minutes is not None and self.rates[s.number] is not None for s in steps)
+
+    def _timed_volume(self, solution: int) -> Decimal:
+        total = Decimal(0)
+        for step in self.steps:
+            if step.solution == solution:
+                rate, minutes = self.rates[step.number], step.minutes
+                assert rate is not None and minutes is not None
+                total = add(total, div(mul(rate, minutes), SIXTY))
+        return total
+
+    def _fractions(self) -> tuple[Decimal, ...] | None:
+        if self.closing is not ClosingMethod.FRACTION_BAGS:
+            return None
+        fractions = self.request.bag_fractions
+        if fractions is None:
+            declared = [s.dose_fraction for s in self.protocol.solutions]
+            if all(f is not None for f in declared):
+                fractions = tuple(f for f in declared if f is not None)
+            else:
+                fractions = self.protocol.defaults.bag_fractions
+        if fractions is None:
+            raise InputError(
+                "--bag-fractions",
+                f"fraction-bags needs the fraction of the dose in each of the {len(self.protocol.solutions)} bags",
+                "fractions summing to 1, e.g. 0.01,0.025,0.965",
+            )
+        if len(fractions) != len(self.protocol.solutions) or any(f <= 0 for f in fractions):
+            raise InputError("--bag-fractions", "give one fraction above 0 per bag", "e.g. 0.01,0.025,0.965")
+        if sum(fractions) != 1:
+            raise InputError(
+                "--bag-fractions",
+                f"the fractions sum to {plain(sum(fractions, Decimal(0)))}",
+                "a sum of exactly 1",
+            )
+        return fractions
+
+    def concentration(self, solution: SolutionDefinition, delivered: Decimal) -> Decimal:
+        """Concentration of a solution, in the target's unit per mL."""
+        number, target = solution.number, self.target.value
+        last = number == len(self.protocol.solutions)
+        if self.fractions is not None:
+            return div(mul(self.fractions[number - 1], target), self.volumes[number])
+        if self.closing is ClosingMethod.REMAINDER_STEP:
+            return self._fixed_concentration(solution)
+        if last and self.closing is ClosingMethod.REDUCED_FINAL_BAG:
+            remaining = sub(target, delivered)
+            if remaining <= 0:
+                raise InputError(
+                    "--final-rate",
+                    "the bags before the last would already deliver the whole target",
+                    "a lower final rate or larger bag volumes",
+                )
+            return div(remaining, self.volumes[number])
+        nominal = div(target, self.volumes[len(self.protocol.solutions)])
+        if solution.dilution is not None:
+            return mul(nominal, solution.dilution)
+        if solution.dose_fraction is not None:
+            return div(mul(solution.dose_fraction, target), self.volumes[number])
+        return self._fixed_concentration(solution)
+
+    def _fixed_concentration(self, solution: SolutionDefinition) -> Decimal:
+        given = self.request.concentrations
+        if given is not None:
+            if len(given) != len(self.protocol.solutions):
+                raise InputError("--concentrations", "give one concentration per solution", self.conc_unit)
+            return positive(given[solution.number - 1], "--concentrations", None, self.conc_unit)
+        if solution.concentration is not None:
+            if solution.concentration.unit != self.conc_unit:
+                raise InputError(
+                    "--dose",
+                    f"solution {solution.number} is {solution.concentration}",
+                    f"a dose in {self.dose_unit}",
+                )
+            return solution.concentration.value
+        raise InputError(
+            "--concentrations",
+            "remainder-step prepares every solution at a fixed concentration; none is defined",
+            f"one concentration per solution in {self.conc_unit}, e.g. 0.016,0.16,1.6",
+        )
+
+    def planned_solutions(
+        self, concentrations: dict[int, Decimal], used: dict[int, Decimal]
+    ) -> tuple[PlannedSolution, ...]:
+        result = []
+        for solution in self.protocol.solutions:
+            if solution.number not in concentrations:
+                continue  # never reached (the plan stopped early)
+            conc, volume = concentrations[solution.number], self.volumes[solution.number]
+            result.append(
+                PlannedSolution(
+                    number=solution.number,
+                    label=solution.label,
+                    strength=solution.strength_text,
+                    concentration=Quantity(conc, self.conc_unit),
+                    volume_ml=volume,
+                    drug_amount=Quantity(mul(conc, volume), self.dose_unit),
+                    volume_infused_ml=used[solution.number],
+                    diluent=solution.diluent,
+                    preparation=self._recipe(solution, conc, volume),
+                )
+            )
+        return tuple(result)
+
+    def _recipe(self, solution: SolutionDefinition, conc: Decimal, volume: Decimal) -> Preparation | None:
+        """The stated recipe while the plan uses what it makes (INV-22); otherwise it is dropped, saying so."""
+        prep = solution.preparation
+        if prep is None:
+            return None
+        if prep.concentration().value == conc and prep.final_volume_ml == volume:
+            return prep
+        self.warnings.append(
+            f"Solution {solution.number}: the protocol's recipe ({prep.text}) does not make this plan's "
+            "concentration and volume; prepare it as the plan says."
+        )
+        return None
+
+
+def overfill_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
+    """INV-23: a concentration that relies on a bag's overfill is never silent."""
+    warnings = []
+    for solution in solutions:
+        prep = solution.preparation
+        if prep is not None and prep.overfill_ml and solution.concentration is not None:
+            warnings.append(
+                f"Solution {solution.number} ({solution.label}) is "
+                f"{shown.quantity_text(solution.concentration)} only if its "
+                f"{shown.volume_text(prep.bag_volume_ml)} bag holds {shown.volume_text(prep.overfill_ml)} "
+                f"overfill ({shown.volume_text(prep.bag_volume_ml + prep.overfill_ml)}): check the bag, "
+                "or prepare to the final volume."
+            )
+    return warnings
+
+
+def preparation_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
+    """Overfill (INV-23) and what is left in a bag the syringe doses are drawn from (INV-21)."""
+    warnings = overfill_warnings(solutions)
+    for solution in solutions:
+        volume, drawn = solution.volume_ml, solution.volume_infused_ml
+        if volume is not None and drawn is not None and drawn < volume:
+            warnings.append(
+                f"Solution {solution.number} is prepared as {shown.volume_text(volume)}; the doses draw "
+                f"{shown.volume_text(drawn)}; discard the remaining {shown.volume_text(sub(volume, drawn))}."
+            )
+    return warnings
