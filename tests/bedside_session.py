@@ -9,7 +9,8 @@ from typing import Any
 
 from fhir_desens.course.bedside.entries import Entry, NewEntry
 from fhir_desens.course.bedside.record import BedsideRecord, start_entry
-from fhir_desens.course.bedside.session import SessionState, accept, fold
+from fhir_desens.course.bedside.session import accept, fold
+from fhir_desens.course.bedside.state import SessionState
 from fhir_desens.course.draft import PlanDraft, plan_for
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.library import builtin_protocols

@@ -13,7 +13,7 @@ from fhir_desens.course.bedside import next_dose as nd
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.outbox import OutboxStatus
 from fhir_desens.course.bedside.resume import ResumeChoice, Row, describe
-from fhir_desens.course.bedside.session import Segment, SessionState, minutes_between
+from fhir_desens.course.bedside.state import Segment, SessionState, minutes_between
 from fhir_desens.course.bedside.vitals import MEASURES
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.model import TargetKind

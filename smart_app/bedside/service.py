@@ -25,7 +25,7 @@ from fhir_desens.client.http import RetryPolicy
 from fhir_desens.client.smart import SmartSession
 from fhir_desens.course.bedside.outbox import Outbox, OutboxStatus, ServerCapabilities
 from fhir_desens.course.bedside.record import BedsideRecord
-from fhir_desens.course.bedside.session import SessionState
+from fhir_desens.course.bedside.state import SessionState
 from fhir_desens.course.bedside.store import RecordStore
 from fhir_desens.course.bedside.summary import SessionSummary
 from fhir_desens.errors import DesensError

@@ -28,7 +28,7 @@ from werkzeug.wrappers import Response
 from fhir_desens.course.bedside.entries import NewEntry
 from fhir_desens.course.bedside.prestart import ChartFact, read_chart_facts
 from fhir_desens.course.bedside.record import SessionNotFound, start_entry
-from fhir_desens.course.bedside.session import SessionState
+from fhir_desens.course.bedside.state import SessionState
 from fhir_desens.course.chart import open_client, patient_reference
 from fhir_desens.course.closing import ClosedPlan, PlanInEhr, close_plan, plan_in_ehr
 from fhir_desens.course.lifecycle import release_hold

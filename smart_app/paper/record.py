@@ -22,7 +22,7 @@ from flask import render_template, request
 from fhir_desens.course.bedside.entries import Entry
 from fhir_desens.course.bedside.outbox import OutboxStatus
 from fhir_desens.course.bedside.record import SessionNotFound
-from fhir_desens.course.bedside.session import SessionState, minutes_between
+from fhir_desens.course.bedside.state import SessionState, minutes_between
 from fhir_desens.course.chart import patient_reference
 from fhir_desens.errors import DesensError
 from fhir_desens.protocol import display as shown

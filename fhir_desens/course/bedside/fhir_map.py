@@ -36,7 +36,7 @@ from typing import Any
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.next_dose import rule_of as next_dose_rule
 from fhir_desens.course.bedside.next_dose import sentence as next_dose_sentence
-from fhir_desens.course.bedside.session import Segment, SessionState, VitalsRecord
+from fhir_desens.course.bedside.state import Segment, SessionState, VitalsRecord
 from fhir_desens.fhir import canonical as c
 from fhir_desens.protocol import display as shown
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.course.bedside.fhir_map import Outgoing, item_identifier, session_resources
-from fhir_desens.course.bedside.session import SessionState
+from fhir_desens.course.bedside.state import SessionState
 from fhir_desens.course.bedside.store import OutboxRow, RecordStore
 from fhir_desens.errors import (
     ConflictError,

@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from fhir_desens.course.bedside.entries import Entry, NewEntry
-from fhir_desens.course.bedside.session import SessionState, accept, fold
+from fhir_desens.course.bedside.session import accept, fold
+from fhir_desens.course.bedside.state import SessionState
 from fhir_desens.course.bedside.store import Appended, RecordStore
 from fhir_desens.course.bedside.summary import SessionSummary, summarize
 from fhir_desens.course.draft import PlanDraft, plan_for

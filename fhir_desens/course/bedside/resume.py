@@ -24,8 +24,8 @@ from fhir_desens.protocol.model import ProtocolKind, TargetKind
 from fhir_desens.protocol.quantity import Quantity, add, div, mul, plain, sub, total
 from fhir_desens.protocol.replan import Interruption, Replan, replan_all
 
-if TYPE_CHECKING:  # session imports this module
-    from fhir_desens.course.bedside.session import Reaction, SessionState
+if TYPE_CHECKING:  # state imports this module
+    from fhir_desens.course.bedside.state import Reaction, SessionState
 
 KEEP_BAGS = "Keep every bag at the bedside until the session ends: a step back after a reaction may need it."
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from fhir_desens.course.bedside.reactions import SNOMED
-from fhir_desens.course.bedside.session import SessionState
+from fhir_desens.course.bedside.state import SessionState
 from fhir_desens.protocol import display as shown
 
 
