@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_desens.course.bedside.session import SessionState
+from fhir_desens.course.bedside.state import SessionState
 from fhir_desens.drugs.tolerance import MaintenanceRule, rule_for
 from fhir_desens.protocol.crossreactivity import DrugRef
 
