@@ -306,6 +306,26 @@ def _dilution_line(step: DilutionStep) -> str:
     )
 
 
+def _tablets_note(plan: Plan) -> str:
+    halves = any(step.units is not None and step.units % 1 for step in plan.steps)
+    split = " (split a tablet on the day it is given)" if halves else ""
+    return f"Tablets are given as supplied: count out each step's tablets{split}; nothing to dilute."
+
+
+def _oral_note(plan: Plan, liquids: list[PlannedSolution], stock_known: bool) -> str:
+    """How to prepare an oral plan: serial dilutions for its liquids, nothing for its tablets."""
+    if not liquids:
+        return _tablets_note(plan)
+    note = (
+        "Serial dilutions: make the strongest first; each weaker solution is made from the next stronger one."
+    )
+    if not stock_known:
+        note += " The commercial product's concentration is not known: dilute by hand."
+    if len(liquids) < len(plan.solutions):
+        note += " " + _tablets_note(plan).replace("; nothing to dilute", "")
+    return note
+
+
 def paper_for(
     plan: Plan, rxnorm: tuple[str, ...] = (), overfill_ml: Mapping[Decimal, Decimal] = DEFAULT_OVERFILL_ML
 ) -> Paper:
@@ -319,16 +339,11 @@ def paper_for(
     bags: dict[int, BagPreparation] = {}
     dilutions: dict[int, DilutionStep] = {}
     if is_oral(plan):
-        note = "Serial dilutions: make the strongest first; each weaker solution is made from the next stronger one."
+        note = _oral_note(plan, liquids, stock is not None)
         if stock is not None and liquids:
             for step in serial_dilutions(plan, stock):
                 dilutions[step.solution] = step
                 lines.append(PreparationLine(step.solution, _dilution_line(step)))
-        note += (
-            ""
-            if stock is not None
-            else " The commercial product's concentration is not known: dilute by hand."
-        )
     else:
         sizes = sorted({s.volume_ml for s in liquids if s.volume_ml is not None})
         overfill = "; ".join(

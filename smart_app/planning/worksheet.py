@@ -29,6 +29,7 @@ class SolutionRow:
     diluent: str
     steps: str  # "1-4": the steps that use it
     preparation: str | None = None  # the protocol's stated recipe (authored tables), for the pharmacy
+    tablets: bool = False  # tablets or capsules given as supplied (no volume, no diluent)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,32 @@ class Worksheet:
     def step_count(self) -> int:
         return len(self.steps)
 
+    @property
+    def given_by_mouth(self) -> dict[str, str]:
+        """Column headings of an oral plan that say tablets or mL as its solutions are (never "mL" for a
+        tablet): ``strength``, ``contains``, ``given`` (solutions table), ``recorded`` (nurse column)."""
+        forms = {s.tablets for s in self.solutions}
+        if forms == {True}:
+            return {
+                "strength": "Strength",
+                "contains": "Drug in the tablets used",
+                "given": "Tablets given by mouth",
+                "recorded": "Tablets given",
+            }
+        if forms == {False}:
+            return {
+                "strength": "Concentration",
+                "contains": "Drug in the solution",
+                "given": "Volume given by mouth",
+                "recorded": "mL given",
+            }
+        return {
+            "strength": "Concentration or strength",
+            "contains": "Drug in the solution or tablets",
+            "given": "Given by mouth",
+            "recorded": "mL or tablets given",
+        }
+
 
 def _amount(value: Decimal | None, unit_code: str) -> str:
     return "—" if value is None else shown.dose_text(value, unit_code)
@@ -131,6 +158,7 @@ def _solution_row(plan: Plan, solution: PlannedSolution) -> SolutionRow:
             infused=shown.count_text(count, "tablet"),
             diluent="—",
             steps=_ranges(steps),
+            tablets=True,
         )
     assert solution.concentration is not None
     return SolutionRow(

@@ -152,6 +152,23 @@ def test_an_oral_protocol_prints_in_oral_words_with_serial_dilutions(planner: Pl
     assert "Rate" not in worksheet and "mL/h" not in worksheet and "fixed 1000" not in worksheet
 
 
+def test_a_tablet_protocol_prints_tablets_not_volumes_or_dilutions(planner: Planner) -> None:
+    """Aspirin (AERD) is given as tablets: the pharmacist is not told to dilute, the nurse does not record
+    mL, and no heading calls a count of tablets a volume."""
+    sid = planner.launch("aspirin-aerd")
+    draft_id = planner.create(sid)
+    pharmacy = paragraphs_of(_pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf"))
+    assert "Tablets are given as supplied: count out each step's tablets" in pharmacy
+    assert "Serial dilutions" not in pharmacy and "dilute by hand" not in pharmacy
+    assert "Tablets given by mouth" in pharmacy and "Volume given by mouth" not in pharmacy
+    worksheet = paragraphs_of(_pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/worksheet.pdf"))
+    assert "Tablets given" in worksheet and "mL given" not in worksheet
+    assert "Volume given by mouth" not in worksheet and "Drug in the solution" not in worksheet
+    assert "Strength" in worksheet and "81 mg per tablet" in worksheet
+    page = planner.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)
+    assert "at the standard rate" not in page and "the usual dose is not given beside" in page
+
+
 def test_a_signed_plan_pdf_names_the_signer_and_the_order_on_every_page(signer: Signer) -> None:
     sid = signer.launch("carboplatin-ovarian")
     draft_id = signer.plan(sid)
