@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from fhir_desens.sandbox.gateway import LoggedRequest, sequential_depth
+from fhir_desens.sandbox.request_log import LoggedRequest, sequential_depth
 from fhir_desens.sandbox.server import Sandbox
 from tests.html import alerts, input_value, selected_value, text_of
 

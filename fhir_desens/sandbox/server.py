@@ -25,9 +25,10 @@ from fhir_desens.sandbox.app import SandboxApp
 from fhir_desens.sandbox.clients import ClientRegistry, SandboxClient, load_clients, make_client
 from fhir_desens.sandbox.directory import Directory
 from fhir_desens.sandbox.fhir_server import FhirServerProcess
-from fhir_desens.sandbox.gateway import FhirGateway, RequestLog
+from fhir_desens.sandbox.gateway import FhirGateway
 from fhir_desens.sandbox.keys import SigningKeys
 from fhir_desens.sandbox.oauth import AuthSettings, SmartAuthorizationServer
+from fhir_desens.sandbox.request_log import RequestLog
 from fhir_desens.sandbox.seed import SeedSummary, seed
 from fhir_desens.sandbox.stores import LaunchContext
 from fhir_desens.sandbox.vendors import profile_named

@@ -18,7 +18,7 @@ import pytest
 from fhir_desens.commands.demo import demo_stack
 from fhir_desens.course.planning_chart import read_planning
 from fhir_desens.errors import ConfigurationError
-from fhir_desens.sandbox.gateway import LoggedRequest, sequential_depth
+from fhir_desens.sandbox.request_log import LoggedRequest, sequential_depth
 from fhir_desens.sandbox.server import Sandbox
 from smart_app.app_session import app_session
 from tests.conftest import in_ci

@@ -13,7 +13,7 @@ from fhir_desens.sandbox.compartment import (
     search_parameter,
     writable_by,
 )
-from fhir_desens.sandbox.gateway import Denied, classify
+from fhir_desens.sandbox.interactions import Denied, classify
 
 
 def test_reference_id_understands_relative_absolute_and_versioned_references() -> None:
