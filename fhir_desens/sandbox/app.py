@@ -30,12 +30,12 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from fhir_desens.sandbox.client_assertion import CLIENT_ASSERTION_SIGNING_ALGS
 from fhir_desens.sandbox.clients import ClientRegistry, SandboxClient
 from fhir_desens.sandbox.directory import Directory
 from fhir_desens.sandbox.gateway import FhirGateway
 from fhir_desens.sandbox.keys import ID_TOKEN_ALG, SigningKeys
 from fhir_desens.sandbox.oauth import (
-    CLIENT_ASSERTION_SIGNING_ALGS,
     AuthorizeError,
     NeedsSelection,
     Selection,
