@@ -3,7 +3,8 @@ many calls with the same outcomes as a one-shot ``validate.cjs`` run, and is sta
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -49,3 +50,61 @@ def test_a_dead_process_is_started_again(validator: ValidatorProcess) -> None:
     validator._process.wait()
     assert errors(validator.validate([VALID])[0]) == []
     assert validator.starts == 2
+
+
+def _library() -> list[dict]:
+    from fhir_desens.exchange.load import load_bytes
+    from fhir_desens.fhir.plandefinition import library_bundle
+    from fhir_desens.io.formats import write_resource
+    from fhir_desens.protocol.library import builtin_protocols
+
+    bundle = write_resource(library_bundle(list(builtin_protocols().values())), "json")
+    return [item.resource for item in load_bytes(bundle, "library.json")]
+
+
+def _changed(resource: dict, change: Callable[[dict], object]) -> dict:
+    copied = copy.deepcopy(resource)
+    change(copied)
+    return copied
+
+
+def test_profiles_parsed_once_give_the_outcomes_of_medplum_parsing_them_for_every_resource() -> None:
+    """validate.cjs parses each profile once; Medplum alone (--reparse-profiles) parses it per resource."""
+    from fhir_desens.fhir.profiles import default_profiles_dir
+
+    library = _library()
+    plan = next(r for r in library if r["resourceType"] == "PlanDefinition")
+    step = next(r for r in library if r["resourceType"] == "ActivityDefinition")
+    broken = {  # what only our profiles require, R4 errors, and a contained resource of the profiled type
+        "PlanDefinition.url": _changed(plan, lambda r: r.pop("url")),
+        "PlanDefinition.action": _changed(plan, lambda r: r.pop("action")),
+        "ActivityDefinition.kind": _changed(step, lambda r: r.pop("kind")),
+        "ActivityDefinition.dosage": _changed(step, lambda r: r.pop("dosage")),
+        "duration": _changed(step, lambda r: r["dosage"][0]["timing"]["repeat"].update(duration="90")),
+        "bogus": _changed(step, lambda r: r["dosage"][0].update(bogus=1)),
+        "contained": _changed(
+            plan, lambda r: r.update(contained=[{"resourceType": "PlanDefinition", "id": "c", "bogus": 1}])
+        ),
+    }
+    folder = default_profiles_dir()
+    try:
+        with (
+            ValidatorProcess(folder, "enforce") as cached,
+            ValidatorProcess(folder, "enforce", reparse_profiles=True) as reparsed,
+            ValidatorProcess(folder, "ignore") as r4_only,
+        ):
+            outcomes = cached.validate([*library, *broken.values()])
+            assert outcomes == reparsed.validate([*library, *broken.values()])
+            without_profiles = r4_only.validate(list(broken.values()))
+    except ConfigurationError as error:
+        if in_ci():
+            pytest.fail(f"CI=true but node cannot run: {error}")
+        pytest.skip(str(error))
+    assert all(errors(o) == [] for o in outcomes[: len(library)])
+    for (where, _), outcome, r4_outcome in zip(
+        broken.items(), outcomes[len(library) :], without_profiles, strict=True
+    ):
+        assert errors(outcome), where
+        if where.startswith(("PlanDefinition.", "ActivityDefinition.")):  # our profiles' own rules
+            assert [i["expression"] for i in errors(outcome)] == [[where]]
+            assert errors(r4_outcome) == []

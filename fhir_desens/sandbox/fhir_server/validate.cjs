@@ -2,8 +2,10 @@
 'use strict';
 // Bulk validation without HTTP.
 //
-//   node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] < input.ndjson > outcomes.ndjson
+//   node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] [--reparse-profiles] < input.ndjson > outcomes.ndjson
 //
+// Each profile's StructureDefinition is parsed once for the life of the process; --reparse-profiles lets
+// Medplum parse it again for every resource instead (slow: the reference the tests compare with).
 // Each non-empty input line is {"resource": {...}, "profile": "canonical" | ["canonical", ...] (optional)}.
 // Each writes one line: the OperationOutcome for that resource (always at least one issue; errors have
 // severity "error"). Exit status: 0 when every line was processed (even if resources are invalid),
@@ -14,18 +16,21 @@ const defs = require('./definitions.cjs');
 
 function usage(message) {
   process.stderr.write(`validate.cjs: ${message}\n`);
-  process.stderr.write('usage: node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] < in.ndjson\n');
+  process.stderr.write('usage: node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] [--reparse-profiles] < in.ndjson\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   let declared = 'warn';
+  let reparse = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--profiles') {
       i++;
     } else if (arg.startsWith('--profiles=')) {
       // handled by profileDirsFromArgs
+    } else if (arg === '--reparse-profiles') {
+      reparse = true;
     } else if (arg === '--declared') {
       declared = argv[++i];
     } else if (arg === '-h' || arg === '--help') {
@@ -37,11 +42,11 @@ function parseArgs(argv) {
   if (!['ignore', 'warn', 'enforce'].includes(declared)) {
     usage(`--declared must be ignore, warn or enforce, not ${declared}`);
   }
-  return { declared, profileDirs: defs.profileDirsFromArgs(argv) };
+  return { declared, reparse, profileDirs: defs.profileDirsFromArgs(argv) };
 }
 
 function main() {
-  const { declared, profileDirs } = parseArgs(process.argv.slice(2));
+  const { declared, reparse, profileDirs } = parseArgs(process.argv.slice(2));
   const registry = new defs.ProfileRegistry();
   try {
     defs.loadCore();
@@ -77,7 +82,7 @@ function main() {
         if (profiles.some((p) => typeof p !== 'string')) {
           result = defs.outcome([defs.issue('error', 'structure', `line ${lineNumber}: "profile" must be a string`)]);
         } else {
-          result = defs.validate(request.resource, registry, { profiles, declared });
+          result = defs.validate(request.resource, registry, { profiles, declared, reparse });
         }
       }
     }
