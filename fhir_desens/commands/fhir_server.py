@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_hapi(args: argparse.Namespace) -> int:
     from fhir_desens.errors import InputError
     from fhir_desens.sandbox.java_services import HapiServerProcess
-    from fhir_desens.sandbox.signals import sigterm_as_interrupt
+    from fhir_desens.sandbox.signals import run_until_stopped
 
     if args.profiles:
         raise InputError("--profiles", "is for --engine medplum", "load profiles into HAPI with a PUT")
@@ -85,18 +85,11 @@ def _run_hapi(args: argparse.Namespace) -> int:
     )
     where = "in memory" if args.database is None else "on " + args.database.split("?")[0]
     print("starting HAPI FHIR JPA (about a minute) ...", file=sys.stderr, flush=True)
-    with sigterm_as_interrupt():
-        try:
-            url = server.start()
-            print(
-                f"FHIR R4 server (HAPI FHIR JPA) at {url}  ({where}, started in {server.startup_seconds:.0f} s; "
-                f"tests: export FHIR_DESENS_HAPI_URL={url}; Ctrl-C to stop)",
-                flush=True,
-            )
-            code = server.wait()
-            print(f"the HAPI FHIR server exited with status {code}", file=sys.stderr)
-            return 1 if code else 0
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            server.stop()
+    return run_until_stopped(
+        server,
+        "HAPI FHIR server",
+        lambda url: (
+            f"FHIR R4 server (HAPI FHIR JPA) at {url}  ({where}, started in {server.startup_seconds:.0f} s; "
+            f"tests: export FHIR_DESENS_HAPI_URL={url}; Ctrl-C to stop)"
+        ),
+    )

@@ -19,23 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from fhir_desens.sandbox.java_services import Hl7ValidatorProcess
-    from fhir_desens.sandbox.signals import sigterm_as_interrupt
+    from fhir_desens.sandbox.signals import run_until_stopped
 
-    service = Hl7ValidatorProcess(port=args.port)
-    with sigterm_as_interrupt():
-        try:
-            url = service.start()
-            print(
-                f"HL7 validator service at {url}  (export FHIR_DESENS_HL7_VALIDATOR={url}; Ctrl-C to stop)",
-                flush=True,
-            )
-            code = service.wait()
-            print(f"the HL7 validator service exited with status {code}", file=sys.stderr)
-            return 1 if code else 0
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            service.stop()
+    return run_until_stopped(
+        Hl7ValidatorProcess(port=args.port),
+        "HL7 validator service",
+        lambda url: (
+            f"HL7 validator service at {url}  (export FHIR_DESENS_HL7_VALIDATOR={url}; Ctrl-C to stop)"
+        ),
+    )

@@ -1,10 +1,16 @@
-"""Foreground servers stop cleanly on SIGTERM as on Ctrl-C, so their child processes never outlive them."""
+"""Foreground servers stop cleanly on SIGTERM as on Ctrl-C, so their child processes never outlive them.
+
+:func:`run_until_stopped` is the foreground loop of the commands that run one service
+(``fhir-desens fhir-server --engine hapi``, ``fhir-desens hl7-validator``).
+"""
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 
 @contextmanager
@@ -19,3 +25,30 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class ForegroundService(Protocol):
+    """A child service run in the foreground: started (its URL), waited for (its exit status), stopped."""
+
+    def start(self) -> str: ...
+
+    def wait(self) -> int: ...
+
+    def stop(self) -> None: ...
+
+
+def run_until_stopped(service: ForegroundService, name: str, ready: Callable[[str], str]) -> int:
+    """Start ``service``, print ``ready(url)``, then wait until it exits, Ctrl-C or SIGTERM; it is
+    stopped in every case. Exit status: 0 after Ctrl-C or SIGTERM, 1 when the service exits with a
+    failure (``the NAME exited with status N`` on stderr), 0 when it exits cleanly."""
+    with sigterm_as_interrupt():
+        try:
+            url = service.start()
+            print(ready(url), flush=True)
+            code = service.wait()
+            print(f"the {name} exited with status {code}", file=sys.stderr)
+            return 1 if code else 0
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            service.stop()
