@@ -169,6 +169,16 @@ def test_a_tablet_protocol_prints_tablets_not_volumes_or_dilutions(planner: Plan
     assert "at the standard rate" not in page and "the usual dose is not given beside" in page
 
 
+def test_a_dose_per_m2_is_shown_with_its_calculation_on_both_sheets(planner: Planner) -> None:
+    """The pharmacist checks a body-size dose like the nurse: both sheets print the calculation."""
+    sid = planner.launch("rituximab-lymphoma")
+    draft_id = planner.create(sid, target_dose="375", dose_unit="mg/m2")
+    calculation = "803 mg (375 mg/m² × 2.14 m² = 802.5 mg → 803 mg (rounded half-up to 1 mg)."
+    for sheet in ("worksheet", "pharmacy"):
+        text = paragraphs_of(_pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/{sheet}.pdf"))
+        assert calculation in text, sheet
+
+
 def test_a_signed_plan_pdf_names_the_signer_and_the_order_on_every_page(signer: Signer) -> None:
     sid = signer.launch("carboplatin-ovarian")
     draft_id = signer.plan(sid)
@@ -180,6 +190,9 @@ def test_a_signed_plan_pdf_names_the_signer_and_the_order_on_every_page(signer: 
         compact = text.replace("\n", " ")
         assert "Signed by" in compact and order_id[:12] in compact.replace(" ", ""), number
         assert "DRAFT" not in text and f"page {number} of {len(pages)}" in text
+    # the page that says the orders were sent names the order as the paper does
+    sent = signer.client.get(f"/s/{sid}/orders/{rg_id}?sent=1").get_data(as_text=True)
+    assert f"order {order_id}, as the printed sheets name it" in sent
 
 
 @pytest.mark.parametrize("patient", PATIENTS)
