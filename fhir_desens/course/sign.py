@@ -20,7 +20,8 @@ Signing is idempotent, in three layers:
    one.
 
 After a failure (timeout, 5xx, refusal) the orders of the session are searched by their business
-identifiers, so the person is told truthfully whether nothing, part or all of the plan was written.
+identifiers (:mod:`fhir_desens.course.written`), so the person is told truthfully whether nothing, part
+or all of the plan was written (:mod:`fhir_desens.course.sign_errors`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.client.smart import SmartSession
@@ -49,24 +50,26 @@ from fhir_desens.course.context import CourseContext
 from fhir_desens.course.draft import PlanDraft, plan_for
 from fhir_desens.course.drug_review import DrugReview, drug_ref_for, review_draft
 from fhir_desens.course.lifecycle import HoldOutcome, active_plans_for_drug, hold_therapeutic_order
-from fhir_desens.course.readback import SignedPlanSummary
-from fhir_desens.course.therapeutic import dose_blocker, dose_difference
-from fhir_desens.errors import (
-    AuthError,
-    ConflictError,
-    DesensError,
-    FhirServerError,
-    ForbiddenError,
-    TemporaryServerError,
+from fhir_desens.course.sign_errors import (
+    DuplicatePlan,
+    EarlierAttemptInChart,
+    OrdersNotPermitted,
+    SignedWithOtherValues,
+    SigningBlocked,
+    SigningFailed,
+    SignRefusal,
+    describe_refusal,
+    status_for,
 )
+from fhir_desens.course.therapeutic import dose_blocker, dose_difference
+from fhir_desens.course.written import WrittenCheck, written_check
+from fhir_desens.errors import AuthError, DesensError, FhirServerError
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.allergy import Allergy
 from fhir_desens.fhir.apply import ApplyContext, apply_plan
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.model import Protocol
-from fhir_desens.protocol.quantity import (
-    parse_quantity,
-)
+from fhir_desens.protocol.quantity import parse_quantity
 from fhir_desens.protocol.report import plan_dict
 
 log = logging.getLogger(__name__)
@@ -75,212 +78,6 @@ SIGNED_KIND = "signed-plan"
 DOSE_NOTE = "Dose differs from the active order: "
 KEPT_NOTE = "Standard-rate order "
 DUPLICATE_NOTE = "A second active plan for this drug is intended: "
-
-
-# --- errors (the taxonomy of fhir_desens.errors, with what the page needs) -------------------------
-
-
-NOTHING_WRITTEN = "Nothing was written to the chart."
-
-
-class OrdersNotPermitted(ForbiddenError):
-    """The token lacks a write the orders transaction needs: nothing is sent."""
-
-    def __init__(self, missing: Sequence[str]) -> None:
-        self.reason = (
-            "the EHR did not grant this app permission to write orders (missing: " + ", ".join(missing) + ")"
-        )
-        self.advice = "Print the worksheet and enter the orders in the EHR."
-        super().__init__(f"{self.reason[:1].upper()}{self.reason[1:]}. {NOTHING_WRITTEN} {self.advice}")
-        self.missing = tuple(missing)
-
-
-class SigningBlocked(DesensError):
-    """The draft may not be signed yet (contraindication without override, unconfirmed drug ...)."""
-
-    exit_code = 3
-    http_status = 409
-
-    def __init__(self, reasons: Sequence[str]) -> None:
-        self.reason = "the plan cannot be signed yet: " + " ".join(reasons)
-        super().__init__(f"The plan cannot be signed yet: {' '.join(reasons)} {NOTHING_WRITTEN}")
-        self.reasons = tuple(reasons)
-
-
-class SignedWithOtherValues(ConflictError):
-    """The draft changed after it was signed (or after an attempt that may be in the chart)."""
-
-    def __init__(self, reason: str, written: str, advice: str) -> None:
-        super().__init__(f"{reason} {written} {advice}", 409)
-        self.reason, self.written, self.advice = reason, written, advice
-
-
-@dataclass(frozen=True)
-class WrittenCheck:
-    """What of one session's orders the EHR holds, found by their business identifiers."""
-
-    checked: bool  # False: the search itself failed, so nobody knows
-    request_group_id: str | None = None
-    medication_requests: int = 0
-    expected_requests: int = 0
-    medications: int = 0
-    expected_medications: int = 0
-
-    @property
-    def state(self) -> Literal["unknown", "none", "partial", "complete"]:
-        if not self.checked:
-            return "unknown"
-        if self.request_group_id is None and not self.medication_requests and not self.medications:
-            return "none"
-        complete = (
-            self.request_group_id is not None
-            and self.medication_requests == self.expected_requests
-            and self.medications == self.expected_medications
-        )
-        return "complete" if complete else "partial"
-
-    def describe(self) -> str:
-        """The answer to "was anything written?", for people."""
-        if self.state == "unknown":
-            return (
-                "It could not be checked whether the orders reached the chart (the EHR did not answer the "
-                "check either). Signing again is safe: it never creates a second set of orders."
-            )
-        if self.state == "none":
-            return "Nothing was written to the chart."
-        if self.state == "complete":
-            return "The orders are in the chart."
-        group = "the plan (RequestGroup)" if self.request_group_id else "no plan (RequestGroup)"
-        return (
-            f"Part of the plan was written: {group}, {self.medication_requests} of "
-            f"{self.expected_requests} medication requests and {self.medications} of "
-            f"{self.expected_medications} solutions (Medications). Press \u201cSign and send orders\u201d "
-            "again to complete the same set (what is already written is reused, never duplicated)."
-        )
-
-
-class SigningFailed(DesensError):
-    """The EHR refused or did not confirm the transaction; ``check`` says what was written."""
-
-    exit_code = 4
-
-    def __init__(self, cause: DesensError, check: WrittenCheck, status: int) -> None:
-        super().__init__(f"{_what_happened(cause)} ({cause.message.rstrip('.')}). {check.describe()}")
-        self.cause = cause
-        self.check = check
-        self.http_status = status
-
-
-def _what_happened(error: DesensError) -> str:
-    if isinstance(error, TemporaryServerError) and error.status is None:
-        return "The EHR did not answer in time"
-    if isinstance(error, ForbiddenError):
-        return "The EHR refused the orders: the granted permissions do not allow them"
-    if isinstance(error, AuthError):
-        return "The EHR no longer accepts this app session; open the app again from the EHR"
-    if isinstance(error, ConflictError):
-        return "The EHR refused the orders because of a conflict with what the chart holds"
-    return "The EHR did not confirm the orders"
-
-
-@dataclass(frozen=True)
-class SignRefusal:
-    """Why "Sign and send orders" did not sign, for the alert on the plan page."""
-
-    heading: str  # what happened to the orders
-    reason: str  # why
-    written: str  # what the chart holds now (the truthful account of written_check)
-    advice: str | None = None
-
-    @property
-    def text(self) -> str:
-        return " ".join(part for part in (f"{self.reason.rstrip('.')}.", self.written, self.advice) if part)
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return f"{text[:1].upper()}{text[1:]}" if text else text
-
-
-class EarlierAttemptInChart(DesensError):
-    """This attempt failed before sending anything, but an earlier attempt of the same draft whose
-    outcome was never confirmed may be in the chart: ``check`` says what the chart holds of it, found
-    by its business identifiers (issue 11: a retry never says "nothing was written" while the first
-    attempt's orders are in the chart). Keeps the status of the error it wraps."""
-
-    def __init__(self, cause: DesensError, check: WrittenCheck) -> None:
-        super().__init__(f"{cause.message.rstrip('.')}. {_earlier_account(check)}")
-        self.cause = cause
-        self.check = check
-        self.http_status = int(getattr(cause, "http_status", 500))
-        self.exit_code = cause.exit_code
-
-
-def _earlier_account(check: WrittenCheck) -> str:
-    """What the chart holds of an earlier, unconfirmed attempt, for people."""
-    if check.state == "unknown":
-        return (
-            "Nothing was sent now, but an earlier attempt to send these orders was never confirmed and "
-            "the EHR could not be asked what it holds: its orders may be in the chart. Check the chart "
-            "before ordering by other means; signing again never creates a second set."
-        )
-    if check.state == "none":
-        return "Nothing was written to the chart (an earlier, unconfirmed attempt is not in it either)."
-    if check.state == "complete":
-        return (
-            "Nothing was sent now, but the orders of an earlier attempt are in the chart: "
-            f"RequestGroup/{check.request_group_id} with {check.medication_requests} medication requests "
-            f"and {check.medications} solutions. Press \u201cSign and send orders\u201d again to confirm "
-            "them (nothing is duplicated)."
-        )
-    return "Nothing was sent now, but an earlier attempt is in the chart in part. " + check.describe()
-
-
-def describe_refusal(error: DesensError) -> SignRefusal:
-    """What a refused or failed signing did and did not do. Only the transaction itself writes, and
-    its failures are :class:`SigningFailed` carrying what the chart holds; any other error happened
-    before anything was sent (:class:`EarlierAttemptInChart` when an earlier attempt may be in the
-    chart)."""
-    not_sent = "The orders were not sent"
-    if isinstance(error, EarlierAttemptInChart):
-        headings = {
-            "complete": "The orders were not sent again: an earlier attempt is in the chart",
-            "partial": "The orders were not sent; an earlier attempt is in the chart in part",
-            "unknown": "The orders were not sent; an earlier attempt may be in the chart",
-        }
-        inner = describe_refusal(error.cause)
-        return SignRefusal(
-            headings.get(error.check.state, not_sent),
-            inner.reason,
-            _earlier_account(error.check),
-            inner.advice,
-        )
-    if isinstance(error, SigningFailed):
-        headings = {
-            "partial": "The orders were only partly written",
-            "unknown": "It is not known whether the orders were written",
-        }
-        cause = f"{_what_happened(error.cause)} ({error.cause.message.rstrip('.')})"
-        return SignRefusal(headings.get(error.check.state, not_sent), cause, error.check.describe())
-    if isinstance(error, OrdersNotPermitted | SignedWithOtherValues):
-        written = error.written if isinstance(error, SignedWithOtherValues) else NOTHING_WRITTEN
-        return SignRefusal(not_sent, _sentence(error.reason), written, error.advice)
-    if isinstance(error, SigningBlocked):
-        return SignRefusal(not_sent, _sentence(error.reason), NOTHING_WRITTEN)
-    return SignRefusal(not_sent, _sentence(error.message), NOTHING_WRITTEN)
-
-
-def _status_for(error: DesensError) -> int:
-    if isinstance(error, ForbiddenError):
-        return 403
-    if isinstance(error, AuthError):
-        return 401
-    if isinstance(error, ConflictError):
-        return 409
-    return 502
-
-
-# --- signing ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -292,20 +89,6 @@ class SignResult:
     sent_at: str = ""  # when the orders were first sent (FHIR dateTime)
     hold: HoldOutcome | None = None  # what became of the therapeutic order
     repeat: bool = False  # True: signed before; nothing was written now
-
-
-class DuplicatePlan(SigningBlocked):
-    """Another active plan for the same drug: discontinue it first, or confirm both are intended."""
-
-    def __init__(self, others: Sequence[SignedPlanSummary]) -> None:
-        listed = "; ".join(f"{p.drug} {p.dose}, signed {p.authored} (RequestGroup/{p.id})" for p in others)
-        super().__init__(
-            [
-                f"This patient already has an active desensitization plan for the same drug ({listed}). "
-                "Discontinue it first, or confirm with a reason that both plans are intended."
-            ]
-        )
-        self.others = tuple(others)
 
 
 def _drug_codes(draft: PlanDraft) -> tuple[dict[str, str], ...]:
@@ -445,17 +228,7 @@ def _sign_draft(
     Every error but SigningFailed happens before anything is sent (see :func:`describe_refusal`).
     """
     smart, store = ctx.smart, ctx.store
-    if not smart.can_sign_orders:  # the one rule (SmartSession.can_sign_orders), also the page's
-        raise OrdersNotPermitted(missing_order_scopes(smart))
-    plan = plan_for(draft, ctx.protocols)
-    assessment = assess(drug_ref_for(draft.drug, draft.drug_rxnorm), read_allergies())
-    review = review_for(draft, plan, ctx.protocols)
-    blockers = signing_blockers(draft, assessment, can_write=True, review=review)
-    dose = dose_blocker(draft, ctx.dose_tolerance_percent)
-    if dose:
-        blockers.append(dose)
-    if blockers:
-        raise SigningBlocked(blockers)
+    plan, review = _signable(ctx, draft, read_allergies)
     context = replace(_apply_context(smart, draft), products=review.products)
     fingerprint = _fingerprint(plan, context)
     key = _marker_key(ctx.scope, draft.draft_id)
@@ -467,16 +240,7 @@ def _sign_draft(
             _refuse_other_values(client, draft.patient, marker)
         session = _session_id(draft, fingerprint)
         if not draft.duplicate_reason:
-            others = active_plans_for_drug(
-                smart,
-                ctx.protocols,
-                draft.drug,
-                draft.drug_rxnorm,
-                except_session=session,
-                zone=ctx.time_zone,
-            )
-            if others:
-                raise DuplicatePlan(others)
+            _refuse_duplicates(ctx, draft, session)
         record = _pending(ctx, key, marker, session, fingerprint, plan)
         authored = datetime.fromisoformat(record["authored"])
         bundle = apply_plan(plan, replace(context, session_id=record["session"], authored=authored))
@@ -487,21 +251,55 @@ def _sign_draft(
             hold = hold_therapeutic_order(
                 client, smart, draft.order_reference, result.request_group_id, plan_text
             )
-        signed = {
-            **record,
-            "state": "signed",
-            "rg_id": result.request_group_id,
-            "count": result.medication_requests,
-            "hold": None
-            if hold is None
-            else {"state": hold.state, "order": hold.order, "message": hold.message},
-        }
-        store.put(SIGNED_KIND, key, signed, ttl=ctx.ttl)
+        store.put(SIGNED_KIND, key, _signed_record(record, result, hold), ttl=ctx.ttl)
         result = replace(result, sent_at=record["authored"], hold=hold)
         log.info(
             "signed as RequestGroup/%s (%s)", result.request_group_id, "new" if result.created else "existing"
         )
         return result
+
+
+def _signable(
+    ctx: CourseContext, draft: PlanDraft, read_allergies: Callable[[], Sequence[Allergy] | None]
+) -> tuple[Plan, DrugReview]:
+    """The plan and drug review of a draft that may be signed; raises when it may not (yet)."""
+    if not ctx.smart.can_sign_orders:  # the one rule (SmartSession.can_sign_orders), also the page's
+        raise OrdersNotPermitted(missing_order_scopes(ctx.smart))
+    plan = plan_for(draft, ctx.protocols)
+    assessment = assess(drug_ref_for(draft.drug, draft.drug_rxnorm), read_allergies())
+    review = review_for(draft, plan, ctx.protocols)
+    blockers = signing_blockers(draft, assessment, can_write=True, review=review)
+    dose = dose_blocker(draft, ctx.dose_tolerance_percent)
+    if dose:
+        blockers.append(dose)
+    if blockers:
+        raise SigningBlocked(blockers)
+    return plan, review
+
+
+def _refuse_duplicates(ctx: CourseContext, draft: PlanDraft, session: str) -> None:
+    """Another active plan for the same drug (not this session's) blocks signing without a reason."""
+    others = active_plans_for_drug(
+        ctx.smart,
+        ctx.protocols,
+        draft.drug,
+        draft.drug_rxnorm,
+        except_session=session,
+        zone=ctx.time_zone,
+    )
+    if others:
+        raise DuplicatePlan(others)
+
+
+def _signed_record(record: Mapping[str, Any], result: SignResult, hold: HoldOutcome | None) -> dict[str, Any]:
+    """The marker of a confirmed signing (what :func:`_result_of` reads back)."""
+    return {
+        **record,
+        "state": "signed",
+        "rg_id": result.request_group_id,
+        "count": result.medication_requests,
+        "hold": None if hold is None else {"state": hold.state, "order": hold.order, "message": hold.message},
+    }
 
 
 def _result_of(marker: Mapping[str, Any]) -> SignResult:
@@ -564,7 +362,7 @@ def _post(client: FhirClient, bundle: dict[str, Any], plan: Plan, patient: str, 
         check = written_check(client, patient, session, *expected)
         if check.state == "complete" and check.request_group_id is not None:
             return SignResult(check.request_group_id, check.medication_requests, session, created=True)
-        raise SigningFailed(error, check, _status_for(error)) from None
+        raise SigningFailed(error, check, status_for(error)) from None
     parsed = _parse_response(bundle, response)
     if parsed is not None and parsed.medication_requests == expected[0]:
         return replace(parsed, session_id=session)
@@ -615,42 +413,15 @@ def _located(answer: Mapping[str, Any], kind: str) -> str | None:
     return match.group(2) if match and match.group(1) == kind else None
 
 
-def written_check(
-    client: FhirClient, patient: str, session: str, expected_requests: int, expected_medications: int
-) -> WrittenCheck:
-    """Search one session's orders by their business identifiers (never raises: unknown on failure)."""
-    try:
-        groups = client.search_all(
-            "RequestGroup", {"patient": patient, "identifier": f"{c.ID_SESSION}|{session}"}, max_pages=2
-        )
-        steps = [f"{c.ID_STEP_ORDER}|{session}-{n}" for n in range(1, expected_requests + 1)]
-        solutions = [f"{c.ID_SOLUTION}|{session}-{n}" for n in range(1, expected_medications + 1)]
-        orders = client.search_all(
-            "MedicationRequest",
-            {"patient": patient, "identifier": ",".join(steps), "_count": "100"},
-            max_pages=2,
-        )
-        medications = (
-            client.search_all("Medication", {"identifier": ",".join(solutions), "_count": "100"}, max_pages=2)
-            if solutions
-            else []
-        )
-    except DesensError as error:
-        log.warning("could not check what the orders transaction wrote: %s", type(error).__name__)
-        return WrittenCheck(
-            False, expected_requests=expected_requests, expected_medications=expected_medications
-        )
-    group_ids = sorted({str(g.get("id")) for g in groups if g.get("resourceType") == "RequestGroup"})
-    return WrittenCheck(
-        True,
-        request_group_id=group_ids[0] if group_ids else None,
-        medication_requests=len(
-            {o.get("id") for o in orders if o.get("resourceType") == "MedicationRequest"}
-        ),
-        expected_requests=expected_requests,
-        medications=len({m.get("id") for m in medications if m.get("resourceType") == "Medication"}),
-        expected_medications=expected_medications,
-    )
-
-
-# --- reading signed plans back --------------------------------------------------------------------------
+__all__ = [
+    # what the pages import from here: signing, its result, and the account of a refusal
+    "SIGNED_KIND",
+    "DuplicatePlan",
+    "SignRefusal",
+    "SignResult",
+    "describe_refusal",
+    "planned_start",
+    "review_for",
+    "sign_draft",
+    "signed_marker",
+]

@@ -29,7 +29,7 @@ from fhir_desens.course.lifecycle import (
     hold_therapeutic_order,
 )
 from fhir_desens.course.lifecycle import release_hold as release
-from fhir_desens.course.sign import describe_refusal
+from fhir_desens.course.sign_errors import describe_refusal
 from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
 from smart_app.app_session import AppSession, app_session

@@ -14,7 +14,8 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from fhir_desens.course.copy import draft_fields_from_signed
-from fhir_desens.course.sign import SIGNED_KIND, OrdersNotPermitted
+from fhir_desens.course.sign import SIGNED_KIND
+from fhir_desens.course.sign_errors import OrdersNotPermitted
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.apply import OVERRIDE_NOTE
 from fhir_desens.protocol.report import plan_dict
