@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -46,10 +47,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns`` without importing shutil (and the compression modules
+    it imports) at every start: ``COLUMNS`` when a positive number, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
+        return 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help layout, as wide as the terminal (argparse's own rule)."""
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
+        width = _terminal_columns() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with our exit status (2) and one-line messages."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
         # '-5mg' is a negative dose to refuse with a clear message, not an unknown option.
         self._negative_number_matcher = re.compile(r"^-\.?\d")
@@ -89,7 +116,6 @@ MAX_ARGUMENT_CHARACTERS = 4096
 def _check_arguments(args: argparse.Namespace, argv: Sequence[str]) -> None:
     """Before any work: no invisible or control characters in any argument, and a usable ``--out``."""
     from fhir_desens.boundary.text import form_text
-    from fhir_desens.io.files import check_output_path
 
     for name, value in vars(args).items():
         option = "--" + name.replace("_", "-")
@@ -99,6 +125,8 @@ def _check_arguments(args: argparse.Namespace, argv: Sequence[str]) -> None:
                 form_text(item, field, max_length=MAX_ARGUMENT_CHARACTERS)
     out = getattr(args, "out", None)
     if isinstance(out, str):
+        from fhir_desens.io.files import check_output_path
+
         check_output_path(out)
 
 
