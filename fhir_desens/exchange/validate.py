@@ -374,8 +374,12 @@ def validate_loaded(
     activities = activity_index(loaded)
     activity_resources = {key: found.resource for key, found in activities.items()}
     position = {id(item): index for index, item in enumerate(loaded)}
+    targets_by_source: dict[str, dict[str, str]] = {}
+    for item in loaded:  # the fullUrls of each input, once (not once per resource)
+        if item.full_url:
+            targets_by_source.setdefault(item.source, {})[item.full_url] = item.resource_type
     for index, item in enumerate(loaded):
-        targets = {i.full_url: i.resource_type for i in loaded if i.full_url and i.source == item.source}
+        targets = targets_by_source.get(item.source, {})
         keyed += [(index, issue) for issue in _profile_issues(item, r4_bindings, targets)]
         if item.resource_type != "PlanDefinition":
             continue

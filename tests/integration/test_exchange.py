@@ -188,27 +188,119 @@ def test_a_server_refusing_one_resource(
 
 
 class _StopsAfter(FhirClient):
-    """A client whose server dies after a number of creates (a crash in the middle of an import)."""
+    """A client whose server dies after a number of creates, or of batches (a crash mid-import)."""
 
-    def __init__(self, server: FhirServerProcess, creates: int) -> None:
+    def __init__(self, server: FhirServerProcess, writes: int) -> None:
         super().__init__(server.base_url)
-        self.server, self.left = server, creates
+        self.server, self.left = server, writes
 
-    def create(self, resource: Mapping[str, Any], **options: Any) -> Versioned:
+    def _count_down(self) -> None:
         if self.left == 0:
             self.server.stop()
         self.left -= 1
+
+    def create(self, resource: Mapping[str, Any], **options: Any) -> Versioned:
+        self._count_down()
         return super().create(resource, **options)
+
+    def batch(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
+        self._count_down()
+        return super().batch(bundle)
 
 
 def test_a_server_dying_halfway(fhir_server_factory: Callable[..., FhirServerProcess], tag: str) -> None:
     loaded = loaded_of(own("tmp-smx-oral-hourly", tag))
-    with _StopsAfter(fhir_server_factory(), creates=3) as client:
-        report = import_resources(client, loaded, structural=None)
+    with _StopsAfter(fhir_server_factory(), writes=3) as client:
+        report = import_resources(client, loaded, structural=None, batch_size=1)
     assert report.exit_code == 5, report.text_lines()
     assert statuses(report) == {CREATED: 3, ALREADY_PRESENT: 0, CONFLICT: 0, FAILED: 1, NOT_ATTEMPTED: 3}
     assert [i.status for i in report.items][:4] == [CREATED, CREATED, CREATED, FAILED]
     assert all(i.server_id for i in report.items[:3])
+
+
+def test_a_server_dying_between_batches(
+    fhir_server_factory: Callable[..., FhirServerProcess], tag: str
+) -> None:
+    loaded = loaded_of(own("tmp-smx-oral-hourly", tag))  # 6 step activities, then the protocol
+    with _StopsAfter(fhir_server_factory(), writes=1) as client:
+        report = import_resources(client, loaded, structural=None, batch_size=2)
+    assert report.exit_code == 5, report.text_lines()
+    assert [i.status for i in report.items] == [CREATED] * 2 + [FAILED] * 2 + [NOT_ATTEMPTED] * 3
+    assert all(i.server_id for i in report.items[:2])
+    assert "running the import again completes it" in (report.items[2].detail or "")
+
+
+class _Meddling(FhirClient):
+    """Alters the second batch on its way: an invalid date in one entry, or someone else's copy of
+    one entry's resource written just before the batch arrives. (Used on the test server: HAPI's
+    CapabilityStatement lists no batch, so HAPI gets one create per resource.)"""
+
+    def __init__(self, base_url: str, *, invalid: bool = False, written_meanwhile: bool = False) -> None:
+        super().__init__(base_url)
+        self.batches, self.invalid, self.written_meanwhile = 0, invalid, written_meanwhile
+
+    def batch(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
+        self.batches += 1
+        if self.batches == 2:
+            entry = bundle["entry"][1]
+            if self.invalid:
+                entry["resource"] = {**entry["resource"], "date": "yesterday"}
+            if self.written_meanwhile:
+                super().create({**entry["resource"], "title": "someone else's step"})
+        return super().batch(bundle)
+
+
+def test_a_batch_entry_the_server_refuses_names_the_resource_and_the_field(
+    fhir_client: FhirClient, tag: str
+) -> None:
+    loaded = loaded_of(own("tmp-smx-oral-hourly", tag))
+    with _Meddling(fhir_client.base_url, invalid=True) as client:
+        report = import_resources(client, loaded, structural=None, batch_size=2)
+    assert isinstance(report.error, FhirServerError) and report.exit_code == 4, report.text_lines()
+    assert [i.status for i in report.items] == [CREATED] * 2 + [CREATED, FAILED] + [NOT_ATTEMPTED] * 3
+    failed = report.items[3]
+    detail = failed.detail or ""
+    assert "create ActivityDefinition" in detail and "HTTP 4" in detail, detail
+    assert "ActivityDefinition.date" in detail, detail
+    assert failed.line().startswith(f"failed          ActivityDefinition {failed.url}|1.0.0")
+    assert on_server(fhir_client, "ActivityDefinition", failed.url) == []
+    assert on_server(fhir_client, "PlanDefinition", c.plan_definition(f"tmp-smx-oral-hourly-{tag}")) == []
+    again = import_resources(fhir_client, loaded, structural=None, batch_size=2)
+    assert again.error is None and statuses(again)[ALREADY_PRESENT] == 3 and statuses(again)[CREATED] == 4
+
+
+def test_a_resource_written_meanwhile_with_other_content_is_a_conflict_in_a_batch(
+    fhir_client: FhirClient, tag: str
+) -> None:
+    loaded = loaded_of(own("tmp-smx-oral-hourly", tag))
+    with _Meddling(fhir_client.base_url, written_meanwhile=True) as client:
+        report = import_resources(client, loaded, structural=None, batch_size=2)
+    assert isinstance(report.error, ConflictError) and report.exit_code == 6, report.text_lines()
+    assert [i.status for i in report.items] == [CREATED] * 2 + [CREATED, CONFLICT] + [NOT_ATTEMPTED] * 3
+    conflict = report.items[3]
+    assert "title" in (conflict.detail or "") and conflict.server_id
+    [theirs] = on_server(fhir_client, "ActivityDefinition", conflict.url)
+    assert theirs["title"] == "someone else's step" and theirs["meta"]["versionId"] == "1"
+
+
+class _NoBatch(FhirClient):
+    """A server whose CapabilityStatement does not list batch."""
+
+    def capabilities(self) -> dict[str, Any]:
+        statement = super().capabilities()
+        for rest in statement["rest"]:
+            rest["interaction"] = [i for i in rest.get("interaction", []) if i.get("code") != "batch"]
+        return statement
+
+    def batch(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
+        raise AssertionError("no batch to a server without batch")
+
+
+def test_a_server_without_batch_gets_one_create_per_resource(fhir_client: FhirClient, tag: str) -> None:
+    loaded = loaded_of(own("tmp-smx-oral-hourly", tag))
+    with _NoBatch(fhir_client.base_url) as client:
+        report = import_resources(client, loaded, structural=None)
+    assert report.error is None and statuses(report)[CREATED] == len(loaded) == 7
 
 
 # --- the command line ---------------------------------------------------------------------------
