@@ -29,6 +29,8 @@ from fhir_desens.fhir.plandefinition import (
     library_bundle,
     plan_definition_from_protocol,
 )
+from fhir_desens.fhir.profiles import checks
+from fhir_desens.fhir.profiles.element_index import frozen
 from fhir_desens.io import json as fjson
 from fhir_desens.protocol.calculate import PlanRequest, compute_plan
 from fhir_desens.protocol.library import builtin_protocols
@@ -605,3 +607,40 @@ def test_every_extension_is_used_in_context_by_an_example() -> None:
         text = path.read_text("utf-8")
         used |= {x.url for x in p.EXTENSIONS if f'"url": "{x.url}"' in text}
     assert used == {x.url for x in p.EXTENSIONS}
+
+
+# --- each distinct extension is checked once (a package repeats them in every version) ------------
+
+
+def test_the_same_damaged_extension_at_two_places_is_reported_at_each(
+    protocol_example: dict[str, Any],
+) -> None:
+    resource = copy.deepcopy(protocol_example)
+    for n in (1, 4):
+        step_extension = next(e for e in _step(resource, n)["extension"] if e["url"] == c.EXT_STEP)
+        step_extension["extension"].append({"url": "unknown-sub", "valueString": "x"})
+    first = [i["expression"][0] for i in errors(resource)]
+    assert len(first) == 2 and first[0].startswith("PlanDefinition.action[0].action[1].extension[")
+    assert first[1].startswith("PlanDefinition.action[0].action[4].extension[")
+    again = errors(resource)  # from the cache now: fresh issues, same places
+    assert again == errors(copy.deepcopy(resource)) and [i["expression"][0] for i in again] == first
+    again[0]["details"]["text"] = "changed by a caller"
+    assert errors(resource)[0]["details"]["text"] != "changed by a caller"
+
+
+def test_an_extension_that_differs_in_one_value_is_checked_again(protocol_example: dict[str, Any]) -> None:
+    resource = copy.deepcopy(protocol_example)
+    assert errors(resource) == []
+    quantity = next(
+        node
+        for node, _expression, _path in checks._walk(resource, "PlanDefinition", "")
+        if node.get("system") == c.UCUM and ".extension" in _expression
+    )
+    quantity["code"] = "mcgg"
+    assert "'mcgg' is not a UCUM code" in texts(errors(resource))
+
+
+def test_cache_keys_keep_types_and_spellings_apart() -> None:
+    keys = {frozen(v) for v in (Decimal("1.0"), Decimal("1"), "1.0", "1", 1, 1.0, True, None)}
+    assert len(keys) == 8
+    assert frozen({"a": [1, {"b": "x"}]}) == frozen({"a": [1, {"b": "x"}]})

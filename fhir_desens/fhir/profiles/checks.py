@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.profiles.differentials import PROFILES, ProfileSpec
-from fhir_desens.fhir.profiles.element_index import Interpreter, Issue, json_list, make_issue
+from fhir_desens.fhir.profiles.element_index import (
+    Frozen,
+    Interpreter,
+    Issue,
+    frozen,
+    json_list,
+    make_issue,
+)
 from fhir_desens.fhir.profiles.extensions import EXTENSIONS, ExtensionSpec, extension_differential
 from fhir_desens.fhir.profiles.ucum import ucum_problem
 
@@ -44,6 +52,7 @@ def _walk(value: Any, expression: str, path: str) -> Iterator[tuple[Mapping[str,
             yield from _walk(child, f"{expression}.{key}", f"{path}.{key}")
 
 
+@lru_cache(maxsize=1024)
 def _in_context(path: str, contexts: Sequence[str]) -> bool:
     path = re.sub(r"(\.action)+", ".action", path)  # nested actions are PlanDefinition.action too
     return path in contexts
@@ -59,58 +68,82 @@ def _ucum_issues(quantity: Mapping[str, Any], where: str) -> list[Issue]:
     return [make_issue("error", "code-invalid", problem, f"{where}.code")] if problem else []
 
 
-def _extension_issues(resource: Mapping[str, Any], root: str) -> list[Issue]:
-    issues: list[Issue] = []
-    resource_type = str(resource.get("resourceType", ""))
-    for node, expression, path in _walk(resource, root, resource_type):
-        for i, extension in enumerate(json_list(node.get("extension"))):
-            if not isinstance(extension, Mapping):
-                continue
-            url = extension.get("url")
-            where = f"{expression}.extension[{i}]"
-            if not isinstance(url, str) or not url.startswith(c.CANONICAL_BASE + "/"):
-                continue
-            if url not in _EXTENSIONS:
-                issues.append(make_issue("error", "structure", f"unknown fhir-desens extension {url}", where))
-                continue
-            spec, differential = _EXTENSIONS[url]
-            if not _in_context(path, spec.contexts):
-                issues.append(make_issue("error", "structure", f"extension {spec.id} is not allowed on {path} "
-                                     f"(contexts: {', '.join(spec.contexts)})", where))  # fmt: skip
-            issues += Interpreter(spec.id, differential, extension, where).check()
-            for j, sub in enumerate(json_list(extension.get("extension"))):
-                for key in ("valueQuantity", "valueDuration"):
-                    if isinstance(sub, Mapping) and isinstance(sub.get(key), Mapping):
-                        issues += _ucum_issues(sub[key], f"{where}.extension[{j}].{key}")
-            for key in ("valueQuantity", "valueDuration"):
-                if isinstance(extension.get(key), Mapping):
-                    issues += _ucum_issues(extension[key], f"{where}.{key}")
-    return issues
-
-
-def _quantity_issues(resource: Mapping[str, Any], root: str) -> list[Issue]:
-    """UCUM codes of every UCUM quantity outside our extensions (those are checked with them)."""
-    issues = []
-    for node, expression, _path in _walk(resource, root, str(resource.get("resourceType", ""))):
+def _walk_issues(resource: Mapping[str, Any], root: str) -> list[Issue]:
+    """One walk over the resource: our extensions, then UCUM quantities, then ``subjectCanonical``."""
+    extensions: list[Issue] = []
+    quantities: list[Issue] = []
+    subject_canonical: list[Issue] = []
+    for node, expression, path in _walk(resource, root, str(resource.get("resourceType", ""))):
+        extensions += _node_extension_issues(node, expression, path)
         if (
             node.get("system") == c.UCUM
             and ("value" in node or "code" in node)
             and ".extension[" not in expression
         ):
-            issues += _ucum_issues(node, expression)
+            quantities += _ucum_issues(node, expression)  # ours are checked with their extension
+        if "subjectCanonical" in node:
+            text = "subjectCanonical is R4B-only: not allowed in FHIR R4"
+            subject_canonical.append(make_issue("error", "structure", text, f"{expression}.subjectCanonical"))
+    return extensions + quantities + subject_canonical
+
+
+def _node_extension_issues(node: Mapping[str, Any], expression: str, path: str) -> list[Issue]:
+    issues: list[Issue] = []
+    for i, extension in enumerate(json_list(node.get("extension"))):
+        if not isinstance(extension, Mapping):
+            continue
+        url = extension.get("url")
+        where = f"{expression}.extension[{i}]"
+        if not isinstance(url, str) or not url.startswith(c.CANONICAL_BASE + "/"):
+            continue
+        if url not in _EXTENSIONS:
+            issues.append(make_issue("error", "structure", f"unknown fhir-desens extension {url}", where))
+            continue
+        spec = _EXTENSIONS[url][0]
+        if not _in_context(path, spec.contexts):
+            issues.append(make_issue("error", "structure", f"extension {spec.id} is not allowed on {path} "
+                                 f"(contexts: {', '.join(spec.contexts)})", where))  # fmt: skip
+        key = (url, frozen(extension))
+        found = _EXTENSION_ISSUES.get(key)
+        if found is None:
+            if len(_EXTENSION_ISSUES) >= _EXTENSION_ISSUES_KEPT:
+                _EXTENSION_ISSUES.clear()
+            found = _EXTENSION_ISSUES[key] = _extension_content_issues(url, extension)
+        issues += _rooted(found, where)
     return issues
 
 
-def _subject_canonical_issues(resource: Mapping[str, Any], root: str) -> list[Issue]:
+_ROOT = "$extension"
+#: The issues of each distinct extension checked lately (a package repeats its steps' extensions in
+#: every version): (url, frozen content) -> issues with expressions from :data:`_ROOT`.
+_EXTENSION_ISSUES: dict[tuple[str, Frozen], tuple[Issue, ...]] = {}
+_EXTENSION_ISSUES_KEPT = 4096
+
+
+def _extension_content_issues(url: str, value: Mapping[str, Any]) -> tuple[Issue, ...]:
+    """The issues of one extension's content (its differential, its UCUM quantities), expressions
+    from :data:`_ROOT`: they depend on nothing else, so each distinct extension is checked once."""
+    spec, differential = _EXTENSIONS[url]
+    issues = Interpreter(spec.id, differential, value, _ROOT).check()
+    for j, sub in enumerate(json_list(value.get("extension"))):
+        for key in ("valueQuantity", "valueDuration"):
+            if isinstance(sub, Mapping) and isinstance(sub.get(key), Mapping):
+                issues += _ucum_issues(sub[key], f"{_ROOT}.extension[{j}].{key}")
+    for key in ("valueQuantity", "valueDuration"):
+        if isinstance(value.get(key), Mapping):
+            issues += _ucum_issues(value[key], f"{_ROOT}.{key}")
+    return tuple(issues)
+
+
+def _rooted(issues: Sequence[Issue], where: str) -> list[Issue]:
+    """Fresh copies of cached issues, their expressions under ``where``."""
     return [
-        make_issue(
-            "error",
-            "structure",
-            "subjectCanonical is R4B-only: not allowed in FHIR R4",
-            f"{expression}.subjectCanonical",
-        )
-        for node, expression, _path in _walk(resource, root, "")
-        if "subjectCanonical" in node
+        {
+            **issue,
+            "details": dict(issue["details"]),
+            "expression": [where + e[len(_ROOT) :] for e in issue["expression"]],
+        }
+        for issue in issues
     ]
 
 
@@ -226,7 +259,5 @@ def _checks(resource: Any, profile: str | None, root: str | None) -> list[Issue]
         issues += Interpreter(spec.id, spec.elements, resource, root).check()
         if url in _SEMANTIC:
             issues += _SEMANTIC[url](resource, root)
-    issues += _extension_issues(resource, root)
-    issues += _quantity_issues(resource, root)
-    issues += _subject_canonical_issues(resource, root)
+    issues += _walk_issues(resource, root)
     return issues

@@ -18,6 +18,20 @@ def make_issue(severity: str, code: str, text: str, expression: str) -> Issue:
 Node = tuple[Any, str]  # (value, FHIRPath-like expression)
 
 
+#: A JSON value made hashable, types and exact spellings kept (``Decimal("1.0")`` is not ``1``).
+Frozen = tuple[Any, ...]
+
+
+def frozen(value: Any) -> Frozen:
+    """``value`` as a hashable key: equal keys mean JSON values every check treats alike (same
+    types, same spellings, same key order)."""
+    if isinstance(value, Mapping):
+        return ("{", tuple((key, frozen(item)) for key, item in value.items()))
+    if isinstance(value, list):
+        return ("[", tuple(frozen(item) for item in value))
+    return (type(value).__name__, repr(value))
+
+
 def _cardinality(value: str) -> float:
     return float("inf") if value == "*" else float(value)
 
