@@ -68,8 +68,9 @@ def _changed(resource: dict, change: Callable[[dict], object]) -> dict:
     return copied
 
 
-def test_profiles_parsed_once_give_the_outcomes_of_medplum_parsing_them_for_every_resource() -> None:
-    """validate.cjs parses each profile once; Medplum alone (--reparse-profiles) parses it per resource."""
+def test_the_scripts_shortcuts_give_the_outcomes_of_medplum_as_shipped() -> None:
+    """validate.cjs parses each profile once and a resource type's definition when first met; Medplum
+    as shipped parses every definition at start-up and a profile again for every resource."""
     from fhir_desens.fhir.profiles import default_profiles_dir
 
     library = _library()
@@ -85,16 +86,36 @@ def test_profiles_parsed_once_give_the_outcomes_of_medplum_parsing_them_for_ever
         "contained": _changed(
             plan, lambda r: r.update(contained=[{"resourceType": "PlanDefinition", "id": "c", "bogus": 1}])
         ),
+        "other types inside": _changed(
+            step, lambda r: r.update(contained=[INVALID, {"resourceType": "Nope"}])
+        ),
+        "a Bundle of types not met yet": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [
+                {"resource": VALID},
+                {
+                    "resource": {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"text": "x"},
+                        "y": 1,
+                    }
+                },
+                {"resource": {"resourceType": "Medication", "code": {"coding": "not a list"}}},
+            ],
+        },
+        "an unknown type": {"resourceType": "Protocol", "id": "x"},
     }
     folder = default_profiles_dir()
     try:
         with (
             ValidatorProcess(folder, "enforce") as cached,
-            ValidatorProcess(folder, "enforce", reparse_profiles=True) as reparsed,
+            ValidatorProcess(folder, "enforce", reference=True) as reference,
             ValidatorProcess(folder, "ignore") as r4_only,
         ):
             outcomes = cached.validate([*library, *broken.values()])
-            assert outcomes == reparsed.validate([*library, *broken.values()])
+            assert outcomes == reference.validate([*library, *broken.values()])
             without_profiles = r4_only.validate(list(broken.values()))
     except ConfigurationError as error:
         if in_ci():

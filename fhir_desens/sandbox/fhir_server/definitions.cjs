@@ -17,18 +17,32 @@ const R4_META_ELEMENTS = new Set(['id', 'extension', 'versionId', 'lastUpdated',
 let coreLoaded = false;
 /** @type {string[]} */
 let r4ResourceTypes = [];
+/** @type {Map<string, object>} resource type -> its R4 StructureDefinition, not indexed yet (lazy mode) */
+const unindexed = new Map();
 
-/** Index the R4 core StructureDefinitions (and, for the server, the search parameters). Idempotent. */
-function loadCore({ searchParameters = false } = {}) {
+/**
+ * Index the R4 core StructureDefinitions (and, for the server, the search parameters). Idempotent.
+ * With `lazy`, every data type is indexed but a resource type only when a resource holding it is
+ * validated (ensureIndexed): parsing all 148 resource definitions is two thirds of a validator's
+ * start-up, and a `fhir-desens validate` call meets a handful of them.
+ */
+function loadCore({ searchParameters = false, lazy = false } = {}) {
   if (!coreLoaded) {
     core.indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
     const resources = readJson('fhir/r4/profiles-resources.json');
-    core.indexStructureDefinitionBundle(resources);
-    r4ResourceTypes = resources.entry
-      .map((entry) => entry.resource)
+    const definitions = resources.entry.map((entry) => entry.resource).filter((sd) => sd?.resourceType === 'StructureDefinition');
+    const now = lazy ? definitions.filter((sd) => sd.kind !== 'resource' || sd.abstract) : definitions;
+    core.indexStructureDefinitionBundle(now);
+    if (lazy) {
+      for (const sd of definitions) {
+        if (!now.includes(sd)) {
+          unindexed.set(sd.type, sd);
+        }
+      }
+    }
+    r4ResourceTypes = definitions
       .filter(
         (sd) =>
-          sd?.resourceType === 'StructureDefinition' &&
           sd.kind === 'resource' &&
           !sd.abstract &&
           sd.derivation !== 'constraint' &&
@@ -38,9 +52,40 @@ function loadCore({ searchParameters = false } = {}) {
       .sort();
     coreLoaded = true;
   }
+  if (!lazy) {
+    ensureIndexed(undefined);
+  }
   if (searchParameters && !loadCore.searchParametersLoaded) {
     core.indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
     loadCore.searchParametersLoaded = true;
+  }
+}
+
+/** Index the R4 definition of every resource type `value` holds (itself, contained, Bundle entries), or all with undefined. */
+function ensureIndexed(value) {
+  if (!unindexed.size) {
+    return;
+  }
+  const found = [];
+  const visit = (item) => {
+    if (Array.isArray(item)) {
+      item.forEach(visit);
+    } else if (item && typeof item === 'object') {
+      if (typeof item.resourceType === 'string' && unindexed.has(item.resourceType)) {
+        found.push(unindexed.get(item.resourceType));
+        unindexed.delete(item.resourceType);
+      }
+      Object.values(item).forEach(visit);
+    }
+  };
+  if (value === undefined) {
+    found.push(...unindexed.values());
+    unindexed.clear();
+  } else {
+    visit(value);
+  }
+  if (found.length) {
+    core.indexStructureDefinitionBundle(found);
   }
 }
 loadCore.searchParametersLoaded = false;
@@ -293,6 +338,7 @@ function validate(resource, registry, { profiles = [], declared = 'ignore', repa
       issue('error', 'not-supported', `Unknown resource type for FHIR ${FHIR_VERSION}: ${resource.resourceType}`, 'resourceType'),
     ]);
   }
+  ensureIndexed(resource);
   const issues = [];
   const seen = new Set();
   const add = (list) => {
@@ -375,6 +421,7 @@ module.exports = {
   ProfileRegistry,
   hasErrors,
   issue,
+  ensureIndexed,
   loadCore,
   outcome,
   profileDirsFromArgs,

@@ -2,10 +2,12 @@
 'use strict';
 // Bulk validation without HTTP.
 //
-//   node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] [--reparse-profiles] < input.ndjson > outcomes.ndjson
+//   node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] [--reparse-profiles] [--all-definitions] < input.ndjson > outcomes.ndjson
 //
 // Each profile's StructureDefinition is parsed once for the life of the process; --reparse-profiles lets
 // Medplum parse it again for every resource instead (slow: the reference the tests compare with).
+// R4's resource definitions are indexed when a resource of that type (or holding one) first comes;
+// --all-definitions indexes all of them at start-up, as the server does.
 // Each non-empty input line is {"resource": {...}, "profile": "canonical" | ["canonical", ...] (optional)}.
 // Each writes one line: the OperationOutcome for that resource (always at least one issue; errors have
 // severity "error"). Exit status: 0 when every line was processed (even if resources are invalid),
@@ -16,13 +18,14 @@ const defs = require('./definitions.cjs');
 
 function usage(message) {
   process.stderr.write(`validate.cjs: ${message}\n`);
-  process.stderr.write('usage: node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] [--reparse-profiles] < in.ndjson\n');
+  process.stderr.write('usage: node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] [--reparse-profiles] [--all-definitions] < in.ndjson\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   let declared = 'warn';
   let reparse = false;
+  let lazy = true;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--profiles') {
@@ -31,6 +34,8 @@ function parseArgs(argv) {
       // handled by profileDirsFromArgs
     } else if (arg === '--reparse-profiles') {
       reparse = true;
+    } else if (arg === '--all-definitions') {
+      lazy = false;
     } else if (arg === '--declared') {
       declared = argv[++i];
     } else if (arg === '-h' || arg === '--help') {
@@ -42,14 +47,14 @@ function parseArgs(argv) {
   if (!['ignore', 'warn', 'enforce'].includes(declared)) {
     usage(`--declared must be ignore, warn or enforce, not ${declared}`);
   }
-  return { declared, reparse, profileDirs: defs.profileDirsFromArgs(argv) };
+  return { declared, reparse, lazy, profileDirs: defs.profileDirsFromArgs(argv) };
 }
 
 function main() {
-  const { declared, reparse, profileDirs } = parseArgs(process.argv.slice(2));
+  const { declared, reparse, lazy, profileDirs } = parseArgs(process.argv.slice(2));
   const registry = new defs.ProfileRegistry();
   try {
-    defs.loadCore();
+    defs.loadCore({ lazy });
     for (const dir of profileDirs) {
       registry.loadDirectory(dir);
     }
