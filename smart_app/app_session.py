@@ -1,6 +1,14 @@
 """One request's view of an app session: its record, the SMART session, a FHIR client with its token,
 the signed-in user, and the chart reads every page makes (the patient and the allergy list).
 
+Round trips: the launch's callback reads nothing from the FHIR server. The patient page (the first
+page of every session) reads the Patient, the allergy list and the signed plans in one batch, and at
+the same time the signed-in user (``fhirUser``, kept in the session record) and, once per app process,
+the CapabilityStatement (:meth:`AppSession.read_patient_page`). The start form reads the chart in one
+batch, the signed plans included; the worksheets of its drafts reuse that read for "other active plans
+of the drug" (:meth:`AppSession.signed_plans_bundle`), and signing searches them afresh before anything
+is written (duplicate orders: :func:`fhir_desens.course.sign.sign_draft`).
+
 Those two reads are cached per app session in the session store (kind ``"chart-cache"``, encrypted
 like the sessions) for :data:`CHART_TTL` seconds: the worksheet page is reloaded after every edit,
 and reading the Patient and the allergy list through the EHR each time cost more than computing the
@@ -14,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -22,6 +30,7 @@ from urllib.parse import urlencode
 from flask import g, has_app_context
 
 from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.client.parallel import at_once
 from fhir_desens.client.smart import SmartSession
 from fhir_desens.course.chart import (
     allergies_of,
@@ -31,7 +40,7 @@ from fhir_desens.course.chart import (
     search_allergies,
 )
 from fhir_desens.course.context import CourseContext
-from fhir_desens.course.planning_chart import PlanningReads, read_batch, read_planning
+from fhir_desens.course.planning_chart import PlanningReads, read_batch, read_planning, signed_plans_bundle
 from fhir_desens.course.readback import signed_plans_search
 from fhir_desens.drugs.overrides import allergist_role_text
 from fhir_desens.errors import DesensError
@@ -48,7 +57,9 @@ CHART_KIND = "chart-cache"
 #: Seconds a chart read is reused by the pages of one app session (never by signing).
 CHART_TTL = 60.0
 #: Seconds the start form's chart read (orders, measurements, risk) is kept for the form's POST: the chart is
-#: read once per draft, when the form is shown (a POST after this reads it again).
+#: read once per draft, when the form is shown (a POST after this reads it again). The signed plans read
+#: with it (or by the patient page) serve the worksheets' "other active plans" for as long; signing reads
+#: them afresh, and the session's own signing or discontinuing drops them.
 PLANNING_TTL = 1800.0
 #: The resource types a SMART ``fhirUser`` may name (SMART App Launch 2.x).
 USER_TYPES = ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson", "Person")
@@ -147,15 +158,23 @@ class AppSession:
 
     @property
     def user(self) -> SignedInUser:
+        """The signed-in user, read once per session (by the patient page, with its batch; by any
+        other page that needs it first) and kept in the session record."""
         stored = self.record.get("user")
-        if isinstance(stored, dict):
-            name, allergist = stored.get("name"), stored.get("allergist")
-            return SignedInUser(
-                user_reference(self.smart),
-                name if isinstance(name, str) else None,
-                allergist if isinstance(allergist, str) else None,
-            )
-        return SignedInUser(user_reference(self.smart), None)
+        if not isinstance(stored, dict):
+            stored = self._keep_user(read_signed_in_user(self.smart, self.client))
+        name, allergist = stored.get("name"), stored.get("allergist")
+        return SignedInUser(
+            user_reference(self.smart),
+            name if isinstance(name, str) else None,
+            allergist if isinstance(allergist, str) else None,
+        )
+
+    def _keep_user(self, user: SignedInUser) -> dict[str, str | None]:
+        stored = user.to_dict()
+        self.record["user"] = stored
+        services().save_session_record(self.sid, self.record)
+        return stored
 
     # -- chart reads, cached --------------------------------------------------------------------------
     def _cached(self, what: str, read: Callable[[], Any], *, fresh: bool, ttl: float = CHART_TTL) -> Any:
@@ -176,27 +195,57 @@ class AppSession:
         return value
 
     def read_patient_page(self) -> Mapping[str, Any] | None:
-        """The patient page's reads in one batch when the EHR takes batches: the Patient and the allergy
-        list (kept as :meth:`patient` and :meth:`allergy_resources` read them afresh) and the signed-plans
-        searchset, returned (None: not read here; an entry that failed is read on its own later)."""
-        if not services().capabilities.batch(self.client):
+        """The patient page's reads in one round trip: the Patient, the allergy list and the signed-plans
+        searchset in one batch (kept as :meth:`patient`, :meth:`allergy_resources` and
+        :meth:`signed_plans_bundle` read them afresh), sent together with the read of the signed-in
+        user and, while the app does not know it yet, the EHR's CapabilityStatement. Returns the
+        signed-plans searchset (None: not read here; an entry that failed is read on its own later).
+
+        The batch is sent before the statement says whether the EHR takes batches: a refused batch
+        costs that one request once per app process, and the page then reads request by request."""
+        capabilities = services().capabilities
+        batch = capabilities.batch_known(self.client)
+        calls: dict[str, Callable[[], Any]] = {}
+        if batch is None:
+            calls["statement"] = lambda: capabilities.batch(self.client)
+        if not isinstance(self.record.get("user"), dict):
+            calls["user"] = lambda: read_signed_in_user(self.smart, self.client)
+        urls = self._patient_page_urls()
+        if batch is not False:
+            calls["batch"] = lambda: self._patient_batch(list(urls.values()))
+        done = at_once(calls)
+        if "user" in done:
+            self._keep_user(done["user"])
+        entries = done.get("batch")
+        if entries is None:
             return None
+        found = dict(zip(urls, entries, strict=True))
+        if found["patient"] is not None and found["patient"].get("id") == self.smart.patient:
+            self._remember("patient", found["patient"])
+        if found.get("allergies") is not None:
+            self._remember("allergies", search_allergies(self.client, self.smart, found["allergies"]))
+        plans: Mapping[str, Any] | None = found.get("plans")
+        if plans is not None:
+            self._remember("plans", plans, PLANNING_TTL)
+        return plans
+
+    def _patient_page_urls(self) -> dict[str, str]:
         own = patient_reference(self.smart)
         urls = {"patient": f"Patient/{self.smart.patient}"}
         if self.smart.granted.can_read("AllergyIntolerance"):
             urls["allergies"] = "AllergyIntolerance?" + urlencode(allergy_search(own))
         if self.smart.granted.can_read("RequestGroup"):
             urls["plans"] = "RequestGroup?" + urlencode(signed_plans_search(own))
+        return urls
+
+    def _patient_batch(self, urls: Sequence[str]) -> list[dict[str, Any] | None] | None:
+        """The batch's entries; None when the batch as a whole failed (then read one by one, as
+        without batches). Runs outside the request's thread: no Flask context here."""
         try:
-            found = dict(zip(urls, read_batch(self.client, list(urls.values())), strict=True))
-        except DesensError as error:  # the batch as a whole failed: read one by one, as without batches
+            return read_batch(self.client, urls)
+        except DesensError as error:
             log.warning("patient page batch failed (%s): reading one by one", type(error).__name__)
             return None
-        if found["patient"] is not None and found["patient"].get("id") == self.smart.patient:
-            self._remember("patient", found["patient"])
-        if found.get("allergies") is not None:
-            self._remember("allergies", search_allergies(self.client, self.smart, found["allergies"]))
-        return found.get("plans")
 
     def patient(self, *, fresh: bool = False) -> dict[str, Any]:
         """The launch patient's Patient resource."""
@@ -221,15 +270,40 @@ class AppSession:
         return allergies_of(self.allergy_resources(fresh=fresh))
 
     def planning_reads(self, *, fresh: bool = False) -> PlanningReads:
-        """The start form's chart (orders, measurements, risk criteria; one batch where the EHR takes
-        batches): read afresh when the form is shown, reused by its POST."""
+        """The start form's chart (orders, measurements, risk criteria, signed plans; one batch where
+        the EHR takes batches): read afresh when the form is shown, reused by its POST; the signed plans
+        also by the worksheets (:meth:`signed_plans_bundle`)."""
         data = self._cached(
             "planning",
             lambda: self._read_planning().to_json(),
             fresh=fresh,
             ttl=PLANNING_TTL,
         )
-        return PlanningReads.from_json(data)
+        reads = PlanningReads.from_json(data)
+        if "planning" in self._fresh and reads.plans is not None:
+            self._remember("plans", signed_plans_bundle(reads.plans), PLANNING_TTL)
+        return reads
+
+    def signed_plans_bundle(self) -> Mapping[str, Any] | None:
+        """The signed-plans searchset as the start form (or the patient page) read it, for the worksheet's
+        "other active plans of the drug"; read again once it has expired or the session signed or
+        discontinued a plan. None when the grant does not allow reading RequestGroups."""
+        if not self.smart.granted.can_read("RequestGroup"):
+            return None
+        own = patient_reference(self.smart)
+        bundle: Mapping[str, Any] = self._cached(
+            "plans",
+            lambda: self.client.search("RequestGroup", signed_plans_search(own)),
+            fresh=False,
+            ttl=PLANNING_TTL,
+        )
+        return bundle
+
+    def forget(self, what: str) -> None:
+        """Drop one cached read (``"plans"`` after this session signed or discontinued a plan)."""
+        services().store.delete(CHART_KIND, f"{self.sid}:{what}")
+        self._read.pop(what, None)
+        self._fresh.discard(what)
 
     def _read_planning(self) -> PlanningReads:
         return read_planning(self.client, self.smart, batch=services().capabilities.batch(self.client))
@@ -253,7 +327,7 @@ class AppSession:
 def forget_chart(sid: str) -> None:
     """Drop the session's cached chart reads (when the session ends)."""
     store = services().store
-    for what in ("patient", "allergies", "planning"):
+    for what in ("patient", "allergies", "planning", "plans"):
         store.delete(CHART_KIND, f"{sid}:{what}")
 
 

@@ -142,15 +142,20 @@ class Services:
             raise SessionEnded()
 
         def persist(updated: SmartSession) -> None:
-            remaining = float(record.get("expires_at", 0)) - self.clock()
-            if remaining > 0:
-                record["smart"] = updated.to_dict()
-                self.store.put("session", sid, record, ttl=remaining)
+            record["smart"] = updated.to_dict()
+            self.save_session_record(sid, record)
 
         smart = SmartSession.from_dict(record["smart"], client=self.smart, on_update=persist)
         if memo is not None:
             memo[sid] = (record, smart)
         return record, smart
+
+    def save_session_record(self, sid: str, record: dict[str, Any]) -> None:
+        """Store a live session's changed record (a refreshed token, the signed-in user once read)
+        for the rest of its lifetime."""
+        remaining = float(record.get("expires_at", 0)) - self.clock()
+        if remaining > 0:
+            self.store.put("session", sid, record, ttl=remaining)
 
     def end_session(self, sid: str) -> None:
         self.store.delete("session", sid)

@@ -4,6 +4,9 @@ Every bedside post, every outcome page and every start form needs to know what t
 which writes per type); a CapabilityStatement changes with the EHR's releases, not between requests, so
 the app (``smart_app.services``: one cache per app) reads it at most once per FHIR base per
 :data:`TTL_SECONDS`. A statement that cannot be read is not cached (the next request tries again).
+The first page of a session that needs it (the patient page) reads it at the same time as its own
+batch (:meth:`CapabilityCache.batch_known` says whether the answer is known yet), so reading it
+adds no round trip to that page.
 """
 
 from __future__ import annotations
@@ -31,15 +34,22 @@ class CapabilityCache:
         self._statements: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def get(self, client: FhirClient) -> dict[str, Any]:
+        cached = self.cached(client)
+        if cached is not None:
+            return cached
+        statement = client.capabilities()
+        with self._lock:
+            self._statements[client.base_url] = (self.clock(), statement)
+        return statement
+
+    def cached(self, client: FhirClient) -> dict[str, Any] | None:
+        """The statement when it is in the cache and fresh; None otherwise (nothing is read)."""
         key = client.base_url
         with self._lock:
             cached = self._statements.get(key)
         if cached is not None and self.clock() - cached[0] < self.ttl:
             return cached[1]
-        statement = client.capabilities()
-        with self._lock:
-            self._statements[key] = (self.clock(), statement)
-        return statement
+        return None
 
     def clear(self) -> None:
         with self._lock:
@@ -52,6 +62,13 @@ class CapabilityCache:
         except DesensError as error:
             log.warning("the CapabilityStatement could not be read (%s)", type(error).__name__)
             return False
+
+    def batch_known(self, client: FhirClient) -> bool | None:
+        """Whether ``client``'s server takes batch Bundles, from the cache only; None: not known yet
+        (the caller may send its batch while :meth:`batch` reads the statement, and fall back to
+        request by request when the batch is refused)."""
+        statement = self.cached(client)
+        return None if statement is None else supports_batch(statement)
 
 
 def supports_batch(statement: Mapping[str, Any]) -> bool:

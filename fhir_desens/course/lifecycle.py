@@ -129,12 +129,14 @@ def active_plans_for_drug(
     *,
     except_session: str = "",
     zone: tzinfo | None = None,
+    bundle: Mapping[str, Any] | None = None,
 ) -> list[SignedPlanSummary]:
     """The patient's active (signed, not discontinued or completed) plans for the same drug (signing
-    times written in ``zone``, the site's)."""
+    times written in ``zone``, the site's). ``bundle``: the signed-plans searchset when it was already
+    read (a page's cached read; signing never passes one, it searches afresh)."""
     return [
         plan
-        for plan in signed_plans(smart, protocols, zone)
+        for plan in signed_plans(smart, protocols, zone, bundle=bundle)
         if plan.status == ACTIVE and plan.session_id != except_session and _same_drug(plan, drug, rxnorm)
     ]
 

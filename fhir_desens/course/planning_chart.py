@@ -2,8 +2,9 @@
 
 The start form is pre-filled from the active medication orders (with their Medications and the
 Conditions they are for), the latest height and weight, and the risk criteria the chart answers (the
-problem list, active orders, FEV1 results). :func:`read_planning` reads all of it in **one batch
-Bundle** when the EHR's CapabilityStatement lists ``batch`` (the caller says) (then a second batch for the Medications
+problem list, active orders, FEV1 results); the worksheets of the drafts it starts list the patient's
+other active plans of the drug, so the signed plans are read with them. :func:`read_planning` reads all
+of it in **one batch Bundle** when the EHR's CapabilityStatement lists ``batch`` (the caller says) (then a second batch for the Medications
 the orders reference, when they reference any), otherwise search by search. A batch entry that fails
 is read again on its own, so errors are what the plain search would give.
 
@@ -35,6 +36,7 @@ from fhir_desens.course.chart import (
     patient_reference,
     read_references,
 )
+from fhir_desens.course.readback import signed_plans_search
 from fhir_desens.course.risk import RiskChart
 from fhir_desens.errors import DesensError
 from fhir_desens.fhir.allergy import Allergy
@@ -70,9 +72,11 @@ class PlanningReads:
     fev1: Resources | None  # FEV1 % predicted Observations, latest first
     medications: dict[str, dict[str, Any]] = field(default_factory=dict)  # "Medication/<id>" -> resource
     referenced_conditions: dict[str, dict[str, Any]] = field(default_factory=dict)  # of the orders
+    plans: Resources | None = None  # the signed plans' RequestGroups (first page, newest first)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "plans": self.plans,
             "orders": self.orders,
             "body": self.body,
             "conditions": self.conditions,
@@ -90,6 +94,7 @@ class PlanningReads:
             fev1=data.get("fev1"),
             medications=dict(data.get("medications") or {}),
             referenced_conditions=dict(data.get("referenced_conditions") or {}),
+            plans=data.get("plans"),
         )
 
 
@@ -112,6 +117,8 @@ def _searches(smart: SmartSession) -> dict[str, Search]:
         )
     if granted.can_read("Condition"):
         searches["conditions"] = Search("Condition", {"patient": own, "_count": "100"})
+    if granted.can_read("RequestGroup"):
+        searches["plans"] = Search("RequestGroup", signed_plans_search(own))
     return searches
 
 
@@ -229,7 +236,13 @@ def read_planning(client: FhirClient, smart: SmartSession, *, batch: bool) -> Pl
         referenced_conditions={
             ref: known.get(ref) or resolved[ref] for ref in wanted if ref in known or ref in resolved
         },
+        plans=found.get("plans"),  # readback.signed_plans checks the subject of each
     )
+
+
+def signed_plans_bundle(plans: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The signed plans as the searchset :func:`fhir_desens.course.readback.signed_plans` takes."""
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": p} for p in plans]}
 
 
 def chart_for_planning(

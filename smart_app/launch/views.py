@@ -8,9 +8,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from werkzeug.wrappers import Response
 
 from fhir_desens.client.smart import PendingAuthorization, callback_error
-from fhir_desens.course.chart import fhir_client
 from fhir_desens.errors import AuthError, InputError
-from smart_app.app_session import read_signed_in_user
 from smart_app.security import allow_form_action
 from smart_app.services import services
 
@@ -84,7 +82,8 @@ def callback() -> Response:
         )
     pending = PendingAuthorization.from_dict(pending_data)
     smart = svc.smart.complete(pending, code=_param("code") or "", state=state)
-    client = fhir_client(smart, http=svc.http, timeout=svc.settings.http_timeout)
-    sid = svc.new_session(smart, user=read_signed_in_user(smart, client).to_dict())
+    # nothing is read from the FHIR server here: the patient page reads the signed-in user together
+    # with its own batch (smart_app.app_session), one round trip for both
+    sid = svc.new_session(smart)
     current_app.logger.info("launch authorized; session created (write access: %s)", smart.can_write)
     return redirect(url_for("patient.page", sid=sid), code=303)

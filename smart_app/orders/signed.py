@@ -29,8 +29,13 @@ class SignedPlanPage(SignedPlan):
 
 
 def sign(session: AppSession, draft: PlanDraft) -> SignResult:
-    """Sign and send the draft's orders (the allergy list is read afresh before anything is written)."""
-    return sign_draft(session.course(), draft, lambda: session.allergies(fresh=True))
+    """Sign and send the draft's orders (the allergy list and the other active plans of the drug are
+    read afresh before anything is written). The signed plans the worksheets reuse are dropped either
+    way: signed, the plan is one of them; refused as a duplicate, the EHR holds another."""
+    try:
+        return sign_draft(session.course(), draft, lambda: session.allergies(fresh=True))
+    finally:
+        session.forget("plans")
 
 
 def signed_plans(smart: SmartSession, bundle: Mapping[str, Any] | None = None) -> list[SignedPlanSummary]:

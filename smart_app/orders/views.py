@@ -160,6 +160,7 @@ def discontinue_plan(sid: str, rg_id: str) -> Response | tuple[str, int]:
     except (LifecycleNotPermitted, PlanChangedMeanwhile, PlanEnded) as error:
         log.warning("discontinue refused (%s)", type(error).__name__)
         return _render_signed(sid, rg_id, status=error.http_status, discontinue_error=error.message)
+    session.forget("plans")  # no longer an active plan for the worksheets' duplicate check
     done = "already-discontinued" if result.already else "discontinued"
     if done == "discontinued" and result.hold is not None and result.hold.state == "released":
         done = "discontinued-released"

@@ -426,7 +426,8 @@ def _when(value: str) -> str:
 
 
 def _duplicates(context: PlanContext) -> list[SignedPlanSummary]:
-    """Other active plans for the same drug (the EHR's answer; none when it cannot be read)."""
+    """Other active plans for the same drug (none when they cannot be read), from the signed plans the
+    start form read with the chart (read again once that read has expired); signing searches afresh."""
     try:
         return active_plans_for_drug(
             context.session.smart,
@@ -434,6 +435,7 @@ def _duplicates(context: PlanContext) -> list[SignedPlanSummary]:
             context.draft.drug,
             context.draft.drug_rxnorm,
             zone=services().settings.zone,
+            bundle=context.session.signed_plans_bundle(),
         )
     except DesensError as error:
         log.warning("active plans could not be read: %s", type(error).__name__)

@@ -524,6 +524,12 @@ class FakeEhr:
                 {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]},
                 {},
             )
+        bundle = json.loads(body)
+        if not isinstance(bundle, dict) or bundle.get("type") != "transaction":
+            # like an EHR without batch support (its CapabilityStatement lists none): the app may send
+            # its first batch before it has read the statement, and then reads request by request
+            issue = {"severity": "error", "code": "not-supported", "diagnostics": "only transactions"}
+            return 400, {"resourceType": "OperationOutcome", "issue": [issue]}, {}
         failure = self.transaction_failure
         if failure == "timeout-before":
             raise requests.ReadTimeout("fake EHR: no answer")
@@ -531,7 +537,6 @@ class FakeEhr:
         if failure in statuses:
             issue = {"severity": "error", "code": "processing", "diagnostics": f"fake {failure}"}
             return statuses[failure], {"resourceType": "OperationOutcome", "issue": [issue]}, {}
-        bundle = json.loads(body)
         entries = bundle.get("entry") or []
         for entry in entries:  # a stale ifMatch fails the whole transaction, nothing written
             wanted = entry["request"].get("ifMatch")

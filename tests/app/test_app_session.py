@@ -64,8 +64,10 @@ def prescriber(html: str) -> str:
 def test_the_signed_in_users_name_is_shown_and_read_once(signer: Signer) -> None:
     signer.ehr.add_resource(PRACTITIONER)
     sid = signer.launch("carboplatin-ovarian")
+    assert "user" not in signer.store.get("session", sid)  # the callback reads nothing from the EHR
+    assert reads(signer.ehr, "Practitioner") == 0
+    patient_page = signer.launcher.page(sid).get_data(as_text=True)  # reads it with its own batch
     assert signer.store.get("session", sid)["user"] == {"reference": "Practitioner/7", "name": NAME}
-    patient_page = signer.launcher.page(sid).get_data(as_text=True)
     assert f"Signed in as {NAME}" in text_of(patient_page)
     draft_id = signer.plan(sid)
     plan_page = signer.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)
@@ -79,15 +81,15 @@ def test_the_signed_in_users_name_is_shown_and_read_once(signer: Signer) -> None
     assert f"Signed by {NAME}" in text_of(signed_page)
     assert prescriber(signer.client.get(f"/s/{sid}/orders/{rg_id}/print").get_data(as_text=True)) == NAME
     assert signer.signed("RequestGroup")[0]["author"] == {"reference": "Practitioner/7"}
-    assert reads(signer.ehr, "Practitioner") == 1  # at launch; kept in the session record
+    assert reads(signer.ehr, "Practitioner") == 1  # by the patient page; kept in the session record
     for html in (patient_page, plan_page, signed_page):
         assert FULL_URL not in html
 
 
 def test_an_unreadable_user_is_shown_as_type_and_id(signer: Signer) -> None:
     sid = signer.launch("carboplatin-ovarian")  # the EHR has no Practitioner/7 to read
-    assert signer.store.get("session", sid)["user"] == {"reference": "Practitioner/7", "name": None}
     assert "Signed in as Practitioner/7" in text_of(signer.launcher.page(sid).get_data(as_text=True))
+    assert signer.store.get("session", sid)["user"] == {"reference": "Practitioner/7", "name": None}
     draft_id = signer.plan(sid)
     plan_page = signer.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)
     assert "signed by Practitioner/7." in text_of(plan_page) and FULL_URL not in plan_page

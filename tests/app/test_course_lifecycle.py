@@ -145,6 +145,28 @@ def test_a_second_active_plan_for_the_same_drug_is_refused(signer: Signer) -> No
     assert any(BOTH_INTENDED in n["text"] for n in group["note"])
 
 
+@pytest.mark.requirement("ORDER-DUP-1")
+def test_the_worksheet_reuses_the_start_forms_read_and_signing_searches_afresh(signer: Signer) -> None:
+    sid = signer.launch("carboplatin-ovarian")
+    draft_id = signer.plan(sid)
+    mark = len(signer.ehr.requests)
+    page = signer.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)
+    searched = [r.url for r in signer.ehr.requests[mark:] if "/fhir/RequestGroup" in r.url]
+    assert searched == []  # the signed plans were read with the start form's chart
+    assert "Another active plan for" not in text_of(page)
+    # meanwhile another clinician signs a plan for the same drug: the worksheet read does not know it,
+    # signing does (it searches afresh before anything is written)
+    other = signer.launcher.launch("carboplatin-ovarian")
+    first = _signed_plan(signer, other)
+    response = signer.sign(sid, draft_id)
+    assert response.status_code == 409
+    assert f"RequestGroup/{first}" in alerts(response.get_data(as_text=True))
+    assert signer.count("RequestGroup") == 1
+    # and the worksheet shows it from now on (the refused signing dropped the page's read)
+    page = signer.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)
+    assert "Another active plan for" in text_of(page) and f"/orders/{first}" in page
+
+
 # --- the therapeutic order ---------------------------------------------------------------------------------
 
 

@@ -3,9 +3,11 @@ over HTTP against the app in its own process (gunicorn, as deployed) and the san
 requests of each stage counted in the sandbox gateway's log. Counts, never times
 (``benchmarks/bench_round_trips.py`` prints the same figures).
 
-The patient page reads the Patient, the allergy list and the signed plans in one batch Bundle, and
-the start form the chart in another (the sandbox lists ``batch`` in its CapabilityStatement), once per
-draft: the form's POST reuses the read of its GET.
+The launch reads nothing. The patient page reads the Patient, the allergy list and the signed plans in
+one batch Bundle, sent together with the read of the signed-in user and (once per app process) the
+CapabilityStatement: one round trip. The start form reads the chart and the signed plans in another
+batch (the sandbox lists ``batch`` in its CapabilityStatement), once per draft: the form's POST and the
+worksheet reuse it. Token to first worksheet: two sequential round trips.
 """
 
 from __future__ import annotations
@@ -59,18 +61,22 @@ def kinds(entries: list[LoggedRequest]) -> list[str]:
 
 def test_token_to_worksheet_round_trips(journey: Journey) -> None:
     counts = journey.counts()
-    assert counts["launch"] == (1, 1)  # the signed-in user (fhirUser)
-    # the CapabilityStatement (once per app process), then the Patient, the allergy list and the signed
-    # plans in one batch
-    assert kinds(journey.requests["patient page"]) == [
+    assert counts["launch"] == (0, 0)  # the callback reads nothing from the FHIR server
+    # at the same time: the CapabilityStatement (once per app process), the signed-in user (fhirUser),
+    # and the Patient, the allergy list and the signed plans in one batch
+    assert sorted(kinds(journey.requests["patient page"])) == [
         "GET metadata CapabilityStatement 200",
+        "GET read Practitioner 200",
         "POST bundle - 200",
     ]
-    # the start form: the whole chart in one batch; its POST reads nothing; the worksheet asks for other
-    # active plans of the drug
-    assert kinds(journey.requests["plan"]) == ["POST bundle - 200", "GET search-type RequestGroup 200"]
-    assert counts["plan"] == (2, 2)
-    assert sum(counts[stage][1] for stage in ("launch", "patient page", "plan")) == 5
+    # sent together: one round trip (two only if this loaded machine delayed a thread past another's
+    # answer; benchmarks/bench_round_trips.py prints the depth measured)
+    assert counts["patient page"][0] == 3 and counts["patient page"][1] <= 2
+    # the start form: the whole chart and the signed plans in one batch; its POST and the worksheet
+    # (other active plans of the drug) read nothing
+    assert kinds(journey.requests["plan"]) == ["POST bundle - 200"]
+    assert counts["plan"] == (1, 1)
+    assert sum(counts[stage][1] for stage in ("launch", "patient page", "plan")) <= 3  # issue 16's aim
 
 
 def test_the_capability_statement_is_read_once_per_app(journey: Journey) -> None:
@@ -108,6 +114,6 @@ def test_the_batch_read_equals_the_search_by_search_read(sandbox: Sandbox, make_
         one_by_one = read_planning(session.client, session.smart, batch=False)
         single_requests = sandbox.fhir_requests.since(mark)
     assert batched == one_by_one
-    assert batched.orders and batched.body and batched.conditions is not None
+    assert batched.orders and batched.body and batched.conditions is not None and batched.plans is not None
     assert kinds(batch_requests) == ["POST bundle - 200"]
-    assert len(single_requests) >= 4
+    assert len(single_requests) >= 5
