@@ -62,6 +62,11 @@ class ValidatorProcess:
         self.stop()
 
     @property
+    def pid(self) -> int | None:
+        """The node process's id while one runs (benchmarks read its CPU time)."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
