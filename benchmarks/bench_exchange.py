@@ -1,14 +1,18 @@
 """Exchange benchmarks: print figures for the README. Not tests: nothing here asserts a time.
 
     .venv/bin/python benchmarks/bench_exchange.py [--versions 1000]   (--versions 0: the library only)
+        [--server test|hapi|both] [--hapi-url BASE] [--import-only]
 
 * export + validate of the whole built-in library, with Medplum's validator (node; the first call
   starts its process, the next ones reuse it warm: fhir_desens/sandbox/validator_process.py) and
   without it (our profiles + clinical consistency only);
 * import of a package of N protocol versions (the built-ins as versions 1.0.0, 1.0.1, ...) into a
   fresh FHIR server process: our validation layers, the server check and the writes, in resources
-  per second. ``fhir-desens import`` also runs Medplum's validator first; its cost per resource is
-  the difference between the two library figures.
+  per second, then the same import again (nothing written). ``--server hapi`` imports into a fresh
+  HAPI FHIR JPA server (``make java``; H2 in memory, started here: 1 to 6 minutes on a loaded machine)
+  instead, ``both`` into each; ``--hapi-url`` uses a running HAPI (``fhir-desens fhir-server --engine
+  hapi``) whose store must not hold these versions yet. ``fhir-desens import`` also runs Medplum's
+  validator first; its cost per resource is the difference between the two library figures.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 
 from fhir_desens.client.fhir_rest import FhirClient
@@ -129,7 +134,7 @@ def bench_library() -> None:
     )
 
 
-def bench_import(versions: int) -> None:
+def bench_import(versions: int, servers: Sequence[str] = ("test",), hapi_url: str | None = None) -> None:
     protocols = versions_of_the_library(versions)
     start = time.perf_counter()
     resources = [entry["resource"] for entry in library_bundle(protocols)["entry"]]
@@ -141,28 +146,66 @@ def bench_import(versions: int) -> None:
     print(
         f"Package of {versions} protocol versions: {len(loaded):,} resources, {len(data) / 1e6:.1f} MB, built in {build:.1f} s"
     )
-    with FhirServerProcess(port=0) as server, FhirClient(server.base_url) as client:
-        start = time.perf_counter()
-        report = import_resources(client, loaded, structural=None)
-        total = time.perf_counter() - start
-        assert report.error is None and report.count(CREATED) == len(loaded), report.summary()
-        again = seconds(lambda: import_resources(client, loaded, structural=None))
-    print(
-        f"  Import into a fresh server (our validation layers, server check, {len(loaded):,} conditional creates): "
-        f"{total:.1f} s, {len(loaded) / total:,.0f} resources/s"
-    )
-    print(f"  Importing the same package again (nothing written): {again:.1f} s")
+    for kind in servers:
+        with _fresh_server(kind, hapi_url) as base_url, FhirClient(base_url, timeout=_TIMEOUT) as client:
+            start = time.perf_counter()
+            report = import_resources(client, loaded, structural=None)
+            total = time.perf_counter() - start
+            assert report.error is None and report.count(CREATED) == len(loaded), report.summary()
+            again = seconds(lambda: import_resources(client, loaded, structural=None))
+        name = "a fresh test server" if kind == "test" else "HAPI FHIR JPA (H2)"
+        name += " (given)" if kind == "hapi" and hapi_url else ""
+        print(
+            f"  Import into {name} (our validation layers, server check, {len(loaded):,} conditional creates "
+            f"in batches): {total:.1f} s, {len(loaded) / total:,.0f} resources/s"
+        )
+        print(f"  Importing the same package again (nothing written): {again:.1f} s")
 
 
-def main(versions: int = 1000) -> None:
-    bench_library()
+#: Batches of 100 conditional creates may take HAPI longer than the client's default 30 s under load.
+_TIMEOUT = (5.0, 300.0)
+
+
+@contextmanager
+def _fresh_server(kind: str, hapi_url: str | None) -> Iterator[str]:
+    """The base URL of a test server or HAPI started for this run (or the running HAPI given)."""
+    if kind == "test":
+        with FhirServerProcess(port=0) as server:
+            yield server.base_url
+    elif hapi_url:
+        yield hapi_url.rstrip("/")
+    else:
+        from fhir_desens.sandbox.java_services import HapiServerProcess
+
+        print("  (starting HAPI FHIR JPA ...)", flush=True)
+        with HapiServerProcess() as hapi:
+            yield str(hapi.url)
+
+
+def main(
+    versions: int = 1000,
+    servers: Sequence[str] = ("test",),
+    hapi_url: str | None = None,
+    library: bool = True,
+) -> None:
+    if library:
+        bench_library()
     if versions:  # --versions 0: the library figures only
-        bench_import(versions)
+        bench_import(versions, servers, hapi_url)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--versions", type=int, default=1000, help="protocol versions in the imported package"
     )
-    main(parser.parse_args().versions)
+    parser.add_argument(
+        "--server", choices=("test", "hapi", "both"), default="test", help="where to import (default: test)"
+    )
+    parser.add_argument("--hapi-url", help="a running HAPI FHIR base URL instead of starting one")
+    parser.add_argument("--import-only", action="store_true", help="skip the library validation figures")
+    args = parser.parse_args()
+    chosen = ("test", "hapi") if args.server == "both" else (args.server,)
+    main(args.versions, chosen, args.hapi_url, library=not args.import_only)

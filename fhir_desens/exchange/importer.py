@@ -15,7 +15,8 @@ each entry on its own, so the report stays exact on any server. So the import:
 3. creates the missing resources with ``POST`` + ``If-None-Exist: url=…&version=…`` in dependency
    order (StructureDefinitions, CodeSystems, ValueSets, then ActivityDefinitions, then the
    PlanDefinitions that reference them), so at any moment the server holds no protocol whose steps
-   are missing. Where the server's CapabilityStatement lists ``batch``, the creates travel as
+   are missing. Where the server's CapabilityStatement lists ``batch`` (or ``transaction``: HAPI FHIR
+   lists only that and takes both), the creates travel as
    ``batch`` Bundles of up to :data:`BATCH_SIZE` entries, each of one resource type (the next type
    only once every entry of the previous ones was created); a batch the server refuses as a whole
    (4xx: too large, not supported) is sent again one resource at a time, as on servers without
@@ -419,11 +420,30 @@ def _write_all(client: FhirClient, todo: Sequence[ImportItem], batch_size: int) 
 
 
 def _takes_batch(client: FhirClient) -> bool:
+    """Whether to send batches: the statement lists ``batch``, or ``transaction`` (the same endpoint;
+    HAPI FHIR lists only ``transaction`` and takes both). A refused batch falls back anyway."""
     try:
-        return supports_batch(client.capabilities())
+        statement = client.capabilities()
+        return supports_batch(statement) or supports_batch(_transaction_as_batch(statement))
     except DesensError as error:  # no statement: one resource at a time, as before batches
         logger.info("the CapabilityStatement could not be read (%s): no batches", type(error).__name__)
         return False
+
+
+def _transaction_as_batch(statement: Mapping[str, Any]) -> dict[str, Any]:
+    rests = [r for r in statement.get("rest") or [] if isinstance(r, Mapping)]
+    return {
+        "rest": [
+            {
+                **rest,
+                "interaction": [
+                    {"code": "batch"} if isinstance(i, Mapping) and i.get("code") == "transaction" else i
+                    for i in rest.get("interaction") or []
+                ],
+            }
+            for rest in rests
+        ]
+    }
 
 
 def _conflict_error(written: Sequence[ImportItem]) -> ConflictError | None:

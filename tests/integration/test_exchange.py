@@ -232,8 +232,7 @@ def test_a_server_dying_between_batches(
 
 class _Meddling(FhirClient):
     """Alters the second batch on its way: an invalid date in one entry, or someone else's copy of
-    one entry's resource written just before the batch arrives. (Used on the test server: HAPI's
-    CapabilityStatement lists no batch, so HAPI gets one create per resource.)"""
+    one entry's resource written just before the batch arrives."""
 
     def __init__(self, base_url: str, *, invalid: bool = False, written_meanwhile: bool = False) -> None:
         super().__init__(base_url)
@@ -284,12 +283,14 @@ def test_a_resource_written_meanwhile_with_other_content_is_a_conflict_in_a_batc
 
 
 class _NoBatch(FhirClient):
-    """A server whose CapabilityStatement does not list batch."""
+    """A server whose CapabilityStatement lists neither batch nor transaction."""
 
     def capabilities(self) -> dict[str, Any]:
         statement = super().capabilities()
         for rest in statement["rest"]:
-            rest["interaction"] = [i for i in rest.get("interaction", []) if i.get("code") != "batch"]
+            rest["interaction"] = [
+                i for i in rest.get("interaction", []) if i.get("code") not in ("batch", "transaction")
+            ]
         return statement
 
     def batch(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
