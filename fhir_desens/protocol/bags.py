@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from fhir_desens.errors import InputError
 from fhir_desens.protocol import display as shown
+from fhir_desens.protocol.assembled import assembled, quantity
 from fhir_desens.protocol.inputs import (
     MAX_BAG_VOLUME_ML,
     checked_target,
@@ -16,7 +17,7 @@ from fhir_desens.protocol.inputs import (
 )
 from fhir_desens.protocol.model import ClosingMethod, Preparation, SolutionDefinition, StepDefinition
 from fhir_desens.protocol.plan import PlannedSolution, PlanRequest
-from fhir_desens.protocol.quantity import CANONICAL_CONCENTRATION, Quantity, add, div, mul, plain, sub
+from fhir_desens.protocol.quantity import CANONICAL_CONCENTRATION, EXACT, add, div, mul, plain, sub
 from fhir_desens.protocol.schedule import with_insertions
 
 SIXTY = Decimal(60)
@@ -39,6 +40,12 @@ class InfusionSetup:
             self.protocol, request.insert_before, self.protocol.defaults.step_minutes
         )
         self.rates = {s.number: self._rate(s) for s in self.steps}
+        last = self.steps[-1].number
+        #: (step, rate or None, empties its solution, is the last step): what the step loop reads
+        self.schedule = [
+            (s, self.rates[s.number], self._empties(s, s.number == last), s.number == last)
+            for s in self.steps
+        ]
         self.volumes = self._volumes()
         self.fractions = self._fractions()
         self.warnings: list[str] = []
@@ -69,11 +76,25 @@ class InfusionSetup:
 
     def _rate(self, step: StepDefinition) -> Decimal | None:
         if step.rate_ml_h is not None:
-            return self.programmable(step.rate_ml_h)
-        if step.rate_fraction is not None:
+            rate = step.rate_ml_h
+        elif step.rate_fraction is not None:
             assert self.final_rate is not None
-            return self.programmable(mul(step.rate_fraction, self.final_rate))
-        return None  # derived from the solution's remaining volume and the step's minutes
+            rate = EXACT.multiply(step.rate_fraction, self.final_rate)
+        else:
+            return None
+        return (
+            rate if self.resolution is None else programmable_rate(rate, self.resolution)
+        )  # derived from the solution's remaining volume and the step's minutes
+
+    def _empties(self, step: StepDefinition, is_last: bool) -> bool:
+        if step.empties_solution:
+            return True
+        if is_last:
+            return self.closing in (ClosingMethod.REDUCED_FINAL_BAG, ClosingMethod.FRACTION_BAGS)
+        if self.closing is ClosingMethod.FRACTION_BAGS:
+            later = [s for s in self.steps if s.solution == step.solution and s.number > step.number]
+            return not later
+        return False
 
     def programmable(self, rate: Decimal) -> Decimal:
         """The rate the pump can be set to (unchanged without a pump resolution)."""
@@ -196,16 +217,20 @@ class InfusionSetup:
                 continue  # never reached (the plan stopped early)
             conc, volume = concentrations[solution.number], self.volumes[solution.number]
             result.append(
-                PlannedSolution(
+                assembled(
+                    PlannedSolution,
                     number=solution.number,
                     label=solution.label,
                     strength=solution.strength_text,
-                    concentration=Quantity(conc, self.conc_unit),
+                    concentration=quantity(conc, self.conc_unit),
                     volume_ml=volume,
-                    drug_amount=Quantity(mul(conc, volume), self.dose_unit),
+                    drug_amount=quantity(EXACT.multiply(conc, volume), self.dose_unit),
                     volume_infused_ml=used[solution.number],
                     diluent=solution.diluent,
+                    unit_dose=None,
+                    units_used=None,
                     preparation=self._recipe(solution, conc, volume),
+                    unit_name="tablet",
                 )
             )
         return tuple(result)

@@ -30,6 +30,7 @@ from fhir_desens.protocol.inputs import (
     check_measurable_steps,
     programmable_rate,
 )
+from fhir_desens.protocol.invariants import check_plan
 from fhir_desens.protocol.model import ProtocolKind
 from fhir_desens.protocol.plan import DEFAULT_PUMP_MAX_ML_H, Plan, PlannedSolution, PlannedStep, PlanRequest
 from fhir_desens.protocol.tables import at_table_total, fixed_table_total
@@ -54,8 +55,6 @@ __all__ = [
 
 def compute_plan(request: PlanRequest) -> Plan:
     """Compute and check a plan; raises InputError for bad input and SafetyViolation if unsafe."""
-    from fhir_desens.protocol.invariants import check_plan
-
     if not request.drug or not request.drug.strip():
         raise InputError("--drug", "a drug name is required", "e.g. carboplatin")
     if request.protocol.kind is ProtocolKind.INFUSION:

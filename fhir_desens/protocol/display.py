@@ -61,8 +61,13 @@ _FINE_VOLUME_PLACES = 2
 _VOLUME_PLACES = 1
 
 
+#: 1, 0.1, 0.01, ... : the quantum of each number of decimal places, made once.
+_QUANTA = tuple(Decimal(1).scaleb(-places) for places in range(30))
+
+
 def _rounded(value: Decimal, places: int) -> Decimal:
-    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP, context=EXACT)
+    quantum = _QUANTA[places] if places < len(_QUANTA) else Decimal(1).scaleb(-places)
+    return value.quantize(quantum, rounding=ROUND_HALF_UP, context=EXACT)
 
 
 def grouped(value: Decimal) -> str:

@@ -7,12 +7,14 @@ from decimal import ROUND_CEILING, Decimal
 
 from fhir_desens.errors import InputError
 from fhir_desens.protocol import display as shown
+from fhir_desens.protocol.assembled import assembled, quantity
 from fhir_desens.protocol.bags import SIXTY, InfusionSetup, overfill_warnings
-from fhir_desens.protocol.model import ClosingMethod, Evidence, StepDefinition
+from fhir_desens.protocol.model import Evidence, StepDefinition
 from fhir_desens.protocol.plan import Plan, PlannedSolution, PlannedStep, PlanRequest
-from fhir_desens.protocol.quantity import Quantity, add, div, mul, sub
+from fhir_desens.protocol.quantity import EXACT, div, mul, sub
 
 LONG_STEP_MINUTES = Decimal(360)
+ZERO = Decimal(0)
 
 
 def plan_infusion(request: PlanRequest) -> Plan:
@@ -24,60 +26,72 @@ class _InfusionPlanner(InfusionSetup):
     """One plan computation for an infusion protocol."""
 
     def plan(self) -> Plan:
+        """The steps in order, computed on plain Decimals; each result object is assembled once."""
+        multiply, divide, add, subtract = EXACT.multiply, EXACT.divide, EXACT.add, EXACT.subtract
+        target, dose_unit, resolution = self.target.value, self.dose_unit, self.resolution
         concentrations: dict[int, Decimal] = {}
-        used = {number: Decimal(0) for number in self.volumes}
+        used = dict.fromkeys(self.volumes, ZERO)
         planned: list[PlannedStep] = []
-        cumulative, clock = Decimal(0), Decimal(0)
-        last_number = self.steps[-1].number
-        protocol_numbers = iter(range(1, len(self.steps) + 1))  # the protocol's own numbering
-        previous_dose = Decimal(0)
-        for step in self.steps:
-            solution = self.protocol.solution(step.solution)
-            if step.solution not in concentrations:
-                concentrations[step.solution] = self.concentration(solution, cumulative)
-            conc = concentrations[step.solution]
-            rate, minutes, volume, dose, closing = self._step_amounts(
-                step, conc, used, cumulative, last_number
-            )
-            if self.resolution is not None and not (closing or step.inserted or self._empties(step, False)):
-                rate, volume, dose = self._not_below(previous_dose, rate, minutes, conc)
-            if dose > sub(self.target.value, cumulative) and not closing:
+        cumulative = clock = previous_dose = ZERO
+        protocol_number = 0  # the protocol's own numbering (inserted steps have none)
+        for step, rate, empties, is_last in self.schedule:
+            number = step.solution
+            conc = concentrations.get(number)
+            if conc is None:
+                conc = concentrations[number] = self.concentration(self.protocol.solution(number), cumulative)
+            remaining = subtract(target, cumulative)
+            if empties or is_last:
+                rate, minutes, volume, dose, closing = self._closing_amounts(
+                    step, rate, conc, used, remaining, empties, is_last
+                )
+            else:  # a timed step: volume = rate x minutes / 60, dose = volume x concentration
+                assert rate is not None and step.minutes is not None
+                minutes, closing = step.minutes, False
+                volume = divide(multiply(rate, minutes), SIXTY)
+                dose = multiply(volume, conc)
+                if resolution is not None and not step.inserted and dose < previous_dose:
+                    rate, volume, dose = self._not_below(previous_dose, rate, minutes, conc)
+            if dose > remaining and not closing:
                 # A timed step would overshoot: it becomes the closing step, truncated at the target.
-                dose = sub(self.target.value, cumulative)
-                volume = div(dose, conc)
-                minutes = div(mul(volume, SIXTY), rate)
+                dose = remaining
+                volume = divide(dose, conc)
+                minutes = divide(multiply(volume, SIXTY), rate)
                 closing = True
                 self.warnings.append(
                     f"Step {len(planned) + 1} reaches the target before the protocol's last step; "
                     "the plan stops there."
                 )
             cumulative = add(cumulative, dose)
-            used[step.solution] = add(used[step.solution], volume)
+            used[number] = add(used[number], volume)
+            if not step.inserted:
+                protocol_number += 1
+                previous_dose = dose
             planned.append(
-                PlannedStep(
+                assembled(
+                    PlannedStep,
                     number=len(planned) + 1,
-                    solution=step.solution,
+                    solution=number,
                     rate_ml_h=rate,
                     minutes=minutes,
                     volume_ml=volume,
-                    dose=Quantity(dose, self.dose_unit),
-                    cumulative_dose=Quantity(cumulative, self.dose_unit),
+                    dose=quantity(dose, dose_unit),
+                    cumulative_dose=quantity(cumulative, dose_unit),
                     start_minute=clock,
+                    units=None,
                     closing=closing,
                     inserted=step.inserted,
-                    protocol_step=None if step.inserted else next(protocol_numbers),
+                    protocol_step=None if step.inserted else protocol_number,
                     note=step.note,
                 )
             )
             clock = add(clock, minutes)
-            if not step.inserted:
-                previous_dose = dose
             if closing:
                 break
         solutions = self.planned_solutions(concentrations, used)
         self.warnings += overfill_warnings(solutions)
         self._add_warnings(solutions, planned)
-        return Plan(
+        return assembled(
+            Plan,
             request=self.request,
             protocol=self.protocol,
             drug=self.request.drug.strip(),
@@ -100,10 +114,6 @@ class _InfusionPlanner(InfusionSetup):
         Exact rates give equal doses where a protocol moves to the next bag (20 mL/h of 1:100 =
         2 mL/h of 1:10); rounded rates can break the tie downwards, which INV-04 forbids.
         """
-        volume = div(mul(rate, minutes), SIXTY)
-        dose = mul(volume, conc)
-        if dose >= previous_dose:
-            return rate, volume, dose
         assert self.resolution is not None
         needed = div(mul(previous_dose, SIXTY), mul(minutes, conc))
         steps = div(needed, self.resolution).to_integral_value(rounding=ROUND_CEILING)
@@ -111,29 +121,18 @@ class _InfusionPlanner(InfusionSetup):
         volume = div(mul(rate, minutes), SIXTY)
         return rate, volume, mul(volume, conc)
 
-    def _empties(self, step: StepDefinition, is_last: bool) -> bool:
-        if step.empties_solution:
-            return True
-        if is_last:
-            return self.closing in (ClosingMethod.REDUCED_FINAL_BAG, ClosingMethod.FRACTION_BAGS)
-        if self.closing is ClosingMethod.FRACTION_BAGS:
-            later = [s for s in self.steps if s.solution == step.solution and s.number > step.number]
-            return not later
-        return False
-
-    def _step_amounts(
+    def _closing_amounts(
         self,
         step: StepDefinition,
+        rate: Decimal | None,
         conc: Decimal,
         used: dict[int, Decimal],
-        cumulative: Decimal,
-        last_number: int,
+        remaining: Decimal,
+        empties: bool,
+        is_last: bool,
     ) -> tuple[Decimal, Decimal, Decimal, Decimal, bool]:
-        """(rate, minutes, volume, dose, is_closing) for one step."""
-        is_last = step.number == last_number
-        rate = self.rates[step.number]
-        remaining_target = sub(self.target.value, cumulative)
-        if self._empties(step, is_last):
+        """(rate, minutes, volume, dose, is_closing) of a step that empties its solution or is the last."""
+        if empties:
             volume = sub(self.volumes[step.solution], used[step.solution])
             if volume <= 0:
                 raise InputError(
@@ -144,15 +143,12 @@ class _InfusionPlanner(InfusionSetup):
             if rate is None:
                 assert step.minutes is not None
                 rate = self.programmable(div(mul(volume, SIXTY), step.minutes))
-            dose = remaining_target if is_last else mul(volume, conc)
+            dose = remaining if is_last else mul(volume, conc)
             return rate, div(mul(volume, SIXTY), rate), volume, dose, is_last
+        # truncated-final-step / remainder-step: the last step carries what is left
         assert rate is not None
-        if is_last:  # truncated-final-step / remainder-step: the last step carries what is left
-            volume = div(remaining_target, conc)
-            return rate, div(mul(volume, SIXTY), rate), volume, remaining_target, True
-        assert step.minutes is not None
-        volume = div(mul(rate, step.minutes), SIXTY)
-        return rate, step.minutes, volume, mul(volume, conc), False
+        volume = div(remaining, conc)
+        return rate, div(mul(volume, SIXTY), rate), volume, remaining, True
 
     def _add_warnings(self, solutions: tuple[PlannedSolution, ...], steps: list[PlannedStep]) -> None:
         partial = [

@@ -31,7 +31,7 @@ def check_measurable_steps(plan: Plan) -> None:
     """Refuse a plan whose smallest step dose nobody could prepare (a tiny target, or a tampered one)."""
     canonical_unit = plan.target_dose.canonical().unit
     for step in plan.steps:
-        dose = step.dose.to(canonical_unit).value
+        dose = step.dose.value if step.dose.unit == canonical_unit else step.dose.to(canonical_unit).value
         if dose < MIN_STEP_DOSE:
             raise InputError(
                 "--dose",

@@ -14,11 +14,13 @@ from fhir_desens.errors import SafetyViolation
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.model import ProtocolKind, SolutionDefinition, TargetKind
 from fhir_desens.protocol.plan import Plan, PlannedSolution, PlannedStep
-from fhir_desens.protocol.quantity import EXACT, mul, plain
+from fhir_desens.protocol.quantity import EXACT, plain
 from fhir_desens.protocol.syringes import syringe_for
 
 #: Relative tolerance for "volume x concentration = dose": the 50-digit context loses far less.
 CONSISTENCY_TOLERANCE = Decimal("1e-30")
+ZERO = Decimal(0)
+SIXTY = Decimal(60)
 
 
 @dataclass(frozen=True)
@@ -113,100 +115,101 @@ def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[V
     elif total != target:
         broken("INV-01", f"cumulative {plain(total)} != target {plain(target)} {plan.dose_unit}")
 
-    running = Decimal(0)
+    running = ZERO
     previous_dose: Decimal | None = None
     solutions = {s.number: s for s in plan.solutions}
     drawn: dict[int, Decimal] = {}
-    pump_max = plan.request.pump_max_ml_h
+    request, protocol, dose_unit = plan.request, plan.protocol, plan.dose_unit
+    pump_max, resolution = request.pump_max_ml_h, request.pump_resolution_ml_h
+    discrete = protocol.kind is ProtocolKind.DISCRETE
+    on_syringe_marks = request.syringe_volumes and discrete
+    allow_decrease = protocol.allow_dose_decrease
+    add, multiply, divide = EXACT.add, EXACT.multiply, EXACT.divide
     for step in steps:
-        label = f"step {step.number}"
-        running = EXACT.add(running, step.dose.value)
-        if running != step.cumulative_dose.value:
+        # Texts are written only for a broken invariant: the loop itself is plain Decimal comparisons.
+        dose, cumulative, rate, volume = (
+            step.dose.value,
+            step.cumulative_dose.value,
+            step.rate_ml_h,
+            step.volume_ml,
+        )
+        running = add(running, dose)
+        if running != cumulative:
             broken(
                 "INV-01",
-                f"{label}: cumulative {plain(step.cumulative_dose.value)} != running sum {plain(running)}",
+                f"step {step.number}: cumulative {plain(cumulative)} != running sum {plain(running)}",
             )
-        if final_dose and step.dose.value > target:
+        if final_dose and dose > target:
             broken(
-                "INV-02", f"{label}: dose {plain(step.dose.value)} is above the target dose {plain(target)}"
+                "INV-02", f"step {step.number}: dose {plain(dose)} is above the target dose {plain(target)}"
             )
         if not final_dose and running > target:
-            broken("INV-02", f"{label}: cumulative {plain(running)} exceeds the target {plain(target)}")
-        if step.dose.unit != plan.dose_unit or step.cumulative_dose.unit != plan.dose_unit:
-            broken("INV-07", f"{label}: dose unit {step.dose.unit}, plan unit {plan.dose_unit}")
-        if step.dose.value <= 0:
-            broken("INV-04", f"{label}: dose {plain(step.dose.value)} is not above zero")
+            broken(
+                "INV-02",
+                f"step {step.number}: cumulative {plain(running)} exceeds the target {plain(target)}",
+            )
+        if step.dose.unit != dose_unit or step.cumulative_dose.unit != dose_unit:
+            broken("INV-07", f"step {step.number}: dose unit {step.dose.unit}, plan unit {dose_unit}")
+        if dose <= 0:
+            broken("INV-04", f"step {step.number}: dose {plain(dose)} is not above zero")
         # Inserted steps sit between rates on purpose; the protocol's own steps must never go down.
         if not step.inserted:
-            decreased = previous_dose is not None and step.dose.value < previous_dose
-            if decreased and not plan.protocol.allow_dose_decrease:
-                broken(
-                    "INV-04",
-                    f"{label}: dose {plain(step.dose.value)} < previous {plain(previous_dose or Decimal(0))}",
-                    f"Step {step.number} would give {shown.dose_text(step.dose.value, plan.dose_unit)}, less than "
-                    f"the step before ({shown.dose_text(previous_dose or Decimal(0), plan.dose_unit)}); "
-                    "this protocol's doses must not go down: check the bag fractions, volumes and rates.",
-                )
-            previous_dose = step.dose.value
+            if previous_dose is not None and dose < previous_dose and not allow_decrease:
+                broken("INV-04", *_decreased(step, previous_dose, dose_unit))
+            previous_dose = dose
         if step.minutes <= 0:
-            broken("INV-05", f"{label}: duration {plain(step.minutes)} min")
-        if step.rate_ml_h is not None and not 0 < step.rate_ml_h <= pump_max:
-            broken(
-                "INV-06",
-                f"{label}: rate {plain(step.rate_ml_h)} mL/h outside (0, {plain(pump_max)}]",
-                f"Step {step.number} would run at {shown.rate_text(step.rate_ml_h, Decimal('0.001'))}, "
-                f"above the pump maximum of {shown.rate_text(pump_max, Decimal(1))}: "
-                "lower the final rate or raise the pump maximum.",
-            )
-        resolution = plan.request.pump_resolution_ml_h
-        if step.rate_ml_h is not None and resolution is not None and step.rate_ml_h % resolution != 0:
-            broken(
-                "INV-11",
-                f"{label}: rate {plain(step.rate_ml_h)} mL/h is not a multiple of {plain(resolution)}",
-            )
-        if (
-            plan.request.syringe_volumes
-            and plan.protocol.kind is ProtocolKind.DISCRETE
-            and step.volume_ml is not None
-            and step.volume_ml % syringe_for(step.volume_ml).graduation_ml != 0
-        ):
+            broken("INV-05", f"step {step.number}: duration {plain(step.minutes)} min")
+        if rate is not None:
+            if not 0 < rate <= pump_max:
+                broken("INV-06", *_above_pump(step, rate, pump_max))
+            if resolution is not None and rate % resolution != 0:
+                broken(
+                    "INV-11",
+                    f"step {step.number}: rate {plain(rate)} mL/h is not a multiple of {plain(resolution)}",
+                )
+        if on_syringe_marks and volume is not None and volume % syringe_for(volume).graduation_ml != 0:
             broken(
                 "INV-25",
-                f"{label}: {plain(step.volume_ml)} mL is not on the marks of a "
-                f"{syringe_for(step.volume_ml).text}",
+                f"step {step.number}: {plain(volume)} mL is not on the marks of a {syringe_for(volume).text}",
             )
         solution = solutions.get(step.solution)
         if solution is None:
-            broken("INV-03", f"{label}: uses solution {step.solution}, which the plan does not prepare")
+            broken(
+                "INV-03",
+                f"step {step.number}: uses solution {step.solution}, which the plan does not prepare",
+            )
             continue
-        if step.volume_ml is not None:
-            drawn[step.solution] = EXACT.add(drawn.get(step.solution, Decimal(0)), step.volume_ml)
-            if solution.volume_ml is not None and drawn[step.solution] > solution.volume_ml:
+        if volume is None:
+            continue
+        in_solution = drawn[step.solution] = add(drawn.get(step.solution, ZERO), volume)
+        if solution.volume_ml is not None and in_solution > solution.volume_ml:
+            broken(
+                "INV-21" if discrete else "INV-03",
+                f"step {step.number}: {plain(in_solution)} mL drawn from solution {step.solution} "
+                f"of {plain(solution.volume_ml)} mL",
+                _too_small(solution.number, solution.volume_ml, steps, step, in_solution),
+            )
+        if solution.concentration is not None:
+            expected = multiply(volume, solution.concentration.value)
+            if expected != dose and not _close(expected, dose):
                 broken(
-                    "INV-21" if plan.protocol.kind is ProtocolKind.DISCRETE else "INV-03",
-                    f"{label}: {plain(drawn[step.solution])} mL drawn from solution {step.solution} "
-                    f"of {plain(solution.volume_ml)} mL",
-                    _too_small(solution.number, solution.volume_ml, steps, step, drawn[step.solution]),
+                    "INV-08",
+                    f"step {step.number}: volume x concentration = {plain(expected)}, dose {plain(dose)}",
                 )
-            if solution.concentration is not None:
-                expected = mul(step.volume_ml, solution.concentration.value)
-                if not _close(expected, step.dose.value):
-                    broken(
-                        "INV-08",
-                        f"{label}: volume x concentration = {plain(expected)}, dose {plain(step.dose.value)}",
-                    )
-        if step.rate_ml_h is not None and step.volume_ml is not None:
-            expected_minutes = EXACT.divide(EXACT.multiply(step.volume_ml, Decimal(60)), step.rate_ml_h)
-            if not _close(expected_minutes, step.minutes):
-                broken("INV-05", f"{label}: {plain(step.minutes)} min does not match volume / rate")
+        if rate is not None:
+            expected_minutes = divide(multiply(volume, SIXTY), rate)
+            if expected_minutes != step.minutes and not _close(expected_minutes, step.minutes):
+                broken(
+                    "INV-05", f"step {step.number}: {plain(step.minutes)} min does not match volume / rate"
+                )
     for solution in plan.solutions:
         if solution.concentration is not None and solution.volume_ml is not None:
             if solution.concentration.unit != plan.dose_unit + "/mL":
                 broken(
                     "INV-07", f"solution {solution.number}: concentration unit {solution.concentration.unit}"
                 )
-            expected = mul(solution.concentration.value, solution.volume_ml)
-            if not _close(expected, solution.drug_amount.value):
+            expected = EXACT.multiply(solution.concentration.value, solution.volume_ml)
+            if expected != solution.drug_amount.value and not _close(expected, solution.drug_amount.value):
                 broken(
                     "INV-09",
                     f"solution {solution.number}: amount {plain(solution.drug_amount.value)} != c x V",
@@ -219,13 +222,34 @@ def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[V
     return found
 
 
+def _decreased(step: PlannedStep, previous_dose: Decimal, dose_unit: str) -> tuple[str, str]:
+    """INV-04's detail and words for people: a protocol step whose dose is below the one before."""
+    dose = step.dose.value
+    return (
+        f"step {step.number}: dose {plain(dose)} < previous {plain(previous_dose)}",
+        f"Step {step.number} would give {shown.dose_text(dose, dose_unit)}, less than "
+        f"the step before ({shown.dose_text(previous_dose, dose_unit)}); "
+        "this protocol's doses must not go down: check the bag fractions, volumes and rates.",
+    )
+
+
+def _above_pump(step: PlannedStep, rate: Decimal, pump_max: Decimal) -> tuple[str, str]:
+    """INV-06's detail and words for people: a rate outside (0, pump maximum]."""
+    return (
+        f"step {step.number}: rate {plain(rate)} mL/h outside (0, {plain(pump_max)}]",
+        f"Step {step.number} would run at {shown.rate_text(rate, Decimal('0.001'))}, "
+        f"above the pump maximum of {shown.rate_text(pump_max, Decimal(1))}: "
+        "lower the final rate or raise the pump maximum.",
+    )
+
+
 def _preparation_violations(plan: Plan, solution: PlannedSolution) -> list[tuple[str, str]]:
     """INV-22 and INV-23 for one planned solution with a stated preparation."""
-    from fhir_desens.protocol.library import preparation_problem
-
     prep = solution.preparation
     if prep is None:
         return []
+    from fhir_desens.protocol.library import preparation_problem
+
     found = []
     as_defined = SolutionDefinition(
         solution.number,

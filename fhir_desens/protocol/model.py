@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from functools import cached_property
 
 from fhir_desens.protocol.quantity import Dimension, Quantity
 
@@ -135,9 +136,10 @@ class SolutionDefinition:
     preparation: Preparation | None = None  # the stated recipe (fixed-concentration solutions)
     unit_name: str = "tablet"  # solid forms: what one unit is called ("tablet", "capsule", "prepared dose")
 
-    @property
+    @cached_property
     def strength_text(self) -> str:
-        """How the strength is defined, for people (numbers by the display policy)."""
+        """How the strength is defined, for people (numbers by the display policy; written once per
+        solution, as every plan of the protocol shows it)."""
         from fhir_desens.protocol import display as shown
         from fhir_desens.protocol.quantity import plain
 
@@ -227,7 +229,7 @@ class Protocol:
                 return solution
         raise KeyError(number)
 
-    @property
+    @cached_property
     def uses_final_rate(self) -> bool:
         return any(step.rate_fraction is not None for step in self.steps)
 

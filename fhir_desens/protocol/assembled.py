@@ -1,0 +1,35 @@
+"""Building the engine's frozen results fast, without changing what they are.
+
+A frozen dataclass's generated ``__init__`` sets every field through ``object.__setattr__`` (and
+``Quantity`` checks its unit in ``__post_init__``): for the 40-odd objects of a 12-step plan that is
+about as much time as all of the plan's arithmetic. The engine computes its numbers as plain Decimals
+and assembles each result object once, here, by giving it its ``__dict__`` whole. The object is the same
+frozen dataclass (equality, hashing, ``repr``, ``dataclasses.replace`` and immutability unchanged);
+``tests/unit/test_engine_assembled.py`` proves every object of every library plan equals the one its
+``__init__`` builds. Use it only for values the engine computed, with every field given by name.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TypeVar
+
+from fhir_desens.protocol.quantity import Quantity
+
+_T = TypeVar("_T")
+_new = object.__new__
+_set = object.__setattr__
+
+
+def assembled(cls: type[_T], **fields: object) -> _T:
+    """An instance of the frozen dataclass ``cls`` holding ``fields`` (every field, in declaration order)."""
+    instance = _new(cls)
+    _set(instance, "__dict__", fields)
+    return instance
+
+
+def quantity(value: Decimal, unit_code: str) -> Quantity:
+    """A Quantity of a Decimal the engine computed, in a unit code it has already checked (its target's)."""
+    instance = _new(Quantity)
+    _set(instance, "__dict__", {"value": value, "unit": unit_code})
+    return instance
