@@ -49,6 +49,7 @@ from fhir_desens.fhir.raw import objects
 from fhir_desens.io.json import dumps, loads
 from smart_app.chart.page import PatientBanner, banner_from_patient, person_name, read_banner
 from smart_app.library import library
+from smart_app.page_cache import content_key, memo
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class AppSession:
     client: FhirClient
     _read: dict[str, Any] = field(default_factory=dict, repr=False)  # this request's reads
     _fresh: set[str] = field(default_factory=set, repr=False)  # ... of them read from the EHR
+    _texts: dict[str, str] = field(default_factory=dict, repr=False)  # ... as JSON text (chart_key)
 
     @property
     def csrf_token(self) -> str:
@@ -184,15 +186,24 @@ class AppSession:
         if record is not None and isinstance(record.get("json"), str):
             value = loads(record["json"])
             self._read[what] = value
+            self._texts[what] = record["json"]
             return value
         return self._remember(what, read(), ttl)
 
     def _remember(self, what: str, value: Any, ttl: float = CHART_TTL) -> Any:
         """A value just read from the EHR: for this request and, for ``ttl`` seconds, the session's pages."""
-        services().store.put(CHART_KIND, f"{self.sid}:{what}", {"json": dumps(value)}, ttl=ttl)
+        text = dumps(value)
+        services().store.put(CHART_KIND, f"{self.sid}:{what}", {"json": text}, ttl=ttl)
         self._read[what] = value
+        self._texts[what] = text
         self._fresh.add(what)
         return value
+
+    def chart_key(self, what: str) -> str | None:
+        """A digest of the chart read ``what`` as this request has it (None: not read in this request):
+        the key of what pages memoize from it (:mod:`smart_app.page_cache`)."""
+        text = self._texts.get(what)
+        return None if text is None else content_key(text)
 
     def read_patient_page(self) -> Mapping[str, Any] | None:
         """The patient page's reads in one round trip: the Patient, the allergy list and the signed-plans
@@ -267,7 +278,15 @@ class AppSession:
         return resources
 
     def allergies(self, *, fresh: bool = False) -> list[Allergy] | None:
-        return allergies_of(self.allergy_resources(fresh=fresh))
+        """The allergy list read as :class:`Allergy` records (parsed once per list's content)."""
+        resources = self.allergy_resources(fresh=fresh)
+        key = self.chart_key("allergies") if resources is not None else None
+        if key is None:
+            return allergies_of(resources)
+        parsed: tuple[Allergy, ...] = memo("allergy lists").get(
+            key, lambda: tuple(allergies_of(resources) or ())
+        )
+        return list(parsed)
 
     def planning_reads(self, *, fresh: bool = False) -> PlanningReads:
         """The start form's chart (orders, measurements, risk criteria, signed plans; one batch where
@@ -303,6 +322,7 @@ class AppSession:
         """Drop one cached read (``"plans"`` after this session signed or discontinued a plan)."""
         services().store.delete(CHART_KIND, f"{self.sid}:{what}")
         self._read.pop(what, None)
+        self._texts.pop(what, None)
         self._fresh.discard(what)
 
     def _read_planning(self) -> PlanningReads:

@@ -12,11 +12,12 @@ cannot know which writes the filter allows.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["GrantedScopes", "ScopeNeed", "render_scopes"]
+__all__ = ["GrantedScopes", "ScopeNeed", "granted_scopes", "render_scopes"]
 
 _V1_TO_V2 = {"read": "rs", "write": "cud", "*": "cruds"}
 _V2_ORDER = "cruds"
@@ -124,6 +125,13 @@ class GrantedScopes:
     def can_write(self, resource_type: str) -> bool:
         """Create or update granted (what the app needs to record on ``resource_type``)."""
         return self.allows(resource_type, "c") or self.allows(resource_type, "u")
+
+
+@functools.lru_cache(maxsize=256)
+def granted_scopes(scope: str | None) -> GrantedScopes:
+    """:class:`GrantedScopes` of ``scope``, parsed once per scope string (a page asks several times per
+    request, and a session's scope never changes; the object is never changed after it is built)."""
+    return GrantedScopes(scope)
 
 
 def _in_order(letters: str) -> bool:

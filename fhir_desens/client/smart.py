@@ -54,7 +54,7 @@ from fhir_desens.client.http import (
     new_session,
     send,
 )
-from fhir_desens.client.scopes import GrantedScopes, ScopeNeed, render_scopes
+from fhir_desens.client.scopes import GrantedScopes, ScopeNeed, granted_scopes, render_scopes
 from fhir_desens.errors import AuthError, ConfigurationError, FhirServerError, TemporaryServerError
 
 __all__ = [
@@ -589,7 +589,7 @@ class SmartSession:
     # -- scopes ---------------------------------------------------------------------------------
     @property
     def granted(self) -> GrantedScopes:
-        return GrantedScopes(self.scope)
+        return granted_scopes(self.scope)
 
     @property
     def can_write(self) -> bool:

@@ -44,6 +44,7 @@ from fhir_desens.protocol.model import Protocol, ProtocolKind
 from fhir_desens.protocol.quantity import plain
 from smart_app.app_session import AppSession
 from smart_app.library import library
+from smart_app.page_cache import memo
 from smart_app.planning.forms import checkbox, choice, number, options_for
 from smart_app.services import services
 
@@ -197,8 +198,15 @@ def without_insertion(draft: PlanDraft, plan: Plan, form: Mapping[str, str]) -> 
 
 def assessment_for(session: AppSession, draft: PlanDraft, *, fresh: bool = False) -> Assessment:
     """The draft's drug against the session's allergy list (briefly cached; ``fresh`` reads it from the
-    EHR again, as signing does). Matching runs on the resolved drug name (DRUG-NAME-1)."""
-    return assess(drug_ref_for(draft.drug, draft.drug_rxnorm), session.allergies(fresh=fresh))
+    EHR again, as signing does). Matching runs on the resolved drug name (DRUG-NAME-1). The screening
+    is memoized per drug and allergy list content (:mod:`smart_app.page_cache`): a changed list is
+    screened again."""
+    allergies = session.allergies(fresh=fresh)
+    key = (draft.drug, draft.drug_rxnorm, session.chart_key("allergies"), allergies is None)
+    screening: Assessment = memo("screenings").get(
+        key, lambda: assess(drug_ref_for(draft.drug, draft.drug_rxnorm), allergies)
+    )
+    return screening
 
 
 def review_of(draft: PlanDraft, plan: Plan) -> DrugReview:

@@ -54,6 +54,7 @@ from smart_app.chart.page import PatientBanner
 from smart_app.paper.pdf import pdf_response
 from smart_app.paper.sheets import draft_status, paper_for
 from smart_app.planning import drafts
+from smart_app.planning.computed import Computed, computed_for
 from smart_app.planning.drafts import Assessment, DraftNotFound, PlanDraft
 from smart_app.planning.forms import (
     CLOSING_TEXT,
@@ -69,7 +70,7 @@ from smart_app.planning.forms import (
     risk_defaults,
     start_defaults,
 )
-from smart_app.planning.worksheet import Worksheet, worksheet_for
+from smart_app.planning.worksheet import Worksheet, at_start
 from smart_app.security import allow_printing_from_the_app
 from smart_app.services import services
 
@@ -361,6 +362,7 @@ class PlanContext:
     errors: list[FieldError] = field(default_factory=list)
     review: DrugReview | None = None  # the drug checks of the plan (None: no plan)
     signed: SignResult | None = None  # the draft was signed: read-only
+    computed: Computed | None = None  # the draft's plan and its clock-free worksheet, memoized
 
     @property
     def blocked(self) -> bool:
@@ -376,12 +378,9 @@ def _context(sid: str, draft_id: str) -> PlanContext:
     assessment = drafts.assessment_for(session, draft)
     context = PlanContext(session, session.banner(), draft, assessment, drafts.library())
     context.signed = signed_marker(services().store, sid, draft_id)
-    try:
-        context.plan = drafts.plan_for(draft)
-    except (InputError, SafetyViolation) as error:  # e.g. an imported protocol changed under the draft
-        context.plan_error = field_error(error, default="protocol")
-    if context.plan is not None:
-        context.review = drafts.review_of(draft, context.plan)
+    computed = computed_for(draft)  # the engine and the invariants ran on this draft's content
+    context.computed = computed
+    context.plan, context.plan_error, context.review = computed.plan, computed.plan_error, computed.review
     return context
 
 
@@ -402,10 +401,15 @@ def _protocol_values(context: PlanContext) -> dict[str, str]:
 
 
 def _suggestion(context: PlanContext) -> ProtocolSuggestion | None:
-    try:
-        return drafts.suggestion_for(context.draft, context.protocols)
-    except DesensError:
+    return context.computed.suggestion if context.computed is not None else None
+
+
+def _worksheet(context: PlanContext) -> Worksheet | None:
+    """The worksheet with its clock times (the plan's part memoized, :mod:`smart_app.planning.computed`)."""
+    computed, draft = context.computed, context.draft
+    if computed is None or computed.plan is None or computed.sheet is None:
         return None
+    return at_start(computed.sheet, computed.plan, _start_of(draft), planned=draft.planned_start is not None)
 
 
 def _start_of(draft: PlanDraft) -> datetime:
@@ -452,9 +456,7 @@ def _render_plan(
     session, draft, plan = context.session, context.draft, context.plan
     protocol = context.protocols.get(draft.protocol_id)
     options: ProtocolOptions | None = options_for(protocol) if protocol is not None else None
-    worksheet: Worksheet | None = None
-    if plan is not None and not context.blocked:
-        worksheet = worksheet_for(plan, _start_of(draft), planned=draft.planned_start is not None)
+    worksheet = _worksheet(context) if plan is not None and not context.blocked else None
     values = _protocol_values(context)
     if posted is not None and posted.get("action") == "recalculate":
         values.update(
@@ -627,9 +629,7 @@ def _sheet(sid: str, draft_id: str, template: str, *, as_pdf: bool = False) -> t
         **_common(context.session, context.banner),
         draft=context.draft,
         assessment=context.assessment,
-        worksheet=worksheet_for(
-            context.plan, _start_of(context.draft), planned=context.draft.planned_start is not None
-        ),
+        worksheet=_worksheet(context),
         review=context.review,
         printed_at=now.strftime("%Y-%m-%d %H:%M %Z").strip(),
         prescriber=context.session.user.display,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from fhir_desens.fhir.plandefinition import canonical_url
@@ -203,20 +203,17 @@ def _step_row(plan: Plan, step: PlannedStep, start: datetime) -> StepRow:
 def worksheet_for(plan: Plan, started_at: datetime, *, planned: bool = False) -> Worksheet:
     """The worksheet of an engine plan; clock times count from ``started_at`` (timezone-aware):
     the planned start (``planned``), else "if started now"."""
-    if started_at.tzinfo is None:
-        raise ValueError("started_at needs a time zone")
+    return at_start(plan_sheet(plan), plan, started_at, planned=planned)
+
+
+#: the clock :func:`plan_sheet` counts from; :func:`at_start` replaces every time computed from it
+_NO_CLOCK = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def plan_sheet(plan: Plan) -> Worksheet:
+    """Everything of the worksheet that depends on the plan alone (the step table, the timeline SVG,
+    the texts), to be memoized per plan; its clock times are placeholders until :func:`at_start`."""
     protocol = plan.protocol
-    premeds = tuple(
-        PremedicationRow(
-            drug=p.drug,
-            dose=p.dose,
-            route=p.route,
-            timing=p.timing,
-            condition=p.condition,
-            clock=None if p.offset_minutes is None else _hhmm(_clock(started_at, p.offset_minutes)),
-        )
-        for p in plan.premedications
-    )
     return Worksheet(
         title=protocol.title,
         protocol_id=protocol.id,
@@ -232,17 +229,43 @@ def worksheet_for(plan: Plan, started_at: datetime, *, planned: bool = False) ->
         closing=CLOSING_TEXT.get(plan.closing) if plan.closing is not None else None,
         final_rate=None if plan.final_rate_ml_h is None else f"{rate_text(plan, plan.final_rate_ml_h)} mL/h",
         solutions=tuple(_solution_row(plan, s) for s in plan.solutions),
-        steps=tuple(_step_row(plan, s, started_at) for s in plan.steps),
+        steps=tuple(_step_row(plan, s, _NO_CLOCK) for s in plan.steps),
         total_minutes=shown.minutes_text(plan.total_minutes).removesuffix(" min"),
         total_time=shown.clock_text(plan.total_minutes),
-        started_at=started_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
-        clock_basis="from the planned start" if planned else "if started now",
-        ends_at=_clock(started_at, plan.total_minutes).strftime("%Y-%m-%d %H:%M %Z").strip(),
-        premedications=premeds,
+        started_at="",
+        ends_at="",
+        premedications=tuple(
+            PremedicationRow(
+                drug=p.drug, dose=p.dose, route=p.route, timing=p.timing, condition=p.condition, clock=None
+            )
+            for p in plan.premedications
+        ),
         nursing_instructions=plan.nursing_instructions,
         warnings=plan.warnings,
         timeline_svg=timeline_svg(plan),
         pump_note=_pump_note(plan),
+    )
+
+
+def at_start(sheet: Worksheet, plan: Plan, started_at: datetime, *, planned: bool = False) -> Worksheet:
+    """``sheet`` (:func:`plan_sheet` of ``plan``) with its clock times counted from ``started_at``."""
+    if started_at.tzinfo is None:
+        raise ValueError("started_at needs a time zone")
+    steps = tuple(
+        replace(row, clock=_hhmm(_clock(started_at, step.start_minute)))
+        for row, step in zip(sheet.steps, plan.steps, strict=True)
+    )
+    premedications = tuple(
+        replace(row, clock=None if p.offset_minutes is None else _hhmm(_clock(started_at, p.offset_minutes)))
+        for row, p in zip(sheet.premedications, plan.premedications, strict=True)
+    )
+    return replace(
+        sheet,
+        steps=steps,
+        premedications=premedications,
+        started_at=started_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        clock_basis="from the planned start" if planned else "if started now",
+        ends_at=_clock(started_at, plan.total_minutes).strftime("%Y-%m-%d %H:%M %Z").strip(),
     )
 
 
