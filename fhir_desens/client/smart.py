@@ -19,31 +19,31 @@ objects, so a web app can keep them in a server-side store:
    granted scope (``can_write`` is false when allergy writes were not granted, ``can_sign_orders``
    when any write of the orders transaction was not).
 
+By concern: :mod:`~fhir_desens.client.smart_config` (discovery, PKCE, ``state``),
+:mod:`~fhir_desens.client.smart_auth` (client authentication), :mod:`~fhir_desens.client.smart_launch`
+(registration, the pending authorization, the callback's errors),
+:mod:`~fhir_desens.client.smart_session` (tokens, refresh, granted scopes); this module runs the flow
+(:class:`SmartClient`) and re-exports every public name, so callers import from here.
+
 Token values are never logged and never appear in ``repr``; logs say whether a token exists.
 Requirement ids (docs/requirements.md) are cited as ``SMART-*`` in comments.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import ipaddress
-import json
 import logging
 import secrets
-import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlencode, urljoin
 
 import requests
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, JWKRegistry, KeySet, RSAKey
+from joserfc.jwk import KeySet
 
 from fhir_desens.client.http import (
     DEFAULT_RETRY,
@@ -54,8 +54,32 @@ from fhir_desens.client.http import (
     new_session,
     send,
 )
-from fhir_desens.client.scopes import GrantedScopes, ScopeNeed, granted_scopes, render_scopes
-from fhir_desens.errors import AuthError, ConfigurationError, FhirServerError, TemporaryServerError
+from fhir_desens.client.scopes import render_scopes
+from fhir_desens.client.smart_auth import (
+    ClientAuth,
+    ClientSecretBasic,
+    PrivateKeyJwt,
+    PublicClient,
+    load_signing_key,
+)
+from fhir_desens.client.smart_config import (
+    SmartConfiguration,
+    _require_secure,
+    _text,
+    is_loopback,
+    make_pkce_pair,
+    new_state,
+    pkce_challenge,
+)
+from fhir_desens.client.smart_launch import (
+    AuthorizationDenied,
+    AuthorizationRequest,
+    ClientRegistration,
+    PendingAuthorization,
+    callback_error,
+)
+from fhir_desens.client.smart_session import DEFAULT_NEEDS, ORDER_WRITES, SmartSession
+from fhir_desens.errors import AuthError, FhirServerError, TemporaryServerError
 
 __all__ = [
     "DEFAULT_NEEDS",
@@ -72,6 +96,7 @@ __all__ = [
     "SmartConfiguration",
     "SmartSession",
     "callback_error",
+    "is_loopback",
     "load_signing_key",
     "make_pkce_pair",
     "new_state",
@@ -80,626 +105,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
-SMART_CAPABILITIES_EXT = "http://fhir-registry.smarthealthit.org/StructureDefinition/capabilities"
-JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-#: What this app asks for by default (docs/fhir-smart.md §1.2), and why:
-#:
-#: * read the patient, the allergy list, and what planning reads from the chart: active
-#:   MedicationRequests and their Medications (the drug to desensitize), Conditions (the indication),
-#:   Observations (height and weight for per-m² doses), and the signed plans (RequestGroups);
-#: * record on the allergy list (create/update);
-#: * sign orders: the $apply transaction creates a RequestGroup, one MedicationRequest per step and
-#:   one Medication per solution (conditional creates), and writes its Provenance with PUT to an id
-#:   derived from the session (create or update).
-#:
-#: Servers may grant less: without the allergy write the app does not record allergies
-#: (:attr:`SmartSession.can_write`), without the order writes it plans and prints but does not sign
-#: (:attr:`SmartSession.can_sign_orders`).
-DEFAULT_NEEDS: tuple[ScopeNeed, ...] = (
-    ScopeNeed("patient", "Patient", "rs"),
-    ScopeNeed("patient", "AllergyIntolerance", "rs"),
-    ScopeNeed("patient", "AllergyIntolerance", "cu"),
-    ScopeNeed("patient", "MedicationRequest", "crus"),  # u: hold the therapeutic order, discontinue
-    ScopeNeed("patient", "Medication", "crs"),
-    ScopeNeed("patient", "Condition", "rs"),
-    ScopeNeed("patient", "Observation", "rs"),
-    ScopeNeed("patient", "RequestGroup", "crus"),  # u: discontinue a plan
-    ScopeNeed("patient", "Provenance", "cu"),
-    # the outcome write-back (issue 13): search before writing; the clinical note; the tolerance window
-    ScopeNeed("patient", "Provenance", "rs"),
-    ScopeNeed("patient", "DocumentReference", "crs"),
-    ScopeNeed("patient", "MedicationAdministration", "rs"),
-    # the bedside record (issue 12): what the EHR accepts of the session, looked up before any resend
-    ScopeNeed("patient", "Observation", "c"),
-    ScopeNeed("patient", "MedicationAdministration", "cu"),
-    ScopeNeed("patient", "Procedure", "crus"),
-    ScopeNeed("patient", "AdverseEvent", "crus"),
-)
-
-#: The writes of the $apply transaction (see DEFAULT_NEEDS): resource type -> permissions needed.
-ORDER_WRITES: tuple[tuple[str, str], ...] = (
-    ("RequestGroup", "c"),
-    ("MedicationRequest", "c"),
-    ("Medication", "c"),
-    ("Provenance", "cu"),
-)
-
-#: Asymmetric client authentication algorithms a SMART client SHALL support (SMART-ASYM-1).
-ASSERTION_ALGORITHMS = ("RS384", "ES384")
 #: Signature algorithms accepted on an id_token (never "none", never HMAC).
 ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512")
-MAX_ASSERTION_LIFETIME = 300  # seconds; SMART: exp no more than five minutes in the future
-
-
-# ----------------------------------------------------------------------------------------------
-# small primitives
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def pkce_challenge(verifier: str) -> str:
-    """The S256 code challenge: BASE64URL(SHA256(ASCII(verifier))) without padding (RFC 7636 §4.2)."""
-    return _b64url(hashlib.sha256(verifier.encode("ascii")).digest())
-
-
-def make_pkce_pair() -> tuple[str, str]:
-    """A fresh (code_verifier, code_challenge) pair; the verifier has 512 bits of entropy (86 chars)."""
-    verifier = secrets.token_urlsafe(64)
-    return verifier, pkce_challenge(verifier)
-
-
-def new_state() -> str:
-    """An unguessable OAuth ``state``: 256 random bits, URL-safe (SMART requires at least 122)."""
-    return secrets.token_urlsafe(32)
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _require_secure(url: str, what: str) -> str:
-    """Only https endpoints, except on the loopback interface (the development sandbox)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.netloc:
-        return url
-    if parts.scheme == "http" and is_loopback(parts.hostname):
-        return url
-    raise AuthError(f"{what} must be an https URL (got {parts.scheme or 'no'} scheme)")
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    if isinstance(value, list):
-        return tuple(v for v in value if isinstance(v, str))
-    return ()
-
-
-# ----------------------------------------------------------------------------------------------
-# discovery
-
-
-@dataclass(frozen=True)
-class SmartConfiguration:
-    """The parts of a server's SMART configuration the client uses."""
-
-    fhir_base: str
-    authorization_endpoint: str
-    token_endpoint: str
-    issuer: str | None = None
-    jwks_uri: str | None = None
-    capabilities: tuple[str, ...] = ()
-    code_challenge_methods_supported: tuple[str, ...] = ()
-    token_endpoint_auth_methods_supported: tuple[str, ...] = ()
-    scopes_supported: tuple[str, ...] = ()
-    source: Literal["well-known", "metadata"] = "well-known"
-
-    @property
-    def supports_v2_scopes(self) -> bool:
-        return "permission-v2" in self.capabilities
-
-    @classmethod
-    def from_well_known(cls, fhir_base: str, doc: Mapping[str, Any]) -> SmartConfiguration:
-        authorize, token = _text(doc.get("authorization_endpoint")), _text(doc.get("token_endpoint"))
-        if not authorize or not token:
-            raise FhirServerError(
-                "the SMART configuration lacks authorization_endpoint or token_endpoint", status=200
-            )
-        return cls(
-            fhir_base=fhir_base,
-            authorization_endpoint=authorize,
-            token_endpoint=token,
-            issuer=_text(doc.get("issuer")),
-            jwks_uri=_text(doc.get("jwks_uri")),
-            capabilities=_strings(doc.get("capabilities")),
-            code_challenge_methods_supported=_strings(doc.get("code_challenge_methods_supported")),
-            token_endpoint_auth_methods_supported=_strings(doc.get("token_endpoint_auth_methods_supported")),
-            scopes_supported=_strings(doc.get("scopes_supported")),
-            source="well-known",
-        )
-
-    @classmethod
-    def from_capability_statement(cls, fhir_base: str, doc: Mapping[str, Any]) -> SmartConfiguration:
-        """SMART 1.0 discovery: ``rest[].security.extension`` oauth-uris and capabilities."""
-        if doc.get("resourceType") != "CapabilityStatement":
-            raise FhirServerError("the server's /metadata is not a CapabilityStatement", status=200)
-        uris: dict[str, str] = {}
-        capabilities: list[str] = []
-        for rest in doc.get("rest") or []:
-            security = rest.get("security") if isinstance(rest, Mapping) else None
-            if not isinstance(security, Mapping):
-                continue
-            for ext in security.get("extension") or []:
-                if not isinstance(ext, Mapping):
-                    continue
-                if ext.get("url") == OAUTH_URIS:
-                    for sub in ext.get("extension") or []:
-                        if isinstance(sub, Mapping) and _text(sub.get("url")) and _text(sub.get("valueUri")):
-                            uris[sub["url"]] = sub["valueUri"]
-                elif ext.get("url") == SMART_CAPABILITIES_EXT and _text(ext.get("valueCode")):
-                    capabilities.append(ext["valueCode"])
-        if "authorize" not in uris or "token" not in uris:
-            raise FhirServerError("the CapabilityStatement has no SMART oauth-uris extension", status=200)
-        return cls(
-            fhir_base=fhir_base,
-            authorization_endpoint=uris["authorize"],
-            token_endpoint=uris["token"],
-            capabilities=tuple(capabilities),
-            source="metadata",
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "fhir_base": self.fhir_base,
-            "authorization_endpoint": self.authorization_endpoint,
-            "token_endpoint": self.token_endpoint,
-            "issuer": self.issuer,
-            "jwks_uri": self.jwks_uri,
-            "capabilities": list(self.capabilities),
-            "code_challenge_methods_supported": list(self.code_challenge_methods_supported),
-            "token_endpoint_auth_methods_supported": list(self.token_endpoint_auth_methods_supported),
-            "scopes_supported": list(self.scopes_supported),
-            "source": self.source,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SmartConfiguration:
-        return cls(
-            fhir_base=data["fhir_base"],
-            authorization_endpoint=data["authorization_endpoint"],
-            token_endpoint=data["token_endpoint"],
-            issuer=data.get("issuer"),
-            jwks_uri=data.get("jwks_uri"),
-            capabilities=tuple(data.get("capabilities") or ()),
-            code_challenge_methods_supported=tuple(data.get("code_challenge_methods_supported") or ()),
-            token_endpoint_auth_methods_supported=tuple(
-                data.get("token_endpoint_auth_methods_supported") or ()
-            ),
-            scopes_supported=tuple(data.get("scopes_supported") or ()),
-            source=data.get("source", "well-known"),
-        )
-
-
-# ----------------------------------------------------------------------------------------------
-# client authentication
-
-
-class ClientAuth:
-    """How the client authenticates at the token endpoint."""
-
-    #: the ``token_endpoint_auth_methods_supported`` value
-    method = "none"
-
-    def apply(
-        self, data: dict[str, str], headers: dict[str, str], *, client_id: str, token_url: str, now: float
-    ) -> None:
-        raise NotImplementedError
-
-
-class PublicClient(ClientAuth):
-    """A public client: no secret, ``client_id`` in the body (SMART-TOKEN-1)."""
-
-    method = "none"
-
-    def apply(
-        self, data: dict[str, str], headers: dict[str, str], *, client_id: str, token_url: str, now: float
-    ) -> None:
-        data["client_id"] = client_id
-
-    def __repr__(self) -> str:
-        return "PublicClient()"
-
-
-class ClientSecretBasic(ClientAuth):
-    """A symmetric confidential client: HTTP Basic with the form-encoded id and secret (RFC 6749 §2.3.1)."""
-
-    method = "client_secret_basic"
-
-    def __init__(self, secret: str) -> None:
-        if not secret:
-            raise ConfigurationError("the SMART client secret is empty")
-        self._secret = secret
-
-    def apply(
-        self, data: dict[str, str], headers: dict[str, str], *, client_id: str, token_url: str, now: float
-    ) -> None:
-        pair = f"{quote(client_id, safe='')}:{quote(self._secret, safe='')}".encode()
-        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
-
-    def __repr__(self) -> str:
-        return "ClientSecretBasic(secret=<hidden>)"
-
-
-class PrivateKeyJwt(ClientAuth):
-    """An asymmetric confidential client: a signed JWT assertion (RS384 or ES384) per token request."""
-
-    method = "private_key_jwt"
-
-    def __init__(self, key: RSAKey | ECKey, *, kid: str, alg: str) -> None:
-        if alg not in ASSERTION_ALGORITHMS:
-            raise ConfigurationError(f"the client assertion algorithm must be RS384 or ES384, not {alg!r}")
-        if alg == "RS384" and not isinstance(key, RSAKey):
-            raise ConfigurationError("RS384 needs an RSA private key")
-        if alg == "ES384" and not (isinstance(key, ECKey) and key.curve_name == "P-384"):
-            raise ConfigurationError("ES384 needs an EC private key on curve P-384")
-        if not key.is_private:
-            raise ConfigurationError("the SMART signing key is a public key; a private key is required")
-        if isinstance(key, RSAKey) and key.raw_value.key_size < 2048:
-            raise ConfigurationError("the RSA signing key must have at least 2048 bits")
-        self._key = key
-        self.kid = kid
-        self.alg = alg
-
-    def assertion(self, *, client_id: str, token_url: str, now: float) -> str:
-        """The ``client_assertion`` JWT: iss = sub = client_id, aud = token URL, exp ≤ 5 min, unique jti."""
-        issued = int(now)
-        claims = {
-            "iss": client_id,
-            "sub": client_id,
-            "aud": token_url,
-            "iat": issued,
-            "exp": issued + MAX_ASSERTION_LIFETIME,
-            "jti": str(uuid.uuid4()),
-        }
-        header = {"alg": self.alg, "kid": self.kid, "typ": "JWT"}
-        return jwt.encode(header, claims, self._key, algorithms=[self.alg])
-
-    def apply(
-        self, data: dict[str, str], headers: dict[str, str], *, client_id: str, token_url: str, now: float
-    ) -> None:
-        data["client_assertion_type"] = JWT_BEARER
-        data["client_assertion"] = self.assertion(client_id=client_id, token_url=token_url, now=now)
-
-    def public_jwk(self) -> dict[str, Any]:
-        """The public half as a JWK (for the app's JWKS endpoint)."""
-        jwk = dict(self._key.as_dict(private=False))
-        jwk.update({"kid": self.kid, "alg": self.alg, "use": "sig", "key_ops": ["verify"]})
-        return jwk
-
-    def __repr__(self) -> str:
-        return f"PrivateKeyJwt(kid={self.kid!r}, alg={self.alg!r})"
-
-
-def load_signing_key(
-    data: str | bytes | Mapping[str, Any], *, kid: str | None = None, alg: str | None = None
-) -> PrivateKeyJwt:
-    """A :class:`PrivateKeyJwt` from a PEM private key, a JWK (JSON text or dict) or a JWKS with one key.
-
-    ``alg`` defaults from the key: RSA → RS384, EC P-384 → ES384. ``kid`` defaults to the JWK's own
-    ``kid`` or else the RFC 7638 thumbprint.
-    """
-    key: Any
-    try:
-        if isinstance(data, Mapping) or (isinstance(data, (str, bytes)) and data.lstrip()[:1] in ("{", b"{")):
-            doc = json.loads(data) if isinstance(data, (str, bytes)) else dict(data)
-            if "keys" in doc:
-                keys = [k for k in doc["keys"] if isinstance(k, Mapping) and "d" in k]
-                if len(keys) != 1:
-                    raise ConfigurationError("the JWKS must hold exactly one private key")
-                doc = dict(keys[0])
-            key = JWKRegistry.import_key(doc)
-            kid = kid or _text(doc.get("kid"))
-        else:
-            raw = data.encode() if isinstance(data, str) else data
-            try:
-                key = RSAKey.import_key(raw)
-            except (JoseError, ValueError, TypeError):
-                key = ECKey.import_key(raw)
-    except ConfigurationError:
-        raise
-    except (JoseError, ValueError, TypeError, KeyError) as error:
-        raise ConfigurationError(
-            f"the SMART private key could not be read ({type(error).__name__})"
-        ) from None
-    if not isinstance(key, (RSAKey, ECKey)):
-        raise ConfigurationError("the SMART private key must be an RSA or EC (P-384) key")
-    if alg is None:
-        alg = "RS384" if isinstance(key, RSAKey) else "ES384"
-    return PrivateKeyJwt(key, kid=kid or key.thumbprint(), alg=alg)
-
-
-# ----------------------------------------------------------------------------------------------
-# registration and the pending authorization
-
-
-@dataclass(frozen=True)
-class ClientRegistration:
-    """How this app is registered with the EHRs it launches from."""
-
-    client_id: str
-    redirect_uri: str
-    #: client authentication methods in order of preference; the first the server supports is used.
-    #: Empty means a public client.
-    auth: tuple[ClientAuth, ...] = ()
-    needs: tuple[ScopeNeed, ...] = DEFAULT_NEEDS
-    #: identity and refresh scopes added to every request
-    extra_scopes: tuple[str, ...] = ("openid", "fhirUser", "online_access")
-
-    def __post_init__(self) -> None:
-        if not self.client_id:
-            raise ConfigurationError("the SMART client id is empty")
-        if not self.redirect_uri:
-            raise ConfigurationError("the SMART redirect URI is empty")
-
-    def auth_for(self, method: str) -> ClientAuth:
-        for auth in self.auth:
-            if auth.method == method:
-                return auth
-        if method == "none" and not self.auth:
-            return PublicClient()
-        raise AuthError(f"client authentication method {method!r} is not configured")
-
-
-@dataclass(frozen=True)
-class PendingAuthorization:
-    """Everything needed to finish one authorization; keep it server-side, keyed by ``state``."""
-
-    state: str
-    code_verifier: str
-    nonce: str
-    fhir_base: str
-    redirect_uri: str
-    scope: str
-    created_at: float
-    expires_at: float
-    configuration: SmartConfiguration
-    launch: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "code_verifier": self.code_verifier,
-            "nonce": self.nonce,
-            "fhir_base": self.fhir_base,
-            "redirect_uri": self.redirect_uri,
-            "scope": self.scope,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "configuration": self.configuration.to_dict(),
-            "launch": self.launch,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PendingAuthorization:
-        return cls(
-            state=data["state"],
-            code_verifier=data["code_verifier"],
-            nonce=data["nonce"],
-            fhir_base=data["fhir_base"],
-            redirect_uri=data["redirect_uri"],
-            scope=data["scope"],
-            created_at=float(data["created_at"]),
-            expires_at=float(data["expires_at"]),
-            configuration=SmartConfiguration.from_dict(data["configuration"]),
-            launch=data.get("launch"),
-        )
-
-    def __repr__(self) -> str:
-        return f"PendingAuthorization(fhir_base={self.fhir_base!r}, ehr_launch={self.launch is not None})"
-
-
-@dataclass(frozen=True)
-class AuthorizationRequest:
-    """Where to send the user: ``GET location``, or ``POST`` ``params`` to ``endpoint`` as a form."""
-
-    endpoint: str
-    params: dict[str, str]
-    method: Literal["GET", "POST"]
-    pending: PendingAuthorization
-
-    @property
-    def location(self) -> str:
-        separator = "&" if urlsplit(self.endpoint).query else "?"
-        return self.endpoint + separator + urlencode(self.params)
-
-    def __repr__(self) -> str:
-        return f"AuthorizationRequest(method={self.method!r}, endpoint={self.endpoint!r})"
-
-
-class AuthorizationDenied(AuthError):
-    """The authorization server sent the user back with an OAuth ``error`` (RFC 6749 §4.1.2.1)."""
-
-    http_status = 403
-
-    def __init__(self, error: str, description: str | None) -> None:
-        text = f"the EHR's authorization server refused the request: {error}"
-        if description:
-            text += f" ({description})"
-        super().__init__(text)
-        self.error = error
-        self.description = description
-
-
-def callback_error(params: Mapping[str, str]) -> AuthorizationDenied | None:
-    """The OAuth error in callback parameters, if any (values truncated, to be shown escaped)."""
-    error = params.get("error")
-    if not error:
-        return None
-    description = params.get("error_description") or None
-    return AuthorizationDenied(error[:100], description[:500] if description else None)
-
-
-# ----------------------------------------------------------------------------------------------
-# the session (token state)
-
-
-@dataclass
-class SmartSession:
-    """Tokens and launch context of one authorized launch. Implements the FHIR client auth interface.
-
-    ``to_dict()`` contains the tokens: store it server-side only (the app's store encrypts it).
-    """
-
-    fhir_base: str
-    token_endpoint: str
-    client_id: str
-    auth_method: str
-    access_token: str | None
-    expires_at: float | None
-    scope: str
-    refresh_token: str | None = None
-    token_type: str = "Bearer"  # noqa: S105 - the token type name, not a secret
-    patient: str | None = None
-    encounter: str | None = None
-    fhir_user: str | None = None
-    id_token_subject: str | None = None
-    need_patient_banner: bool = True
-    smart_style_url: str | None = None
-    intent: str | None = None
-    tenant: str | None = None
-    fhir_context: list[dict[str, Any]] = field(default_factory=list)
-    issued_at: float = 0.0
-    client: SmartClient | None = field(default=None, repr=False, compare=False)
-    on_update: Callable[[SmartSession], None] | None = field(default=None, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
-
-    # -- scopes ---------------------------------------------------------------------------------
-    @property
-    def granted(self) -> GrantedScopes:
-        return granted_scopes(self.scope)
-
-    @property
-    def can_write(self) -> bool:
-        """Whether the app may record on the allergy list; false means the app is read-only."""
-        return self.granted.can_write("AllergyIntolerance")
-
-    @property
-    def can_sign_orders(self) -> bool:
-        """Whether every write of the $apply transaction (:data:`ORDER_WRITES`) was granted."""
-        granted = self.granted
-        return all(
-            granted.allows(resource_type, letter)
-            for resource_type, letters in ORDER_WRITES
-            for letter in letters
-        )
-
-    @property
-    def has_access_token(self) -> bool:
-        return bool(self.access_token)
-
-    @property
-    def has_refresh_token(self) -> bool:
-        return bool(self.refresh_token)
-
-    def expires_within(self, seconds: float, now: float) -> bool:
-        return self.expires_at is not None and self.expires_at - now <= seconds
-
-    # -- the FHIR client auth interface -----------------------------------------------------------
-    def headers(self) -> dict[str, str]:
-        """``Authorization: Bearer …``, refreshing first when the token is about to expire."""
-        client = self.client
-        if (
-            client is not None
-            and self.has_refresh_token
-            and self.expires_within(client.refresh_skew, client.now())
-        ):
-            self.refresh()
-        if not self.access_token:
-            raise AuthError("no access token for this launch; launch the app again from the EHR")
-        return {"Authorization": f"Bearer {self.access_token}"}
-
-    def refresh(self) -> bool:
-        """Use the refresh token now; True when a new access token was obtained."""
-        if self.client is None:
-            return False
-        return self.client.refresh(self)
-
-    # -- serialization ----------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "fhir_base": self.fhir_base,
-            "token_endpoint": self.token_endpoint,
-            "client_id": self.client_id,
-            "auth_method": self.auth_method,
-            "access_token": self.access_token,
-            "expires_at": self.expires_at,
-            "scope": self.scope,
-            "refresh_token": self.refresh_token,
-            "token_type": self.token_type,
-            "patient": self.patient,
-            "encounter": self.encounter,
-            "fhir_user": self.fhir_user,
-            "id_token_subject": self.id_token_subject,
-            "need_patient_banner": self.need_patient_banner,
-            "smart_style_url": self.smart_style_url,
-            "intent": self.intent,
-            "tenant": self.tenant,
-            "fhir_context": list(self.fhir_context),
-            "issued_at": self.issued_at,
-        }
-
-    @classmethod
-    def from_dict(
-        cls,
-        data: Mapping[str, Any],
-        *,
-        client: SmartClient | None = None,
-        on_update: Callable[[SmartSession], None] | None = None,
-    ) -> SmartSession:
-        return cls(
-            fhir_base=data["fhir_base"],
-            token_endpoint=data["token_endpoint"],
-            client_id=data["client_id"],
-            auth_method=data["auth_method"],
-            access_token=data.get("access_token"),
-            expires_at=data.get("expires_at"),
-            scope=data.get("scope") or "",
-            refresh_token=data.get("refresh_token"),
-            token_type=data.get("token_type") or "Bearer",
-            patient=data.get("patient"),
-            encounter=data.get("encounter"),
-            fhir_user=data.get("fhir_user"),
-            id_token_subject=data.get("id_token_subject"),
-            need_patient_banner=bool(data.get("need_patient_banner", True)),
-            smart_style_url=data.get("smart_style_url"),
-            intent=data.get("intent"),
-            tenant=data.get("tenant"),
-            fhir_context=list(data.get("fhir_context") or []),
-            issued_at=float(data.get("issued_at") or 0.0),
-            client=client,
-            on_update=on_update,
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"SmartSession(fhir_base={self.fhir_base!r}, patient={self.patient!r}, scope={self.scope!r}, "
-            f"access_token={'<present>' if self.access_token else None}, "
-            f"refresh_token={'<present>' if self.refresh_token else None})"
-        )
-
 
 # ----------------------------------------------------------------------------------------------
 # the client
