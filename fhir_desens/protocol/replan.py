@@ -15,6 +15,7 @@ from enum import Enum
 
 from fhir_desens.errors import DesensError, InputError, SafetyViolation
 from fhir_desens.protocol.calculate import SIXTY, Plan, PlannedStep, programmable_rate
+from fhir_desens.protocol.display import dose_text
 from fhir_desens.protocol.model import ProtocolKind, ReactionRule, TargetKind
 from fhir_desens.protocol.quantity import Quantity, add, div, mul, plain, sub
 
@@ -262,11 +263,13 @@ def _run(
     reaches = (cumulative == target) if capped else bool(result) and result[-1].dose.value == target
     _check_replan(plan, delivered, result, capped)
     warnings = (
-        [] if reaches else [f"Stopping leaves {plain(sub(target, cumulative))} {plan.dose_unit} undelivered."]
+        []
+        if reaches
+        else [f"Stopping leaves {dose_text(sub(target, cumulative), plan.dose_unit)} undelivered."]
     )
     if not capped and reaches:
         warnings.append(
-            f"Doses repeated after the reaction add to the total ({plain(cumulative)} {plan.dose_unit})."
+            f"Doses repeated after the reaction add to the total ({dose_text(cumulative, plan.dose_unit)})."
         )
     return Replan(
         option=option,

@@ -16,6 +16,7 @@ from fhir_desens.course.bedside.resume import ResumeChoice, Row, describe
 from fhir_desens.course.bedside.state import Segment, SessionState, minutes_between
 from fhir_desens.course.bedside.vitals import MEASURES
 from fhir_desens.protocol import display as shown
+from fhir_desens.protocol import report
 from fhir_desens.protocol.model import TargetKind
 from fhir_desens.protocol.quantity import div, plain, sub
 from smart_app.services import EXTENSION as SERVICES
@@ -32,6 +33,21 @@ def _dose(value: Decimal | None) -> str:
     """A dose or cumulative dose by the display policy ('1,296,700', '738.1', '0.0016'; never '0' for a
     dose that is not zero)."""
     return "—" if value is None else shown.dose_number(value)
+
+
+def _rate(state: SessionState, value: Decimal | None) -> str:
+    """A rate at the plan's pump resolution, as the worksheet prints it."""
+    return "—" if value is None else report.rate_text(state.plan, value)
+
+
+def _volume(value_ml: Decimal | None) -> str:
+    """A volume in mL as the worksheet prints it (0.01 mL below 1 mL, else 0.1 mL)."""
+    return "—" if value_ml is None else shown.volume_number(value_ml)
+
+
+def _minutes(value: Decimal | None) -> str:
+    """Whole minutes, as the worksheet prints them."""
+    return "—" if value is None else shown.minutes_text(value).removesuffix(" min")
 
 
 def _site_zone() -> tzinfo | None:
@@ -117,6 +133,10 @@ class RowView:
     given_as: str = ""  # a dose by mouth: what is given ('0.5 tablet of 81 mg')
 
 
+#: a step's status in the nurse's words (the FHIR MedicationAdministration codes stay in the record)
+STATUS_WORDS = {"in-progress": "running", "on-hold": "paused", "completed": "given", "stopped": "stopped"}
+
+
 def rows(state: SessionState) -> list[RowView]:
     unit = state.plan.dose_unit
     result = []
@@ -128,19 +148,19 @@ def rows(state: SessionState) -> list[RowView]:
                 number=row.number,
                 label=row.label,
                 bag=row.solution,
-                rate=_fmt(row.step.rate_ml_h, 1),
-                planned_minutes=_fmt(row.step.minutes, 1),
-                planned_volume=_fmt(_planned_volume(state, row, segments), 2),
+                rate=_rate(state, row.step.rate_ml_h),
+                planned_minutes=_minutes(row.step.minutes),
+                planned_volume=_volume(_planned_volume(state, row, segments)),
                 planned_dose=f"{_dose(row.step.dose.value)} {unit}",
                 started=", ".join(clock(s.started_at) for s in segments) or "—",
                 stopped=", ".join(clock(s.ended_at) for s in segments if s.ended_at) or "—",
-                actual_rate=", ".join(_fmt(s.rate_ml_h, 1) for s in segments) or "—",
-                volume=_fmt(sum((s.volume_ml for s in segments), Decimal(0)), 2) if segments else "—",
+                actual_rate=", ".join(_rate(state, s.rate_ml_h) for s in segments) or "—",
+                volume=_volume(sum((s.volume_ml for s in segments), Decimal(0))) if segments else "—",
                 dose=f"{_dose(sum((s.dose for s in segments), Decimal(0)))} {unit}" if segments else "—",
                 cumulative=f"{_dose(segments[-1].cumulative)} {unit}"
                 if segments and segments[-1].ended_at
                 else "—",
-                status=segments[-1].status if segments else "planned",
+                status=STATUS_WORDS.get(segments[-1].status, segments[-1].status) if segments else "planned",
                 symptoms=("none" if check and check["symptoms"] == ["none"] else ", ".join(check["symptoms"]))
                 if check
                 else "—",

@@ -28,8 +28,8 @@ from tests.e2e.test_planning_journeys import choose_option, fhir_search, sign, s
 
 PATIENT = "carboplatin-ovarian"
 VITALS = {
-    "Systolic blood pressure (mm[Hg])": "118",
-    "Diastolic blood pressure (mm[Hg])": "74",
+    "Systolic blood pressure (mmHg)": "118",
+    "Diastolic blood pressure (mmHg)": "74",
     "Heart rate (/min)": "72",
     "Respiratory rate (/min)": "14",
     "Oxygen saturation (%)": "98",

@@ -157,7 +157,8 @@ def test_the_checklist_must_be_complete_before_step_1() -> None:
     with pytest.raises(InputError) as refused:
         bedside.record("step-start", row=1)
     assert refused.value.field == "checklist"
-    assert "iv-access" in str(refused.value) and "baseline-vitals" in str(refused.value)
+    assert "IV access" in str(refused.value) and "baseline vital signs" in str(refused.value)
+    assert "iv-access" not in str(refused.value)  # the nurse reads words, not the record's codes
 
 
 def test_two_screens_cannot_start_the_same_step_twice() -> None:

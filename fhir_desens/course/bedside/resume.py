@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import SIXTY, Plan, PlannedStep
 from fhir_desens.protocol.model import ProtocolKind, TargetKind
-from fhir_desens.protocol.quantity import Quantity, add, div, mul, plain, sub, total
+from fhir_desens.protocol.quantity import Quantity, add, div, mul, sub, total
 from fhir_desens.protocol.replan import Interruption, Replan, replan_all
 
 if TYPE_CHECKING:  # state imports this module
@@ -163,7 +164,10 @@ def _label(step: PlannedStep, reaction: Reaction) -> str:
 def describe(choice: ResumeChoice, unit: str) -> str:
     """One line for the resume form."""
     ending = "reaches the target" if choice.reaches_target else "stops short of the target"
-    return f"{len(choice.rows)} step(s), {plain(choice.minutes)} min, total {plain(choice.total)} {unit}: {ending}"
+    steps = "1 step" if len(choice.rows) == 1 else f"{len(choice.rows)} steps"
+    return (
+        f"{steps}, {shown.clock_text(choice.minutes)}, total {shown.dose_text(choice.total, unit)}: {ending}"
+    )
 
 
 __all__ = ["KEEP_BAGS", "ResumeChoice", "Row", "describe", "plan_rows", "resume_choices"]

@@ -131,6 +131,10 @@ class SessionState:
         ]
         return missing
 
+    def missing_checklist_text(self) -> str:
+        """What is still to record before step 1, in words ("signed consent, IV access, ...")."""
+        return ", ".join(_checklist_words(item) for item in self.missing_checklist())
+
     @property
     def baseline(self) -> VitalsRecord | None:
         return self.vitals[0] if self.vitals else None
@@ -224,3 +228,21 @@ def minutes_between(start: datetime, end: datetime) -> Decimal:
 
 
 __all__ = ["Reaction", "Segment", "SessionState", "VitalsRecord", "minutes_between"]
+
+
+#: The checklist's items as the nurse reads them (the codes stay in the record).
+CHECKLIST_WORDS = {
+    "consent": "signed consent",
+    "iv-access": "IV access",
+    "emergency-kit": "emergency kit at the bedside",
+    "beta-blocker-held": "beta-blocker held",
+    "one-to-one-nurse": "1:1 nurse",
+    "baseline-vitals": "baseline vital signs",
+    "baseline-peak-flow": "baseline peak flow",
+}
+
+
+def _checklist_words(item: str) -> str:
+    if item.startswith("premedication: "):
+        return "premedication " + item.removeprefix("premedication: ")
+    return CHECKLIST_WORDS.get(item, item.replace("-", " "))

@@ -64,7 +64,7 @@ def step_start(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any
     phase = state.phase
     if phase == "checklist":
         raise InputError(
-            "checklist", "is not complete: " + ", ".join(state.missing_checklist()), "every item recorded"
+            "checklist", "is not complete: " + state.missing_checklist_text(), "every item recorded"
         )
     if phase in ("running", "paused"):
         raise ConflictError(

@@ -28,6 +28,14 @@ class Measure:
     possible: tuple[Decimal, Decimal]  # outside: refused as impossible
     expected: tuple[Decimal, Decimal]  # outside: flagged low/high
 
+    @property
+    def unit_text(self) -> str:
+        """The unit as a nurse reads it ('mmHg', '°C'; the UCUM code stays in the record)."""
+        return UNIT_WORDS.get(self.unit, self.unit)
+
+
+UNIT_WORDS = {"mm[Hg]": "mmHg", "Cel": "°C"}
+
 
 MEASURES = (
     Measure(
@@ -68,7 +76,7 @@ BY_FIELD = {m.field: m for m in MEASURES}
 #: The one number parser's bounds for each measure (no NaN, infinity, 1e-400 or 50 digits); the
 #: physiologically possible range is checked after it, with its own message.
 _WIDE_FIELDS = {
-    m.field: NumberField(m.field, Decimal(-1000), Decimal(10_000), m.unit, minimum_inclusive=True)
+    m.field: NumberField(m.field, Decimal(-1000), Decimal(10_000), m.unit_text, minimum_inclusive=True)
     for m in MEASURES
 }
 REQUIRED = ("systolic", "diastolic", "heart_rate", "respiratory_rate", "spo2")
@@ -104,7 +112,7 @@ def parse_vitals(data: dict[str, Any]) -> VitalSigns:
         raw = data.get(measure.field)
         if raw is None or str(raw).strip() == "":
             if measure.field in REQUIRED:
-                raise InputError(measure.field, "is required", f"{measure.label} in {measure.unit}")
+                raise InputError(measure.field, "is required", f"{measure.label} in {measure.unit_text}")
             continue
         low, high = measure.possible
         value = parse_number(str(raw), _WIDE_FIELDS[measure.field])
@@ -112,7 +120,7 @@ def parse_vitals(data: dict[str, Any]) -> VitalSigns:
             raise InputError(
                 measure.field,
                 f"{raw} is not a possible {measure.label.lower()}",
-                f"{low} to {high} {measure.unit}",
+                f"{low} to {high} {measure.unit_text}",
             )
         values[measure.field] = value
     if values["diastolic"] >= values["systolic"]:

@@ -1,0 +1,91 @@
+"""The flowsheet in the nurse's words and the worksheet's numbers: no record codes ("iv-access",
+"baseline-vitals"), no UCUM codes in the vital-sign labels ("mm[Hg]", "Cel"), and the steps table's
+volumes, minutes and rates written as the printed worksheet writes them (docs/display.md)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from flask import Flask
+
+from fhir_desens.course.bedside.record import BedsideRecord, start_entry
+from fhir_desens.protocol.library import builtin_protocols
+from tests.app.conftest import Launcher
+from tests.app.fake_ehr import FakeEhr
+from tests.app.test_paper_pdf import too_precise
+from tests.app.test_plan_pages import text_of
+from tests.bedside_session import NURSE, Bedside, carboplatin_draft
+
+PATIENT = "carboplatin-ovarian"
+
+
+def _flowsheet_at_the_checklist(launcher: Launcher, ehr: FakeEhr, app: Flask) -> str:
+    ehr.load_fixture(PATIENT)
+    sid = launcher.launch(PATIENT)
+    services = app.extensions["fhir_desens"]
+    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
+    bedside = Bedside(record_to=record, patient=f"Patient/{PATIENT}")
+    bedside.submit(
+        start_entry(
+            entry_id=str(uuid.uuid4()), session_id=bedside.session_id, author=NURSE, at=bedside.now,
+            draft=carboplatin_draft(bedside.patient), request_group="RequestGroup/rg1",
+            step_requests={n: f"MedicationRequest/mr{n}" for n in range(1, 13)}, encounter=bedside.encounter,
+        )
+    )  # fmt: skip
+    bedside.record("checklist", item="consent")
+    response = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}")
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def test_the_checklist_and_the_vital_signs_read_in_words(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    html = _flowsheet_at_the_checklist(launcher, ehr, app)
+    text = text_of(html)
+    [still] = re.findall(r"Still to record: ([^.]*)\.", text)
+    assert still.startswith("IV access, emergency kit at the bedside, baseline vital signs")
+    assert "iv-access" not in still and "baseline-vitals" not in still and "premedication:" not in still
+    assert "Systolic blood pressure (mmHg)" in text and "Body temperature (°C)" in text
+    assert "mm[Hg]" not in text and "(Cel)" not in text
+
+
+def test_the_steps_table_writes_numbers_as_the_worksheet_does(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    html = _flowsheet_at_the_checklist(launcher, ehr, app)
+    rows = re.findall(r"<tr><th scope=\"row\">(\d+)</th>(.*?)</tr>", html, re.S)
+    cells = {int(n): re.findall(r"<td[^>]*>(.*?)</td>", body) for n, body in rows}
+    # columns: step, bag, rate, minutes, volume, ...; step 2 runs 1.25 mL, the last step 174.375 min
+    assert cells[2][1:5] == ["1", "5", "15", "1.3"]
+    assert cells[12][3] == "174"
+
+
+def test_the_resume_options_and_step_statuses_read_as_the_nurse_reads_them(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    """After a reaction the engine's options were written with every digit ("264.0348101186078321... min")
+    and the steps with FHIR codes ("on-hold"): now durations, doses and statuses are the display policy's."""
+    ehr.load_fixture(PATIENT)
+    sid = launcher.launch(PATIENT)
+    services = app.extensions["fhir_desens"]
+    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
+    bedside = Bedside(record_to=record, patient=f"Patient/{PATIENT}")
+    bedside.start()
+    bedside.advance(20)
+    for row in range(1, 11):
+        bedside.run_row(row)
+    bedside.run_row(11, 6, stop=False)
+    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    bedside.advance(20)
+    bedside.record("resolved")
+    text = text_of(launcher.get(f"/s/{sid}/bedside/{bedside.session_id}").get_data(as_text=True))
+    options = text[text.index("Resume (the engine's options") : text.index("Record decision")]
+    assert re.search(r"Go back one step : 3 steps, \d h \d\d min, total 400 mg: reaches the target", options)
+    assert re.search(r"Stopping leaves 3\d\d\.?\d* mg undelivered", options)
+    assert too_precise(options) == [], options
+    assert "174.4 min" not in options and re.search(r"\(bag 3, 80 mL/h, 17\d min\)", options)
+    html = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}").get_data(as_text=True)
+    statuses = re.findall(r"<td>(given|paused|running|planned|completed|on-hold)</td></tr>", html)
+    assert statuses[:12] == ["given"] * 10 + ["paused", "planned"]
