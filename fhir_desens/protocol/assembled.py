@@ -14,6 +14,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TypeVar
 
+from fhir_desens.protocol.plan import PlannedStep
 from fhir_desens.protocol.quantity import Quantity
 
 _T = TypeVar("_T")
@@ -25,6 +26,44 @@ def assembled(cls: type[_T], **fields: object) -> _T:
     """An instance of the frozen dataclass ``cls`` holding ``fields`` (every field, in declaration order)."""
     instance = _new(cls)
     _set(instance, "__dict__", fields)
+    return instance
+
+
+def planned_step(
+    number: int,
+    solution: int,
+    rate_ml_h: Decimal | None,
+    minutes: Decimal,
+    volume_ml: Decimal | None,
+    dose: Quantity,
+    cumulative_dose: Quantity,
+    start_minute: Decimal,
+    closing: bool,
+    inserted: bool,
+    protocol_step: int | None,
+    note: str | None,
+) -> PlannedStep:
+    """A PlannedStep of an infusion (no solid units), its fields in declaration order."""
+    instance = _new(PlannedStep)
+    _set(
+        instance,
+        "__dict__",
+        {
+            "number": number,
+            "solution": solution,
+            "rate_ml_h": rate_ml_h,
+            "minutes": minutes,
+            "volume_ml": volume_ml,
+            "dose": dose,
+            "cumulative_dose": cumulative_dose,
+            "start_minute": start_minute,
+            "units": None,
+            "closing": closing,
+            "inserted": inserted,
+            "protocol_step": protocol_step,
+            "note": note,
+        },
+    )
     return instance
 
 

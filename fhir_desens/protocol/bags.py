@@ -39,13 +39,14 @@ class InfusionSetup:
         self.steps = with_insertions(
             self.protocol, request.insert_before, self.protocol.defaults.step_minutes
         )
-        self.rates = {s.number: self._rate(s) for s in self.steps}
-        last = self.steps[-1].number
+        self.rates: dict[int, Decimal | None] = {}
         #: (step, rate or None, empties its solution, is the last step): what the step loop reads
-        self.schedule = [
-            (s, self.rates[s.number], self._empties(s, s.number == last), s.number == last)
-            for s in self.steps
-        ]
+        self.schedule: list[tuple[StepDefinition, Decimal | None, bool, bool]] = []
+        last = self.steps[-1].number
+        for step in self.steps:
+            rate = self.rates[step.number] = self._rate(step)
+            is_last = step.number == last
+            self.schedule.append((step, rate, self._empties(step, is_last), is_last))
         self.volumes = self._volumes()
         self.fractions = self._fractions()
         self.warnings: list[str] = []

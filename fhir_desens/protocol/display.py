@@ -20,7 +20,7 @@ Rounding is ROUND_HALF_UP (what a calculator and a pharmacist do).
 from __future__ import annotations
 
 from datetime import date, datetime, tzinfo
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from fhir_desens.protocol.quantity import EXACT, Quantity, unit
 
@@ -66,8 +66,9 @@ _QUANTA = tuple(Decimal(1).scaleb(-places) for places in range(30))
 
 
 def _rounded(value: Decimal, places: int) -> Decimal:
+    """``value`` rounded half-up to ``places`` decimals (EXACT's rounding is ROUND_HALF_UP)."""
     quantum = _QUANTA[places] if places < len(_QUANTA) else Decimal(1).scaleb(-places)
-    return value.quantize(quantum, rounding=ROUND_HALF_UP, context=EXACT)
+    return EXACT.quantize(value, quantum)
 
 
 def grouped(value: Decimal) -> str:
@@ -76,7 +77,9 @@ def grouped(value: Decimal) -> str:
     sign = "-" if text.startswith("-") else ""
     whole, _, fraction = text.lstrip("-").partition(".")
     fraction = fraction.rstrip("0")
-    body = f"{int(whole):,}" + (f".{fraction}" if fraction else "")
+    if len(whole) > 3:  # below 1,000 there is nothing to group
+        whole = f"{int(whole):,}"
+    body = whole + (f".{fraction}" if fraction else "")
     return "0" if body == "0" else sign + body
 
 

@@ -7,7 +7,7 @@ from decimal import ROUND_CEILING, Decimal
 
 from fhir_desens.errors import InputError
 from fhir_desens.protocol import display as shown
-from fhir_desens.protocol.assembled import assembled, quantity
+from fhir_desens.protocol.assembled import assembled, planned_step, quantity
 from fhir_desens.protocol.bags import SIXTY, InfusionSetup, overfill_warnings
 from fhir_desens.protocol.model import Evidence, StepDefinition
 from fhir_desens.protocol.plan import Plan, PlannedSolution, PlannedStep, PlanRequest
@@ -67,21 +67,19 @@ class _InfusionPlanner(InfusionSetup):
                 protocol_number += 1
                 previous_dose = dose
             planned.append(
-                assembled(
-                    PlannedStep,
-                    number=len(planned) + 1,
-                    solution=number,
-                    rate_ml_h=rate,
-                    minutes=minutes,
-                    volume_ml=volume,
-                    dose=quantity(dose, dose_unit),
-                    cumulative_dose=quantity(cumulative, dose_unit),
-                    start_minute=clock,
-                    units=None,
-                    closing=closing,
-                    inserted=step.inserted,
-                    protocol_step=None if step.inserted else protocol_number,
-                    note=step.note,
+                planned_step(
+                    len(planned) + 1,
+                    number,
+                    rate,
+                    minutes,
+                    volume,
+                    quantity(dose, dose_unit),
+                    quantity(cumulative, dose_unit),
+                    clock,
+                    closing,
+                    step.inserted,
+                    None if step.inserted else protocol_number,
+                    step.note,
                 )
             )
             clock = add(clock, minutes)
