@@ -1,0 +1,221 @@
+"""The plan page of a draft: its context (the session, the draft, the allergy screening, the memoized plan),
+the worksheet with its clock times, the signing blockers and the other active plans of the drug, rendered.
+The orders blueprint re-renders it through :func:`render_plan_page` when signing was refused."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from flask import render_template, url_for
+
+from fhir_desens.course.chart import patient_reference
+from fhir_desens.course.draft import DILUENTS
+from fhir_desens.course.drug_review import DrugReview
+from fhir_desens.course.lifecycle import active_plans_for_drug
+from fhir_desens.course.readback import SignedPlanSummary
+from fhir_desens.course.sign import (
+    DuplicatePlan,
+    SignRefusal,
+    SignResult,
+    describe_refusal,
+    planned_start,
+    signed_marker,
+)
+from fhir_desens.course.therapeutic import dose_blocker, dose_difference
+from fhir_desens.errors import DesensError
+from fhir_desens.protocol.calculate import Plan
+from fhir_desens.protocol.display import chart_time_text
+from fhir_desens.protocol.library import builtin_protocols
+from fhir_desens.protocol.model import Protocol
+from fhir_desens.protocol.quantity import plain
+from fhir_desens.protocol.risk import ProtocolSuggestion
+from smart_app.app_session import AppSession, override_evidence
+from smart_app.chart.page import PatientBanner
+from smart_app.planning import drafts
+from smart_app.planning.computed import Computed, computed_for
+from smart_app.planning.drafts import Assessment, DraftNotFound, PlanDraft
+from smart_app.planning.forms import (
+    CLOSING_TEXT,
+    FieldError,
+    ProtocolOptions,
+    options_for,
+)
+from smart_app.planning.pages import common_context, session_for
+from smart_app.planning.worksheet import Worksheet, at_start
+from smart_app.services import services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlanContext:
+    session: AppSession
+    banner: PatientBanner
+    draft: PlanDraft
+    assessment: Assessment
+    protocols: Mapping[str, Protocol]
+    plan: Plan | None = None
+    plan_error: FieldError | None = None
+    errors: list[FieldError] = field(default_factory=list)
+    review: DrugReview | None = None  # the drug checks of the plan (None: no plan)
+    signed: SignResult | None = None  # the draft was signed: read-only
+    computed: Computed | None = None  # the draft's plan and its clock-free worksheet, memoized
+
+    @property
+    def blocked(self) -> bool:
+        """Contraindicated without an expert override: no worksheet, no edits, no signing."""
+        return self.assessment.contraindicated and not self.draft.override_reason
+
+
+def context_for(sid: str, draft_id: str) -> PlanContext:
+    session = session_for(sid)
+    draft = drafts.load_draft(sid, draft_id)
+    if draft.patient != patient_reference(session.smart):
+        raise DraftNotFound()
+    assessment = drafts.assessment_for(session, draft)
+    context = PlanContext(session, session.banner(), draft, assessment, drafts.library())
+    context.signed = signed_marker(services().store, sid, draft_id)
+    computed = computed_for(draft)  # the engine and the invariants ran on this draft's content
+    context.computed = computed
+    context.plan, context.plan_error, context.review = computed.plan, computed.plan_error, computed.review
+    return context
+
+
+def _protocol_values(context: PlanContext) -> dict[str, str]:
+    """The protocol form as the stored draft has it (defaults shown as the engine resolved them)."""
+    draft, plan = context.draft, context.plan
+    protocol = context.protocols.get(draft.protocol_id)
+    values = {"protocol": draft.protocol_id, "diluent": draft.diluent or "", "closing": draft.closing or ""}
+    if plan is not None and plan.final_rate_ml_h is not None:
+        values["final_rate"] = plain(plan.final_rate_ml_h)
+    bag = draft.bag_volume_ml
+    if bag is None and protocol is not None and protocol.defaults.bag_volume_ml is not None:
+        bag = plain(protocol.defaults.bag_volume_ml)
+    values["bag_volume"] = bag or ""
+    if not values["closing"] and plan is not None and plan.closing is not None:
+        values["closing"] = plan.closing.value
+    return values
+
+
+def _suggestion(context: PlanContext) -> ProtocolSuggestion | None:
+    return context.computed.suggestion if context.computed is not None else None
+
+
+def worksheet_of(context: PlanContext) -> Worksheet | None:
+    """The worksheet with its clock times (the plan's part memoized, :mod:`smart_app.planning.computed`)."""
+    computed, draft = context.computed, context.draft
+    if computed is None or computed.plan is None or computed.sheet is None:
+        return None
+    return at_start(computed.sheet, computed.plan, _start_of(draft), planned=draft.planned_start is not None)
+
+
+def _start_of(draft: PlanDraft) -> datetime:
+    """The worksheet's clock: the planned start, else "if started now" (both in the site's zone)."""
+    start = planned_start(draft)
+    return start.astimezone(services().settings.zone) if start is not None else services().site_now()
+
+
+def _start_value(draft: PlanDraft) -> str:
+    """The planned start for the form's datetime-local field (site's zone, no offset)."""
+    start = planned_start(draft)
+    return start.astimezone(services().settings.zone).strftime("%Y-%m-%dT%H:%M") if start else ""
+
+
+def when_text(value: str) -> str:
+    """A FHIR dateTime for people in the site's zone ("15 Jan 2027 09:00 CET"), as the signed plan's page."""
+    return chart_time_text(value, services().settings.zone) if value else "an earlier visit"
+
+
+def _duplicates(context: PlanContext) -> list[SignedPlanSummary]:
+    """Other active plans for the same drug (none when they cannot be read), from the signed plans the
+    start form read with the chart (read again once that read has expired); signing searches afresh."""
+    try:
+        return active_plans_for_drug(
+            context.session.smart,
+            context.protocols,
+            context.draft.drug,
+            context.draft.drug_rxnorm,
+            zone=services().settings.zone,
+            bundle=context.session.signed_plans_bundle(),
+        )
+    except DesensError as error:
+        log.warning("active plans could not be read: %s", type(error).__name__)
+        return []
+
+
+def render_plan(
+    context: PlanContext,
+    *,
+    posted: Mapping[str, str] | None = None,
+    status: int = 200,
+    refusal: SignRefusal | None = None,
+) -> tuple[str, int]:
+    session, draft, plan = context.session, context.draft, context.plan
+    protocol = context.protocols.get(draft.protocol_id)
+    options: ProtocolOptions | None = options_for(protocol) if protocol is not None else None
+    worksheet = worksheet_of(context) if plan is not None and not context.blocked else None
+    values = _protocol_values(context)
+    if posted is not None and posted.get("action") == "recalculate":
+        values.update(
+            {k: posted.get(k, "") for k in ("protocol", "final_rate", "bag_volume", "diluent", "closing")}
+        )
+    errors = list(context.errors)
+    if context.plan_error is not None and not errors:
+        errors.append(context.plan_error)
+    can_write = session.smart.can_sign_orders  # the same rule signing applies (course.sign.sign_draft)
+    blockers = drafts.signing_blockers(draft, context.assessment, can_write, context.review)
+    dose_blocked = dose_blocker(draft, services().settings.dose_tolerance_percent)
+    if dose_blocked:
+        blockers.append(dose_blocked)
+    duplicates = _duplicates(context) if can_write and context.signed is None else []
+    if duplicates and not draft.duplicate_reason:
+        blockers.append(DuplicatePlan(duplicates).reasons[0])
+    html = render_template(
+        "plan.html",
+        **common_context(session, context.banner),
+        draft=draft,
+        assessment=context.assessment,
+        blocked=context.blocked,
+        protocol=protocol,
+        protocols=context.protocols,
+        builtin_ids=frozenset(builtin_protocols()),  # imported protocols show where they come from
+        options=options,
+        suggestion=_suggestion(context),
+        plan=plan,
+        worksheet=worksheet,
+        values=values,
+        posted=posted or {},
+        errors=errors,
+        error_for={e.field: e.message for e in errors},
+        refusal=refusal,
+        closing_text={c.value: t for c, t in CLOSING_TEXT.items()},
+        diluents=DILUENTS,
+        blockers=blockers,
+        review=context.review,
+        allergists=drafts.allergists(),
+        user_is_allergist=override_evidence(session.user) is not None,
+        duplicates=duplicates,
+        dose=dose_difference(draft),
+        dose_tolerance=services().settings.dose_tolerance_percent,
+        signed=context.signed,
+        signed_when=when_text(context.signed.sent_at) if context.signed else None,
+        planned_start_value=_start_value(draft),
+        zone_name=services().site_now().strftime("%Z") or str(services().settings.zone),
+        can_write=can_write,
+        fixed_note=drafts.fixed_dose_note(draft, plan) if plan is not None else None,
+        sign_url=url_for("plan.page", sid=session.sid, draft_id=draft.draft_id) + "/sign",
+    )
+    return html, status
+
+
+def render_plan_page(
+    sid: str, draft_id: str, *, status: int, sign_error: DesensError | None = None
+) -> tuple[str, int]:
+    """The plan page of a draft with ``status``; ``sign_error``: why "Sign and send orders" did not
+    sign (shown in an alert saying what happened and what the chart holds, above the worksheet and
+    its print links). DraftNotFound, or the EHR's errors when the page itself cannot be read."""
+    refusal = describe_refusal(sign_error) if sign_error is not None else None
+    return render_plan(context_for(sid, draft_id), status=status, refusal=refusal)
