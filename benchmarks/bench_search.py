@@ -8,37 +8,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.hostile
 
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.sandbox.fhir_server import FhirServerProcess
-
-
-def _allergy(n: int, patient: str) -> dict:
-    return {
-        "resourceType": "AllergyIntolerance",
-        "patient": {"reference": patient},
-        "category": ["medication"],
-        "code": {"text": f"Drug {n}"},
-        "clinicalStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
-                    "code": "active",
-                }
-            ]
-        },
-    }
+from tests.hostile import plant_allergies
 
 
 def _load(client: FhirClient, patient: str, count: int) -> float:
     start = time.perf_counter()
-    for first in range(0, count, 500):
-        entries = [
-            {"resource": _allergy(n, patient), "request": {"method": "POST", "url": "AllergyIntolerance"}}
-            for n in range(first, min(count, first + 500))
-        ]
-        client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    plant_allergies(client, patient, count)
     return time.perf_counter() - start
 
 
@@ -66,6 +49,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     main(sys.argv[1:])

@@ -53,6 +53,30 @@ def input_value(html: str, name: str) -> str:
     return html_module.unescape(found.group(1))
 
 
+#: The start form's risk questions answered explicitly, as a clinician does: an unanswered criterion is
+#: "not known", never "no" (RISK-CHART-2).
+NO_RISK = {
+    "grade": "",
+    "hypotension_or_hypoxia": "no",
+    "cardiac_or_beta_blocker": "no",
+    "fev1_below_80": "no",
+}
+
+
+def start_form_values(html: str) -> dict[str, str]:
+    """The plan start form (``/plan/new``) as the chart pre-filled it: drug, dose, indication, height and
+    weight, with the risk questions answered "no" (:data:`NO_RISK`)."""
+    return {
+        "drug": selected_value(html, "drug"),
+        "target_dose": input_value(html, "target_dose"),
+        "dose_unit": selected_value(html, "dose_unit"),
+        "indication": input_value(html, "indication"),
+        "height_cm": input_value(html, "height_cm"),
+        "weight_kg": input_value(html, "weight_kg"),
+        **NO_RISK,
+    }
+
+
 def table_rows(html: str, table_id: str) -> list[list[str]]:
     """The body rows of a table as lists of cell texts."""
     table = re.search(rf'<table[^>]*id="{table_id}".*?</table>', html, re.S)

@@ -24,7 +24,7 @@ import requests
 
 from fhir_desens.sandbox.request_log import LoggedRequest, sequential_depth
 from fhir_desens.sandbox.server import Sandbox
-from tests.html import alerts, input_value, selected_value, text_of
+from tests.html import alerts, start_form_values, text_of
 
 PATIENT = "carboplatin-ovarian"
 STAGES = ("launch", "patient page", "plan", "sign", "bedside", "outcome")
@@ -130,21 +130,7 @@ class Journey:
     def plan(self) -> str:
         """Start form as the chart pre-fills it, then the worksheet; the worksheet URL."""
         html = self._remember_csrf(self.get(self.sid_url + "/plan/new"))
-        worksheet = self.post(
-            self.sid_url + "/plan/new",
-            {
-                "drug": selected_value(html, "drug"),
-                "target_dose": input_value(html, "target_dose"),
-                "dose_unit": selected_value(html, "dose_unit"),
-                "indication": input_value(html, "indication"),
-                "height_cm": input_value(html, "height_cm"),
-                "weight_kg": input_value(html, "weight_kg"),
-                "grade": "",
-                "hypotension_or_hypoxia": "no",
-                "cardiac_or_beta_blocker": "no",
-                "fev1_below_80": "no",
-            },
-        )
+        worksheet = self.post(self.sid_url + "/plan/new", start_form_values(html))
         self._remember_csrf(self.get(worksheet))
         return worksheet
 

@@ -15,7 +15,7 @@ from fhir_desens.protocol.library import builtin_protocols
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
 from tests.app.test_sign_orders import Signer
-from tests.html import alerts, input_value, selected_value, text_of
+from tests.html import alerts, input_value, selected_value, start_form_values, text_of
 
 FIXTURES = sorted(p.stem for p in (Path(__file__).parents[2] / "fixtures" / "patients").glob("*.json"))
 ALLERGIST = {
@@ -112,12 +112,7 @@ def test_the_paclitaxel_patient_is_prefilled_high_risk_with_sources(signer: Sign
     assert "68/40" in text and "I25.10" in text and "Metoprolol" in text
     form = {
         "csrf_token": signer.csrf(sid),
-        "drug": selected_value(html, "drug"),
-        "target_dose": input_value(html, "target_dose"),
-        "dose_unit": selected_value(html, "dose_unit"),
-        "indication": input_value(html, "indication"),
-        "height_cm": input_value(html, "height_cm"),
-        "weight_kg": input_value(html, "weight_kg"),
+        **start_form_values(html),
         "grade": "3",
         "hypotension_or_hypoxia": "yes",
         "cardiac_or_beta_blocker": "yes",

@@ -24,13 +24,12 @@ from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
 from tests.app.test_plan_pages import Planner, text_of
 from tests.bedside_session import Bedside
+from tests.hostile import HUNDRED_KB, PLAN_PAGES, page_problems
 
 PATIENT = "carboplatin-ovarian"
 ORDER = ("MedicationRequest", "carboplatin-ovarian.medreq-carboplatin")
 HEIGHT = ("Observation", "carboplatin-ovarian.obs-height")
 WEIGHT = ("Observation", "carboplatin-ovarian.obs-weight")
-HUNDRED_KB = "Premedication and observation notes. " * 2800  # about 100 kB
-UNSAFE = re.compile("[\u202a-\u202e\u2066-\u2069\u200b-\u200f\u2060\ufeff\ud800-\udfff]")
 
 
 def _order(ehr: FakeEhr) -> dict[str, Any]:
@@ -77,24 +76,18 @@ def dose_1e44_mg(ehr: FakeEhr) -> None:
     dose["value"] = 1e44
 
 
+def _weight_150(ehr: FakeEhr, rid: str, when: str, unit: str) -> None:
+    """A weight of 150 (UCUM code kg, shown unit ``unit``) taken at ``when``."""
+    quantity = {"value": 150, "unit": unit, "system": "http://unitsofmeasure.org", "code": "kg"}
+    _observation(ehr, rid, WEIGHT, effectiveDateTime=when, valueQuantity=quantity)
+
+
 def future_weight(ehr: FakeEhr) -> None:
-    _observation(
-        ehr,
-        "weight-2099",
-        WEIGHT,
-        effectiveDateTime="2099-01-01T08:00:00Z",
-        valueQuantity={"value": 150, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"},
-    )
+    _weight_150(ehr, "weight-2099", "2099-01-01T08:00:00Z", "kg")
 
 
 def unit_code_disagreement(ehr: FakeEhr) -> None:
-    _observation(
-        ehr,
-        "weight-lb-kg",
-        WEIGHT,
-        effectiveDateTime="2026-12-01T08:00:00Z",
-        valueQuantity={"value": 150, "unit": "lb", "system": "http://unitsofmeasure.org", "code": "kg"},
-    )
+    _weight_150(ehr, "weight-lb-kg", "2026-12-01T08:00:00Z", "lb")
 
 
 def foreign_reason(ehr: FakeEhr) -> None:
@@ -164,20 +157,6 @@ class Walker(Planner):
         return response
 
 
-def page_problems(name: str, response: TestResponse) -> list[str]:
-    problems = []
-    if response.status_code >= 500:
-        problems.append(f"{name}: HTTP {response.status_code}")
-    body = response.get_data()
-    if b"Traceback" in body:
-        problems.append(f"{name}: a traceback")
-    if response.mimetype == "text/html":
-        text = body.decode("utf-8")
-        if UNSAFE.search(text):
-            problems.append(f"{name}: shows a direction or invisible character")
-    return problems
-
-
 def walk(walker: Walker, app: Flask) -> list[str]:
     """Every page of the patient, in the order a clinician reaches them."""
     sid = walker.launch(PATIENT)
@@ -193,13 +172,13 @@ def walk(walker: Walker, app: Flask) -> list[str]:
         created = walker.open(f"/s/{sid}/plan/new", "POST", csrf_token=walker.csrf(sid), **form)
     assert created.status_code == 303, text_of(created.get_data(as_text=True))[:1500]
     plan_url = created.headers["Location"]
-    for suffix in ("", "/print", "/pharmacy", "/worksheet.pdf", "/pharmacy.pdf"):
+    for suffix in PLAN_PAGES:
         assert walker.open(plan_url + suffix).status_code == 200, suffix
     signed = walker.open(plan_url + "/sign", "POST", csrf_token=walker.csrf(sid))
     assert signed.status_code == 303, text_of(signed.get_data(as_text=True))[:1500]
     if signed.status_code == 303:
         orders_url = signed.headers["Location"].split("?")[0]
-        for suffix in ("", "/print", "/pharmacy", "/worksheet.pdf", "/pharmacy.pdf", "/bedside"):
+        for suffix in (*PLAN_PAGES, "/bedside"):
             assert walker.open(orders_url + suffix).status_code == 200, suffix
         forged = walker.client.post(
             orders_url + "/bedside",

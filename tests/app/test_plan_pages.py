@@ -29,7 +29,7 @@ from fhir_desens.protocol.report import dose_text
 from tests.app.clinician import Clinician
 from tests.app.conftest import AppFactory, Launcher, https_client
 from tests.app.fake_ehr import FakeEhr
-from tests.html import input_value, option_value, selected_text, table_rows, text_of
+from tests.html import input_value, option_value, selected_text, start_form_values, table_rows, text_of
 
 SVG = "{http://www.w3.org/2000/svg}"
 CSS = Path(__file__).resolve().parents[2] / "smart_app" / "static" / "app.css"
@@ -48,21 +48,7 @@ class Planner(Clinician):
     def start_defaults(self, sid: str, **fields: str) -> dict[str, str]:
         """The start form as pre-filled, with ``fields`` changed (drug given as its option text)."""
         html = self.start_form(sid).get_data(as_text=True)
-        values = {
-            "drug": re.search(r'<select id="drug".*?<option value="([^"]+)"[^>]*selected', html, re.S).group(
-                1
-            ),  # type: ignore[union-attr]
-            "target_dose": input_value(html, "target_dose"),
-            "dose_unit": re.search(r'<select id="dose_unit".*?value="([^"]+)" selected', html, re.S).group(1),  # type: ignore[union-attr]
-            "indication": input_value(html, "indication"),
-            "height_cm": input_value(html, "height_cm"),
-            "weight_kg": input_value(html, "weight_kg"),
-            "grade": "",
-            # answered explicitly, as a clinician does: not answering is "not known", never "no" (RISK-CHART-2)
-            "hypotension_or_hypoxia": "no",
-            "cardiac_or_beta_blocker": "no",
-            "fev1_below_80": "no",
-        }
+        values = start_form_values(html)
         if "drug" in fields and not fields["drug"].startswith(("c-", "other")):
             fields["drug"] = option_value(html, "drug", fields["drug"])
         values.update(fields)

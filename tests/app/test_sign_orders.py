@@ -27,7 +27,7 @@ from smart_app.planning.views import render_plan_page
 from tests.app.clinician import Clinician
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FHIR_BASE, FakeEhr
-from tests.html import alerts, input_value, selected_value, text_of
+from tests.html import alerts, input_value, selected_value, start_form_values, text_of
 
 SIGN_BUTTON = "Sign and send orders"
 DOSE_REASON = "Dose reduced by the oncologist after the last creatinine clearance"
@@ -41,21 +41,7 @@ class Signer(Clinician):
         """A draft from the start form's defaults (the chart's first drug) and ``start``, then protocol
         changes."""
         html = self.client.get(f"/s/{sid}/plan/new").get_data(as_text=True)
-        form = {
-            "csrf_token": self.csrf(sid),
-            "drug": selected_value(html, "drug"),
-            "target_dose": input_value(html, "target_dose"),
-            "dose_unit": selected_value(html, "dose_unit"),
-            "indication": input_value(html, "indication"),
-            "height_cm": input_value(html, "height_cm"),
-            "weight_kg": input_value(html, "weight_kg"),
-            "grade": "",
-            # answered explicitly: an unanswered criterion is "not known", never "no" (RISK-CHART-2)
-            "hypotension_or_hypoxia": "no",
-            "cardiac_or_beta_blocker": "no",
-            "fev1_below_80": "no",
-            **(start or {}),
-        }
+        form = {"csrf_token": self.csrf(sid), **start_form_values(html), **(start or {})}
         response = self.client.post(f"/s/{sid}/plan/new", data=form)
         assert response.status_code == 303, text_of(response.get_data(as_text=True))[:1500]
         draft_id = response.headers["Location"].rsplit("/", 1)[1]

@@ -20,6 +20,7 @@ from tests.html import alerts, text_of
 from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, ehr_launch
 from tests.integration.test_app_sign_orders import csrf, recalculate, sign, signed_id, start
+from tests.journey import VITALS
 
 sandbox = launch_tests.sandbox_on_each_server
 make_app = launch_tests.make_app
@@ -27,14 +28,6 @@ make_app = launch_tests.make_app
 pytestmark = pytest.mark.integration
 
 PATIENT = "carboplatin-ovarian"
-VITALS = {
-    "systolic": "118",
-    "diastolic": "74",
-    "heart_rate": "72",
-    "respiratory_rate": "14",
-    "spo2": "98",
-    "temperature": "36.7",
-}
 
 
 class BedsideClock:

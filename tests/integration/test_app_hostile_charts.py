@@ -9,7 +9,6 @@ plants those in the in-process fake EHR, which stores anything.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.errors import DesensError
 from fhir_desens.sandbox.server import Sandbox
+from tests.hostile import HUNDRED_KB, PLAN_PAGES, page_problems
 from tests.html import text_of
 from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, ehr_launch
@@ -30,8 +30,6 @@ make_app = launch_tests.make_app
 pytestmark = pytest.mark.integration
 
 PATIENT = "carboplatin-ovarian"
-UNSAFE = re.compile("[\u202a-\u202e\u2066-\u2069\u200b-\u200f\u2060\ufeff]")
-HUNDRED_KB = "Premedication and observation notes. " * 2800
 Undo = list[Callable[[FhirClient], None]]
 
 
@@ -72,28 +70,22 @@ def _observation(
     }
 
 
-def rlo_names(backend: FhirClient, patient: str, undo: Undo) -> None:
+def _renamed(backend: FhirClient, patient: str, undo: Undo, name: dict[str, Any], order_text: str) -> None:
+    """The patient's first name entry updated with ``name``, the carboplatin order's text ``order_text``."""
     person = backend.read("Patient", patient.split("/")[1]).resource
-    _changed(backend, person, lambda p: p["name"][0].update(family="\u202eecalovoL"), undo)
+    _changed(backend, person, lambda p: p["name"][0].update(name), undo)
     order = _order(backend, patient)
-    _changed(
-        backend,
-        order,
-        lambda o: o["medicationCodeableConcept"].update(text="\u202eVI W5D Lm 052 ni gm 004 nitalpobraC"),
-        undo,
+    _changed(backend, order, lambda o: o["medicationCodeableConcept"].update(text=order_text), undo)
+
+
+def rlo_names(backend: FhirClient, patient: str, undo: Undo) -> None:
+    _renamed(
+        backend, patient, undo, {"family": "\u202eecalovoL"}, "\u202eVI W5D Lm 052 ni gm 004 nitalpobraC"
     )
 
 
 def zero_width(backend: FhirClient, patient: str, undo: Undo) -> None:
-    person = backend.read("Patient", patient.split("/")[1]).resource
-    _changed(backend, person, lambda p: p["name"][0].update(given=["Ele\u200banor\u2060"]), undo)
-    order = _order(backend, patient)
-    _changed(
-        backend,
-        order,
-        lambda o: o["medicationCodeableConcept"].update(text="Carbo\u200bplatin\ufeff 400 mg IV"),
-        undo,
-    )
+    _renamed(backend, patient, undo, {"given": ["Ele\u200banor\u2060"]}, "Carbo\u200bplatin\ufeff 400 mg IV")
 
 
 def future_weight(backend: FhirClient, patient: str, undo: Undo) -> None:
@@ -188,18 +180,6 @@ def hostile_chart(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterator[
                 step(backend)
 
 
-def problems(url: str, response: Any) -> list[str]:
-    found = []
-    if response.status_code >= 500:
-        found.append(f"{url}: HTTP {response.status_code}")
-    body = response.get_data()
-    if b"Traceback" in body:
-        found.append(f"{url}: a traceback")
-    if response.mimetype == "text/html" and UNSAFE.search(body.decode("utf-8")):
-        found.append(f"{url}: shows a direction or invisible character")
-    return found
-
-
 @pytest.mark.parametrize("hostile_chart", list(HOSTILE), indirect=True)
 def test_every_page_of_a_hostile_chart_on_the_real_server_opens(
     sandbox: Sandbox, make_app: Any, hostile_chart: str
@@ -210,7 +190,7 @@ def test_every_page_of_a_hostile_chart_on_the_real_server_opens(
 
     def get(url: str) -> Any:
         response = app.client.get(url)
-        seen.extend(problems(url, response))
+        seen.extend(page_problems(url, response))
         assert response.status_code == 200, (url, text_of(response.get_data(as_text=True))[:800])
         return response
 
@@ -228,13 +208,13 @@ def test_every_page_of_a_hostile_chart_on_the_real_server_opens(
         "fev1_below_80": "no",
     }
     created = app.client.post(f"/s/{sid}/plan/new", data=form)
-    seen.extend(problems("POST plan/new", created))
+    seen.extend(page_problems("POST plan/new", created))
     assert created.status_code == 303, text_of(created.get_data(as_text=True))[:1500]
     plan_url = created.headers["Location"]
-    for suffix in ("", "/print", "/pharmacy", "/worksheet.pdf", "/pharmacy.pdf"):
+    for suffix in PLAN_PAGES:
         get(plan_url + suffix)
     signed = app.client.post(plan_url + "/sign", data={"csrf_token": csrf(app, sid)})
-    seen.extend(problems("POST sign", signed))
+    seen.extend(page_problems("POST sign", signed))
     assert signed.status_code == 303, text_of(signed.get_data(as_text=True))[:1500]
     orders_url = signed.headers["Location"].split("?")[0]
     for suffix in ("", "/print", "/worksheet.pdf", "/bedside"):

@@ -28,7 +28,7 @@ from fhir_desens.sandbox.server import Sandbox
 from smart_app.chart.page import person_name
 from smart_app.orders.signed import load_signed_plan
 from smart_app.planning.drafts import PlanDraft, plan_for
-from tests.html import alerts, input_value, selected_value, text_of
+from tests.html import alerts, input_value, selected_value, start_form_values, text_of
 from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, ehr_launch, page
 
@@ -48,20 +48,7 @@ def csrf(app: AppUnderTest, sid: str) -> str:
 def start(app: AppUnderTest, sid: str, query: str = "") -> str:
     """Post the start form as the chart pre-fills it; returns the draft id."""
     html = app.client.get(f"/s/{sid}/plan/new{query}").get_data(as_text=True)
-    form = {
-        "csrf_token": csrf(app, sid),
-        "drug": selected_value(html, "drug"),
-        "target_dose": input_value(html, "target_dose"),
-        "dose_unit": selected_value(html, "dose_unit"),
-        "indication": input_value(html, "indication"),
-        "height_cm": input_value(html, "height_cm"),
-        "weight_kg": input_value(html, "weight_kg"),
-        "grade": "",
-        # answered explicitly: an unanswered criterion is "not known", never "no" (RISK-CHART-2)
-        "hypotension_or_hypoxia": "no",
-        "cardiac_or_beta_blocker": "no",
-        "fev1_below_80": "no",
-    }
+    form = {"csrf_token": csrf(app, sid), **start_form_values(html)}
     copy = re.search(r'<input type="hidden" name="copy" value="([^"]+)"', html)
     if copy:
         form["copy"] = copy.group(1)

@@ -7,36 +7,10 @@ printed by benchmarks/bench_search.py; nothing here asserts a time.)"""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.client.http import NO_RETRY
-
-
-def allergy(n: int, patient: str) -> dict[str, Any]:
-    return {
-        "resourceType": "AllergyIntolerance",
-        "patient": {"reference": patient},
-        "category": ["medication"],
-        "code": {"text": f"Drug {n}"},
-        "clinicalStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
-                    "code": "active",
-                }
-            ]
-        },
-    }
-
-
-def plant(client: FhirClient, patient: str, count: int) -> None:
-    for first in range(0, count, 500):
-        entries = [
-            {"resource": allergy(n, patient), "request": {"method": "POST", "url": "AllergyIntolerance"}}
-            for n in range(first, min(count, first + 500))
-        ]
-        client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+from tests.hostile import plant_allergies
 
 
 def test_with_5000_allergies_the_whole_allergy_list_is_read_within_the_apps_timeouts(
@@ -44,8 +18,8 @@ def test_with_5000_allergies_the_whole_allergy_list_is_read_within_the_apps_time
 ) -> None:
     many, other = f"Patient/many-{uuid.uuid4().hex[:12]}", f"Patient/other-{uuid.uuid4().hex[:12]}"
     with FhirClient(fhir_base_url) as loader:
-        plant(loader, many, 5000)
-        plant(loader, other, 500)
+        plant_allergies(loader, many, 5000)
+        plant_allergies(loader, other, 500)
     with FhirClient(fhir_base_url, retry=NO_RETRY) as app_client:  # the app's default timeouts
         found = app_client.search_all("AllergyIntolerance", {"patient": many, "_count": "100"}, max_pages=100)
     assert len(found) == 5000
