@@ -35,15 +35,20 @@ def planned_step(
     rate_ml_h: Decimal | None,
     minutes: Decimal,
     volume_ml: Decimal | None,
-    dose: Quantity,
-    cumulative_dose: Quantity,
+    dose: Decimal,
+    cumulative_dose: Decimal,
+    dose_unit: str,
     start_minute: Decimal,
     closing: bool,
     inserted: bool,
     protocol_step: int | None,
     note: str | None,
 ) -> PlannedStep:
-    """A PlannedStep of an infusion (no solid units), its fields in declaration order."""
+    """A PlannedStep of an infusion (no solid units), its fields in declaration order; the dose and the
+    cumulative dose are given as Decimals in ``dose_unit`` (the plan's checked target unit)."""
+    dose_quantity, cumulative_quantity = _new(Quantity), _new(Quantity)
+    _set(dose_quantity, "__dict__", {"value": dose, "unit": dose_unit})
+    _set(cumulative_quantity, "__dict__", {"value": cumulative_dose, "unit": dose_unit})
     instance = _new(PlannedStep)
     _set(
         instance,
@@ -54,8 +59,8 @@ def planned_step(
             "rate_ml_h": rate_ml_h,
             "minutes": minutes,
             "volume_ml": volume_ml,
-            "dose": dose,
-            "cumulative_dose": cumulative_dose,
+            "dose": dose_quantity,
+            "cumulative_dose": cumulative_quantity,
             "start_minute": start_minute,
             "units": None,
             "closing": closing,

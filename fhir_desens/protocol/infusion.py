@@ -7,7 +7,7 @@ from decimal import ROUND_CEILING, Decimal
 
 from fhir_desens.errors import InputError
 from fhir_desens.protocol import display as shown
-from fhir_desens.protocol.assembled import assembled, planned_step, quantity
+from fhir_desens.protocol.assembled import assembled, planned_step
 from fhir_desens.protocol.bags import SIXTY, InfusionSetup, overfill_warnings
 from fhir_desens.protocol.model import Evidence, StepDefinition
 from fhir_desens.protocol.plan import Plan, PlannedSolution, PlannedStep, PlanRequest
@@ -73,8 +73,9 @@ class _InfusionPlanner(InfusionSetup):
                     rate,
                     minutes,
                     volume,
-                    quantity(dose, dose_unit),
-                    quantity(cumulative, dose_unit),
+                    dose,
+                    cumulative,
+                    dose_unit,
                     clock,
                     closing,
                     step.inserted,
