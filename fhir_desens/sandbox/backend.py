@@ -80,6 +80,13 @@ class Backend:
             log.warning("FHIR backend unreachable: %s", type(error).__name__)
             raise Denied(502, "transient", "the sandbox FHIR server is unreachable") from error
 
+    def get_for(
+        self, request: Request, path: str, params: list[tuple[str, str]] | None = None
+    ) -> requests.Response:
+        """GET ``path`` on behalf of ``request``: its forwarded headers, its query unless ``params`` is given."""
+        query = list(request.args.items(multi=True)) if params is None else params
+        return self.send("GET", path, params=query, headers=self.request_headers(request))
+
     def relative(self, url: str) -> str:
         """``url`` relative to the FHIR base when it is absolute at the gateway's or the backend's base."""
         for base in (self.public, self.base):

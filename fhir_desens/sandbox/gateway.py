@@ -257,34 +257,19 @@ class FhirGateway:
             params = MultiDict(request.args.items(multi=True))
         if patient is not None and compartment.is_patient_data(resource_type):
             constrain(resource_type, params, patient)
-            response = self.backend.send(
-                "GET",
-                resource_type,
-                params=list(params.items(multi=True)),
-                headers=self.backend.request_headers(request),
-            )
+            response = self.backend.get_for(request, resource_type, list(params.items(multi=True)))
             bundle = self.backend.json_of(response)
             if response.status_code == 200 and isinstance(bundle, dict):
                 filter_bundle(bundle, patient, self.backend.fetch)
                 return self.backend.relay(response, bundle, replace_body=True)
             return self.backend.relay(response)
-        response = self.backend.send(
-            "GET",
-            resource_type,
-            params=list(params.items(multi=True)),
-            headers=self.backend.request_headers(request),
-        )
+        response = self.backend.get_for(request, resource_type, list(params.items(multi=True)))
         return self.backend.relay(response)
 
     def _page(self, request: Request, token: TokenRecord) -> Response:
         """A further page of a search (HAPI's next links, ``[base]?_getpages=<id>&...``): its entries are
         checked like the first page's, each against the token's search scope and compartment."""
-        response = self.backend.send(
-            "GET",
-            "",
-            params=list(request.args.items(multi=True)),
-            headers=self.backend.request_headers(request),
-        )
+        response = self.backend.get_for(request, "")
         bundle = self.backend.json_of(response)
         if response.status_code != 200 or not isinstance(bundle, dict):
             return self.backend.relay(response)
@@ -317,12 +302,7 @@ class FhirGateway:
 
     def _compartment_read(self, request: Request, path: str, patient: str) -> Response:
         """A read, vread or instance history under a patient/ scope: refused when it shows another patient."""
-        response = self.backend.send(
-            "GET",
-            path,
-            params=list(request.args.items(multi=True)),
-            headers=self.backend.request_headers(request),
-        )
+        response = self.backend.get_for(request, path)
         data = self.backend.json_of(response)
         if response.status_code != 200 or not isinstance(data, dict):
             return self.backend.relay(response)
