@@ -82,10 +82,8 @@ class InfusionSetup:
             assert self.final_rate is not None
             rate = EXACT.multiply(step.rate_fraction, self.final_rate)
         else:
-            return None
-        return (
-            rate if self.resolution is None else programmable_rate(rate, self.resolution)
-        )  # derived from the solution's remaining volume and the step's minutes
+            return None  # derived from the solution's remaining volume and the step's minutes
+        return rate if self.resolution is None else programmable_rate(rate, self.resolution)
 
     def _empties(self, step: StepDefinition, is_last: bool) -> bool:
         if step.empties_solution:
