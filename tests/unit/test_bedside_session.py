@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from decimal import Decimal
 
@@ -9,8 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fhir_desens.course.draft import plan_for
 from fhir_desens.errors import ConflictError, InputError
-from tests.bedside_session import ALLERGIST, VITALS, Bedside
+from fhir_desens.protocol.library import builtin_protocols
+from tests.bedside_session import ALLERGIST, VITALS, Bedside, carboplatin_draft
 
 
 def test_a_whole_session_with_a_reaction_at_step_11_reaches_the_target_exactly() -> None:
@@ -159,6 +162,32 @@ def test_the_checklist_must_be_complete_before_step_1() -> None:
     assert refused.value.field == "checklist"
     assert "IV access" in str(refused.value) and "baseline vital signs" in str(refused.value)
     assert "iv-access" not in str(refused.value)  # the nurse reads words, not the record's codes
+
+
+def test_the_last_step_after_a_step_back_in_the_16_step_protocol_can_be_stopped() -> None:
+    """Walked at the bedside: after a reaction at step 11 of the 16-step protocol and one step back, the
+    pump stopped at its volume and "Stop step 16" was refused ("would make the total
+    400.00000000000000000000000000000000000000000000001 mg"): remaining / concentration × concentration
+    missed the remainder by 1e-47. The pump's last volume now gives exactly what remained."""
+    draft = dataclasses.replace(carboplatin_draft(), protocol_id="iv-16-step-4-bag")
+    bedside = Bedside(plan=plan_for(draft, builtin_protocols()), draft=draft)
+    bedside.start(step_requests={n: f"MedicationRequest/mr{n}" for n in range(1, 17)})
+    bedside.advance(20)
+    for row in range(1, 11):
+        bedside.run_row(row)
+    bedside.run_row(11, 6, stop=False)
+    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    bedside.advance(20)
+    bedside.record("resolved")
+    bedside.record("resume", option="back-one-step")
+    for row in bedside.state.rows[11:]:
+        bedside.run_row(row.number)
+    assert bedside.state.delivered == Decimal(400) and bedside.state.phase == "observation"
+    # a typed pump volume above what remained is refused, saying by how much (not with 50 digits)
+    running = Bedside(bedside.plan, bedside.session_id, bedside.now, bedside.entries[:-2], draft=draft)
+    with pytest.raises(InputError) as refused:
+        running.record("step-stop", row=bedside.state.rows[-1].number, volume_ml="260")
+    assert "above the target 400 mg" in str(refused.value) and "0000" not in str(refused.value)
 
 
 def test_two_screens_cannot_start_the_same_step_twice() -> None:

@@ -18,9 +18,10 @@ from fhir_desens.course.bedside.entries import Entry, NewEntry
 from fhir_desens.course.bedside.resume import Row
 from fhir_desens.course.bedside.state import Segment, SessionState, minutes_between
 from fhir_desens.errors import ConflictError, InputError
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import SIXTY
 from fhir_desens.protocol.model import TargetKind
-from fhir_desens.protocol.quantity import add, div, mul, plain
+from fhir_desens.protocol.quantity import add, div, mul, plain, sub
 
 #: The numbers typed at the bedside, through the one parser (no NaN, infinity, 1e-400 or 50 digits);
 #: the step's own checks (at most the planned rate, within the target) follow.
@@ -52,11 +53,20 @@ def segment_amounts(state: SessionState, segment: Segment, end: datetime) -> tup
     minutes = minutes_between(segment.started_at, end)
     volume = div(mul(segment.rate_ml_h, minutes), SIXTY)
     left = state.volume_left(segment.row, segment)
-    if left is not None and volume > left:
-        volume = left
     concentration = state.concentration(segment.row.solution)
     assert concentration is not None
+    if left is not None and volume >= left:
+        volume = left
+        if _carries_the_rest(state, segment):
+            # the pump gave all that remained of the target: exactly that dose (remaining / concentration
+            # × concentration can miss it by 1e-47 when the concentration does not divide evenly)
+            return volume, sub(state.target, segment.cumulative)
     return volume, mul(volume, concentration)
+
+
+def _carries_the_rest(state: SessionState, segment: Segment) -> bool:
+    """The last row of a cumulative-target plan: its volume to be infused is what remains of the target."""
+    return segment.row is state.rows[-1] and state.plan.protocol.target_kind is TargetKind.CUMULATIVE
 
 
 def step_start(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any], at: datetime) -> None:
@@ -132,7 +142,8 @@ def check_target(state: SessionState, before: Decimal, dose: Decimal, field_name
         unit = state.plan.dose_unit
         raise InputError(
             field_name,
-            f"would make the total {plain(total)} {unit}, above the target {plain(state.target)} {unit}",
+            f"would give {shown.dose_text(sub(total, state.target), unit)} above the target "
+            f"{shown.dose_text(state.target, unit)}",
             "a stop time or volume within the target",
         )
 
