@@ -14,7 +14,6 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
 
@@ -22,6 +21,20 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from requests.adapters import BaseAdapter
+
+from tests.app.fake_ehr_chart import (  # noqa: F401 (the allergy records: the tests import them from here)
+    ALLERGY_CARBOPLATIN_HIVES,
+    ALLERGY_ERROR,
+    ALLERGY_NKA,
+    ALLERGY_PEANUT,
+    ALLERGY_PENICILLIN_SJS,
+    FIXTURES,
+    PLANNING_TYPES,
+    identifiers_of,
+    in_compartment,
+    matches_search,
+    rewrite_references,
+)
 
 BASE = "https://ehr.example.org"
 FHIR_BASE = BASE + "/fhir"
@@ -438,11 +451,7 @@ class FakeEhr:
     ) -> tuple[int, Any, dict[str, str]]:
         """PUT Type/id: guarded by If-Match like a versioned EHR (412 when stale)."""
         current = self.stored.get((kind, rid))
-        if (
-            kind not in self.UPDATABLE
-            or current is None
-            or not _in_compartment(current, f"Patient/{patient}")
-        ):
+        if kind not in self.UPDATABLE or current is None or not in_compartment(current, f"Patient/{patient}"):
             return 404, {"resourceType": "OperationOutcome", "issue": []}, {}
         wanted = headers.get("If-Match", "")
         stale = f"{kind}/{rid}" in self.changed_meanwhile
@@ -474,7 +483,7 @@ class FakeEhr:
             )
             ids[entry["fullUrl"]] = f"{kind}/{rid}"
         for entry in bundle["entry"]:
-            resource = _rewrite(entry["resource"], ids)
+            resource = rewrite_references(entry["resource"], ids)
             resource["id"] = ids[entry["fullUrl"]].split("/", 1)[1]
             kind = resource["resourceType"]
             if kind == "Patient":
@@ -495,14 +504,14 @@ class FakeEhr:
         kind, own = segments[0], f"Patient/{patient}"
         if len(segments) == 2:
             resource = self.stored.get((kind, segments[1]))
-            if resource is None or not _in_compartment(resource, own):
+            if resource is None or not in_compartment(resource, own):
                 return 404, {"resourceType": "OperationOutcome", "issue": []}, {}
             return 200, resource, {}
         wanted = query.get("patient", query.get("subject", [None]))[0]
         if wanted is not None and wanted != own:
             return 403, {"resourceType": "OperationOutcome", "issue": []}, {}
-        found = [r for (k, _), r in self.stored.items() if k == kind and _in_compartment(r, own)]
-        found = [r for r in found if _matches(r, query)]
+        found = [r for (k, _), r in self.stored.items() if k == kind and in_compartment(r, own)]
+        found = [r for r in found if matches_search(r, query)]
         entries = [{"resource": r, "search": {"mode": "match"}} for r in found]
         return 200, {"resourceType": "Bundle", "type": "searchset", "entry": entries}, {}
 
@@ -580,8 +589,8 @@ class FakeEhr:
         for resource, kind, rid, created in plans:
             stored = self.stored.get((kind, rid)) if not created else None
             if stored is None or kind == "Provenance" or (kind, rid) in updates:
-                stored = {**_rewrite(resource, ids), "id": rid}
-                assert kind == "Medication" or _in_compartment(stored, own) or kind == "Provenance", kind
+                stored = {**rewrite_references(resource, ids), "id": rid}
+                assert kind == "Medication" or in_compartment(stored, own) or kind == "Provenance", kind
                 stored = self.add_resource(stored)
             status = "201 Created" if created else "200 OK"
             answers.append(
@@ -591,7 +600,7 @@ class FakeEhr:
 
     def _by_identifier(self, kind: str, condition: str) -> dict[str, Any] | None:
         wanted = parse_qs(condition).get("identifier", [""])[0]
-        return next((r for r in self.orders_of(kind) if wanted in _identifiers(r)), None)
+        return next((r for r in self.orders_of(kind) if wanted in identifiers_of(r)), None)
 
     def orders_of(self, kind: str) -> list[dict[str, Any]]:
         return [r for (k, _), r in self.stored.items() if k == kind]
@@ -610,11 +619,11 @@ class FakeEhr:
         wanted = ",".join(query["identifier"]).split(",")  # "system|value", or "system|": any value
 
         def matches(resource: dict[str, Any]) -> bool:
-            held = _identifiers(resource)
+            held = identifiers_of(resource)
             return any(w in held or (w.endswith("|") and any(h.startswith(w) for h in held)) for w in wanted)
 
         found = [
-            r for r in self.orders_of(segments[0]) if matches(r) and _in_compartment(r, f"Patient/{patient}")
+            r for r in self.orders_of(segments[0]) if matches(r) and in_compartment(r, f"Patient/{patient}")
         ]
         entries = [{"resource": r, "search": {"mode": "match"}} for r in found]
         return 200, {"resourceType": "Bundle", "type": "searchset", "entry": entries}, {}
@@ -649,63 +658,6 @@ class _Adapter(BaseAdapter):
         pass
 
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
-PLANNING_TYPES = frozenset(
-    {
-        "MedicationRequest",
-        "Medication",
-        "Observation",
-        "Condition",
-        "RequestGroup",
-        "MedicationAdministration",
-    }
-)
-
-
-def _rewrite(value: Any, ids: dict[str, str]) -> Any:
-    """A deep copy with every ``reference`` to a bundle fullUrl rewritten to Type/id."""
-    if isinstance(value, dict):
-        return {
-            k: (ids.get(v, v) if k == "reference" and isinstance(v, str) else _rewrite(v, ids))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_rewrite(item, ids) for item in value]
-    return value
-
-
-def _in_compartment(resource: dict[str, Any], own: str) -> bool:
-    if resource["resourceType"] == "Medication":
-        return True  # not patient-specific
-    for element in ("subject", "patient"):
-        ref = resource.get(element)
-        if isinstance(ref, dict):
-            return ref.get("reference") == own
-    return False
-
-
-def _identifiers(resource: dict[str, Any]) -> set[str]:
-    return {f"{i.get('system')}|{i.get('value')}" for i in resource.get("identifier") or []}
-
-
-def _codes(resource: dict[str, Any]) -> set[str]:
-    codings = (resource.get("code") or {}).get("coding") or []
-    return {f"{c.get('system')}|{c.get('code')}" for c in codings}
-
-
-def _matches(resource: dict[str, Any], query: dict[str, list[str]]) -> bool:
-    """The few search parameters planning uses: status, code (system|code lists), _id."""
-    for name, values in query.items():
-        wanted = set(",".join(values).split(","))
-        if name == "status" and resource.get("status") not in wanted:
-            return False
-        if name == "code" and not _codes(resource) & wanted:
-            return False
-        if name == "_id" and resource.get("id") not in wanted:
-            return False
-    return True
-
-
 def authorize_params(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
@@ -729,116 +681,3 @@ def callback_query(params: dict[str, str]) -> str:
 
 
 Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, Any, dict[str, str]]]
-
-ALLERGY_PENICILLIN_SJS = {
-    "resourceType": "AllergyIntolerance",
-    "id": "pen-sjs",
-    "clinicalStatus": {
-        "coding": [
-            {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}
-        ]
-    },
-    "verificationStatus": {
-        "coding": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
-                "code": "confirmed",
-            }
-        ]
-    },
-    "category": ["medication"],
-    "criticality": "high",
-    "code": {
-        "coding": [
-            {
-                "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                "code": "7980",
-                "display": "Penicillin G",
-            }
-        ]
-    },
-    "patient": {"reference": "Patient/p1"},
-    "reaction": [
-        {
-            "manifestation": [
-                {
-                    "coding": [
-                        {
-                            "system": "http://snomed.info/sct",
-                            "code": "73442001",
-                            "display": "Stevens-Johnson syndrome",
-                        }
-                    ]
-                }
-            ],
-            "severity": "severe",
-        }
-    ],
-}
-
-ALLERGY_CARBOPLATIN_HIVES = {
-    "resourceType": "AllergyIntolerance",
-    "id": "carbo",
-    "clinicalStatus": {
-        "coding": [
-            {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}
-        ]
-    },
-    "verificationStatus": {
-        "coding": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
-                "code": "confirmed",
-            }
-        ]
-    },
-    "category": ["medication"],
-    "code": {
-        "coding": [
-            {
-                "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                "code": "40048",
-                "display": "Carboplatin",
-            }
-        ]
-    },
-    "patient": {"reference": "Patient/p1"},
-    "reaction": [{"manifestation": [{"text": "Hives"}], "severity": "moderate"}],
-}
-
-ALLERGY_PEANUT = {
-    "resourceType": "AllergyIntolerance",
-    "id": "peanut",
-    "clinicalStatus": {"coding": [{"code": "active"}]},
-    "category": ["food"],
-    "code": {"text": "Peanut"},
-    "patient": {"reference": "Patient/p1"},
-}
-
-ALLERGY_ERROR = {
-    "resourceType": "AllergyIntolerance",
-    "id": "oops",
-    "verificationStatus": {
-        "coding": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
-                "code": "entered-in-error",
-            }
-        ]
-    },
-    "category": ["medication"],
-    "code": {"text": "Amoxicillin (wrong patient)"},
-    "patient": {"reference": "Patient/p1"},
-}
-
-ALLERGY_NKA = {
-    "resourceType": "AllergyIntolerance",
-    "id": "nka",
-    "clinicalStatus": {"coding": [{"code": "active"}]},
-    "verificationStatus": {"coding": [{"code": "confirmed"}]},
-    "code": {
-        "coding": [{"system": "http://snomed.info/sct", "code": "716186003", "display": "No known allergy"}],
-        "text": "NKA",
-    },
-    "patient": {"reference": "Patient/p1"},
-}
