@@ -143,6 +143,8 @@ def rows(state: SessionState) -> list[RowView]:
     for row in state.rows:
         segments = [s for s in state.segments if s.row is row or s.row.number == row.number]
         check = state.symptom_checks.get(row.number)
+        # a running infusion has given nothing counted yet (a dose by mouth is given whole at its start)
+        ended = [s for s in segments if s.ended_at is not None or s.rate_ml_h is None]
         result.append(
             RowView(
                 number=row.number,
@@ -155,8 +157,8 @@ def rows(state: SessionState) -> list[RowView]:
                 started=", ".join(clock(s.started_at) for s in segments) or "—",
                 stopped=", ".join(clock(s.ended_at) for s in segments if s.ended_at) or "—",
                 actual_rate=", ".join(_rate(state, s.rate_ml_h) for s in segments) or "—",
-                volume=_volume(sum((s.volume_ml for s in segments), Decimal(0))) if segments else "—",
-                dose=f"{_dose(sum((s.dose for s in segments), Decimal(0)))} {unit}" if segments else "—",
+                volume=_volume(sum((s.volume_ml for s in ended), Decimal(0))) if ended else "—",
+                dose=f"{_dose(sum((s.dose for s in ended), Decimal(0)))} {unit}" if ended else "—",
                 cumulative=f"{_dose(segments[-1].cumulative)} {unit}"
                 if segments and segments[-1].ended_at
                 else "—",
@@ -164,9 +166,7 @@ def rows(state: SessionState) -> list[RowView]:
                 symptoms=("none" if check and check["symptoms"] == ["none"] else ", ".join(check["symptoms"]))
                 if check
                 else "—",
-                dose_number=shown.dose_number(sum((s.dose for s in segments), Decimal(0)))
-                if segments
-                else "—",
+                dose_number=shown.dose_number(sum((s.dose for s in ended), Decimal(0))) if ended else "—",
                 cumulative_number=shown.dose_number(segments[-1].cumulative)
                 if segments and segments[-1].ended_at
                 else "—",

@@ -89,3 +89,19 @@ def test_the_resume_options_and_step_statuses_read_as_the_nurse_reads_them(
     html = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}").get_data(as_text=True)
     statuses = re.findall(r"<td>(given|paused|running|planned|completed|on-hold)</td></tr>", html)
     assert statuses[:12] == ["given"] * 10 + ["paused", "planned"]
+
+
+def test_a_running_step_does_not_read_as_0_mg_given(launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
+    ehr.load_fixture(PATIENT)
+    sid = launcher.launch(PATIENT)
+    services = app.extensions["fhir_desens"]
+    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
+    bedside = Bedside(record_to=record, patient=f"Patient/{PATIENT}")
+    bedside.start()
+    bedside.advance(20)
+    bedside.run_row(1)
+    bedside.run_row(2, 7, stop=False)  # step 2 running for 7 minutes
+    html = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}").get_data(as_text=True)
+    [row] = re.findall(r"<tr><th scope=\"row\">2</th>(.*?)</tr>", html, re.S)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert cells[-1] == "running" and "0 mg" not in cells and "0" not in cells[7:9], cells
