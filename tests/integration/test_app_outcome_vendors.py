@@ -156,7 +156,7 @@ def test_a_drug_absent_from_the_allergy_list_is_offered_and_added_once(
     assert added["clinicalStatus"]["coding"][0]["code"] == "active"
     assert added["verificationStatus"]["coding"][0]["code"] == "confirmed"
     assert added["note"][0]["text"].startswith(
-        f"Tolerated {drug} 2000 mg via 12-step rapid desensitization on "
+        f"Tolerated {drug} 2,000 mg via 12-step rapid desensitization on "
     )
 
 
