@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from decimal import Decimal
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from fhir_desens.errors import DesensError, InputError, ProtocolDefinitionError
@@ -445,7 +445,7 @@ def protocol_to_dict(protocol: Protocol) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def builtin_protocols() -> dict[str, Protocol]:
     """Every packaged protocol by id, in a stable order."""
-    folder = resources.files(__package__).joinpath("templates")
+    folder = Path(__file__).parent / "templates"
     protocols: dict[str, Protocol] = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".json"):

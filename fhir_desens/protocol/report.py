@@ -7,14 +7,16 @@ display only, by the one display policy (``fhir_desens.protocol.display``).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
 from fhir_desens.protocol.library import protocol_to_dict
 from fhir_desens.protocol.model import Protocol
 from fhir_desens.protocol.quantity import Quantity, plain
-from fhir_desens.protocol.replan import Replan
+
+if TYPE_CHECKING:
+    from fhir_desens.protocol.replan import Replan
 
 
 def _q(quantity: Quantity | None) -> dict[str, str] | None:
