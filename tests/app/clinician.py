@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
-from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
+
+if TYPE_CHECKING:  # conftest imports this module for its fixtures
+    from tests.app.conftest import Launcher
+
+ALLERGIST = {
+    "resourceType": "Practitioner",
+    "id": "7",
+    "name": [{"family": "Okoro", "given": ["Amara"], "prefix": ["Dr."]}],
+    "qualification": [{"code": {"text": "Board certification: Allergy and Immunology"}}],
+}
+"""The fake EHR's signed-in user (Practitioner/7) as an allergist, who may override a contraindication."""
 
 
 class Clinician:

@@ -24,6 +24,8 @@ from tests.app.fake_ehr import (
     FakeEhr,
     authorize_params,
 )
+from tests.app.planner import Planner
+from tests.app.signer import Signer
 
 PUBLIC_URL = "https://app.example.org"
 CLIENT_ID = "desens-app"
@@ -139,3 +141,15 @@ class Launcher:
 @pytest.fixture
 def launcher(client: FlaskClient, ehr: FakeEhr) -> Launcher:
     return Launcher(client, ehr)
+
+
+@pytest.fixture
+def planner(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Planner:
+    """The clinician on the planning pages."""
+    return Planner(launcher, ehr, app)
+
+
+@pytest.fixture
+def signer(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Signer:
+    """The clinician who plans and signs."""
+    return Signer(launcher, ehr, app)

@@ -7,12 +7,11 @@ import re
 from typing import Any
 
 import pytest
-from flask import Flask
 
 from smart_app.app_session import CHART_TTL
-from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FHIR_BASE, FakeEhr
-from tests.app.test_sign_orders import Signer, refusal, text_of
+from tests.app.signer import Signer, refusal
+from tests.html import text_of
 
 PRACTITIONER = {
     "resourceType": "Practitioner",
@@ -38,11 +37,6 @@ SJS = {
     ],
     "severity": "severe",
 }
-
-
-@pytest.fixture
-def signer(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Signer:
-    return Signer(launcher, ehr, app)
 
 
 def reads(ehr: FakeEhr, kind: str) -> int:

@@ -12,7 +12,7 @@ from fhir_desens.fhir.plandefinition import library_bundle
 from fhir_desens.io.formats import write_resource
 from tests.app.conftest import AppFactory, Launcher, https_client
 from tests.app.fake_ehr import FakeEhr
-from tests.app.test_plan_pages import Planner
+from tests.app.planner import Planner
 from tests.html import selected_text, table_rows, text_of
 
 TABLES = Path(__file__).parents[1] / "unit" / "tables"

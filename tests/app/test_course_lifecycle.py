@@ -11,16 +11,11 @@ from flask import Flask
 
 from tests.app.conftest import AppFactory, Launcher, https_client
 from tests.app.fake_ehr import FakeEhr
-from tests.app.test_sign_orders import BOTH_INTENDED, DOSE_REASON, Signer
+from tests.app.signer import BOTH_INTENDED, DOSE_REASON, Signer
 from tests.html import alerts, text_of
 
 ORDER = "MedicationRequest/carboplatin-ovarian.medreq-carboplatin"
 REASON = "Patient declined further cycles after discussion with the oncologist"
-
-
-@pytest.fixture
-def signer(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Signer:
-    return Signer(launcher, ehr, app)
 
 
 def _order(signer: Signer) -> dict[str, Any]:

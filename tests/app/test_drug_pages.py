@@ -7,29 +7,16 @@ import re
 from pathlib import Path
 
 import pytest
-from flask import Flask
 
 from fhir_desens.drugs.monograph import monographs
 from fhir_desens.drugs.products import resolve_products
 from fhir_desens.protocol.library import builtin_protocols
-from tests.app.conftest import Launcher
-from tests.app.fake_ehr import FakeEhr
-from tests.app.test_sign_orders import Signer
+from tests.app.clinician import ALLERGIST
+from tests.app.signer import Signer
 from tests.html import alerts, input_value, selected_value, start_form_values, text_of
 
 FIXTURES = sorted(p.stem for p in (Path(__file__).parents[2] / "fixtures" / "patients").glob("*.json"))
-ALLERGIST = {
-    "resourceType": "Practitioner",
-    "id": "7",
-    "name": [{"family": "Okoro", "given": ["Amara"], "prefix": ["Dr."]}],
-    "qualification": [{"code": {"text": "Board certification: Allergy and Immunology"}}],
-}
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-
-
-@pytest.fixture
-def signer(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Signer:
-    return Signer(launcher, ehr, app)
 
 
 def page(signer: Signer, sid: str, draft_id: str) -> str:

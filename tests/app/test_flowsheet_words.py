@@ -14,8 +14,8 @@ from fhir_desens.protocol.library import builtin_protocols
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
 from tests.app.test_paper_pdf import too_precise
-from tests.app.test_plan_pages import text_of
 from tests.bedside_session import NURSE, Bedside, carboplatin_draft
+from tests.html import text_of
 
 PATIENT = "carboplatin-ovarian"
 

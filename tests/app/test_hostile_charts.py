@@ -22,9 +22,10 @@ from fhir_desens.course.bedside.record import BedsideRecord
 from fhir_desens.protocol.library import builtin_protocols
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
-from tests.app.test_plan_pages import Planner, text_of
+from tests.app.planner import Planner
 from tests.bedside_session import Bedside
 from tests.hostile import HUNDRED_KB, PLAN_PAGES, page_problems
+from tests.html import text_of
 
 PATIENT = "carboplatin-ovarian"
 ORDER = ("MedicationRequest", "carboplatin-ovarian.medreq-carboplatin")

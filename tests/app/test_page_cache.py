@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-import pytest
 from flask import Flask
 
 from fhir_desens.protocol.calculate import PlanRequest, compute_plan
@@ -15,17 +14,10 @@ from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.quantity import Quantity
 from smart_app.page_cache import Memo, content_key, memo
 from smart_app.planning.worksheet import at_start, plan_sheet, worksheet_for
-from tests.app.conftest import Launcher
-from tests.app.fake_ehr import FakeEhr
-from tests.app.test_plan_pages import Planner
+from tests.app.planner import Planner
 from tests.html import table_rows
 
 ZONE = ZoneInfo("Europe/Paris")
-
-
-@pytest.fixture
-def planner(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Planner:
-    return Planner(launcher, ehr, app)
 
 
 def test_a_memo_computes_once_per_key_and_keeps_the_most_recent() -> None:

@@ -13,13 +13,12 @@ from typing import Any
 
 import pdfplumber
 import pytest
-from flask import Flask
 
 from fhir_desens.protocol.display import SIGNIFICANT_FIGURES
 from tests.app.conftest import Launcher, https_client
 from tests.app.fake_ehr import FakeEhr
-from tests.app.test_plan_pages import Planner
-from tests.app.test_sign_orders import Signer
+from tests.app.planner import Planner
+from tests.app.signer import Signer
 
 PATIENTS = sorted(
     p.stem for p in (Path(__file__).resolve().parents[2] / "fixtures" / "patients").glob("*.json")
@@ -53,16 +52,6 @@ def too_precise(text: str) -> list[str]:
         if len(digits) > SIGNIFICANT_FIGURES:
             found.append(number)
     return found
-
-
-@pytest.fixture
-def planner(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Planner:
-    return Planner(launcher, ehr, app)
-
-
-@pytest.fixture
-def signer(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Signer:
-    return Signer(launcher, ehr, app)
 
 
 def _pdf(planner: Planner, url: str) -> list[str]:

@@ -8,26 +8,19 @@ import re
 from typing import Any
 
 import pytest
-from flask import Flask
 
 from fhir_desens.course import draft as course_draft
 from fhir_desens.errors import SafetyViolation
 from fhir_desens.protocol import calculate
 from smart_app.planning import drafts
-from tests.app.conftest import Launcher
-from tests.app.fake_ehr import FakeEhr
-from tests.app.test_plan_pages import Planner, input_value, table_rows, text_of
+from tests.app.planner import Planner
+from tests.html import input_value, table_rows, text_of
 
 
 def alert_text(html: str) -> str:
     found = re.search(r'<div class="message error error-summary" role="alert"[^>]*>(.*?)</div>', html, re.S)
     assert found is not None, "no error summary"
     return text_of(found.group(1))
-
-
-@pytest.fixture
-def planner(launcher: Launcher, ehr: FakeEhr, app: Flask) -> Planner:
-    return Planner(launcher, ehr, app)
 
 
 @pytest.fixture
