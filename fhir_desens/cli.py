@@ -19,9 +19,12 @@ import re
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
 
 from fhir_desens.errors import DesensError
+
+TYPE_CHECKING = False  # mypy reads this block; typing is not imported at run time (commands start faster)
+if TYPE_CHECKING:
+    from typing import Any
 
 # command name -> (module, the line `fhir-desens --help` shows); the order is the order of `--help`.
 # Only the command being run is imported (its module's HELP is its own --help description), so

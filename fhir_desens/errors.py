@@ -11,7 +11,10 @@ This module imports the standard library only, so the pure protocol engine may u
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # mypy reads this block; typing is not imported at run time (commands start faster)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class DesensError(Exception):

@@ -12,12 +12,16 @@ frozen dataclass (equality, hashing, ``repr``, ``dataclasses.replace`` and immut
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TypeVar
 
 from fhir_desens.protocol.plan import PlannedStep
 from fhir_desens.protocol.quantity import Quantity
 
-_T = TypeVar("_T")
+TYPE_CHECKING = False  # mypy reads this block; typing is not imported at run time (commands start faster)
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _T = TypeVar("_T")
+
 _new = object.__new__
 _set = object.__setattr__
 

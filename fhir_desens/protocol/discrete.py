@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal
 
 from fhir_desens.errors import InputError
@@ -12,6 +11,7 @@ from fhir_desens.protocol.inputs import checked_target
 from fhir_desens.protocol.model import Protocol, SolutionDefinition, StepDefinition, TargetKind
 from fhir_desens.protocol.plan import Plan, PlannedSolution, PlannedStep, PlanRequest
 from fhir_desens.protocol.quantity import CANONICAL_DOSE, Quantity, add, mul, plain
+from fhir_desens.protocol.record import replace
 from fhir_desens.protocol.schedule import with_insertions
 from fhir_desens.protocol.syringes import SYRINGE_TABLE_SOURCE, measurable_volume
 from fhir_desens.protocol.tables import check_fixed_target

@@ -19,10 +19,13 @@ Rounding is ROUND_HALF_UP (what a calculator and a pharmacist do).
 
 from __future__ import annotations
 
-from datetime import date, datetime, tzinfo
 from decimal import Decimal
 
 from fhir_desens.protocol.quantity import EXACT, Quantity, unit
+
+TYPE_CHECKING = False  # mypy reads this block; datetime is imported where a chart time is shown
+if TYPE_CHECKING:
+    from datetime import tzinfo
 
 __all__ = [
     "BSA_PLACES",
@@ -194,6 +197,8 @@ def chart_time_text(value: str, zone: tzinfo) -> str:
     """A FHIR ``date`` or ``dateTime`` from the chart, for people: "14 Oct 2026", or "14 Oct 2026 17:22 CET"
     in the site's zone when the chart gives a time with its offset. Partial dates ("2019", "2019-03") stay as
     written; anything unparseable is returned unchanged rather than hidden."""
+    from datetime import date, datetime  # here: the plan command never shows a chart time
+
     text = value.strip()
     try:
         if len(text) == 10:

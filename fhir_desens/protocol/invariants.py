@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 
 from fhir_desens.errors import SafetyViolation
@@ -15,6 +14,7 @@ from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.model import ProtocolKind, SolutionDefinition, TargetKind
 from fhir_desens.protocol.plan import Plan, PlannedSolution, PlannedStep
 from fhir_desens.protocol.quantity import EXACT, plain
+from fhir_desens.protocol.record import record
 from fhir_desens.protocol.syringes import syringe_for
 
 #: Relative tolerance for "volume x concentration = dose": the 50-digit context loses far less.
@@ -23,7 +23,7 @@ ZERO = Decimal(0)
 SIXTY = Decimal(60)
 
 
-@dataclass(frozen=True)
+@record
 class Invariant:
     id: str
     statement: str
@@ -77,7 +77,7 @@ INVARIANTS: dict[str, Invariant] = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Violation:
     invariant_id: str
     detail: str  # technical, for logs and JSON

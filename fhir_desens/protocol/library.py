@@ -7,11 +7,10 @@ through ``fhir_desens.fhir``), so it checks everything and names the offending J
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from decimal import Decimal
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
+from functools import cache, lru_cache
 
 from fhir_desens.errors import DesensError, InputError, ProtocolDefinitionError
 from fhir_desens.protocol.model import (
@@ -30,6 +29,10 @@ from fhir_desens.protocol.model import (
     TargetKind,
 )
 from fhir_desens.protocol.quantity import Dimension, Quantity, div, parse_decimal, parse_quantity, plain
+
+TYPE_CHECKING = False  # mypy reads this block; typing is not imported at run time (commands start faster)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _ratio(text: str, path: str) -> Decimal:
@@ -442,24 +445,46 @@ def protocol_to_dict(protocol: Protocol) -> dict[str, Any]:
     )
 
 
+#: The packaged protocols: one file per protocol, named by its id (``iv-12-step-3-bag.json``).
+TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
+
+
+def _template_names() -> list[str]:
+    return sorted(name for name in os.listdir(TEMPLATES) if name.endswith(".json"))
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
+@cache
+def _builtin_protocol(file_name: str) -> Protocol:
+    """One packaged protocol, read once (a command reads only the one it plans with)."""
+    try:
+        protocol = protocol_from_dict(json.loads(_read(os.path.join(TEMPLATES, file_name))))
+    except ProtocolDefinitionError as error:
+        raise ProtocolDefinitionError(f"built-in protocol {file_name}: {error}") from None
+    if f"{protocol.id}.json" != file_name:
+        raise ProtocolDefinitionError(
+            f"built-in protocol {file_name}: its id '{protocol.id}' is not its name"
+        )
+    return protocol
+
+
 @lru_cache(maxsize=1)
 def builtin_protocols() -> dict[str, Protocol]:
     """Every packaged protocol by id, in a stable order."""
-    folder = Path(__file__).parent / "templates"
-    protocols: dict[str, Protocol] = {}
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".json"):
-            try:
-                protocol = protocol_from_dict(json.loads(entry.read_text("utf-8")))
-            except ProtocolDefinitionError as error:
-                raise ProtocolDefinitionError(f"built-in protocol {entry.name}: {error}") from None
-            protocols[protocol.id] = protocol
-    return protocols
+    protocols = (_builtin_protocol(name) for name in _template_names())
+    return {protocol.id: protocol for protocol in protocols}
 
 
 def get_protocol(protocol_id: str, extra: Mapping[str, Protocol] | None = None) -> Protocol:
-    """A protocol by id from the built-ins (and ``extra``, e.g. imported ones); unknown ids are input errors."""
+    """A protocol by id from ``extra`` (e.g. imported ones) or the built-ins; unknown ids are input errors."""
+    if extra and protocol_id in extra:
+        return extra[protocol_id]
+    file_name = f"{protocol_id}.json"
+    if file_name in _template_names():  # a packaged file's name, never a path made from the input
+        return _builtin_protocol(file_name)
     library = {**builtin_protocols(), **(extra or {})}
-    if protocol_id not in library:
-        raise InputError("--protocol", f"unknown protocol '{protocol_id}'", ", ".join(library))
-    return library[protocol_id]
+    raise InputError("--protocol", f"unknown protocol '{protocol_id}'", ", ".join(library))

@@ -11,12 +11,12 @@ Two kinds exist:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 from functools import cached_property
 
 from fhir_desens.protocol.quantity import Dimension, Quantity
+from fhir_desens.protocol.record import field, record
 
 
 class ProtocolKind(Enum):
@@ -58,7 +58,7 @@ class Evidence(Enum):
     STRUCTURALLY_DERIVED = "structurally-derived"  # no primary table read: derived from a related protocol
 
 
-@dataclass(frozen=True)
+@record
 class Source:
     citation: str
     url: str | None = None
@@ -69,7 +69,7 @@ class Source:
 MAX_OVERFILL_FRACTION = Decimal("0.25")
 
 
-@dataclass(frozen=True)
+@record
 class Preparation:
     """How the pharmacy makes a solution, as the protocol states it (INV-22, INV-23).
 
@@ -115,7 +115,7 @@ class Preparation:
         return ", ".join(steps) + f": {plain(self.final_volume_ml)} mL"
 
 
-@dataclass(frozen=True)
+@record
 class SolutionDefinition:
     """A solution (bag, syringe or oral dilution) the pharmacy prepares.
 
@@ -155,7 +155,7 @@ class SolutionDefinition:
         return f"fixed {shown.quantity_text(self.concentration)}"
 
 
-@dataclass(frozen=True)
+@record
 class StepDefinition:
     """One step of a protocol.
 
@@ -178,7 +178,7 @@ class StepDefinition:
     note: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Premedication:
     drug: str
     dose: str  # as written for people, e.g. "25 mg IV"; premedications are ordered, not calculated
@@ -188,7 +188,7 @@ class Premedication:
     condition: str | None = None  # e.g. "if flushing in the index reaction"
 
 
-@dataclass(frozen=True)
+@record
 class ProtocolDefaults:
     bag_volume_ml: Decimal | None = None
     final_rate_ml_h: Decimal | None = None
@@ -197,7 +197,7 @@ class ProtocolDefaults:
     bag_fractions: tuple[Decimal, ...] | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Protocol:
     id: str
     version: str

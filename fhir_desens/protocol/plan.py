@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from decimal import Decimal
 
 from fhir_desens.protocol.model import ClosingMethod, Premedication, Preparation, Protocol
 from fhir_desens.protocol.quantity import Quantity
+from fhir_desens.protocol.record import record
 
 DEFAULT_PUMP_MAX_ML_H = Decimal(999)
 
 
-@dataclass(frozen=True)
+@record
 class PlanRequest:
     """Everything a plan depends on. ``None`` means: the protocol's default."""
 
@@ -35,7 +35,7 @@ class PlanRequest:
     syringe_volumes: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class PlannedSolution:
     number: int
     label: str
@@ -51,7 +51,7 @@ class PlannedSolution:
     unit_name: str = "tablet"  # solid forms: what one unit is called
 
 
-@dataclass(frozen=True)
+@record
 class PlannedStep:
     number: int
     solution: int
@@ -68,7 +68,7 @@ class PlannedStep:
     note: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Plan:
     request: PlanRequest
     protocol: Protocol
@@ -81,7 +81,7 @@ class Plan:
     total_minutes: Decimal
     premedications: tuple[Premedication, ...]
     warnings: tuple[str, ...]
-    nursing_instructions: tuple[str, ...] = field(default=())
+    nursing_instructions: tuple[str, ...] = ()
 
     @property
     def dose_unit(self) -> str:

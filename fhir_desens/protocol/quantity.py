@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from enum import Enum
 
 from fhir_desens.errors import InputError, UnitError
+from fhir_desens.protocol.record import record
 
 #: Working precision: far beyond any pump or balance, so division (e.g. a final-step duration of
 #: 232.5 mL at 70 mL/h) loses nothing a person could measure.
@@ -32,7 +32,7 @@ class Dimension(Enum):
     DOSE_PER_WEIGHT = "dose-per-weight"  # dose per kg of body weight (prescribing only, never infused)
 
 
-@dataclass(frozen=True)
+@record
 class Unit:
     code: str  # UCUM code written to FHIR
     display: str  # what a nurse reads
@@ -127,7 +127,7 @@ def per_area_dose_unit(u: Unit) -> Unit:
     return unit(_PER_AREA_DOSE[u.code][1])
 
 
-@dataclass(frozen=True, order=False)
+@record
 class Quantity:
     value: Decimal
     unit: str  # UCUM code

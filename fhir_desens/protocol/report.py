@@ -7,7 +7,6 @@ display only, by the one display policy (``fhir_desens.protocol.display``).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
 
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
@@ -15,7 +14,10 @@ from fhir_desens.protocol.library import protocol_to_dict
 from fhir_desens.protocol.model import Protocol
 from fhir_desens.protocol.quantity import Quantity, plain
 
+TYPE_CHECKING = False  # mypy reads this block; typing is not imported at run time (commands start faster)
 if TYPE_CHECKING:
+    from typing import Any
+
     from fhir_desens.protocol.replan import Replan
 
 

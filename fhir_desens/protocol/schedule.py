@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal
 
 from fhir_desens.errors import InputError
 from fhir_desens.protocol.model import Protocol, ProtocolKind, StepDefinition
 from fhir_desens.protocol.quantity import add, div
+from fhir_desens.protocol.record import replace
 
 
 def with_insertions(

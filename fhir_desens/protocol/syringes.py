@@ -10,15 +10,15 @@ pharmacist can check it against the syringes the ward stocks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from fhir_desens.protocol.quantity import EXACT
+from fhir_desens.protocol.record import record
 
 __all__ = ["SYRINGES", "SYRINGE_TABLE_SOURCE", "Syringe", "measurable_volume", "syringe_for"]
 
 
-@dataclass(frozen=True)
+@record
 class Syringe:
     capacity_ml: Decimal
     graduation_ml: Decimal  # the finest mark

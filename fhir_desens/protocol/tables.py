@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal
 
 from fhir_desens.errors import InputError
@@ -10,6 +9,7 @@ from fhir_desens.protocol.inputs import checked_target
 from fhir_desens.protocol.model import ClosingMethod, Protocol, TargetKind
 from fhir_desens.protocol.plan import PlanRequest
 from fhir_desens.protocol.quantity import Quantity, add, div, mul, sub
+from fhir_desens.protocol.record import replace
 
 SIXTY = Decimal(60)
 

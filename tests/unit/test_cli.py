@@ -116,6 +116,35 @@ def test_plan_does_not_import_the_fhir_model_library():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode == 0
 
 
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code`` (which prints nothing on stderr)."""
+    code += "; import sys, json; print(json.dumps(sorted(sys.modules)), file=sys.stderr)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(result.stderr))
+
+
+def test_plan_imports_only_what_it_uses():
+    """The cold start (benchmarks/bench_cold_start.py): `plan` reads the one template it plans with and
+    imports neither dataclasses (with inspect), typing, datetime, the replan engine nor the FHIR mapping."""
+    plan = (
+        "from fhir_desens.cli import main; "
+        "main(['plan','--protocol','iv-12-step-3-bag','--drug','x','--dose','400mg','--format','json']); "
+        "from fhir_desens.protocol.library import _builtin_protocol; "
+        "assert _builtin_protocol.cache_info().currsize == 1, 'more than one template read'"
+    )
+    added = _modules_after(plan) - _modules_after("pass")
+    unused = {
+        "dataclasses",
+        "inspect",
+        "typing",
+        "datetime",
+        "fhir_desens.protocol.replan",
+        "fhir_desens.fhir",
+    }
+    assert "fhir_desens.protocol.calculate" in added
+    assert not added & unused
+
+
 def test_replan_lists_every_option(capsys):
     assert main(["replan", "--protocol", "iv-12-step-3-bag", "--drug", "carboplatin", "--dose", "400mg",
                  "--step", "12", "--minutes", "30", "--format", "json"]) == 0  # fmt: skip

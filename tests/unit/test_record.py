@@ -1,0 +1,172 @@
+"""``@record`` (protocol/record.py) makes the class a frozen dataclass of the same declaration would be:
+same ``__init__``, equality, hash, repr, immutability, ``dataclasses`` functions, pickling."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import pickle
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+import pytest
+
+from fhir_desens.protocol import invariants, model, plan, quantity, syringes
+from fhir_desens.protocol.quantity import Quantity
+from fhir_desens.protocol.record import field, record, replace
+
+ENGINE_RECORDS = [
+    quantity.Unit,
+    quantity.Quantity,
+    model.Source,
+    model.Preparation,
+    model.SolutionDefinition,
+    model.StepDefinition,
+    model.Premedication,
+    model.ProtocolDefaults,
+    model.Protocol,
+    plan.PlanRequest,
+    plan.PlannedSolution,
+    plan.PlannedStep,
+    plan.Plan,
+    syringes.Syringe,
+    invariants.Invariant,
+    invariants.Violation,
+]
+
+
+@record
+class Dose:
+    value: Decimal
+    unit: str
+    note: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.value < 0:
+            raise ValueError("negative")
+
+    @cached_property
+    def text(self) -> str:
+        return f"{self.value} {self.unit}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DoseDataclass:
+    value: Decimal
+    unit: str
+    note: str | None = None
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.value < 0:
+            raise ValueError("negative")
+
+
+@record
+class One:
+    """A record of one field."""
+
+    value: int
+
+
+def same_declaration_dataclass(cls: type) -> Any:
+    """The frozen dataclass declared like the record ``cls`` (its annotations and defaults)."""
+    namespace: dict[str, Any] = {"__annotations__": cls.__annotations__, "__module__": cls.__module__}
+    for f in dataclasses.fields(cls):
+        if f.default_factory is not dataclasses.MISSING:
+            namespace[f.name] = dataclasses.field(default_factory=f.default_factory)
+        elif f.default is not dataclasses.MISSING:
+            namespace[f.name] = f.default
+    return dataclasses.dataclass(frozen=True)(type(cls.__name__, (), namespace))
+
+
+@pytest.mark.parametrize("cls", ENGINE_RECORDS, ids=lambda c: c.__name__)
+def test_engine_records_have_the_init_their_frozen_dataclass_would_have(cls: type) -> None:
+    ours = inspect.signature(cls).parameters
+    theirs = inspect.signature(same_declaration_dataclass(cls)).parameters
+    assert list(ours) == list(theirs)
+    for name, parameter in ours.items():
+        other = theirs[name]
+        assert (parameter.kind, parameter.annotation) == (other.kind, other.annotation)
+        assert (parameter.default is inspect.Parameter.empty) == (other.default is inspect.Parameter.empty)
+        if not isinstance(other.default, type(dataclasses.MISSING)) and repr(other.default) != "<factory>":
+            assert parameter.default == other.default
+    assert cls.__match_args__ == tuple(ours)  # type: ignore[attr-defined]
+    assert dataclasses.is_dataclass(cls)
+
+
+def test_a_record_behaves_as_the_frozen_dataclass_of_its_declaration() -> None:
+    ours, theirs = Dose(Decimal("1.50"), "mg"), DoseDataclass(Decimal("1.50"), "mg")
+    assert repr(ours) == repr(theirs).replace("DoseDataclass", "Dose")
+    assert ours == Dose(Decimal("1.5"), "mg")
+    for made in (ours, theirs):  # the hash covers every field, as a dataclass's: a dict is unhashable
+        with pytest.raises(TypeError, match="unhashable"):
+            hash(made)
+    assert hash(One(1)) == hash(One(1)) and hash(quantity.Quantity(Decimal(1), "mg")) == hash(
+        (Decimal(1), "mg")
+    )
+    assert ours != Dose(Decimal("1.5"), "g") and ours != theirs  # another class is never equal
+    assert ours.tags == {} and ours.tags is not Dose(Decimal(1), "mg").tags  # a new dict each time
+    assert "tags" not in Dose.__dict__  # no class attribute for a factory default, as a dataclass
+    assert ours.text == "1.50 mg"  # cached_property still works on a frozen record
+    with pytest.raises(ValueError, match="negative"):
+        Dose(Decimal(-1), "mg")  # __post_init__ runs
+    for action in (lambda: setattr(ours, "unit", "g"), lambda: delattr(ours, "unit")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            action()
+    with pytest.raises(TypeError):
+        Dose(Decimal(1))  # type: ignore[call-arg]
+
+
+def test_dataclasses_functions_work_on_records() -> None:
+    dose = Dose(Decimal(2), "mg", "n", {"a": "b"})
+    assert [f.name for f in dataclasses.fields(dose)] == ["value", "unit", "note", "tags"]
+    assert dataclasses.asdict(dose) == dataclasses.asdict(DoseDataclass(Decimal(2), "mg", "n", {"a": "b"}))
+    assert dataclasses.replace(dose, unit="g") == Dose(Decimal(2), "g", "n", {"a": "b"})
+    assert replace(dose, unit="g") == dataclasses.replace(dose, unit="g")
+    with pytest.raises(ValueError, match="negative"):
+        replace(dose, value=Decimal(-1))  # through __init__, so __post_init__ checks it
+    with pytest.raises(TypeError):
+        replace(dose, colour="red")
+
+
+def test_records_copy_and_pickle_as_dataclasses_do() -> None:
+    dose = Dose(Decimal(2), "mg")
+    assert pickle.loads(pickle.dumps(dose)) == dose  # noqa: S301 (our own bytes)
+    assert copy.deepcopy(dose) == dose and copy.copy(dose) == dose
+    q = Quantity(Decimal("437.5"), "mg")
+    assert pickle.loads(pickle.dumps(q)) == q  # noqa: S301 (our own bytes)
+
+
+def test_a_one_field_record_compares_and_hashes_its_fields_tuple() -> None:
+    assert One(1) == One(1) and One(1) != One(2)
+    assert hash(One(1)) == hash((1,))  # as a dataclass: the hash of the fields' tuple
+    assert repr(One(1)) == "One(value=1)"
+    assert One.__doc__ == "A record of one field."
+
+
+def test_a_record_without_a_docstring_gets_the_one_a_dataclass_would() -> None:
+    theirs = same_declaration_dataclass(quantity.Unit)
+    assert quantity.Unit.__doc__ == theirs.__doc__
+    assert model.Protocol.__doc__ == same_declaration_dataclass(model.Protocol).__doc__
+
+
+def test_what_a_record_does_not_support_is_refused() -> None:
+    class Base:
+        pass
+
+    with pytest.raises(TypeError, match="inherit"):
+
+        @record
+        class Child(Base):
+            value: int
+
+    with pytest.raises(TypeError, match="follows a default"):
+
+        @record
+        class Order:
+            first: int = 1
+            second: int
