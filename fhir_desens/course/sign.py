@@ -57,8 +57,6 @@ from fhir_desens.course.sign_errors import (
     SignedWithOtherValues,
     SigningBlocked,
     SigningFailed,
-    SignRefusal,
-    describe_refusal,
     status_for,
 )
 from fhir_desens.course.therapeutic import dose_blocker, dose_difference
@@ -225,7 +223,8 @@ def _sign_draft(
     :class:`OrdersNotPermitted` (403, nothing sent), :class:`SigningBlocked` (409),
     :class:`SignedWithOtherValues` (409: signed before with other values), :class:`SigningFailed` (the
     EHR refused or did not answer; says what was written), InputError/SafetyViolation (the plan).
-    Every error but SigningFailed happens before anything is sent (see :func:`describe_refusal`).
+    Every error but SigningFailed happens before anything is sent (see
+    :func:`fhir_desens.course.sign_errors.describe_refusal`).
     """
     smart, store = ctx.smart, ctx.store
     plan, review = _signable(ctx, draft, read_allergies)
@@ -414,12 +413,9 @@ def _located(answer: Mapping[str, Any], kind: str) -> str | None:
 
 
 __all__ = [
-    # what the pages import from here: signing, its result, and the account of a refusal
+    # what the pages import from here: signing and its result (refusals: fhir_desens.course.sign_errors)
     "SIGNED_KIND",
-    "DuplicatePlan",
-    "SignRefusal",
     "SignResult",
-    "describe_refusal",
     "planned_start",
     "review_for",
     "sign_draft",

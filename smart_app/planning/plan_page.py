@@ -16,14 +16,8 @@ from fhir_desens.course.draft import DILUENTS
 from fhir_desens.course.drug_review import DrugReview
 from fhir_desens.course.lifecycle import active_plans_for_drug
 from fhir_desens.course.readback import SignedPlanSummary
-from fhir_desens.course.sign import (
-    DuplicatePlan,
-    SignRefusal,
-    SignResult,
-    describe_refusal,
-    planned_start,
-    signed_marker,
-)
+from fhir_desens.course.sign import SignResult, planned_start, signed_marker
+from fhir_desens.course.sign_errors import DuplicatePlan, SignRefusal, describe_refusal
 from fhir_desens.course.therapeutic import dose_blocker, dose_difference
 from fhir_desens.errors import DesensError
 from fhir_desens.protocol.calculate import Plan
