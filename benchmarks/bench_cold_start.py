@@ -21,9 +21,12 @@ import sys
 import time
 
 PLAN = ["plan", "--protocol", "iv-12-step-3-bag", "--drug", "x", "--dose", "400mg", "--format", "json"]
+#: The installed console script (what a person types), beside the interpreter.
+SCRIPT = os.path.join(os.path.dirname(sys.executable), "fhir-desens")
 COMMANDS = {
     "python -c pass": [sys.executable, "-c", "pass"],
     "fhir-desens plan ... --format json": [sys.executable, "-m", "fhir_desens.cli", *PLAN],
+    "  the same, by the console script": [SCRIPT, *PLAN],
     "fhir-desens --help": [sys.executable, "-m", "fhir_desens.cli", "--help"],
     "fhir-desens apply --help": [sys.executable, "-m", "fhir_desens.cli", "apply", "--help"],
 }

@@ -33,6 +33,19 @@ def test_chart_text_examples(raw, shown):
     assert chart_text(raw) == shown
 
 
+def test_every_surrogate_and_noncharacter_is_unsafe_and_nothing_else_for_that_reason():
+    """Over every code point: surrogates and the 66 noncharacters (U+FDD0-U+FDEF, U+xxFFFE, U+xxFFFF)
+    are unsafe; a letter next to them in the same block is not."""
+    nonchars = {*range(0xFDD0, 0xFDF0), *(p * 0x10000 + 0xFFFE for p in range(17))}
+    nonchars |= {p * 0x10000 + 0xFFFF for p in range(17)}
+    assert len(nonchars) == 66
+    for code in (*range(0xD800, 0xE000), *nonchars):
+        assert unsafe_characters(chr(code)) == [f"U+{code:04X}"]
+        assert chart_text(f"a{chr(code)}b") == "a\ufffdb"
+    for code in (0xD7FF, 0xE000, 0xFDCF, 0xFDF0, 0xFFFD, 0x1FFFD, 0x10FFFD, 0x20000):
+        assert unsafe_characters(f"a{chr(code)}") == []
+
+
 def test_spoofed_names_typed_into_a_form_are_refused_naming_the_field():
     with pytest.raises(InputError, match=r"^Other drug: .*U\+202E"):
         form_text("\u202enillicinep", "Other drug", max_length=120)
