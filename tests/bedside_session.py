@@ -116,6 +116,14 @@ class Bedside:
             self.record("step-stop", row=row)
             self.record("symptom-check", row=row, symptoms=["none"])
 
+    def mild_reaction_during(self, row: int, minutes: float) -> None:
+        """The rows before ``row`` as planned, then a mild type I reaction (itching) ``minutes`` into
+        ``row``; the pump is paused, nothing decided yet."""
+        for earlier in range(1, row):
+            self.run_row(earlier)
+        self.run_row(row, minutes, stop=False)
+        self.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+
     def reaction_at_step_11(self, encounter: str | None = None) -> None:
         """Steps 1-10 as planned, a mild reaction 6 min into step 11, one step back, finish."""
         self.start(encounter)

@@ -63,81 +63,44 @@ def matches_search(resource: dict[str, Any], query: dict[str, list[str]]) -> boo
     return True
 
 
-ALLERGY_PENICILLIN_SJS = {
-    "resourceType": "AllergyIntolerance",
-    "id": "pen-sjs",
-    "clinicalStatus": {
-        "coding": [
-            {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}
-        ]
-    },
-    "verificationStatus": {
-        "coding": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
-                "code": "confirmed",
-            }
-        ]
-    },
-    "category": ["medication"],
-    "criticality": "high",
-    "code": {
-        "coding": [
-            {
-                "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                "code": "7980",
-                "display": "Penicillin G",
-            }
-        ]
-    },
-    "patient": {"reference": "Patient/p1"},
-    "reaction": [
-        {
-            "manifestation": [
-                {
-                    "coding": [
-                        {
-                            "system": "http://snomed.info/sct",
-                            "code": "73442001",
-                            "display": "Stevens-Johnson syndrome",
-                        }
-                    ]
-                }
-            ],
-            "severity": "severe",
-        }
-    ],
-}
+CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
-ALLERGY_CARBOPLATIN_HIVES = {
-    "resourceType": "AllergyIntolerance",
-    "id": "carbo",
-    "clinicalStatus": {
-        "coding": [
-            {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}
-        ]
-    },
-    "verificationStatus": {
-        "coding": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
-                "code": "confirmed",
-            }
-        ]
-    },
-    "category": ["medication"],
-    "code": {
-        "coding": [
-            {
-                "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                "code": "40048",
-                "display": "Carboplatin",
-            }
-        ]
-    },
-    "patient": {"reference": "Patient/p1"},
-    "reaction": [{"manifestation": [{"text": "Hives"}], "severity": "moderate"}],
-}
+
+def _verification(code: str) -> dict[str, Any]:
+    return {"coding": [{"system": VERIFICATION_STATUS, "code": code}]}
+
+
+def _confirmed_drug_allergy(
+    id_: str, rxnorm: str, display: str, reaction: dict[str, Any], **more: Any
+) -> dict[str, Any]:
+    """An active, confirmed medication allergy of Patient/p1 to an RxNorm-coded drug, with one reaction
+    (``more``: further elements, e.g. criticality)."""
+    return {
+        "resourceType": "AllergyIntolerance",
+        "id": id_,
+        "clinicalStatus": {"coding": [{"system": CLINICAL_STATUS, "code": "active"}]},
+        "verificationStatus": _verification("confirmed"),
+        "category": ["medication"],
+        **more,
+        "code": {"coding": [{"system": RXNORM, "code": rxnorm, "display": display}]},
+        "patient": {"reference": "Patient/p1"},
+        "reaction": [reaction],
+    }
+
+
+SJS = {"system": "http://snomed.info/sct", "code": "73442001", "display": "Stevens-Johnson syndrome"}
+ALLERGY_PENICILLIN_SJS = _confirmed_drug_allergy(
+    "pen-sjs",
+    "7980",
+    "Penicillin G",
+    {"manifestation": [{"coding": [SJS]}], "severity": "severe"},
+    criticality="high",
+)
+ALLERGY_CARBOPLATIN_HIVES = _confirmed_drug_allergy(
+    "carbo", "40048", "Carboplatin", {"manifestation": [{"text": "Hives"}], "severity": "moderate"}
+)
 
 ALLERGY_PEANUT = {
     "resourceType": "AllergyIntolerance",
@@ -151,14 +114,7 @@ ALLERGY_PEANUT = {
 ALLERGY_ERROR = {
     "resourceType": "AllergyIntolerance",
     "id": "oops",
-    "verificationStatus": {
-        "coding": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
-                "code": "entered-in-error",
-            }
-        ]
-    },
+    "verificationStatus": _verification("entered-in-error"),
     "category": ["medication"],
     "code": {"text": "Amoxicillin (wrong patient)"},
     "patient": {"reference": "Patient/p1"},

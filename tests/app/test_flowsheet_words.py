@@ -20,12 +20,24 @@ from tests.html import text_of
 PATIENT = "carboplatin-ovarian"
 
 
-def _flowsheet_at_the_checklist(launcher: Launcher, ehr: FakeEhr, app: Flask) -> str:
+def _launched_with_a_bedside_session(launcher: Launcher, ehr: FakeEhr, app: Flask) -> tuple[str, Bedside]:
+    """A launch for PATIENT (the app session id) and a bedside session recorded into the app's own record
+    store, which its flowsheet reads."""
     ehr.load_fixture(PATIENT)
     sid = launcher.launch(PATIENT)
     services = app.extensions["fhir_desens"]
     record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
-    bedside = Bedside(record_to=record, patient=f"Patient/{PATIENT}")
+    return sid, Bedside(record_to=record, patient=f"Patient/{PATIENT}")
+
+
+def _flowsheet(launcher: Launcher, sid: str, bedside: Bedside) -> str:
+    response = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}")
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def _flowsheet_at_the_checklist(launcher: Launcher, ehr: FakeEhr, app: Flask) -> str:
+    sid, bedside = _launched_with_a_bedside_session(launcher, ehr, app)
     bedside.submit(
         start_entry(
             entry_id=str(uuid.uuid4()), session_id=bedside.session_id, author=NURSE, at=bedside.now,
@@ -34,9 +46,7 @@ def _flowsheet_at_the_checklist(launcher: Launcher, ehr: FakeEhr, app: Flask) ->
         )
     )  # fmt: skip
     bedside.record("checklist", item="consent")
-    response = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}")
-    assert response.status_code == 200
-    return response.get_data(as_text=True)
+    return _flowsheet(launcher, sid, bedside)
 
 
 def test_the_checklist_and_the_vital_signs_read_in_words(
@@ -67,41 +77,30 @@ def test_the_resume_options_and_step_statuses_read_as_the_nurse_reads_them(
 ) -> None:
     """After a reaction the engine's options were written with every digit ("264.0348101186078321... min")
     and the steps with FHIR codes ("on-hold"): now durations, doses and statuses are the display policy's."""
-    ehr.load_fixture(PATIENT)
-    sid = launcher.launch(PATIENT)
-    services = app.extensions["fhir_desens"]
-    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
-    bedside = Bedside(record_to=record, patient=f"Patient/{PATIENT}")
+    sid, bedside = _launched_with_a_bedside_session(launcher, ehr, app)
     bedside.start()
     bedside.advance(20)
-    for row in range(1, 11):
-        bedside.run_row(row)
-    bedside.run_row(11, 6, stop=False)
-    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    bedside.mild_reaction_during(11, 6)
     bedside.advance(20)
     bedside.record("resolved")
-    text = text_of(launcher.get(f"/s/{sid}/bedside/{bedside.session_id}").get_data(as_text=True))
+    text = text_of(_flowsheet(launcher, sid, bedside))
     options = text[text.index("Resume (the engine's options") : text.index("Record decision")]
     assert re.search(r"Go back one step : 3 steps, \d h \d\d min, total 400 mg: reaches the target", options)
     assert re.search(r"Stopping leaves 3\d\d\.?\d* mg undelivered", options)
     assert too_precise(options) == [], options
     assert "174.4 min" not in options and re.search(r"\(bag 3, 80 mL/h, 17\d min\)", options)
-    html = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}").get_data(as_text=True)
+    html = _flowsheet(launcher, sid, bedside)
     statuses = re.findall(r"<td>(given|paused|running|planned|completed|on-hold)</td></tr>", html)
     assert statuses[:12] == ["given"] * 10 + ["paused", "planned"]
 
 
 def test_a_running_step_does_not_read_as_0_mg_given(launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
-    ehr.load_fixture(PATIENT)
-    sid = launcher.launch(PATIENT)
-    services = app.extensions["fhir_desens"]
-    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
-    bedside = Bedside(record_to=record, patient=f"Patient/{PATIENT}")
+    sid, bedside = _launched_with_a_bedside_session(launcher, ehr, app)
     bedside.start()
     bedside.advance(20)
     bedside.run_row(1)
     bedside.run_row(2, 7, stop=False)  # step 2 running for 7 minutes
-    html = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}").get_data(as_text=True)
+    html = _flowsheet(launcher, sid, bedside)
     [row] = re.findall(r"<tr><th scope=\"row\">2</th>(.*?)</tr>", html, re.S)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
     assert cells[-1] == "running" and "0 mg" not in cells and "0" not in cells[7:9], cells

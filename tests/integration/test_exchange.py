@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -27,6 +27,7 @@ from fhir_desens.exchange.importer import (
     CREATED,
     FAILED,
     NOT_ATTEMPTED,
+    ImportReport,
     import_resources,
 )
 from fhir_desens.exchange.load import Loaded, load_bytes, load_path
@@ -249,14 +250,25 @@ class _Meddling(FhirClient):
         return super().batch(bundle)
 
 
+def _import_meddled_with(fhir_client: FhirClient, loaded: Sequence[Loaded], **meddling: bool) -> ImportReport:
+    """``loaded`` imported in batches of 2 through a :class:`_Meddling` server."""
+    with _Meddling(fhir_client.base_url, **meddling) as client:
+        return import_resources(client, loaded, structural=None, batch_size=2)
+
+
+def _stopped_at_the_fourth(status: str) -> list[str]:
+    """The statuses of a 7-resource import whose 4th resource (the second batch's second) ended ``status``:
+    the ones after it are not attempted."""
+    return [CREATED] * 3 + [status] + [NOT_ATTEMPTED] * 3
+
+
 def test_a_batch_entry_the_server_refuses_names_the_resource_and_the_field(
     fhir_client: FhirClient, tag: str
 ) -> None:
     loaded = loaded_of(own("tmp-smx-oral-hourly", tag))
-    with _Meddling(fhir_client.base_url, invalid=True) as client:
-        report = import_resources(client, loaded, structural=None, batch_size=2)
+    report = _import_meddled_with(fhir_client, loaded, invalid=True)
     assert isinstance(report.error, FhirServerError) and report.exit_code == 4, report.text_lines()
-    assert [i.status for i in report.items] == [CREATED] * 2 + [CREATED, FAILED] + [NOT_ATTEMPTED] * 3
+    assert [i.status for i in report.items] == _stopped_at_the_fourth(FAILED)
     failed = report.items[3]
     detail = failed.detail or ""
     assert "create ActivityDefinition" in detail and "HTTP 4" in detail, detail
@@ -271,11 +283,11 @@ def test_a_batch_entry_the_server_refuses_names_the_resource_and_the_field(
 def test_a_resource_written_meanwhile_with_other_content_is_a_conflict_in_a_batch(
     fhir_client: FhirClient, tag: str
 ) -> None:
-    loaded = loaded_of(own("tmp-smx-oral-hourly", tag))
-    with _Meddling(fhir_client.base_url, written_meanwhile=True) as client:
-        report = import_resources(client, loaded, structural=None, batch_size=2)
+    report = _import_meddled_with(
+        fhir_client, loaded_of(own("tmp-smx-oral-hourly", tag)), written_meanwhile=True
+    )
     assert isinstance(report.error, ConflictError) and report.exit_code == 6, report.text_lines()
-    assert [i.status for i in report.items] == [CREATED] * 2 + [CREATED, CONFLICT] + [NOT_ATTEMPTED] * 3
+    assert [i.status for i in report.items] == _stopped_at_the_fourth(CONFLICT)
     conflict = report.items[3]
     assert "title" in (conflict.detail or "") and conflict.server_id
     [theirs] = on_server(fhir_client, "ActivityDefinition", conflict.url)

@@ -41,10 +41,7 @@ def test_a_whole_session_with_a_reaction_at_step_11_reaches_the_target_exactly()
 def test_resume_options_come_from_the_engine_and_never_exceed_the_target() -> None:
     bedside = Bedside()
     bedside.start()
-    for row in range(1, 11):
-        bedside.run_row(row)
-    bedside.run_row(11, 6, stop=False)
-    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    bedside.mild_reaction_during(11, 6)
     options = bedside.state.resume_options()
     assert set(options) >= {"resume-same-step", "back-one-step", "back-two-steps", "stop"}
     for option, choice in options.items():
@@ -62,10 +59,7 @@ def test_resume_options_come_from_the_engine_and_never_exceed_the_target() -> No
 def test_stepping_back_into_an_earlier_bag_says_to_keep_it() -> None:
     bedside = Bedside()
     bedside.start()
-    for row in range(1, 9):
-        bedside.run_row(row)
-    bedside.run_row(9, 5, stop=False)
-    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    bedside.mild_reaction_during(9, 5)
     choice = bedside.state.resume_options()["back-one-step"]
     assert not isinstance(choice, str)
     assert choice.rows[0].solution == 2
@@ -173,10 +167,7 @@ def test_the_last_step_after_a_step_back_in_the_16_step_protocol_can_be_stopped(
     bedside = Bedside(plan=plan_for(draft, builtin_protocols()), draft=draft)
     bedside.start(step_requests={n: f"MedicationRequest/mr{n}" for n in range(1, 17)})
     bedside.advance(20)
-    for row in range(1, 11):
-        bedside.run_row(row)
-    bedside.run_row(11, 6, stop=False)
-    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    bedside.mild_reaction_during(11, 6)
     bedside.advance(20)
     bedside.record("resolved")
     bedside.record("resume", option="back-one-step")

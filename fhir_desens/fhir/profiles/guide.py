@@ -48,6 +48,25 @@ def _snapshot_and_differential(
     return snapshot, ordered, mappings
 
 
+def _conformance_header(
+    resource_type: str, *, id_: str, url: str, name: str, title: str, description: str
+) -> dict[str, Any]:
+    """The metadata every conformance resource of this guide starts with: the guide's version, active,
+    not experimental, its publisher."""
+    return {
+        "resourceType": resource_type,
+        "id": id_,
+        "url": url,
+        "version": c.IG_VERSION,
+        "name": name,
+        "title": title,
+        "status": "active",
+        "experimental": False,
+        "publisher": PUBLISHER,
+        "description": description,
+    }
+
+
 def _structure_definition(
     definitions: BaseDefinitions,
     *,
@@ -62,19 +81,15 @@ def _structure_definition(
 ) -> dict[str, Any]:
     base_url = HL7_SD + type_
     snapshot, ordered, mappings = _snapshot_and_differential(definitions, base_url, differential)
-    sd: dict[str, Any] = {
-        "resourceType": "StructureDefinition",
-        "id": url.rsplit("/", 1)[1],
-        "url": url,
-        "version": c.IG_VERSION,
-        "name": name,
-        "title": title,
-        "status": "active",
-        "experimental": False,
-        "publisher": PUBLISHER,
-        "description": description,
-        "fhirVersion": c.FHIR_VERSION,
-    }
+    sd = _conformance_header(
+        "StructureDefinition",
+        id_=url.rsplit("/", 1)[1],
+        url=url,
+        name=name,
+        title=title,
+        description=description,
+    )
+    sd["fhirVersion"] = c.FHIR_VERSION
     if mappings:
         sd["mapping"] = mappings
     sd["kind"] = kind
@@ -93,18 +108,21 @@ def _structure_definition(
     return sd
 
 
+def _terminology_header(resource_type: str, spec: CodeSystemSpec | ValueSetSpec) -> dict[str, Any]:
+    """The conformance header of a CodeSystem or ValueSet from its spec."""
+    return _conformance_header(
+        resource_type,
+        id_=spec.id,
+        url=spec.url,
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+    )
+
+
 def _code_system(spec: CodeSystemSpec) -> dict[str, Any]:
     return {
-        "resourceType": "CodeSystem",
-        "id": spec.id,
-        "url": spec.url,
-        "version": c.IG_VERSION,
-        "name": spec.name,
-        "title": spec.title,
-        "status": "active",
-        "experimental": False,
-        "publisher": PUBLISHER,
-        "description": spec.description,
+        **_terminology_header("CodeSystem", spec),
         "caseSensitive": True,
         "valueSet": spec.value_set,
         "content": "complete",
@@ -120,16 +138,7 @@ def _value_set(spec: ValueSetSpec) -> dict[str, Any]:
     if spec.codes:
         include["concept"] = [{"code": k.code, "display": k.display} for k in spec.codes]
     return {
-        "resourceType": "ValueSet",
-        "id": spec.id,
-        "url": spec.url,
-        "version": c.IG_VERSION,
-        "name": spec.name,
-        "title": spec.title,
-        "status": "active",
-        "experimental": False,
-        "publisher": PUBLISHER,
-        "description": spec.description,
+        **_terminology_header("ValueSet", spec),
         "immutable": False,
         "compose": {"include": [include]},
     }
@@ -177,16 +186,14 @@ def _implementation_guide(
         for r in conformance
     ]
     return {
-        "resourceType": "ImplementationGuide",
-        "id": c.IG_PACKAGE_NAME,
-        "url": IMPLEMENTATION_GUIDE,
-        "version": c.IG_VERSION,
-        "name": "FhirDesensIG",
-        "title": GUIDE_TITLE,
-        "status": "active",
-        "experimental": False,
-        "publisher": PUBLISHER,
-        "description": GUIDE_DESCRIPTION,
+        **_conformance_header(
+            "ImplementationGuide",
+            id_=c.IG_PACKAGE_NAME,
+            url=IMPLEMENTATION_GUIDE,
+            name="FhirDesensIG",
+            title=GUIDE_TITLE,
+            description=GUIDE_DESCRIPTION,
+        ),
         "packageId": c.IG_PACKAGE_NAME,
         "license": LICENSE,
         "fhirVersion": [c.FHIR_VERSION],
