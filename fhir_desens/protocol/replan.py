@@ -9,7 +9,6 @@ closing step carries exactly the remainder (INV-10).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 
@@ -18,6 +17,7 @@ from fhir_desens.protocol.calculate import SIXTY, Plan, PlannedStep, programmabl
 from fhir_desens.protocol.display import dose_text
 from fhir_desens.protocol.model import ProtocolKind, ReactionRule, TargetKind
 from fhir_desens.protocol.quantity import Quantity, add, div, mul, plain, sub
+from fhir_desens.protocol.record import record
 
 
 class ResumeOption(Enum):
@@ -36,7 +36,7 @@ class ResumeOption(Enum):
         raise InputError("resume option", f"unknown option '{text}'", ", ".join(o.value for o in cls))
 
 
-@dataclass(frozen=True)
+@record
 class Interruption:
     """Where the reaction stopped the plan: in plan step ``step`` after ``minutes`` of it.
 
@@ -47,7 +47,7 @@ class Interruption:
     minutes: Decimal = Decimal(0)
 
 
-@dataclass(frozen=True)
+@record
 class Replan:
     option: ResumeOption
     interruption: Interruption
@@ -58,7 +58,7 @@ class Replan:
     warnings: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class _Segment:
     solution: int
     rate_ml_h: Decimal | None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fhir_desens.protocol import invariants, model, plan, quantity, syringes
+from fhir_desens.protocol import invariants, model, plan, quantity, replan, syringes
 from fhir_desens.protocol.quantity import Quantity
 from fhir_desens.protocol.record import field, record, replace
 
@@ -34,6 +34,9 @@ ENGINE_RECORDS = [
     syringes.Syringe,
     invariants.Invariant,
     invariants.Violation,
+    replan.Interruption,
+    replan.Replan,
+    replan._Segment,
 ]
 
 
