@@ -8,24 +8,12 @@ from decimal import Decimal
 
 from fhir_desens.boundary.text import form_text
 from fhir_desens.errors import InputError
-from fhir_desens.protocol.calculate import DEFAULT_PUMP_MAX_ML_H, PlanRequest
-from fhir_desens.protocol.library import get_protocol
 from fhir_desens.protocol.model import ClosingMethod, Protocol
+from fhir_desens.protocol.plan import DEFAULT_PUMP_MAX_ML_H, PlanRequest
 from fhir_desens.protocol.quantity import Dimension, parse_decimal, parse_quantity, plain
 
 #: Longest drug name accepted ("Trimethoprim-sulfamethoxazole 160 mg/800 mg ..." fits well).
 MAX_DRUG_NAME = 200
-
-
-def port_number(text: str) -> int:
-    """argparse type for a TCP port; 0 means any free port."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range (0-65535, 0 = any free port): {value}")
-    return value
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +105,8 @@ def protocols_from_file(path: str) -> list[Protocol]:
 
 def chosen_protocol(args: argparse.Namespace, extra: dict[str, Protocol] | None = None) -> Protocol:
     """``--protocol ID`` from the library, or the protocol of ``--protocol-file`` (``--protocol`` picks)."""
+    from fhir_desens.protocol.library import get_protocol
+
     path = getattr(args, "protocol_file", None)
     if path is None:
         if args.protocol is None:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fhir_desens.commands._options import port_number
+from fhir_desens.commands._ports import port_number
 
 if TYPE_CHECKING:
     from fhir_desens.sandbox.server import Sandbox

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from fhir_desens.commands._options import port_number
+from fhir_desens.commands._ports import port_number
 
 HELP = (
     "Run a development FHIR R4 server until Ctrl-C: Medplum's in-memory engine (default) or HAPI FHIR "

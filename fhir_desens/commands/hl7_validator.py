@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fhir_desens.commands._options import port_number
+from fhir_desens.commands._ports import port_number
 
 HELP = (
     "Run the HL7 validator's engine (Java, `make java`) with our guide loaded until Ctrl-C; then "

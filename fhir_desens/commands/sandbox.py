@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from fhir_desens.commands._options import port_number
+from fhir_desens.commands._ports import port_number
 
 HELP = (
     "Run the sandbox EHR until Ctrl-C: seeded FHIR server, SMART authorization server, FHIR gateway and "
