@@ -146,6 +146,12 @@ class Backend:
         except ValueError:
             return None
 
+    @classmethod
+    def ok_json_object(cls, response: requests.Response) -> dict[str, Any] | None:
+        """The JSON object of a 200 answer; None for any other answer (relay that one as it is)."""
+        data = cls.json_of(response)
+        return data if response.status_code == 200 and isinstance(data, dict) else None
+
     @staticmethod
     def request_headers(request: Request) -> dict[str, str]:
         """The headers of ``request`` that are passed on to the backend."""

@@ -154,8 +154,8 @@ class FhirGateway:
         if request.method not in ("GET", "HEAD"):
             raise Denied(405, "not-supported", "use GET for /metadata")
         response = self.backend.send("GET", "metadata", params=list(request.args.items(multi=True)))
-        capability = self.backend.json_of(response)
-        if response.status_code != 200 or not isinstance(capability, dict):
+        capability = self.backend.ok_json_object(response)
+        if capability is None:
             return self.backend.relay(response)
         rest = capability.setdefault("rest", [{"mode": "server"}])
         if not rest:
@@ -258,8 +258,8 @@ class FhirGateway:
         if patient is not None and compartment.is_patient_data(resource_type):
             constrain(resource_type, params, patient)
             response = self.backend.get_for(request, resource_type, list(params.items(multi=True)))
-            bundle = self.backend.json_of(response)
-            if response.status_code == 200 and isinstance(bundle, dict):
+            bundle = self.backend.ok_json_object(response)
+            if bundle is not None:
                 filter_bundle(bundle, patient, self.backend.fetch)
                 return self.backend.relay(response, bundle, replace_body=True)
             return self.backend.relay(response)
@@ -270,8 +270,8 @@ class FhirGateway:
         """A further page of a search (HAPI's next links, ``[base]?_getpages=<id>&...``): its entries are
         checked like the first page's, each against the token's search scope and compartment."""
         response = self.backend.get_for(request, "")
-        bundle = self.backend.json_of(response)
-        if response.status_code != 200 or not isinstance(bundle, dict):
+        bundle = self.backend.ok_json_object(response)
+        if bundle is None:
             return self.backend.relay(response)
         entries = bundle.get("entry") or []
         kept = [e for e in entries if may_see(token, e.get("resource"), self.backend.fetch)]
@@ -303,8 +303,8 @@ class FhirGateway:
     def _compartment_read(self, request: Request, path: str, patient: str) -> Response:
         """A read, vread or instance history under a patient/ scope: refused when it shows another patient."""
         response = self.backend.get_for(request, path)
-        data = self.backend.json_of(response)
-        if response.status_code != 200 or not isinstance(data, dict):
+        data = self.backend.ok_json_object(response)
+        if data is None:
             return self.backend.relay(response)
         resources = (
             [e.get("resource") for e in data.get("entry") or [] if isinstance(e.get("resource"), dict)]
