@@ -35,6 +35,7 @@ from fhir_desens.drugs.products import PlanProducts, resolve_products
 from fhir_desens.errors import InputError
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.plandefinition import ROUTES, canonical_url, ucum
+from fhir_desens.fhir.provenance import provenance_resource
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
 from fhir_desens.protocol.quantity import Quantity
@@ -410,27 +411,8 @@ def _request_group(
 
 
 def _provenance(session: str, targets: list[str], recorded: str, practitioner: str | None) -> dict[str, Any]:
-    agent: dict[str, Any] = {
-        "type": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                    "code": "author",
-                }
-            ]
-        },
-        "who": {"reference": practitioner} if practitioner else {"display": "fhir-desens"},
-    }
-    return {
-        "resourceType": "Provenance",
-        "id": str(uuid.uuid5(_NAMESPACE, f"{session}/provenance")),
-        "target": [{"reference": t} for t in targets],
-        "recorded": recorded,
-        "activity": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE"}]
-        },
-        "agent": [agent],
-    }
+    provenance_id = str(uuid.uuid5(_NAMESPACE, f"{session}/provenance"))
+    return provenance_resource(provenance_id, targets, recorded, practitioner, "CREATE")
 
 
 # --- plan parameters (desens-plan-parameters) -----------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fhir_desens.fhir import canonical as c
+from fhir_desens.fhir.provenance import provenance_resource
 
 __all__ = [
     "COMPLETED_NOTE",
@@ -55,33 +56,6 @@ def _put(resource: Mapping[str, Any], version: str | None) -> dict[str, Any]:
     }
 
 
-def _provenance(
-    provenance_id: str, targets: Sequence[str], recorded: str, practitioner: str | None, reason: str
-) -> dict[str, Any]:
-    agent: dict[str, Any] = {
-        "type": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                    "code": "author",
-                }
-            ]
-        },
-        "who": {"reference": practitioner} if practitioner else {"display": "fhir-desens"},
-    }
-    return {
-        "resourceType": "Provenance",
-        "id": provenance_id,
-        "target": [{"reference": t} for t in targets],
-        "recorded": recorded,
-        "activity": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}]
-        },
-        "reason": [{"text": DISCONTINUED_NOTE + reason}],
-        "agent": [agent],
-    }
-
-
 def discontinue_bundle(
     group: Mapping[str, Any],
     group_version: str | None,
@@ -114,7 +88,9 @@ def discontinue_bundle(
         entries.append(_put(changed, version))
         targets.append(f"MedicationRequest/{order['id']}")
     provenance_id = str(uuid.uuid5(_NAMESPACE, f"{session}/discontinue"))
-    provenance = _provenance(provenance_id, targets, when, practitioner, reason)
+    provenance = provenance_resource(
+        provenance_id, targets, when, practitioner, "UPDATE", DISCONTINUED_NOTE + reason
+    )
     entries.append(
         {
             "fullUrl": f"Provenance/{provenance_id}",
