@@ -565,6 +565,46 @@ def test_transaction_is_atomic(fhir_base_url: str, http: requests.Session, uniqu
     assert http.get(f"{fhir_base_url}/Patient/{current['id']}", timeout=TIMEOUT).json()["gender"] == "female"
 
 
+def test_a_failed_transaction_puts_back_updates_and_deletes(
+    fhir_base_url: str, http: requests.Session, unique_system: str
+) -> None:
+    """The rollback restores each resource the transaction touched: version, history and search."""
+
+    def patient(value: str) -> dict[str, Any]:
+        body = {"resourceType": "Patient", "identifier": [{"system": unique_system, "value": value}]}
+        return dict(post(http, f"{fhir_base_url}/Patient", body).json())
+
+    def found(value: str) -> list[str]:
+        params = {"identifier": f"{unique_system}|{value}"}
+        bundle = http.get(f"{fhir_base_url}/Patient", params=params, timeout=TIMEOUT).json()
+        return [entry["resource"]["id"] for entry in bundle.get("entry", [])]
+
+    kept, removed = patient("kept"), patient("removed")
+    assert found("kept") == [kept["id"]]  # the identifier index exists before the transaction
+    bundle = _transaction(
+        [
+            {
+                "resource": {**kept, "identifier": [{"system": unique_system, "value": "renamed"}]},
+                "request": {"method": "PUT", "url": f"Patient/{kept['id']}"},
+            },
+            {"request": {"method": "DELETE", "url": f"Patient/{removed['id']}"}},
+            {
+                "resource": {"resourceType": "Patient", "birthDate": "soon"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+        ]
+    )
+    assert post(http, fhir_base_url, bundle).status_code == 400
+    read = http.get(f"{fhir_base_url}/Patient/{kept['id']}", timeout=TIMEOUT).json()
+    assert read["meta"]["versionId"] == "1" and read["identifier"][0]["value"] == "kept"
+    history = http.get(f"{fhir_base_url}/Patient/{kept['id']}/_history", timeout=TIMEOUT).json()
+    assert history["total"] == 1
+    assert http.get(f"{fhir_base_url}/Patient/{removed['id']}", timeout=TIMEOUT).status_code == 200
+    assert (found("kept"), found("renamed"), found("removed")) == ([kept["id"]], [], [removed["id"]])
+    again = put(http, f"{fhir_base_url}/Patient/{kept['id']}", {**read, "gender": "other"})
+    assert again.json()["meta"]["versionId"] == "2"  # version ids continue from the restored history
+
+
 def test_transaction_with_many_conditional_creates_is_idempotent(
     fhir_base_url: str, http: requests.Session, unique_system: str
 ) -> None:
