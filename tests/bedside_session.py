@@ -124,8 +124,9 @@ class Bedside:
         self.run_row(row, minutes, stop=False)
         self.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
 
-    def reaction_at_step_11(self, encounter: str | None = None) -> None:
-        """Steps 1-10 as planned, a mild reaction 6 min into step 11, one step back, finish."""
+    def reaction_at_step_11(self, encounter: str | None = None, next_dose: str = "re-desensitize") -> None:
+        """Steps 1-10 as planned, a mild reaction 6 min into step 11, one step back, finish (carboplatin's
+        next dose is a new desensitization; "continuous" fits a drug whose tolerance lasts while dosed)."""
         self.start(encounter)
         self.advance(20)
         for row in range(1, 11):
@@ -143,4 +144,4 @@ class Bedside:
             self.run_row(row.number)
         self.advance(30)
         self.record("vitals", **VITALS)
-        self.record("complete", outcome="completed", observation_end=self.at(), next_dose="continuous")
+        self.record("complete", outcome="completed", observation_end=self.at(), next_dose=next_dose)

@@ -167,7 +167,7 @@ class Journey:
             self._entry_post(flowsheet, "symptom-check", row=str(row), symptoms="none")
         self._advance(30)
         self._entry_post(flowsheet, "vitals", **VITALS)
-        self._entry_post(flowsheet, "complete", outcome="completed", next_dose="continuous")
+        self._entry_post(flowsheet, "complete", outcome="completed", next_dose="re-desensitize")
         html = self.get(flowsheet)
         found = re.search(r'id="outcome-link" href="([^"]+)"', html)
         if found is None:

@@ -15,6 +15,7 @@ from fhir_desens.course.bedside.outbox import OutboxStatus
 from fhir_desens.course.bedside.resume import ResumeChoice, Row, describe
 from fhir_desens.course.bedside.state import Segment, SessionState, minutes_between
 from fhir_desens.course.bedside.vitals import MEASURES
+from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol import report
 from fhir_desens.protocol.model import TargetKind
@@ -102,6 +103,38 @@ def next_dose_continues(state: SessionState) -> bool:
     return nd.continues(_recorded_next_dose(state), nd.rule_of(state))
 
 
+def _symptom_words(keys: list[str]) -> str:
+    """A symptom check's recorded keys in the nurse's words ('Itching, Hives (urticaria)')."""
+    return ", ".join(rx.symptom_words(str(k)) for k in keys)
+
+
+#: the posted fields as the flowsheet's labels name them (a refusal names what the nurse sees)
+FIELD_WORDS = {
+    "symptoms": "Symptoms",
+    "grade": "Grade (Brown)",
+    "phenotype": "Phenotype",
+    "treatment": "Treatment given",
+    "option": "How to continue",
+    "allergist": "Allergist signing off",
+    "outcome": "Outcome",
+    "reason": "Reason",
+    "observation_end": "Observation ended at",
+    "next_dose": "Next dose",
+    "rate_ml_h": "Rate programmed (mL/h)",
+    "volume_ml": "Volume infused (mL)",
+    "at": "Time",
+    "at_time": "Time",
+}
+
+
+def error_text(error: DesensError) -> str:
+    """A refused entry for the nurse: the field by its label, what is wrong and what is accepted."""
+    if not isinstance(error, InputError):
+        return error.message
+    text = f"{FIELD_WORDS.get(error.field, error.field)}: {error.problem}"
+    return f"{text} (accepted: {error.accepted})" if error.accepted else text
+
+
 def phenotype_words(key: str) -> str:
     return rx.PHENOTYPES.get(key, key)
 
@@ -163,7 +196,7 @@ def rows(state: SessionState) -> list[RowView]:
                 if segments and segments[-1].ended_at
                 else "—",
                 status=STATUS_WORDS.get(segments[-1].status, segments[-1].status) if segments else "planned",
-                symptoms=("none" if check and check["symptoms"] == ["none"] else ", ".join(check["symptoms"]))
+                symptoms=("none" if check["symptoms"] == ["none"] else _symptom_words(check["symptoms"]))
                 if check
                 else "—",
                 dose_number=shown.dose_number(sum((s.dose for s in ended), Decimal(0))) if ended else "—",
@@ -204,12 +237,12 @@ def current(state: SessionState, now: datetime) -> dict[str, Any]:
         "discrete": state.discrete,
         "given_as": state.given_as(row) if state.discrete else "",
         "dose": dose(row.step.dose.value, row.step.dose.unit),
-        "rate": _fmt(row.step.rate_ml_h, 3),
+        "rate": _rate(state, row.step.rate_ml_h),  # as the steps table and the worksheet print it
         "rate_exact": plain(row.step.rate_ml_h)
         if row.step.rate_ml_h is not None
         else "",  # never rounded into the form
-        "vtbi": _fmt(left, 2),
-        "planned_minutes": _fmt(row.step.minutes, 1),
+        "vtbi": _volume(left),  # what a pump takes (0.1 mL; 0.01 mL below 1 mL), as the steps table
+        "planned_minutes": _minutes(row.step.minutes),
         "bag": row.solution,
         "next": state.row(row.number + 1),
     }

@@ -1,27 +1,32 @@
 """The next dose after a session, as the nurse and the chart read it (docs/requirements.md, tolerance window).
 
 Carboplatin is desensitized at every administration: the completion form offers only a new desensitization,
-and a finished session never reads "Next dose: continuous" (an internal code, and wrong for the drug). The
+completion refuses "continuous" (the course layer, whatever posts it), and an older record that says it never
+reads "Next dose: continuous" (an internal code, and wrong for the drug). The
 outcome for the chart writes the dose by the display policy ("1,000 mg", not "1000 mg")."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import uuid
 
+import pytest
 from flask import Flask
 
 from fhir_desens.course.bedside import next_dose as nd
+from fhir_desens.course.bedside.entries import NewEntry
 from fhir_desens.course.bedside.fhir_map import _procedure_notes
 from fhir_desens.course.bedside.record import BedsideRecord
 from fhir_desens.course.bedside.summary import summarize
 from fhir_desens.course.draft import plan_for
 from fhir_desens.drugs.tolerance import rule_for
+from fhir_desens.errors import InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.library import builtin_protocols
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
-from tests.bedside_session import VITALS, Bedside, carboplatin_draft
+from tests.bedside_session import NURSE, VITALS, Bedside, carboplatin_draft
 from tests.html import text_of
 
 PATIENT = "carboplatin-ovarian"
@@ -64,7 +69,14 @@ def test_a_finished_carboplatin_session_says_the_next_dose_is_a_new_desensitizat
     ehr.load_fixture(PATIENT)
     sid = launcher.launch(PATIENT)
     bedside = _session(app)
-    bedside.reaction_at_step_11()  # records next_dose="continuous", as a script or an older page could
+    _until_observation(bedside)
+    # an older record (written before completion refused it) that says "continuous" for carboplatin
+    older = NewEntry(
+        str(uuid.uuid4()), bedside.session_id, "complete", _completion(bedside, nd.CONTINUOUS), NURSE
+    )
+    assert bedside.record_to is not None
+    bedside.record_to.store.append(older)  # no check: as it was stored then
+    bedside.entries = bedside.record_to.entries(bedside.session_id)
     page = text_of(launcher.get(f"/s/{sid}/bedside/{bedside.session_id}").get_data(as_text=True))
     assert (
         "Next dose: a new desensitization (platinum compounds are desensitized at every administration)"
@@ -76,6 +88,37 @@ def test_a_finished_carboplatin_session_says_the_next_dose_is_a_new_desensitizat
     assert "a new desensitization" in record and "continue dosing on schedule" not in record
     notes = _procedure_notes(bedside.state)
     assert "Next dose: a new desensitization" in notes[-1] and "Continue dosing" not in notes[-1]
+
+
+def _completion(bedside: Bedside, next_dose: str) -> dict[str, str]:
+    return {
+        "at": bedside.at(),
+        "outcome": "completed",
+        "observation_end": bedside.at(),
+        "next_dose": next_dose,
+    }
+
+
+def test_completion_refuses_continuous_dosing_for_a_drug_desensitized_at_every_administration() -> None:
+    bedside = Bedside()
+    _until_observation(bedside)
+    with pytest.raises(InputError) as refused:
+        bedside.record("complete", **_completion(bedside, nd.CONTINUOUS))
+    assert refused.value.field == "next_dose" and refused.value.accepted is not None
+    assert refused.value.accepted.startswith(nd.RE_DESENSITIZE)
+    assert "carboplatin" in refused.value.problem and "every administration" in refused.value.problem
+    assert bedside.state.completion is None
+    bedside.record("complete", **_completion(bedside, nd.RE_DESENSITIZE))
+    assert bedside.state.completion is not None
+
+
+def test_completion_accepts_continuous_dosing_when_tolerance_lasts_while_dosed() -> None:
+    draft = dataclasses.replace(carboplatin_draft(), drug="ceftriaxone", drug_rxnorm=("2193",), target="2 g")
+    bedside = Bedside(plan=plan_for(draft, builtin_protocols()), draft=draft)
+    _until_observation(bedside)
+    bedside.record("complete", **_completion(bedside, nd.CONTINUOUS))
+    state = bedside.state
+    assert state.completion is not None and nd.continues(state.completion["next_dose"], nd.rule_of(state))
 
 
 def test_the_outcome_and_the_session_notes_write_the_dose_by_the_display_policy(

@@ -51,7 +51,7 @@ def ceftriaxone_session_three_days_ago(stack: DemoStack, record_url: str) -> Non
         plan = plan_for(draft, builtin_protocols())
         bedside = Bedside(plan=plan, draft=draft, record_to=record, patient=patient)
         bedside.now = datetime.now(UTC) - timedelta(days=3)
-        bedside.reaction_at_step_11()
+        bedside.reaction_at_step_11(next_dose="continuous")
     finally:
         store.close()
 

@@ -177,7 +177,8 @@ def run_the_session(tab: Page, start: datetime, shots: Path) -> None:
     sheet.step(11, 6, stop=False)
     reaction = tab.locator("section#reaction")
     reaction.get_by_label("Itching", exact=True).check()
-    reaction.get_by_label("Wheals / hives", exact=True).check()
+    reaction.get_by_label("Hives (urticaria)", exact=True).check()
+    reaction.get_by_label("Grade (Brown)", exact=True).select_option(value="mild")  # never preselected
     sheet.submit("Record reaction (pause)")
     expect(tab.locator("#phase")).to_have_text("paused")
     sheet.advance(2)

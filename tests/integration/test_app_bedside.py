@@ -144,7 +144,7 @@ def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: N
         nurse.run_step(row, minutes)
     nurse.clock.advance(30)
     nurse.post("vitals", **VITALS)
-    nurse.post("complete", outcome="completed", next_dose="continuous")
+    nurse.post("complete", outcome="completed", next_dose="re-desensitize")
     html = nurse.page()
     assert "Everything recorded is in the EHR" in html, alerts(html) + text_of(html)[:3000]
     assert "Session completed" in html
@@ -350,7 +350,7 @@ def test_a_stopped_session_discontinues_its_plan_and_offers_to_release_the_hold(
     nurse.clock.advance(30)
     nurse.post("vitals", **VITALS)
     response = nurse.post("complete", expect=400, outcome="stopped", next_dose="re-desensitize")
-    assert "reason" in alerts(response.get_data(as_text=True))
+    assert "Reason: is required" in alerts(response.get_data(as_text=True))
     nurse.post("complete", outcome="stopped", reason="severe reaction at step 2", next_dose="re-desensitize")
     text = text_of(nurse.page())
     assert "The signed plan is discontinued in the EHR" in text, text[:2500]

@@ -82,7 +82,7 @@ def run_session(bedside: Bedside, after_each_step: Callable[[], None]) -> None:
         after_each_step()
     bedside.advance(30)
     bedside.record("vitals", **VITALS)
-    bedside.record("complete", outcome="completed", observation_end=bedside.at(), next_dose="continuous")
+    bedside.record("complete", outcome="completed", observation_end=bedside.at(), next_dose="re-desensitize")
     after_each_step()
 
 

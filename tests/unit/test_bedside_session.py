@@ -35,7 +35,7 @@ def test_a_whole_session_with_a_reaction_at_step_11_reaches_the_target_exactly()
     for segment in state.segments:
         running += segment.dose
         assert segment.cumulative == running
-    assert state.completion is not None and state.completion["next_dose"] == "continuous"
+    assert state.completion is not None and state.completion["next_dose"] == "re-desensitize"
 
 
 def test_resume_options_come_from_the_engine_and_never_exceed_the_target() -> None:

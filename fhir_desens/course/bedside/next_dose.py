@@ -7,8 +7,8 @@ At the end of a session the nurse records one of two answers (the entry's ``next
 
 Which answers make sense depends on the drug's maintenance rule (:mod:`fhir_desens.drugs.tolerance`).
 Platinum compounds, taxanes and monoclonal antibodies are desensitized at every administration, so
-only a new desensitization is offered for them, and a record that says "continuous" for such a drug
-(an older record, a script) reads as the rule says. Without a rule on file, tolerance cannot be
+only a new desensitization is offered for them: a new completion entry that says "continuous" for such a
+drug is refused (:func:`check`), and an older stored record that says it reads as the rule says. Without a rule on file, tolerance cannot be
 assumed: a new desensitization comes first in the form.
 """
 
@@ -19,12 +19,14 @@ from typing import Any
 
 from fhir_desens.course.bedside.state import SessionState
 from fhir_desens.drugs.tolerance import MaintenanceRule, rule_for
+from fhir_desens.errors import InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
 
 __all__ = [
     "CONTINUOUS",
     "RE_DESENSITIZE",
     "NextDoseChoice",
+    "check",
     "choices",
     "continues",
     "rule_of",
@@ -59,6 +61,18 @@ def choices(rule: MaintenanceRule | None) -> tuple[NextDoseChoice, ...]:
         CONTINUOUS, f"Continue on schedule (tolerance is kept only by regular dosing{within})"
     )
     return (keep, new) if rule is not None else (new, keep)
+
+
+def check(state: SessionState, recorded: str) -> None:
+    """Refuse "continuous" for a drug whose tolerance needs a desensitization before every administration."""
+    rule = rule_of(state)
+    if recorded == CONTINUOUS and rule is not None and rule.every_administration:
+        raise InputError(
+            "next_dose",
+            f"'{CONTINUOUS}' does not fit {state.plan.drug}: {rule.name} are desensitized at every "
+            "administration, so tolerance does not carry over to the next dose",
+            f"{RE_DESENSITIZE} (a new desensitization for the next dose)",
+        )
 
 
 def continues(recorded: str | None, rule: MaintenanceRule | None) -> bool:

@@ -25,6 +25,8 @@ def reaction(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any],
     if not state.segments:
         raise InputError("at", "no step has started yet", "a reaction during or after a step")
     symptoms = rx.symptoms_from([str(s) for s in data.get("symptoms") or []])
+    if not data.get("grade"):  # never preselected: the nurse judges the severity
+        raise InputError("grade", "choose the severity of this reaction", ", ".join(rx.GRADES))
     grade = rx.choice(data.get("grade"), rx.GRADES, "grade")
     phenotype = rx.choice(data.get("phenotype"), rx.PHENOTYPES, "phenotype")
     segment = state.segments[-1]

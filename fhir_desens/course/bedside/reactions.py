@@ -5,6 +5,11 @@ whose code was not verified (``source`` empty) is written as text only, never wi
 (:meth:`Symptom.concept`); today every code on the list is verified. Sources: SHARED = the
 code appears with that display in the FHIR data of ../shared/data (Synthea bulk data, US Core and FHIR R4
 examples); the others name the published HL7 guide or terminology release that lists it (docs/terminology.md).
+
+Hives are one concept with one option: Urticaria (disorder) 126485001, the code of the IPS allergy reaction
+value set that the outcome's ``AllergyIntolerance.reaction.manifestation`` uses. Sessions recorded when the
+list also offered "Wheals / hives" (Wheal (finding) 247472004) keep that key and code: it is still read and
+shown (:data:`RECORDED_ONLY`), never offered again.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class Symptom:
 
 SYMPTOMS = (
     Symptom("itching", "Itching", "418290006", "Itching (finding)", SHARED),
-    Symptom("wheal", "Wheals / hives", "247472004", "Wheal (finding)", SHARED),
+    Symptom("urticaria", "Hives (urticaria)", "126485001", "Urticaria (disorder)", IPS),
     Symptom("rash", "Rash", "271807003", "Eruption of skin (disorder)", SHARED),
     Symptom(
         "angioedema",
@@ -70,12 +75,14 @@ SYMPTOMS = (
     Symptom("chills", "Chills / rigors", "43724002", "Chill (finding)", SHARED),
     Symptom("anaphylaxis", "Anaphylaxis", "39579001", "Anaphylaxis (disorder)", SHARED),
     Symptom("hypotension", "Low blood pressure", "45007003", "Low blood pressure (disorder)", OHDSI),
-    Symptom("urticaria", "Urticaria", "126485001", "Urticaria (disorder)", IPS),
     Symptom("vomiting", "Vomiting", "422400008", "Vomiting (disorder)", OHDSI),
     Symptom("tachycardia", "Fast heart rate", "3424008", "Tachycardia (finding)", CH_EMS),
     Symptom("headache", "Headache", "25064002", "Headache (finding)", AE_RESEARCH),
 )
-SYMPTOM_BY_KEY = {s.key: s for s in SYMPTOMS}
+#: symptoms no longer offered that recorded sessions still carry (read, shown and sent as recorded)
+RECORDED_ONLY = (Symptom("wheal", "Wheals / hives", "247472004", "Wheal (finding)", SHARED),)
+SYMPTOM_BY_KEY = {s.key: s for s in (*SYMPTOMS, *RECORDED_ONLY)}
+OFFERED = ", ".join(s.key for s in SYMPTOMS)
 
 # Brown 2004 (clinical.md S28): mild = skin and subcutaneous tissue only; moderate = respiratory,
 # cardiovascular or gastrointestinal involvement; severe = hypoxia, hypotension or neurological compromise.
@@ -112,11 +119,17 @@ TREATMENT_BY_KEY = {t.key: t for t in TREATMENTS}
 
 def symptoms_from(keys: list[str], field: str = "symptoms") -> tuple[Symptom, ...]:
     if not keys:
-        raise InputError(field, "at least one symptom is required for a reaction", ", ".join(SYMPTOM_BY_KEY))
+        raise InputError(field, "at least one symptom is required for a reaction", OFFERED)
     unknown = [k for k in keys if k not in SYMPTOM_BY_KEY]
     if unknown:
-        raise InputError(field, f"unknown symptom '{unknown[0]}'", ", ".join(SYMPTOM_BY_KEY))
+        raise InputError(field, f"unknown symptom '{unknown[0]}'", OFFERED)
     return tuple(SYMPTOM_BY_KEY[k] for k in keys)
+
+
+def symptom_words(key: str) -> str:
+    """A recorded symptom key in the nurse's words ('Hives (urticaria)'); an unknown key as it is."""
+    symptom = SYMPTOM_BY_KEY.get(key)
+    return symptom.label if symptom else key
 
 
 def choice(value: object, accepted: dict[str, str], field: str) -> str:
@@ -128,7 +141,9 @@ def choice(value: object, accepted: dict[str, str], field: str) -> str:
 __all__ = [
     "GRADES",
     "NEEDS_ALLERGIST_TO_RESUME",
+    "OFFERED",
     "PHENOTYPES",
+    "RECORDED_ONLY",
     "SYMPTOMS",
     "SYMPTOM_BY_KEY",
     "TREATMENTS",
@@ -136,5 +151,6 @@ __all__ = [
     "Symptom",
     "Treatment",
     "choice",
+    "symptom_words",
     "symptoms_from",
 ]

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from fhir_desens.course.bedside import next_dose as nd
 from fhir_desens.course.bedside import reaction_entries, steps
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.entries import Entry, NewEntry
@@ -197,6 +198,8 @@ def _complete(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any]
             "discharge_vitals", "record a set of vital signs after the last step", "a vitals entry"
         )
     next_dose = rx.choice(data.get("next_dose"), {"continuous": "", "re-desensitize": ""}, "next_dose")
+    if isinstance(entry, NewEntry):  # a stored record is read as the drug's rule says (next_dose.words)
+        nd.check(state, next_dose)
     state.completion = {
         "entry_id": entry.entry_id, "outcome": outcome, "reason": data.get("reason"), "at": at,
         "observation_end": observation_end, "next_dose": next_dose, "next_dose_note": data.get("next_dose_note"),

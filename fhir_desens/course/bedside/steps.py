@@ -152,9 +152,7 @@ def symptom_check(state: SessionState, entry: Entry | NewEntry, data: dict[str, 
     row = row_of(state, data)
     symptoms = data.get("symptoms")
     if not isinstance(symptoms, list) or not symptoms:
-        raise InputError(
-            "symptoms", "is required ('none' is a value)", "none, or " + ", ".join(rx.SYMPTOM_BY_KEY)
-        )
+        raise InputError("symptoms", "is required ('none' is a value)", "none, or " + rx.OFFERED)
     if symptoms != ["none"]:
         rx.symptoms_from([str(s) for s in symptoms])
     state.symptom_checks[row.number] = {

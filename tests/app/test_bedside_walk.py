@@ -1,0 +1,117 @@
+"""What a nurse tripped on walking the flowsheet (session 6): hives offered twice under two codes, the pump's
+volume to be infused written to 0.01 mL, symptom checks shown as record keys ("abdominal-pain"), and a
+reaction's severity preselected as "Mild"."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask
+
+from fhir_desens.course.bedside import reactions as rx
+from fhir_desens.course.bedside.record import BedsideRecord
+from fhir_desens.protocol.library import builtin_protocols
+from tests.app.conftest import Launcher
+from tests.app.fake_ehr import FakeEhr
+from tests.bedside_session import Bedside
+from tests.html import text_of
+
+PATIENT = "carboplatin-ovarian"
+
+
+def _launched(launcher: Launcher, ehr: FakeEhr, app: Flask) -> tuple[str, Bedside]:
+    ehr.load_fixture(PATIENT)
+    sid = launcher.launch(PATIENT)
+    services = app.extensions["fhir_desens"]
+    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
+    return sid, Bedside(record_to=record, patient=f"Patient/{PATIENT}")
+
+
+def _flowsheet(launcher: Launcher, sid: str, bedside: Bedside) -> str:
+    response = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}")
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def _reaction_form(html: str) -> str:
+    [form] = re.findall(r'<section id="reaction".*?</section>', html, re.S)
+    return str(form)
+
+
+def test_hives_are_one_symptom_with_one_code() -> None:
+    labels = [s.label.lower() for s in rx.SYMPTOMS]
+    codes = [s.code for s in rx.SYMPTOMS]
+    assert len(set(codes)) == len(codes) and len(set(labels)) == len(labels)
+    hives = [s for s in rx.SYMPTOMS if "hives" in s.label.lower() or "urticaria" in s.label.lower()]
+    assert [(s.key, s.code) for s in hives] == [("urticaria", "126485001")]
+    assert "wheal" not in rx.OFFERED
+
+
+def test_the_reaction_form_offers_hives_once_and_no_preselected_grade(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    sid, bedside = _launched(launcher, ehr, app)
+    bedside.start()
+    bedside.run_row(1, stop=False)
+    form = _reaction_form(_flowsheet(launcher, sid, bedside))
+    symptoms = re.findall(r'name="symptoms" value="([^"]+)"> ([^<]+)</label>', form)
+    assert [label for _, label in symptoms if "ives" in label or "rticaria" in label] == ["Hives (urticaria)"]
+    [grade] = re.findall(r'<select id="r-grade" name="grade"[^>]*>(.*?)</select>', form, re.S)
+    assert re.search(r"<option value=\"\" selected disabled>", grade)
+    assert re.findall(r'value="([^"]*)"', grade) == ["", "mild", "moderate", "severe"]
+    assert " required" in re.findall(r'<select id="r-grade"[^>]*>', form)[0]
+
+
+def test_a_reaction_without_a_grade_is_refused_naming_the_grade(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    sid, bedside = _launched(launcher, ehr, app)
+    bedside.start()
+    bedside.run_row(1, stop=False)
+    services = app.extensions["fhir_desens"]
+    token = str(services.store.get("session", sid)["csrf"])
+    response = launcher.client.post(
+        f"/s/{sid}/bedside/{bedside.session_id}",
+        data={
+            "csrf_token": token,
+            "kind": "reaction",
+            "entry_id": "reaction-without-grade-1",
+            "symptoms": "itching",
+            "grade": "",
+            "phenotype": "type-i",
+        },
+    )
+    assert response.status_code == 400
+    text = text_of(response.get_data(as_text=True))
+    assert "Not recorded." in text and "Grade (Brown): choose the severity" in text, text[:800]
+    assert not bedside.state.reactions
+
+
+def test_a_session_recorded_with_wheals_still_shows_them_in_words(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    """An older session recorded "wheal" (Wheal (finding) 247472004): it is still read and shown."""
+    sid, bedside = _launched(launcher, ehr, app)
+    bedside.start()
+    bedside.run_row(1, stop=False)
+    bedside.record("step-stop", row=1)
+    bedside.record("symptom-check", row=1, symptoms=["wheal", "abdominal-pain"])
+    bedside.run_row(2, 5, stop=False)
+    bedside.record("reaction", symptoms=["itching", "wheal"], grade="mild", phenotype="type-i")
+    [reaction] = bedside.state.reactions
+    assert [s.code for s in reaction.symptoms] == ["418290006", "247472004"]
+    text = text_of(_flowsheet(launcher, sid, bedside))
+    assert "Itching, Wheals / hives" in text
+    assert "Wheals / hives, Abdominal pain" in text and "abdominal-pain" not in text
+
+
+def test_the_pump_volume_to_be_infused_is_written_as_the_steps_table(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    sid, bedside = _launched(launcher, ehr, app)
+    bedside.start()
+    bedside.run_row(1)
+    text = text_of(_flowsheet(launcher, sid, bedside))
+    # step 2 runs 1.25 mL: the pump takes 0.1 mL (the steps table's "1.3"), not "1.25"
+    assert "Next: Step 2" in text and "volume to be infused 1.3 mL" in text, text[:1500]
+    assert "1.25 mL" not in text
