@@ -13,17 +13,16 @@ Exit statuses come from the error taxonomy (fhir_desens.errors): 0 success, 1 in
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import re
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 
 from fhir_desens.errors import DesensError
 
 TYPE_CHECKING = False  # mypy reads this block; typing is not imported at run time (commands start faster)
 if TYPE_CHECKING:
+    from types import ModuleType
     from typing import Any
 
 # command name -> (module, the line `fhir-desens --help` shows); the order is the order of `--help`.
@@ -89,7 +88,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _load(name: str) -> ModuleType:
-    return importlib.import_module(COMMANDS[name][0])
+    """The command's module (``__import__``, not ``importlib``: a console script does not import that)."""
+    module_name = COMMANDS[name][0]
+    __import__(module_name)
+    return sys.modules[module_name]
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
