@@ -14,15 +14,12 @@ from werkzeug.test import TestResponse
 
 from fhir_desens.client.http import NO_RETRY
 from smart_app import create_app
-from tests.app.fake_ehr import (
+from tests.app.fake_ehr import FHIR_BASE, Client, FakeEhr, authorize_params
+from tests.app.fake_ehr_chart import (
     ALLERGY_CARBOPLATIN_HIVES,
     ALLERGY_ERROR,
     ALLERGY_PEANUT,
     ALLERGY_PENICILLIN_SJS,
-    FHIR_BASE,
-    Client,
-    FakeEhr,
-    authorize_params,
 )
 from tests.app.planner import Planner
 from tests.app.signer import Signer

@@ -22,12 +22,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from requests.adapters import BaseAdapter
 
-from tests.app.fake_ehr_chart import (  # noqa: F401 (the allergy records: the tests import them from here)
-    ALLERGY_CARBOPLATIN_HIVES,
-    ALLERGY_ERROR,
-    ALLERGY_NKA,
-    ALLERGY_PEANUT,
-    ALLERGY_PENICILLIN_SJS,
+from tests.app.fake_ehr_chart import (
     FIXTURES,
     PLANNING_TYPES,
     identifiers_of,

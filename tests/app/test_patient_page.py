@@ -7,7 +7,8 @@ import re
 import pytest
 
 from tests.app.conftest import AppFactory, Launcher, https_client
-from tests.app.fake_ehr import ALLERGY_NKA, ALLERGY_PEANUT, FakeEhr
+from tests.app.fake_ehr import FakeEhr
+from tests.app.fake_ehr_chart import ALLERGY_NKA, ALLERGY_PEANUT
 
 
 def _text(html: str) -> str:

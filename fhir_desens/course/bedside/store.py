@@ -275,17 +275,7 @@ class RecordStore:
                     "UPDATE bedside_outbox SET resource = ?, state = ?, attempts = ?, next_attempt = ?, "
                     "server_id = ?, version = ?, detail = ?, updated_at = ? WHERE item_key = ?"
                 ),
-                (
-                    fjson.dumps(row.resource),
-                    row.state,
-                    row.attempts,
-                    row.next_attempt,
-                    row.server_id,
-                    row.version,
-                    row.detail,
-                    self._clock().isoformat(),
-                    row.item_key,
-                ),
+                (*_outbox_state(row, self._clock()), row.item_key),
             )
 
     def outbox(self, session_id: str | None = None, states: Sequence[str] = ()) -> list[OutboxRow]:
@@ -411,11 +401,13 @@ def _entry(row: Sequence[Any]) -> Entry:
 
 
 def _outbox_values(row: OutboxRow, now: datetime) -> tuple[Any, ...]:
+    """A new ledger row: what identifies the item, then where it stands."""
+    return (row.item_key, row.session_id, row.resource_type, row.identifier, *_outbox_state(row, now))
+
+
+def _outbox_state(row: OutboxRow, now: datetime) -> tuple[Any, ...]:
+    """Where a ledger item stands (the columns ``save_outbox`` updates, in its order)."""
     return (
-        row.item_key,
-        row.session_id,
-        row.resource_type,
-        row.identifier,
         fjson.dumps(row.resource),
         row.state,
         row.attempts,
