@@ -23,7 +23,14 @@ from fhir_desens.course.chart import (
     practitioner_reference,
 )
 from fhir_desens.course.context import CourseContext
-from fhir_desens.course.readback import SignedPlanNotFound, SignedPlanSummary, signed_plans, step_order_ids
+from fhir_desens.course.readback import (
+    INFUSED_ORDER,
+    SignedPlanNotFound,
+    SignedPlanSummary,
+    order_name,
+    signed_plans,
+    step_order_ids,
+)
 from fhir_desens.drugs.overrides import check_override_reason
 from fhir_desens.errors import (
     ConflictError,
@@ -33,6 +40,8 @@ from fhir_desens.errors import (
     InputError,
 )
 from fhir_desens.fhir import lifecycle as fl
+from fhir_desens.fhir.apply import plan_parameters
+from fhir_desens.protocol.model import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +240,9 @@ def discontinue(ctx: CourseContext, rg_id: str, reason: str, *, release: bool = 
     with open_client(smart) as client:
         group, version = _read_plan(client, rg_id, own)
         if group.get("status") == "revoked":
-            hold = release_hold(client, group, rg_id) if release else None
+            hold = (
+                release_hold(client, group, rg_id, plan_order_name(group, ctx.protocols)) if release else None
+            )
             return Discontinued(rg_id, True, 0, 0, _discontinued_when(group), hold)
         if group.get("status") == "completed":
             raise PlanEnded("This plan is completed: there is nothing left to discontinue.")
@@ -258,7 +269,7 @@ def discontinue(ctx: CourseContext, rg_id: str, reason: str, *, release: bool = 
             raise PlanChangedMeanwhile("The plan or one of its orders") from None
         open_orders = [o for o, _ in orders if o.get("status") not in fl.FINAL_ORDER_STATUSES]
         stopped = sum(1 for o in open_orders if o["id"] in started)
-        hold = release_hold(client, group, rg_id) if release else None
+        hold = release_hold(client, group, rg_id, plan_order_name(group, ctx.protocols)) if release else None
         log.info("discontinued RequestGroup/%s", rg_id)
         return Discontinued(rg_id, False, len(open_orders) - stopped, stopped, when, hold)
 
@@ -268,7 +279,7 @@ def discontinue(ctx: CourseContext, rg_id: str, reason: str, *, release: bool = 
 
 @dataclass(frozen=True)
 class HoldOutcome:
-    """What became of the therapeutic (standard-rate) order, for people."""
+    """What became of the therapeutic order (standard-rate, or standard-dose by mouth), for people."""
 
     state: Literal["held", "released", "kept", "changed", "not-permitted", "failed", "not-found", "unchanged"]
     order: str  # "MedicationRequest/<id>"
@@ -286,25 +297,42 @@ def _order_id(reference: str | None) -> str | None:
     return None
 
 
-STILL_ACTIVE = (
-    "The standard-rate order is still active: put it on hold in the EHR so that it is not given "
-    "alongside the desensitization."
-)
+def still_active(name: str) -> str:
+    """What to do when the therapeutic order (``name``: :func:`~fhir_desens.course.readback.order_name`)
+    could not be put on hold."""
+    return (
+        f"The {name} is still active: put it on hold in the EHR so that it is not given alongside the "
+        "desensitization."
+    )
+
+
+def plan_order_name(group: Mapping[str, Any], protocols: Mapping[str, Protocol]) -> str:
+    """The therapeutic order of a signed plan in words that fit its drug (its protocol's route)."""
+    parameters = plan_parameters(dict(group))
+    protocol = protocols.get(parameters.protocol_id) if parameters is not None else None
+    return order_name(protocol.route if protocol is not None else None)
 
 
 def hold_therapeutic_order(
-    client: FhirClient, smart: SmartSession, reference: str, rg_id: str, plan_text: str
+    client: FhirClient,
+    smart: SmartSession,
+    reference: str,
+    rg_id: str,
+    plan_text: str,
+    name: str = INFUSED_ORDER,
 ) -> HoldOutcome:
     """Put the therapeutic order on hold for the plan (versioned update). Never raises: the orders
-    are signed already; the outcome says what the person must do when the hold was not written."""
+    are signed already; the outcome says what the person must do when the hold was not written.
+    ``name``: the order in words that fit the drug (:func:`~fhir_desens.course.readback.order_name`)."""
+    still = still_active(name)
     order_id = _order_id(reference)
     if order_id is None:
-        return HoldOutcome("not-found", reference, f"{reference} is not a medication order. {STILL_ACTIVE}")
+        return HoldOutcome("not-found", reference, f"{reference} is not a medication order. {still}")
     if not smart.granted.allows("MedicationRequest", "u"):
         return HoldOutcome(
             "not-permitted",
             reference,
-            f"This app may not change orders in this EHR. {STILL_ACTIVE}",
+            f"This app may not change orders in this EHR. {still}",
         )
     try:
         read = client.read("MedicationRequest", order_id)
@@ -312,30 +340,31 @@ def hold_therapeutic_order(
         if not belongs_to(order, patient_reference(smart), "subject"):
             return HoldOutcome("not-found", reference, f"{reference} is not this patient's order.")
         if fl.held_for(order) == rg_id:
-            return HoldOutcome("held", reference, "The standard-rate order is on hold for this plan.")
+            return HoldOutcome("held", reference, f"The {name} is on hold for this plan.")
         if order.get("status") != ACTIVE:
             status = order.get("status")
-            return HoldOutcome(
-                "unchanged", reference, f"The standard-rate order is {status}; it was left as it is."
-            )
+            return HoldOutcome("unchanged", reference, f"The {name} is {status}; it was left as it is.")
         client.update(fl.on_hold_for_plan(order, rg_id, plan_text), if_match=read.version_id)
     except ConflictError:
         return HoldOutcome(
             "changed",
             reference,
-            "The standard-rate order changed in the EHR while it was being put on hold, so it was not "
-            f"changed. Check it, then put it on hold again. {STILL_ACTIVE}",
+            f"The {name} changed in the EHR while it was being put on hold, so it was not "
+            f"changed. Check it, then put it on hold again. {still}",
         )
     except ForbiddenError:
-        return HoldOutcome("not-permitted", reference, f"The EHR refused to change the order. {STILL_ACTIVE}")
+        return HoldOutcome("not-permitted", reference, f"The EHR refused to change the order. {still}")
     except DesensError as error:
         log.warning("the therapeutic order could not be put on hold: %s", type(error).__name__)
-        return HoldOutcome("failed", reference, f"The EHR did not confirm the hold. {STILL_ACTIVE}")
-    return HoldOutcome("held", reference, "The standard-rate order was put on hold for this plan.")
+        return HoldOutcome("failed", reference, f"The EHR did not confirm the hold. {still}")
+    return HoldOutcome("held", reference, f"The {name} was put on hold for this plan.")
 
 
-def release_hold(client: FhirClient, group: Mapping[str, Any], rg_id: str) -> HoldOutcome | None:
-    """Put the therapeutic order this plan held back to active (None: the plan held none)."""
+def release_hold(
+    client: FhirClient, group: Mapping[str, Any], rg_id: str, name: str = INFUSED_ORDER
+) -> HoldOutcome | None:
+    """Put the therapeutic order this plan held back to active (None: the plan held none); ``name`` as
+    :func:`hold_therapeutic_order`'s."""
     based_on = [b.get("reference") for b in group.get("basedOn") or [] if isinstance(b, Mapping)]
     reference = next((r for r in based_on if isinstance(r, str) and _order_id(r)), None)
     if reference is None:
@@ -344,17 +373,15 @@ def release_hold(client: FhirClient, group: Mapping[str, Any], rg_id: str) -> Ho
         read = client.read("MedicationRequest", str(_order_id(reference)))
         if fl.held_for(read.resource) != rg_id:
             status = read.resource.get("status")
-            return HoldOutcome(
-                "unchanged", reference, f"The standard-rate order is {status}; it was left as it is."
-            )
+            return HoldOutcome("unchanged", reference, f"The {name} is {status}; it was left as it is.")
         client.update(fl.released(read.resource), if_match=read.version_id)
     except ConflictError:
         return HoldOutcome(
-            "changed", reference, "The standard-rate order changed in the EHR meanwhile; it was not changed."
+            "changed", reference, f"The {name} changed in the EHR meanwhile; it was not changed."
         )
     except DesensError as error:
         log.warning("the hold could not be released: %s", type(error).__name__)
         return HoldOutcome(
             "failed", reference, "The EHR did not confirm releasing the hold; release it in the EHR."
         )
-    return HoldOutcome("released", reference, "The standard-rate order is active again.")
+    return HoldOutcome("released", reference, f"The {name} is active again.")

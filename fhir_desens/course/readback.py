@@ -75,6 +75,16 @@ def _canonical(group: Mapping[str, Any]) -> str:
     return value if isinstance(value, str) else ""
 
 
+#: the order a plan stands in for, in words that fit the drug (a dose by mouth has no rate)
+INFUSED_ORDER = "standard-rate order"
+ORAL_ORDER = "standard-dose order"
+
+
+def order_name(route: str | None) -> str:
+    """'standard-dose order' for a drug given by mouth, else 'standard-rate order' (an infusion's)."""
+    return ORAL_ORDER if (route or "").strip().lower() in ("oral", "po") else INFUSED_ORDER
+
+
 def _protocol_title(protocols: Mapping[str, Protocol], protocol_id: str | None, canonical: str) -> str:
     protocol = protocols.get(protocol_id or "") if protocol_id else None
     if protocol is not None:
@@ -115,6 +125,12 @@ class SignedPlanSummary:
     session_id: str = ""
     drug_codes: tuple[str, ...] = ()  # RxNorm codes of the drug
     discontinued: str | None = None  # the discontinuation note, when it was discontinued
+    route: str | None = None  # the protocol's route ("oral", "IV"), when the protocol is known
+
+    @property
+    def order_name(self) -> str:
+        """The therapeutic order in words that fit the drug (:func:`order_name`)."""
+        return order_name(self.route)
 
 
 def _summary(
@@ -144,7 +160,13 @@ def _summary(
             if code.get("system") == c.RXNORM
         ),
         discontinued=next((n for n in _notes(group) if n.startswith(DISCONTINUED_NOTE)), None),
+        route=_route(protocols, parameters),
     )
+
+
+def _route(protocols: Mapping[str, Protocol], parameters: PlanParameters | None) -> str | None:
+    protocol = protocols.get(parameters.protocol_id) if parameters is not None else None
+    return protocol.route if protocol is not None else None
 
 
 def signed_plans_search(own: str) -> dict[str, str]:
@@ -198,7 +220,7 @@ class SignedOrder:
 
 @dataclass(frozen=True)
 class TherapeuticOrder:
-    """The standard-rate order the plan stands in for (``RequestGroup.basedOn``), as the EHR holds it now."""
+    """The therapeutic order the plan stands in for (``RequestGroup.basedOn``), as the EHR holds it now."""
 
     reference: str  # "MedicationRequest/<id>"
     status: str | None  # None: it could not be read
@@ -232,6 +254,12 @@ class SignedPlan:
     therapeutic_order: TherapeuticOrder | None = None
     planned_start: str | None = None  # when the first step is due (FHIR dateTime), if the orders say
     discontinued: str | None = None  # the discontinuation note, when it was discontinued
+    route: str | None = None  # the protocol's route ("oral", "IV"), when the protocol is known
+
+    @property
+    def order_name(self) -> str:
+        """The therapeutic order in words that fit the drug (:func:`order_name`)."""
+        return order_name(self.route)
 
     @property
     def discontinued_parts(self) -> tuple[str, str | None] | None:
@@ -409,6 +437,7 @@ def load_signed_plan(
         therapeutic_order=therapeutic,
         planned_start=_planned_start(orders),
         discontinued=next((n for n in _notes(group) if n.startswith(DISCONTINUED_NOTE)), None),
+        route=_route(protocols, parameters),
     )
 
 

@@ -50,6 +50,7 @@ from fhir_desens.course.context import CourseContext
 from fhir_desens.course.draft import PlanDraft, plan_for
 from fhir_desens.course.drug_review import DrugReview, drug_ref_for, review_draft
 from fhir_desens.course.lifecycle import HoldOutcome, active_plans_for_drug, hold_therapeutic_order
+from fhir_desens.course.readback import order_name
 from fhir_desens.course.sign_errors import (
     DuplicatePlan,
     EarlierAttemptInChart,
@@ -248,7 +249,12 @@ def _sign_draft(
         if draft.order_reference and not draft.keep_order_reason:
             plan_text = f"{plan.drug} {plan.target_dose}, {len(plan.steps)} steps"
             hold = hold_therapeutic_order(
-                client, smart, draft.order_reference, result.request_group_id, plan_text
+                client,
+                smart,
+                draft.order_reference,
+                result.request_group_id,
+                plan_text,
+                order_name(plan.protocol.route),
             )
         store.put(SIGNED_KIND, key, _signed_record(record, result, hold), ttl=ctx.ttl)
         result = replace(result, sent_at=record["authored"], hold=hold)

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import current_app, has_app_context
 
+from fhir_desens.course import readback
 from fhir_desens.course.bedside import next_dose as nd
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.outbox import OutboxStatus
@@ -98,8 +99,22 @@ def next_dose_words(state: SessionState) -> str:
     return nd.words(_recorded_next_dose(state), nd.rule_of(state))
 
 
+def order_name(state: SessionState) -> str:
+    """The therapeutic order in words that fit the drug ('standard-dose order' by mouth)."""
+    return readback.order_name(state.plan.protocol.route)
+
+
+def standard_way(state: SessionState) -> str:
+    """How the next dose is given once the session has built tolerance ('at the standard rate')."""
+    return (
+        "as a standard dose"
+        if readback.order_name(state.plan.protocol.route) == readback.ORAL_ORDER
+        else ("at the standard rate")
+    )
+
+
 def next_dose_continues(state: SessionState) -> bool:
-    """Whether the next dose is given at the standard rate (not a new desensitization)."""
+    """Whether the next dose is given as usual (not a new desensitization)."""
     return nd.continues(_recorded_next_dose(state), nd.rule_of(state))
 
 

@@ -10,7 +10,7 @@
 ``GET  /s/<sid>/bedside/<session>/record.pdf`` the same as a PDF (smart_app.paper.record)
 ``POST /s/<sid>/bedside/<session>/close-plan``  close the signed plan in the EHR (done automatically on
                                          completion; again here after a conflict or a failure)
-``POST /s/<sid>/bedside/<session>/release-hold`` put the standard-rate order the plan held back to active
+``POST /s/<sid>/bedside/<session>/release-hold`` put the therapeutic order the plan held back to active
 
 Every form carries an ``entry_id`` minted when the page was rendered (the script mints a fresh one per
 submission): a double click, a resubmitted form or a replay after a lost connection records once.
@@ -32,6 +32,7 @@ from fhir_desens.course.bedside.state import SessionState
 from fhir_desens.course.chart import open_client, patient_reference
 from fhir_desens.course.closing import ClosedPlan, PlanInEhr, close_plan, plan_in_ehr
 from fhir_desens.course.lifecycle import release_hold
+from fhir_desens.course.readback import order_name
 from fhir_desens.errors import ConflictError, DesensError, InputError
 from smart_app.app_session import AppSession, app_session
 from smart_app.bedside import page
@@ -272,15 +273,16 @@ def close_the_plan(sid: str, session_id: str) -> tuple[str, int]:
 @bp.post(f"/bedside/{SESSION}/release-hold")
 def release_the_hold(sid: str, session_id: str) -> tuple[str, int]:
     session, state = _load(sid, session_id)
+    name = order_name(state.plan.protocol.route)
     if state.completion is None:
-        raise ConflictError("The session is not finished: the standard-rate order stays on hold until it is.")
+        raise ConflictError(f"The session is not finished: the {name} stays on hold until it is.")
     request_group = str(state.context.get("request_group") or "").removeprefix("RequestGroup/")
     with open_client(session.smart) as client:
         group = client.read("RequestGroup", request_group).resource
         if group.get("subject", {}).get("reference") != patient_reference(session.smart):
             raise SessionNotFound()
-        outcome = release_hold(client, group, request_group)
-    message = outcome.message if outcome else "This plan holds no standard-rate order."
+        outcome = release_hold(client, group, request_group, name)
+    message = outcome.message if outcome else f"This plan holds no {name}."
     failed = outcome is None or outcome.state != "released"
     return _render(sid, session, state, status=409 if failed else 200, closing=message)
 

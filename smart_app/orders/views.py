@@ -125,17 +125,17 @@ def _when(value: str | None) -> str:
 DONE = {
     "discontinued": "The plan is discontinued: its orders not yet given are cancelled, the others stopped.",
     "discontinued-released": "The plan is discontinued: its orders not yet given are cancelled, the others "
-    "stopped. The standard-rate order is active again.",
+    "stopped. The {order} is active again.",
     "already-discontinued": "This plan was already discontinued; nothing was written again.",
-    "held": "The standard-rate order was put on hold for this plan.",
-    "released": "The standard-rate order is active again.",
+    "held": "The {order} was put on hold for this plan.",
+    "released": "The {order} is active again.",
 }
 
 
 def _render_signed(sid: str, rg_id: str, *, status: int = 200, **extra: Any) -> tuple[str, int]:
-    common, _, _ = _signed(sid, rg_id)
+    common, signed_plan, _ = _signed(sid, rg_id)
     sent = request.args.get("sent")
-    done = DONE.get(request.args.get("done", ""))
+    done = DONE.get(request.args.get("done", ""), "").format(order=signed_plan.order_name) or None
     return render_template("signed_plan.html", **common, sent=sent, done=done, **extra), status
 
 
@@ -169,7 +169,7 @@ def discontinue_plan(sid: str, rg_id: str) -> Response | tuple[str, int]:
 
 @bp.post("/orders/<string(maxlength=64):rg_id>/hold")
 def hold_order(sid: str, rg_id: str) -> Response | tuple[str, int]:
-    """Put the standard-rate order on hold for this plan (again: after a conflict, or when it failed)."""
+    """Put the therapeutic order on hold for this plan (again: after a conflict, or when it failed)."""
     session = app_session(sid)
     signed_plan = load_signed_plan(session.smart, rg_id)
     order = signed_plan.therapeutic_order
@@ -178,7 +178,9 @@ def hold_order(sid: str, rg_id: str) -> Response | tuple[str, int]:
     p = signed_plan.parameters
     plan_text = f"{p.drug} {p.target_dose}, {signed_plan.order_count} steps" if p else "desensitization"
     with open_client(session.smart) as client:
-        outcome = hold_therapeutic_order(client, session.smart, order.reference, rg_id, plan_text)
+        outcome = hold_therapeutic_order(
+            client, session.smart, order.reference, rg_id, plan_text, signed_plan.order_name
+        )
     if outcome.state != "held":
         return _render_signed(sid, rg_id, status=409, hold_error=outcome.message)
     return redirect(url_for("orders.signed", sid=sid, rg_id=rg_id, done="held"), code=303)
@@ -229,14 +231,14 @@ def pharmacy(sid: str, rg_id: str) -> tuple[str, int]:
 
 @bp.post("/orders/<string(maxlength=64):rg_id>/release")
 def release_hold(sid: str, rg_id: str) -> Response | tuple[str, int]:
-    """Make the standard-rate order active again once the plan is completed or discontinued."""
+    """Make the therapeutic order active again once the plan is completed or discontinued."""
     session = app_session(sid)
     signed_plan = load_signed_plan(session.smart, rg_id)
     if signed_plan.lifecycle == "active":
         return _render_signed(sid, rg_id, status=409, hold_error="The plan is active: discontinue it first.")
     with open_client(session.smart) as client:
         group = client.read("RequestGroup", rg_id).resource
-        outcome = release(client, group, rg_id)
+        outcome = release(client, group, rg_id, signed_plan.order_name)
     if outcome is None or outcome.state != "released":
         message = outcome.message if outcome else "This plan holds no order."
         return _render_signed(sid, rg_id, status=409, hold_error=message)

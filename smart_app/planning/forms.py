@@ -80,7 +80,7 @@ LABELS: dict[str, str] = {
     "planned_start": "Planned start",
     "dose_acknowledged": "I have checked the dose against the active order",
     "dose_reason": "Reason for the dose difference",
-    "keep_order_reason": "Reason to keep the standard-rate order active",
+    "keep_order_reason": "Reason to keep this order active",
     "duplicate_reason": "Reason both plans are intended",
     "action": "Action",
     "copy": "Copy of a signed plan",
