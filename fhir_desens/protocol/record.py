@@ -2,7 +2,7 @@
 
 ``@dataclass(frozen=True)`` compiles six generated methods per class while the class is defined, and
 importing ``dataclasses`` imports ``inspect`` (with ``ast``, ``dis`` and ``tokenize``). For the value
-types every command uses (units, quantities, protocols, plans) that was about 25 ms of each start of
+types every command uses (units, quantities, protocols, plans) that was about 30 ms of each start of
 ``fhir-desens plan`` (``benchmarks/bench_cold_start.py``). ``@record`` makes the same class:
 
 * fields are the class's annotations in order, with their defaults (``= value``, or
