@@ -412,7 +412,7 @@ def _request_group(
 
 def _provenance(session: str, targets: list[str], recorded: str, practitioner: str | None) -> dict[str, Any]:
     provenance_id = str(uuid.uuid5(_NAMESPACE, f"{session}/provenance"))
-    return provenance_resource(provenance_id, targets, recorded, practitioner, "CREATE")
+    return provenance_resource(targets, recorded, "CREATE", author=practitioner, provenance_id=provenance_id)
 
 
 # --- plan parameters (desens-plan-parameters) -----------------------------------------------------

@@ -89,7 +89,12 @@ def discontinue_bundle(
         targets.append(f"MedicationRequest/{order['id']}")
     provenance_id = str(uuid.uuid5(_NAMESPACE, f"{session}/discontinue"))
     provenance = provenance_resource(
-        provenance_id, targets, when, practitioner, "UPDATE", DISCONTINUED_NOTE + reason
+        targets,
+        when,
+        "UPDATE",
+        author=practitioner,
+        provenance_id=provenance_id,
+        reason=DISCONTINUED_NOTE + reason,
     )
     entries.append(
         {

@@ -7,31 +7,34 @@ from typing import Any
 
 PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+APP_NAME = "fhir-desens"
 
 
 def provenance_resource(
-    provenance_id: str,
     targets: Sequence[str],
     recorded: str,
-    practitioner: str | None,
     operation: str,
+    *,
+    author: str | None,
+    author_name: str = APP_NAME,
+    provenance_id: str | None = None,
     reason: str | None = None,
 ) -> dict[str, Any]:
     """A Provenance of ``targets`` (references): ``operation`` is a v3 DataOperation code (CREATE,
-    UPDATE); the author is ``practitioner`` (a reference) or, without one, the app by name."""
-    resource: dict[str, Any] = {
-        "resourceType": "Provenance",
-        "id": provenance_id,
-        "target": [{"reference": t} for t in targets],
-        "recorded": recorded,
-        "activity": {"coding": [{"system": DATA_OPERATION, "code": operation}]},
-    }
+    UPDATE); the author is ``author`` (a reference) or, without one, ``author_name`` (the app's name
+    unless the caller knows the person's)."""
+    resource: dict[str, Any] = {"resourceType": "Provenance"}
+    if provenance_id is not None:
+        resource["id"] = provenance_id
+    resource["target"] = [{"reference": t} for t in targets]
+    resource["recorded"] = recorded
+    resource["activity"] = {"coding": [{"system": DATA_OPERATION, "code": operation}]}
     if reason is not None:
         resource["reason"] = [{"text": reason}]
     resource["agent"] = [
         {
             "type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "author"}]},
-            "who": {"reference": practitioner} if practitioner else {"display": "fhir-desens"},
+            "who": {"reference": author} if author else {"display": author_name},
         }
     ]
     return resource

@@ -36,6 +36,7 @@ from fhir_desens.course.outcome.strategy import WritePath
 from fhir_desens.course.outcome.tasks import ChartTask, TaskBook
 from fhir_desens.course.outcome.wording import outcome_id
 from fhir_desens.errors import ConflictError, DesensError, TemporaryServerError
+from fhir_desens.fhir.provenance import APP_NAME, provenance_resource
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -169,39 +170,23 @@ def outcome_provenance(
     target: str, outcome: SessionOutcome, recorded_at: datetime, activity: str
 ) -> dict[str, Any]:
     """A Provenance for ``target`` (a versioned reference), carrying the outcome identifier as its source."""
-    author = (
-        {"reference": outcome.author} if outcome.author else {"display": outcome.author_name or "fhir-desens"}
+    resource = provenance_resource(
+        [target],
+        recorded_at.isoformat(timespec="seconds"),
+        activity,
+        author=outcome.author,
+        author_name=outcome.author_name or APP_NAME,
     )
-    return {
-        "resourceType": "Provenance",
-        "target": [{"reference": target}],
-        "recorded": recorded_at.isoformat(timespec="seconds"),
-        "activity": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": activity}]
-        },
-        "agent": [
-            {
-                "type": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                            "code": "author",
-                        }
-                    ]
-                },
-                "who": author,
-            }
-        ],
-        "entity": [
-            {
-                "role": "source",
-                "what": {
-                    "identifier": outcome_identifier(outcome),
-                    "display": "fhir-desens desensitization outcome",
-                },
-            }
-        ],
-    }
+    resource["entity"] = [
+        {
+            "role": "source",
+            "what": {
+                "identifier": outcome_identifier(outcome),
+                "display": "fhir-desens desensitization outcome",
+            },
+        }
+    ]
+    return resource
 
 
 def _carries(provenance: Mapping[str, Any], identifier: Mapping[str, str]) -> bool:
