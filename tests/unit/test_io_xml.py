@@ -10,10 +10,10 @@ import pytest
 from lxml import etree
 
 from fhir_desens.errors import FhirFormatError, InputError
-from fhir_desens.io import xml as fhir_xml
 from fhir_desens.io.formats import detect_format, read_resource, write_resource
 from fhir_desens.io.json import dumps
 from fhir_desens.io.xml import FHIR_NS, XHTML_NS, json_to_xml, parse_xml, xml_to_json
+from fhir_desens.io.xml.parser import hardened_parser
 
 NS = {"f": FHIR_NS, "h": XHTML_NS}
 
@@ -512,7 +512,7 @@ XXE_IN_TEXT = (
 @pytest.mark.parametrize("doc", [XXE_IN_TEXT, EXTERNAL_DTD], ids=["xxe-in-text", "external-dtd"])
 def test_hardened_parser_itself_never_reads_the_disk(doc: str) -> None:
     """Defence in depth: even without the DOCTYPE pre-check the parser loads no entity and no DTD."""
-    root = etree.fromstring(doc.encode(), parser=fhir_xml._parser())
+    root = etree.fromstring(doc.encode(), parser=hardened_parser())
     serialized = etree.tostring(root.getroottree())
     assert b"root:" not in serialized
     text = "".join(str(t) for t in root.itertext())
