@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -168,6 +168,16 @@ class _Reading:
     severe_sources: list[str] | None = None
     anaphylaxis: str | None = None
     doubtful: str | None = None  # a coded hypotension whose recorded pressure is not low
+    facts: set[str] = field(default_factory=set)  # what was read already (a reading, a severity), once
+
+    def first_time(self, fact: str) -> bool:
+        """Whether ``fact`` ('blood pressure 68/40 (...)') is new: the same reading in a manifestation, its
+        description and a note is one fact, shown once."""
+        key = fact.casefold()
+        if key in self.facts:
+            return False
+        self.facts.add(key)
+        return True
 
     def raise_grade(self, grade: int, source: str) -> None:
         if self.grade is None or grade > self.grade:
@@ -176,7 +186,9 @@ class _Reading:
         elif grade == self.grade and self.grade_sources is not None and source not in self.grade_sources:
             self.grade_sources.append(source)
 
-    def severe(self, source: str) -> None:
+    def severe(self, source: str, fact: str | None = None) -> None:
+        if fact is not None and not self.first_time(fact):
+            return
         self.severe_sources = [*(self.severe_sources or []), source]
         self.raise_grade(3, source)
 
@@ -199,14 +211,15 @@ def _read_manifestation(reading: _Reading, concept: Concept, where: str) -> None
             f"{where}: '{concept.text or label}' is coded as low blood pressure, but the recorded systolic "
             f"({doubtful}) is not below {_SYSTOLIC_LOW}: answer whether the reaction included hypotension."
         )
+    elif evidence := _vital_sign_evidence(text):  # the reading says more than the label ("68/40")
+        for found in evidence:
+            reading.severe(f"{where}: {found}", found)
     elif (
         _snomed(concept, HYPOTENSION_CODES | HYPOXIA_CODES)
         or _affirmed(_HYPOTENSION, text)
         or _affirmed(_HYPOXIA, text)
     ):
-        reading.severe(f"{where}: {label}")
-    for evidence in _vital_sign_evidence(text):
-        reading.severe(f"{where}: {evidence}")
+        reading.severe(f"{where}: {label}", label)
     if _snomed(concept, ANAPHYLAXIS_CODES) or _affirmed(_ANAPHYLAXIS, text):
         reading.anaphylaxis = f"{where}: {label}"
         reading.raise_grade(2, f"{where}: {label}")
@@ -217,10 +230,11 @@ def _read_manifestation(reading: _Reading, concept: Concept, where: str) -> None
 
 
 def _read_text(reading: _Reading, text: str, where: str) -> None:
-    if _affirmed(_HYPOTENSION, text) or _affirmed(_HYPOXIA, text):
-        reading.severe(f"{where}: '{_excerpt(text)}'")
+    """A description or note: its readings when new; its words only when nothing else showed it yet."""
     for evidence in _vital_sign_evidence(text):
-        reading.severe(f"{where}: {evidence}")
+        reading.severe(f"{where}: {evidence}", evidence)
+    if (_affirmed(_HYPOTENSION, text) or _affirmed(_HYPOXIA, text)) and not reading.severe_sources:
+        reading.severe(f"{where}: '{_excerpt(text)}'")
     if _affirmed(_ANAPHYLAXIS, text):
         reading.anaphylaxis = reading.anaphylaxis or f"{where}: '{_excerpt(text)}'"
 

@@ -318,10 +318,11 @@ START_HORIZON = timedelta(days=366)
 
 
 def with_planned_start(draft: PlanDraft, form: Mapping[str, str], now: datetime) -> PlanDraft:
-    """The planned start, typed as a local date and time of the site (``now`` carries its zone).
-    Empty: no planned start (clock times "if started now")."""
+    """The planned start, typed as a local date and time of the site (``now`` carries its zone):
+    "2027-01-15 09:00" (or ISO 8601's "2027-01-15T09:00"). Empty: no planned start (clock times "if
+    started now")."""
     raw = (form.get("planned_start") or "").strip()
-    accepted = "a date and time like 2027-01-15T09:00, in the site's time zone, from now on"
+    accepted = "a date and 24-hour time like 2027-01-15 09:00, in the site's time zone, from now on"
     if not raw:
         return replace(draft, planned_start=None)
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import render_template, url_for
 
@@ -113,9 +113,19 @@ def _start_of(draft: PlanDraft) -> datetime:
 
 
 def _start_value(draft: PlanDraft) -> str:
-    """The planned start for the form's datetime-local field (site's zone, no offset)."""
+    """The planned start for the form's field as the app writes times ("2027-01-15 09:00", site's zone)."""
     start = planned_start(draft)
-    return start.astimezone(services().settings.zone).strftime("%Y-%m-%dT%H:%M") if start else ""
+    return start.astimezone(services().settings.zone).strftime(START_FORMAT) if start else ""
+
+
+#: how the planned start is typed and shown on the plan page (unambiguous: never the browser's 12/03/2026)
+START_FORMAT = "%Y-%m-%d %H:%M"
+
+
+def _start_example() -> str:
+    """Tomorrow 09:00 in the site's zone, as the field takes it."""
+    tomorrow = services().site_now() + timedelta(days=1)
+    return tomorrow.replace(hour=9, minute=0).strftime(START_FORMAT)
 
 
 def when_text(value: str) -> str:
@@ -197,6 +207,7 @@ def render_plan(
         signed=context.signed,
         signed_when=when_text(context.signed.sent_at) if context.signed else None,
         planned_start_value=_start_value(draft),
+        planned_start_example=_start_example(),
         zone_name=services().site_now().strftime("%Z") or str(services().settings.zone),
         can_write=can_write,
         fixed_note=drafts.fixed_dose_note(draft, plan) if plan is not None else None,

@@ -4,6 +4,7 @@ planned start in the site's time zone, and the summary before signing."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -278,6 +279,20 @@ def test_a_planned_start_in_the_site_zone_times_the_steps_and_the_orders(zoned: 
     assert last["start"] > first["start"] and last["end"] > last["start"]
     shown = text_of(zoned.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True))
     assert "Planned start 2027-01-15 09:00 EST" in shown
+
+
+@pytest.mark.requirement("ORDER-TIME-1")
+def test_the_planned_start_field_reads_as_the_app_writes_times_not_the_browsers_locale(zoned: Signer) -> None:
+    """A datetime-local field showed the browser's own format (12/03/2026, 02:30 PM in a US browser)."""
+    sid = zoned.launch("carboplatin-ovarian")
+    draft_id = zoned.plan(sid)
+    assert zoned.post(sid, draft_id, action="schedule", planned_start="2027-01-15 09:30").status_code == 303
+    html = zoned.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)
+    [field] = re.findall(r'<input[^>]*id="planned_start"[^>]*>', html)
+    assert 'type="text"' in field and 'value="2027-01-15 09:30"' in field and "datetime-local" not in field
+    assert 'placeholder="YYYY-MM-DD HH:MM"' in field
+    assert "Date and 24-hour time, e.g. 2027-01-16 09:00." in text_of(html)
+    assert "Step 1 at 2027-01-15 09:30 EST" in text_of(html)
 
 
 @pytest.mark.requirement("ORDER-TIME-1")

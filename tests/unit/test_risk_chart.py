@@ -142,3 +142,20 @@ def test_the_chart_never_answers_no_for_cardiac_risk(conditions, orders) -> None
     answer = risk_from_chart([], conditions, orders).cardiac_or_beta_blocker
     assert answer.value in (True, None)
     assert (answer.value is True) == bool(answer.sources)
+
+
+@pytest.mark.parametrize("name", ["paclitaxel-high-risk", "rituximab-lymphoma", "carboplatin-ovarian"])
+def test_each_fact_of_the_index_reaction_is_shown_once(name: str) -> None:
+    """A reading in a manifestation, its description and a note ("Blood pressure 68/40", "blood pressure
+    68/40 (systolic below 90)" twice) is one fact: the start form showed it three or four times."""
+    risk = risk_of(name)
+    for answer in (risk.grade, risk.hypotension_or_hypoxia):
+        facts = [s.split(": ", 1)[-1].casefold() for s in answer.sources]
+        assert len(facts) == len(set(facts)), answer.sources
+        for reading in ("68/40", "86/50", "84%"):
+            assert sum(reading in s for s in answer.sources) <= 1, answer.sources
+    if name == "paclitaxel-high-risk":
+        assert risk.hypotension_or_hypoxia.sources == (
+            "allergy to Paclitaxel, reaction: blood pressure 68/40 (systolic below 90)",
+            "allergy to Paclitaxel, reaction: SpO2 84% (at or below 92%)",
+        )
