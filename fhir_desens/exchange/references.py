@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from fhir_desens.exchange.load import Loaded
+from fhir_desens.io.json import is_object
 
 __all__ = ["bundle_full_urls", "is_urn_reference_noise", "unresolved_reference_issues"]
 
@@ -37,17 +38,21 @@ def bundle_full_urls(loaded: Sequence[Loaded]) -> dict[str, frozenset[str]]:
 
 def _references(value: Any, expression: str) -> Iterator[tuple[str, str]]:
     """Every ``Reference.reference`` under a resource, with its FHIRPath-like expression."""
-    if isinstance(value, Mapping):
+    if is_object(value):
         reference = value.get("reference")
         if isinstance(reference, str):
             yield reference, f"{expression}.reference"
         for key, child in value.items():
-            if key == "contained" or (isinstance(child, Mapping) and "resourceType" in child):
-                continue  # a nested resource is validated on its own
+            if is_object(child):
+                if key == "contained" or "resourceType" in child:
+                    continue  # a nested resource is validated on its own
+            elif key == "contained" or not isinstance(child, list):
+                continue  # a primitive holds no reference
             yield from _references(child, f"{expression}.{key}")
     elif isinstance(value, list):
         for index, child in enumerate(value):
-            yield from _references(child, f"{expression}[{index}]")
+            if isinstance(child, list) or is_object(child):
+                yield from _references(child, f"{expression}[{index}]")
 
 
 def unresolved_reference_issues(

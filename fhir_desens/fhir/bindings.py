@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from fhir_desens.errors import ConfigurationError
+from fhir_desens.io.json import is_object
 
 __all__ = ["Binding", "R4Bindings", "r4_bindings", "required_binding_issues"]
 
@@ -60,6 +61,8 @@ class R4Bindings:
         self.roots: dict[str, str] = {}  # type id -> root path ("SimpleQuantity" -> "Quantity")
         self.value_sets: dict[str, dict[str, Any]] = {}
         self.code_systems: dict[str, dict[str, Any]] = {}
+        #: (type id, path, key) -> (element, type code, required binding applies), or None: see _element
+        self._found: dict[tuple[str, str, str], tuple[dict[str, Any], str, bool] | None] = {}
         for name in (*_DEFINITION_FILES, *_TERMINOLOGY_FILES):
             for resource in self._bundle(directory / name):
                 self._add(resource)
@@ -183,26 +186,42 @@ class R4Bindings:
         issues: list[dict[str, Any]],
         targets: Mapping[str, str],
     ) -> None:
-        if not isinstance(value, Mapping):
+        if not is_object(value):
             return
-        elements = self.elements[type_id]
         for key, child in value.items():
             if key in _SKIPPED_KEYS or key.startswith("_"):
                 continue
-            found = self._element(elements, path, key)
+            found = self._element(type_id, path, key)
             if found is None:
                 continue  # unknown element: the structural validator reports it
-            element, type_code = found
+            element, type_code, coded = found
             items = child if isinstance(child, list) else [child]
             for index, item in enumerate(items):
+                if not coded and not is_object(item):
+                    continue  # a primitive without a required binding: nothing to check here
                 where = f"{expression}.{key}" + (f"[{index}]" if isinstance(child, list) else "")
                 self._check_binding(element, type_code, item, where, issues)
                 if type_code == "Reference":
                     self._check_reference(element, item, where, issues, targets)
                 self._descend(element, type_code, type_id, f"{path}.{key}", item, where, issues, targets)
 
+    def _element(self, type_id: str, path: str, key: str) -> tuple[dict[str, Any], str, bool] | None:
+        """The element ``key`` names under ``path`` (choice types resolved), its type, and whether
+        a required binding applies to it; looked up once per (type, path, key)."""
+        cache_key = (type_id, path, key)
+        if cache_key not in self._found:
+            found = self._find_element(self.elements[type_id], path, key)
+            if found is not None:
+                element, type_code = found
+                binding = element.get("binding") or {}
+                coded = binding.get("strength") == "required" and type_code in _CODED_TYPES
+                self._found[cache_key] = (element, type_code, coded)
+            else:
+                self._found[cache_key] = None
+        return self._found[cache_key]
+
     @staticmethod
-    def _element(
+    def _find_element(
         elements: Mapping[str, dict[str, Any]], path: str, key: str
     ) -> tuple[dict[str, Any], str] | None:
         element = elements.get(f"{path}.{key}")
@@ -231,7 +250,7 @@ class R4Bindings:
         issues: list[dict[str, Any]],
         targets: Mapping[str, str],
     ) -> None:
-        if not isinstance(item, Mapping):
+        if not is_object(item):
             return
         reference = element.get("contentReference")
         if isinstance(reference, str):  # e.g. PlanDefinition.action.action -> #PlanDefinition.action

@@ -45,6 +45,7 @@ __all__ = [
     "dump_path",
     "dumps",
     "dumps_bytes",
+    "is_object",
     "load_path",
     "loads",
 ]
@@ -58,6 +59,16 @@ MAX_JSON_BYTES = 50 * 1024 * 1024
 MAX_DECIMAL_EXPONENT = 1000
 
 _encode_string: Callable[[str], str] = _stdjson.encoder.encode_basestring
+
+#: JSON leaves as :func:`loads` gives them: never an object.
+_SCALARS = frozenset({str, int, float, bool, Decimal, type(None)})
+
+
+def is_object(value: Any) -> bool:
+    """Whether ``value`` is a JSON object (any ``Mapping``). Walkers of whole resources call this for
+    every value: a ``dict`` or a leaf is answered without the (slow) abstract ``Mapping`` check."""
+    kind = type(value)
+    return kind is dict or (kind not in _SCALARS and isinstance(value, Mapping))
 
 
 # --------------------------------------------------------------------------------------------

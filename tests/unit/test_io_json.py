@@ -220,3 +220,12 @@ def test_decimal_text_never_uses_an_exponent(value: Decimal) -> None:
     assert Decimal(text) == value
     if value.as_tuple().exponent < 0:  # type: ignore[operator]
         assert Decimal(text).as_tuple() == value.as_tuple()
+
+
+def test_is_object_is_true_for_any_mapping_and_false_for_leaves_and_arrays() -> None:
+    from types import MappingProxyType
+
+    from fhir_desens.io.json import is_object
+
+    assert is_object({}) and is_object(MappingProxyType({"a": 1}))
+    assert not any(is_object(v) for v in ("x", 1, True, None, Decimal("0.5"), 1.5, [], [{}]))

@@ -26,6 +26,7 @@ from fhir_desens.fhir.profiles.element_index import (
 )
 from fhir_desens.fhir.profiles.extensions import EXTENSIONS, ExtensionSpec, extension_differential
 from fhir_desens.fhir.profiles.ucum import ucum_problem
+from fhir_desens.io.json import is_object
 
 
 def _differentials() -> tuple[dict[str, ProfileSpec], dict[str, tuple[ExtensionSpec, list[dict[str, Any]]]]]:
@@ -41,14 +42,18 @@ def _walk(value: Any, expression: str, path: str) -> Iterator[tuple[Mapping[str,
     """Every object in a resource: (object, expression, element path without indices)."""
     if isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _walk(item, f"{expression}[{i}]", path)
-    elif isinstance(value, Mapping):
+            if isinstance(item, list) or is_object(item):
+                yield from _walk(item, f"{expression}[{i}]", path)
+    elif is_object(value):
         yield value, expression, path
         for key, child in value.items():
             if key == "resourceType":
                 continue
-            if isinstance(child, Mapping) and isinstance(child.get("resourceType"), str):
-                continue  # a contained/nested resource: checked on its own
+            if is_object(child):
+                if isinstance(child.get("resourceType"), str):
+                    continue  # a contained/nested resource: checked on its own
+            elif not isinstance(child, list):
+                continue  # a primitive holds no object
             yield from _walk(child, f"{expression}.{key}", f"{path}.{key}")
 
 

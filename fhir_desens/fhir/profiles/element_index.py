@@ -84,9 +84,12 @@ def _deep_includes(value: Any, pattern: Any) -> bool:
 
 def _fixed_or_pattern(element: Mapping[str, Any]) -> tuple[str, Any] | None:
     for key, value in element.items():
-        if key.startswith("fixed") or key.startswith("pattern"):
+        if key.startswith(_FIXED_OR_PATTERN):
             return key, value
     return None
+
+
+_FIXED_OR_PATTERN = ("fixed", "pattern")
 
 
 class Interpreter:
@@ -171,13 +174,12 @@ class Interpreter:
         expression: str,
         name: str,
     ) -> list[Issue]:
-        label = self.label(element["id"])
         if name.endswith("[x]") and "type" in element:
             wrong = [key for key, type_code in _choice_key(parent, name.partition(":")[0], None)
                      if type_code not in [t["code"] for t in element["type"]]]  # fmt: skip
             if wrong:
                 allowed = ", ".join(name[:-3] + t["code"][0].upper() + t["code"][1:] for t in element["type"])
-                return [make_issue("error", "structure", f"{label}: {wrong[0]} is not allowed here (use {allowed})",
+                return [make_issue("error", "structure", f"{self.label(element['id'])}: {wrong[0]} is not allowed here (use {allowed})",
                                f"{expression}.{wrong[0]}")]  # fmt: skip
         count = len(values)
         low = element.get("min")
@@ -185,31 +187,36 @@ class Interpreter:
         if low is not None and count < low:
             return [
                 make_issue(
-                    "error", "required", f"{label}: {count} value(s), at least {low} required", expression
+                    "error",
+                    "required",
+                    f"{self.label(element['id'])}: {count} value(s), at least {low} required",
+                    expression,
                 )
             ]
         if high is not None and count > _cardinality(high):
             return [
                 make_issue(
-                    "error", "structure", f"{label}: {count} value(s), at most {high} allowed", expression
+                    "error",
+                    "structure",
+                    f"{self.label(element['id'])}: {count} value(s), at most {high} allowed",
+                    expression,
                 )
             ]
         return []
 
     def _value(self, element: Mapping[str, Any], value: Any, where: str) -> list[Issue]:
         issues = []
-        label = self.label(element["id"])
         expected = _fixed_or_pattern(element)
         if expected is not None:
             key, wanted = expected
             ok = value == wanted if key.startswith("fixed") else _deep_includes(value, wanted)
             if not ok:
-                issues.append(make_issue("error", "value", f"{label}: {json.dumps(value, default=str)} does not match "
+                issues.append(make_issue("error", "value", f"{self.label(element['id'])}: {json.dumps(value, default=str)} does not match "
                                      f"the required {json.dumps(wanted)}", where))  # fmt: skip
         binding = element.get("binding", {})
         codes = value_set_codes(binding["valueSet"]) if binding.get("strength") == "required" else None
         if codes is not None and isinstance(value, str) and value not in codes:
-            issues.append(make_issue("error", "code-invalid", f"{label}: '{value}' is not in {binding['valueSet']} "
+            issues.append(make_issue("error", "code-invalid", f"{self.label(element['id'])}: '{value}' is not in {binding['valueSet']} "
                                  f"({', '.join(sorted(codes))})", where))  # fmt: skip
         return issues
 
