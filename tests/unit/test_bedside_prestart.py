@@ -136,3 +136,15 @@ def test_a_premedication_given_before_the_session_was_opened_is_recorded_at_its_
         "one-to-one-nurse" in bedside.state.checklist
         and "one-to-one-nurse" not in bedside.state.missing_checklist()
     )
+
+
+def test_a_conditional_premedication_not_ordered_reads_as_the_protocol_words_it() -> None:
+    """The checklist said "aspirin 325 mg PO: not ordered (given only if flushing occurred in the index
+    reaction)": neither given nor a rule. Now the protocol's timing and condition, and what to do."""
+    got = [f for f in facts(requests=[]).values() if f.item == "premedication" and f.name == "aspirin"]
+    [aspirin] = got
+    assert aspirin.ok is None and "given only" not in aspirin.finding
+    assert aspirin.finding == (
+        "not ordered. The protocol gives it the night before and the morning of the desensitization, only "
+        "if flushing occurred in the index reaction: if that applies, ask the prescriber for the order"
+    )

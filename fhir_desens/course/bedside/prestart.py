@@ -132,6 +132,16 @@ def _date(text: str | None) -> Any:
             return None
 
 
+def conditional_finding(timing: str | None, condition: str) -> str:
+    """A premedication the protocol gives only in some cases, not ordered: the protocol's own words (when
+    and when it applies), never "given" for a drug nobody gave ("if flushing occurred in the index reaction")."""
+    when = f" {timing}," if timing else ""
+    return (
+        f"not ordered. The protocol gives it{when} only {condition}: "
+        "if that applies, ask the prescriber for the order"
+    )
+
+
 def premedication_facts(
     plan: Plan,
     requests: Sequence[Mapping[str, Any]],
@@ -183,7 +193,7 @@ def premedication_facts(
                 ChartFact(
                     "premedication",
                     label,
-                    f"not ordered (given only {premedication.condition})",
+                    conditional_finding(premedication.timing, premedication.condition),
                     "not in the chart",
                     None,
                     name=name,
