@@ -68,6 +68,14 @@ class Nurse:
         )
         return response
 
+    def checklist_done(self) -> None:
+        """Consent, IV access, emergency kit, both premedications and baseline vital signs: step 1 may start."""
+        for item in ("consent", "iv-access", "emergency-kit"):
+            self.post("checklist", item=item)
+        for name in ("diphenhydramine", "famotidine"):
+            self.post("checklist", item="premedication", name=name, dose="as ordered")
+        self.post("vitals", **VITALS)
+
     def run_step(self, row: int, minutes: float, *, stop: bool = True) -> None:
         html = self.page()
         rate = re.search(r'id="start-rate" name="rate_ml_h" value="([^"]+)"', html)
@@ -122,11 +130,7 @@ def nurse(sandbox: Sandbox, make_app: Any, tmp_path: Path) -> Nurse:
 def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: Nurse) -> None:
     html = nurse.page()
     assert "Before step 1" in html and "Consent signed" in html
-    for item in ("consent", "iv-access", "emergency-kit"):
-        nurse.post("checklist", item=item)
-    for name in ("diphenhydramine", "famotidine"):
-        nurse.post("checklist", item="premedication", name=name, dose="as ordered")
-    nurse.post("vitals", **VITALS)
+    nurse.checklist_done()
     nurse.clock.advance(20)
     for row in range(1, 11):
         nurse.run_step(row, 15)
@@ -269,11 +273,7 @@ def test_under_the_epic_like_profile_only_vitals_reach_the_ehr_and_the_page_says
     )
     assert started.status_code == 303, alerts(started.get_data(as_text=True))
     nurse = Nurse(app, epic_sid, started.headers["Location"], clock)
-    for item in ("consent", "iv-access", "emergency-kit"):
-        nurse.post("checklist", item=item)
-    for name in ("diphenhydramine", "famotidine"):
-        nurse.post("checklist", item="premedication", name=name, dose="as ordered")
-    nurse.post("vitals", **VITALS)
+    nurse.checklist_done()
     nurse.clock.advance(20)
     nurse.run_step(1, 15)
     html = nurse.page()
@@ -301,11 +301,7 @@ def test_an_app_restart_mid_session_loses_and_doubles_nothing(
 ) -> None:
     """The worker that served steps 1-2 goes away; a new app process on the same record database carries
     on, and the entry whose answer was lost in the restart is sent again by the browser: recorded once."""
-    for item in ("consent", "iv-access", "emergency-kit"):
-        nurse.post("checklist", item=item)
-    for name in ("diphenhydramine", "famotidine"):
-        nurse.post("checklist", item="premedication", name=name, dose="as ordered")
-    nurse.post("vitals", **VITALS)
+    nurse.checklist_done()
     nurse.run_step(1, 15)
     nurse.run_step(2, 15, stop=False)
     record_url = f"sqlite:///{tmp_path / 'bedside.sqlite3'}"
@@ -336,11 +332,7 @@ def test_a_stopped_session_discontinues_its_plan_and_offers_to_release_the_hold(
 ) -> None:
     """Stopped after step 2: the plan is revoked with the bedside reason, steps 1-2 stopped, the rest
     cancelled (each a versioned update); a second close writes nothing."""
-    for item in ("consent", "iv-access", "emergency-kit"):
-        nurse.post("checklist", item=item)
-    for name in ("diphenhydramine", "famotidine"):
-        nurse.post("checklist", item="premedication", name=name, dose="as ordered")
-    nurse.post("vitals", **VITALS)
+    nurse.checklist_done()
     nurse.run_step(1, 15)
     nurse.run_step(2, 15, stop=False)
     nurse.post("reaction", symptoms=["dyspnea"], grade="severe", phenotype="type-i")
