@@ -103,6 +103,11 @@ class JavaServiceProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The Java process's id once launched (for CPU figures in benchmarks)."""
+        return self._process.pid if self._process is not None else None
+
     def command(self) -> list[str]:
         return [find_java(), self.heap, "-XX:+UseSerialGC", "-cp", _classpath(self.MODULE, self.JAR), self.MAIN,
                 *self._args, "--exit-on-stdin-close"]  # fmt: skip

@@ -151,7 +151,7 @@ class ValidatingRepository extends MemoryRepository {
     if (defs.hasErrors(oo)) {
       throw new core.OperationOutcomeError(errorsFirst(oo));
     }
-    const { resourceType, id, meta, ...rest } = JSON.parse(JSON.stringify(resource));
+    const { resourceType, id, meta, ...rest } = resource; // MemoryRepository stores a deep copy of `copy`
     const finalId = id ?? this.generateId();
     const versions = this.history.get(resourceType)?.get(finalId)?.length ?? 0;
     const copy = {
