@@ -15,6 +15,7 @@ from fhir_desens.course.bedside.fhir_map import ID_BEDSIDE_ITEM
 from fhir_desens.course.bedside.outbox import Outbox, ServerCapabilities
 from fhir_desens.course.bedside.record import BedsideRecord
 from fhir_desens.course.bedside.store import RecordStore, open_record_store
+from fhir_desens.exchange.remote import BearerToken
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.sandbox.fhir_server import FhirServerProcess
 from fhir_desens.sandbox.server import Sandbox
@@ -213,16 +214,9 @@ def test_epic_like_writes_only_vitals_and_keeps_the_rest_in_the_app(
             ).reference
         token = obtain_token(sandbox, "openid fhirUser user/*.cruds", vendor="epic-like")["access_token"]
 
-        class Bearer:
-            def headers(self) -> dict[str, str]:
-                return {"Authorization": f"Bearer {token}"}
-
-            def refresh(self) -> bool:
-                return False
-
         record = BedsideRecord(store, builtin_protocols(), lambda: START)
         bedside = Bedside(record_to=record, patient=f"Patient/{patient}")
-        with quick_client(sandbox.fhir_base_url, auth=Bearer()) as client:
+        with quick_client(sandbox.fhir_base_url, auth=BearerToken(token)) as client:
             statement = client.capabilities()
             outbox = Outbox(store, ServerCapabilities.from_statement(statement), Clock())
             bedside.start(encounter=encounter)
@@ -258,16 +252,9 @@ def test_millennium_like_gets_the_procedure_once_completed(
             "access_token"
         ]
 
-        class Bearer:
-            def headers(self) -> dict[str, str]:
-                return {"Authorization": f"Bearer {token}"}
-
-            def refresh(self) -> bool:
-                return False
-
         record = BedsideRecord(store, builtin_protocols(), lambda: START)
         bedside = Bedside(record_to=record, patient=f"Patient/{patient}")
-        with quick_client(sandbox.fhir_base_url, auth=Bearer()) as client:
+        with quick_client(sandbox.fhir_base_url, auth=BearerToken(token)) as client:
             outbox = Outbox(store, ServerCapabilities.from_statement(client.capabilities()), Clock())
             states: list[str] = []
 

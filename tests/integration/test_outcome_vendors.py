@@ -22,6 +22,7 @@ from fhir_desens.course.outcome.strategy import WriteDecision, WritePath, choose
 from fhir_desens.course.outcome.tasks import MemoryTaskBook
 from fhir_desens.course.outcome.writeback import StepStatus, WriteReport, write_outcome
 from fhir_desens.errors import ConflictError
+from fhir_desens.exchange.remote import BearerToken
 from fhir_desens.sandbox.fhir_server import FhirServerProcess
 from fhir_desens.sandbox.server import Sandbox
 from tests.fault_proxy import failing_relay as relay_failing
@@ -33,21 +34,10 @@ WRITE_SCOPE = "openid fhirUser patient/AllergyIntolerance.cruds patient/Document
 READ_SCOPE = "openid fhirUser patient/*.rs"
 
 
-class Bearer:
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def headers(self) -> Mapping[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def refresh(self) -> bool:
-        return False
-
-
 class RacingClient(FhirClient):
     """Our client, with another user's write (through the same gateway) just before its first PUT."""
 
-    def __init__(self, base_url: str, auth: Bearer, before_first_update: Callable[[], None]) -> None:
+    def __init__(self, base_url: str, auth: BearerToken, before_first_update: Callable[[], None]) -> None:
         super().__init__(base_url, auth=auth)
         self._hook: Callable[[], None] | None = before_first_update
         self.refusals: list[int | None] = []
@@ -74,9 +64,9 @@ def patient(sandbox: Sandbox) -> str:
     return f"Patient/{sandbox.summary.patients[PATIENT].id}"
 
 
-def launch(sandbox: Sandbox, vendor: str, scope: str = WRITE_SCOPE) -> tuple[Bearer, GrantedScopes]:
+def launch(sandbox: Sandbox, vendor: str, scope: str = WRITE_SCOPE) -> tuple[BearerToken, GrantedScopes]:
     token = obtain_token(sandbox, scope, PATIENT, vendor=vendor)
-    return Bearer(token["access_token"]), GrantedScopes(token["scope"])
+    return BearerToken(token["access_token"]), GrantedScopes(token["scope"])
 
 
 def carboplatin(patient: str, **options: Any) -> SessionOutcome:
