@@ -26,11 +26,12 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 from werkzeug.wrappers import Response
 
 from fhir_desens.course.bedside.entries import NewEntry
-from fhir_desens.course.bedside.prestart import ChartFact, read_chart_facts
+from fhir_desens.course.bedside.prestart import ChartFact, allergies_for, read_chart_facts
 from fhir_desens.course.bedside.record import SessionNotFound, start_entry
 from fhir_desens.course.bedside.state import SessionState
 from fhir_desens.course.chart import open_client, patient_reference
 from fhir_desens.course.closing import ClosedPlan, PlanInEhr, close_plan, plan_in_ehr
+from fhir_desens.course.drug_review import drug_ref_for
 from fhir_desens.course.lifecycle import release_hold
 from fhir_desens.course.readback import order_name
 from fhir_desens.errors import ConflictError, DesensError, InputError
@@ -191,6 +192,13 @@ def _chart_facts(session: AppSession, state: SessionState) -> list[ChartFact]:
                 bedside().now(),
                 per_body_size=per_body_size,
                 readable=session.smart.granted.can_read,  # no search the launch may not make
+                allergies=allergies_for(
+                    state.plan,
+                    drug_ref_for(
+                        str(draft.get("drug") or state.plan.drug), tuple(draft.get("drug_rxnorm") or ())
+                    ),
+                    session.allergies(),
+                ),
             )
     except DesensError as error:
         log.info("pre-start chart facts not read (%s)", type(error).__name__)

@@ -3,13 +3,17 @@ said so, and premedications given per the chart offered at the chart's time."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fhir_desens.course.bedside.prestart import CANNOT_TELL, chart_facts
+from fhir_desens.course.bedside.prestart import CANNOT_TELL, Allergies, allergies_for, chart_facts
 from fhir_desens.errors import InputError
+from fhir_desens.fhir.allergy import allergy_from_fhir
+from fhir_desens.protocol.crossreactivity import DrugRef
 from tests.bedside_session import NURSE, START, Bedside, carboplatin_plan
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -60,6 +64,7 @@ def facts(**chart: Any) -> dict[str, Any]:
         consents=chart.get("consents"),
         now=NOW,
         per_body_size=chart.get("per_body_size", True),
+        allergies=chart.get("allergies", Allergies()),
     )
     return {f.label if f.item == "premedication" else f.item: f for f in found}
 
@@ -148,3 +153,41 @@ def test_a_conditional_premedication_not_ordered_reads_as_the_protocol_words_it(
         "not ordered. The protocol gives it the night before and the morning of the desensitization, only "
         "if flushing occurred in the index reaction: if that applies, ask the prescriber for the order"
     )
+
+
+def _premedications(allergies: Allergies) -> dict[str, Any]:
+    return {f.name: f for f in facts(allergies=allergies).values() if f.item == "premedication"}
+
+
+def _fixture_allergies(name: str) -> list[Any]:
+    bundle = json.loads(
+        (Path(__file__).parents[2] / "fixtures" / "patients" / f"{name}.json").read_text("utf-8")
+    )
+    resources = [e["resource"] for e in bundle["entry"]]
+    return [allergy_from_fhir(r) for r in resources if r["resourceType"] == "AllergyIntolerance"]
+
+
+def test_a_conditional_premedication_follows_the_recorded_index_reaction() -> None:
+    """Carboplatin's index reaction was "Facial and upper-chest flushing" and chest tightness: the checklist
+    said aspirin was "given only if flushing occurred", as if it had not. Now it asks for the order."""
+    plan = carboplatin_plan()
+    known = allergies_for(plan, DrugRef("carboplatin", ("40048",)), _fixture_allergies("carboplatin-ovarian"))
+    premeds = _premedications(known)
+    assert premeds["aspirin"].ok is False and premeds["aspirin"].source == "allergy list"
+    assert premeds["aspirin"].finding == (
+        "not ordered, but the index reaction included flushing: the protocol gives it the night before and "
+        "the morning of the desensitization; ask the prescriber for the order"
+    )
+    assert "included respiratory symptoms" in premeds["montelukast"].finding  # chest tightness
+    without = allergies_for(plan, DrugRef("carboplatin", ("40048",)), [])
+    assert _premedications(without)["aspirin"].ok is None  # nothing recorded: the protocol's words
+
+
+def test_a_premedication_the_patient_is_allergic_to_is_not_to_be_given() -> None:
+    """A patient with aspirin-exacerbated respiratory disease must not get aspirin as a premedication."""
+    plan = carboplatin_plan()
+    aerd = allergies_for(plan, DrugRef("carboplatin", ("40048",)), _fixture_allergies("aspirin-aerd"))
+    aspirin = _premedications(aerd)["aspirin"]
+    assert aspirin.ok is False and aspirin.finding.startswith("do not give: allergy to Aspirin")
+    assert "alternative" in aspirin.finding
+    assert _premedications(aerd)["montelukast"].ok is None  # no carboplatin reaction on file: cannot tell

@@ -15,15 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 from typing import Any
 
 from fhir_desens.client.fhir_rest import FhirClient
+from fhir_desens.course.assessment import assess
 from fhir_desens.course.chart import HEIGHT_LOINC, WEIGHT_LOINC, first_page
 from fhir_desens.errors import DesensError
+from fhir_desens.fhir.allergy import Allergy
 from fhir_desens.fhir.canonical import ID_BEDSIDE_ITEM
 from fhir_desens.fhir.chart import latest_body_measurements
 from fhir_desens.protocol.calculate import Plan
+from fhir_desens.protocol.crossreactivity import DrugRef
+from fhir_desens.protocol.model import Premedication
 
 LOINC = "http://loinc.org"
 
@@ -132,6 +137,90 @@ def _date(text: str | None) -> Any:
             return None
 
 
+@dataclass(frozen=True)
+class Allergies:
+    """What the allergy list says for the premedications: the index reaction's signs (the manifestations of
+    the allergy records matched to the planned drug) and the premedications the patient is allergic to."""
+
+    signs: tuple[str, ...] = ()  # the index reaction's manifestations, lower case
+    avoid: Mapping[str, str] = dataclass_field(
+        default_factory=dict
+    )  # premedication -> the allergy, for people
+
+
+#: words of a protocol's premedication condition -> words of a manifestation that meets it
+CONDITION_SIGNS = {
+    "flushing": ("flush",),
+    "respiratory symptoms": (
+        "wheez",
+        "dyspn",
+        "bronchospasm",
+        "chest tightness",
+        "cough",
+        "breath",
+        "stridor",
+    ),
+}
+
+
+def allergies_for(plan: Plan, drug: DrugRef, allergies: Sequence[Allergy] | None) -> Allergies:
+    """The index reaction of ``drug`` and the plan's premedications the allergy list rules out (an aspirin
+    premedication for a patient with aspirin-exacerbated respiratory disease)."""
+    if allergies is None:
+        return Allergies()
+    signs = tuple(
+        text.casefold()
+        for matched in assess(drug, allergies).matched
+        for reaction in matched.allergy.reactions
+        for concept in reaction.manifestations
+        for text in (concept.text, *(c.display for c in concept.codings))
+        if text
+    )
+    avoid = {}
+    for premedication in plan.premedications:
+        matched = assess(DrugRef(premedication.drug), allergies).matched
+        if matched:
+            avoid[premedication.drug] = f"allergy to {matched[0].allergy.substance_display}"
+    return Allergies(signs, avoid)
+
+
+def _condition_met(condition: str, allergies: Allergies) -> tuple[str, bool] | None:
+    """(the sign, whether the index reaction showed it) when the chart can tell; None when it cannot."""
+    for sign, words in CONDITION_SIGNS.items():
+        if sign in condition.casefold() and allergies.signs:
+            return sign, any(word in text for text in allergies.signs for word in words)
+    return None
+
+
+def _conditional_fact(premedication: Premedication, label: str, allergies: Allergies) -> ChartFact:
+    """A premedication given only in some cases, not ordered: whether the index reaction calls for it."""
+    name, timing = premedication.drug, premedication.timing
+    met = _condition_met(premedication.condition or "", allergies)
+    if met is not None and met[1]:
+        return ChartFact(
+            "premedication",
+            label,
+            f"not ordered, but the index reaction included {met[0]}: the protocol gives it {timing}; "
+            "ask the prescriber for the order",
+            "allergy list",
+            False,
+            name=name,
+        )
+    if met is not None:
+        return ChartFact(
+            "premedication", label, f"not needed: the index reaction recorded no {met[0]}", "allergy list", True,
+            name=name,
+        )  # fmt: skip
+    return ChartFact(
+        "premedication",
+        label,
+        conditional_finding(timing, premedication.condition or ""),
+        "not in the chart",
+        None,
+        name=name,
+    )
+
+
 def conditional_finding(timing: str | None, condition: str) -> str:
     """A premedication the protocol gives only in some cases, not ordered: the protocol's own words (when
     and when it applies), never "given" for a drug nobody gave ("if flushing occurred in the index reaction")."""
@@ -147,11 +236,16 @@ def premedication_facts(
     requests: Sequence[Mapping[str, Any]],
     administrations: Sequence[Mapping[str, Any]],
     now: datetime,
+    allergies: Allergies = Allergies(),
 ) -> list[ChartFact]:
     facts = []
     for premedication in plan.premedications:
         name = premedication.drug
         label = f"Premedication: {name} {premedication.dose} {premedication.route}"
+        if name in allergies.avoid:
+            finding = f"do not give: {allergies.avoid[name]}; ask the prescriber for an alternative"
+            facts.append(ChartFact("premedication", label, finding, "allergy list", False, name=name))
+            continue
         given = [
             (when, a)
             for a in administrations
@@ -189,16 +283,7 @@ def premedication_facts(
                 )
             )
         elif premedication.condition:  # given only in some cases: not a problem when not ordered
-            facts.append(
-                ChartFact(
-                    "premedication",
-                    label,
-                    conditional_finding(premedication.timing, premedication.condition),
-                    "not in the chart",
-                    None,
-                    name=name,
-                )
-            )
+            facts.append(_conditional_fact(premedication, label, allergies))
         else:
             facts.append(
                 ChartFact(
@@ -264,11 +349,12 @@ def chart_facts(
     consents: Sequence[Mapping[str, Any]] | None,
     now: datetime,
     per_body_size: bool,
+    allergies: Allergies = Allergies(),
 ) -> list[ChartFact]:
     """Every finding, in checklist order."""
     return [
         weight_fact(observations, now, per_body_size),
-        *premedication_facts(plan, requests, administrations, now),
+        *premedication_facts(plan, requests, administrations, now, allergies),
         emergency_fact(requests),
         consent_fact(consents, now),
         ChartFact("iv-access", "IV access", "confirm a working line at the bedside", CANNOT_TELL, None),
@@ -293,6 +379,7 @@ def read_chart_facts(
     *,
     per_body_size: bool,
     readable: Callable[[str], bool] = lambda resource_type: True,
+    allergies: Allergies = Allergies(),
 ) -> list[ChartFact]:
     """Read what the checklist needs (patient-scoped searches of the types the launch may read) and
     interpret it; a search not granted or not answered says so."""
@@ -316,6 +403,7 @@ def read_chart_facts(
         consents=consents,
         now=now,
         per_body_size=per_body_size,
+        allergies=allergies,
     )
     unread = [
         name for name, found in (("orders", requests), ("administrations", administrations)) if found is None
@@ -329,4 +417,4 @@ def read_chart_facts(
     return facts
 
 
-__all__ = ["ChartFact", "chart_facts", "read_chart_facts"]
+__all__ = ["Allergies", "ChartFact", "allergies_for", "chart_facts", "read_chart_facts"]
