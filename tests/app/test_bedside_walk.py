@@ -5,11 +5,14 @@ reaction's severity preselected as "Mild"."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import pytest
 from flask import Flask
 
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.record import BedsideRecord
+from fhir_desens.errors import InputError
 from fhir_desens.protocol.library import builtin_protocols
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
@@ -115,3 +118,27 @@ def test_the_pump_volume_to_be_infused_is_written_as_the_steps_table(
     # step 2 runs 1.25 mL: the pump takes 0.1 mL (the steps table's "1.3"), not "1.25"
     assert "Next: Step 2" in text and "volume to be infused 1.3 mL" in text, text[:1500]
     assert "1.25 mL" not in text
+
+
+def test_no_treatment_is_preselected_and_one_is_required(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    """The treatment list opened on "Epinephrine IM": one careless click recorded epinephrine as given."""
+    sid, bedside = _launched(launcher, ehr, app)
+    bedside.start()
+    bedside.run_row(1, stop=False)
+    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    html = _flowsheet(launcher, sid, bedside)
+    [select] = re.findall(r'<select id="t-kind" name="treatment"[^>]*>(.*?)</select>', html, re.S)
+    assert (
+        re.findall(r'value="([^"]*)"', select)[0] == "" and "selected disabled>Choose the treatment" in select
+    )
+    with pytest.raises(InputError) as refused:
+        bedside.record("treatment", dose="diphenhydramine 50 mg IV")
+    assert refused.value.field == "treatment" and "epinephrine-im" in str(refused.value.accepted)
+    assert not bedside.state.reactions[0].treatments
+
+
+def test_a_symptom_box_never_wraps_away_from_its_words() -> None:
+    css = (Path(__file__).parents[2] / "smart_app" / "static" / "app.css").read_text("utf-8")
+    assert re.search(r"#bedside fieldset label \{[^}]*white-space: nowrap", css)

@@ -71,6 +71,8 @@ def treatment(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any]
     reaction = state.open_reaction
     if reaction is None:
         raise ConflictError("there is no reaction being handled")
+    if not data.get("treatment"):  # never preselected: a treatment recorded is a treatment given
+        raise InputError("treatment", "choose the treatment given", ", ".join(rx.TREATMENT_BY_KEY))
     key = rx.choice(data.get("treatment"), {t.key: t.label for t in rx.TREATMENTS}, "treatment")
     if at < reaction.onset:
         raise InputError(
