@@ -182,7 +182,7 @@ def run_the_session(tab: Page, start: datetime, shots: Path) -> None:
     sheet.submit("Record reaction (pause)")
     expect(tab.locator("#phase")).to_have_text("paused")
     sheet.advance(2)
-    tab.get_by_label("Treatment given", exact=True).select_option(value="antihistamine-h1")  # none preselected
+    tab.get_by_label("Treatment given", exact=True).select_option(value="antihistamine-h1")  # no default
     tab.get_by_label("Dose", exact=True).fill("diphenhydramine 50 mg IV")
     sheet.submit("Record treatment")
     sheet.advance(18)
