@@ -67,12 +67,13 @@ class Memo(Generic[T]):
             self._entries.clear()
 
 
-def memo(name: str) -> Memo[Any]:
-    """The app's memo called ``name`` (one per app, so tests with several apps never share one)."""
+def memo(name: str, size: int = SIZE) -> Memo[Any]:
+    """The app's memo called ``name`` (one per app, so tests with several apps never share one), keeping
+    ``size`` entries (the size its first use asked for)."""
     memos: dict[str, Memo[Any]] = current_app.extensions.setdefault(_EXTENSION, {})
     found = memos.get(name)
     if found is None:
-        found = memos.setdefault(name, Memo())
+        found = memos.setdefault(name, Memo(size))
     return found
 
 

@@ -27,6 +27,7 @@ __all__ = ["Computed", "computed_for", "draft_version"]
 
 @dataclass(frozen=True)
 class Computed:
+    version: str  # the draft's content digest (draft_version) these were computed from
     plan: Plan | None  # None: the engine refused the draft (plan_error says why)
     plan_error: FieldError | None
     review: DrugReview | None  # the drug checks of the plan (None: no plan)
@@ -42,11 +43,12 @@ def draft_version(draft: PlanDraft) -> str:
 
 def computed_for(draft: PlanDraft) -> Computed:
     """The draft's plan and what the pages show of it (memoized per :func:`draft_version`)."""
-    found: Computed = memo("computed drafts").get(draft_version(draft), lambda: _compute(draft))
+    version = draft_version(draft)
+    found: Computed = memo("computed drafts").get(version, lambda: _compute(draft, version))
     return found
 
 
-def _compute(draft: PlanDraft) -> Computed:
+def _compute(draft: PlanDraft, version: str) -> Computed:
     try:
         suggestion = drafts.suggestion_for(draft, drafts.library())
     except DesensError:
@@ -54,5 +56,5 @@ def _compute(draft: PlanDraft) -> Computed:
     try:
         plan = drafts.plan_for(draft)
     except (InputError, SafetyViolation) as error:  # e.g. an imported protocol changed under the draft
-        return Computed(None, field_error(error, default="protocol"), None, suggestion, None)
-    return Computed(plan, None, drafts.review_of(draft, plan), suggestion, plan_sheet(plan))
+        return Computed(version, None, field_error(error, default="protocol"), None, suggestion, None)
+    return Computed(version, plan, None, drafts.review_of(draft, plan), suggestion, plan_sheet(plan))

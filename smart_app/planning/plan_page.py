@@ -8,11 +8,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import render_template, url_for
 
 from fhir_desens.course.chart import patient_reference
-from fhir_desens.course.draft import DILUENTS
 from fhir_desens.course.drug_review import DrugReview
 from fhir_desens.course.lifecycle import active_plans_for_drug
 from fhir_desens.course.readback import SignedPlanSummary
@@ -22,23 +22,17 @@ from fhir_desens.course.therapeutic import dose_blocker, dose_difference
 from fhir_desens.errors import DesensError
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.display import chart_time_text
-from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.model import Protocol
-from fhir_desens.protocol.quantity import plain
-from fhir_desens.protocol.risk import ProtocolSuggestion
 from smart_app.app_session import AppSession, override_evidence
 from smart_app.chart.page import PatientBanner
-from smart_app.planning import drafts
+from smart_app.planning import drafts, sections
 from smart_app.planning.computed import Computed, computed_for
 from smart_app.planning.drafts import Assessment, DraftNotFound, PlanDraft
 from smart_app.planning.forms import (
-    CLOSING_TEXT,
     FieldError,
-    ProtocolOptions,
-    options_for,
 )
 from smart_app.planning.pages import common_context, session_for
-from smart_app.planning.worksheet import Worksheet, at_start
+from smart_app.planning.worksheet import ClockTimes, Worksheet, clock_times, with_times
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
@@ -51,12 +45,12 @@ class PlanContext:
     draft: PlanDraft
     assessment: Assessment
     protocols: Mapping[str, Protocol]
+    computed: Computed  # the draft's plan, checks and clock-free worksheet, memoized per content
     plan: Plan | None = None
     plan_error: FieldError | None = None
     errors: list[FieldError] = field(default_factory=list)
     review: DrugReview | None = None  # the drug checks of the plan (None: no plan)
     signed: SignResult | None = None  # the draft was signed: read-only
-    computed: Computed | None = None  # the draft's plan and its clock-free worksheet, memoized
 
     @property
     def blocked(self) -> bool:
@@ -70,40 +64,27 @@ def context_for(sid: str, draft_id: str) -> PlanContext:
     if draft.patient != patient_reference(session.smart):
         raise DraftNotFound()
     assessment = drafts.assessment_for(session, draft)
-    context = PlanContext(session, session.banner(), draft, assessment, drafts.library())
-    context.signed = signed_marker(services().store, sid, draft_id)
     computed = computed_for(draft)  # the engine and the invariants ran on this draft's content
-    context.computed = computed
+    context = PlanContext(session, session.banner(), draft, assessment, drafts.library(), computed)
+    context.signed = signed_marker(services().store, sid, draft_id)
     context.plan, context.plan_error, context.review = computed.plan, computed.plan_error, computed.review
     return context
 
 
-def _protocol_values(context: PlanContext) -> dict[str, str]:
-    """The protocol form as the stored draft has it (defaults shown as the engine resolved them)."""
-    draft, plan = context.draft, context.plan
-    protocol = context.protocols.get(draft.protocol_id)
-    values = {"protocol": draft.protocol_id, "diluent": draft.diluent or "", "closing": draft.closing or ""}
-    if plan is not None and plan.final_rate_ml_h is not None:
-        values["final_rate"] = plain(plan.final_rate_ml_h)
-    bag = draft.bag_volume_ml
-    if bag is None and protocol is not None and protocol.defaults.bag_volume_ml is not None:
-        bag = plain(protocol.defaults.bag_volume_ml)
-    values["bag_volume"] = bag or ""
-    if not values["closing"] and plan is not None and plan.closing is not None:
-        values["closing"] = plan.closing.value
-    return values
-
-
-def _suggestion(context: PlanContext) -> ProtocolSuggestion | None:
-    return context.computed.suggestion if context.computed is not None else None
+def times_of(context: PlanContext) -> ClockTimes | None:
+    """The worksheet's clock times (None: no plan), from the planned start, else "if started now"."""
+    plan, draft = context.plan, context.draft
+    if plan is None:
+        return None
+    return clock_times(plan, _start_of(draft), planned=draft.planned_start is not None)
 
 
 def worksheet_of(context: PlanContext) -> Worksheet | None:
     """The worksheet with its clock times (the plan's part memoized, :mod:`smart_app.planning.computed`)."""
-    computed, draft = context.computed, context.draft
-    if computed is None or computed.plan is None or computed.sheet is None:
+    computed, times = context.computed, times_of(context)
+    if computed.sheet is None or times is None:
         return None
-    return at_start(computed.sheet, computed.plan, _start_of(draft), planned=draft.planned_start is not None)
+    return with_times(computed.sheet, times)
 
 
 def _start_of(draft: PlanDraft) -> datetime:
@@ -157,18 +138,28 @@ def render_plan(
     status: int = 200,
     refusal: SignRefusal | None = None,
 ) -> tuple[str, int]:
-    session, draft, plan = context.session, context.draft, context.plan
-    protocol = context.protocols.get(draft.protocol_id)
-    options: ProtocolOptions | None = options_for(protocol) if protocol is not None else None
-    worksheet = worksheet_of(context) if plan is not None and not context.blocked else None
-    values = _protocol_values(context)
-    if posted is not None and posted.get("action") == "recalculate":
-        values.update(
-            {k: posted.get(k, "") for k in ("protocol", "final_rate", "bag_volume", "diluent", "closing")}
-        )
+    session, draft, plan, computed = context.session, context.draft, context.plan, context.computed
     errors = list(context.errors)
     if context.plan_error is not None and not errors:
         errors.append(context.plan_error)
+    page_url = url_for("plan.page", sid=session.sid, draft_id=draft.draft_id)
+    shown = sections.Shown({"page_url": page_url, "csrf_token": session.csrf_token}, posted, errors)
+    parts: dict[str, Any] = {"protocol_form": None, "worksheet_html": None}
+    parts["allergy_match"] = sections.allergy_match(
+        shown,
+        draft,
+        computed,
+        context.assessment,
+        session.chart_key("allergies"),
+        user_is_allergist=override_evidence(session.user) is not None,
+        allergists=drafts.allergists(),
+    )
+    parts["drug_review"] = sections.drug_review(shown, draft, computed)
+    times = times_of(context) if not context.blocked else None
+    if not context.blocked:
+        parts["protocol_form"] = sections.protocol_form(shown, draft, computed, context.protocols)
+        if times is not None and computed.sheet is not None:
+            parts["worksheet_html"] = sections.worksheet_part(shown, computed, times)
     can_write = session.smart.can_sign_orders  # the same rule signing applies (course.sign.sign_draft)
     blockers = drafts.signing_blockers(draft, context.assessment, can_write, context.review)
     dose_blocked = dose_blocker(draft, services().settings.dose_tolerance_percent)
@@ -180,27 +171,19 @@ def render_plan(
     html = render_template(
         "plan.html",
         **common_context(session, context.banner),
+        **parts,
+        page_url=page_url,
         draft=draft,
-        assessment=context.assessment,
+        plan=plan,  # for the last session's suggestion (_outcome_planning.html)
         blocked=context.blocked,
-        protocol=protocol,
-        protocols=context.protocols,
-        builtin_ids=frozenset(builtin_protocols()),  # imported protocols show where they come from
-        options=options,
-        suggestion=_suggestion(context),
-        plan=plan,
-        worksheet=worksheet,
-        values=values,
+        worksheet=parts["worksheet_html"] is not None,
+        sheet=computed.sheet,
+        times=times,
         posted=posted or {},
         errors=errors,
         error_for={e.field: e.message for e in errors},
         refusal=refusal,
-        closing_text={c.value: t for c, t in CLOSING_TEXT.items()},
-        diluents=DILUENTS,
         blockers=blockers,
-        review=context.review,
-        allergists=drafts.allergists(),
-        user_is_allergist=override_evidence(session.user) is not None,
         duplicates=duplicates,
         dose=dose_difference(draft),
         dose_tolerance=services().settings.dose_tolerance_percent,
@@ -211,7 +194,7 @@ def render_plan(
         zone_name=services().site_now().strftime("%Z") or str(services().settings.zone),
         can_write=can_write,
         fixed_note=drafts.fixed_dose_note(draft, plan) if plan is not None else None,
-        sign_url=url_for("plan.page", sid=session.sid, draft_id=draft.draft_id) + "/sign",
+        sign_url=page_url + "/sign",
     )
     return html, status
 

@@ -247,26 +247,52 @@ def plan_sheet(plan: Plan) -> Worksheet:
     )
 
 
-def at_start(sheet: Worksheet, plan: Plan, started_at: datetime, *, planned: bool = False) -> Worksheet:
-    """``sheet`` (:func:`plan_sheet` of ``plan``) with its clock times counted from ``started_at``."""
+@dataclass(frozen=True)
+class ClockTimes:
+    """The worksheet's clock times from one start: one per step, one per premedication (None: not timed)."""
+
+    steps: tuple[str, ...]
+    premedications: tuple[str | None, ...]
+    started_at: str
+    ends_at: str
+    clock_basis: str
+
+
+def clock_times(plan: Plan, started_at: datetime, *, planned: bool = False) -> ClockTimes:
+    """The clock times of ``plan`` counted from ``started_at`` (timezone-aware): the planned start
+    (``planned``), else "if started now"."""
     if started_at.tzinfo is None:
         raise ValueError("started_at needs a time zone")
-    steps = tuple(
-        replace(row, clock=_hhmm(_clock(started_at, step.start_minute)))
-        for row, step in zip(sheet.steps, plan.steps, strict=True)
+    return ClockTimes(
+        steps=tuple(_hhmm(_clock(started_at, step.start_minute)) for step in plan.steps),
+        premedications=tuple(
+            None if p.offset_minutes is None else _hhmm(_clock(started_at, p.offset_minutes))
+            for p in plan.premedications
+        ),
+        started_at=started_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        ends_at=_clock(started_at, plan.total_minutes).strftime("%Y-%m-%d %H:%M %Z").strip(),
+        clock_basis="from the planned start" if planned else "if started now",
     )
-    premedications = tuple(
-        replace(row, clock=None if p.offset_minutes is None else _hhmm(_clock(started_at, p.offset_minutes)))
-        for row, p in zip(sheet.premedications, plan.premedications, strict=True)
-    )
+
+
+def with_times(sheet: Worksheet, times: ClockTimes) -> Worksheet:
+    """``sheet`` (:func:`plan_sheet` of a plan) with ``times`` (:func:`clock_times` of the same plan)."""
     return replace(
         sheet,
-        steps=steps,
-        premedications=premedications,
-        started_at=started_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
-        clock_basis="from the planned start" if planned else "if started now",
-        ends_at=_clock(started_at, plan.total_minutes).strftime("%Y-%m-%d %H:%M %Z").strip(),
+        steps=tuple(replace(row, clock=clock) for row, clock in zip(sheet.steps, times.steps, strict=True)),
+        premedications=tuple(
+            replace(row, clock=clock)
+            for row, clock in zip(sheet.premedications, times.premedications, strict=True)
+        ),
+        started_at=times.started_at,
+        ends_at=times.ends_at,
+        clock_basis=times.clock_basis,
     )
+
+
+def at_start(sheet: Worksheet, plan: Plan, started_at: datetime, *, planned: bool = False) -> Worksheet:
+    """``sheet`` (:func:`plan_sheet` of ``plan``) with its clock times counted from ``started_at``."""
+    return with_times(sheet, clock_times(plan, started_at, planned=planned))
 
 
 def _pump_note(plan: Plan) -> str | None:
