@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
 from fhir_desens.errors import DesensError
+from fhir_desens.protocol import display
 from fhir_desens.protocol.calculate import Plan, PlannedSolution
 from fhir_desens.protocol.quantity import Quantity, add, div, mul, sub
 
@@ -99,6 +100,26 @@ def _stock_volume(solution: PlannedSolution, stock: Quantity | None) -> Decimal 
     return div(solution.drug_amount.value, stock_value)
 
 
+#: how many larger final volumes (in ORAL_ROUND_ML steps) are tried for a draw a syringe can measure
+MEASURABLE_TRIES = 8
+
+
+def _measurable(volume_ml: Decimal) -> bool:
+    """Whether a syringe measures ``volume_ml`` exactly as the sheet prints it (display policy: 0.01 mL
+    below 1 mL, else 0.1 mL): "draw 1.875 mL" would print 1.9 and make the solution 1.3 % too strong."""
+    return display.volume_number(volume_ml).replace(",", "") == format(volume_ml.normalize(), "f")
+
+
+def _measurable_final(final: Decimal, concentration: Decimal, source: Decimal) -> Decimal:
+    """The smallest final volume from ``final`` up whose draw from the source is measurable; ``final``
+    itself when none of the next few is (the sheet then prints the draw rounded, as before)."""
+    for step in range(MEASURABLE_TRIES):
+        candidate = add(final, mul(ORAL_ROUND_ML, Decimal(step)))
+        if source > 0 and _measurable(div(mul(concentration, candidate), source)):
+            return candidate
+    return final
+
+
 def serial_dilutions(plan: Plan, stock: Quantity) -> tuple[DilutionStep, ...]:
     """Oral solutions from the strongest down, each from the next stronger (or the product)."""
     liquids = [s for s in plan.solutions if s.concentration is not None and s.volume_ml is not None]
@@ -115,12 +136,13 @@ def serial_dilutions(plan: Plan, stock: Quantity) -> tuple[DilutionStep, ...]:
         assert solution.volume_ml is not None and solution.concentration is not None
         needed = add(mul(solution.volume_ml, ORAL_SPARE), drawn_by_weaker)
         final = mul(div(needed, ORAL_ROUND_ML).to_integral_value(rounding=ROUND_CEILING), ORAL_ROUND_ML)
-        finals[solution.number] = final
         source_value = (
             strongest_first[index - 1].concentration.value  # type: ignore[union-attr]
             if index > 0
             else stock_value
         )
+        final = _measurable_final(final, solution.concentration.value, source_value)
+        finals[solution.number] = final
         draws[solution.number] = div(mul(solution.concentration.value, final), source_value)
         drawn_by_weaker = draws[solution.number] if index > 0 else Decimal(0)
     steps = []

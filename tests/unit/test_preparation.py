@@ -7,6 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fhir_desens.protocol import display
 from fhir_desens.protocol.calculate import PlanRequest, compute_plan
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.preparation import bag_preparations, serial_dilutions
@@ -57,3 +58,22 @@ def test_stock_drawn_holds_exactly_the_bag_amount(dose: Decimal, bag: Decimal):
     ):
         assert prep.stock_ml is not None
         assert EXACT.multiply(prep.stock_ml, Decimal(10)) == solution.drug_amount.value
+
+
+def test_every_oral_draw_is_what_a_syringe_measures_as_printed() -> None:
+    """The sheet said "Measure 1.9 mL of solution 3 ... 15 mL of 10,000 units/mL" (the exact draw was 1.875 mL:
+    measured as printed, the solution is 1.3 % too strong). The final volume grows until the draw is measurable."""
+    for protocol, stock in (
+        ("penicillin-v-oral-wendel", Quantity(Decimal(80000), "[iU]/mL")),
+        ("tmp-smx-oral-hourly", Quantity(Decimal(40), "mg/mL")),
+    ):
+        plan = compute_plan(PlanRequest(builtin_protocols()[protocol], "x"))
+        for step in serial_dilutions(plan, stock):
+            printed = Decimal(display.volume_number(step.source_ml).replace(",", ""))
+            assert printed == step.source_ml, (protocol, step)
+            assert display.volume_number(step.diluent_ml).replace(",", "") == format(
+                step.diluent_ml.normalize(), "f"
+            )
+    pen = compute_plan(PlanRequest(builtin_protocols()["penicillin-v-oral-wendel"], "penicillin V"))
+    by_number = {s.solution: s for s in serial_dilutions(pen, Quantity(Decimal(80000), "[iU]/mL"))}
+    assert (by_number[2].source_ml, by_number[2].final_ml) == (Decimal("2.5"), Decimal(20))
