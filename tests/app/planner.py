@@ -13,7 +13,7 @@ from fhir_desens.protocol.calculate import PlanRequest, compute_plan
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.quantity import Quantity
 from tests.app.clinician import Clinician
-from tests.html import input_value, option_value, start_form_values, text_of
+from tests.html import option_value, start_form_values, text_of
 
 
 class Planner(Clinician):
@@ -45,27 +45,6 @@ class Planner(Clinician):
 
     def page(self, sid: str, draft_id: str) -> TestResponse:
         return self.client.get(f"/s/{sid}/plan/{draft_id}")
-
-    def post(self, sid: str, draft_id: str, **fields: str) -> TestResponse:
-        return self.client.post(f"/s/{sid}/plan/{draft_id}", data={"csrf_token": self.csrf(sid), **fields})
-
-    def recalculate(self, sid: str, draft_id: str, **fields: str) -> TestResponse:
-        html = self.page(sid, draft_id).get_data(as_text=True)
-        form = {
-            "action": "recalculate",
-            "protocol": re.search(  # type: ignore[union-attr]
-                r'<select id="protocol".*?<option value="([^"]+)"[^>]*selected', html, re.S
-            ).group(1),
-        }
-        for name in ("final_rate", "bag_volume"):
-            if f'id="{name}"' in html:
-                form[name] = input_value(html, name)
-        for name in ("diluent", "closing"):
-            found = re.search(rf'<select id="{name}".*?<option value="([^"]*)"[^>]*selected', html, re.S)
-            if found:
-                form[name] = found.group(1)
-        form.update(fields)
-        return self.post(sid, draft_id, **form)
 
     def draft(self, sid: str, draft_id: str) -> dict[str, Any]:
         return dict(self.store.get("draft", f"{sid}:{draft_id}"))

@@ -11,7 +11,7 @@ from werkzeug.test import TestResponse
 from fhir_desens.fhir import canonical as c
 from tests.app.clinician import Clinician
 from tests.app.fake_ehr import FHIR_BASE
-from tests.html import alerts, input_value, selected_value, start_form_values, text_of
+from tests.html import alerts, start_form_values, text_of
 
 DOSE_REASON = "Dose reduced by the oncologist after the last creatinine clearance"
 BOTH_INTENDED = "Second course planned for next week, first one stays for today"
@@ -32,25 +32,10 @@ class Signer(Clinician):
             self.recalculate(sid, draft_id, **changes)
         return draft_id
 
-    def recalculate(self, sid: str, draft_id: str, **changes: str) -> None:
-        html = self.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)
-        form = {
-            "csrf_token": self.csrf(sid),
-            "action": "recalculate",
-            "protocol": selected_value(html, "protocol"),
-        }
-        for name in ("final_rate", "bag_volume"):
-            if f'id="{name}"' in html:
-                form[name] = input_value(html, name)
-        for name in ("diluent", "closing"):
-            if f'<select id="{name}"' in html:
-                form[name] = selected_value(html, name)
-        form.update(changes)
-        response = self.client.post(f"/s/{sid}/plan/{draft_id}", data=form)
+    def recalculate(self, sid: str, draft_id: str, **changes: str) -> TestResponse:
+        response = super().recalculate(sid, draft_id, **changes)
         assert response.status_code == 303, alerts(response.get_data(as_text=True))
-
-    def post(self, sid: str, draft_id: str, **fields: str) -> TestResponse:
-        return self.client.post(f"/s/{sid}/plan/{draft_id}", data={"csrf_token": self.csrf(sid), **fields})
+        return response
 
     def sign(self, sid: str, draft_id: str, csrf: str | None = None) -> TestResponse:
         token = self.csrf(sid) if csrf is None else csrf
