@@ -186,7 +186,7 @@ STATUS_WORDS = {"in-progress": "running", "on-hold": "paused", "completed": "giv
 
 
 def rows(state: SessionState) -> list[RowView]:
-    unit = state.plan.dose_unit
+    unit = shown.unit_text(state.plan.dose_unit)  # "units", never the UCUM "[iU]"
     result = []
     for row in state.rows:
         segments = [s for s in state.segments if s.row is row or s.row.number == row.number]

@@ -4,6 +4,7 @@ reaction's severity preselected as "Mild"."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -12,11 +13,12 @@ from flask import Flask
 
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.record import BedsideRecord
+from fhir_desens.course.draft import plan_for
 from fhir_desens.errors import InputError
 from fhir_desens.protocol.library import builtin_protocols
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
-from tests.bedside_session import Bedside
+from tests.bedside_session import Bedside, carboplatin_draft
 from tests.html import text_of
 
 PATIENT = "carboplatin-ovarian"
@@ -142,3 +144,32 @@ def test_no_treatment_is_preselected_and_one_is_required(
 def test_a_symptom_box_never_wraps_away_from_its_words() -> None:
     css = (Path(__file__).parents[2] / "smart_app" / "static" / "app.css").read_text("utf-8")
     assert re.search(r"#bedside fieldset label \{[^}]*white-space: nowrap", css)
+
+
+def test_an_oral_penicillin_flowsheet_says_units_not_the_ucum_code(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    """Penicillin V's flowsheet read "1,296,700 of 1,296,700 [iU]" and "100 [iU]" in every row."""
+    ehr.load_fixture("penicillin-pregnancy")
+    sid = launcher.launch("penicillin-pregnancy")
+    services = app.extensions["fhir_desens"]
+    draft = dataclasses.replace(
+        carboplatin_draft("Patient/penicillin-pregnancy"),
+        drug="penicillin V",
+        drug_rxnorm=("7984",),
+        target="2400000 [iU]",
+        protocol_id="penicillin-v-oral-wendel",
+        final_rate_ml_h=None,
+        bag_volume_ml=None,
+    )
+    bedside = Bedside(
+        plan=plan_for(draft, builtin_protocols()),
+        draft=draft,
+        record_to=BedsideRecord(services.record_store(), builtin_protocols(), services.now),
+        patient="Patient/penicillin-pregnancy",
+    )
+    bedside.start(step_requests={n: f"MedicationRequest/mr{n}" for n in range(1, 15)})
+    bedside.run_row(1)
+    text = text_of(_flowsheet(launcher, sid, bedside))
+    assert "[iU]" not in text
+    assert "100 of 1,296,700 units" in text and "100 units" in text
