@@ -173,3 +173,4 @@ def test_an_oral_penicillin_flowsheet_says_units_not_the_ucum_code(
     text = text_of(_flowsheet(launcher, sid, bedside))
     assert "[iU]" not in text
     assert "100 of 1,296,700 units" in text and "100 units" in text
+    assert "Stop the infusion" not in text and "Give no further dose." in text  # a dose by mouth: no infusion
