@@ -15,6 +15,7 @@ import hmac
 import secrets
 
 from flask import Flask, Response, current_app, g, request
+from flask.sessions import NullSession, SessionInterface
 from werkzeug.exceptions import BadRequest
 
 from smart_app.services import services
@@ -98,7 +99,20 @@ def _headers(response: Response) -> Response:
     return response
 
 
+class NoCookieSessions(SessionInterface):
+    """Flask's cookie session is never used (sessions are server-side records reached through the URL
+    path, so that they work inside an EHR iframe): no cookie is read or set, and nothing is spent on
+    one per request. Writing to ``flask.session`` fails loudly (a :class:`NullSession`)."""
+
+    def open_session(self, app: Flask, request: object) -> NullSession:
+        return self.make_null_session(app)
+
+    def save_session(self, app: Flask, session: object, response: Response) -> None:
+        return None
+
+
 def init_security(app: Flask) -> None:
+    app.session_interface = NoCookieSessions()
     app.before_request(_check_csrf)
     app.after_request(_headers)
     app.jinja_env.globals["csp_nonce"] = csp_nonce

@@ -12,6 +12,15 @@ time-to-live. Two properties matter for security:
 
 :meth:`SessionStore.take` is atomic (read and delete in one step), which makes ``state`` single use
 even with several worker processes. Redis is imported only when a ``redis://`` URL is used.
+
+A page reload reads the same unchanged records again (the session, the draft, the chart read a minute
+ago), and opening a sealed value (HMAC check and AES) costs more than the rest of the read. So each
+store remembers the plaintexts of the last :data:`OPENED` sealed values it opened, by the SHA-256 of
+the sealed bytes: the very same bytes, already authenticated once, open to the same plaintext; other
+bytes (a rewritten record: Fernet draws a new IV on every write; a tampered one) are a miss and are
+checked in full. Nothing is invalidated by hand and nothing stale can be returned; expiry and deletion
+are the backend's, which never returns an expired or deleted record. The memo holds plaintexts in this
+process's memory only, which already holds the key that opens every record.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +45,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fhir_desens.errors import ConfigurationError
 
-__all__ = ["MemoryBackend", "RedisBackend", "SessionStore", "SqliteBackend", "open_store"]
+__all__ = ["OPENED", "MemoryBackend", "RedisBackend", "SessionStore", "SqliteBackend", "open_store"]
+
+#: sealed values whose plaintext a store keeps (a few per active session: record, drafts, chart reads)
+OPENED = 1024
 
 
 class Backend(Protocol):
@@ -195,6 +208,8 @@ class SessionStore:
         self._clock = clock
         self._key_mac = _derive(raw, b"fhir-desens store keys")
         self._fernet = Fernet(base64.urlsafe_b64encode(_derive(raw, b"fhir-desens store values")))
+        self._opened: OrderedDict[bytes, bytes] = OrderedDict()  # sha256(sealed) -> plaintext
+        self._opened_lock = threading.Lock()
 
     def _key(self, namespace: str, key: str) -> str:
         return (
@@ -210,10 +225,26 @@ class SessionStore:
         if blob is None:
             return None
         try:
-            value = json.loads(self._fernet.decrypt(blob))
+            value = json.loads(self._decrypt(blob))
         except (InvalidToken, ValueError):
             return None  # written with another secret, or corrupted: treat as absent
         return value if isinstance(value, dict) else None
+
+    def _decrypt(self, blob: bytes) -> bytes:
+        """The plaintext of ``blob`` (InvalidToken: not sealed with this store's key, or altered);
+        the same bytes opened before are not checked and decrypted again."""
+        digest = hashlib.sha256(blob).digest()
+        with self._opened_lock:
+            plain = self._opened.get(digest)
+            if plain is not None:
+                self._opened.move_to_end(digest)
+                return plain
+        plain = self._fernet.decrypt(blob)
+        with self._opened_lock:
+            self._opened[digest] = plain
+            while len(self._opened) > OPENED:
+                self._opened.popitem(last=False)
+        return plain
 
     def put(self, namespace: str, key: str, value: Mapping[str, Any], ttl: float) -> None:
         self.backend.put(self._key(namespace, key), self._seal(value), self._clock() + ttl)
@@ -237,6 +268,8 @@ class SessionStore:
         return self.backend.purge(self._clock())
 
     def close(self) -> None:
+        with self._opened_lock:
+            self._opened.clear()
         self.backend.close()
 
 

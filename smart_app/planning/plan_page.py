@@ -25,6 +25,7 @@ from fhir_desens.protocol.display import chart_time_text
 from fhir_desens.protocol.model import Protocol
 from smart_app.app_session import AppSession, override_evidence
 from smart_app.chart.page import PatientBanner
+from smart_app.page_cache import memo
 from smart_app.planning import drafts, sections
 from smart_app.planning.computed import Computed, computed_for
 from smart_app.planning.drafts import Assessment, DraftNotFound, PlanDraft
@@ -116,16 +117,30 @@ def when_text(value: str) -> str:
 
 def _duplicates(context: PlanContext) -> list[SignedPlanSummary]:
     """Other active plans for the same drug (none when they cannot be read), from the signed plans the
-    start form read with the chart (read again once that read has expired); signing searches afresh."""
+    start form read with the chart (read again once that read has expired); signing searches afresh.
+    Memoized per content of that read and drug (:mod:`smart_app.page_cache`)."""
+    session, draft = context.session, context.draft
     try:
-        return active_plans_for_drug(
-            context.session.smart,
-            context.protocols,
-            context.draft.drug,
-            context.draft.drug_rxnorm,
-            zone=services().settings.zone,
-            bundle=context.session.signed_plans_bundle(),
-        )
+        bundle = session.signed_plans_bundle()
+
+        def find() -> tuple[SignedPlanSummary, ...]:
+            return tuple(
+                active_plans_for_drug(
+                    session.smart,
+                    context.protocols,
+                    draft.drug,
+                    draft.drug_rxnorm,
+                    zone=services().settings.zone,
+                    bundle=bundle,
+                )
+            )
+
+        read = session.chart_key("plans")
+        if bundle is None or read is None:
+            return list(find())
+        key = (read, patient_reference(session.smart), draft.drug, draft.drug_rxnorm)
+        found: tuple[SignedPlanSummary, ...] = memo("active plans of a drug").get(key, find)
+        return list(found)
     except DesensError as error:
         log.warning("active plans could not be read: %s", type(error).__name__)
         return []

@@ -133,7 +133,7 @@ def _clock(start: datetime, minutes: Decimal) -> datetime:
 
 
 def _hhmm(moment: datetime) -> str:
-    return moment.strftime("%H:%M")
+    return f"{moment.hour:02d}:{moment.minute:02d}"  # strftime("%H:%M"), at a fraction of its cost
 
 
 def _ranges(numbers: list[int]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fhir_desens.client.store import SessionStore, SqliteBackend, open_store
+from fhir_desens.client.store import MemoryBackend, SessionStore, SqliteBackend, open_store
 from fhir_desens.errors import ConfigurationError
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
@@ -120,3 +120,32 @@ def test_bad_urls(url: str) -> None:
 def test_short_secret_is_refused() -> None:
     with pytest.raises(ConfigurationError):
         open_store("memory:", "short")
+
+
+def test_a_record_reads_as_last_written_however_often_it_was_read(store: SessionStore) -> None:
+    """The store remembers what sealed bytes it opened; a rewrite is other bytes, read afresh."""
+    store.put("session", "sid-1", {"v": 1}, ttl=60)
+    first = store.get("session", "sid-1")
+    assert first == {"v": 1}
+    first["v"] = 99  # the caller's copy; the next read is the record's
+    assert store.get("session", "sid-1") == {"v": 1}
+    store.put("session", "sid-1", {"v": 2}, ttl=60)
+    assert store.get("session", "sid-1") == store.get("session", "sid-1") == {"v": 2}
+    store.delete("session", "sid-1")
+    assert store.get("session", "sid-1") is None
+
+
+def test_altered_bytes_are_refused_after_the_genuine_ones_were_read(clock: Clock) -> None:
+    backend = MemoryBackend()
+    store = SessionStore(backend, SECRET, clock=clock)
+    store.put("session", "sid-1", {"access_token": "T"}, ttl=60)
+    assert store.get("session", "sid-1") == {"access_token": "T"}
+    (key, (sealed, expires)), *_ = backend._data.items()
+    for index in (10, len(sealed) // 2, len(sealed) - 2):
+        altered = sealed[:index] + bytes([sealed[index] ^ 1]) + sealed[index + 1 :]
+        backend._data[key] = (altered, expires)
+        assert store.get("session", "sid-1") is None, index
+    backend._data[key] = (sealed, expires)
+    assert store.get("session", "sid-1") == {"access_token": "T"}
+    clock.now += 61
+    assert store.get("session", "sid-1") is None  # expired, though opened before
