@@ -18,24 +18,9 @@ from fhir_desens.errors import InputError
 from fhir_desens.protocol.library import builtin_protocols
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
+from tests.app.flowsheet import flowsheet, launched_with_a_bedside_session
 from tests.bedside_session import Bedside, carboplatin_draft
 from tests.html import text_of
-
-PATIENT = "carboplatin-ovarian"
-
-
-def _launched(launcher: Launcher, ehr: FakeEhr, app: Flask) -> tuple[str, Bedside]:
-    ehr.load_fixture(PATIENT)
-    sid = launcher.launch(PATIENT)
-    services = app.extensions["fhir_desens"]
-    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
-    return sid, Bedside(record_to=record, patient=f"Patient/{PATIENT}")
-
-
-def _flowsheet(launcher: Launcher, sid: str, bedside: Bedside) -> str:
-    response = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}")
-    assert response.status_code == 200
-    return response.get_data(as_text=True)
 
 
 def _reaction_form(html: str) -> str:
@@ -55,10 +40,10 @@ def test_hives_are_one_symptom_with_one_code() -> None:
 def test_the_reaction_form_offers_hives_once_and_no_preselected_grade(
     launcher: Launcher, ehr: FakeEhr, app: Flask
 ) -> None:
-    sid, bedside = _launched(launcher, ehr, app)
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
     bedside.start()
     bedside.run_row(1, stop=False)
-    form = _reaction_form(_flowsheet(launcher, sid, bedside))
+    form = _reaction_form(flowsheet(launcher, sid, bedside))
     symptoms = re.findall(r'name="symptoms" value="([^"]+)"> ([^<]+)</label>', form)
     assert [label for _, label in symptoms if "ives" in label or "rticaria" in label] == ["Hives (urticaria)"]
     [grade] = re.findall(r'<select id="r-grade" name="grade"[^>]*>(.*?)</select>', form, re.S)
@@ -70,7 +55,7 @@ def test_the_reaction_form_offers_hives_once_and_no_preselected_grade(
 def test_a_reaction_without_a_grade_is_refused_naming_the_grade(
     launcher: Launcher, ehr: FakeEhr, app: Flask
 ) -> None:
-    sid, bedside = _launched(launcher, ehr, app)
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
     bedside.start()
     bedside.run_row(1, stop=False)
     services = app.extensions["fhir_desens"]
@@ -96,7 +81,7 @@ def test_a_session_recorded_with_wheals_still_shows_them_in_words(
     launcher: Launcher, ehr: FakeEhr, app: Flask
 ) -> None:
     """An older session recorded "wheal" (Wheal (finding) 247472004): it is still read and shown."""
-    sid, bedside = _launched(launcher, ehr, app)
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
     bedside.start()
     bedside.run_row(1, stop=False)
     bedside.record("step-stop", row=1)
@@ -105,7 +90,7 @@ def test_a_session_recorded_with_wheals_still_shows_them_in_words(
     bedside.record("reaction", symptoms=["itching", "wheal"], grade="mild", phenotype="type-i")
     [reaction] = bedside.state.reactions
     assert [s.code for s in reaction.symptoms] == ["418290006", "247472004"]
-    text = text_of(_flowsheet(launcher, sid, bedside))
+    text = text_of(flowsheet(launcher, sid, bedside))
     assert "Itching, Wheals / hives" in text
     assert "Wheals / hives, Abdominal pain" in text and "abdominal-pain" not in text
 
@@ -113,10 +98,10 @@ def test_a_session_recorded_with_wheals_still_shows_them_in_words(
 def test_the_pump_volume_to_be_infused_is_written_as_the_steps_table(
     launcher: Launcher, ehr: FakeEhr, app: Flask
 ) -> None:
-    sid, bedside = _launched(launcher, ehr, app)
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
     bedside.start()
     bedside.run_row(1)
-    text = text_of(_flowsheet(launcher, sid, bedside))
+    text = text_of(flowsheet(launcher, sid, bedside))
     # step 2 runs 1.25 mL: the pump takes 0.1 mL (the steps table's "1.3"), not "1.25"
     assert "Next: Step 2" in text and "volume to be infused 1.3 mL" in text, text[:1500]
     assert "1.25 mL" not in text
@@ -126,11 +111,11 @@ def test_no_treatment_is_preselected_and_one_is_required(
     launcher: Launcher, ehr: FakeEhr, app: Flask
 ) -> None:
     """The treatment list opened on "Epinephrine IM": one careless click recorded epinephrine as given."""
-    sid, bedside = _launched(launcher, ehr, app)
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
     bedside.start()
     bedside.run_row(1, stop=False)
     bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
-    html = _flowsheet(launcher, sid, bedside)
+    html = flowsheet(launcher, sid, bedside)
     [select] = re.findall(r'<select id="t-kind" name="treatment"[^>]*>(.*?)</select>', html, re.S)
     assert (
         re.findall(r'value="([^"]*)"', select)[0] == "" and "selected disabled>Choose the treatment" in select
@@ -170,7 +155,7 @@ def test_an_oral_penicillin_flowsheet_says_units_not_the_ucum_code(
     )
     bedside.start(step_requests={n: f"MedicationRequest/mr{n}" for n in range(1, 15)})
     bedside.run_row(1)
-    text = text_of(_flowsheet(launcher, sid, bedside))
+    text = text_of(flowsheet(launcher, sid, bedside))
     assert "[iU]" not in text
     assert "100 of 1,296,700 units" in text and "100 units" in text
     assert "Stop the infusion" not in text and "Give no further dose." in text  # a dose by mouth: no infusion

@@ -9,35 +9,17 @@ import uuid
 
 from flask import Flask
 
-from fhir_desens.course.bedside.record import BedsideRecord, start_entry
-from fhir_desens.protocol.library import builtin_protocols
+from fhir_desens.course.bedside.record import start_entry
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
+from tests.app.flowsheet import flowsheet, launched_with_a_bedside_session
 from tests.app.test_paper_pdf import too_precise
-from tests.bedside_session import NURSE, Bedside, carboplatin_draft
+from tests.bedside_session import NURSE, carboplatin_draft
 from tests.html import text_of
-
-PATIENT = "carboplatin-ovarian"
-
-
-def _launched_with_a_bedside_session(launcher: Launcher, ehr: FakeEhr, app: Flask) -> tuple[str, Bedside]:
-    """A launch for PATIENT (the app session id) and a bedside session recorded into the app's own record
-    store, which its flowsheet reads."""
-    ehr.load_fixture(PATIENT)
-    sid = launcher.launch(PATIENT)
-    services = app.extensions["fhir_desens"]
-    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
-    return sid, Bedside(record_to=record, patient=f"Patient/{PATIENT}")
-
-
-def _flowsheet(launcher: Launcher, sid: str, bedside: Bedside) -> str:
-    response = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}")
-    assert response.status_code == 200
-    return response.get_data(as_text=True)
 
 
 def _flowsheet_at_the_checklist(launcher: Launcher, ehr: FakeEhr, app: Flask) -> str:
-    sid, bedside = _launched_with_a_bedside_session(launcher, ehr, app)
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
     bedside.submit(
         start_entry(
             entry_id=str(uuid.uuid4()), session_id=bedside.session_id, author=NURSE, at=bedside.now,
@@ -46,7 +28,7 @@ def _flowsheet_at_the_checklist(launcher: Launcher, ehr: FakeEhr, app: Flask) ->
         )
     )  # fmt: skip
     bedside.record("checklist", item="consent")
-    return _flowsheet(launcher, sid, bedside)
+    return flowsheet(launcher, sid, bedside)
 
 
 def test_the_checklist_and_the_vital_signs_read_in_words(
@@ -77,30 +59,30 @@ def test_the_resume_options_and_step_statuses_read_as_the_nurse_reads_them(
 ) -> None:
     """After a reaction the engine's options were written with every digit ("264.0348101186078321... min")
     and the steps with FHIR codes ("on-hold"): now durations, doses and statuses are the display policy's."""
-    sid, bedside = _launched_with_a_bedside_session(launcher, ehr, app)
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
     bedside.start()
     bedside.advance(20)
     bedside.mild_reaction_during(11, 6)
     bedside.advance(20)
     bedside.record("resolved")
-    text = text_of(_flowsheet(launcher, sid, bedside))
+    text = text_of(flowsheet(launcher, sid, bedside))
     options = text[text.index("Resume (the engine's options") : text.index("Record decision")]
     assert re.search(r"Go back one step : 3 steps, \d h \d\d min, total 400 mg: reaches the target", options)
     assert re.search(r"Stopping leaves 3\d\d\.?\d* mg undelivered", options)
     assert too_precise(options) == [], options
     assert "174.4 min" not in options and re.search(r"\(bag 3, 80 mL/h, 17\d min\)", options)
-    html = _flowsheet(launcher, sid, bedside)
+    html = flowsheet(launcher, sid, bedside)
     statuses = re.findall(r"<td>(given|paused|running|planned|completed|on-hold)</td></tr>", html)
     assert statuses[:12] == ["given"] * 10 + ["paused", "planned"]
 
 
 def test_a_running_step_does_not_read_as_0_mg_given(launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
-    sid, bedside = _launched_with_a_bedside_session(launcher, ehr, app)
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
     bedside.start()
     bedside.advance(20)
     bedside.run_row(1)
     bedside.run_row(2, 7, stop=False)  # step 2 running for 7 minutes
-    html = _flowsheet(launcher, sid, bedside)
+    html = flowsheet(launcher, sid, bedside)
     [row] = re.findall(r"<tr><th scope=\"row\">2</th>(.*?)</tr>", html, re.S)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
     assert cells[-1] == "running" and "0 mg" not in cells and "0" not in cells[7:9], cells
