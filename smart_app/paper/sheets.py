@@ -93,6 +93,16 @@ class Paper:
     preparation: tuple[PreparationLine, ...]
     preparation_note: str
     as_supplied: frozenset[int] = frozenset()  # solutions that are the commercial product, not diluted
+    drug_text: str | None = None  # the drug given when it is not the one ordered (see :func:`_drug_text`)
+
+
+def _drug_text(products: PlanProducts | None) -> str | None:
+    """'Penicillin V (given for the order of Penicillin G benzathine)' when the protocol gives another
+    drug than the order: the pharmacist prepares what the sheet names, never the ordered product."""
+    if products is None or products.ordered is None or products.follows_order:
+        return None
+    given = products.given.name
+    return f"{given[:1].upper()}{given[1:]} (given for the order of {products.ordered.name})"
 
 
 def _products(plan: Plan, rxnorm: tuple[str, ...]) -> PlanProducts | None:
@@ -365,4 +375,10 @@ def paper_for(
         for s in plan.solutions
     )
     as_supplied = frozenset(n for n, step in dilutions.items() if step.diluent_ml == 0)
-    return Paper(labels=labels, preparation=tuple(lines), preparation_note=note, as_supplied=as_supplied)
+    return Paper(
+        labels=labels,
+        preparation=tuple(lines),
+        preparation_note=note,
+        as_supplied=as_supplied,
+        drug_text=_drug_text(products),
+    )

@@ -85,3 +85,22 @@ def test_pages_fit_a_1024_px_frame() -> None:
     widths = [int(n) for n in re.findall(r"(?:^|[;{\s])(?:min-|max-)?width:\s*(\d+)px", css)]
     assert widths and max(widths) <= 1000
     assert "@media print" in css and "@page" in css
+
+
+def test_the_sheets_name_the_drug_prepared_when_the_protocol_gives_another_than_the_order(
+    planner: Planner,
+) -> None:
+    """Oral penicillin V for an order of penicillin G benzathine: the pharmacy sheet said "Drug: Penicillin G
+    benzathine" above penicillin V solutions; a pharmacist prepares what the sheet names."""
+    sid = planner.launch("penicillin-pregnancy")
+    draft_id = planner.create(sid, target_dose="2400000", dose_unit="[iU]")
+    for sheet in ("pharmacy", "print"):
+        text = text_of(planner.client.get(f"/s/{sid}/plan/{draft_id}/{sheet}").get_data(as_text=True))
+        assert "Drug Penicillin V potassium (given for the order of penicillin G benzathine)" in text, text[
+            :900
+        ]
+    carboplatin = planner.launch("carboplatin-ovarian")
+    plain = planner.create(carboplatin)
+    assert "Drug Carboplatin Target" in text_of(
+        planner.client.get(f"/s/{carboplatin}/plan/{plain}/pharmacy").get_data(as_text=True)
+    )
