@@ -8,7 +8,8 @@
   without it (our profiles + clinical consistency only);
 * import of a package of N protocol versions (the built-ins as versions 1.0.0, 1.0.1, ...) into a
   fresh FHIR server process: our validation layers, the server check and the writes, in resources
-  per second, then the same import again (nothing written). ``--server hapi`` imports into a fresh
+  per second, with the CPU seconds of this client and of the server process (the wall clock of a
+  loaded machine is mostly waiting for a core), then the same import again (nothing written). ``--server hapi`` imports into a fresh
   HAPI FHIR JPA server (``make java``; H2 in memory, started here: 1 to 6 minutes on a loaded machine)
   instead, ``both`` into each; ``--hapi-url`` uses a running HAPI (``fhir-desens fhir-server --engine
   hapi``) whose store must not hold these versions yet. ``fhir-desens import`` also runs Medplum's
