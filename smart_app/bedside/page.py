@@ -21,6 +21,7 @@ from fhir_desens.protocol import display as shown
 from fhir_desens.protocol import report
 from fhir_desens.protocol.model import TargetKind
 from fhir_desens.protocol.quantity import div, plain, sub
+from smart_app.paper.sheets import drug_given
 from smart_app.services import EXTENSION as SERVICES
 
 
@@ -97,6 +98,14 @@ def _recorded_next_dose(state: SessionState) -> str | None:
 def next_dose_words(state: SessionState) -> str:
     """The recorded next dose as a phrase ('a new desensitization (...)'), as the drug's rule reads it."""
     return nd.words(_recorded_next_dose(state), nd.rule_of(state))
+
+
+def drug_words(state: SessionState) -> str:
+    """The drug at the bedside: what is given ('Penicillin V potassium (given for the order of penicillin G
+    benzathine)') when the protocol gives another drug than the one ordered, else the plan's drug."""
+    draft: dict[str, Any] = state.context.get("draft") or {}
+    rxnorm = tuple(str(code) for code in draft.get("drug_rxnorm") or ())
+    return drug_given(state.plan, rxnorm) or state.plan.drug
 
 
 def order_name(state: SessionState) -> str:

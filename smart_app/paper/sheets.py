@@ -113,6 +113,11 @@ def _products(plan: Plan, rxnorm: tuple[str, ...]) -> PlanProducts | None:
     return products
 
 
+def drug_given(plan: Plan, rxnorm: tuple[str, ...] = ()) -> str | None:
+    """What is given when the protocol gives another drug than the order (None: the drug planned)."""
+    return _drug_text(_products(plan, rxnorm))
+
+
 def _product(products: PlanProducts | None, number: int) -> Product | None:
     if products is None:
         return None

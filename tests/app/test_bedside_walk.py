@@ -134,14 +134,15 @@ def test_a_symptom_box_never_wraps_away_from_its_words() -> None:
 def test_an_oral_penicillin_flowsheet_says_units_not_the_ucum_code(
     launcher: Launcher, ehr: FakeEhr, app: Flask
 ) -> None:
-    """Penicillin V's flowsheet read "1,296,700 of 1,296,700 [iU]" and "100 [iU]" in every row."""
+    """Penicillin V's flowsheet read "1,296,700 of 1,296,700 [iU]" and "100 [iU]" in every row, and its
+    heading named the ordered penicillin G benzathine (an injection) above doses of penicillin V by mouth."""
     ehr.load_fixture("penicillin-pregnancy")
     sid = launcher.launch("penicillin-pregnancy")
     services = app.extensions["fhir_desens"]
     draft = dataclasses.replace(
         carboplatin_draft("Patient/penicillin-pregnancy"),
-        drug="penicillin V",
-        drug_rxnorm=("7984",),
+        drug="Penicillin G benzathine",  # the order's drug; the protocol gives penicillin V by mouth
+        drug_rxnorm=(),
         target="2400000 [iU]",
         protocol_id="penicillin-v-oral-wendel",
         final_rate_ml_h=None,
@@ -159,3 +160,7 @@ def test_an_oral_penicillin_flowsheet_says_units_not_the_ucum_code(
     assert "[iU]" not in text
     assert "100 of 1,296,700 units" in text and "100 units" in text
     assert "Stop the infusion" not in text and "Give no further dose." in text  # a dose by mouth: no infusion
+    assert (
+        "Bedside: Penicillin V potassium (given for the order of penicillin G benzathine) 1,296,700 units"
+        in text
+    )
