@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from fhir_desens.course.draft import PlanDraft
 from fhir_desens.course.drug_review import DrugReview
 from fhir_desens.fhir.allergy import Allergy
-from fhir_desens.fhir.chart import (
-    allergen_ref,
-)
+from fhir_desens.fhir.chart.drugs import allergen_ref
 from fhir_desens.protocol.crossreactivity import AllergyMatch, DrugRef, match_allergies
 from fhir_desens.protocol.screening import Coding, Manifestation, ScreeningResult, screen_reactions
 

@@ -22,11 +22,8 @@ from fhir_desens.errors import (
 )
 from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.allergy import Allergy, allergy_from_fhir
-from fhir_desens.fhir.chart import (
-    BodyMeasurements,
-    DrugCandidate,
-    Measurement,
-)
+from fhir_desens.fhir.chart.drugs import DrugCandidate
+from fhir_desens.fhir.chart.measurements import BodyMeasurements, Measurement
 from fhir_desens.protocol.quantity import (
     display,
 )

@@ -40,7 +40,8 @@ from fhir_desens.course.readback import signed_plans_search
 from fhir_desens.course.risk import RiskChart
 from fhir_desens.errors import DesensError
 from fhir_desens.fhir.allergy import Allergy
-from fhir_desens.fhir.chart import drug_candidates, latest_body_measurements
+from fhir_desens.fhir.chart.drugs import drug_candidates
+from fhir_desens.fhir.chart.measurements import latest_body_measurements
 from fhir_desens.fhir.risk_chart import FEV1_PERCENT
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,7 @@ from fhir_desens.errors import (
     InputError,
     SafetyViolation,
 )
-from fhir_desens.fhir.chart import (
-    DrugCandidate,
-)
+from fhir_desens.fhir.chart.drugs import DrugCandidate
 from fhir_desens.fhir.risk_chart import ChartRisk
 from fhir_desens.protocol.model import ClosingMethod, Protocol, ProtocolKind
 from fhir_desens.protocol.quantity import (

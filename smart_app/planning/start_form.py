@@ -16,7 +16,7 @@ from fhir_desens.course.draft import CopiedSettings
 from fhir_desens.course.planning_chart import PlanningReads, risk_chart_of
 from fhir_desens.course.risk import RiskChart, chart_risk_for
 from fhir_desens.errors import InputError
-from fhir_desens.fhir.chart import DrugCandidate
+from fhir_desens.fhir.chart.drugs import DrugCandidate
 from fhir_desens.fhir.risk_chart import ChartRisk
 from fhir_desens.protocol.quantity import plain
 from smart_app.app_session import AppSession

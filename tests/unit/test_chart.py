@@ -6,12 +6,8 @@ from pathlib import Path
 import pytest
 
 from fhir_desens.fhir.allergy import allergy_from_fhir
-from fhir_desens.fhir.chart import (
-    allergen_ref,
-    drug_candidates,
-    drug_ref,
-    latest_body_measurements,
-)
+from fhir_desens.fhir.chart.drugs import allergen_ref, drug_candidates, drug_ref
+from fhir_desens.fhir.chart.measurements import latest_body_measurements
 from fhir_desens.io.json import load_path
 from fhir_desens.protocol.crossreactivity import match_allergies
 from fhir_desens.protocol.quantity import Quantity

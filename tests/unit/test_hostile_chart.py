@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from fhir_desens.boundary.text import unsafe_characters
 from fhir_desens.fhir.allergy import allergy_from_fhir
-from fhir_desens.fhir.chart import allergen_ref, drug_candidates, drug_ref, latest_body_measurements
+from fhir_desens.fhir.chart.drugs import allergen_ref, drug_candidates, drug_ref
+from fhir_desens.fhir.chart.measurements import latest_body_measurements
 from fhir_desens.protocol.crossreactivity import match_allergies
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"

@@ -25,7 +25,7 @@ from fhir_desens.course.chart import HEIGHT_LOINC, WEIGHT_LOINC, first_page
 from fhir_desens.errors import DesensError
 from fhir_desens.fhir.allergy import Allergy
 from fhir_desens.fhir.canonical import ID_BEDSIDE_ITEM
-from fhir_desens.fhir.chart import latest_body_measurements
+from fhir_desens.fhir.chart.measurements import latest_body_measurements
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.model import Premedication

@@ -33,7 +33,7 @@ from fhir_desens.course.outcome.wording import note_text, outcome_marker
 from fhir_desens.drugs.tolerance import rule_for
 from fhir_desens.errors import InputError
 from fhir_desens.fhir.allergy import allergy_from_fhir
-from fhir_desens.fhir.chart import allergen_ref
+from fhir_desens.fhir.chart.drugs import allergen_ref
 from fhir_desens.protocol.crossreactivity import DrugRef, match_allergies
 
 __all__ = ["Preview", "find_note", "matching_allergies", "prepare", "with_pdf"]
