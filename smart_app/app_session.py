@@ -153,6 +153,7 @@ class AppSession:
     _read: dict[str, Any] = field(default_factory=dict, repr=False)  # this request's reads
     _fresh: set[str] = field(default_factory=set, repr=False)  # ... of them read from the EHR
     _texts: dict[str, str] = field(default_factory=dict, repr=False)  # ... as JSON text (chart_key)
+    _keys: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)  # what -> (text, digest)
 
     @property
     def csrf_token(self) -> str:
@@ -203,7 +204,12 @@ class AppSession:
         """A digest of the chart read ``what`` as this request has it (None: not read in this request):
         the key of what pages memoize from it (:mod:`smart_app.page_cache`)."""
         text = self._texts.get(what)
-        return None if text is None else content_key(text)
+        if text is None:
+            return None
+        known = self._keys.get(what)
+        if known is None or known[0] is not text:  # digested once per text read
+            known = self._keys[what] = (text, content_key(text))
+        return known[1]
 
     def read_patient_page(self) -> Mapping[str, Any] | None:
         """The patient page's reads in one round trip: the Patient, the allergy list and the signed-plans

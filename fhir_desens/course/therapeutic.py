@@ -17,7 +17,7 @@ from fhir_desens.course.draft import PlanDraft
 from fhir_desens.errors import DesensError
 from fhir_desens.protocol.quantity import Quantity, display, div, mul, parse_quantity, sub
 
-__all__ = ["DoseDifference", "dose_blocker", "dose_difference"]
+__all__ = ["DoseDifference", "difference_blocker", "dose_blocker", "dose_difference"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,13 @@ def dose_difference(draft: PlanDraft) -> DoseDifference | None:
 
 def dose_blocker(draft: PlanDraft, tolerance_percent: Decimal) -> str | None:
     """Why the plan may not be signed because of its dose (None: within tolerance, or acknowledged)."""
-    difference = dose_difference(draft)
+    return difference_blocker(draft, dose_difference(draft), tolerance_percent)
+
+
+def difference_blocker(
+    draft: PlanDraft, difference: DoseDifference | None, tolerance_percent: Decimal
+) -> str | None:
+    """:func:`dose_blocker` of ``draft`` given its :func:`dose_difference` ``difference``."""
     if difference is None or not difference.beyond(tolerance_percent) or draft.dose_reason:
         return None
     return (

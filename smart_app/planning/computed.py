@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fhir_desens.course.drug_review import DrugReview
+from fhir_desens.course.therapeutic import DoseDifference, dose_difference
 from fhir_desens.errors import DesensError, InputError, SafetyViolation
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.risk import ProtocolSuggestion
@@ -33,6 +34,7 @@ class Computed:
     review: DrugReview | None  # the drug checks of the plan (None: no plan)
     suggestion: ProtocolSuggestion | None
     sheet: Worksheet | None  # the plan's worksheet, its clock times still to be set
+    dose: DoseDifference | None = None  # the target against the therapeutic order's dose
 
 
 def draft_version(draft: PlanDraft) -> str:
@@ -49,6 +51,7 @@ def computed_for(draft: PlanDraft) -> Computed:
 
 
 def _compute(draft: PlanDraft, version: str) -> Computed:
+    dose = dose_difference(draft)
     try:
         suggestion = drafts.suggestion_for(draft, drafts.library())
     except DesensError:
@@ -56,5 +59,5 @@ def _compute(draft: PlanDraft, version: str) -> Computed:
     try:
         plan = drafts.plan_for(draft)
     except (InputError, SafetyViolation) as error:  # e.g. an imported protocol changed under the draft
-        return Computed(version, None, field_error(error, default="protocol"), None, suggestion, None)
-    return Computed(version, plan, None, drafts.review_of(draft, plan), suggestion, plan_sheet(plan))
+        return Computed(version, None, field_error(error, default="protocol"), None, suggestion, None, dose)
+    return Computed(version, plan, None, drafts.review_of(draft, plan), suggestion, plan_sheet(plan), dose)

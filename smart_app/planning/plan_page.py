@@ -18,7 +18,7 @@ from fhir_desens.course.lifecycle import active_plans_for_drug
 from fhir_desens.course.readback import SignedPlanSummary
 from fhir_desens.course.sign import SignResult, planned_start, signed_marker
 from fhir_desens.course.sign_errors import DuplicatePlan, SignRefusal, describe_refusal
-from fhir_desens.course.therapeutic import dose_blocker, dose_difference
+from fhir_desens.course.therapeutic import difference_blocker
 from fhir_desens.errors import DesensError
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.display import chart_time_text
@@ -177,7 +177,7 @@ def render_plan(
             parts["worksheet_html"] = sections.worksheet_part(shown, computed, times)
     can_write = session.smart.can_sign_orders  # the same rule signing applies (course.sign.sign_draft)
     blockers = drafts.signing_blockers(draft, context.assessment, can_write, context.review)
-    dose_blocked = dose_blocker(draft, services().settings.dose_tolerance_percent)
+    dose_blocked = difference_blocker(draft, computed.dose, services().settings.dose_tolerance_percent)
     if dose_blocked:
         blockers.append(dose_blocked)
     duplicates = _duplicates(context) if can_write and context.signed is None else []
@@ -200,7 +200,7 @@ def render_plan(
         refusal=refusal,
         blockers=blockers,
         duplicates=duplicates,
-        dose=dose_difference(draft),
+        dose=computed.dose,
         dose_tolerance=services().settings.dose_tolerance_percent,
         signed=context.signed,
         signed_when=when_text(context.signed.sent_at) if context.signed else None,
