@@ -212,11 +212,8 @@ class SessionStore:
         self._opened_lock = threading.Lock()
 
     def _key(self, namespace: str, key: str) -> str:
-        return (
-            namespace
-            + ":"
-            + hmac.new(self._key_mac, f"{namespace}\0{key}".encode(), hashlib.sha256).hexdigest()
-        )
+        # hmac.digest: the one-shot HMAC (same value as hmac.new(...).hexdigest(), a fraction of its cost)
+        return namespace + ":" + hmac.digest(self._key_mac, f"{namespace}\0{key}".encode(), "sha256").hex()
 
     def _seal(self, value: Mapping[str, Any]) -> bytes:
         return self._fernet.encrypt(json.dumps(value, separators=(",", ":")).encode())

@@ -149,3 +149,13 @@ def test_altered_bytes_are_refused_after_the_genuine_ones_were_read(clock: Clock
     assert store.get("session", "sid-1") == {"access_token": "T"}
     clock.now += 61
     assert store.get("session", "sid-1") is None  # expired, though opened before
+
+
+def test_the_storage_key_stays_the_hmac_of_namespace_and_key(clock: Clock) -> None:
+    """Records written by earlier versions stay reachable: the key is HMAC-SHA256 as it always was."""
+    import hashlib
+    import hmac
+
+    store = SessionStore(MemoryBackend(), SECRET, clock=clock)
+    expected = hmac.new(store._key_mac, b"session\0sid-1", hashlib.sha256).hexdigest()
+    assert store._key("session", "sid-1") == f"session:{expected}"
