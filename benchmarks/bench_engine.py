@@ -7,7 +7,9 @@ The floor (:func:`floor_plan`) is the 12-step 3-bag protocol (reduced final bag,
 250 mL bags, exact rates) written out with the engine's Decimal context and nothing else; every number
 of each step is checked equal to the engine's before anything is timed. The engine runs
 ``compute_plan`` with every invariant checked. Both are timed alternately, in slices, with a different
-dose each time. Prints figures, asserts nothing about time.
+dose each time, the settings (final rate, bags) a clinic's defaults; then again with a new final rate
+every plan, so the engine never reuses settings it resolved before. Prints figures, asserts nothing
+about time.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ STEPS = tuple(
 Row = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]  # rate, minutes, volume, dose, cumulative
 
 
-def floor_plan(target: Decimal) -> list[Row]:
+def floor_plan(target: Decimal, final_rate: Decimal = FINAL_RATE) -> list[Row]:
     """The 12 steps with bare Decimal operations: bags 1 and 2 at their dilution of the target's
     concentration, bag 3 at what is left over its volume, the last step emptying it at the final rate."""
     mul, div, add, sub = EXACT.multiply, EXACT.divide, EXACT.add, EXACT.subtract
@@ -49,7 +51,7 @@ def floor_plan(target: Decimal) -> list[Row]:
                 div(sub(target, cumulative), BAG_ML) if last_bag else mul(nominal, dilution)
             )
         conc = concentration[solution]
-        rate = mul(fraction, FINAL_RATE)
+        rate = mul(fraction, final_rate)
         if minutes is None:  # the closing step empties the last bag
             volume = sub(BAG_ML, used[solution])
             dose = sub(target, cumulative)
@@ -63,10 +65,10 @@ def floor_plan(target: Decimal) -> list[Row]:
     return rows
 
 
-def engine_plan(target: Decimal) -> list[Row]:
+def engine_plan(target: Decimal, final_rate: Decimal = FINAL_RATE) -> list[Row]:
     plan = compute_plan(
         PlanRequest(
-            PROTOCOL, "carboplatin", Quantity(target, "mg"), final_rate_ml_h=FINAL_RATE, bag_volume_ml=BAG_ML
+            PROTOCOL, "carboplatin", Quantity(target, "mg"), final_rate_ml_h=final_rate, bag_volume_ml=BAG_ML
         )
     )
     return [(s.rate_ml_h, s.minutes, s.volume_ml, s.dose.value, s.cumulative_dose.value) for s in plan.steps]
@@ -74,8 +76,21 @@ def engine_plan(target: Decimal) -> list[Row]:
 
 def check_equal(doses: list[Decimal]) -> None:
     for dose in doses:
-        if floor_plan(dose) != engine_plan(dose):
-            raise SystemExit(f"the floor and the engine differ at {dose} mg: the floor is wrong")
+        for rate in (FINAL_RATE, RATES[0], RATES[-1]):
+            if floor_plan(dose, rate) != engine_plan(dose, rate):
+                raise SystemExit(
+                    f"the floor and the engine differ at {dose} mg, {rate} mL/h: the floor is wrong"
+                )
+
+
+#: Final rates of the "new settings every plan" run: 1,000 of them, more than the engine keeps resolved
+#: settings for (``bags.infusion_settings``), so none is ever reused there.
+RATES = tuple(Decimal(500 + i).scaleb(-1) for i in range(1000))  # 50.0 to 149.9 mL/h
+
+
+def with_new_settings(plan: Callable[[Decimal, Decimal], object]) -> Callable[[Decimal], object]:
+    rates = iter(range(10**9))
+    return lambda dose: plan(dose, RATES[next(rates) % len(RATES)])
 
 
 def alternately(actions: dict[str, Callable[[Decimal], object]], seconds: float) -> dict[str, float]:
@@ -98,11 +113,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="time per contender (default 2)")
     args = parser.parse_args(argv)
     check_equal([Decimal(d) for d in ("1", "37.5", "400", "999", "1234.567")])
-    rates = alternately({"engine": engine_plan, "floor": floor_plan}, args.seconds)
+    rates = alternately(
+        {
+            "engine": engine_plan,
+            "floor": floor_plan,
+            "engine, new settings": with_new_settings(engine_plan),
+            "floor, new settings": with_new_settings(floor_plan),
+        },
+        args.seconds,
+    )
     print(
-        f"12-step plan, one core: engine (compute + every invariant) {rates['engine']:,.0f} plans/s; "
-        f"bare-Decimal floor {rates['floor']:,.0f} plans/s (same numbers, checked equal); "
-        f"engine/floor = {rates['floor'] / rates['engine']:.1f}x the floor's time"
+        f"12-step plan, one core, a new dose every plan: engine (compute + every invariant) "
+        f"{rates['engine']:,.0f} plans/s; bare-Decimal floor {rates['floor']:,.0f} plans/s (same numbers, "
+        f"checked equal); engine/floor = {rates['floor'] / rates['engine']:.1f}x the floor's time"
+    )
+    print(
+        f"  and a new final rate every plan too (no resolved settings reused): engine "
+        f"{rates['engine, new settings']:,.0f} plans/s; floor {rates['floor, new settings']:,.0f} plans/s; "
+        f"engine/floor = {rates['floor, new settings'] / rates['engine, new settings']:.1f}x"
     )
 
 

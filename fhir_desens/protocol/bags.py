@@ -15,7 +15,13 @@ from fhir_desens.protocol.inputs import (
     programmable_rate,
     pump_resolution,
 )
-from fhir_desens.protocol.model import ClosingMethod, Preparation, SolutionDefinition, StepDefinition
+from fhir_desens.protocol.model import (
+    ClosingMethod,
+    Preparation,
+    Protocol,
+    SolutionDefinition,
+    StepDefinition,
+)
 from fhir_desens.protocol.plan import PlannedSolution, PlanRequest
 from fhir_desens.protocol.quantity import CANONICAL_CONCENTRATION, EXACT, add, div, mul, plain, sub
 from fhir_desens.protocol.schedule import with_insertions
@@ -23,15 +29,15 @@ from fhir_desens.protocol.schedule import with_insertions
 SIXTY = Decimal(60)
 
 
-class InfusionSetup:
-    """What an infusion plan's steps are computed from: checked inputs, rates, bag volumes and strengths."""
+class InfusionSettings:
+    """What an infusion plan's steps are computed from, apart from the target: the closing method, pump,
+    final rate, step schedule with each step's rate, and the bag volumes and fractions. It depends on
+    the protocol and the request's settings only, so :func:`infusion_settings` resolves it once for
+    every plan made with the same ones (read-only once built)."""
 
     def __init__(self, request: PlanRequest) -> None:
         self.request = request
         self.protocol = request.protocol
-        self.target = checked_target(self.protocol, request.target)
-        self.dose_unit = self.target.unit
-        self.conc_unit = CANONICAL_CONCENTRATION[self.target.dimension].code
         self.closing = self._closing()
         self.pump_max = positive(request.pump_max_ml_h, "--pump-max", Decimal(10_000), "mL/h")
         self.resolution = pump_resolution(request.pump_resolution_ml_h, self.pump_max)
@@ -41,15 +47,15 @@ class InfusionSetup:
         )
         self.rates: dict[int, Decimal | None] = {}
         #: (step, rate or None, empties its solution, is the last step): what the step loop reads
-        self.schedule: list[tuple[StepDefinition, Decimal | None, bool, bool]] = []
+        schedule: list[tuple[StepDefinition, Decimal | None, bool, bool]] = []
         last = self.steps[-1].number
         for step in self.steps:
             rate = self.rates[step.number] = self._rate(step)
             is_last = step.number == last
-            self.schedule.append((step, rate, self._empties(step, is_last), is_last))
+            schedule.append((step, rate, self._empties(step, is_last), is_last))
+        self.schedule = tuple(schedule)
         self.volumes = self._volumes()
         self.fractions = self._fractions()
-        self.warnings: list[str] = []
 
     def _closing(self) -> ClosingMethod:
         closing = self.request.closing or self.protocol.defaults.closing
@@ -94,10 +100,6 @@ class InfusionSetup:
             later = [s for s in self.steps if s.solution == step.solution and s.number > step.number]
             return not later
         return False
-
-    def programmable(self, rate: Decimal) -> Decimal:
-        """The rate the pump can be set to (unchanged without a pump resolution)."""
-        return rate if self.resolution is None else programmable_rate(rate, self.resolution)
 
     def _volumes(self) -> dict[int, Decimal]:
         solutions = self.protocol.solutions
@@ -162,6 +164,75 @@ class InfusionSetup:
                 "a sum of exactly 1",
             )
         return fractions
+
+
+#: Settings resolved for recent (protocol, settings) pairs: a clinic plans patient after patient with
+#: the same protocol, final rate and bags, and the app recomputes a plan on every change of a draft.
+#: Bounded; emptied when full. Protocols are held by identity (they hold a dict, so are unhashable).
+_SETTINGS: dict[tuple[object, ...], tuple[Protocol, InfusionSettings]] = {}
+_SETTINGS_MAX = 256
+
+
+def _exact(value: object) -> object:
+    """A key part that tells 75 from 75.0 (equal Decimals, but not the same numbers in a plan)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, tuple):
+        return tuple(_exact(v) for v in value)
+    return value
+
+
+def infusion_settings(request: PlanRequest) -> InfusionSettings:
+    """The request's :class:`InfusionSettings`, resolved once per protocol object and settings."""
+    protocol = request.protocol
+    key = (
+        id(protocol),
+        *(
+            _exact(v)
+            for v in (
+                request.final_rate_ml_h,
+                request.bag_volume_ml,
+                request.bag_volumes_ml,
+                request.closing,
+                request.bag_fractions,
+                request.concentrations,
+                request.pump_max_ml_h,
+                request.insert_before,
+                request.pump_resolution_ml_h,
+            )
+        ),
+    )
+    known = _SETTINGS.get(key)
+    if known is not None and known[0] is protocol:
+        return known[1]
+    settings = InfusionSettings(request)
+    if len(_SETTINGS) >= _SETTINGS_MAX:
+        _SETTINGS.clear()
+    _SETTINGS[key] = (protocol, settings)  # the protocol is held, so its id is not reused meanwhile
+    return settings
+
+
+class InfusionSetup:
+    """One infusion plan's inputs: the checked target and the resolved settings it is computed with."""
+
+    def __init__(self, request: PlanRequest) -> None:
+        self.request = request
+        self.protocol = request.protocol
+        self.target = checked_target(self.protocol, request.target)
+        self.dose_unit = self.target.unit
+        self.conc_unit = CANONICAL_CONCENTRATION[self.target.dimension].code
+        settings = infusion_settings(request)
+        self.closing, self.final_rate, self.resolution = (
+            settings.closing,
+            settings.final_rate,
+            settings.resolution,
+        )
+        self.schedule, self.volumes, self.fractions = settings.schedule, settings.volumes, settings.fractions
+        self.warnings: list[str] = []
+
+    def programmable(self, rate: Decimal) -> Decimal:
+        """The rate the pump can be set to (unchanged without a pump resolution)."""
+        return rate if self.resolution is None else programmable_rate(rate, self.resolution)
 
     def concentration(self, solution: SolutionDefinition, delivered: Decimal) -> Decimal:
         """Concentration of a solution, in the target's unit per mL."""

@@ -30,7 +30,7 @@ from fhir_desens.protocol.inputs import (
     check_measurable_steps,
     programmable_rate,
 )
-from fhir_desens.protocol.invariants import check_plan
+from fhir_desens.protocol.invariants import check_plan, computed_infusion_passes
 from fhir_desens.protocol.model import ProtocolKind
 from fhir_desens.protocol.plan import DEFAULT_PUMP_MAX_ML_H, Plan, PlannedSolution, PlannedStep, PlanRequest
 from fhir_desens.protocol.tables import at_table_total, fixed_table_total
@@ -61,8 +61,12 @@ def compute_plan(request: PlanRequest) -> Plan:
         if request.protocol.fixed_table:
             request = at_table_total(request)
         plan = plan_infusion(request)
+        if computed_infusion_passes(plan, MIN_STEP_DOSE):
+            return plan
+        check_measurable_steps(plan)
+        check_plan(plan)
     else:
         plan = plan_discrete(request)
-    check_measurable_steps(plan)
-    check_plan(plan)
+        check_measurable_steps(plan)
+        check_plan(plan)
     return plan

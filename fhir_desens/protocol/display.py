@@ -76,13 +76,17 @@ def _rounded(value: Decimal, places: int) -> Decimal:
 
 def grouped(value: Decimal) -> str:
     """An already-rounded Decimal as text: thousands separators, leading zero, no trailing zeros."""
-    text = format(value, "f")
-    sign = "-" if text.startswith("-") else ""
-    whole, _, fraction = text.lstrip("-").partition(".")
+    text = str(value)  # the same text as format(value, "f") unless it has an exponent (and cheaper)
+    if "E" in text:
+        text = format(value, "f")
+    sign = ""
+    if text[0] == "-":
+        sign, text = "-", text[1:]
+    whole, _, fraction = text.partition(".")
     fraction = fraction.rstrip("0")
     if len(whole) > 3:  # below 1,000 there is nothing to group
         whole = f"{int(whole):,}"
-    body = whole + (f".{fraction}" if fraction else "")
+    body = f"{whole}.{fraction}" if fraction else whole
     return "0" if body == "0" else sign + body
 
 

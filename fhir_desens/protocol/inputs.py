@@ -5,11 +5,13 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 
 from fhir_desens.errors import InputError
+from fhir_desens.protocol.assembled import quantity
 from fhir_desens.protocol.model import Protocol
 from fhir_desens.protocol.plan import Plan
 from fhir_desens.protocol.quantity import (
     ACCEPTED_DOSE_UNITS,
     CANONICAL_DOSE,
+    EXACT,
     Dimension,
     Quantity,
     div,
@@ -53,7 +55,7 @@ def checked_target(protocol: Protocol, target: Quantity | None) -> Quantity:
             f"protocol {protocol.id} doses in {accepted}, not {target.dimension.value} ({target})",
             accepted,
         )
-    canonical = target.canonical()
+    canonical = _canonical_dose(target)
     limit = MAX_TARGET[canonical.dimension]
     if canonical.value <= 0:
         raise InputError("--dose", f"the target dose must be above zero, got {target}")
@@ -69,6 +71,16 @@ def checked_target(protocol: Protocol, target: Quantity | None) -> Quantity:
             "--dose", f"{target} is not a plausible single dose", f"up to {plain(limit)} {canonical.unit}"
         )
     return canonical
+
+
+def _canonical_dose(target: Quantity) -> Quantity:
+    """``target.canonical()`` (the same value, digits and exponent), without its unit checks and
+    conversion when the target is already in its canonical unit (mg, units: the usual case)."""
+    canonical = CANONICAL_DOSE[target.dimension]
+    if target.unit != canonical.code:
+        return target.canonical()
+    one = canonical.factor  # what Quantity.to multiplies and divides by
+    return quantity(EXACT.divide(EXACT.multiply(target.value, one), one), canonical.code)
 
 
 def positive(value: Decimal, field: str, upper: Decimal | None = None, unit: str = "") -> Decimal:

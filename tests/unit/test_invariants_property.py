@@ -15,10 +15,13 @@ from hypothesis import strategies as st
 
 from fhir_desens.errors import DesensError, SafetyViolation
 from fhir_desens.protocol.calculate import Plan, PlanRequest, compute_plan
-from fhir_desens.protocol.invariants import violations
+from fhir_desens.protocol.infusion import plan_infusion
+from fhir_desens.protocol.inputs import MIN_STEP_DOSE, check_measurable_steps
+from fhir_desens.protocol.invariants import computed_infusion_passes, violations
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.model import ClosingMethod, ProtocolKind, TargetKind
 from fhir_desens.protocol.quantity import EXACT, Quantity
+from fhir_desens.protocol.tables import at_table_total
 
 INFUSION = [p for p in builtin_protocols().values() if p.kind is ProtocolKind.INFUSION]
 PROPERTY = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -102,6 +105,25 @@ def test_every_infusion_plan_is_safe_or_refused(request: PlanRequest):
     assert_invariants(plan)
 
 
+@pytest.mark.invariant("INV-01")
+@pytest.mark.invariant("INV-03")
+@pytest.mark.invariant("INV-05")
+@pytest.mark.invariant("INV-08")
+@pytest.mark.invariant("INV-09")
+@PROPERTY
+@given(infusion_requests())
+def test_the_engine_s_own_check_passes_only_plans_the_full_check_passes(request: PlanRequest):
+    """compute_plan checks its infusion plans without recomputing what its step loop computed
+    (``computed_infusion_passes``); whatever that passes, the full, independent check passes."""
+    try:
+        plan = plan_infusion(at_table_total(request) if request.protocol.fixed_table else request)
+    except DesensError:
+        return
+    if computed_infusion_passes(plan, MIN_STEP_DOSE):
+        assert violations(plan) == []
+        check_measurable_steps(plan)  # raises nothing
+
+
 @st.composite
 def realistic_requests(draw: st.DrawFn) -> PlanRequest:
     """Inputs a pharmacist would really enter: these must all give a plan."""
@@ -125,7 +147,10 @@ def realistic_requests(draw: st.DrawFn) -> PlanRequest:
 @PROPERTY
 @given(realistic_requests())
 def test_realistic_inputs_always_give_a_safe_plan(request: PlanRequest):
-    assert_invariants(compute_plan(request))
+    plan = compute_plan(request)
+    assert_invariants(plan)
+    if all(s.preparation is None for s in plan.solutions):  # a stated recipe always gets the full check
+        assert computed_infusion_passes(plan, MIN_STEP_DOSE)  # the engine's own check is not vacuous
 
 
 def test_discrete_protocols_satisfy_their_target_kind():
