@@ -173,13 +173,13 @@ _SETTINGS: dict[tuple[object, ...], tuple[Protocol, InfusionSettings]] = {}
 _SETTINGS_MAX = 256
 
 
-def _exact(value: object) -> object:
+def _text(value: Decimal | None) -> str | None:
     """A key part that tells 75 from 75.0 (equal Decimals, but not the same numbers in a plan)."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, tuple):
-        return tuple(_exact(v) for v in value)
-    return value
+    return None if value is None else str(value)
+
+
+def _texts(values: tuple[Decimal, ...] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(map(str, values))
 
 
 def infusion_settings(request: PlanRequest) -> InfusionSettings:
@@ -187,20 +187,15 @@ def infusion_settings(request: PlanRequest) -> InfusionSettings:
     protocol = request.protocol
     key = (
         id(protocol),
-        *(
-            _exact(v)
-            for v in (
-                request.final_rate_ml_h,
-                request.bag_volume_ml,
-                request.bag_volumes_ml,
-                request.closing,
-                request.bag_fractions,
-                request.concentrations,
-                request.pump_max_ml_h,
-                request.insert_before,
-                request.pump_resolution_ml_h,
-            )
-        ),
+        _text(request.final_rate_ml_h),
+        _text(request.bag_volume_ml),
+        _texts(request.bag_volumes_ml),
+        request.closing,
+        _texts(request.bag_fractions),
+        _texts(request.concentrations),
+        _text(request.pump_max_ml_h),
+        request.insert_before,
+        _text(request.pump_resolution_ml_h),
     )
     known = _SETTINGS.get(key)
     if known is not None and known[0] is protocol:
