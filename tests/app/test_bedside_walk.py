@@ -164,3 +164,34 @@ def test_an_oral_penicillin_flowsheet_says_units_not_the_ucum_code(
         "Bedside: Penicillin V potassium (given for the order of penicillin G benzathine) 1,296,700 units"
         in text
     )
+
+
+def test_no_phenotype_is_preselected_and_a_reaction_without_one_is_refused_in_words(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    """The phenotype list opened on "Type I-like": a reaction recorded in a hurry got a phenotype nobody judged."""
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    bedside.start()
+    bedside.run_row(1, stop=False)
+    form = _reaction_form(flowsheet(launcher, sid, bedside))
+    [select] = re.findall(r'<select id="r-phenotype" name="phenotype"[^>]*>(.*?)</select>', form, re.S)
+    assert re.search(r"<option value=\"\" selected disabled>Choose the phenotype", select)
+    assert re.findall(r'value="([^"]*)"', select) == ["", *rx.PHENOTYPES]
+    assert " required" in re.findall(r'<select id="r-phenotype"[^>]*>', form)[0]
+    services = app.extensions["fhir_desens"]
+    token = str(services.store.get("session", sid)["csrf"])
+    response = launcher.client.post(
+        f"/s/{sid}/bedside/{bedside.session_id}",
+        data={
+            "csrf_token": token,
+            "kind": "reaction",
+            "entry_id": "reaction-without-phenotype-1",
+            "symptoms": "itching",
+            "grade": "mild",
+        },
+    )
+    assert response.status_code == 400
+    text = text_of(response.get_data(as_text=True))
+    assert "Not recorded." in text and "Phenotype: choose the kind of reaction" in text, text[:800]
+    assert "Type I-like (IgE / mast cell)" in text and "type-i" not in text
+    assert not bedside.state.reactions

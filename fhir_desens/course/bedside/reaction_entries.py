@@ -28,6 +28,8 @@ def reaction(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any],
     if not data.get("grade"):  # never preselected: the nurse judges the severity
         raise InputError("grade", "choose the severity of this reaction", ", ".join(rx.GRADES))
     grade = rx.choice(data.get("grade"), rx.GRADES, "grade")
+    if not data.get("phenotype"):  # never preselected: the nurse judges what kind of reaction it is
+        raise InputError("phenotype", "choose the kind of reaction", "; ".join(rx.PHENOTYPES.values()))
     phenotype = rx.choice(data.get("phenotype"), rx.PHENOTYPES, "phenotype")
     segment = state.segments[-1]
     if segment.status == "in-progress":
