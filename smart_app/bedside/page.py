@@ -148,6 +148,17 @@ FIELD_WORDS = {
     "volume_ml": "Volume infused (mL)",
     "at": "Time",
     "at_time": "Time",
+    "item": "Checklist item",
+    "name": "Premedication given",
+    "dose": "Dose",
+    "source": "Where the chart shows it",
+    "row": "Step",
+    "next_dose_note": "Note on the next dose",
+    "target": "Entry to correct",
+    "resolved": "Symptoms resolved",
+    "discharge_vitals": "Vital signs after the last step",
+    "checklist": "Pre-start checklist",
+    **{m.field: m.label for m in MEASURES},
 }
 
 
@@ -155,7 +166,8 @@ def error_text(error: DesensError) -> str:
     """A refused entry for the nurse: the field by its label, what is wrong and what is accepted."""
     if not isinstance(error, InputError):
         return error.message
-    text = f"{FIELD_WORDS.get(error.field, error.field)}: {error.problem}"
+    label = FIELD_WORDS.get(error.field)  # a field without words is not named: never a record key
+    text = f"{label}: {error.problem}" if label else error.problem[:1].upper() + error.problem[1:]
     return f"{text} (accepted: {error.accepted})" if error.accepted else text
 
 

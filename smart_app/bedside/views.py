@@ -255,7 +255,8 @@ def entry(sid: str, session_id: str) -> Response | tuple[str, int] | tuple[Respo
         log.info("bedside entry refused (%s)", type(error).__name__)
         if _wants_json():
             field = getattr(error, "field", None)
-            return jsonify({"ok": False, "message": error.message, "field": field}), error.http_status
+            message = page.error_text(error)  # the script shows it to the nurse: fields in words
+            return jsonify({"ok": False, "message": message, "field": field}), error.http_status
         return _render(sid, session, state, status=error.http_status, error=error)
     if appended.created:
         svc.recorded(session_id, sid, services().settings.session_ttl)

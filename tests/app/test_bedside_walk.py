@@ -122,7 +122,7 @@ def test_no_treatment_is_preselected_and_one_is_required(
     )
     with pytest.raises(InputError) as refused:
         bedside.record("treatment", dose="diphenhydramine 50 mg IV")
-    assert refused.value.field == "treatment" and "epinephrine-im" in str(refused.value.accepted)
+    assert refused.value.field == "treatment" and "Epinephrine IM" in str(refused.value.accepted)
     assert not bedside.state.reactions[0].treatments
 
 

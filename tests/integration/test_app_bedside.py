@@ -238,9 +238,9 @@ def test_the_same_post_twice_records_once_and_bad_input_names_the_field(nurse: N
     html = nurse.page()
     assert html.count("Consent signed:") == 1
     response = nurse.post("vitals", expect=400, **{**VITALS, "heart_rate": "400"})
-    assert "heart_rate" in alerts(response.get_data(as_text=True))
+    assert "Heart rate: 400 is not a possible heart rate" in alerts(response.get_data(as_text=True))
     response = nurse.post("step-start", expect=400, row="1")
-    assert "checklist" in alerts(response.get_data(as_text=True))
+    assert "Pre-start checklist: is not complete" in alerts(response.get_data(as_text=True))
 
 
 def test_under_the_epic_like_profile_only_vitals_reach_the_ehr_and_the_page_says_so(

@@ -18,6 +18,8 @@ from fhir_desens.course.bedside.steps import check_target, segment_amounts
 from fhir_desens.errors import ConflictError, InputError
 from fhir_desens.protocol.quantity import add, total
 
+TREATMENT_WORDS = {t.key: t.label for t in rx.TREATMENTS}
+
 
 def reaction(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any], at: datetime) -> None:
     if state.open_reaction is not None:
@@ -26,10 +28,10 @@ def reaction(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any],
         raise InputError("at", "no step has started yet", "a reaction during or after a step")
     symptoms = rx.symptoms_from([str(s) for s in data.get("symptoms") or []])
     if not data.get("grade"):  # never preselected: the nurse judges the severity
-        raise InputError("grade", "choose the severity of this reaction", ", ".join(rx.GRADES))
+        raise InputError("grade", "choose the severity of this reaction", rx.words_of(rx.GRADES))
     grade = rx.choice(data.get("grade"), rx.GRADES, "grade")
     if not data.get("phenotype"):  # never preselected: the nurse judges what kind of reaction it is
-        raise InputError("phenotype", "choose the kind of reaction", "; ".join(rx.PHENOTYPES.values()))
+        raise InputError("phenotype", "choose the kind of reaction", rx.words_of(rx.PHENOTYPES))
     phenotype = rx.choice(data.get("phenotype"), rx.PHENOTYPES, "phenotype")
     segment = state.segments[-1]
     if segment.status == "in-progress":
@@ -74,8 +76,8 @@ def treatment(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any]
     if reaction is None:
         raise ConflictError("there is no reaction being handled")
     if not data.get("treatment"):  # never preselected: a treatment recorded is a treatment given
-        raise InputError("treatment", "choose the treatment given", ", ".join(rx.TREATMENT_BY_KEY))
-    key = rx.choice(data.get("treatment"), {t.key: t.label for t in rx.TREATMENTS}, "treatment")
+        raise InputError("treatment", "choose the treatment given", rx.words_of(TREATMENT_WORDS))
+    key = rx.choice(data.get("treatment"), TREATMENT_WORDS, "treatment")
     if at < reaction.onset:
         raise InputError(
             "at", "is before the reaction began", f"{reaction.onset.isoformat(timespec='minutes')} or later"

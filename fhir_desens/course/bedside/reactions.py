@@ -82,7 +82,8 @@ SYMPTOMS = (
 #: symptoms no longer offered that recorded sessions still carry (read, shown and sent as recorded)
 RECORDED_ONLY = (Symptom("wheal", "Wheals / hives", "247472004", "Wheal (finding)", SHARED),)
 SYMPTOM_BY_KEY = {s.key: s for s in (*SYMPTOMS, *RECORDED_ONLY)}
-OFFERED = ", ".join(s.key for s in SYMPTOMS)
+#: the symptoms offered, in the nurse's words (what a refusal says is accepted)
+OFFERED = ", ".join(s.label for s in SYMPTOMS)
 
 # Brown 2004 (clinical.md S28): mild = skin and subcutaneous tissue only; moderate = respiratory,
 # cardiovascular or gastrointestinal involvement; severe = hypoxia, hypotension or neurological compromise.
@@ -132,9 +133,14 @@ def symptom_words(key: str) -> str:
     return symptom.label if symptom else key
 
 
+def words_of(accepted: dict[str, str]) -> str:
+    """The choices as the form shows them (their words; a choice without words is its own word)."""
+    return "; ".join(words or key for key, words in accepted.items())
+
+
 def choice(value: object, accepted: dict[str, str], field: str) -> str:
     if not isinstance(value, str) or value not in accepted:
-        raise InputError(field, f"'{value}' is not one of the choices", ", ".join(accepted))
+        raise InputError(field, f"'{value}' is not one of the choices", words_of(accepted))
     return value
 
 
@@ -153,4 +159,5 @@ __all__ = [
     "choice",
     "symptom_words",
     "symptoms_from",
+    "words_of",
 ]

@@ -44,7 +44,7 @@ from fhir_desens.course.bedside import reaction_entries, steps
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.entries import Entry, NewEntry
 from fhir_desens.course.bedside.resume import plan_rows
-from fhir_desens.course.bedside.state import SessionState, VitalsRecord
+from fhir_desens.course.bedside.state import CHECKLIST_WORDS, SessionState, VitalsRecord
 from fhir_desens.course.bedside.vitals import parse_vitals
 from fhir_desens.errors import ConflictError, InputError
 from fhir_desens.protocol.calculate import Plan
@@ -135,7 +135,8 @@ def _start(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any], a
 def _checklist(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any], at: datetime) -> None:
     item = data.get("item")
     if item not in CHECKLIST_ITEMS:
-        raise InputError("item", f"'{item}' is not a checklist item", ", ".join(CHECKLIST_ITEMS))
+        accepted = "; ".join(CHECKLIST_WORDS.get(i, i) for i in CHECKLIST_ITEMS)
+        raise InputError("item", f"'{item}' is not a checklist item", accepted)
     record = {
         "entry_id": entry.entry_id,
         "at": at,

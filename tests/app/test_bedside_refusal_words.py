@@ -1,0 +1,71 @@
+"""A refused bedside entry names the field as the flowsheet labels it and says what is accepted in words:
+a vital sign refused as "heart_rate: ..." made the nurse guess which box was wrong (rule 4: no internal codes)."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from fhir_desens.course.bedside import reactions as rx
+from fhir_desens.course.bedside.vitals import MEASURES
+from fhir_desens.errors import InputError
+from smart_app.bedside.forms import FIELDS, LISTS
+from smart_app.bedside.page import FIELD_WORDS, error_text
+from tests.app.conftest import Launcher
+from tests.app.fake_ehr import FakeEhr
+from tests.app.flowsheet import launched_with_a_bedside_session
+from tests.html import text_of
+
+VITALS = {"systolic": "120", "diastolic": "80", "heart_rate": "400", "respiratory_rate": "16", "spo2": "98"}
+
+
+def _post(launcher: Launcher, app: Flask, sid: str, session_id: str, data: dict[str, str], **headers: str):  # type: ignore[no-untyped-def]
+    token = str(app.extensions["fhir_desens"].store.get("session", sid)["csrf"])
+    return launcher.client.post(
+        f"/s/{sid}/bedside/{session_id}", data={"csrf_token": token, **data}, headers=headers
+    )
+
+
+def test_an_impossible_heart_rate_is_refused_as_heart_rate_with_the_range(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    bedside.start()
+    data = {"kind": "vitals", "entry_id": "vitals-impossible-hr-1", **VITALS}
+    response = _post(launcher, app, sid, bedside.session_id, data)
+    assert response.status_code == 400
+    text = text_of(response.get_data(as_text=True))
+    assert "Heart rate: 400 is not a possible heart rate (accepted: 20 to 300 /min)" in text, text[:800]
+    assert "heart_rate" not in text
+    scripted = _post(
+        launcher, app, sid, bedside.session_id, {**data, "entry_id": "vitals-impossible-hr-2"},
+        Accept="application/json",
+    )  # fmt: skip
+    assert scripted.status_code == 400 and scripted.json is not None
+    assert scripted.json["message"].startswith("Heart rate: 400") and scripted.json["field"] == "heart_rate"
+
+
+@pytest.mark.parametrize("field", sorted({f for fs in FIELDS.values() for f in fs} | set(LISTS.values())))
+def test_every_posted_bedside_field_has_words(field: str) -> None:
+    assert field in FIELD_WORDS and "_" not in FIELD_WORDS[field]
+    assert not error_text(InputError(field, "is wrong")).startswith(field + ":")
+
+
+def test_a_refusal_of_a_field_without_words_never_shows_its_key() -> None:
+    assert error_text(InputError("entry_id", "missing or malformed", "a UUID")) == (
+        "Missing or malformed (accepted: a UUID)"
+    )
+
+
+def test_the_choices_a_refusal_offers_are_the_form_s_words() -> None:
+    with pytest.raises(InputError) as refused:
+        rx.choice("type-1", rx.PHENOTYPES, "phenotype")
+    assert refused.value.accepted is not None and "Type I-like (IgE / mast cell)" in refused.value.accepted
+    assert "type-i;" not in refused.value.accepted and "cytokine-release" not in refused.value.accepted
+    assert "Hives (urticaria)" in rx.OFFERED and "abdominal-pain" not in rx.OFFERED
+    assert {m.label for m in MEASURES} <= set(FIELD_WORDS.values())
+
+
+@pytest.mark.parametrize("field", ["checklist", "at", "observation_end", "discharge_vitals", "target", "row"])
+def test_the_fields_the_session_refuses_have_words(field: str) -> None:
+    assert field in FIELD_WORDS and "_" not in FIELD_WORDS[field]
