@@ -146,6 +146,40 @@ def _duplicates(context: PlanContext) -> list[SignedPlanSummary]:
         return []
 
 
+def _sections(context: PlanContext, shown: sections.Shown, times: ClockTimes | None) -> dict[str, Any]:
+    """The page's sections that depend on content (:mod:`smart_app.planning.sections`), as Markup."""
+    session, draft, computed = context.session, context.draft, context.computed
+    parts: dict[str, Any] = {"protocol_form": None, "worksheet_html": None}
+    parts["allergy_match"] = sections.allergy_match(
+        shown,
+        draft,
+        computed,
+        context.assessment,
+        session.chart_key("allergies"),
+        user_is_allergist=override_evidence(session.user) is not None,
+        allergists=drafts.allergists(),
+    )
+    parts["drug_review"] = sections.drug_review(shown, draft, computed)
+    if not context.blocked:
+        parts["protocol_form"] = sections.protocol_form(shown, draft, computed, context.protocols)
+        if times is not None and computed.sheet is not None:
+            parts["worksheet_html"] = sections.worksheet_part(shown, computed, times)
+    return parts
+
+
+def _blockers(context: PlanContext, can_write: bool) -> tuple[list[str], list[SignedPlanSummary]]:
+    """Why signing is not possible yet, and the other active plans of the drug."""
+    draft, computed = context.draft, context.computed
+    blockers = drafts.signing_blockers(draft, context.assessment, can_write, context.review)
+    dose_blocked = difference_blocker(draft, computed.dose, services().settings.dose_tolerance_percent)
+    if dose_blocked:
+        blockers.append(dose_blocked)
+    duplicates = _duplicates(context) if can_write and context.signed is None else []
+    if duplicates and not draft.duplicate_reason:
+        blockers.append(DuplicatePlan(duplicates).reasons[0])
+    return blockers, duplicates
+
+
 def render_plan(
     context: PlanContext,
     *,
@@ -159,30 +193,10 @@ def render_plan(
         errors.append(context.plan_error)
     page_url = url_for("plan.page", sid=session.sid, draft_id=draft.draft_id)
     shown = sections.Shown({"page_url": page_url, "csrf_token": session.csrf_token}, posted, errors)
-    parts: dict[str, Any] = {"protocol_form": None, "worksheet_html": None}
-    parts["allergy_match"] = sections.allergy_match(
-        shown,
-        draft,
-        computed,
-        context.assessment,
-        session.chart_key("allergies"),
-        user_is_allergist=override_evidence(session.user) is not None,
-        allergists=drafts.allergists(),
-    )
-    parts["drug_review"] = sections.drug_review(shown, draft, computed)
     times = times_of(context) if not context.blocked else None
-    if not context.blocked:
-        parts["protocol_form"] = sections.protocol_form(shown, draft, computed, context.protocols)
-        if times is not None and computed.sheet is not None:
-            parts["worksheet_html"] = sections.worksheet_part(shown, computed, times)
+    parts = _sections(context, shown, times)
     can_write = session.smart.can_sign_orders  # the same rule signing applies (course.sign.sign_draft)
-    blockers = drafts.signing_blockers(draft, context.assessment, can_write, context.review)
-    dose_blocked = difference_blocker(draft, computed.dose, services().settings.dose_tolerance_percent)
-    if dose_blocked:
-        blockers.append(dose_blocked)
-    duplicates = _duplicates(context) if can_write and context.signed is None else []
-    if duplicates and not draft.duplicate_reason:
-        blockers.append(DuplicatePlan(duplicates).reasons[0])
+    blockers, duplicates = _blockers(context, can_write)
     html = render_template(
         "plan.html",
         **common_context(session, context.banner),
