@@ -29,6 +29,7 @@ from fhir_desens.fhir.chart.measurements import latest_body_measurements
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.model import Premedication
+from fhir_desens.protocol.report import is_oral
 
 LOINC = "http://loinc.org"
 
@@ -340,6 +341,13 @@ def consent_fact(consents: Sequence[Mapping[str, Any]] | None, now: datetime) ->
     return ChartFact("consent", label, finding, _ref(latest), True if today else None)
 
 
+def _iv_access_fact(plan: Plan) -> tuple[ChartFact, ...]:
+    """A working line to confirm for an infusion; none for doses taken by mouth."""
+    if is_oral(plan):
+        return ()
+    return (ChartFact("iv-access", "IV access", "confirm a working line at the bedside", CANNOT_TELL, None),)
+
+
 def chart_facts(
     plan: Plan,
     *,
@@ -357,7 +365,7 @@ def chart_facts(
         *premedication_facts(plan, requests, administrations, now, allergies),
         emergency_fact(requests),
         consent_fact(consents, now),
-        ChartFact("iv-access", "IV access", "confirm a working line at the bedside", CANNOT_TELL, None),
+        *_iv_access_fact(plan),
         ChartFact(
             "one-to-one-nurse", "1:1 nurse", "confirm one nurse for this patient only", CANNOT_TELL, None
         ),

@@ -16,6 +16,7 @@ from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.resume import ResumeChoice, Row, resume_choices
 from fhir_desens.course.bedside.vitals import VitalSigns, next_due
 from fhir_desens.protocol import display as shown
+from fhir_desens.protocol import report
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.model import ProtocolKind, TargetKind
 from fhir_desens.protocol.quantity import div, sub, total
@@ -115,8 +116,13 @@ class SessionState:
             return "checklist" if self.missing_checklist() else "ready"
         return "observation" if self.next_row() is None else "between-steps"
 
+    @property
+    def by_mouth(self) -> bool:
+        """Doses taken by mouth: no line to run them, so no IV-access item before step 1."""
+        return report.is_oral(self.plan)
+
     def missing_checklist(self) -> list[str]:
-        needed = ["consent", "iv-access", "emergency-kit"]
+        needed = ["consent", *([] if self.by_mouth else ["iv-access"]), "emergency-kit"]
         if self.context.get("beta_blocker"):
             needed.append("beta-blocker-held")
         missing = [item for item in needed if item not in self.checklist]

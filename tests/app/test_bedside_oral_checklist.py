@@ -1,0 +1,81 @@
+"""An oral plan's pre-start checklist asks for no IV access: the doses are taken by mouth, and a nurse at
+2 a.m. was asked to confirm a line nobody would use before step 1 could start. Infusions still ask."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+
+from flask import Flask
+
+from fhir_desens.course.bedside.prestart import chart_facts
+from fhir_desens.course.bedside.record import start_entry
+from fhir_desens.course.draft import plan_for
+from fhir_desens.protocol.library import builtin_protocols
+from tests.app.conftest import Launcher
+from tests.app.fake_ehr import FakeEhr
+from tests.app.flowsheet import flowsheet, launched_with_a_bedside_session
+from tests.bedside_session import NURSE, START, Bedside, carboplatin_draft, carboplatin_plan
+from tests.html import text_of
+
+ASPIRIN = dataclasses.replace(
+    carboplatin_draft("Patient/carboplatin-ovarian"),
+    drug="aspirin",
+    drug_rxnorm=("1191",),
+    target="325 mg",
+    protocol_id="aspirin-aerd-90-min",
+    final_rate_ml_h=None,
+    bag_volume_ml=None,
+)
+
+
+def _at_the_checklist(launcher: Launcher, ehr: FakeEhr, app: Flask, oral: bool) -> tuple[str, Bedside]:
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    draft = ASPIRIN if oral else carboplatin_draft(bedside.patient)
+    bedside.plan = plan_for(draft, builtin_protocols())
+    bedside.submit(
+        start_entry(
+            entry_id=str(uuid.uuid4()), session_id=bedside.session_id, author=NURSE, at=bedside.now, draft=draft,
+            request_group="RequestGroup/rg1",
+            step_requests={n: f"MedicationRequest/mr{n}" for n in range(1, len(bedside.plan.steps) + 1)},
+            encounter=bedside.encounter,
+        )
+    )  # fmt: skip
+    bedside.record("checklist", item="consent")
+    return flowsheet(launcher, sid, bedside), bedside
+
+
+def test_an_oral_plan_asks_for_no_iv_access(launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
+    html, bedside = _at_the_checklist(launcher, ehr, app, oral=True)
+    text = text_of(html)
+    [still] = re.findall(r"Still to record: ([^.]*)\.", text)
+    assert still.startswith("emergency kit at the bedside"), still
+    assert "IV access" not in text, text[:2000]
+    assert 'value="iv-access"' not in html
+    assert "iv-access" not in bedside.state.missing_checklist()
+
+
+def test_an_infusion_still_asks_for_iv_access(launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
+    html, bedside = _at_the_checklist(launcher, ehr, app, oral=False)
+    [still] = re.findall(r"Still to record: ([^.]*)\.", text_of(html))
+    assert still.startswith("IV access, emergency kit at the bedside")
+    assert 'value="iv-access"' in html and "IV access working" in html
+    assert "iv-access" in bedside.state.missing_checklist()
+
+
+def test_the_chart_findings_ask_for_a_line_only_for_an_infusion() -> None:
+    def items(plan):  # type: ignore[no-untyped-def]
+        facts = chart_facts(
+            plan,
+            observations=[],
+            requests=[],
+            administrations=[],
+            consents=[],
+            now=START,
+            per_body_size=False,
+        )
+        return [f.item for f in facts]
+
+    assert "iv-access" in items(carboplatin_plan())
+    assert "iv-access" not in items(plan_for(ASPIRIN, builtin_protocols()))
