@@ -5,6 +5,7 @@ Run against SQLite and against a real PostgreSQL server (tests/services.py, star
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -181,3 +182,43 @@ def test_recorded_entries_mark_the_session_until_its_ledger_is_synced(store: Rec
     assert not store.is_dirty(session) and session not in store.sessions_to_send(10_000.0)
     store.enqueue(OutboxRow(f"{session}/procedure", session, "Procedure", "s|v", {}, "pending"))
     assert session in store.sessions_to_send(0.0)  # a ledger row due to be sent
+
+
+def test_a_store_opened_before_a_fork_gives_each_process_its_own_connections(store_url: str) -> None:
+    """gunicorn opens the store in its master, then forks the workers: a worker must not use (or end)
+    the master's database connection. Here the child records, reads and closes its store, then the
+    parent goes on with the connection it had before the fork."""
+    store = open_record_store(store_url)
+    session = str(uuid.uuid4())
+    store.append(entry(session))  # the parent's connection is now idle in the pool
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child, which reports by its exit status
+        status = 1
+        try:
+            store.append(entry(session))
+            status = 0 if len(store.entries(session)) == 2 else 2
+            store.close()
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    store.append(entry(session))
+    assert len(store.entries(session)) == 3
+    store.close()
+
+
+def test_a_connection_the_server_ended_is_not_handed_out_again(postgres_url: str) -> None:
+    import psycopg
+
+    store = open_record_store(postgres_url)
+    session = str(uuid.uuid4())
+    store.append(entry(session))
+    with psycopg.connect(postgres_url, autocommit=True) as admin:  # a server restart, an idle timeout
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    with pytest.raises(psycopg.OperationalError):
+        store.entries(session)  # the request that finds the connection gone fails (never retried blindly)
+    assert len(store.entries(session)) == 1  # the next one gets a new connection
+    store.close()

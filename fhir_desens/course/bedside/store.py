@@ -7,6 +7,11 @@ MedicationAdministration writes), so the record must survive retries, replays an
   the same content returns the stored entry (a double click, a retry after a lost connection or a replay
   records once); the same id with other content is refused (:class:`DuplicateEntryError`).
 * Nothing is updated or deleted. A correction is a new entry that marks an earlier one entered-in-error.
+* The pool of idle connections belongs to one process. A store opened before a fork (gunicorn builds the
+  app in its master, then forks the workers) would otherwise hand the same database socket to several
+  processes, whose statements and results then interleave on it. A process that finds a pool it did not
+  open abandons those connections without closing them (closing would end the parent's database
+  session) and opens its own (:meth:`RecordStore._take`).
 * :meth:`RecordStore.append` runs the caller's ``check`` on the session's entries and inserts in one
   transaction that holds the session's lock, so two screens never act on a state the other has changed
   (the second one's check sees the first one's entry).
@@ -19,6 +24,7 @@ same database.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -124,6 +130,8 @@ class _Dialect(Protocol):
 
     def connect(self) -> Any: ...
     def lock_session(self, cursor: Any, session_id: str) -> None: ...
+    def usable(self, connection: Any) -> bool: ...
+    def abandon(self, connection: Any) -> None: ...
 
 
 class RecordStore:
@@ -134,6 +142,7 @@ class RecordStore:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._pool_lock = threading.Lock()
         self._idle: list[Any] = []
+        self._pid = os.getpid()  # the process whose connections are in ``_idle``
         self._closed = False
         with self._transaction() as cursor:
             serial = (
@@ -145,12 +154,31 @@ class RecordStore:
                 cursor.execute(statement.format(serial=serial))
 
     # -- plumbing: a small pool of connections, one per transaction in flight ---------------------------
+    def _take(self) -> Any:
+        """An idle connection of this process that still works, or a new one."""
+        with self._pool_lock:
+            if self._pid != os.getpid():  # forked: the idle connections are the parent's sockets
+                inherited, self._idle, self._pid = self._idle, [], os.getpid()
+                for connection in inherited:
+                    self._dialect.abandon(connection)
+            while self._idle:
+                connection = self._idle.pop()
+                if self._dialect.usable(connection):
+                    return connection
+                connection.close()  # the server ended it (restart, idle timeout): never handed out
+        return self._dialect.connect()
+
+    def _give_back(self, connection: Any) -> None:
+        with self._pool_lock:
+            keep = not self._closed and len(self._idle) < POOL_SIZE and self._pid == os.getpid()
+            if keep and self._dialect.usable(connection):
+                self._idle.append(connection)
+                return
+        connection.close()
+
     @contextmanager
     def _transaction(self, session_id: str | None = None) -> Iterator[Any]:
-        with self._pool_lock:
-            connection = self._idle.pop() if self._idle else None
-        if connection is None:
-            connection = self._dialect.connect()
+        connection = self._take()
         cursor = connection.cursor()
         try:
             if session_id is not None:
@@ -162,11 +190,7 @@ class RecordStore:
             raise
         finally:
             cursor.close()
-            with self._pool_lock:
-                if self._closed or len(self._idle) >= POOL_SIZE:
-                    connection.close()
-                else:
-                    self._idle.append(connection)
+            self._give_back(connection)
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self._dialect.placeholder)
@@ -175,8 +199,12 @@ class RecordStore:
         with self._pool_lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            inherited = self._pid != os.getpid()
         for connection in idle:
-            connection.close()
+            if inherited:
+                self._dialect.abandon(connection)
+            else:
+                connection.close()
 
     # -- the log ---------------------------------------------------------------------------------------
     def append(self, new: NewEntry, check: Check | None = None) -> Appended:
@@ -451,6 +479,9 @@ def _outbox_row(row: Sequence[Any]) -> OutboxRow:
 
 
 # -- dialects ----------------------------------------------------------------------------------------------
+_ABANDONED: list[Any] = []  # connections inherited through a fork: never used, never closed
+
+
 class _Sqlite:
     placeholder = "?"
 
@@ -472,6 +503,14 @@ class _Sqlite:
         # SQLite has one writer: take the write lock before reading, so read-check-insert is atomic
         cursor.execute("BEGIN IMMEDIATE")
 
+    def usable(self, connection: Any) -> bool:
+        return True  # a file, not a server: nothing ends it behind our back
+
+    def abandon(self, connection: Any) -> None:
+        # closing the parent's SQLite connection in a child would drop the child's own POSIX locks on the
+        # file (they are per process): keep it unreachable-but-alive instead (at most POOL_SIZE per fork)
+        _ABANDONED.append(connection)
+
 
 class _Postgres:
     placeholder = "%s"
@@ -491,6 +530,24 @@ class _Postgres:
     def lock_session(self, cursor: Any, session_id: str) -> None:
         # one transaction-scoped advisory lock per session: appends to one session are serialised
         cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (session_id,))
+
+    def usable(self, connection: Any) -> bool:
+        return not (connection.closed or connection.broken)
+
+    def abandon(self, connection: Any) -> None:
+        # The socket is shared with the parent: closing the connection here would send the server the
+        # end of the parent's session. Point this process's descriptor at /dev/null instead: the parent's
+        # socket is untouched, and whatever libpq does with the descriptor later goes nowhere.
+        try:
+            descriptor = connection.fileno()
+        except Exception:  # already closed or broken: no socket to give up
+            return
+        blank = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(blank, descriptor)
+        finally:
+            os.close(blank)
+        _ABANDONED.append(connection)
 
 
 def open_record_store(url: str, clock: Callable[[], datetime] | None = None) -> RecordStore:
