@@ -25,7 +25,7 @@ from fhir_desens.protocol.quantity import EXACT, Quantity, unit
 
 TYPE_CHECKING = False  # mypy reads this block; datetime is imported where a chart time is shown
 if TYPE_CHECKING:
-    from datetime import tzinfo
+    from datetime import datetime, tzinfo
 
 __all__ = [
     "BSA_PLACES",
@@ -40,6 +40,7 @@ __all__ = [
     "dose_text",
     "grouped",
     "minutes_text",
+    "moment_text",
     "quantity_text",
     "rate_number",
     "rate_text",
@@ -197,6 +198,16 @@ def bsa_text(value_m2: Decimal) -> str:
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+def moment_text(moment: datetime, zone: tzinfo | None = None) -> str:
+    """A date and time for people, the one way every page and sheet writes it: "3 Dec 2026 15:12 CET" (the
+    month in letters, so never read as 12/03 or 03/12; 24-hour clock; the zone named), converted to ``zone``
+    when given and the moment carries its offset."""
+    if zone is not None and moment.tzinfo is not None:
+        moment = moment.astimezone(zone)
+    zone_name = f" {moment.tzname()}" if moment.tzinfo is not None and moment.tzname() else ""
+    return f"{moment.day} {_MONTHS[moment.month - 1]} {moment.year} {moment:%H:%M}{zone_name}"
+
+
 def chart_time_text(value: str, zone: tzinfo) -> str:
     """A FHIR ``date`` or ``dateTime`` from the chart, for people: "14 Oct 2026", or "14 Oct 2026 17:22 CET"
     in the site's zone when the chart gives a time with its offset. Partial dates ("2019", "2019-03") stay as
@@ -209,11 +220,7 @@ def chart_time_text(value: str, zone: tzinfo) -> str:
             day = date.fromisoformat(text)
             return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
         if len(text) > 10 and "T" in text:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if moment.tzinfo is not None:
-                moment = moment.astimezone(zone)
-            zone_name = f" {moment.tzname()}" if moment.tzinfo is not None else ""
-            return f"{moment.day} {_MONTHS[moment.month - 1]} {moment.year} {moment:%H:%M}{zone_name}"
+            return moment_text(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
     except ValueError:
         return value
     return value

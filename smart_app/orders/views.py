@@ -32,6 +32,7 @@ from fhir_desens.course.lifecycle import release_hold as release
 from fhir_desens.course.sign_errors import describe_refusal
 from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
+from fhir_desens.protocol.display import moment_text
 from smart_app.app_session import AppSession, app_session
 from smart_app.orders.signed import SignedPlanPage, load_signed_plan
 from smart_app.orders.signed import sign as sign_orders
@@ -109,7 +110,7 @@ def _signed(sid: str, rg_id: str) -> tuple[dict[str, Any], SignedPlanPage, AppSe
 
 
 def _when(value: str | None) -> str:
-    """A FHIR dateTime for people, in the site's zone ("2027-01-15 09:00 CET")."""
+    """A FHIR dateTime for people, in the site's zone ("15 Jan 2027 09:00 CET")."""
     if not value:
         return "—"
     try:
@@ -118,7 +119,7 @@ def _when(value: str | None) -> str:
         return value
     if moment.tzinfo is None:
         return value
-    return moment.astimezone(services().settings.zone).strftime("%Y-%m-%d %H:%M %Z").strip()
+    return moment_text(moment, services().settings.zone)
 
 
 #: what ``?done=`` on the signed plan page reports
@@ -206,7 +207,7 @@ def _sheet(sid: str, rg_id: str, template: str, *, as_pdf: bool = False) -> tupl
         draft=signed_plan.draft,
         assessment=assess(drug, session.allergies()),
         worksheet=signed_plan.worksheet,
-        printed_at=now.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        printed_at=moment_text(now),
         prescriber=common["signer"],
         fixed_note=None,
         back_url=url_for("orders.signed", sid=sid, rg_id=rg_id),

@@ -56,7 +56,7 @@ def signed_status(signer: str | None, authored: str, order_id: str, zone_of: dat
     """'Signed by <name> at <time in the site zone> · order <identifier>'."""
     when = authored  # shown as recorded when it is not a date-time (the EHR should send one)
     with contextlib.suppress(ValueError):
-        when = datetime.fromisoformat(authored).astimezone(zone_of.tzinfo).strftime("%Y-%m-%d %H:%M %Z")
+        when = shown.moment_text(datetime.fromisoformat(authored), zone_of.tzinfo)
     return SheetStatus(
         False, f"Signed by {signer or 'an unrecorded prescriber'} at {when.strip()} · order {order_id}"
     )

@@ -27,6 +27,7 @@ from fhir_desens.course.draft import CopiedSettings
 from fhir_desens.course.planning_chart import chart_for_planning
 from fhir_desens.course.risk import risk_sources
 from fhir_desens.errors import InputError, SafetyViolation
+from fhir_desens.protocol.display import moment_text
 from smart_app.paper.pdf import pdf_response
 from smart_app.paper.sheets import draft_status, paper_for
 from smart_app.planning import drafts
@@ -184,7 +185,7 @@ def _sheet(sid: str, draft_id: str, template: str, *, as_pdf: bool = False) -> t
         assessment=context.assessment,
         worksheet=worksheet_of(context),
         review=context.review,
-        printed_at=now.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        printed_at=moment_text(now),
         prescriber=context.session.user.display,
         fixed_note=drafts.fixed_dose_note(context.draft, context.plan),
         back_url=url_for("plan.page", sid=sid, draft_id=draft_id),

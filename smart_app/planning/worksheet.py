@@ -269,8 +269,8 @@ def clock_times(plan: Plan, started_at: datetime, *, planned: bool = False) -> C
             None if p.offset_minutes is None else _hhmm(_clock(started_at, p.offset_minutes))
             for p in plan.premedications
         ),
-        started_at=started_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
-        ends_at=_clock(started_at, plan.total_minutes).strftime("%Y-%m-%d %H:%M %Z").strip(),
+        started_at=shown.moment_text(started_at),
+        ends_at=shown.moment_text(_clock(started_at, plan.total_minutes)),
         clock_basis="from the planned start" if planned else "if started now",
     )
 

@@ -269,8 +269,8 @@ def test_a_planned_start_in_the_site_zone_times_the_steps_and_the_orders(zoned: 
     draft_id = zoned.plan(sid)
     assert zoned.post(sid, draft_id, action="schedule", planned_start="2027-01-15T09:00").status_code == 303
     page = text_of(zoned.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True))
-    assert "Planned start (EST)" in page and "2027-01-15 09:00 EST" in page
-    assert "Clock times from the planned start (2027-01-15 09:00 EST" in page
+    assert "Planned start (EST)" in page and "15 Jan 2027 09:00 EST" in page
+    assert "Clock times from the planned start (15 Jan 2027 09:00 EST" in page
     rg_id = zoned.signed_id(zoned.sign(sid, draft_id), sid)
     orders = sorted(zoned.signed("MedicationRequest"), key=lambda o: o["dosageInstruction"][0]["sequence"])
     first = orders[0]["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]
@@ -278,7 +278,7 @@ def test_a_planned_start_in_the_site_zone_times_the_steps_and_the_orders(zoned: 
     last = orders[-1]["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]
     assert last["start"] > first["start"] and last["end"] > last["start"]
     shown = text_of(zoned.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True))
-    assert "Planned start 2027-01-15 09:00 EST" in shown
+    assert "Planned start 15 Jan 2027 09:00 EST" in shown
 
 
 @pytest.mark.requirement("ORDER-TIME-1")
@@ -292,7 +292,7 @@ def test_the_planned_start_field_reads_as_the_app_writes_times_not_the_browsers_
     assert 'type="text"' in field and 'value="2027-01-15 09:30"' in field and "datetime-local" not in field
     assert 'placeholder="YYYY-MM-DD HH:MM"' in field
     assert "Date and 24-hour time, e.g. 2027-01-16 09:00." in text_of(html)
-    assert "Step 1 at 2027-01-15 09:30 EST" in text_of(html)
+    assert "Step 1 at 15 Jan 2027 09:30 EST" in text_of(html)
 
 
 @pytest.mark.requirement("ORDER-TIME-1")

@@ -57,7 +57,7 @@ def test_one_plan_sheet_serves_every_start_time_unchanged() -> None:
     assert first == worksheet_for(plan, nine)  # type: ignore[arg-type]
     assert first.steps[0].clock == "09:00" and later.steps[0].clock == "11:00"
     assert [s.clock for s in first.steps] != [s.clock for s in later.steps]
-    assert first.started_at == "2027-01-15 09:00 CET" and later.clock_basis == "from the planned start"
+    assert first.started_at == "15 Jan 2027 09:00 CET" and later.clock_basis == "from the planned start"
     assert first.timeline_svg is sheet.timeline_svg  # built once
     assert sheet.started_at == "" and sheet.steps[0].clock == "00:00"  # the memoized sheet is untouched
 

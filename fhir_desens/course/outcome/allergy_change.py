@@ -30,6 +30,7 @@ from typing import Any
 from fhir_desens.course.outcome.record import BreakthroughReaction, SessionOutcome
 from fhir_desens.errors import SafetyViolation
 from fhir_desens.io.json import dumps
+from fhir_desens.protocol.display import moment_text
 
 __all__ = [
     "GUARDED",
@@ -219,8 +220,7 @@ def _value_text(element: str, value: Any) -> str:
 def _when(value: Any, tz: tzinfo | None) -> str:
     parsed = _instant(value)
     if isinstance(parsed, datetime):
-        local = parsed.astimezone(tz) if tz is not None else parsed
-        return f"{local.day} {local:%b %Y %H:%M} {local.tzname() or ''}".rstrip()
+        return moment_text(parsed, tz)
     return str(value)
 
 
