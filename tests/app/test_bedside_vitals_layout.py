@@ -1,0 +1,50 @@
+"""At 1024 px (an EHR frame) the vital-sign labels wrapped away from their boxes: "Heart rate (/min)" at the end
+of one line, its box at the start of the next, next to another label. Each label now sits on the row of its own
+input (smart_app/static/app.css, .vitals-form). Checked in headless Chromium at 1024 px; the screenshot is kept
+in the test's temporary folder to look at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from fhir_desens.course.bedside.vitals import MEASURES
+from tests.app.conftest import Launcher
+from tests.app.fake_ehr import FakeEhr
+from tests.app.flowsheet import flowsheet, launched_with_a_bedside_session
+
+CHROMIUM = Path("/usr/bin/chromium")
+CSS = Path(__file__).parents[2] / "smart_app" / "static" / "app.css"
+
+
+def test_each_vital_sign_label_sits_beside_its_input_at_1024_px(
+    launcher: Launcher, ehr: FakeEhr, app: Flask, tmp_path: Path
+) -> None:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (`make chromium`)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    bedside.start()
+    html = flowsheet(launcher, sid, bedside).replace(
+        "</head>", f"<style>{CSS.read_text('utf-8')}</style></head>", 1
+    )  # the page as served, its stylesheet inlined (no server to fetch it from)
+    (tmp_path / "flowsheet.html").write_text(html, "utf-8")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        tab = browser.new_page(viewport={"width": 1024, "height": 900})
+        tab.goto((tmp_path / "flowsheet.html").as_uri())
+        form = tab.locator("form.vitals-form")
+        form.screenshot(path=str(tmp_path / "vitals-1024.png"))
+        print(f"vitals form at 1024 px: {tmp_path / 'vitals-1024.png'}")
+        for measure in MEASURES:
+            if measure.field == "peak_flow":
+                continue  # asked only when the plan asks for peak flow
+            label = tab.locator(f"label[for='v-{measure.field}']").bounding_box()
+            box = tab.locator(f"#v-{measure.field}").bounding_box()
+            assert label is not None and box is not None
+            label_middle = label["y"] + label["height"] / 2
+            assert box["y"] <= label_middle <= box["y"] + box["height"], (measure.field, label, box)
+            assert label["x"] + label["width"] <= box["x"], (measure.field, label, box)
+        browser.close()
