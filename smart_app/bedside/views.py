@@ -189,7 +189,7 @@ def _chart_facts(session: AppSession, state: SessionState) -> list[ChartFact]:
                 client,
                 str(state.context.get("patient")),
                 state.plan,
-                bedside().now(),
+                bedside().now().astimezone(services().settings.zone),  # findings' times in the site's zone
                 per_body_size=per_body_size,
                 readable=session.smart.granted.can_read,  # no search the launch may not make
                 allergies=allergies_for(

@@ -191,3 +191,10 @@ def test_a_premedication_the_patient_is_allergic_to_is_not_to_be_given() -> None
     assert aspirin.ok is False and aspirin.finding.startswith("do not give: allergy to Aspirin")
     assert "alternative" in aspirin.finding
     assert _premedications(aerd)["montelukast"].ok is None  # no carboplatin reaction on file: cannot tell
+
+
+def test_a_premedication_given_per_the_chart_is_timed_as_every_page_writes_times() -> None:
+    """The finding said "given per the chart at 2026-12-02T08:20+00:00" beside pages writing "2 Dec 2026 08:20 UTC"."""
+    got = facts(administrations=[given("diphenhydramine", 40, "dph")])
+    premeds = {f.name: f for f in got.values() if f.item == "premedication"}
+    assert premeds["diphenhydramine"].finding == "given per the chart at 2 Dec 2026 08:20 UTC"

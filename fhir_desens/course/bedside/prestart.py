@@ -28,6 +28,7 @@ from fhir_desens.fhir.canonical import ID_BEDSIDE_ITEM
 from fhir_desens.fhir.chart.measurements import latest_body_measurements
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.crossreactivity import DrugRef
+from fhir_desens.protocol.display import moment_text
 from fhir_desens.protocol.model import Premedication
 from fhir_desens.protocol.report import is_oral
 
@@ -262,7 +263,7 @@ def premedication_facts(
                 ChartFact(
                     "premedication",
                     label,
-                    f"given per the chart at {when.isoformat(timespec='minutes')}",
+                    f"given per the chart at {moment_text(when, now.tzinfo)}",
                     _ref(administration),
                     True,
                     name=name,
