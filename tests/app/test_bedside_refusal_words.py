@@ -3,17 +3,22 @@ a vital sign refused as "heart_rate: ..." made the nurse guess which box was wro
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from flask import Flask
 
 from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.vitals import MEASURES
 from fhir_desens.errors import InputError
+from fhir_desens.protocol.display import moment_text
 from smart_app.bedside.forms import FIELDS, LISTS
 from smart_app.bedside.page import FIELD_WORDS, error_text
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
 from tests.app.flowsheet import launched_with_a_bedside_session
+from tests.bedside_session import VITALS as VITALS_OK
+from tests.bedside_session import Bedside
 from tests.html import text_of
 
 VITALS = {"systolic": "120", "diastolic": "80", "heart_rate": "400", "respiratory_rate": "16", "spo2": "98"}
@@ -69,3 +74,13 @@ def test_the_choices_a_refusal_offers_are_the_form_s_words() -> None:
 @pytest.mark.parametrize("field", ["checklist", "at", "observation_end", "discharge_vitals", "target", "row"])
 def test_the_fields_the_session_refuses_have_words(field: str) -> None:
     assert field in FIELD_WORDS and "_" not in FIELD_WORDS[field]
+
+
+def test_a_time_refusal_writes_the_earliest_time_as_every_page_does() -> None:
+    """ "accepted: 2026-12-02T09:00+00:00 or later" was the record's timestamp, not a time as the pages write it."""
+    bedside = Bedside()
+    bedside.start()
+    with pytest.raises(InputError) as refused:
+        bedside.record("vitals", at=bedside.at(-30), **VITALS_OK)
+    assert refused.value.field == "at" and refused.value.accepted == f"{moment_text(bedside.now)} or later"
+    assert re.fullmatch(r"\d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d \S+ or later", str(refused.value.accepted))

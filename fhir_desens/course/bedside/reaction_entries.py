@@ -16,6 +16,7 @@ from fhir_desens.course.bedside.entries import Entry, NewEntry
 from fhir_desens.course.bedside.state import Reaction, SessionState, minutes_between
 from fhir_desens.course.bedside.steps import check_target, segment_amounts
 from fhir_desens.errors import ConflictError, InputError
+from fhir_desens.protocol.display import moment_text
 from fhir_desens.protocol.quantity import add, total
 
 TREATMENT_WORDS = {t.key: t.label for t in rx.TREATMENTS}
@@ -39,7 +40,7 @@ def reaction(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any],
             raise InputError(
                 "at",
                 "is before the running step started",
-                f"{segment.started_at.isoformat(timespec='minutes')} or later",
+                f"{moment_text(segment.started_at)} or later",
             )
         volume, dose = segment_amounts(state, segment, at)
         check_target(state, segment.cumulative, dose, "at")
@@ -49,7 +50,7 @@ def reaction(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any],
         raise InputError(
             "at",
             "is before the last step stopped",
-            f"{segment.ended_at.isoformat(timespec='minutes')} or later",
+            f"{moment_text(segment.ended_at)} or later",
         )
     assert segment.ended_at is not None
     minutes = minutes_between(segment.started_at, segment.ended_at)
@@ -79,9 +80,7 @@ def treatment(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any]
         raise InputError("treatment", "choose the treatment given", rx.words_of(TREATMENT_WORDS))
     key = rx.choice(data.get("treatment"), TREATMENT_WORDS, "treatment")
     if at < reaction.onset:
-        raise InputError(
-            "at", "is before the reaction began", f"{reaction.onset.isoformat(timespec='minutes')} or later"
-        )
+        raise InputError("at", "is before the reaction began", f"{moment_text(reaction.onset)} or later")
     reaction.treatments.append(
         {
             "entry_id": entry.entry_id,
@@ -98,9 +97,7 @@ def resolved(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any],
     if reaction is None:
         raise ConflictError("there is no reaction being handled")
     if at < reaction.onset:
-        raise InputError(
-            "at", "is before the reaction began", f"{reaction.onset.isoformat(timespec='minutes')} or later"
-        )
+        raise InputError("at", "is before the reaction began", f"{moment_text(reaction.onset)} or later")
     reaction.resolved_at = at
 
 
@@ -124,7 +121,7 @@ def resume(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any], a
             raise InputError(
                 "at",
                 "is before the symptoms resolved",
-                f"{reaction.resolved_at.isoformat(timespec='minutes')} or later",
+                f"{moment_text(reaction.resolved_at)} or later",
             )
     if (
         reaction.grade in rx.NEEDS_ALLERGIST_TO_RESUME

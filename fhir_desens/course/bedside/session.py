@@ -48,6 +48,7 @@ from fhir_desens.course.bedside.state import CHECKLIST_WORDS, SessionState, Vita
 from fhir_desens.course.bedside.vitals import parse_vitals
 from fhir_desens.errors import ConflictError, InputError
 from fhir_desens.protocol.calculate import Plan
+from fhir_desens.protocol.display import moment_text
 from fhir_desens.protocol.model import TargetKind
 from fhir_desens.protocol.quantity import plain
 
@@ -100,9 +101,7 @@ def _check_time(
 ) -> None:
     """Refuse an entry dated in the future, before the session started, or after it closed."""
     if now is not None and at > now + CLOCK_SKEW:
-        raise InputError(
-            "at", "is in the future", f"a time before {(now + CLOCK_SKEW).isoformat(timespec='minutes')}"
-        )
+        raise InputError("at", "is in the future", f"a time before {moment_text(now + CLOCK_SKEW)}")
     if kind != "session-start":
         if state.started_at is None:
             raise ConflictError("the session has not been started")
@@ -117,7 +116,7 @@ def _check_time(
                 "is before the session started"
                 if earliest == state.started_at
                 else "is too long before the session",
-                f"{earliest.isoformat(timespec='minutes')} or later",
+                f"{moment_text(earliest)} or later",
             )
 
 
@@ -157,7 +156,7 @@ def _vitals(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any], 
         raise InputError(
             "at",
             "is earlier than the previous set of vital signs",
-            f"{state.vitals[-1].at.isoformat(timespec='minutes')} or later",
+            f"{moment_text(state.vitals[-1].at)} or later",
         )
     baseline = state.baseline.signs if state.baseline else None
     current = (
@@ -192,7 +191,7 @@ def _complete(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any]
         raise InputError(
             "observation_end",
             "is before the last step ended",
-            f"{last_end.isoformat(timespec='minutes')} or later",
+            f"{moment_text(last_end)} or later",
         )
     if not any(v.at >= last_end for v in state.vitals):
         raise InputError(

@@ -20,6 +20,7 @@ from fhir_desens.course.bedside.state import Segment, SessionState, minutes_betw
 from fhir_desens.errors import ConflictError, InputError
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import SIXTY
+from fhir_desens.protocol.display import moment_text
 from fhir_desens.protocol.model import TargetKind
 from fhir_desens.protocol.quantity import add, div, mul, plain, sub
 
@@ -88,7 +89,7 @@ def step_start(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any
         raise InputError(
             "at",
             "is before the previous step stopped",
-            f"{previous_end.isoformat(timespec='minutes')} or later",
+            f"{moment_text(previous_end)} or later",
         )
     rate = _rate(row, data)
     state.segments.append(Segment(entry.entry_id, row, rate, at, entry.author, cumulative=state.delivered))
@@ -118,7 +119,7 @@ def step_stop(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any]
         raise InputError(
             "at",
             "is not after the step started",
-            f"later than {segment.started_at.isoformat(timespec='minutes')}",
+            f"later than {moment_text(segment.started_at)}",
         )
     volume, dose = segment_amounts(state, segment, at)
     if data.get("volume_ml") not in (None, ""):
