@@ -12,6 +12,12 @@ from typing import Any
 
 from fhir_desens.errors import ConfigurationError
 
+#: seconds gunicorn keeps an idle connection open; longer than the proxy keeps its idle connections to the
+#: app (nginx's upstream ``keepalive_timeout``, 60 s by default, docs/deployment.md). With gunicorn's
+#: default of 2 s, it closed connections nginx was about to reuse: a POST sent on one was reset and,
+#: as nginx does not retry a POST, answered 502.
+KEEPALIVE_SECONDS = 75
+
 
 def _gunicorn(app: Any, host: str, port: int, workers: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
@@ -21,6 +27,7 @@ def _gunicorn(app: Any, host: str, port: int, workers: int, threads: int) -> Non
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("threads", threads)
+            self.cfg.set("keepalive", KEEPALIVE_SECONDS)
             self.cfg.set("accesslog", None)  # access logs would carry session ids in paths
 
         def load(self) -> Any:

@@ -46,6 +46,7 @@ http {{
     upstream fhir_desens {{
 {servers}
         keepalive 16;
+        keepalive_timeout 60s;  # shorter than the app's (smart_app.serve.KEEPALIVE_SECONDS)
     }}
     server {{
         listen 127.0.0.1:{port};
