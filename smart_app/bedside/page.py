@@ -168,7 +168,10 @@ def error_text(error: DesensError) -> str:
         return error.message
     label = FIELD_WORDS.get(error.field)  # a field without words is not named: never a record key
     text = f"{label}: {error.problem}" if label else error.problem[:1].upper() + error.problem[1:]
-    return f"{text} (accepted: {error.accepted})" if error.accepted else text
+    accepted = error.accepted
+    if accepted and error.field == "option":  # the engine's option codes, as the form's radio buttons read
+        accepted = "; ".join(OPTION_WORDS.get(o, o) for o in accepted.split(", "))
+    return f"{text} (accepted: {accepted})" if accepted else text
 
 
 def phenotype_words(key: str) -> str:

@@ -84,3 +84,26 @@ def test_a_time_refusal_writes_the_earliest_time_as_every_page_does() -> None:
         bedside.record("vitals", at=bedside.at(-30), **VITALS_OK)
     assert refused.value.field == "at" and refused.value.accepted == f"{moment_text(bedside.now)} or later"
     assert re.fullmatch(r"\d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d \S+ or later", str(refused.value.accepted))
+
+
+def test_a_resume_refusal_offers_the_options_as_the_radio_buttons_read() -> None:
+    refused = InputError("option", "'' is not a resume option here", "back-one-step, stop")
+    assert error_text(refused) == (
+        "How to continue: '' is not a resume option here (accepted: Go back one step; Stop the desensitization)"
+    )
+
+
+def test_resuming_without_a_choice_asks_for_one_in_words() -> None:
+    bedside = Bedside()
+    bedside.start()
+    bedside.advance(20)
+    bedside.mild_reaction_during(3, 5)
+    bedside.advance(20)
+    bedside.record("resolved")
+    with pytest.raises(InputError) as refused:
+        bedside.record("resume")
+    text = error_text(refused.value)
+    assert (
+        text.startswith("How to continue: choose how to continue (accepted: ") and "Go back one step" in text
+    )
+    assert "back-one-step" not in text

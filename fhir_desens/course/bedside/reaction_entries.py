@@ -107,6 +107,9 @@ def resume(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any], a
         raise ConflictError("there is no reaction to resume from")
     options = state.resume_options()
     option = str(data.get("option") or "")
+    if not option:  # never preselected: the nurse (with the allergist) decides how to continue
+        offered = ", ".join(k for k, v in options.items() if not isinstance(v, str))
+        raise InputError("option", "choose how to continue", offered)
     if option not in options:
         raise InputError("option", f"'{option}' is not a resume option here", ", ".join(options))
     choice = options[option]
