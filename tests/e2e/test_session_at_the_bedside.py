@@ -179,6 +179,7 @@ def run_the_session(tab: Page, start: datetime, shots: Path) -> None:
     reaction.get_by_label("Itching", exact=True).check()
     reaction.get_by_label("Hives (urticaria)", exact=True).check()
     reaction.get_by_label("Grade (Brown)", exact=True).select_option(value="mild")  # never preselected
+    reaction.get_by_label("Phenotype", exact=True).select_option(value="type-i")  # never preselected either
     sheet.submit("Record reaction (pause)")
     expect(tab.locator("#phase")).to_have_text("paused")
     sheet.advance(2)
