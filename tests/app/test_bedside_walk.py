@@ -195,3 +195,14 @@ def test_no_phenotype_is_preselected_and_a_reaction_without_one_is_refused_in_wo
     assert "Not recorded." in text and "Phenotype: choose the kind of reaction" in text, text[:800]
     assert "Type I-like (IgE / mast cell)" in text and "type-i" not in text
     assert not bedside.state.reactions
+
+
+def test_no_premedication_is_preselected_as_given(launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
+    """The premedication list opened on the first drug: one click recorded diphenhydramine as given."""
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    bedside.start()
+    html = flowsheet(launcher, sid, bedside)
+    [tag, select] = re.findall(r'(<select id="premed-name" name="name"[^>]*>)(.*?)</select>', html, re.S)[0]
+    assert " required" in tag
+    assert re.findall(r'value="([^"]*)"', select)[0] == ""
+    assert "selected disabled>Choose the premedication given" in select
