@@ -48,3 +48,33 @@ def test_each_vital_sign_label_sits_beside_its_input_at_1024_px(
             assert box["y"] <= label_middle <= box["y"] + box["height"], (measure.field, label, box)
             assert label["x"] + label["width"] <= box["x"], (measure.field, label, box)
         browser.close()
+
+
+def test_a_time_label_stays_with_its_box_in_the_reaction_forms_at_1024_px(
+    launcher: Launcher, ehr: FakeEhr, app: Flask, tmp_path: Path
+) -> None:
+    """The treatment form ended a line on "Time (if not now)" and put its box on the next."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (`make chromium`)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    bedside.start()
+    bedside.mild_reaction_during(2, 5)
+    html = flowsheet(launcher, sid, bedside).replace(
+        "</head>", f"<style>{CSS.read_text('utf-8')}</style></head>", 1
+    )
+    (tmp_path / "flowsheet.html").write_text(html, "utf-8")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        tab = browser.new_page(viewport={"width": 1024, "height": 900})
+        tab.goto((tmp_path / "flowsheet.html").as_uri())
+        tab.screenshot(path=str(tmp_path / "reaction-1024.png"), full_page=True)
+        print(f"flowsheet after a reaction at 1024 px: {tmp_path / 'reaction-1024.png'}")
+        for field in ("treatment-time", "resolved-time", "vitals-time"):
+            label = tab.locator(f"label[for='{field}']").bounding_box()
+            box = tab.locator(f"#{field}").bounding_box()
+            assert label is not None and box is not None
+            label_middle = label["y"] + label["height"] / 2
+            assert box["y"] <= label_middle <= box["y"] + box["height"], (field, label, box)
+            assert label["x"] + label["width"] <= box["x"], (field, label, box)
+        browser.close()
