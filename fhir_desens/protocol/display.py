@@ -25,7 +25,7 @@ from fhir_desens.protocol.quantity import EXACT, Quantity, unit
 
 TYPE_CHECKING = False  # mypy reads this block; datetime is imported where a chart time is shown
 if TYPE_CHECKING:
-    from datetime import datetime, tzinfo
+    from datetime import date, datetime, tzinfo
 
 __all__ = [
     "BSA_PLACES",
@@ -36,6 +36,7 @@ __all__ = [
     "clock_text",
     "concentration_text",
     "count_text",
+    "date_text",
     "dose_number",
     "dose_text",
     "grouped",
@@ -198,6 +199,11 @@ def bsa_text(value_m2: Decimal) -> str:
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+def date_text(day: date) -> str:
+    """A date for people, as :func:`moment_text` writes its date: "18 Nov 2026"."""
+    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+
+
 def moment_text(moment: datetime, zone: tzinfo | None = None) -> str:
     """A date and time for people, the one way every page and sheet writes it: "3 Dec 2026 15:12 CET" (the
     month in letters, so never read as 12/03 or 03/12; 24-hour clock; the zone named), converted to ``zone``
@@ -217,8 +223,7 @@ def chart_time_text(value: str, zone: tzinfo) -> str:
     text = value.strip()
     try:
         if len(text) == 10:
-            day = date.fromisoformat(text)
-            return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+            return date_text(date.fromisoformat(text))
         if len(text) > 10 and "T" in text:
             return moment_text(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
     except ValueError:

@@ -226,7 +226,7 @@ def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: N
 def test_the_same_post_twice_records_once_and_bad_input_names_the_field(nurse: Nurse) -> None:
     text = text_of(nurse.page())  # the checklist as the chart informs it, each finding with its source
     assert "What the chart says" in text
-    assert re.search(r"Weight\s*: [\d.]+ kg, measured 2026-11-18 \(\d+ days ago\)", text), text[:2500]
+    assert re.search(r"Weight\s*: [\d.]+ kg, measured 18 Nov 2026 \(\d+ days ago\)", text), text[:2500]
     assert "(source: Observation/" in text
     assert "confirm a working line at the bedside (source: the chart cannot tell)" in text
     assert re.search(

@@ -198,3 +198,14 @@ def test_a_premedication_given_per_the_chart_is_timed_as_every_page_writes_times
     got = facts(administrations=[given("diphenhydramine", 40, "dph")])
     premeds = {f.name: f for f in got.values() if f.item == "premedication"}
     assert premeds["diphenhydramine"].finding == "given per the chart at 2 Dec 2026 08:20 UTC"
+
+
+def test_the_weight_and_consent_dates_read_as_every_page_writes_dates() -> None:
+    got = facts(
+        observations=[weight(3)],
+        consents=[
+            {"resourceType": "Consent", "id": "c1", "status": "active", "dateTime": "2026-11-30T10:00:00Z"}
+        ],
+    )
+    assert "measured 29 Nov 2026 (3 days ago)" in got["weight"].finding
+    assert "a consent dated 30 Nov 2026 is on file" in got["consent"].finding

@@ -28,7 +28,7 @@ from fhir_desens.fhir.canonical import ID_BEDSIDE_ITEM
 from fhir_desens.fhir.chart.measurements import latest_body_measurements
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.crossreactivity import DrugRef
-from fhir_desens.protocol.display import moment_text
+from fhir_desens.protocol.display import date_text, moment_text
 from fhir_desens.protocol.model import Premedication
 from fhir_desens.protocol.report import is_oral
 
@@ -116,7 +116,7 @@ def weight_fact(observations: Sequence[Mapping[str, Any]], now: datetime, per_bo
     ok: bool | None = True
     if when is not None:
         days = (now.date() - when).days
-        finding += f", measured {when.isoformat()} ({days} day{'s' if days != 1 else ''} ago)"
+        finding += f", measured {date_text(when)} ({days} day{'s' if days != 1 else ''} ago)"
         if per_body_size and days > WEIGHT_CURRENT_DAYS:
             finding += (
                 f": older than {WEIGHT_CURRENT_DAYS} days; weigh the patient before a dose per kg or m²"
@@ -336,7 +336,7 @@ def consent_fact(consents: Sequence[Mapping[str, Any]] | None, now: datetime) ->
     latest = max(active, key=lambda c: str(c.get("dateTime") or ""))
     when = _date(str(latest.get("dateTime") or ""))
     today = when is not None and when == now.date()
-    finding = f"a consent dated {when.isoformat() if when else 'without a date'} is on file"
+    finding = f"a consent dated {date_text(when) if when else 'without a date'} is on file"
     if not today:
         finding += ": consent is needed for each desensitization; confirm today's"
     return ChartFact("consent", label, finding, _ref(latest), True if today else None)
