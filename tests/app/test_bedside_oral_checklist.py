@@ -1,5 +1,6 @@
-"""An oral plan's pre-start checklist asks for no IV access: the doses are taken by mouth, and a nurse at
-2 a.m. was asked to confirm a line nobody would use before step 1 could start. Infusions still ask."""
+"""An oral plan's pre-start checklist still asks for IV access before step 1, worded for what the line is
+for: the doses are taken by mouth, but the rescue treatment (saline, injectable antihistamine and steroid;
+clinical.md 1.4) goes into a vein. A nurse at 2 a.m. should not wonder why a line is asked for."""
 
 from __future__ import annotations
 
@@ -46,14 +47,14 @@ def _at_the_checklist(launcher: Launcher, ehr: FakeEhr, app: Flask, oral: bool) 
     return flowsheet(launcher, sid, bedside), bedside
 
 
-def test_an_oral_plan_asks_for_no_iv_access(launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
+def test_an_oral_plan_asks_for_iv_access_for_rescue_treatment(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
     html, bedside = _at_the_checklist(launcher, ehr, app, oral=True)
-    text = text_of(html)
-    [still] = re.findall(r"Still to record: ([^.]*)\.", text)
-    assert still.startswith("emergency kit at the bedside"), still
-    assert "IV access" not in text, text[:2000]
-    assert 'value="iv-access"' not in html
-    assert "iv-access" not in bedside.state.missing_checklist()
+    [still] = re.findall(r"Still to record: ([^.]*)\.", text_of(html))
+    assert still.startswith("IV access, emergency kit at the bedside"), still
+    assert 'value="iv-access"' in html and "IV access working (for rescue treatment)" in html
+    assert "iv-access" in bedside.state.missing_checklist()
 
 
 def test_an_infusion_still_asks_for_iv_access(launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
@@ -64,7 +65,7 @@ def test_an_infusion_still_asks_for_iv_access(launcher: Launcher, ehr: FakeEhr, 
     assert "iv-access" in bedside.state.missing_checklist()
 
 
-def test_the_chart_findings_ask_for_a_line_only_for_an_infusion() -> None:
+def test_the_chart_findings_ask_for_a_line_for_every_route() -> None:
     def items(plan):  # type: ignore[no-untyped-def]
         facts = chart_facts(
             plan,
@@ -78,4 +79,21 @@ def test_the_chart_findings_ask_for_a_line_only_for_an_infusion() -> None:
         return [f.item for f in facts]
 
     assert "iv-access" in items(carboplatin_plan())
-    assert "iv-access" not in items(plan_for(ASPIRIN, builtin_protocols()))
+    assert "iv-access" in items(plan_for(ASPIRIN, builtin_protocols()))
+
+
+def test_the_chart_finding_for_an_oral_plan_says_the_line_is_for_rescue() -> None:
+    [fact] = [
+        f
+        for f in chart_facts(
+            plan_for(ASPIRIN, builtin_protocols()),
+            observations=[],
+            requests=[],
+            administrations=[],
+            consents=[],
+            now=START,
+            per_body_size=False,
+        )
+        if f.item == "iv-access"
+    ]
+    assert "rescue treatment" in fact.finding

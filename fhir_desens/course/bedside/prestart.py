@@ -343,10 +343,13 @@ def consent_fact(consents: Sequence[Mapping[str, Any]] | None, now: datetime) ->
 
 
 def _iv_access_fact(plan: Plan) -> tuple[ChartFact, ...]:
-    """A working line to confirm for an infusion; none for doses taken by mouth."""
+    """A working line to confirm before step 1. Doses taken by mouth need one too: the rescue treatment
+    (saline, injectable antihistamine and steroid; clinical.md 1.4) goes into a vein."""
     if is_oral(plan):
-        return ()
-    return (ChartFact("iv-access", "IV access", "confirm a working line at the bedside", CANNOT_TELL, None),)
+        finding = "confirm a working line for rescue treatment (the doses are by mouth)"
+    else:
+        finding = "confirm a working line at the bedside"
+    return (ChartFact("iv-access", "IV access", finding, CANNOT_TELL, None),)
 
 
 def chart_facts(

@@ -118,11 +118,11 @@ class SessionState:
 
     @property
     def by_mouth(self) -> bool:
-        """Doses taken by mouth: no line to run them, so no IV-access item before step 1."""
+        """Doses taken by mouth: the IV-access item is then for rescue treatment, not to run the doses."""
         return report.is_oral(self.plan)
 
     def missing_checklist(self) -> list[str]:
-        needed = ["consent", *([] if self.by_mouth else ["iv-access"]), "emergency-kit"]
+        needed = ["consent", "iv-access", "emergency-kit"]
         if self.context.get("beta_blocker"):
             needed.append("beta-blocker-held")
         missing = [item for item in needed if item not in self.checklist]
