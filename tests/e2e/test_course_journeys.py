@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from playwright.sync_api import Page, expect
 
 from fhir_desens.commands.demo import DemoStack
 from fhir_desens.fhir import canonical as c
+from fhir_desens.protocol.display import date_text
 from tests.e2e.conftest import TIMEOUT_MS, Chart
 from tests.e2e.test_planning_journeys import SIGN, fhir_search, orders_id, start_plan
 
@@ -42,9 +44,10 @@ def test_sign_then_discontinue(
     # ORDER-TIME-1: a planned start in the site's zone (the demo sets Europe/Paris): clock times say so
     zone = app.get_by_label(re.compile(r"^Planned start \((CET|CEST)\)$"))
     tomorrow = chart.frame.evaluate("() => new Date(Date.now() + 86400000).toISOString().slice(0, 10)")
-    zone.fill(f"{tomorrow} 09:00")  # typed as the app writes times (the field is text, never the locale's)
+    zone.fill(f"{tomorrow} 09:00")  # typed as the field asks, YYYY-MM-DD HH:MM (text, never the locale's)
     app.get_by_role("button", name="Set start time").click()
-    expect(app.get_by_text(re.compile(rf"Step 1 at {tomorrow} 09:00 (CET|CEST)"))).to_be_visible()
+    shown = date_text(date.fromisoformat(tomorrow))  # pages write dates one way: "4 Dec 2026"
+    expect(app.get_by_text(re.compile(rf"Step 1 at {shown} 09:00 (CET|CEST)"))).to_be_visible()
     plan_page = new_page()
     plan_page.set_viewport_size({"width": 1024, "height": 900})
     plan_page.goto(chart.frame.url)
