@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,19 @@ def carboplatin_draft(patient: str = "Patient/p1") -> PlanDraft:
 
 def carboplatin_plan() -> Plan:
     return plan_for(carboplatin_draft(), builtin_protocols())
+
+
+def aspirin_draft(patient: str = "Patient/p1") -> PlanDraft:
+    """An oral plan (aspirin in AERD, 325 mg): no pump rate, no bag."""
+    return dataclasses.replace(
+        carboplatin_draft(patient),
+        drug="aspirin",
+        drug_rxnorm=("1191",),
+        target="325 mg",
+        protocol_id="aspirin-aerd-90-min",
+        final_rate_ml_h=None,
+        bag_volume_ml=None,
+    )
 
 
 @dataclass

@@ -4,31 +4,23 @@ clinical.md 1.4) goes into a vein. A nurse at 2 a.m. should not wonder why a lin
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import uuid
 
 from flask import Flask
 
-from fhir_desens.course.bedside.prestart import chart_facts
+from fhir_desens.course.bedside.prestart import ChartFact, chart_facts
 from fhir_desens.course.bedside.record import start_entry
 from fhir_desens.course.draft import plan_for
+from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.library import builtin_protocols
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
 from tests.app.flowsheet import flowsheet, launched_with_a_bedside_session
-from tests.bedside_session import NURSE, START, Bedside, carboplatin_draft, carboplatin_plan
+from tests.bedside_session import NURSE, START, Bedside, aspirin_draft, carboplatin_draft, carboplatin_plan
 from tests.html import text_of
 
-ASPIRIN = dataclasses.replace(
-    carboplatin_draft("Patient/carboplatin-ovarian"),
-    drug="aspirin",
-    drug_rxnorm=("1191",),
-    target="325 mg",
-    protocol_id="aspirin-aerd-90-min",
-    final_rate_ml_h=None,
-    bag_volume_ml=None,
-)
+ASPIRIN = aspirin_draft("Patient/carboplatin-ovarian")
 
 
 def _at_the_checklist(launcher: Launcher, ehr: FakeEhr, app: Flask, oral: bool) -> tuple[str, Bedside]:
@@ -65,9 +57,10 @@ def test_an_infusion_still_asks_for_iv_access(launcher: Launcher, ehr: FakeEhr, 
     assert "iv-access" in bedside.state.missing_checklist()
 
 
-def test_the_chart_findings_ask_for_a_line_for_every_route() -> None:
-    def items(plan):  # type: ignore[no-untyped-def]
-        facts = chart_facts(
+def _chart_facts(plan: Plan) -> list[ChartFact]:
+    """What the chart says before step 1 for ``plan``, from an empty chart."""
+    return list(
+        chart_facts(
             plan,
             observations=[],
             requests=[],
@@ -76,24 +69,17 @@ def test_the_chart_findings_ask_for_a_line_for_every_route() -> None:
             now=START,
             per_body_size=False,
         )
-        return [f.item for f in facts]
+    )
+
+
+def test_the_chart_findings_ask_for_a_line_for_every_route() -> None:
+    def items(plan: Plan) -> list[str]:
+        return [f.item for f in _chart_facts(plan)]
 
     assert "iv-access" in items(carboplatin_plan())
     assert "iv-access" in items(plan_for(ASPIRIN, builtin_protocols()))
 
 
 def test_the_chart_finding_for_an_oral_plan_says_the_line_is_for_rescue() -> None:
-    [fact] = [
-        f
-        for f in chart_facts(
-            plan_for(ASPIRIN, builtin_protocols()),
-            observations=[],
-            requests=[],
-            administrations=[],
-            consents=[],
-            now=START,
-            per_body_size=False,
-        )
-        if f.item == "iv-access"
-    ]
+    [fact] = [f for f in _chart_facts(plan_for(ASPIRIN, builtin_protocols())) if f.item == "iv-access"]
     assert "rescue treatment" in fact.finding

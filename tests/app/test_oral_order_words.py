@@ -3,8 +3,6 @@ order", an infusion a "standard-rate order" (signed page, its lifecycle messages
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from fhir_desens.course.draft import plan_for
@@ -12,7 +10,7 @@ from fhir_desens.course.readback import INFUSED_ORDER, ORAL_ORDER, order_name
 from fhir_desens.protocol.library import builtin_protocols
 from smart_app.bedside import page
 from tests.app.signer import Signer
-from tests.bedside_session import Bedside, carboplatin_draft
+from tests.bedside_session import Bedside, aspirin_draft
 from tests.html import text_of
 
 REASON = "Patient declined further doses after discussion with the allergist"
@@ -52,15 +50,7 @@ def test_an_infusion_keeps_its_standard_rate_order(signer: Signer) -> None:
 
 
 def test_the_finished_flowsheet_names_the_order_by_the_route() -> None:
-    aspirin = dataclasses.replace(
-        carboplatin_draft(),
-        drug="aspirin",
-        drug_rxnorm=("1191",),
-        target="325 mg",
-        protocol_id="aspirin-aerd-90-min",
-        final_rate_ml_h=None,
-        bag_volume_ml=None,
-    )
+    aspirin = aspirin_draft()
     oral = Bedside(plan=plan_for(aspirin, builtin_protocols()), draft=aspirin).state
     infused = Bedside().state
     assert (page.order_name(oral), page.standard_way(oral)) == ("standard-dose order", "as a standard dose")
