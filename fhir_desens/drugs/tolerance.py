@@ -34,6 +34,7 @@ from typing import Any
 
 from fhir_desens.errors import InputError
 from fhir_desens.protocol.crossreactivity import DrugRef, classes_of, ingredients_of
+from fhir_desens.protocol.display import moment_text
 
 __all__ = [
     "DoseEvidence",
@@ -238,7 +239,7 @@ def rule_for(drug: DrugRef) -> MaintenanceRule | None:
 def format_window(when: datetime, tz: tzinfo | None = None) -> str:
     """'Thu 3 Dec 2026 10:00 UTC' in the given zone (the dose's own zone by default)."""
     local = when.astimezone(tz) if tz is not None else when
-    return f"{local:%a} {local.day} {local:%b %Y %H:%M} {local.tzname() or ''}".rstrip()
+    return f"{local:%a} {moment_text(local)}"  # the app's one date-time format, with the weekday
 
 
 def _latest(doses: Iterable[DoseEvidence]) -> DoseEvidence | None:

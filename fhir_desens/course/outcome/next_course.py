@@ -24,6 +24,7 @@ from datetime import tzinfo
 
 from fhir_desens.course.outcome.record import SessionOutcome
 from fhir_desens.course.outcome.wording import reaction_summary
+from fhir_desens.protocol.display import date_text
 from fhir_desens.protocol.model import Protocol, ProtocolKind
 from fhir_desens.protocol.risk import HIGH_RISK_IV
 
@@ -67,7 +68,7 @@ def _last_session(outcome: SessionOutcome, tz: tzinfo | None) -> str:
         else f"stopped after step {outcome.steps_completed} of {outcome.steps_planned}"
     )
     return (
-        f"Last session {ended.day} {ended:%b %Y}: {outcome.drug.text} {outcome.dose}, {outcome.protocol_title}, "
+        f"Last session {date_text(ended.date())}: {outcome.drug.text} {outcome.dose}, {outcome.protocol_title}, "
         f"{progress}; breakthrough reaction: {reaction_summary(outcome, tz)}."
     )
 

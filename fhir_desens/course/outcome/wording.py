@@ -24,6 +24,7 @@ from datetime import datetime, tzinfo
 
 from fhir_desens.course.outcome.record import BreakthroughReaction, SessionOutcome
 from fhir_desens.drugs.tolerance import MaintenanceRule, format_window
+from fhir_desens.protocol.display import date_text
 
 __all__ = [
     "maintenance_sentence",
@@ -50,7 +51,7 @@ def outcome_marker(outcome: SessionOutcome) -> str:
 
 def _date(when: datetime, tz: tzinfo | None) -> str:
     local = when.astimezone(tz) if tz is not None else when
-    return f"{local.day} {local:%b %Y}"
+    return date_text(local.date())
 
 
 def maintenance_sentence(rule: MaintenanceRule | None) -> str:
