@@ -19,6 +19,8 @@ Use them from any test under ``tests/integration`` (every test collected here is
     started is stopped after the test. A start costs about one second.
 ``unique_system``
     A fresh ``urn:uuid:...`` identifier system to tag a test's resources.
+``http``
+    A ``requests.Session`` accepting FHIR JSON, for raw-HTTP tests (helpers in ``fhir_wire.py``).
 
 Without Node 20 or the npm packages (``make node``) these fixtures skip the test locally and fail it
 when ``CI=true``.
@@ -33,11 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.errors import ConfigurationError, FhirServerError
 from fhir_desens.sandbox.fhir_server import FhirServerProcess
 from tests.conftest import in_ci
+from tests.integration.fhir_wire import FHIR_JSON
 
 _HERE = Path(__file__).resolve().parent
 
@@ -130,6 +134,14 @@ def fhir_server_factory() -> Iterator[Callable[..., FhirServerProcess]]:
 def unique_system() -> str:
     """A fresh identifier system: tag your resources with it and search with ``identifier=<system>|``."""
     return f"urn:uuid:{uuid.uuid4()}"
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    """A ``requests`` session that accepts FHIR JSON, for raw-HTTP tests (helpers in fhir_wire.py)."""
+    with requests.Session() as session:
+        session.headers["Accept"] = FHIR_JSON
+        yield session
 
 
 # --- the Java services (java/, built by `make java`) ---------------------------------------------
