@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from flask import Flask
+from werkzeug.test import TestResponse
 
 from fhir_desens.course.bedside.record import BedsideRecord
 from fhir_desens.protocol.library import builtin_protocols
@@ -35,3 +36,19 @@ def flowsheet(launcher: Launcher, sid: str, bedside: Bedside) -> str:
     response = launcher.get(f"/s/{sid}/bedside/{bedside.session_id}")
     assert response.status_code == 200
     return response.get_data(as_text=True)
+
+
+def launched_with_step_one_running(launcher: Launcher, ehr: FakeEhr, app: Flask) -> tuple[str, Bedside]:
+    """:func:`launched_with_a_bedside_session`, started, with step 1 running (not yet stopped)."""
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    bedside.start()
+    bedside.run_row(1, stop=False)
+    return sid, bedside
+
+
+def post_entry(launcher: Launcher, app: Flask, sid: str, bedside: Bedside, **fields: str) -> TestResponse:
+    """The flowsheet's form posted with ``fields`` and the app session's CSRF token."""
+    token = str(app.extensions["fhir_desens"].store.get("session", sid)["csrf"])
+    return launcher.client.post(
+        f"/s/{sid}/bedside/{bedside.session_id}", data={"csrf_token": token, **fields}
+    )

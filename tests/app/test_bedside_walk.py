@@ -18,7 +18,12 @@ from fhir_desens.errors import InputError
 from fhir_desens.protocol.library import builtin_protocols
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
-from tests.app.flowsheet import flowsheet, launched_with_a_bedside_session
+from tests.app.flowsheet import (
+    flowsheet,
+    launched_with_a_bedside_session,
+    launched_with_step_one_running,
+    post_entry,
+)
 from tests.bedside_session import Bedside, carboplatin_draft
 from tests.html import text_of
 
@@ -26,6 +31,13 @@ from tests.html import text_of
 def _reaction_form(html: str) -> str:
     [form] = re.findall(r'<section id="reaction".*?</section>', html, re.S)
     return str(form)
+
+
+def _refused_reaction(launcher: Launcher, app: Flask, sid: str, bedside: Bedside, **fields: str) -> str:
+    """The page's words after posting a reaction with itching and ``fields`` (asserted refused: 400)."""
+    response = post_entry(launcher, app, sid, bedside, kind="reaction", symptoms="itching", **fields)
+    assert response.status_code == 400
+    return text_of(response.get_data(as_text=True))
 
 
 def test_hives_are_one_symptom_with_one_code() -> None:
@@ -40,9 +52,7 @@ def test_hives_are_one_symptom_with_one_code() -> None:
 def test_the_reaction_form_offers_hives_once_and_no_preselected_grade(
     launcher: Launcher, ehr: FakeEhr, app: Flask
 ) -> None:
-    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
-    bedside.start()
-    bedside.run_row(1, stop=False)
+    sid, bedside = launched_with_step_one_running(launcher, ehr, app)
     form = _reaction_form(flowsheet(launcher, sid, bedside))
     symptoms = re.findall(r'name="symptoms" value="([^"]+)"> ([^<]+)</label>', form)
     assert [label for _, label in symptoms if "ives" in label or "rticaria" in label] == ["Hives (urticaria)"]
@@ -55,24 +65,10 @@ def test_the_reaction_form_offers_hives_once_and_no_preselected_grade(
 def test_a_reaction_without_a_grade_is_refused_naming_the_grade(
     launcher: Launcher, ehr: FakeEhr, app: Flask
 ) -> None:
-    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
-    bedside.start()
-    bedside.run_row(1, stop=False)
-    services = app.extensions["fhir_desens"]
-    token = str(services.store.get("session", sid)["csrf"])
-    response = launcher.client.post(
-        f"/s/{sid}/bedside/{bedside.session_id}",
-        data={
-            "csrf_token": token,
-            "kind": "reaction",
-            "entry_id": "reaction-without-grade-1",
-            "symptoms": "itching",
-            "grade": "",
-            "phenotype": "type-i",
-        },
+    sid, bedside = launched_with_step_one_running(launcher, ehr, app)
+    text = _refused_reaction(
+        launcher, app, sid, bedside, entry_id="reaction-without-grade-1", grade="", phenotype="type-i"
     )
-    assert response.status_code == 400
-    text = text_of(response.get_data(as_text=True))
     assert "Not recorded." in text and "Grade (Brown): choose the severity" in text, text[:800]
     assert not bedside.state.reactions
 
@@ -81,9 +77,7 @@ def test_a_session_recorded_with_wheals_still_shows_them_in_words(
     launcher: Launcher, ehr: FakeEhr, app: Flask
 ) -> None:
     """An older session recorded "wheal" (Wheal (finding) 247472004): it is still read and shown."""
-    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
-    bedside.start()
-    bedside.run_row(1, stop=False)
+    sid, bedside = launched_with_step_one_running(launcher, ehr, app)
     bedside.record("step-stop", row=1)
     bedside.record("symptom-check", row=1, symptoms=["wheal", "abdominal-pain"])
     bedside.run_row(2, 5, stop=False)
@@ -111,9 +105,7 @@ def test_no_treatment_is_preselected_and_one_is_required(
     launcher: Launcher, ehr: FakeEhr, app: Flask
 ) -> None:
     """The treatment list opened on "Epinephrine IM": one careless click recorded epinephrine as given."""
-    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
-    bedside.start()
-    bedside.run_row(1, stop=False)
+    sid, bedside = launched_with_step_one_running(launcher, ehr, app)
     bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
     html = flowsheet(launcher, sid, bedside)
     [select] = re.findall(r'<select id="t-kind" name="treatment"[^>]*>(.*?)</select>', html, re.S)
@@ -170,28 +162,15 @@ def test_no_phenotype_is_preselected_and_a_reaction_without_one_is_refused_in_wo
     launcher: Launcher, ehr: FakeEhr, app: Flask
 ) -> None:
     """The phenotype list opened on "Type I-like": a reaction recorded in a hurry got a phenotype nobody judged."""
-    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
-    bedside.start()
-    bedside.run_row(1, stop=False)
+    sid, bedside = launched_with_step_one_running(launcher, ehr, app)
     form = _reaction_form(flowsheet(launcher, sid, bedside))
     [select] = re.findall(r'<select id="r-phenotype" name="phenotype"[^>]*>(.*?)</select>', form, re.S)
     assert re.search(r"<option value=\"\" selected disabled>Choose the phenotype", select)
     assert re.findall(r'value="([^"]*)"', select) == ["", *rx.PHENOTYPES]
     assert " required" in re.findall(r'<select id="r-phenotype"[^>]*>', form)[0]
-    services = app.extensions["fhir_desens"]
-    token = str(services.store.get("session", sid)["csrf"])
-    response = launcher.client.post(
-        f"/s/{sid}/bedside/{bedside.session_id}",
-        data={
-            "csrf_token": token,
-            "kind": "reaction",
-            "entry_id": "reaction-without-phenotype-1",
-            "symptoms": "itching",
-            "grade": "mild",
-        },
+    text = _refused_reaction(
+        launcher, app, sid, bedside, entry_id="reaction-without-phenotype-1", grade="mild"
     )
-    assert response.status_code == 400
-    text = text_of(response.get_data(as_text=True))
     assert "Not recorded." in text and "Phenotype: choose the kind of reaction" in text, text[:800]
     assert "Type I-like (IgE / mast cell)" in text and "type-i" not in text
     assert not bedside.state.reactions
