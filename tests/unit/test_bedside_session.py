@@ -255,3 +255,22 @@ def test_tampered_bedside_numbers_are_refused_with_the_field_named(value: str) -
     assert refused.value.field == "volume_ml" and refused.value.accepted
     bedside.record("step-stop", row=1)
     assert [s.status for s in bedside.state.segments] == ["completed"]
+
+
+@pytest.mark.requirement("BED-3")
+def test_the_last_step_shows_its_planned_volume_until_it_is_next() -> None:
+    """Before the session reaches it, the last row's volume is the plan's, not the whole target less what
+    was given so far (carboplatin's step 12 read 251.9 mL at the start, penicillin V's 16.2 mL for 8 mL);
+    once it is next it carries exactly what remains of the target."""
+    bedside = Bedside()
+    bedside.start()
+    state = bedside.state
+    last = state.rows[-1]
+    assert state.to_deliver(last) == last.step.volume_ml
+    for row in state.rows[:-1]:
+        bedside.run_row(row.number)
+    state = bedside.state
+    assert state.next_row() is state.rows[-1]
+    concentration = state.concentration(last.solution)
+    assert concentration is not None
+    assert state.to_deliver(state.rows[-1]) == (state.target - state.delivered) / concentration

@@ -176,11 +176,17 @@ class SessionState:
         return shown.dose_text(step.dose.value, step.dose.unit)
 
     def to_deliver(self, row: Row) -> Decimal | None:
-        """The volume still to run in ``row`` (the last row carries exactly what remains of the target)."""
+        """The volume still to run in ``row``. The last row carries exactly what remains of the target, but
+        only once it is next: before that, rows still to run come between, and target less what was given
+        so far would count their doses in it too (penicillin V's last step read 16.2 mL, not 8 mL)."""
         concentration = self.concentration(row.solution)
         if row.step.volume_ml is None or concentration is None:
             return None
-        if row is self.rows[-1] and self.plan.protocol.target_kind is TargetKind.CUMULATIVE:
+        if (
+            row is self.rows[-1]
+            and self.plan.protocol.target_kind is TargetKind.CUMULATIVE
+            and row is self.next_row()
+        ):
             return div(sub(self.target, self.delivered), concentration)
         return row.step.volume_ml
 
