@@ -99,6 +99,12 @@ def test_the_sheets_name_the_drug_prepared_when_the_protocol_gives_another_than_
         assert "Drug Penicillin V potassium (given for the order of penicillin G benzathine)" in text, text[
             :900
         ]
+    # the printed worksheet's own facts too, and its solutions say what their volume is: the doses' (the
+    # pharmacy sheet makes more, for the dilutions), not "Prepared"
+    printed = text_of(planner.client.get(f"/s/{sid}/plan/{draft_id}/print").get_data(as_text=True))
+    worksheet = printed[printed.index("Worksheet Protocol") :]
+    assert "Drug Penicillin V potassium (given for the order of penicillin G benzathine)" in worksheet
+    assert "Volume the doses take" in worksheet and "Prepared " not in worksheet.split("Steps")[0]
     carboplatin = planner.launch("carboplatin-ovarian")
     plain = planner.create(carboplatin)
     assert "Drug Carboplatin Target" in text_of(
