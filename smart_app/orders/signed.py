@@ -53,6 +53,9 @@ def load_signed_plan(
         if start is not None and start.tzinfo is not None:  # the orders' own clock, shown in the site's zone
             started_at = start.astimezone(services().settings.zone)
         planned = start is not None and start.tzinfo is not None
-        worksheet = worksheet_for(signed.plan, started_at or services().site_now(), planned=planned)
+        rxnorm = signed.draft.drug_rxnorm if signed.draft is not None else ()
+        worksheet = worksheet_for(
+            signed.plan, started_at or services().site_now(), planned=planned, rxnorm=rxnorm
+        )
     values = {f.name: getattr(signed, f.name) for f in fields(SignedPlan)}
     return SignedPlanPage(**values, worksheet=worksheet)

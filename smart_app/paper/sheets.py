@@ -92,7 +92,6 @@ class Paper:
     labels: tuple[Label, ...]
     preparation: tuple[PreparationLine, ...]
     preparation_note: str
-    as_supplied: frozenset[int] = frozenset()  # solutions that are the commercial product, not diluted
     drug_text: str | None = None  # the drug given when it is not the one ordered (see :func:`_drug_text`)
 
 
@@ -116,6 +115,40 @@ def _products(plan: Plan, rxnorm: tuple[str, ...]) -> PlanProducts | None:
 def drug_given(plan: Plan, rxnorm: tuple[str, ...] = ()) -> str | None:
     """What is given when the protocol gives another drug than the order (None: the drug planned)."""
     return _drug_text(_products(plan, rxnorm))
+
+
+AS_SUPPLIED = "none: the product as supplied"
+
+
+@dataclass(frozen=True)
+class MadeSolution:
+    """What the pharmacy makes of one oral solution, as both sheets state it (one truth)."""
+
+    prepared: str  # "10 mL": the volume made (what the doses take, the next dilution's draw, spare)
+    diluent: str  # "water", or AS_SUPPLIED for the commercial product used undiluted
+
+
+def made_solutions(plan: Plan, rxnorm: tuple[str, ...] = ()) -> dict[int, MadeSolution]:
+    """Per oral solution, the volume made and its diluent from the serial dilutions of the pharmacy
+    sheet (empty when the product's concentration is not known or the plan is not oral)."""
+    return {
+        number: MadeSolution(shown.volume_text(step.final_ml), "water" if step.diluent_ml else AS_SUPPLIED)
+        for number, step in _dilutions(plan, _products(plan, rxnorm)).items()
+    }
+
+
+def _stock_product(plan: Plan, products: PlanProducts | None) -> Product | None:
+    liquids = [s for s in plan.solutions if s.concentration is not None]
+    return _product(products, liquids[0].number) if liquids else None
+
+
+def _dilutions(plan: Plan, products: PlanProducts | None) -> dict[int, DilutionStep]:
+    """The serial dilutions of an oral plan from its product (empty: not oral, or no stock known)."""
+    stock_product = _stock_product(plan, products)
+    stock = stock_product.stock_concentration if stock_product is not None else None
+    if not is_oral(plan) or stock is None or not any(s.concentration is not None for s in plan.solutions):
+        return {}
+    return {step.solution: step for step in serial_dilutions(plan, stock)}
 
 
 def _product(products: PlanProducts | None, number: int) -> Product | None:
@@ -348,17 +381,14 @@ def paper_for(
     labelled size from the site's setting (``FHIR_DESENS_BAG_OVERFILL_ML``)."""
     products = _products(plan, rxnorm)
     liquids = [s for s in plan.solutions if s.concentration is not None]
-    stock_product = _product(products, liquids[0].number) if liquids else None
+    stock_product = _stock_product(plan, products)
     stock = stock_product.stock_concentration if stock_product is not None else None
     lines: list[PreparationLine] = []
     bags: dict[int, BagPreparation] = {}
-    dilutions: dict[int, DilutionStep] = {}
+    dilutions = _dilutions(plan, products)
     if is_oral(plan):
         note = _oral_note(plan, liquids, stock is not None)
-        if stock is not None and liquids:
-            for step in serial_dilutions(plan, stock):
-                dilutions[step.solution] = step
-                lines.append(PreparationLine(step.solution, _dilution_line(step)))
+        lines += [PreparationLine(n, _dilution_line(step)) for n, step in dilutions.items()]
     else:
         sizes = sorted({s.volume_ml for s in liquids if s.volume_ml is not None})
         overfill = "; ".join(
@@ -379,11 +409,6 @@ def paper_for(
         _label(plan, s, products, bags.get(s.number), len(plan.solutions), dilutions.get(s.number))
         for s in plan.solutions
     )
-    as_supplied = frozenset(n for n, step in dilutions.items() if step.diluent_ml == 0)
     return Paper(
-        labels=labels,
-        preparation=tuple(lines),
-        preparation_note=note,
-        as_supplied=as_supplied,
-        drug_text=_drug_text(products),
+        labels=labels, preparation=tuple(lines), preparation_note=note, drug_text=_drug_text(products)
     )

@@ -60,4 +60,12 @@ def _compute(draft: PlanDraft, version: str) -> Computed:
         plan = drafts.plan_for(draft)
     except (InputError, SafetyViolation) as error:  # e.g. an imported protocol changed under the draft
         return Computed(version, None, field_error(error, default="protocol"), None, suggestion, None, dose)
-    return Computed(version, plan, None, drafts.review_of(draft, plan), suggestion, plan_sheet(plan), dose)
+    return Computed(
+        version,
+        plan,
+        None,
+        drafts.review_of(draft, plan),
+        suggestion,
+        plan_sheet(plan, draft.drug_rxnorm),
+        dose,
+    )

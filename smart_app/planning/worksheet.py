@@ -11,6 +11,7 @@ from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
 from fhir_desens.protocol.model import ProtocolKind
 from fhir_desens.protocol.report import is_oral, rate_text
+from smart_app.paper.sheets import MadeSolution, drug_given, made_solutions
 from smart_app.planning.forms import CLOSING_TEXT
 from smart_app.planning.timeline import timeline_svg
 
@@ -30,6 +31,7 @@ class SolutionRow:
     steps: str  # "1-4": the steps that use it
     preparation: str | None = None  # the protocol's stated recipe (authored tables), for the pharmacy
     tablets: bool = False  # tablets or capsules given as supplied (no volume, no diluent)
+    prepared: str | None = None  # oral solutions: the volume the pharmacy makes (the pharmacy sheet's)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,14 @@ class Worksheet:
     timeline_svg: str = field(repr=False)
     clock_basis: str = "if started now"  # or "from the planned start"
     pump_note: str | None = None  # how the rates are to be programmed
+    #: the drug prepared and given when the protocol gives another than the order ("Penicillin V
+    #: potassium (given for the order of Penicillin G benzathine)"); None: the plan's drug
+    drug_given: str | None = None
+
+    @property
+    def oral_prepared(self) -> bool:
+        """Whether the solutions table has a "Prepared" column (oral solutions made by the pharmacy)."""
+        return any(s.prepared is not None for s in self.solutions)
 
     @property
     def step_count(self) -> int:
@@ -142,7 +152,7 @@ def _ranges(numbers: list[int]) -> str:
     return str(numbers[0]) if len(numbers) == 1 else f"{numbers[0]}-{numbers[-1]}"
 
 
-def _solution_row(plan: Plan, solution: PlannedSolution) -> SolutionRow:
+def _solution_row(plan: Plan, solution: PlannedSolution, made: MadeSolution | None = None) -> SolutionRow:
     dose_unit = plan.dose_unit
     steps = [s.number for s in plan.steps if s.solution == solution.number]
     if solution.unit_dose is not None:  # tablets/capsules
@@ -169,9 +179,10 @@ def _solution_row(plan: Plan, solution: PlannedSolution) -> SolutionRow:
         volume=_ml(solution.volume_ml),
         drug_amount=_amount(solution.drug_amount.value, dose_unit),
         infused=_ml(solution.volume_infused_ml),
-        diluent=solution.diluent or "—",
+        diluent=made.diluent if made is not None else (solution.diluent or "—"),
         steps=_ranges(steps),
         preparation=None if solution.preparation is None else solution.preparation.text,
+        prepared=None if made is None else made.prepared,
     )
 
 
@@ -200,20 +211,25 @@ def _step_row(plan: Plan, step: PlannedStep, start: datetime) -> StepRow:
     )
 
 
-def worksheet_for(plan: Plan, started_at: datetime, *, planned: bool = False) -> Worksheet:
+def worksheet_for(
+    plan: Plan, started_at: datetime, *, planned: bool = False, rxnorm: tuple[str, ...] = ()
+) -> Worksheet:
     """The worksheet of an engine plan; clock times count from ``started_at`` (timezone-aware):
-    the planned start (``planned``), else "if started now"."""
-    return at_start(plan_sheet(plan), plan, started_at, planned=planned)
+    the planned start (``planned``), else "if started now". ``rxnorm``: the ordered drug's codes."""
+    return at_start(plan_sheet(plan, rxnorm), plan, started_at, planned=planned)
 
 
 #: the clock :func:`plan_sheet` counts from; :func:`at_start` replaces every time computed from it
 _NO_CLOCK = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def plan_sheet(plan: Plan) -> Worksheet:
+def plan_sheet(plan: Plan, rxnorm: tuple[str, ...] = ()) -> Worksheet:
     """Everything of the worksheet that depends on the plan alone (the step table, the timeline SVG,
-    the texts), to be memoized per plan; its clock times are placeholders until :func:`at_start`."""
+    the texts), to be memoized per plan; its clock times are placeholders until :func:`at_start`.
+    ``rxnorm`` (the ordered drug's codes) finds the products: the drug prepared, and what the pharmacy
+    makes of each oral solution, as the pharmacy sheet says it."""
     protocol = plan.protocol
+    made = made_solutions(plan, rxnorm)
     return Worksheet(
         title=protocol.title,
         protocol_id=protocol.id,
@@ -228,7 +244,7 @@ def plan_sheet(plan: Plan) -> Worksheet:
         dose_unit=shown.unit_text(plan.dose_unit),
         closing=CLOSING_TEXT.get(plan.closing) if plan.closing is not None else None,
         final_rate=None if plan.final_rate_ml_h is None else f"{rate_text(plan, plan.final_rate_ml_h)} mL/h",
-        solutions=tuple(_solution_row(plan, s) for s in plan.solutions),
+        solutions=tuple(_solution_row(plan, s, made.get(s.number)) for s in plan.solutions),
         steps=tuple(_step_row(plan, s, _NO_CLOCK) for s in plan.steps),
         total_minutes=shown.minutes_text(plan.total_minutes).removesuffix(" min"),
         total_time=shown.clock_text(plan.total_minutes),
@@ -244,6 +260,7 @@ def plan_sheet(plan: Plan) -> Worksheet:
         warnings=plan.warnings,
         timeline_svg=timeline_svg(plan),
         pump_note=_pump_note(plan),
+        drug_given=drug_given(plan, rxnorm),
     )
 
 

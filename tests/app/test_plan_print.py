@@ -99,14 +99,44 @@ def test_the_sheets_name_the_drug_prepared_when_the_protocol_gives_another_than_
         assert "Drug Penicillin V potassium (given for the order of penicillin G benzathine)" in text, text[
             :900
         ]
-    # the printed worksheet's own facts too, and its solutions say what their volume is: the doses' (the
-    # pharmacy sheet makes more, for the dilutions), not "Prepared"
+    # the worksheet's own facts too, printed and on the plan page, and its solutions say what their volume
+    # is: the doses' ("Volume the doses take"), beside what the pharmacy prepares
     printed = text_of(planner.client.get(f"/s/{sid}/plan/{draft_id}/print").get_data(as_text=True))
-    worksheet = printed[printed.index("Worksheet Protocol") :]
-    assert "Drug Penicillin V potassium (given for the order of penicillin G benzathine)" in worksheet
-    assert "Volume the doses take" in worksheet and "Prepared " not in worksheet.split("Steps")[0]
+    on_screen = text_of(planner.page(sid, draft_id).get_data(as_text=True))
+    for page in (printed, on_screen):
+        worksheet = page[page.index("Worksheet Protocol") :]
+        assert "Drug Penicillin V potassium (given for the order of penicillin G benzathine)" in worksheet
+        assert "Drug Penicillin G benzathine" not in worksheet
+        assert "Prepared Volume the doses take" in worksheet
     carboplatin = planner.launch("carboplatin-ovarian")
     plain = planner.create(carboplatin)
     assert "Drug Carboplatin Target" in text_of(
         planner.client.get(f"/s/{carboplatin}/plan/{plain}/pharmacy").get_data(as_text=True)
     )
+
+
+def test_both_sheets_say_one_thing_of_what_the_pharmacy_prepares(planner: Planner) -> None:
+    """TMP-SMX: the worksheet said diluent "water" and "5 mL" for the suspension the pharmacy sheet uses
+    undiluted and dispenses as 10 mL. Every solution's diluent and prepared volume are now the pharmacy's
+    on the worksheet (printed and on screen) and on the pharmacy sheet."""
+    sid = planner.launch("tmp-smx-hiv")
+    draft_id = planner.create(sid, target_dose="960", dose_unit="mg")
+    pharmacy = text_of(planner.client.get(f"/s/{sid}/plan/{draft_id}/pharmacy").get_data(as_text=True))
+    assert "Solution 5: Use the commercial product as it is: 10 mL of 40 mg/mL." in pharmacy
+    assert (
+        "Solution 4: Measure 1 mL of solution 5 (40 mg/mL), add 9 mL of water: 10 mL of 4 mg/mL." in pharmacy
+    )
+    undiluted = (
+        "5. Suspension undiluted (sulfamethoxazole) 200 mg none: the product as supplied 10 mL 5 mL 40 mg/mL"
+    )
+    assert undiluted in pharmacy
+    assert "4. Suspension 1:10 (sulfamethoxazole) 20 mg water 10 mL 5 mL 4 mg/mL" in pharmacy
+    printed = text_of(planner.client.get(f"/s/{sid}/plan/{draft_id}/print").get_data(as_text=True))
+    on_screen = text_of(planner.page(sid, draft_id).get_data(as_text=True))
+    for page in (printed, on_screen):
+        solutions = page[page.index("Solutions Solution") : page.index("Steps Step")]
+        assert (
+            "5. Suspension undiluted (sulfamethoxazole) 40 mg/mL 10 mL 5 mL 200 mg 5 mL none: the product as supplied 5"
+            in solutions
+        )
+        assert "4. Suspension 1:10 (sulfamethoxazole) 4 mg/mL 10 mL 5 mL 20 mg 5 mL water 4" in solutions
