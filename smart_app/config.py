@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fhir_desens.client.smart import is_loopback
 from fhir_desens.errors import ConfigurationError
 from fhir_desens.protocol.model import MAX_OVERFILL_FRACTION
-from fhir_desens.protocol.preparation import DEFAULT_OVERFILL_ML
+from fhir_desens.protocol.preparation import DEFAULT_MIN_DRAW_ML, DEFAULT_OVERFILL_ML
 
 ENV_PREFIX = "FHIR_DESENS_"
 
@@ -62,6 +62,9 @@ VARIABLES: dict[str, tuple[Any, str]] = {
     "PUMP_RESOLUTION_ML_H": ("0.1", "str"),
     # What the site's bags really hold over their label, per bag size: "250=25, 100=10" (mL=mL).
     "BAG_OVERFILL_ML": (None, "list"),
+    # The smallest volume the pharmacy sheet asks to be drawn into a syringe for a bag (mL); a smaller or
+    # finer stock volume is drawn from an intermediate dilution (INV-26).
+    "MIN_DRAW_ML": (None, "str"),
 }
 
 MIN_SECRET_LENGTH = 32
@@ -118,6 +121,8 @@ class Settings:
     #: overfill per labelled bag size (mL -> mL) for the pharmacy sheet and labels: the defaults with the
     #: site's own values (``BAG_OVERFILL_ML``) over them
     bag_overfill_ml: Mapping[Decimal, Decimal] = field(default_factory=lambda: dict(DEFAULT_OVERFILL_ML))
+    #: the smallest volume drawn into a syringe for a bag (``MIN_DRAW_ML``, INV-26)
+    min_draw_ml: Decimal = DEFAULT_MIN_DRAW_ML
 
     @property
     def zone(self) -> tzinfo:
@@ -298,6 +303,7 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         dose_tolerance_percent=_tolerance(values.get("DOSE_TOLERANCE_PERCENT")),
         pump_resolution_ml_h=_pump_resolution(values.get("PUMP_RESOLUTION_ML_H")),
         bag_overfill_ml=_bag_overfill(values.get("BAG_OVERFILL_ML") or ()),
+        min_draw_ml=_min_draw(values.get("MIN_DRAW_ML")),
     )
 
 
@@ -339,6 +345,25 @@ def _tolerance(raw: Any) -> Decimal:
     if not value.is_finite() or not Decimal(0) <= value <= Decimal(100):
         raise ConfigurationError(
             f"{ENV_PREFIX}DOSE_TOLERANCE_PERCENT: {raw!r} is not a percentage from 0 to 100"
+        )
+    return value
+
+
+#: the largest minimum draw accepted: a 1 mL syringe's whole (a larger value is a typo)
+MAX_MIN_DRAW_ML = Decimal(1)
+
+
+def _min_draw(raw: Any) -> Decimal:
+    """MIN_DRAW_ML: a volume in mL on a 1 mL syringe's 0.01 mL marks, from 0.01 to 1."""
+    text = str(raw if raw is not None else DEFAULT_MIN_DRAW_ML).strip()
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or not Decimal("0.01") <= value <= MAX_MIN_DRAW_ML or value % Decimal("0.01"):
+        raise ConfigurationError(
+            f"{ENV_PREFIX}MIN_DRAW_ML: {raw!r} is not a volume in mL from 0.01 to {MAX_MIN_DRAW_ML} on 0.01 mL "
+            "marks (e.g. 0.1, 0.2)"
         )
     return value
 

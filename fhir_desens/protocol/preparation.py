@@ -3,7 +3,12 @@
 IV bags: from the stock concentration, the volume of stock that holds the bag's drug amount, and the
 diluent to take out of a commercial bag first so the bag ends at its planned volume. A bag holds more
 than its label (overfill); how much is a site setting per bag size (:data:`DEFAULT_OVERFILL_ML`), since
-it differs by manufacturer. Oral solutions: serial dilutions, the strongest made from the commercial
+it differs by manufacturer. Every volume drawn for a bag is measured exactly on syringe marks and is at
+least the site's minimum draw (INV-26): a stock volume that is smaller or finer than the marks (0.04 mL
+of carboplatin 10 mg/mL for the 1:1000 bag of 400 mg) is drawn from an intermediate dilution (1 mL of
+stock made up to 10 mL: 0.4 mL of 1 mg/mL). When no exact measurable preparation exists (the last bag
+of a reduced final bag holds the target minus what the bags before delivered, to 8 digits) the nearest
+measurable one is given with the difference stated, never silently. Oral solutions: serial dilutions, the strongest made from the commercial
 product, each weaker one from the next stronger (e.g. penicillin V 80,000 -> 10,000 -> 1,000 units/mL).
 Every value is exact; the sheets round them by the display policy.
 """
@@ -11,13 +16,14 @@ Every value is exact; the sheets round them by the display policy.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from dataclasses import dataclass, replace
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 from fhir_desens.errors import DesensError
 from fhir_desens.protocol import display
 from fhir_desens.protocol.calculate import Plan, PlannedSolution
 from fhir_desens.protocol.quantity import Quantity, add, div, mul, sub
+from fhir_desens.protocol.syringes import SYRINGES, Fill, measurable_volume, syringe_fills
 
 #: Overfill by labelled bag size (mL -> mL), as commonly stated (e.g. PharmacyDoc: 100 mL bags hold
 #: about 110 mL, 250 mL bags about 275 mL). A site overrides it with what its bags really hold.
@@ -28,6 +34,20 @@ DEFAULT_OVERFILL_ML: Mapping[Decimal, Decimal] = {
     Decimal(500): Decimal(30),
     Decimal(1000): Decimal(50),
 }
+#: The smallest volume the pharmacy sheet asks to be drawn into a syringe for an IV bag (mL; the site's
+#: setting ``FHIR_DESENS_MIN_DRAW_ML``). 0.1 mL is a judgement, not a published standard: it is ten marks
+#: of a 1 mL syringe (0.01 mL marks), so a reading off by half a mark stays within 5 %; at 0.04 mL the
+#: same half mark is 12.5 %. PharmacyDoc2018 (clinical.md, prior art) rounds draws to syringe marks and
+#: uses an intermediate dilution for the same reason.
+DEFAULT_MIN_DRAW_ML = Decimal("0.1")
+#: Intermediate dilutions tried, the weakest first: stock 1 in 10, then 1 in 100.
+DILUTION_FACTORS = (Decimal(10), Decimal(100))
+#: An intermediate dilution is made up in a syringe to its full-capacity mark (mL), the smallest that
+#: holds what the bag takes with ORAL_SPARE to spare.
+INTERMEDIATE_SYRINGES_ML = tuple(s.capacity_ml for s in SYRINGES if s.capacity_ml >= 10)
+#: the places a volume is rounded to (half-up) when no exact measurable preparation exists
+_NEAREST_PLACES = (Decimal("0.01"), Decimal("0.1"), Decimal(1))
+
 #: Oral solutions are made with at least this much to spare over what the doses and the next
 #: dilution take, rounded up to whole 5 mL (spills, the dead volume of an oral syringe).
 ORAL_SPARE = Decimal("1.2")
@@ -35,18 +55,44 @@ ORAL_ROUND_ML = Decimal(5)
 
 
 @dataclass(frozen=True)
+class IntermediateDilution:
+    """Stock diluted in a syringe before it goes into a bag: ``stock`` (fills of stock) made up to
+    ``final_ml`` (the syringe's full mark) with the bag's diluent gives ``concentration``."""
+
+    factor: Decimal  # 10: 1 in 10
+    stock: tuple[Fill, ...]
+    final_ml: Decimal
+    concentration: Quantity
+
+
+@dataclass(frozen=True)
 class BagPreparation:
-    """One IV bag: take a ``bag_ml`` bag (holding ``bag_ml + overfill_ml``), remove ``remove_ml``,
-    add ``stock_ml`` of stock: ``final_ml`` at the planned concentration."""
+    """One IV bag: take a ``bag_ml`` bag (holding ``bag_ml + overfill_ml``), remove ``remove_ml``, add
+    ``added`` (fills of stock, or of ``intermediate`` when there is one): ``final_ml`` at the planned
+    concentration, holding ``prepared_amount`` (= ``drug_amount`` unless ``exact`` is False)."""
 
     solution: int
     bag_ml: Decimal
     overfill_ml: Decimal
-    stock_ml: Decimal | None  # None when the stock concentration is not known
-    remove_ml: Decimal | None  # None when unknown; 0 when nothing is removed
+    stock_ml: Decimal | None  # the exact stock volume for the plan's amount; None: stock not known
+    remove_ml: Decimal | None  # on its syringe's marks; None when unknown; 0 when nothing is removed
     final_ml: Decimal
-    drug_amount: Quantity
+    drug_amount: Quantity  # the plan's (and the orders')
     infuse_only_ml: Decimal | None  # set when less than the bag is infused ("infuse only X mL")
+    added: tuple[Fill, ...] = ()  # what goes into the bag, fill by fill (empty: stock not known)
+    intermediate: IntermediateDilution | None = None
+    prepared_amount: Quantity | None = None  # what the fills put in the bag; None: stock not known
+    minimum_ml: Decimal = DEFAULT_MIN_DRAW_ML
+
+    @property
+    def added_ml(self) -> Decimal:
+        return sum((f.volume_ml for f in self.added), Decimal(0))
+
+    @property
+    def exact(self) -> bool:
+        """Whether what is drawn holds exactly the plan's amount (INV-26); False only when no
+        measurable preparation does, and then the sheet states the difference."""
+        return self.prepared_amount is None or self.prepared_amount.value == self.drug_amount.value
 
 
 @dataclass(frozen=True)
@@ -63,9 +109,13 @@ class DilutionStep:
 
 
 def bag_preparations(
-    plan: Plan, stock: Quantity | None, overfill_ml: Mapping[Decimal, Decimal] = DEFAULT_OVERFILL_ML
+    plan: Plan,
+    stock: Quantity | None,
+    overfill_ml: Mapping[Decimal, Decimal] = DEFAULT_OVERFILL_ML,
+    minimum_ml: Decimal = DEFAULT_MIN_DRAW_ML,
 ) -> tuple[BagPreparation, ...]:
-    """Per IV bag: stock to draw and diluent to remove (exact), overfill from the bag size."""
+    """Per IV bag: what to draw (fills of stock, or of an intermediate dilution), each fill on its
+    syringe's marks and at least ``minimum_ml`` (INV-26), and the diluent to remove for the overfill."""
     result = []
     for solution in plan.solutions:
         if solution.concentration is None or solution.volume_ml is None:
@@ -73,21 +123,91 @@ def bag_preparations(
         bag = solution.volume_ml
         overfill = overfill_ml.get(bag, Decimal(0))
         stock_ml = _stock_volume(solution, stock)
-        remove = None if stock_ml is None else max(Decimal(0), add(overfill, stock_ml))
         infused = solution.volume_infused_ml
-        result.append(
-            BagPreparation(
-                solution=solution.number,
-                bag_ml=bag,
-                overfill_ml=overfill,
-                stock_ml=stock_ml,
-                remove_ml=remove,
-                final_ml=bag,
-                drug_amount=solution.drug_amount,
-                infuse_only_ml=infused if infused is not None and infused < bag else None,
-            )
+        preparation = BagPreparation(
+            solution=solution.number,
+            bag_ml=bag,
+            overfill_ml=overfill,
+            stock_ml=stock_ml,
+            remove_ml=None,
+            final_ml=bag,
+            drug_amount=solution.drug_amount,
+            infuse_only_ml=infused if infused is not None and infused < bag else None,
+            minimum_ml=minimum_ml,
         )
+        if stock_ml is not None and stock is not None:
+            preparation = _measured(preparation, stock.to(solution.concentration.unit))
+        result.append(preparation)
     return tuple(result)
+
+
+def _measured(bag: BagPreparation, stock: Quantity) -> BagPreparation:
+    """``bag`` with what to draw: the stock itself when syringes measure its volume exactly, else an
+    intermediate dilution whose volume they do, else (stated as such) the nearest measurable draw."""
+    assert bag.stock_ml is not None
+    found = _exact_draw(bag.stock_ml, stock, bag.minimum_ml) or _nearest_draw(
+        bag.stock_ml, stock, bag.minimum_ml
+    )
+    if found is None:  # not even a rounded draw fits a syringe (a volume beyond every limit): by hand
+        return bag
+    added, intermediate = found
+    strength = stock.value if intermediate is None else intermediate.concentration.value
+    added_ml = sum((f.volume_ml for f in added), Decimal(0))
+    removed = add(bag.overfill_ml, added_ml)
+    return replace(
+        bag,
+        added=added,
+        intermediate=intermediate,
+        prepared_amount=Quantity(mul(strength, added_ml), bag.drug_amount.unit),
+        remove_ml=measurable_volume(removed)[0] if removed > 0 else Decimal(0),
+    )
+
+
+Draw = tuple[tuple[Fill, ...], IntermediateDilution | None]
+
+
+def _exact_draw(volume: Decimal, stock: Quantity, minimum: Decimal) -> Draw | None:
+    direct = syringe_fills(volume, minimum)
+    if direct is not None:
+        return direct, None
+    for factor in DILUTION_FACTORS:
+        fills = syringe_fills(mul(volume, factor), minimum)
+        intermediate = _intermediate(factor, mul(volume, factor), stock, minimum)
+        if fills is not None and intermediate is not None:
+            return fills, intermediate
+    return None
+
+
+def _nearest_draw(volume: Decimal, stock: Quantity, minimum: Decimal) -> Draw | None:
+    """The measurable draw whose amount is nearest the exact one (stock itself before a dilution on a
+    tie); the sheet states the difference."""
+    best: tuple[Decimal, Draw] | None = None
+    for factor in (Decimal(1), *DILUTION_FACTORS):
+        for places in _NEAREST_PLACES:
+            wanted = mul(volume, factor).quantize(places, rounding=ROUND_HALF_UP)
+            fills = syringe_fills(wanted, minimum) if wanted > 0 else None
+            intermediate = None if factor == 1 else _intermediate(factor, wanted, stock, minimum)
+            if fills is None or (factor != 1 and intermediate is None):
+                continue
+            off = abs(sub(div(wanted, factor), volume))
+            if best is None or off < best[0]:
+                best = off, (fills, intermediate)
+            break  # coarser places of the same factor are never nearer
+    return None if best is None else best[1]
+
+
+def _intermediate(
+    factor: Decimal, taken: Decimal, stock: Quantity, minimum: Decimal
+) -> IntermediateDilution | None:
+    """Stock diluted ``factor`` times in the smallest syringe that holds ``taken`` mL with some to spare,
+    made up to its full mark, from a stock draw a syringe measures (None: no syringe does)."""
+    for final in INTERMEDIATE_SYRINGES_ML:
+        if final < mul(taken, ORAL_SPARE):
+            continue
+        fills = syringe_fills(div(final, factor), minimum)
+        if fills is not None and len(fills) == 1:
+            return IntermediateDilution(factor, fills, final, Quantity(div(stock.value, factor), stock.unit))
+    return None
 
 
 def _stock_volume(solution: PlannedSolution, stock: Quantity | None) -> Decimal | None:

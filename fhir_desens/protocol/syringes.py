@@ -15,7 +15,16 @@ from decimal import ROUND_HALF_UP, Decimal
 from fhir_desens.protocol.quantity import EXACT
 from fhir_desens.protocol.record import record
 
-__all__ = ["SYRINGES", "SYRINGE_TABLE_SOURCE", "Syringe", "measurable_volume", "syringe_for"]
+__all__ = [
+    "SYRINGES",
+    "SYRINGE_TABLE_SOURCE",
+    "Fill",
+    "Syringe",
+    "measurable_volume",
+    "on_marks",
+    "syringe_fills",
+    "syringe_for",
+]
 
 
 @record
@@ -57,3 +66,60 @@ def measurable_volume(volume_ml: Decimal) -> tuple[Decimal, Syringe]:
     marks = EXACT.divide(volume_ml, syringe.graduation_ml).to_integral_value(rounding=ROUND_HALF_UP)
     measured = EXACT.multiply(max(marks, Decimal(1)), syringe.graduation_ml).normalize(EXACT)
     return measured, syringe
+
+
+@record
+class Fill:
+    """One syringe fill: ``volume_ml`` read on ``syringe``'s marks."""
+
+    volume_ml: Decimal
+    syringe: Syringe
+
+
+def on_marks(volume_ml: Decimal, syringe: Syringe) -> bool:
+    """Whether ``syringe`` measures ``volume_ml`` exactly: above zero, within it, on one of its marks."""
+    return Decimal(0) < volume_ml <= syringe.capacity_ml and volume_ml % syringe.graduation_ml == 0
+
+
+#: how many coarse marks below the volume are tried for the fill that takes the rest on finer marks
+_BULK_TRIES = 12
+
+
+def syringe_fills(volume_ml: Decimal, minimum_ml: Decimal) -> tuple[Fill, ...] | None:
+    """``volume_ml`` measured exactly, each fill at least ``minimum_ml`` and on its syringe's marks: whole
+    fills of the largest syringe, then the rest in the syringe that holds it, or split into a coarse fill
+    and a fine one (6.12 mL: 6 mL in a 10 mL syringe + 0.12 mL in a 1 mL syringe). None when no such
+    split is exact (0.0437 mL has finer digits than any mark)."""
+    if volume_ml < minimum_ml:
+        return None
+    largest = SYRINGES[-1]
+    whole = int(volume_ml // largest.capacity_ml)
+    rest = volume_ml - whole * largest.capacity_ml
+    if 0 < rest < minimum_ml and whole:  # the rest alone would be below the minimum: fold one fill in
+        whole, rest = whole - 1, rest + largest.capacity_ml
+    full = (Fill(largest.capacity_ml, largest),) * whole
+    if rest == 0:
+        return full
+    found = _rest_fills(rest, minimum_ml)
+    return None if found is None else full + found
+
+
+def _rest_fills(volume_ml: Decimal, minimum_ml: Decimal, depth: int = 3) -> tuple[Fill, ...] | None:
+    """``volume_ml`` in the syringe that holds it, or a coarse fill on its marks and the rest measured
+    the same way in finer syringes (at most ``depth`` fills: 15.01 mL = 14 + 0.9 + 0.11 mL)."""
+    syringe = syringe_for(volume_ml)
+    if on_marks(volume_ml, syringe):
+        return (Fill(volume_ml.normalize(), syringe),)
+    if depth == 1:
+        return None
+    coarse = (volume_ml // syringe.graduation_ml) * syringe.graduation_ml
+    for _ in range(_BULK_TRIES):
+        fine = volume_ml - coarse
+        if coarse <= 0:
+            return None
+        if fine >= minimum_ml and syringe_for(fine).graduation_ml < syringe.graduation_ml:
+            rest = _rest_fills(fine, minimum_ml, depth - 1)
+            if rest is not None:
+                return (Fill(coarse.normalize(), syringe_for(coarse)), *rest)
+        coarse -= syringe.graduation_ml
+    return None

@@ -213,7 +213,12 @@ def _sheet(sid: str, rg_id: str, template: str, *, as_pdf: bool = False) -> tupl
         back_url=url_for("orders.signed", sid=sid, rg_id=rg_id),
         back_text="Back to the signed plan",
         sheet_status=signed_status(common["signer"], signed_plan.authored, signed_plan.session_id, now),
-        paper=paper_for(signed_plan.plan, signed_plan.draft.drug_rxnorm, services().settings.bag_overfill_ml),
+        paper=paper_for(
+            signed_plan.plan,
+            signed_plan.draft.drug_rxnorm,
+            services().settings.bag_overfill_ml,
+            services().settings.min_draw_ml,
+        ),
         pdf=as_pdf,
         pdf_url=url_for(pdf_endpoint, sid=sid, rg_id=rg_id),
     )

@@ -14,14 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from fhir_desens.drugs.checks import solution_diluent_label
 from fhir_desens.drugs.monograph import Product
 from fhir_desens.drugs.products import PlanProducts, resolve_products
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution
-from fhir_desens.protocol.model import ProtocolKind
+from fhir_desens.protocol.model import ClosingMethod, ProtocolKind
 from fhir_desens.protocol.preparation import (
+    DEFAULT_MIN_DRAW_ML,
     DEFAULT_OVERFILL_ML,
     BagPreparation,
     DilutionStep,
@@ -30,6 +32,7 @@ from fhir_desens.protocol.preparation import (
 )
 from fhir_desens.protocol.quantity import div, mul
 from fhir_desens.protocol.report import is_oral, rate_text
+from fhir_desens.protocol.syringes import Fill
 
 DRAFT_TEXT = "DRAFT - not an order"
 #: The largest oral syringe commonly at the bedside; larger oral doses are measured in a medicine cup.
@@ -300,16 +303,8 @@ def _label(
                 rates = _oral_doses(plan, solution.number, f"{plan.protocol.route}, one syringe per dose")
             if bag is not None and bag.infuse_only_ml is not None:
                 infuse_only = f"Infuse only {shown.volume_text(bag.infuse_only_ml)}; {KEEP_UNTIL_THE_END}"
-            if (
-                bag is not None
-                and bag.stock_ml is not None
-                and product is not None
-                and product.stock_concentration
-            ):
-                stock = (
-                    f"Stock drawn: {shown.volume_text(bag.stock_ml)} of {shown.quantity_text(product.stock_concentration)}"
-                    f" ({product.display})"
-                )
+            if bag is not None and bag.added and product is not None and product.stock_concentration:
+                stock = _label_stock(bag, product)
     return Label(
         heading=f"{kind} {solution.number} of {count}"
         + ("" if solution.label.startswith(kind) else f": {solution.label}"),
@@ -328,20 +323,101 @@ def _label(
     )
 
 
-def _bag_line(bag: BagPreparation, diluent: str | None, stock: Product | None) -> str:
+def _fills_text(fills: tuple[Fill, ...]) -> str:
+    """'0.4 mL (1 mL syringe)'; '6.12 mL (6 mL in a 10 mL syringe + 0.12 mL in a 1 mL syringe)'."""
+    if len(fills) == 1:
+        return f"{shown.grouped(fills[0].volume_ml)} mL ({shown.grouped(fills[0].syringe.capacity_ml)} mL syringe)"
+    counted: list[list[Any]] = []
+    for fill in fills:
+        if counted and counted[-1][0] == fill:
+            counted[-1][1] += 1
+        else:
+            counted.append([fill, 1])
+    parts = " + ".join(
+        f"{f'{count} × ' if count > 1 else ''}{shown.grouped(fill.volume_ml)} mL in a "
+        f"{shown.grouped(fill.syringe.capacity_ml)} mL syringe"
+        for fill, count in counted
+    )
+    total = sum((f.volume_ml for f in fills), Decimal(0))
+    digits = format(total.normalize(), "f").replace(".", "").lstrip("0")
+    if len(digits) > shown.SIGNIFICANT_FIGURES:  # the parts say it; a 5-figure total is not read
+        return parts
+    return f"{shown.grouped(total)} mL ({parts})"
+
+
+def _not_exact(bag: BagPreparation, plan: Plan) -> str:
+    """The difference between what is drawn and the plan's amount, said (never silent, INV-26)."""
+    assert bag.prepared_amount is not None and bag.stock_ml is not None
+    difference = bag.prepared_amount.value - bag.drug_amount.value
+    percent = abs(difference) / bag.drug_amount.value * 100
+    text = (
+        " Not exact: no syringe measures the stock for the plan's amount of this bag to its last digit; "
+        f"what is drawn holds {shown.dose_text(abs(difference), bag.drug_amount.unit)} "
+        f"{'more' if difference > 0 else 'less'} than the orders ({shown.significant(percent, 2)} %)."
+    )
+    if (
+        plan.closing is ClosingMethod.REDUCED_FINAL_BAG
+        and ClosingMethod.TRUNCATED_FINAL_STEP in plan.protocol.closing_methods
+    ):
+        text += (
+            " With the closing 'Truncated final step' the last bag is made at the target's concentration "
+            "and its draw is usually exact."
+        )
+    return text
+
+
+def _label_stock(bag: BagPreparation, product: Product) -> str:
+    """'Stock drawn: 0.4 mL of 10 mg/mL (product)', or the intermediate dilution it was made with."""
+    assert product.stock_concentration is not None
+    stock = f"{shown.quantity_text(product.stock_concentration)} ({product.display})"
+    added = shown.grouped(bag.added_ml)
+    dilution = bag.intermediate
+    if dilution is None:
+        return f"Stock drawn: {added} mL of {stock}"
+    made = shown.grouped(sum((f.volume_ml for f in dilution.stock), Decimal(0)))
+    return (
+        f"Made with {added} mL of a {shown.quantity_text(dilution.concentration)} dilution "
+        f"({made} mL of {stock} made up to {shown.grouped(dilution.final_ml)} mL)"
+    )
+
+
+def _bag_line(bag: BagPreparation, diluent: str | None, stock: Product | None, plan: Plan) -> str:
     holds = shown.volume_text(bag.bag_ml + bag.overfill_ml)
-    text = f"Take a {shown.volume_text(bag.bag_ml)} bag of {diluent or 'diluent'} (holds about {holds} with its overfill)"
+    diluent = diluent or "diluent"
+    text = f"Take a {shown.volume_text(bag.bag_ml)} bag of {diluent} (holds about {holds} with its overfill)"
+    amount = shown.dose_text(bag.drug_amount.value, bag.drug_amount.unit)
     if bag.stock_ml is None or stock is None or stock.stock_concentration is None:
+        return text + f"; add {amount} (stock concentration not known: calculate the volume by hand)."
+    if not bag.added:
         return (
             text
-            + f"; add {shown.dose_text(bag.drug_amount.value, bag.drug_amount.unit)} (stock concentration not known: calculate the volume by hand)."
+            + f"; add {amount}: its {shown.significant(bag.stock_ml)} mL of stock is below what a syringe "
+            "measures even from a 1 in 100 dilution: prepare it by hand with a further dilution."
         )
-    return (
-        f"{text}; remove {shown.volume_text(bag.remove_ml or Decimal(0))}; draw {shown.volume_text(bag.stock_ml)} "
-        f"of {shown.quantity_text(stock.stock_concentration)} stock "
-        f"({shown.dose_text(bag.drug_amount.value, bag.drug_amount.unit)}) and add it: "
-        f"{shown.volume_text(bag.final_ml)} in the bag."
-    )
+    stock_text = shown.quantity_text(stock.stock_concentration)
+    prepared = bag.prepared_amount or bag.drug_amount
+    held = shown.dose_text(prepared.value, prepared.unit)
+    removal = f"; remove {shown.volume_text(bag.remove_ml or Decimal(0))}" if bag.remove_ml else ""
+    tail = f": {held}, about {shown.volume_text(bag.final_ml)} in the bag."
+    dilution = bag.intermediate
+    if dilution is None:
+        line = f"{text}{removal}; draw {_fills_text(bag.added)} of {stock_text} stock and add it{tail}"
+    else:
+        why = (
+            f"below the {shown.grouped(bag.minimum_ml)} mL minimum draw"
+            if bag.stock_ml < bag.minimum_ml
+            else "finer than syringe marks"
+        )
+        strength = shown.quantity_text(dilution.concentration)
+        line = (
+            f"First dilute 1 in {shown.grouped(dilution.factor)} (the {shown.significant(bag.stock_ml)} mL of "
+            f"stock this bag needs is {why}): draw {_fills_text(dilution.stock)} of {stock_text} stock into a "
+            f"{shown.grouped(dilution.final_ml)} mL syringe and draw {diluent} up to its "
+            f"{shown.grouped(dilution.final_ml)} mL mark: {strength}; label it. Then {text[:1].lower()}{text[1:]}"
+            f"{removal}; add {_fills_text(bag.added)} of the {strength} dilution{tail} Discard the rest of the "
+            "dilution."
+        )
+    return line + ("" if bag.exact else _not_exact(bag, plan))
 
 
 def _dilution_line(step: DilutionStep) -> str:
@@ -375,10 +451,14 @@ def _oral_note(plan: Plan, liquids: list[PlannedSolution], stock_known: bool) ->
 
 
 def paper_for(
-    plan: Plan, rxnorm: tuple[str, ...] = (), overfill_ml: Mapping[Decimal, Decimal] = DEFAULT_OVERFILL_ML
+    plan: Plan,
+    rxnorm: tuple[str, ...] = (),
+    overfill_ml: Mapping[Decimal, Decimal] = DEFAULT_OVERFILL_ML,
+    minimum_ml: Decimal = DEFAULT_MIN_DRAW_ML,
 ) -> Paper:
     """Labels and preparation for a plan (products from the drug knowledge where known); bag overfill per
-    labelled size from the site's setting (``FHIR_DESENS_BAG_OVERFILL_ML``)."""
+    labelled size and the smallest volume drawn from the site's settings (``FHIR_DESENS_BAG_OVERFILL_ML``,
+    ``FHIR_DESENS_MIN_DRAW_ML``)."""
     products = _products(plan, rxnorm)
     liquids = [s for s in plan.solutions if s.concentration is not None]
     stock_product = _stock_product(plan, products)
@@ -400,11 +480,11 @@ def paper_for(
             f"Overfill assumed (the site's setting): {overfill}. If your bags hold a different amount, "
             "remove that much more or less."
         )
-        for bag in bag_preparations(plan, stock, overfill_ml):
+        for bag in bag_preparations(plan, stock, overfill_ml, minimum_ml):
             bags[bag.solution] = bag
             solution = next(s for s in plan.solutions if s.number == bag.solution)
             diluent = solution_diluent_label(solution.diluent, products)
-            lines.append(PreparationLine(bag.solution, _bag_line(bag, diluent, stock_product)))
+            lines.append(PreparationLine(bag.solution, _bag_line(bag, diluent, stock_product, plan)))
     labels = tuple(
         _label(plan, s, products, bags.get(s.number), len(plan.solutions), dilutions.get(s.number))
         for s in plan.solutions

@@ -191,7 +191,12 @@ def _sheet(sid: str, draft_id: str, template: str, *, as_pdf: bool = False) -> t
         back_url=url_for("plan.page", sid=sid, draft_id=draft_id),
         back_text="Back to the plan",
         sheet_status=draft_status(),
-        paper=paper_for(context.plan, context.draft.drug_rxnorm, services().settings.bag_overfill_ml),
+        paper=paper_for(
+            context.plan,
+            context.draft.drug_rxnorm,
+            services().settings.bag_overfill_ml,
+            services().settings.min_draw_ml,
+        ),
         pdf=as_pdf,
         pdf_url=url_for(pdf_endpoint, sid=sid, draft_id=draft_id),
     )

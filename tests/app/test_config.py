@@ -95,6 +95,10 @@ def test_testing_mode_starts_without_them(tmp_path: Path) -> None:
         ("FHIR_DESENS_PUMP_RESOLUTION_ML_H", "50", "at most 10"),
         ("FHIR_DESENS_BAG_OVERFILL_ML", "250", "BAG_OVERFILL_ML"),
         ("FHIR_DESENS_BAG_OVERFILL_ML", "250=100", "25%"),
+        ("FHIR_DESENS_MIN_DRAW_ML", "0", "MIN_DRAW_ML"),
+        ("FHIR_DESENS_MIN_DRAW_ML", "0.105", "0.01 mL marks"),
+        ("FHIR_DESENS_MIN_DRAW_ML", "2", "from 0.01 to 1"),
+        ("FHIR_DESENS_MIN_DRAW_ML", "NaN", "MIN_DRAW_ML"),
     ],
 )
 def test_invalid_values_are_refused(env: pytest.MonkeyPatch, variable: str, value: str, message: str) -> None:
@@ -109,6 +113,12 @@ def test_the_bag_overfill_is_a_site_setting_over_the_defaults(env: pytest.Monkey
     overfill = create_app().extensions["fhir_desens"].settings.bag_overfill_ml
     assert overfill[Decimal(250)] == Decimal(20) and overfill[Decimal(100)] == Decimal(8)
     assert overfill[Decimal(500)] == Decimal(30)  # the defaults for sizes not listed
+
+
+def test_the_minimum_draw_is_a_site_setting(env: pytest.MonkeyPatch) -> None:
+    assert create_app().extensions["fhir_desens"].settings.min_draw_ml == Decimal("0.1")
+    env.setenv("FHIR_DESENS_MIN_DRAW_ML", " 0.2 ")
+    assert create_app().extensions["fhir_desens"].settings.min_draw_ml == Decimal("0.2")
 
 
 def test_the_pump_resolution_is_a_site_setting(env: pytest.MonkeyPatch) -> None:

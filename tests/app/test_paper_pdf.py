@@ -103,7 +103,9 @@ def test_the_pharmacy_pdf_has_complete_labels_and_how_to_prepare(planner: Planne
     # beyond use from the monograph (carboplatin label: 8 h at room temperature), on every label
     assert text.count("Beyond use: 8 h at room temperature after preparation") == 3
     assert text.count("Prepared at ________ Discard after ________") == 3
-    assert "remove 25.4 mL" in text  # 25 mL overfill of a 250 mL bag + 0.4 mL of stock
+    # 25 mL overfill of a 250 mL bag + 0.4 mL of stock, to a 30 mL syringe's 1 mL marks; the stock on a
+    # 1 mL syringe's marks
+    assert "remove 25 mL; draw 0.4 mL (1 mL syringe) of 10 mg/mL stock and add it: 4 mg" in text
     assert too_precise(text) == []
 
 
@@ -210,8 +212,8 @@ def test_the_sites_bag_overfill_is_what_the_pharmacy_sheet_removes(make_app: Any
     draft_id = planner.create(sid)
     planner.recalculate(sid, draft_id, final_rate="75", diluent="d5w")
     text = "\n".join(_pdf(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf"))
-    assert "remove 15.4 mL" in text  # 15 mL overfill of a 250 mL bag + 0.4 mL of stock
-    assert "250 mL bags hold 15 mL more" in text and "remove 25.4 mL" not in text
+    assert "remove 15 mL" in text  # 15 mL overfill of a 250 mL bag + 0.4 mL of stock, on 1 mL marks
+    assert "250 mL bags hold 15 mL more" in text and "remove 25 mL" not in text
 
 
 def test_a_combination_products_labels_carry_both_components() -> None:
@@ -265,3 +267,37 @@ def test_discrete_doses_by_injection_are_syringe_labels_without_rates() -> None:
         "Give SC, one syringe per dose: 0.1, 0.2"
     )
     assert all("mL/h" not in (label.rates or "") and label.route == "SC" for label in labels)
+
+
+@pytest.mark.invariant("INV-26")
+def test_bag_1_of_the_16_step_protocol_is_prepared_from_an_intermediate_dilution(planner: Planner) -> None:
+    """Carboplatin 400 mg, 16 steps: the sheet told the pharmacist to draw 0.04 mL of 10 mg/mL stock into
+    bag 1, which a 1 mL syringe (0.01 mL marks) cannot measure within 25 %. It now makes a 1 mg/mL dilution
+    and adds 0.4 mL of it; the label says what the bag was made with."""
+    sid = planner.launch("carboplatin-ovarian")
+    draft_id = planner.create(sid, target_dose="400")
+    planner.recalculate(sid, draft_id, protocol="iv-16-step-4-bag")
+    text = paragraphs_of(_pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf"))
+    assert (
+        "Solution 1: First dilute 1 in 10 (the 0.04 mL of stock this bag needs is below the 0.1 mL minimum "
+        "draw): draw 1 mL (1 mL syringe) of 10 mg/mL stock into a 10 mL syringe" in text
+    )
+    assert "add 0.4 mL (1 mL syringe) of the 1 mg/mL dilution: 0.4 mg, about 250 mL in the bag" in text
+    assert "Made with 0.4 mL of a 1 mg/mL dilution (1 mL of 10 mg/mL" in text
+    assert "0.04 mL of 10 mg/mL" not in text and "draw 0.04" not in text
+    # the last bag holds the target minus what the others delivered: the difference is said, not hidden
+    assert "what is drawn holds 0.0372 mg less than the orders" in text
+    assert too_precise(text) == []
+
+
+def test_the_sites_minimum_draw_is_what_sends_a_bag_to_an_intermediate_dilution(
+    make_app: Any, ehr: FakeEhr
+) -> None:
+    """A site that draws nothing below 0.5 mL: the 12-step's 0.4 mL for bag 1 becomes 4 mL of 1 mg/mL."""
+    app = make_app(MIN_DRAW_ML="0.5")
+    planner = Planner(Launcher(https_client(app), ehr), ehr, app)
+    sid = planner.launch("carboplatin-ovarian")
+    draft_id = planner.create(sid, target_dose="400")
+    text = paragraphs_of(_pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf"))
+    assert "(the 0.4 mL of stock this bag needs is below the 0.5 mL minimum draw)" in text
+    assert "add 4 mL (5 mL syringe) of the 1 mg/mL dilution: 4 mg" in text
