@@ -81,11 +81,19 @@ _DATABASE_DOWN = (
     '{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception",'
     '"diagnostics":"database unavailable"}]}'
 )
+_NOT_SUPPORTED = (
+    '{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-supported",'
+    '"diagnostics":"update of AllergyIntolerance is not offered by this EHR"}]}'
+)
+_REFUSALS = {500: _DATABASE_DOWN, 405: _NOT_SUPPORTED}
 
 
-def failing_relay(target: str, method: str, resource_type: str) -> tuple[str, BaseWSGIServer]:
-    """A base URL relaying to ``target``, answering 500 to ``method`` on ``resource_type`` (e.g. POST
-    Provenance, PUT AllergyIntolerance/17); the caller shuts the returned server down."""
+def failing_relay(
+    target: str, method: str, resource_type: str, status: int = 500
+) -> tuple[str, BaseWSGIServer]:
+    """A base URL relaying to ``target``, answering ``status`` (500: the database is down; 405: not supported)
+    to ``method`` on ``resource_type`` (e.g. POST Provenance, PUT AllergyIntolerance/17); the caller shuts the
+    returned server down."""
     target = target.rstrip("/")
     base_path = urlsplit(target).path.rstrip("/")
     bases: list[str] = []
@@ -94,7 +102,7 @@ def failing_relay(target: str, method: str, resource_type: str) -> tuple[str, Ba
     def relay(request: Request) -> Response:
         path = request.path[len(base_path) :]
         if request.method == method and path.strip("/") == resource_type:
-            return Response(_DATABASE_DOWN, 500, content_type="application/fhir+json")
+            return Response(_REFUSALS[status], status, content_type="application/fhir+json")
         upstream = requests.request(
             request.method,
             target + path,

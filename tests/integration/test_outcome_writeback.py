@@ -194,12 +194,13 @@ def test_someone_elses_status_change_stops_the_write_and_shows_both_versions(
 
 
 @pytest.fixture
-def failing_relay(server_base_url: str) -> Iterator[Callable[[str, str], str]]:
-    """``start(method, resource_type)`` -> a base URL relaying to the real server, but answering 500 to that."""
+def failing_relay(server_base_url: str) -> Iterator[Callable[..., str]]:
+    """``start(method, resource_type, status=500)`` -> a base URL relaying to the real server, but answering
+    ``status`` to that."""
     servers: list[Any] = []
 
-    def start(method: str, resource_type: str) -> str:
-        base, server = relay_failing(server_base_url, method, resource_type)
+    def start(method: str, resource_type: str, status: int = 500) -> str:
+        base, server = relay_failing(server_base_url, method, resource_type, status)
         servers.append(server)
         return base
 
@@ -254,6 +255,28 @@ def test_a_500_on_the_allergy_update_writes_nothing_and_says_so(
     assert report.sentences[1] == "Not attempted: Provenance: an earlier write failed."
     assert ours(server_client.read("AllergyIntolerance", created.id).resource) == []
     assert len(tasks.tasks_for(patient)) == 1
+
+
+def test_an_allergy_update_the_ehr_refuses_for_good_is_reported_with_its_reason_and_leaves_a_task(
+    server_client: FhirClient, patient: str, failing_relay: Callable[..., str]
+) -> None:
+    """The walk: an EHR that stopped offering AllergyIntolerance update (its statement read before) answers 405;
+    the allergist gets the report and a task, not an error page that says "try again later"."""
+    created = server_client.create(allergy(patient))
+    tasks = MemoryTaskBook()
+    with FhirClient(failing_relay("PUT", f"AllergyIntolerance/{created.id}", 405)) as refusing:
+        report = write(refusing, outcome(patient), tasks)
+    assert [s.status for s in report.steps][:3] == [
+        StepStatus.FAILED,
+        StepStatus.NOT_ATTEMPTED,
+        StepStatus.RECORDED,
+    ]
+    assert "the EHR refused the update (HTTP 405)" in report.sentences[0]
+    assert "not offered by this EHR" in report.sentences[0]
+    assert not report.chart_updated
+    assert ours(server_client.read("AllergyIntolerance", created.id).resource) == []
+    [task] = tasks.tasks_for(patient)
+    assert "the EHR refused the update" in task.reason
 
 
 # -- clinical note, nothing writable, drug not on the list ---------------------------------------------------

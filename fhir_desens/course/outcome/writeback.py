@@ -35,7 +35,7 @@ from fhir_desens.course.outcome.record import SessionOutcome
 from fhir_desens.course.outcome.strategy import WritePath
 from fhir_desens.course.outcome.tasks import ChartTask, TaskBook
 from fhir_desens.course.outcome.wording import outcome_id
-from fhir_desens.errors import ConflictError, DesensError, TemporaryServerError
+from fhir_desens.errors import ConflictError, DesensError, FhirServerError, TemporaryServerError
 from fhir_desens.fhir.provenance import APP_NAME, provenance_resource
 
 __all__ = [
@@ -283,7 +283,13 @@ def _update_allergy(
     )
     allergy_id = preview.allergy.id
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        current = client.read("AllergyIntolerance", allergy_id)
+        try:
+            current = client.read("AllergyIntolerance", allergy_id)
+        except (
+            FhirServerError
+        ) as error:  # nothing written yet: report it, leave a task (run.add stops the run)
+            run.add(WriteStep(what, StepStatus.FAILED, preview.allergy.reference, _unreadable(error)))
+            return None, None
         if has_outcome(current.resource, preview.marker):
             target = _introducing_version(client, current, preview.marker)
             run.add(WriteStep(what, StepStatus.ALREADY_THERE, target, "nothing added"))
@@ -307,6 +313,9 @@ def _update_allergy(
             continue
         except TemporaryServerError as error:
             return _after_no_answer(client, preview, allergy_id, what, error, run), None
+        except FhirServerError as error:  # refused for good (405, 403, 422...): retrying cannot help
+            run.add(WriteStep(what, StepStatus.FAILED, current.reference, _refused(error)))
+            return None, None
         target = _versioned_reference(written)
         run.add(WriteStep(what, StepStatus.WRITTEN, target))
         return target, None
@@ -319,6 +328,17 @@ def _update_allergy(
         )
     )
     return None, None
+
+
+def _refused(error: FhirServerError) -> str:
+    """Why the EHR refused the allergy update, in its own words. A refusal is final: the report (and the task it
+    leaves) says so, where an error page would say "try again later"."""
+    status = f" (HTTP {error.status})" if error.status else ""
+    return f"the EHR refused the update{status}: {error}"
+
+
+def _unreadable(error: FhirServerError) -> str:
+    return f"the allergy record could not be read, nothing was written: {error}"
 
 
 def _after_no_answer(
