@@ -3,7 +3,11 @@
 Two copies of a canonical resource are the same when their content is equal once the server's
 bookkeeping is ignored: ``id``, ``meta`` and the generated ``text`` narrative at the top level.
 Numbers compare by value (``0.50`` equals ``0.5``: FHIR servers written in JavaScript drop trailing
-zeros), so a resource read back from a server equals the one that was written.
+zeros), so a resource read back from a server equals the one that was written. Such a server also keeps
+a decimal as a double: a value with more significant digits than a double holds (an authored protocol's bag
+dilution is an exact quotient, 0.0099219145326282159405...) comes back rounded to 17 digits, and is the same
+number when the double of ours is the double the server keeps. Values of at most 15 significant digits
+survive a double exactly, so for them any difference is a real one.
 """
 
 from __future__ import annotations
@@ -42,6 +46,17 @@ def _number(value: Any) -> Any:
     return value
 
 
+#: Significant digits any decimal keeps through an IEEE 754 double (DBL_DIG).
+_DOUBLE_EXACT_DIGITS: Final = 15
+
+
+def _same_number(left: Decimal, right: Decimal) -> bool:
+    if left == right:
+        return True
+    digits = max(len(left.normalize().as_tuple().digits), len(right.normalize().as_tuple().digits))
+    return digits > _DOUBLE_EXACT_DIGITS and float(left) == float(right)
+
+
 def first_difference(a: Any, b: Any, path: str = "", *, top: bool = True) -> str | None:
     """The path of the first meaningful difference between two resources; None when they agree."""
     if isinstance(a, Mapping) and isinstance(b, Mapping):
@@ -62,6 +77,8 @@ def first_difference(a: Any, b: Any, path: str = "", *, top: bool = True) -> str
                 return found
         return None
     left, right = _number(a), _number(b)
+    if isinstance(left, Decimal) and isinstance(right, Decimal):
+        return None if _same_number(left, right) else path.lstrip(".") or "(the whole value)"
     if type(left) is not type(right) or left != right:
         return path.lstrip(".") or "(the whole value)"
     return None

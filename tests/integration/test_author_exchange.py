@@ -93,3 +93,22 @@ def test_an_authored_protocol_survives_export_import_fetch_and_plans_identically
     assert after["target_dose"] == before["target_dose"]
     assert after["solutions"] == before["solutions"]  # concentrations, volumes and preparations
     assert after["protocol"]["id"] == protocol_id
+
+
+def test_an_authored_protocol_whose_dilutions_do_not_terminate_imports_twice_without_a_conflict(
+    fhir_base_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The walk: a table whose doses sum to 403.148 mg makes each bag's dilution an exact quotient with 50
+    digits; the JavaScript server keeps a double, so a second import met "the server's copy differs at
+    extension[1].extension[2].valueDecimal" (exit 6) where it must find every resource already present."""
+    protocol_id = f"authored-uneven-{uuid.uuid4().hex[:8]}"
+    authored = tmp_path / "authored.json"
+    table = [str(TABLES / "uneven_total_infusion.csv"), "--drug", "carboplatin", "--route", "iv"]
+    bags = ["--bag-volumes", "1=250,2=250,3=250", "--id", protocol_id, "--title", "Uneven total"]
+    assert main(["author", *table, *bags, *SOURCE, "--out", str(authored)]) == 0
+    assert "0.00992191453262821594" in authored.read_text("utf-8")  # bag 1: 0.016 x 250 / 403.148, exactly
+    assert main(["import", str(authored), "--server", fhir_base_url]) == 0
+    capsys.readouterr()
+    assert main(["import", str(authored), "--server", fhir_base_url]) == 0
+    again = capsys.readouterr().out
+    assert "0 created, 13 already present, 0 conflict" in again, again
