@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fhir_desens.protocol.model import Protocol
 
 HELP = "Export protocols as a FHIR R4 collection Bundle in JSON or XML (for exchange between hospitals)."
 
@@ -32,20 +36,32 @@ def write_output(data: bytes, out: str | None) -> None:
     write_atomically(data, out)
 
 
+def chosen_protocols(ids: list[str] | None, files: list[str]) -> list[Protocol]:
+    """``--protocol`` ids (default: all) from the built-in library, or from ``files`` (Bundles or packages,
+    validated first) when any are given; a protocol id found twice in the files is refused."""
+    from fhir_desens.errors import InputError
+    from fhir_desens.protocol.library import builtin_protocols, get_protocol
+
+    if not files:
+        return [get_protocol(p) for p in ids] if ids else list(builtin_protocols().values())
+    from fhir_desens.commands._options import protocols_from_file
+
+    available: dict[str, Protocol] = {}
+    for path in files:
+        for protocol in protocols_from_file(path):
+            if protocol.id in available:
+                raise InputError(
+                    "--protocol-file", f"protocol {protocol.id} is in more than one file", "one each"
+                )
+            available[protocol.id] = protocol
+    return [get_protocol(p, available) for p in ids] if ids else list(available.values())
+
+
 def run(args: argparse.Namespace) -> int:
     from fhir_desens.fhir.plandefinition import library_bundle
     from fhir_desens.io.formats import write_resource
-    from fhir_desens.protocol.library import builtin_protocols, get_protocol
 
-    if args.protocol_file is not None:
-        from fhir_desens.commands._options import protocols_from_file
-
-        available = {p.id: p for p in protocols_from_file(args.protocol_file)}
-        chosen = [get_protocol(p, available) for p in args.protocol] if args.protocol else None
-        protocols = chosen or list(available.values())
-    else:
-        protocols = (
-            [get_protocol(p) for p in args.protocol] if args.protocol else list(builtin_protocols().values())
-        )
+    files = [args.protocol_file] if args.protocol_file is not None else []
+    protocols = chosen_protocols(args.protocol, files)
     write_output(write_resource(library_bundle(protocols), args.format), args.out)
     return 0

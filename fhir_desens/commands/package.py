@@ -15,6 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--protocol", action="append", metavar="ID", help="protocol id (repeatable; default: all)"
     )
     parser.add_argument(
+        "--protocol-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="package the protocols of this Bundle or package (validated first), e.g. one written by "
+        "`fhir-desens author` or `fetch` (repeatable), instead of the built-in library",
+    )
+    parser.add_argument(
         "--name", default=None, metavar="NAME", help="package name (default fhir-desens.protocols)"
     )
     parser.add_argument("--package-version", default=None, metavar="VERSION", help="package version")
@@ -26,14 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fhir_desens.commands.export import write_output
+    from fhir_desens.commands.export import chosen_protocols, write_output
     from fhir_desens.exchange.package import DEFAULT_PACKAGE_NAME, package_protocols
     from fhir_desens.fhir.canonical import IG_VERSION
-    from fhir_desens.protocol.library import builtin_protocols, get_protocol
 
-    protocols = (
-        [get_protocol(p) for p in args.protocol] if args.protocol else list(builtin_protocols().values())
-    )
+    protocols = chosen_protocols(args.protocol, args.protocol_file)
     data = package_protocols(
         protocols,
         name=args.name or DEFAULT_PACKAGE_NAME,

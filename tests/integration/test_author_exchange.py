@@ -9,6 +9,7 @@ and times must be identical to the plan of the authored file.
 from __future__ import annotations
 
 import json
+import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,29 @@ def test_an_authored_protocol_whose_dilutions_do_not_terminate_imports_twice_wit
     assert main(["import", str(authored), "--server", fhir_base_url]) == 0
     again = capsys.readouterr().out
     assert "0 created, 13 already present, 0 conflict" in again, again
+
+
+def test_an_authored_protocol_is_packaged_and_the_package_imports(
+    fhir_base_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The walk: `fhir-desens package` took only built-in protocols, so a hospital could not publish the
+    protocol it authored from its own table as a package."""
+    protocol_id = f"authored-packaged-{uuid.uuid4().hex[:8]}"
+    authored = tmp_path / "authored.json"
+    table, _ = CASES["ampicillin"]
+    arguments = [str(TABLES / table[0]), *table[1:], "--id", protocol_id, "--title", "Packaged"]
+    assert main(["author", *arguments, *SOURCE, "--out", str(authored)]) == 0
+    package = tmp_path / "hospital.tgz"
+    assert main(["package", "--out", str(package), "--protocol-file", str(authored)]) == 0
+    with tarfile.open(package) as archive:
+        names = archive.getnames()
+    assert f"package/PlanDefinition-{protocol_id}.json" in names
+    assert not any("iv-12-step-3-bag" in name for name in names)  # only the file's protocols
+    capsys.readouterr()
+    assert main(["import", str(package), "--server", fhir_base_url]) == 0
+    assert "complete:" in capsys.readouterr().out
+
+    twice = ["--protocol-file", str(authored), "--protocol-file", str(authored)]
+    assert main(["package", "--out", str(tmp_path / "twice.tgz"), *twice]) == 2
+    assert f"protocol {protocol_id} is in more than one file" in capsys.readouterr().err
+    assert not (tmp_path / "twice.tgz").exists()
