@@ -55,7 +55,11 @@ def load_signed_plan(
         planned = start is not None and start.tzinfo is not None
         rxnorm = signed.draft.drug_rxnorm if signed.draft is not None else ()
         worksheet = worksheet_for(
-            signed.plan, started_at or services().site_now(), planned=planned, rxnorm=rxnorm
+            signed.plan,
+            started_at or services().site_now(),
+            planned=planned,
+            rxnorm=rxnorm,
+            minimum_ml=services().settings.min_draw_ml,
         )
     values = {f.name: getattr(signed, f.name) for f in fields(SignedPlan)}
     return SignedPlanPage(**values, worksheet=worksheet)

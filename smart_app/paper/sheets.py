@@ -345,15 +345,22 @@ def _fills_text(fills: tuple[Fill, ...]) -> str:
     return f"{shown.grouped(total)} mL ({parts})"
 
 
-def _not_exact(bag: BagPreparation, plan: Plan) -> str:
-    """The difference between what is drawn and the plan's amount, said (never silent, INV-26)."""
-    assert bag.prepared_amount is not None and bag.stock_ml is not None
+def _difference(bag: BagPreparation) -> str:
+    """'0.0372 mg less than the orders (0.0094 %)': what is drawn against the plan's amount."""
+    assert bag.prepared_amount is not None
     difference = bag.prepared_amount.value - bag.drug_amount.value
     percent = abs(difference) / bag.drug_amount.value * 100
+    return (
+        f"{shown.dose_text(abs(difference), bag.drug_amount.unit)} {'more' if difference > 0 else 'less'} "
+        f"than the orders ({shown.significant(percent, 2)} %)"
+    )
+
+
+def _not_exact(bag: BagPreparation, plan: Plan) -> str:
+    """The difference between what is drawn and the plan's amount, said (never silent, INV-26)."""
     text = (
         " Not exact: no syringe measures the stock for the plan's amount of this bag to its last digit; "
-        f"what is drawn holds {shown.dose_text(abs(difference), bag.drug_amount.unit)} "
-        f"{'more' if difference > 0 else 'less'} than the orders ({shown.significant(percent, 2)} %)."
+        f"what is drawn holds {_difference(bag)}."
     )
     if (
         plan.closing is ClosingMethod.REDUCED_FINAL_BAG
@@ -364,6 +371,29 @@ def _not_exact(bag: BagPreparation, plan: Plan) -> str:
             "and its draw is usually exact."
         )
     return text
+
+
+def bag_notes(
+    plan: Plan, rxnorm: tuple[str, ...] = (), minimum_ml: Decimal = DEFAULT_MIN_DRAW_ML
+) -> dict[int, str]:
+    """What the worksheet and the plan page say of a bag's preparation, as the pharmacy sheet makes it:
+    an intermediate dilution, and a drawn amount that differs from the orders (INV-26)."""
+    stock_product = _stock_product(plan, _products(plan, rxnorm))
+    if is_oral(plan) or stock_product is None or stock_product.stock_concentration is None:
+        return {}
+    notes = {}
+    for bag in bag_preparations(plan, stock_product.stock_concentration, DEFAULT_OVERFILL_ML, minimum_ml):
+        parts = []
+        if bag.intermediate is not None:
+            parts.append(
+                f"made with {shown.grouped(bag.added_ml)} mL of a "
+                f"{shown.quantity_text(bag.intermediate.concentration)} dilution of the stock"
+            )
+        if not bag.exact:
+            parts.append(f"syringes cannot draw its amount exactly: it holds {_difference(bag)}")
+        if parts:
+            notes[bag.solution] = "; ".join(parts)
+    return notes
 
 
 def _label_stock(bag: BagPreparation, product: Product) -> str:

@@ -22,6 +22,7 @@ from smart_app.planning import drafts
 from smart_app.planning.drafts import PlanDraft
 from smart_app.planning.forms import FieldError, field_error
 from smart_app.planning.worksheet import Worksheet, plan_sheet
+from smart_app.services import services
 
 __all__ = ["Computed", "computed_for", "draft_version"]
 
@@ -66,6 +67,6 @@ def _compute(draft: PlanDraft, version: str) -> Computed:
         None,
         drafts.review_of(draft, plan),
         suggestion,
-        plan_sheet(plan, draft.drug_rxnorm),
+        plan_sheet(plan, draft.drug_rxnorm, services().settings.min_draw_ml),
         dose,
     )

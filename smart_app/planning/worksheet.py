@@ -10,8 +10,9 @@ from fhir_desens.fhir.plandefinition import canonical_url
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan, PlannedSolution, PlannedStep
 from fhir_desens.protocol.model import ProtocolKind
+from fhir_desens.protocol.preparation import DEFAULT_MIN_DRAW_ML
 from fhir_desens.protocol.report import is_oral, rate_text
-from smart_app.paper.sheets import MadeSolution, drug_given, made_solutions
+from smart_app.paper.sheets import MadeSolution, bag_notes, drug_given, made_solutions
 from smart_app.planning.forms import CLOSING_TEXT
 from smart_app.planning.timeline import timeline_svg
 
@@ -32,6 +33,7 @@ class SolutionRow:
     preparation: str | None = None  # the protocol's stated recipe (authored tables), for the pharmacy
     tablets: bool = False  # tablets or capsules given as supplied (no volume, no diluent)
     prepared: str | None = None  # oral solutions: the volume the pharmacy makes (the pharmacy sheet's)
+    pharmacy_note: str | None = None  # a bag made from an intermediate dilution, or not exactly measurable
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,9 @@ def _ranges(numbers: list[int]) -> str:
     return str(numbers[0]) if len(numbers) == 1 else f"{numbers[0]}-{numbers[-1]}"
 
 
-def _solution_row(plan: Plan, solution: PlannedSolution, made: MadeSolution | None = None) -> SolutionRow:
+def _solution_row(
+    plan: Plan, solution: PlannedSolution, made: MadeSolution | None = None, note: str | None = None
+) -> SolutionRow:
     dose_unit = plan.dose_unit
     steps = [s.number for s in plan.steps if s.solution == solution.number]
     if solution.unit_dose is not None:  # tablets/capsules
@@ -183,6 +187,7 @@ def _solution_row(plan: Plan, solution: PlannedSolution, made: MadeSolution | No
         steps=_ranges(steps),
         preparation=None if solution.preparation is None else solution.preparation.text,
         prepared=None if made is None else made.prepared,
+        pharmacy_note=note,
     )
 
 
@@ -212,24 +217,34 @@ def _step_row(plan: Plan, step: PlannedStep, start: datetime) -> StepRow:
 
 
 def worksheet_for(
-    plan: Plan, started_at: datetime, *, planned: bool = False, rxnorm: tuple[str, ...] = ()
+    plan: Plan,
+    started_at: datetime,
+    *,
+    planned: bool = False,
+    rxnorm: tuple[str, ...] = (),
+    minimum_ml: Decimal = DEFAULT_MIN_DRAW_ML,
 ) -> Worksheet:
     """The worksheet of an engine plan; clock times count from ``started_at`` (timezone-aware):
-    the planned start (``planned``), else "if started now". ``rxnorm``: the ordered drug's codes."""
-    return at_start(plan_sheet(plan, rxnorm), plan, started_at, planned=planned)
+    the planned start (``planned``), else "if started now". ``rxnorm``: the ordered drug's codes;
+    ``minimum_ml``: the site's minimum draw (the pharmacy sheet's)."""
+    return at_start(plan_sheet(plan, rxnorm, minimum_ml), plan, started_at, planned=planned)
 
 
 #: the clock :func:`plan_sheet` counts from; :func:`at_start` replaces every time computed from it
 _NO_CLOCK = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def plan_sheet(plan: Plan, rxnorm: tuple[str, ...] = ()) -> Worksheet:
+def plan_sheet(
+    plan: Plan, rxnorm: tuple[str, ...] = (), minimum_ml: Decimal = DEFAULT_MIN_DRAW_ML
+) -> Worksheet:
     """Everything of the worksheet that depends on the plan alone (the step table, the timeline SVG,
     the texts), to be memoized per plan; its clock times are placeholders until :func:`at_start`.
     ``rxnorm`` (the ordered drug's codes) finds the products: the drug prepared, and what the pharmacy
-    makes of each oral solution, as the pharmacy sheet says it."""
+    makes of each oral solution and how a bag is drawn (``minimum_ml``: the site's minimum draw), as the
+    pharmacy sheet says it."""
     protocol = plan.protocol
     made = made_solutions(plan, rxnorm)
+    notes = bag_notes(plan, rxnorm, minimum_ml)
     return Worksheet(
         title=protocol.title,
         protocol_id=protocol.id,
@@ -244,7 +259,9 @@ def plan_sheet(plan: Plan, rxnorm: tuple[str, ...] = ()) -> Worksheet:
         dose_unit=shown.unit_text(plan.dose_unit),
         closing=CLOSING_TEXT.get(plan.closing) if plan.closing is not None else None,
         final_rate=None if plan.final_rate_ml_h is None else f"{rate_text(plan, plan.final_rate_ml_h)} mL/h",
-        solutions=tuple(_solution_row(plan, s, made.get(s.number)) for s in plan.solutions),
+        solutions=tuple(
+            _solution_row(plan, s, made.get(s.number), notes.get(s.number)) for s in plan.solutions
+        ),
         steps=tuple(_step_row(plan, s, _NO_CLOCK) for s in plan.steps),
         total_minutes=shown.minutes_text(plan.total_minutes).removesuffix(" min"),
         total_time=shown.clock_text(plan.total_minutes),

@@ -288,6 +288,15 @@ def test_bag_1_of_the_16_step_protocol_is_prepared_from_an_intermediate_dilution
     # the last bag holds the target minus what the others delivered: the difference is said, not hidden
     assert "what is drawn holds 0.0372 mg less than the orders" in text
     assert too_precise(text) == []
+    # the worksheet (printed) and the plan page say the same of bags 1 and 4 before anyone signs
+    worksheet = paragraphs_of(_pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/worksheet.pdf"))
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", planner.page(sid, draft_id).get_data(as_text=True)))
+    for shown in (worksheet, page, text):
+        assert "Pharmacy: made with 0.4 mL of a 1 mg/mL dilution of the stock" in shown
+        assert (
+            "Pharmacy: syringes cannot draw its amount exactly: it holds 0.0372 mg less than the orders"
+            in shown
+        )
 
 
 def test_the_sites_minimum_draw_is_what_sends_a_bag_to_an_intermediate_dilution(
