@@ -41,11 +41,13 @@ from fhir_desens.course.outcome.later_doses import LaterDose
 from fhir_desens.course.outcome.next_course import next_course
 from fhir_desens.course.outcome.preview import Preview, prepare, with_pdf
 from fhir_desens.course.outcome.strategy import WriteDecision, WritePath, choose_write
-from fhir_desens.course.outcome.wording import outcome_id
+from fhir_desens.course.outcome.tasks import ChartTask
+from fhir_desens.course.outcome.wording import outcome_id, session_outcome_id
 from fhir_desens.course.outcome.writeback import write_outcome
 from fhir_desens.drugs.tolerance import format_window
 from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
+from fhir_desens.protocol.display import moment_text
 from fhir_desens.protocol.quantity import parse_quantity
 from smart_app.app_session import AppSession, app_session
 from smart_app.library import library
@@ -288,12 +290,14 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             _local_zone(),
             later=later,
         )
-        tasks = services().task_book().tasks_for(patient)
+        every_task = services().task_book().tasks_for(patient, open_only=False)
         titles = {key: protocol.title for key, protocol in library().items()}
+        sessions = finished(summaries)
         return {
             "tolerance": rows,
-            "sessions": finished(summaries),
-            "tasks": tasks,
+            "sessions": sessions,
+            "in_chart": _in_chart(patient, sessions, every_task),
+            "tasks": [task for task in every_task if task.open],
             "protocol_titles": titles,
             "later_doses": [(dose, _dose_line(dose)) for dose in reversed(later)],
             "dose_form": _dose_form(rows),
@@ -304,12 +308,26 @@ def outcome_panel(sid: str) -> dict[str, Any]:
         return {
             "tolerance": [],
             "sessions": [],
+            "in_chart": {},
             "tasks": [],
             "protocol_titles": {},
             "later_doses": [],
             "dose_form": None,
             "error": error.message,
         }
+
+
+def _in_chart(patient: str, sessions: list[SessionSummary], tasks: list[ChartTask]) -> dict[str, str]:
+    """Per finished session whose outcome is in the chart (written by the app, or copied by hand and ticked
+    off), the sentence that says so: the patient page then stops offering to bring it again."""
+    closed = {task.outcome_id: task for task in tasks if task.done_at is not None}
+    said: dict[str, str] = {}
+    for summary in sessions:
+        task = closed.get(session_outcome_id(patient, summary.session_id))
+        if task is not None and task.done_at is not None:
+            how = "written by this app" if task.written_by_the_app else f"copied by {task.done_by}"
+            said[summary.session_id] = f"In the chart: {how}, {moment_text(task.done_at, _local_zone())}."
+    return said
 
 
 def _ehr_client(session: AppSession) -> FhirClient | None:

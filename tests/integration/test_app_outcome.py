@@ -130,6 +130,10 @@ def test_a_finished_session_is_previewed_confirmed_and_written_once(sandbox: San
 
     after = carboplatin_allergy(sandbox)
     assert len(our_notes(sandbox, before["id"])) == notes_before + 1  # confirmed twice, written once
+    # the patient page says the outcome is in the chart instead of offering to bring it again (the walk)
+    finished = text_of(page(app, sid)).split("Finished desensitizations", 1)[1]
+    assert "In the chart: written by this app," in finished
+    assert "Bring the outcome to the chart" not in finished and "Review the outcome" in finished
     assert after["clinicalStatus"] == before["clinicalStatus"]
     assert after["verificationStatus"] == before["verificationStatus"]
     assert after.get("criticality") == before.get("criticality")
@@ -162,7 +166,9 @@ def test_a_read_only_launch_records_a_task_shown_on_the_patient_page(sandbox: Sa
     assert task is not None
     done = app.client.post(task.group(1), data={"csrf_token": csrf(app, sid)})
     assert done.status_code == 303
-    assert "Tasks for the allergist" not in text_of(page(app, sid))
+    after_done = text_of(page(app, sid))
+    assert "Tasks for the allergist" not in after_done
+    assert "In the chart: copied by Dr" in after_done.split("Finished desensitizations", 1)[1]
 
 
 @pytest.mark.requirement("OUT-5")

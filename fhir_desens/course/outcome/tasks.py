@@ -13,7 +13,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["ChartTask", "MemoryTaskBook", "TaskBook"]
+__all__ = ["WRITTEN_BY_THE_APP", "ChartTask", "MemoryTaskBook", "TaskBook", "record_written"]
+
+#: Who closed the row of an outcome the app itself wrote to the chart (the patient page says "in the chart").
+WRITTEN_BY_THE_APP = "fhir-desens (written to the chart)"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,10 @@ class ChartTask:
     @property
     def open(self) -> bool:
         return self.done_at is None
+
+    @property
+    def written_by_the_app(self) -> bool:
+        return self.done_by == WRITTEN_BY_THE_APP
 
 
 class TaskBook(Protocol):
@@ -70,3 +77,10 @@ class MemoryTaskBook:
             done = replace(task, done_at=at, done_by=by) if task.open else task
             self._tasks[outcome_id] = done
             return done
+
+
+def record_written(book: TaskBook, task: ChartTask, at: datetime) -> None:
+    """Keep that the outcome is in the chart: its row, closed as written by the app (an open task for the
+    outcome, from an earlier failed write, is closed the same way)."""
+    book.record(task)
+    book.mark_done(task.outcome_id, WRITTEN_BY_THE_APP, at)

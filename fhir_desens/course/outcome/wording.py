@@ -41,7 +41,12 @@ _NAMESPACE = uuid.UUID("0c1f3c9e-7d4a-4f5e-9b0a-2e6f1d8c3b57")  # fhir-desens ou
 
 def outcome_id(outcome: SessionOutcome) -> str:
     """A stable id for this session's outcome on this patient (the business identifier of what we write)."""
-    return str(uuid.uuid5(_NAMESPACE, f"{outcome.patient}|{outcome.session_id}"))
+    return session_outcome_id(outcome.patient, outcome.session_id)
+
+
+def session_outcome_id(patient: str, session_id: str) -> str:
+    """:func:`outcome_id` from the patient reference and the session id alone (the patient page's lists)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{patient}|{session_id}"))
 
 
 def outcome_marker(outcome: SessionOutcome) -> str:

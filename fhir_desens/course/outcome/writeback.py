@@ -33,7 +33,7 @@ from fhir_desens.course.outcome.document import outcome_identifier
 from fhir_desens.course.outcome.preview import Preview, find_note
 from fhir_desens.course.outcome.record import SessionOutcome
 from fhir_desens.course.outcome.strategy import WritePath
-from fhir_desens.course.outcome.tasks import ChartTask, TaskBook
+from fhir_desens.course.outcome.tasks import ChartTask, TaskBook, record_written
 from fhir_desens.course.outcome.wording import outcome_id
 from fhir_desens.errors import ConflictError, DesensError, FhirServerError, TemporaryServerError
 from fhir_desens.fhir.provenance import APP_NAME, provenance_resource
@@ -447,7 +447,7 @@ def write_outcome(
         run.skip(_pending(run, preview, add_allergy))
     report = WriteReport(path, tuple(run.steps), preview.copy_text, conflict)
     if report.chart_updated or _added(run):
-        tasks.mark_done(outcome_id(preview.outcome), "fhir-desens (written to the chart)", now)
+        record_written(tasks, _task(preview, "written to the chart", now), now)
     else:
         reason = _task_reason(report, preview)
         task = tasks.record(_task(preview, reason, now))
