@@ -200,14 +200,14 @@ class FhirGateway:
 
     def _vendor_check(self, vendor: VendorProfile, request: Request, interaction: Interaction) -> None:
         body: dict[str, Any] | None = None
-        if interaction.kind == "create" and interaction.resource_type in vendor.create_rules:
+        if interaction.resource_type in vendor.rules_for(interaction.kind):
             body = self.backend.read_body(request)
         kind = interaction.kind
         if kind == "bundle":
             kind = "transaction"
         try:
-            names = {name.title() for name in request.headers.keys()}  # noqa: SIM118 (Headers)
-            vendor.check(kind, interaction.resource_type, names, body, self.backend.fetch)
+            headers = {name.title(): value for name, value in request.headers.items()}
+            vendor.check(kind, interaction.resource_type, headers, body, self.backend.fetch)
         except VendorRefusal as refusal:
             raise Denied(refusal.status, refusal.code, refusal.diagnostics) from refusal
 

@@ -14,7 +14,12 @@ behaves like one of these, chosen per launch (``/launch?vendor=epic-like`` or
 ``millennium-like`` (Oracle Health Millennium R4)
     MedicationAdministration and AdverseEvent are read/search only; Procedure is create only and only
     with ``status`` completed; an update needs ``If-Match`` (412 without) and a stale one answers **409**;
-    no PATCH, no conditional create, no transaction or batch.
+    no PATCH, no conditional create, no transaction or batch. An AllergyIntolerance update follows
+    Millennium's documented rules (bedside.md section 4): ``code``, ``patient``, the manifestations of the
+    reactions already recorded and the notes already recorded cannot change; a new reaction holds exactly
+    one manifestation and nothing but ``manifestation`` and ``severity``; a new note cannot name its
+    author or time (both come from the token and the server). Its CapabilityStatement names the software
+    ("Oracle Health Millennium"), which is how the app recognises these rules without a site setting.
 
 Refusals are OperationOutcomes: 405 for an interaction the vendor does not offer, 422 for a business rule,
 400 for an unsupported header. The CapabilityStatement (``/metadata`` with the launch's token) lists only
@@ -24,7 +29,7 @@ what the profile allows.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +37,10 @@ from fhir_desens.errors import InputError
 
 WRITES = ("create", "update", "patch", "delete")
 CLOSED_ENCOUNTER_STATUSES = frozenset({"finished", "cancelled", "entered-in-error"})
+
+
+#: A vendor's business rule: the request body and a read of the server's current resources.
+Rule = Callable[[dict[str, Any], Callable[[str], dict[str, Any] | None]], None]
 
 
 class VendorRefusal(Exception):
@@ -55,9 +64,9 @@ class VendorProfile:
     conditional_create: bool = True
     require_if_match: bool = False
     stale_version_status: int = 412  # what a stale If-Match answers
-    create_rules: Mapping[str, Callable[[dict[str, Any], Callable[[str], dict[str, Any] | None]], None]] = (
-        field(default_factory=dict)
-    )
+    create_rules: Mapping[str, Rule] = field(default_factory=dict)
+    update_rules: Mapping[str, Rule] = field(default_factory=dict)
+    software: Mapping[str, str] | None = None  # CapabilityStatement.software, as the vendor names itself
 
     def allows(self, kind: str, resource_type: str | None) -> bool:
         """Whether the profile offers this interaction at all (the CapabilityStatement view)."""
@@ -75,7 +84,7 @@ class VendorProfile:
         self,
         kind: str,
         resource_type: str | None,
-        headers: Container[str],  # the request's header names
+        headers: Mapping[str, str],  # the request's headers, names in title case
         body: dict[str, Any] | None,
         fetch: Callable[[str], dict[str, Any] | None],
     ) -> None:
@@ -91,13 +100,22 @@ class VendorProfile:
             raise VendorRefusal(
                 412, "conflict", f"{self.name}: an update needs If-Match with the version read"
             )
-        rule = self.create_rules.get(resource_type or "")
-        if kind == "create" and rule is not None and body is not None:
-            rule(body, fetch)
+        rule = self.rules_for(kind).get(resource_type or "")
+        if rule is None or body is None:
+            return
+        if kind == "update" and not _is_current(resource_type, body, headers.get("If-Match"), fetch):
+            return  # a stale update: the server answers the version conflict first, as the EHR does
+        rule(body, fetch)
+
+    def rules_for(self, kind: str) -> Mapping[str, Rule]:
+        """The business rules this vendor applies to a create or an update (by resource type)."""
+        return {"create": self.create_rules, "update": self.update_rules}.get(kind, {})
 
     def capability(self, statement: dict[str, Any]) -> dict[str, Any]:
         """The CapabilityStatement as this vendor would publish it."""
         result = copy.deepcopy(statement)
+        if self.software is not None:
+            result["software"] = dict(self.software)
         for rest in result.get("rest") or []:
             if not self.bundles:
                 rest["interaction"] = [
@@ -115,6 +133,20 @@ class VendorProfile:
                 if not self.patch:
                     resource.pop("conditionalPatch", None)
         return result
+
+
+def _is_current(
+    resource_type: str | None,
+    body: Mapping[str, Any],
+    if_match: str | None,
+    fetch: Callable[[str], dict[str, Any] | None],
+) -> bool:
+    """Whether ``If-Match`` names the version the server holds now (``W/"3"`` or ``"3"``)."""
+    current = fetch(f"{resource_type}/{body.get('id')}")
+    if current is None or if_match is None:
+        return False
+    version = if_match.removeprefix("W/").strip('"')
+    return str((current.get("meta") or {}).get("versionId")) == version
 
 
 _INTERACTION_KIND = {"create": "create", "update": "update", "patch": "patch", "delete": "delete"}
@@ -142,6 +174,40 @@ def _millennium_procedure(procedure: dict[str, Any], fetch: Callable[[str], dict
         )
 
 
+def _millennium_allergy_update(
+    allergy: dict[str, Any], fetch: Callable[[str], dict[str, Any] | None]
+) -> None:
+    """Millennium's AllergyIntolerance update rules (cerner/fhir.cerner.com, bedside.md section 4)."""
+    current = fetch(f"AllergyIntolerance/{allergy.get('id')}")
+    if current is None:
+        return  # the update itself answers 404
+    for name in ("code", "patient"):
+        if allergy.get(name) != current.get(name):
+            _refuse_allergy_update(f"{name} cannot be modified")
+    old_reactions, new_reactions = current.get("reaction") or [], allergy.get("reaction") or []
+    for index, reaction in enumerate(new_reactions):
+        if index < len(old_reactions):
+            if reaction.get("manifestation") != old_reactions[index].get("manifestation"):
+                _refuse_allergy_update("reaction.manifestation cannot be modified")
+            continue
+        if len(reaction.get("manifestation") or []) != 1:
+            _refuse_allergy_update("a reaction holds exactly one manifestation")
+        extra = sorted(set(reaction) - {"manifestation", "severity"})
+        if extra:
+            _refuse_allergy_update(f"reaction.{extra[0]} is not supported (manifestation and severity only)")
+    old_notes, new_notes = current.get("note") or [], allergy.get("note") or []
+    if new_notes[: len(old_notes)] != old_notes:
+        _refuse_allergy_update("an existing note cannot be modified")
+    for note in new_notes[len(old_notes) :]:
+        named = sorted(set(note) & {"authorReference", "authorString", "time"})
+        if named:
+            _refuse_allergy_update(f"note.{named[0]} cannot be set: it is taken from the token")
+
+
+def _refuse_allergy_update(why: str) -> None:
+    raise VendorRefusal(422, "business-rule", f"millennium-like: AllergyIntolerance update: {why}")
+
+
 PERMISSIVE = VendorProfile("permissive", "everything the FHIR server can do")
 EPIC_LIKE = VendorProfile(
     "epic-like",
@@ -167,6 +233,8 @@ MILLENNIUM_LIKE = VendorProfile(
     require_if_match=True,
     stale_version_status=409,
     create_rules={"Procedure": _millennium_procedure},
+    update_rules={"AllergyIntolerance": _millennium_allergy_update},
+    software={"name": "Oracle Health Millennium (sandbox millennium-like profile)"},
 )
 PROFILES: dict[str, VendorProfile] = {p.name: p for p in (PERMISSIVE, EPIC_LIKE, MILLENNIUM_LIKE)}
 
@@ -185,6 +253,7 @@ __all__ = [
     "MILLENNIUM_LIKE",
     "PERMISSIVE",
     "PROFILES",
+    "Rule",
     "VendorProfile",
     "VendorRefusal",
     "profile_named",

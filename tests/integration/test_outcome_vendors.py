@@ -92,9 +92,9 @@ def test_update_vendors_get_the_note_appended_with_if_match(
 ) -> None:
     auth, scopes = launch(sandbox, vendor)
     with FhirClient(sandbox.fhir_base_url, auth=auth) as client:
-        flavor = Flavor.MILLENNIUM if vendor == "millennium-like" else None  # the per-server setting
-        decision = choose_write(client.capabilities(), scopes, flavor=flavor)
+        decision = choose_write(client.capabilities(), scopes)  # no site setting: the server names itself
         assert decision.path is WritePath.UPDATE_ALLERGY
+        assert decision.flavor is (Flavor.MILLENNIUM if vendor == "millennium-like" else Flavor.R4)
         o = carboplatin(patient, reactions=(hives_at_step_11(),))
         preview = prepare(client, o, decision, recorded_at=RECORDED)
         assert preview.allergy is not None

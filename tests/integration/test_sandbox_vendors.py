@@ -225,6 +225,46 @@ def test_millennium_like_update_needs_if_match_and_a_stale_one_is_409(
     assert patch.status_code == 405
 
 
+def test_millennium_like_names_itself_and_keeps_millenniums_allergy_update_rules(
+    sandbox: Sandbox, tokens: dict[str, str], patient: str
+) -> None:
+    token = tokens["millennium-like"]
+    metadata = http("GET", f"{sandbox.fhir_base_url}/metadata", token).json()
+    assert "Millennium" in metadata["software"]["name"]
+    created = post(sandbox, token, allergy(patient, f"urn:uuid:{uuid.uuid4()}"))
+    url = f"{sandbox.fhir_base_url}/AllergyIntolerance/{created.json()['id']}"
+    version = {"etag": created.headers["ETag"]}
+
+    def put(resource: dict[str, Any]) -> requests.Response:
+        response = http(
+            "PUT", url, token, json=resource, headers={"Content-Type": FHIR_JSON, "If-Match": version["etag"]}
+        )
+        version["etag"] = response.headers.get("ETag", version["etag"])
+        return response
+
+    hives = {"coding": [{"system": "http://snomed.info/sct", "code": "126485001"}]}
+    flushing = {"coding": [{"system": "http://snomed.info/sct", "code": "700184005"}]}
+    r4_shaped = {
+        **created.json(),
+        "reaction": [{"manifestation": [hives, flushing], "severity": "moderate"}],
+        "note": [{"text": "tolerated", "time": "2026-12-03T10:00:00Z"}],
+    }
+    refused = put(r4_shaped)
+    assert refused.status_code == 422
+    assert "exactly one manifestation" in refused.text
+    r4_shaped["reaction"] = [{"manifestation": [hives], "severity": "moderate", "onset": "2026-12-03"}]
+    assert "reaction.onset" in put(r4_shaped).text
+    r4_shaped["reaction"] = [{"manifestation": [hives], "severity": "moderate"}]
+    assert "note.time" in put(r4_shaped).text
+    millennium_shaped = {**r4_shaped, "note": [{"text": "tolerated"}]}
+    accepted = put(millennium_shaped)
+    assert accepted.status_code == 200, accepted.text
+    changed = {**accepted.json(), "note": [{"text": "rewritten"}]}
+    assert "existing note cannot be modified" in put(changed).text
+    changed = {**accepted.json(), "reaction": [{"manifestation": [flushing], "severity": "moderate"}]}
+    assert "reaction.manifestation cannot be modified" in put(changed).text
+
+
 def test_unknown_vendor_profile_is_refused_at_launch(sandbox: Sandbox) -> None:
     response = requests.get(sandbox.launch_url(PATIENT_A, vendor="cerner"), allow_redirects=False, timeout=10)
     assert response.status_code == 400
