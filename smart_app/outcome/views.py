@@ -38,7 +38,7 @@ from fhir_desens.course.outcome.from_session import (
 )
 from fhir_desens.course.outcome.last_dose import names_drug
 from fhir_desens.course.outcome.later_doses import LaterDose
-from fhir_desens.course.outcome.next_course import next_course
+from fhir_desens.course.outcome.next_course import CourseChange, next_course
 from fhir_desens.course.outcome.preview import Preview, prepare, with_pdf
 from fhir_desens.course.outcome.strategy import WriteDecision, WritePath, choose_write
 from fhir_desens.course.outcome.tasks import ChartTask
@@ -297,6 +297,7 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             "tolerance": rows,
             "sessions": sessions,
             "in_chart": _in_chart(patient, sessions, every_task),
+            "switch_protocol": {row.drug: _suggested_switch(row) for row in rows},
             "tasks": [task for task in every_task if task.open],
             "protocol_titles": titles,
             "later_doses": [(dose, _dose_line(dose)) for dose in reversed(later)],
@@ -309,6 +310,7 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             "tolerance": [],
             "sessions": [],
             "in_chart": {},
+            "switch_protocol": {},
             "tasks": [],
             "protocol_titles": {},
             "later_doses": [],
@@ -328,6 +330,19 @@ def _in_chart(patient: str, sessions: list[SessionSummary], tasks: list[ChartTas
             how = "written by this app" if task.written_by_the_app else f"copied by {task.done_by}"
             said[summary.session_id] = f"In the chart: {how}, {moment_text(task.done_at, _local_zone())}."
     return said
+
+
+def _suggested_switch(row: DrugTolerance) -> CourseChange | None:
+    """The next course's suggested change when it is another protocol than the last session's (after a
+    moderate or severe reaction, or a stopped session: the 16-step protocol), so that "protocol to use" never
+    names the last protocol alone while the planning page suggests leaving it."""
+    course = next_course(
+        outcome_from_session(row.last_session, protocols=library()), library(), _local_zone()
+    )
+    suggested = course.suggested
+    return (
+        suggested if suggested is not None and suggested.protocol_id != row.last_session.protocol_id else None
+    )
 
 
 def _ehr_client(session: AppSession) -> FhirClient | None:

@@ -20,7 +20,7 @@ from fhir_desens.course.bedside.record import BedsideRecord
 from fhir_desens.course.draft import plan_for
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.sandbox.server import Sandbox
-from tests.bedside_session import Bedside, carboplatin_draft
+from tests.bedside_session import VITALS, Bedside, carboplatin_draft
 from tests.html import text_of
 from tests.integration import test_app_launch as launch_tests
 from tests.integration.test_app_launch import AppUnderTest, _local, _no_redirect, authorize, finish, page
@@ -239,6 +239,49 @@ def test_the_next_course_starts_from_the_last_session_with_a_change_to_take_or_l
     after = text_of(app.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True))
     assert "Remove inserted step 11" in after  # the suggestion was taken: step 11 is now the inserted one
     assert "Taken: this plan includes the suggested change." in after  # not offered twice
+
+
+def stopped_session(app: AppUnderTest, sandbox: Sandbox) -> None:
+    """A carboplatin session stopped after a severe reaction 5 minutes into step 2."""
+    services = app.app.extensions["fhir_desens"]
+    record = BedsideRecord(services.record_store(), builtin_protocols(), services.now)
+    bedside = Bedside(record_to=record, patient=patient_ref(sandbox))
+    bedside.start(visit(sandbox))
+    bedside.advance(20)
+    bedside.run_row(1)
+    bedside.run_row(2, 5, stop=False)
+    bedside.record("reaction", symptoms=["dyspnea"], grade="severe", phenotype="type-i")
+    bedside.advance(20)
+    bedside.record("resume", option="stop")
+    bedside.advance(30)
+    bedside.record("vitals", **VITALS)
+    bedside.record(
+        "complete", outcome="stopped", reason="severe reaction at step 2", observation_end=bedside.at(),
+        next_dose="re-desensitize",
+    )  # fmt: skip
+
+
+def test_after_a_stopped_session_no_page_names_the_last_protocol_alone_as_the_one_to_use(
+    sandbox: Sandbox, make_app: Any
+) -> None:
+    """The walk: "Protocol to use: IV 12-step" stood above "Suggested change: Switch to IV 16-step", and the
+    planning page said "Re-desensitization required: Re-desensitization required: ..."."""
+    app = make_app("symmetric")
+    sid = launch(sandbox, app)
+    stopped_session(app, sandbox)
+
+    patient_page = text_of(page(app, sid))
+    row = patient_page.split("Protocol to use", 1)[1].split("Finished desensitizations", 1)[0]
+    assert "Switch to IV 16-step, 4-bag rapid desensitization for high-risk patients (suggested after" in row
+    assert "last session: IV 12-step, 3-bag rapid desensitization (BWH/Castells)" in row
+
+    draft_id = start(app, sid)
+    words = text_of(app.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True))
+    assert "Suggested change: Switch to IV 16-step" in words
+    assert "Protocol to use: IV 12-step" not in words
+    assert "Last session's protocol: IV 12-step, 3-bag rapid desensitization (BWH/Castells); see the" in words
+    assert "Re-desensitization required: Re-desensitization required" not in words
+    assert "Re-desensitization required: platinum compounds" in words
 
 
 @pytest.mark.requirement("OUT-7")
