@@ -23,7 +23,14 @@ from fhir_desens.errors import DesensError
 from fhir_desens.protocol import display
 from fhir_desens.protocol.calculate import Plan, PlannedSolution
 from fhir_desens.protocol.quantity import Quantity, add, div, mul, sub
-from fhir_desens.protocol.syringes import SYRINGES, Fill, measurable_volume, syringe_fills
+from fhir_desens.protocol.syringes import (
+    SYRINGES,
+    Fill,
+    measurable_volume,
+    on_marks,
+    syringe_fills,
+    syringe_for,
+)
 
 #: Overfill by labelled bag size (mL -> mL), as commonly stated (e.g. PharmacyDoc: 100 mL bags hold
 #: about 110 mL, 250 mL bags about 275 mL). A site overrides it with what its bags really hold.
@@ -225,9 +232,11 @@ MEASURABLE_TRIES = 8
 
 
 def _measurable(volume_ml: Decimal) -> bool:
-    """Whether a syringe measures ``volume_ml`` exactly as the sheet prints it (display policy: 0.01 mL
-    below 1 mL, else 0.1 mL): "draw 1.875 mL" would print 1.9 and make the solution 1.3 % too strong."""
-    return display.volume_number(volume_ml).replace(",", "") == format(volume_ml.normalize(), "f")
+    """Whether the syringe that holds ``volume_ml`` measures it on its marks, exactly as the sheet prints
+    it (display policy: 0.01 mL below 1 mL, else 0.1 mL): "draw 1.875 mL" would print 1.9 and make the
+    solution 1.3 % too strong; 4.5 mL is printed as it is but a 5 mL syringe reads 0.2 mL marks."""
+    printed = display.volume_number(volume_ml).replace(",", "") == format(volume_ml.normalize(), "f")
+    return printed and on_marks(volume_ml, syringe_for(volume_ml))
 
 
 def _measurable_final(final: Decimal, concentration: Decimal, source: Decimal) -> Decimal:

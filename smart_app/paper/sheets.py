@@ -32,7 +32,7 @@ from fhir_desens.protocol.preparation import (
 )
 from fhir_desens.protocol.quantity import div, mul
 from fhir_desens.protocol.report import is_oral, rate_text
-from fhir_desens.protocol.syringes import Fill
+from fhir_desens.protocol.syringes import Fill, syringe_for
 
 DRAFT_TEXT = "DRAFT - not an order"
 #: The largest oral syringe commonly at the bedside; larger oral doses are measured in a medicine cup.
@@ -77,7 +77,9 @@ class Label:
         str | None
     )  # "Rates: 1.9, 4.7, 9.4, 18.8 mL/h (steps 1-4)" / "Give by mouth: 0.1, 0.2 mL (steps 1-2)"
     infuse_only: str | None  # "Infuse only 8.7 mL; discard the remainder." / "Give only 12.7 mL in all; ..."
-    stock: str | None  # "Stock drawn: 0.4 mL of 10 mg/mL" / "Made from 2 mL of solution 2 + 18 mL of water"
+    stock: (
+        str | None
+    )  # "Stock drawn: 0.4 mL of 10 mg/mL" / "Made from 2 mL of solution 2 made up to 20 mL ..."
     steps: str
     beyond_use: str = ""  # from the monograph, or the line the pharmacy fills in
 
@@ -293,8 +295,8 @@ def _label(
                 else:
                     stock = (
                         f"Made from {shown.volume_text(dilution.source_ml)} of {dilution.source} "
-                        f"({shown.quantity_text(dilution.source_concentration)}) + "
-                        f"{shown.volume_text(dilution.diluent_ml)} of water."
+                        f"({shown.quantity_text(dilution.source_concentration)}) made up to "
+                        f"{shown.volume_text(dilution.final_ml)} with water."
                     )
         else:
             held = both_components(solution.drug_amount.value, solution.drug_amount.unit, products)
@@ -451,11 +453,15 @@ def _bag_line(bag: BagPreparation, diluent: str | None, stock: Product | None, p
 
 
 def _dilution_line(step: DilutionStep) -> str:
-    source = f"{shown.volume_text(step.source_ml)} of {step.source} ({shown.quantity_text(step.source_concentration)})"
+    """Each volume measured on a syringe's marks: the source in the syringe that holds it, then water up to
+    the final volume's mark (17.5 mL of water is no mark of a 20 mL syringe; its 20 mL mark is)."""
     if step.diluent_ml == 0:
         return f"Use the commercial product as it is: {shown.volume_text(step.final_ml)} of {shown.quantity_text(step.concentration)}."
+    syringe = syringe_for(step.source_ml)
     return (
-        f"Measure {source}, add {shown.volume_text(step.diluent_ml)} of water: "
+        f"Measure {shown.volume_text(step.source_ml)} of {step.source} "
+        f"({shown.quantity_text(step.source_concentration)}; {shown.grouped(syringe.capacity_ml)} mL syringe) "
+        f"and make it up to {shown.volume_text(step.final_ml)} with water: "
         f"{shown.volume_text(step.final_ml)} of {shown.quantity_text(step.concentration)}."
     )
 
@@ -507,8 +513,10 @@ def paper_for(
             for size in sizes
         )
         note = (
-            f"Overfill assumed (the site's setting): {overfill}. If your bags hold a different amount, "
-            "remove that much more or less."
+            f"Overfill assumed (the site's setting): {overfill}. Each removal is the overfill plus the volume "
+            "added, to the marks of the syringe that removes it. If your bags hold a different amount, "
+            f"remove that much more or less. Every draw is at least {shown.grouped(minimum_ml)} mL (the site's "
+            "minimum) and on the marks of the syringe named beside it."
         )
         for bag in bag_preparations(plan, stock, overfill_ml, minimum_ml):
             bags[bag.solution] = bag

@@ -125,7 +125,14 @@ def test_an_oral_protocol_prints_in_oral_words_with_serial_dilutions(planner: Pl
         "Contains 20,000 units in 20 mL" in labels
         and "Give only 12.7 mL in all; keep it at the bedside until the session ends" in labels
     )
-    assert "Made from 2 mL of solution 2 (10,000 units/mL) + 18 mL of water." in labels
+    assert "Made from 2 mL of solution 2 (10,000 units/mL) made up to 20 mL with water." in labels
+    # each volume on a syringe's marks: 2.5 mL in a 3 mL syringe, then water to the 20 mL mark (17.5 mL of
+    # water is no mark of a 20 mL syringe)
+    assert (
+        "Measure 2.5 mL of solution 3 (80,000 units/mL; 3 mL syringe) and make it up to 20 mL with water: "
+        "20 mL of 10,000 units/mL." in text
+    )
+    assert "17.5 mL" not in text
     assert (
         "The commercial product as supplied, not diluted: penicillin V potassium for oral solution" in labels
     )

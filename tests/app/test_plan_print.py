@@ -124,7 +124,8 @@ def test_both_sheets_say_one_thing_of_what_the_pharmacy_prepares(planner: Planne
     pharmacy = text_of(planner.client.get(f"/s/{sid}/plan/{draft_id}/pharmacy").get_data(as_text=True))
     assert "Solution 5: Use the commercial product as it is: 10 mL of 40 mg/mL." in pharmacy
     assert (
-        "Solution 4: Measure 1 mL of solution 5 (40 mg/mL), add 9 mL of water: 10 mL of 4 mg/mL." in pharmacy
+        "Solution 4: Measure 1 mL of solution 5 (40 mg/mL; 1 mL syringe) and make it up to 10 mL with water: "
+        "10 mL of 4 mg/mL." in pharmacy
     )
     undiluted = (
         "5. Suspension undiluted (sulfamethoxazole) 200 mg none: the product as supplied 10 mL 5 mL 40 mg/mL"

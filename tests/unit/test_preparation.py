@@ -16,7 +16,7 @@ from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.model import ClosingMethod
 from fhir_desens.protocol.preparation import BagPreparation, bag_preparations, serial_dilutions
 from fhir_desens.protocol.quantity import EXACT, Quantity
-from fhir_desens.protocol.syringes import SYRINGES, measurable_volume, on_marks
+from fhir_desens.protocol.syringes import SYRINGES, measurable_volume, on_marks, syringe_for
 
 
 def test_carboplatin_bags_from_10_mg_per_ml_stock():
@@ -76,6 +76,8 @@ def test_every_oral_draw_is_what_a_syringe_measures_as_printed() -> None:
         for step in serial_dilutions(plan, stock):
             printed = Decimal(display.volume_number(step.source_ml).replace(",", ""))
             assert printed == step.source_ml, (protocol, step)
+            assert on_marks(step.source_ml, syringe_for(step.source_ml)), (protocol, step)
+            assert on_marks(step.final_ml, syringe_for(step.final_ml)), (protocol, step)  # made up to it
             assert display.volume_number(step.diluent_ml).replace(",", "") == format(
                 step.diluent_ml.normalize(), "f"
             )
