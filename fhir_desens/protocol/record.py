@@ -7,8 +7,8 @@ types every command uses (units, quantities, protocols, plans) that was about 30
 
 * fields are the class's annotations in order, with their defaults (``= value``, or
   :func:`field` with ``default_factory``); ``__post_init__`` runs after ``__init__`` as in a dataclass;
-* ``__init__`` is the one a frozen dataclass generates (fields set with ``object.__setattr__``, the
-  same parameters and defaults); ``__eq__`` compares the fields' tuple within one class, ``__hash__``
+* ``__init__`` takes the parameters a frozen dataclass's generated one takes (same names, order and
+  defaults, the same ``TypeError``), without compiling a function per class; ``__eq__`` compares the fields' tuple within one class, ``__hash__``
   hashes it, ``__repr__`` is ``Name(field=value, ...)``; assigning or deleting a field raises
   ``dataclasses.FrozenInstanceError``; ``__match_args__`` lists the fields;
 * ``dataclasses.fields``, ``replace``, ``asdict`` and ``is_dataclass`` work on it unchanged: its
@@ -39,7 +39,8 @@ else:
 
 
 _set = object.__setattr__
-_RESERVED = frozenset({"self", "_set", "_FACTORY"})
+_REQUIRED = object()  # an __init__ parameter without a default
+_RESERVED = frozenset({"self"})
 
 
 class _Factory:
@@ -50,8 +51,8 @@ class _Factory:
     def __init__(self, make: Callable[[], object]) -> None:
         self.make = make
 
-
-_FACTORY = object()  # the __init__ parameter's default when the field has a default factory
+    def __repr__(self) -> str:
+        return "<factory>"  # as a dataclass's signature shows such a default
 
 
 def field(*, default_factory: Callable[[], _T]) -> _T:
@@ -96,30 +97,97 @@ def _frozen_error(name: str) -> Exception:
 
 
 def _init(cls: type, names: tuple[str, ...], defaults: dict[str, object]) -> Callable[..., None]:
-    """The ``__init__`` a frozen dataclass generates for these fields, compiled once."""
-    parameters, body, namespace = [], [], {"_set": _set, "_FACTORY": _FACTORY}
-    for name in names:
-        default = defaults.get(name, _FACTORY)
-        if default is _FACTORY:  # no default: a required parameter
-            parameters.append(name)
-            body.append(f"_set(self, {name!r}, {name})")
-        elif isinstance(default, _Factory):
-            parameters.append(f"{name}=_FACTORY")
-            namespace[f"_make_{name}"] = default.make
-            body.append(f"_set(self, {name!r}, _make_{name}() if {name} is _FACTORY else {name})")
-        else:
-            parameters.append(f"{name}=_default_{name}")
-            namespace[f"_default_{name}"] = default
-            body.append(f"_set(self, {name!r}, {name})")
-    if "__post_init__" in cls.__dict__:
-        body.append("self.__post_init__()")
-    lines = "\n    ".join(body or ["pass"])
-    exec(f"def __init__(self, {', '.join(parameters)}):\n    {lines}\n", namespace)  # noqa: S102
-    init: Callable[..., None] = namespace["__init__"]  # type: ignore[assignment]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__module__ = cls.__module__
-    init.__annotations__ = {**{name: cls.__annotations__[name] for name in names}, "return": None}
-    return init
+    """The ``__init__`` of a frozen dataclass of these fields, without compiling one per class.
+
+    A dataclass generates and compiles its ``__init__`` from source; for the engine's records that was
+    most of their cost at import (half a millisecond a class). This one binds its arguments as that
+    function would (positions, keywords, defaults, factories; the same ``TypeError`` for a missing,
+    unknown or repeated argument), gives the instance its fields in declaration order and runs
+    ``__post_init__``. ``inspect.signature`` reports the generated function's parameters (see
+    :class:`_InitSignature`).
+    """
+    qualname = f"{cls.__qualname__}.__init__"
+    count = len(names)
+    post_init = "__post_init__" in cls.__dict__
+    # Every field in declaration order: its default, or _REQUIRED; the fields to look at once bound:
+    template = {name: defaults.get(name, _REQUIRED) for name in names}
+    unfilled = tuple(
+        name for name in names if template[name] is _REQUIRED or isinstance(template[name], _Factory)
+    )
+
+    def __init__(self: object, *args: object, **kwargs: object) -> None:
+        if kwargs or len(args) != count:
+            values = template.copy()
+            values.update(zip(names, args, strict=False))  # too many: refused below
+            values.update(kwargs)
+            if (
+                len(values) != count
+                or len(args) > count
+                or (args and kwargs and not kwargs.keys().isdisjoint(names[: len(args)]))
+            ):
+                raise _binding_error(qualname, names, defaults, args, kwargs)
+            for name in unfilled:
+                value = values[name]
+                if value is template[name]:  # not given: required, or made by its factory
+                    if value is _REQUIRED:
+                        raise _binding_error(qualname, names, defaults, args, kwargs)
+                    values[name] = value.make()  # type: ignore[attr-defined]
+        else:  # every field by position: the common call
+            values = dict(zip(names, args, strict=True))
+        _set(self, "__dict__", values)
+        if post_init:
+            self.__post_init__()  # type: ignore[attr-defined]
+
+    __init__.__qualname__ = qualname
+    __init__.__module__ = cls.__module__
+    __init__.__wrapped__ = _InitSignature(cls, names, defaults)  # type: ignore[attr-defined]
+    return __init__
+
+
+def _binding_error(
+    qualname: str,
+    names: tuple[str, ...],
+    defaults: dict[str, object],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+) -> TypeError:
+    """The ``TypeError`` Python raises when ``args`` and ``kwargs`` do not fit the parameters (checked
+    in Python's order: each keyword, then the count of positions, then what is missing)."""
+    for name in kwargs:
+        if name in names[: len(args)]:
+            return TypeError(f"{qualname}() got multiple values for argument '{name}'")
+        if name not in names:
+            return TypeError(f"{qualname}() got an unexpected keyword argument '{name}'")
+    if len(args) > len(names):
+        required = sum(name not in defaults for name in names)
+        accepted = (
+            str(len(names) + 1) if required == len(names) else f"from {required + 1} to {len(names) + 1}"
+        )
+        return TypeError(f"{qualname}() takes {accepted} positional arguments but {len(args) + 1} were given")
+    missing = [repr(name) for name in names[len(args) :] if name not in kwargs and name not in defaults]
+    listed = missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
+    plural = "argument" if len(missing) == 1 else "arguments"
+    return TypeError(f"{qualname}() missing {len(missing)} required positional {plural}: {listed}")
+
+
+class _InitSignature:
+    """What ``inspect.signature`` reads for a record's ``__init__`` (it follows ``__wrapped__`` here):
+    the parameters of the frozen dataclass's generated ``__init__``, made when first asked for."""
+
+    def __init__(self, cls: type, names: tuple[str, ...], defaults: dict[str, object]) -> None:
+        self.cls, self.names, self.defaults = cls, names, defaults
+
+    @property
+    def __signature__(self) -> Any:
+        import inspect
+
+        keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        parameters = [inspect.Parameter("self", keyword)]
+        for name in self.names:
+            default = self.defaults.get(name, inspect.Parameter.empty)
+            annotation = self.cls.__annotations__[name]
+            parameters.append(inspect.Parameter(name, keyword, default=default, annotation=annotation))
+        return inspect.Signature(parameters, return_annotation=None)
 
 
 def _methods(cls: Any, names: tuple[str, ...]) -> dict[str, Callable[..., object]]:

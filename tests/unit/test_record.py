@@ -124,6 +124,44 @@ def test_a_record_behaves_as_the_frozen_dataclass_of_its_declaration() -> None:
         Dose(Decimal(1))  # type: ignore[call-arg]
 
 
+WRONG_CALLS = [
+    ((), {}),
+    ((Decimal(1),), {}),
+    ((Decimal(1), "mg", "n", {}, "extra"), {}),
+    ((Decimal(1), "mg", "n", {}, "extra"), {"note": "n"}),
+    ((Decimal(1),), {"value": Decimal(2), "unit": "mg"}),
+    ((Decimal(1),), {"colour": "red"}),
+    ((), {"unit": "mg", "tags": {}}),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), WRONG_CALLS)
+def test_a_wrong_call_raises_the_type_error_of_the_dataclass(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    messages = []
+    for cls in (Dose, DoseDataclass):
+        with pytest.raises(TypeError) as raised:
+            cls(*args, **kwargs)
+        messages.append(str(raised.value).replace(cls.__qualname__, "Dose"))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((Decimal(1), "mg"), {}),
+        ((Decimal(1),), {"unit": "mg", "tags": {"a": "b"}}),
+        ((), {"unit": "g", "value": 2}),
+    ],
+)
+def test_a_record_binds_positions_keywords_and_defaults_as_the_dataclass(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    ours, theirs = Dose(*args, **kwargs), DoseDataclass(*args, **kwargs)
+    assert vars(ours) == vars(theirs) and list(vars(ours)) == list(vars(theirs))  # same fields, same order
+
+
 def test_dataclasses_functions_work_on_records() -> None:
     dose = Dose(Decimal(2), "mg", "n", {"a": "b"})
     assert [f.name for f in dataclasses.fields(dose)] == ["value", "unit", "note", "tags"]
