@@ -24,6 +24,7 @@ from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.allergy import Allergy, allergy_from_fhir
 from fhir_desens.fhir.chart.drugs import DrugCandidate
 from fhir_desens.fhir.chart.measurements import BodyMeasurements, Measurement
+from fhir_desens.protocol.display import chart_date_text
 from fhir_desens.protocol.quantity import (
     display,
 )
@@ -215,7 +216,7 @@ class ChartForPlanning:
 
     @property
     def height_source(self) -> str | None:
-        """'165 cm on 2026-11-18': what the chart says, for the form's hint."""
+        """'165 cm on 18 Nov 2026': what the chart says, for the form's hint."""
         return _measured(self.measurements.height)
 
     @property
@@ -226,7 +227,7 @@ class ChartForPlanning:
 def _measured(measurement: Measurement | None) -> str | None:
     if measurement is None:
         return None
-    when = f" on {measurement.date[:10]}" if measurement.date else ""
+    when = f" on {chart_date_text(measurement.date[:10])}" if measurement.date else ""  # "18 Nov 2026"
     return f"{display(measurement.value, 2)} {measurement.unit}{when}"
 
 

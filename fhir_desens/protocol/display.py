@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_PUMP_RESOLUTION_ML_H",
     "SIGNIFICANT_FIGURES",
     "bsa_text",
+    "chart_date_text",
     "chart_time_text",
     "clock_text",
     "concentration_text",
@@ -39,6 +40,7 @@ __all__ = [
     "date_text",
     "dose_number",
     "dose_text",
+    "given_of_target_text",
     "grouped",
     "minutes_text",
     "moment_text",
@@ -120,6 +122,12 @@ def dose_number(value: Decimal) -> str:
 def dose_text(value: Decimal, unit_code: str) -> str:
     """'802.5 mg', '1,296,700 units', '0.01609 mg'."""
     return f"{dose_number(value)} {unit_text(unit_code)}"
+
+
+def given_of_target_text(given: Decimal, target: Decimal, unit_code: str) -> str:
+    """How much of the target is given, each amount with its unit: '0.01467 mg of 400 mg'. Both are doses
+    by the one rule (four significant figures), so the bedside reads as the worksheet's cumulative column."""
+    return f"{dose_text(given, unit_code)} of {dose_text(target, unit_code)}"
 
 
 def quantity_text(quantity: Quantity) -> str:
@@ -218,14 +226,28 @@ def chart_time_text(value: str, zone: tzinfo) -> str:
     """A FHIR ``date`` or ``dateTime`` from the chart, for people: "14 Oct 2026", or "14 Oct 2026 17:22 CET"
     in the site's zone when the chart gives a time with its offset. Partial dates ("2019", "2019-03") stay as
     written; anything unparseable is returned unchanged rather than hidden."""
-    from datetime import date, datetime  # here: the plan command never shows a chart time
+    from datetime import datetime  # here: the plan command never shows a chart time
 
     text = value.strip()
     try:
-        if len(text) == 10:
-            return date_text(date.fromisoformat(text))
-        if len(text) > 10 and "T" in text:
+        if len(text) <= 10:
+            return chart_date_text(value)
+        if "T" in text:
             return moment_text(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
     except ValueError:
         return value
     return value
+
+
+def chart_date_text(value: str) -> str:
+    """A FHIR ``date`` from the chart (a birth date), for people: "2 Mar 1975". Partial dates ("1975",
+    "1975-03") stay as written; anything unparseable is returned unchanged rather than hidden."""
+    from datetime import date  # here: the plan command never shows a chart date
+
+    text = value.strip()
+    if len(text) != 10:
+        return value
+    try:
+        return date_text(date.fromisoformat(text))
+    except ValueError:
+        return value

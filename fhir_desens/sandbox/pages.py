@@ -12,8 +12,15 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import urlencode
 
+from fhir_desens.protocol.display import chart_date_text
+
 #: What real EHRs typically allow a framed SMART app (Cerner/athena-style sandbox attribute).
 IFRAME_SANDBOX = "allow-scripts allow-same-origin allow-forms allow-popups allow-popups-to-escape-sandbox allow-downloads allow-modals"
+
+
+def _born(birth_date: str | None) -> str:
+    """A birth date as the app writes dates ("14 Mar 1962"), so the EHR's banner and the app's agree."""
+    return chart_date_text(birth_date) if birth_date else ""
 
 
 def h(value: object) -> str:
@@ -90,7 +97,7 @@ def launcher_page(
         )
     patient_rows = "".join(
         f"<tr><td>{h(p.name)}</td><td><code>{h(p.key or '')}</code></td><td><code>{h(p.id)}</code></td>"
-        f"<td>{h(p.birth_date or '')}</td><td>{h(p.gender or '')}</td></tr>"
+        f"<td>{h(_born(p.birth_date))}</td><td>{h(p.gender or '')}</td></tr>"
         for p in patients
     )
     body = (
@@ -136,7 +143,7 @@ def ehr_page(
     banner = (
         '<section class="banner" aria-label="Patient banner">'
         f'<strong class="patient-name">{h(patient.name)}</strong>'
-        f"<span>Born {h(patient.birth_date or 'unknown')}</span>"
+        f"<span>Born {h(_born(patient.birth_date) or 'unknown')}</span>"
         f"<span>{h(patient.gender or '')}</span>"
         f"<span>Id <code>{h(patient.id)}</code></span>"
         f'<span class="user">Signed in: {h(user)}</span></section>'
@@ -169,7 +176,7 @@ def picker_page(
     choices = "".join(
         '<label class="choice"><input type="radio" name="patient" required '
         f'value="{h(p.id)}"{" checked" if i == 0 else ""}> {h(p.name)} '
-        f"<small>{h(p.birth_date or '')} <code>{h(p.key or p.id)}</code></small></label>"
+        f"<small>{h(_born(p.birth_date))} <code>{h(p.key or p.id)}</code></small></label>"
         for i, p in enumerate(patients)
     )
     body = (

@@ -38,6 +38,16 @@ def _dose(value: Decimal | None) -> str:
     return "—" if value is None else shown.dose_number(value)
 
 
+def given_of_target(state: SessionState) -> str:
+    """'0.01467 mg of 400 mg': what is given so far of the target, each amount with its unit."""
+    return shown.given_of_target_text(state.delivered, state.target, state.plan.dose_unit)
+
+
+def given_text(state: SessionState, value: Decimal | None) -> str:
+    """A dose of the session with its unit ('21.4 mg', '1,296,700 units'), by the display policy."""
+    return "—" if value is None else shown.dose_text(value, state.plan.dose_unit)
+
+
 def _rate(state: SessionState, value: Decimal | None) -> str:
     """A rate at the plan's pump resolution, as the worksheet prints it."""
     return "—" if value is None else report.rate_text(state.plan, value)

@@ -18,6 +18,7 @@ from fhir_desens.course.assessment import screen
 from fhir_desens.course.chart import patient_reference
 from fhir_desens.errors import AuthError
 from fhir_desens.fhir.allergy import Allergy, allergy_from_fhir, sort_for_display
+from fhir_desens.protocol.display import chart_date_text
 from fhir_desens.protocol.screening import ScreeningResult
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ MRN_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0203"
 class PatientBanner:
     name: str
     sex: str | None
-    birth_date: str | None
+    birth_date: str | None  # as people read it ("2 Mar 1975", display.chart_date_text)
     mrn: str | None
 
 
@@ -124,7 +125,7 @@ def banner_from_patient(patient: Mapping[str, Any]) -> PatientBanner:
     return PatientBanner(
         name=_name(patient),
         sex=chart_text(gender, limit=20).capitalize() if isinstance(gender, str) else None,
-        birth_date=chart_text(birth, limit=30) if isinstance(birth, str) else None,
+        birth_date=chart_date_text(chart_text(birth, limit=30)) if isinstance(birth, str) else None,
         mrn=_mrn(patient),
     )
 

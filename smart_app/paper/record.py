@@ -146,7 +146,7 @@ def facts(state: SessionState, zone: tzinfo) -> RecordFacts:
     duration = "—"
     if state.started_at is not None and ended is not None:
         duration = shown.clock_text(minutes_between(state.started_at, ended))
-    given = f"{shown.dose_number(state.delivered)} of {shown.dose_text(state.target, unit)}"
+    given = shown.given_of_target_text(state.delivered, state.target, unit)
     next_dose = "—"
     if completion:
         next_dose = page.next_dose_words(state)

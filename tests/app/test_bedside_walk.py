@@ -150,7 +150,7 @@ def test_an_oral_penicillin_flowsheet_says_units_not_the_ucum_code(
     bedside.run_row(1)
     text = text_of(flowsheet(launcher, sid, bedside))
     assert "[iU]" not in text
-    assert "100 of 1,296,700 units" in text and "100 units" in text
+    assert "100 units of 1,296,700 units" in text and "100 units" in text
     assert "Stop the infusion" not in text and "Give no further dose." in text  # a dose by mouth: no infusion
     assert (
         "Bedside: Penicillin V potassium (given for the order of penicillin G benzathine) 1,296,700 units"

@@ -86,3 +86,24 @@ def test_a_running_step_does_not_read_as_0_mg_given(launcher: Launcher, ehr: Fak
     [row] = re.findall(r"<tr><th scope=\"row\">2</th>(.*?)</tr>", html, re.S)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
     assert cells[-1] == "running" and "0 mg" not in cells and "0" not in cells[7:9], cells
+
+
+def test_doses_given_in_part_read_with_their_unit_and_the_worksheets_figures(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    """Steps stopped early give doses the worksheet never printed (0.0158666... mg): the flowsheet wrote
+    "0.01587 of 400 mg". Every dose the nurse reads is the display policy's, with its unit."""
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    bedside.start()
+    bedside.advance(20)
+    bedside.run_row(1, 11)  # stopped after 11 of its 15 minutes: 0.3667 mL of 0.016 mg/mL
+    bedside.run_row(2, 7.5, stop=False)
+    bedside.record("reaction", symptoms=["itching"], grade="mild", phenotype="type-i")
+    text = text_of(flowsheet(launcher, sid, bedside))
+    assert "Given so far 0.01587 mg of 400 mg" in text, text[:600]
+    assert re.search(r"Reaction at \d\d:\d\d: Step 2, 8 min in", text), text[text.index("Reaction at") :][
+        :300
+    ]  # whole minutes, as the worksheet's durations
+    assert "Given so far: 0.63 mL of this step, 0.01587 mg in all." in text
+    assert "0.005867 mg" in text  # step 1's dose and cumulative in the steps table, each with its unit
+    assert too_precise(text) == []

@@ -245,7 +245,7 @@ def test_skipped_chart_measurements_are_named_on_the_start_form_with_their_refer
     )
     assert "Observation/weight-lb-kg" in listed and "its unit 'lb' and code 'kg' disagree" in listed
     assert "Observation/huge-height" in listed and "not used: outside 20\u2013280 cm" in listed
-    assert "From the chart: 62 kg on 2026-11-18" in text_of(html)
+    assert "From the chart: 62 kg on 18 Nov 2026" in text_of(html)
     assert "Not recorded in the chart: enter it." in text_of(html)  # both heights are 1e300 cm
 
 

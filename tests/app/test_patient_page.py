@@ -26,7 +26,7 @@ def page_html(launcher: Launcher) -> str:
 def test_banner(page_html: str) -> None:
     assert '<h1 class="patient-name">Ada Lovelace</h1>' in page_html
     text = _text(page_html)
-    assert "Sex Female" in text and "Birth date 1970-01-02" in text and "MRN MRN-0001" in text
+    assert "Sex Female" in text and "Birth date 2 Jan 1970" in text and "MRN MRN-0001" in text
 
 
 def test_allergy_list_drugs_first_with_details(page_html: str) -> None:

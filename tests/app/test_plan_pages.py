@@ -37,7 +37,7 @@ def test_start_form_is_prefilled_from_the_chart(planner: Planner) -> None:
     assert "Other drug (type below)" in html
     assert input_value(html, "target_dose") == "400" and selected_text(html, "dose_unit") == "mg"
     assert input_value(html, "height_cm") == "165" and input_value(html, "weight_kg") == "62"
-    assert "From the chart: 165 cm on 2026-11-18" in text_of(html)
+    assert "From the chart: 165 cm on 18 Nov 2026" in text_of(html)
     assert "Body surface area by the Mosteller formula" in text_of(html)
     assert "serous carcinoma of both ovaries" in input_value(html, "indication"), "from the reasonReference"
     for label in (

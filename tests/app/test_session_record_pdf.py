@@ -68,7 +68,7 @@ def test_the_record_has_every_step_vitals_the_reaction_who_and_the_outcome(
     state = session.state
     # the heading facts: site-zone times (Paris is UTC+1 in December), the outcome and the dose
     assert "2 Dec 2026 09:00 CET" in text  # started 08:00 UTC
-    assert "Outcome: completed" in text and "400 of 400 mg" in text
+    assert "Outcome: completed" in text and "400 mg of 400 mg" in text
     assert "a new desensitization (platinum compounds are desensitized at every administration)" in text
     assert "Discharge vital signs" in text and "BP 122/78" in text
     # every step as given: its start and stop in the site's zone, the rate run, its cumulative dose

@@ -197,6 +197,6 @@ def run_the_session(tab: Page, start: datetime, shots: Path) -> None:
     sheet.vitals(30)
     sheet.submit("Complete session")
     expect(tab.locator("#phase")).to_have_text("completed")
-    expect(tab.locator("#delivered")).to_have_text(re.compile(r"^400 of 400 mg"))
+    expect(tab.locator("#delivered")).to_have_text(re.compile(r"^400 mg of 400 mg"))
     expect(tab.locator("#plan-in-ehr")).to_contain_text("The signed plan is completed in the EHR")
     tab.screenshot(path=str(shots / "bedside-4-completed.png"), full_page=True)

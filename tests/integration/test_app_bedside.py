@@ -152,7 +152,7 @@ def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: N
     html = nurse.page()
     assert "Everything recorded is in the EHR" in html, alerts(html) + text_of(html)[:3000]
     assert "Session completed" in html
-    assert "400 of 400 mg" in text_of(html)
+    assert "400 mg of 400 mg" in text_of(html)
     # the signed plan is completed in the EHR, each step order closed (versioned updates)
     assert "The signed plan is completed in the EHR" in text_of(html), text_of(html)[:2000]
     rg_id = _SIGNED[id(sandbox)]
@@ -183,7 +183,7 @@ def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: N
         assert "Session record: completed" in page, number
     everything = "\n".join(pages)
     assert "Grade mild" in everything and "diphenhydramine 50 mg IV" in everything
-    assert "Outcome: completed" in everything and "400 of 400 mg" in everything
+    assert "Outcome: completed" in everything and "400 mg of 400 mg" in everything
 
     with FhirClient(sandbox.backend_url) as backend:
         session = nurse.url.rsplit("/", 1)[1]

@@ -133,6 +133,23 @@ def test_times_out_of_order_are_refused() -> None:
         bedside.record("step-stop", row=1, at=(bedside.now + timedelta(hours=1)).isoformat())
 
 
+def test_completing_short_of_the_target_says_how_much_was_given_as_the_flowsheet_does() -> None:
+    """The refusal wrote the exact record ("0.005866666666666666666666666666666666666666666666667 of 400
+    mg"): now each amount by the display policy, with its unit."""
+    bedside = Bedside()
+    bedside.start()
+    bedside.advance(20)
+    bedside.run_row(1, 11)  # stopped after 11 of 15 minutes
+    bedside.advance(30)
+    bedside.record("vitals", **VITALS)
+    with pytest.raises(InputError) as refused:
+        bedside.record(
+            "complete", outcome="completed", observation_end=bedside.at(), next_dose="re-desensitize"
+        )
+    assert refused.value.field == "outcome"
+    assert refused.value.problem == "only 0.005867 mg of 400 mg was given"
+
+
 def test_a_stop_time_that_would_exceed_the_target_is_refused() -> None:
     bedside = Bedside()
     bedside.start()

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fhir_desens.protocol.display import chart_time_text
+from fhir_desens.protocol.display import chart_date_text, chart_time_text
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -26,3 +26,16 @@ PARIS = ZoneInfo("Europe/Paris")
 )
 def test_chart_dates_read_as_people_write_them(value: str, shown: str) -> None:
     assert chart_time_text(value, PARIS) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("1975-03-02", "2 Mar 1975"),  # a birth date, as every page writes a date
+        ("1975", "1975"),  # partial dates stay as written
+        ("1975-03", "1975-03"),
+        ("1975-02-30", "1975-02-30"),  # not a date: shown, not hidden
+    ],
+)
+def test_chart_dates_without_a_time_read_as_people_write_them(value: str, shown: str) -> None:
+    assert chart_date_text(value) == shown

@@ -37,6 +37,9 @@ def test_units_are_always_written() -> None:
     assert d.dose_text(Decimal("1296700"), "[iU]") == "1,296,700 units"
     assert d.dose_text(Decimal("802.5"), "mg") == "802.5 mg"
     assert d.concentration_text(Decimal("0.0160866"), "mg/mL") == "0.01609 mg/mL"
+    given = Decimal("0.0158666666666666666666666666666666666666666666667")
+    assert d.given_of_target_text(given, Decimal(400), "mg") == "0.01587 mg of 400 mg"
+    assert d.given_of_target_text(Decimal(0), Decimal(1296700), "[iU]") == "0 units of 1,296,700 units"
 
 
 @pytest.mark.parametrize(

@@ -47,10 +47,10 @@ from fhir_desens.course.bedside.resume import plan_rows
 from fhir_desens.course.bedside.state import CHECKLIST_WORDS, SessionState, VitalsRecord
 from fhir_desens.course.bedside.vitals import parse_vitals
 from fhir_desens.errors import ConflictError, InputError
+from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.display import moment_text
 from fhir_desens.protocol.model import TargetKind
-from fhir_desens.protocol.quantity import plain
 
 CLOCK_SKEW = timedelta(minutes=5)  # an entry may not be dated later than now + this
 VOIDABLE = frozenset({"vitals", "symptom-check", "checklist", "treatment"})
@@ -179,7 +179,7 @@ def _complete(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any]
     ):
         raise InputError(
             "outcome",
-            f"{plain(state.delivered)} of {plain(state.target)} {unit} were given",
+            f"only {shown.given_of_target_text(state.delivered, state.target, unit)} was given",
             "stopped (with the reason), or finish the remaining steps",
         )
     if outcome == "stopped" and not str(data.get("reason") or "").strip():
