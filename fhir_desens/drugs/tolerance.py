@@ -43,7 +43,6 @@ __all__ = [
     "ToleranceAssessment",
     "ToleranceStatus",
     "assess",
-    "format_window",
     "maintenance_rules",
     "rule_for",
 ]
@@ -236,12 +235,6 @@ def rule_for(drug: DrugRef) -> MaintenanceRule | None:
 # the assessment
 
 
-def format_window(when: datetime, tz: tzinfo | None = None) -> str:
-    """'Thu 3 Dec 2026 10:00 UTC' in the given zone (the dose's own zone by default)."""
-    local = when.astimezone(tz) if tz is not None else when
-    return f"{local:%a} {moment_text(local)}"  # the app's one date-time format, with the weekday
-
-
 def _latest(doses: Iterable[DoseEvidence]) -> DoseEvidence | None:
     """The latest dose; at the same time the most trusted source wins."""
     return max(doses, key=lambda dose: (dose.at, -dose.source.rank), default=None)
@@ -258,7 +251,7 @@ def _window(rule: MaintenanceRule, last: datetime) -> tuple[datetime, datetime]:
 
 def _source_sentence(dose: DoseEvidence, tz: tzinfo | None) -> str:
     where = f" ({dose.reference})" if dose.reference else ""
-    return f"Last dose {format_window(dose.at, tz)}, from {dose.source.value}{where}."
+    return f"Last dose {moment_text(dose.at, tz)}, from {dose.source.value}{where}."
 
 
 def _unknown(
@@ -334,7 +327,7 @@ def assess(
         reasons.append(f"Protocol to use: {protocol}.")
     elif next_planned is not None and next_planned.at > red_from:
         reasons.append(
-            f"The next planned dose ({format_window(next_planned.at, tz)}) falls after the window closes: "
+            f"The next planned dose ({moment_text(next_planned.at, tz)}) falls after the window closes: "
             "bring it forward or plan a re-desensitization."
         )
     return ToleranceAssessment(
@@ -349,16 +342,16 @@ def _continuous_status(
         return (
             ToleranceStatus.RED,
             f"Re-desensitization required: more than {rule.window_text} without a dose "
-            f"(the window closed {format_window(red_from, tz)}).",
+            f"(the window closed {moment_text(red_from, tz)}).",
         )
     if now >= amber_from:
         return (
             ToleranceStatus.AMBER,
-            f"Window closing: give the next dose before {format_window(red_from, tz)}, "
+            f"Window closing: give the next dose before {moment_text(red_from, tz)}, "
             "or re-desensitize after that.",
         )
     return (
         ToleranceStatus.GREEN,
-        f"Tolerance can be assumed until {format_window(red_from, tz)} "
+        f"Tolerance can be assumed until {moment_text(red_from, tz)} "
         f"({rule.window_text} after the last dose).",
     )

@@ -44,7 +44,6 @@ from fhir_desens.course.outcome.strategy import WriteDecision, WritePath, choose
 from fhir_desens.course.outcome.tasks import ChartTask
 from fhir_desens.course.outcome.wording import outcome_id, session_outcome_id
 from fhir_desens.course.outcome.writeback import write_outcome
-from fhir_desens.drugs.tolerance import format_window
 from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.display import moment_text
@@ -231,7 +230,7 @@ def _later_dose(session: AppSession, form: Any) -> LaterDose:
     if ended is not None and given_at < ended:
         raise InputError(
             "given_at",
-            f"is before the desensitization's last step ({format_window(ended, _local_zone())}): "
+            f"is before the desensitization's last step ({moment_text(ended, _local_zone())}): "
             "record doses given after it",
         )
     return LaterDose(
@@ -352,10 +351,10 @@ def _ehr_client(session: AppSession) -> FhirClient | None:
 
 def _dose_line(dose: LaterDose) -> str:
     who = f", recorded by {dose.recorded_by}" if dose.recorded_by else ""
-    line = f"{dose.drug} {dose.dose} given {format_window(dose.given_at, _local_zone())}{who}"
+    line = f"{dose.drug} {dose.dose} given {moment_text(dose.given_at, _local_zone())}{who}"
     if dose.entered_in_error_at is not None:
         by = f" by {dose.entered_in_error_by}" if dose.entered_in_error_by else ""
-        line += f" (entered in error{by}, {format_window(dose.entered_in_error_at, _local_zone())})"
+        line += f" (entered in error{by}, {moment_text(dose.entered_in_error_at, _local_zone())})"
     return line
 
 

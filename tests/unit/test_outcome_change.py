@@ -48,9 +48,18 @@ def test_the_note_reads_as_the_issue_words_it() -> None:
         "Tolerated ceftriaxone 2 g via 12-step rapid desensitization on 2 Dec 2026 "
         "(protocol IV 12-step, 3-bag rapid desensitization (BWH/Castells), version 1.0.0). "
         "Tolerance is temporary: re-desensitize after a missed dose of more than 48 h or for each new course. "
-        "Breakthrough reaction: none. Recorded by Dr A. Allergist, Wed 2 Dec 2026 14:05 UTC. Ref RDD-"
+        "Breakthrough reaction: none. Recorded by Dr A. Allergist, 2 Dec 2026 14:05 UTC. Ref RDD-"
     )
     assert text.endswith(f"Ref {outcome_marker(outcome())}.")
+
+
+def test_the_copy_ready_text_and_the_clinical_note_write_dates_as_every_page_does() -> None:
+    """One date-time format (display.moment_text): '2 Dec 2026 13:30 UTC', never 'Wed 2 Dec 2026 ...'."""
+    text = summary_text(outcome(), note_for(outcome()))
+    assert (
+        "ended 2 Dec 2026 13:30 UTC" in text and "Recorded by Dr A. Allergist, 2 Dec 2026 14:05 UTC." in text
+    )
+    assert not any(day in text for day in ("Mon ", "Tue ", "Wed ", "Thu ", "Fri ", "Sat ", "Sun ")), text
 
 
 @pytest.mark.requirement("OUT-2")

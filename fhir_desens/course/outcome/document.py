@@ -21,8 +21,8 @@ from typing import Any
 
 from fhir_desens.course.outcome.record import SessionOutcome
 from fhir_desens.course.outcome.wording import outcome_id, reaction_summary
-from fhir_desens.drugs.tolerance import format_window
 from fhir_desens.fhir.canonical import ID_OUTCOME
+from fhir_desens.protocol.display import moment_text
 
 __all__ = ["CONSULT_NOTE", "attachment_hash", "clinical_note", "outcome_identifier", "summary_text"]
 
@@ -51,7 +51,7 @@ def summary_text(outcome: SessionOutcome, note: str, tz: tzinfo | None = None) -
         "Rapid drug desensitization: outcome for the allergy record",
         f"Drug: {outcome.drug.text} {outcome.dose}",
         f"Protocol: {outcome.protocol_title} (version {outcome.protocol_version})",
-        f"Session: {progress}, ended {format_window(outcome.ended_at, tz)}",
+        f"Session: {progress}, ended {moment_text(outcome.ended_at, tz)}",
         f"Breakthrough reaction: {reaction_summary(outcome, tz)}",
         "Allergy record: keep it active and confirmed (the tolerance is temporary); add this note:",
         note,

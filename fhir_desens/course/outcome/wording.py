@@ -23,8 +23,8 @@ import uuid
 from datetime import datetime, tzinfo
 
 from fhir_desens.course.outcome.record import BreakthroughReaction, SessionOutcome
-from fhir_desens.drugs.tolerance import MaintenanceRule, format_window
-from fhir_desens.protocol.display import date_text
+from fhir_desens.drugs.tolerance import MaintenanceRule
+from fhir_desens.protocol.display import date_text, moment_text
 
 __all__ = [
     "maintenance_sentence",
@@ -138,5 +138,5 @@ def note_text(
     return (
         f"{opening} Breakthrough reaction: {reaction_headline(outcome)}. "
         + (f"{details}. " if details else "")
-        + f"Recorded by {author}, {format_window(recorded_at, tz)}. Ref {outcome_marker(outcome)}."
+        + f"Recorded by {author}, {moment_text(recorded_at, tz)}. Ref {outcome_marker(outcome)}."
     )
