@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from fhir_desens.course.bedside.summary import ReactionSummary, SessionSummary
+from fhir_desens.course.bedside.summary import ReactionSummary, SessionSummary, summarize
 from fhir_desens.course.outcome.from_session import (
     finished,
     outcome_from_session,
@@ -21,6 +21,7 @@ from fhir_desens.course.outcome.wording import note_text
 from fhir_desens.drugs.tolerance import DoseEvidence, DoseSource, ToleranceStatus, assess, rule_for
 from fhir_desens.errors import InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
+from tests.bedside_session import Bedside
 
 START = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
 SNOMED = "http://snomed.info/sct"
@@ -81,6 +82,24 @@ def test_a_completed_session_becomes_the_outcome_to_write() -> None:
         "Breakthrough reaction: Brown grade 1, mild (skin and mucosa) at step 11. "
         "Onset and signs: step 11 at 13:00 (Urticaria). Recorded by" in text
     )
+
+
+def test_symptoms_read_as_the_flowsheet_words_them_also_the_old_wheal() -> None:
+    """A session recorded with the old "Wheals / hives" (Wheal (finding) 247472004, no longer offered) read
+    "Wheal" in the outcome's preview, note and allergy record: now the flowsheet's words, with the code and
+    SNOMED CT's own display kept in the coding."""
+    bedside = Bedside()
+    bedside.reaction_at_step_11()  # itching and the old wheal
+    outcome = outcome_from_session(summarize(bedside.state), author_name="Dr A. Allergist")
+    [r] = outcome.reactions
+    assert [m.text for m in r.manifestations] == ["Itching", "Wheals / hives"]
+    wheal = r.manifestations[1].concept()
+    assert wheal == {
+        "coding": [{"system": SNOMED, "code": "247472004", "display": "Wheal"}],
+        "text": "Wheals / hives",
+    }
+    text = note_text(outcome, rule_for(DrugRef("carboplatin")), START + timedelta(hours=9))
+    assert "(Itching, Wheals / hives)" in text and "Wheal)" not in text
 
 
 def test_an_inserted_step_is_named_by_its_row() -> None:
@@ -169,7 +188,7 @@ def test_a_dose_recorded_after_the_desensitization_keeps_the_window_open() -> No
     assert a.source is DoseSource.APP_RECORD and a.last_dose is not None
     assert a.last_dose.at == START + timedelta(hours=50)
     assert a.reasons[1] == (
-        "Last dose Fri 4 Dec 2026 10:00 UTC, from the app's own record "
+        "Last dose 4 Dec 2026 10:00 UTC, from the app's own record "
         "(2 g given after desensitization, recorded by N. Nurse)."
     )
     assert a.red_from == START + timedelta(hours=98)

@@ -24,7 +24,7 @@ class ReactionSummary:
     protocol_step: int | None
     grade: str  # Brown 2004: mild | moderate | severe (also the R4 AllergyIntolerance.reaction.severity)
     phenotype: str
-    manifestations: tuple[dict[str, str], ...]  # {system, code, display}
+    manifestations: tuple[dict[str, str], ...]  # {system, code, display, text}: text in the flowsheet's words
     resolved_at: datetime | None
     resume_option: str | None
 
@@ -91,9 +91,9 @@ def summarize(state: SessionState) -> SessionSummary:
                 grade=r.grade,
                 phenotype=r.phenotype,
                 manifestations=tuple(  # an unverified code is left out: the words only
-                    {"system": SNOMED, "code": s.code, "display": s.display}
+                    {"system": SNOMED, "code": s.code, "display": s.display, "text": s.label}
                     if s.verified
-                    else {"display": s.label}
+                    else {"display": s.label, "text": s.label}
                     for s in r.symptoms
                 ),
                 resolved_at=r.resolved_at,

@@ -63,6 +63,19 @@ def _plain_display(display: str) -> str:
     return _SEMANTIC_TAG.sub("", display) or display
 
 
+def _manifestation(recorded: Mapping[str, str]) -> CodedText:
+    """A symptom as the flowsheet words it ("Wheals / hives", also for a code no longer offered), with its
+    code and the code's own display ("Wheal") for the chart's coding."""
+    display = _plain_display(recorded.get("display") or recorded.get("code") or "reaction")
+    text = recorded.get("text") or display
+    return CodedText(
+        text,
+        recorded.get("system"),
+        recorded.get("code"),
+        display=display if display != text and recorded.get("code") else None,
+    )
+
+
 def _grade(severity: str) -> str:
     number = _GRADE_NUMBER.get(severity)
     if number is None:
@@ -91,14 +104,7 @@ def outcome_from_session(
             step=r.protocol_step or r.row,
             grade=_grade(r.grade),
             severity=r.grade,
-            manifestations=tuple(
-                CodedText(
-                    _plain_display(m.get("display") or m.get("code") or "reaction"),
-                    m.get("system"),
-                    m.get("code"),
-                )
-                for m in r.manifestations
-            )
+            manifestations=tuple(_manifestation(m) for m in r.manifestations)
             or (CodedText(f"{r.phenotype} reaction"),),
             onset=r.onset,
         )

@@ -38,9 +38,10 @@ def _reference(value: str | None, resource_type: str, field: str) -> None:
 class CodedText:
     """A concept as text, with its code when one is known (SNOMED CT, RxNorm ...)."""
 
-    text: str
+    text: str  # what people read (a symptom in the flowsheet's words: "Wheals / hives")
     system: str | None = None
     code: str | None = None
+    display: str | None = None  # the code's own display ("Wheal"), when it differs from the text
 
     def __post_init__(self) -> None:
         if not self.text.strip():
@@ -52,7 +53,7 @@ class CodedText:
         """As a FHIR CodeableConcept."""
         if self.system and self.code:
             return {
-                "coding": [{"system": self.system, "code": self.code, "display": self.text}],
+                "coding": [{"system": self.system, "code": self.code, "display": self.display or self.text}],
                 "text": self.text,
             }
         return {"text": self.text}
