@@ -38,7 +38,7 @@ def chart_risk_for(
 def risk_sources(risk: ChartRisk) -> dict[str, list[str]]:
     """Criterion -> the chart's sources (or its pointer), kept on the draft for the page and the suggestion."""
     return {
-        a.criterion: [*a.sources, *([a.pointer] if a.pointer else [])]
+        a.criterion: [*a.evidence, *([a.pointer] if a.pointer else [])]
         for a in risk.answers
         if a.sources or a.pointer
     }

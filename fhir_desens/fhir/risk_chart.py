@@ -29,9 +29,10 @@ from typing import Any
 
 from fhir_desens.fhir.allergy import RXNORM, SNOMED, Allergy, Concept
 from fhir_desens.fhir.raw import objects, text_or_none
+from fhir_desens.protocol.display import chart_date_text
 from fhir_desens.protocol.risk import CRITERIA, RiskAnswers
 
-__all__ = ["ChartAnswer", "ChartRisk", "risk_from_chart"]
+__all__ = ["ChartAnswer", "ChartRisk", "risk_from_chart", "said_once"]
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
@@ -86,6 +87,28 @@ class ChartAnswer:
     @property
     def label(self) -> str:
         return CRITERIA[self.criterion]
+
+    @property
+    def evidence(self) -> tuple[str, ...]:
+        """The sources for people, each place named once (:func:`said_once`)."""
+        return said_once(self.sources)
+
+
+def said_once(sources: Sequence[str]) -> tuple[str, ...]:
+    """Facts read in one place under one heading, in the order found: "allergy to Paclitaxel, reaction:
+    severity 'severe'", "allergy to Paclitaxel, reaction: SpO2 84% ..." read as "Allergy to Paclitaxel,
+    reaction: severity 'severe'; SpO2 84% ..." (the start form repeated the place before each fact)."""
+    facts: dict[str, list[str]] = {}
+    for source in sources:
+        where, colon, fact = source.partition(": ")
+        key, fact = (where, fact) if colon else (source, "")
+        facts.setdefault(key, [])
+        if fact and fact not in facts[key]:
+            facts[key].append(fact)
+    return tuple(
+        (where[:1].upper() + where[1:]) + (": " + "; ".join(found) if found else "")
+        for where, found in facts.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -250,7 +273,7 @@ def _read_allergy(reading: _Reading, allergy: Allergy) -> None:
         where = f"allergy to {name}, reaction"
         if reaction.severity in _SEVERITY_GRADE:
             grade = _SEVERITY_GRADE[reaction.severity]
-            reading.raise_grade(grade, f"{where} severity '{reaction.severity}'")
+            reading.raise_grade(grade, f"{where}: severity '{reaction.severity}'")
         for manifestation in reaction.manifestations:
             _read_manifestation(reading, manifestation, where)
         for text in (reaction.description, *reaction.notes):
@@ -378,7 +401,8 @@ def _fev1(observations: Iterable[Mapping[str, Any]], conditions: Sequence[Mappin
             usable.append((_when(observation), value))
     if usable:
         when, value = max(usable, key=lambda item: item[0])
-        source = f"Observation: FEV1 {value}% of predicted (LOINC {FEV1_PERCENT}){', ' + when[:10] if when else ''}"
+        measured = f", {chart_date_text(when[:10])}" if when else ""  # the day, as every page writes dates
+        source = f"Observation: FEV1 {value}% of predicted (LOINC {FEV1_PERCENT}){measured}"
         return ChartAnswer("fev1_below_80", value < 80, (source,))
     lung = next(
         (s for c in conditions if _current_condition(c) and (s := _condition_matches(c, _LUNG_ICD, _LUNG))),

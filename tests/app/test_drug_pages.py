@@ -97,6 +97,12 @@ def test_the_paclitaxel_patient_is_prefilled_high_risk_with_sources(signer: Sign
     assert re.search(r'name="fev1_below_80" value="" checked', html), "not measured: not known, never no"
     text = text_of(html)
     assert "68/40" in text and "I25.10" in text and "Metoprolol" in text
+    # the index reaction named once per answer, then its facts (it was repeated before each fact)
+    assert (
+        "From the chart: Allergy to Paclitaxel, reaction: severity 'severe'; blood pressure 68/40 (systolic "
+        "below 90); SpO2 84% (at or below 92%)" in text
+    )
+    assert text.casefold().count("allergy to paclitaxel, reaction") == 2  # the grade and hypotension answers
     form = {
         "csrf_token": signer.csrf(sid),
         **start_form_values(html),

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fhir_desens.fhir.allergy import allergy_from_fhir
-from fhir_desens.fhir.risk_chart import risk_from_chart
+from fhir_desens.fhir.risk_chart import risk_from_chart, said_once
 from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.risk import suggest_protocol
@@ -159,3 +159,25 @@ def test_each_fact_of_the_index_reaction_is_shown_once(name: str) -> None:
             "allergy to Paclitaxel, reaction: blood pressure 68/40 (systolic below 90)",
             "allergy to Paclitaxel, reaction: SpO2 84% (at or below 92%)",
         )
+
+
+@pytest.mark.invariant("RISK-CHART-1")
+def test_the_index_reaction_is_named_once_before_its_facts() -> None:
+    """The start form read "allergy to Paclitaxel, reaction severity 'severe'; allergy to Paclitaxel, reaction:
+    blood pressure 68/40 ...; allergy to Paclitaxel, reaction: SpO2 84% ...": the place once, then the facts."""
+    risk = risk_of("paclitaxel-high-risk")
+    assert risk.grade.evidence == (
+        "Allergy to Paclitaxel, reaction: severity 'severe'; blood pressure 68/40 (systolic below 90); "
+        "SpO2 84% (at or below 92%)",
+    )
+    assert risk.cardiac_or_beta_blocker.evidence == (
+        "Condition: Coronary artery disease, drug-eluting stent to LAD 2023; LVEF 50% (ICD-10-CM I25.10)",
+        "Active order: Metoprolol succinate 50 mg extended-release tablet (beta-blocker)",
+    )
+    assert risk_of("aspirin-aerd").fev1_below_80.evidence == (
+        "Observation: FEV1 78% of predicted (LOINC 20152-5), 10 Nov 2026",  # the day as every page writes it
+    )
+
+
+def test_facts_from_one_place_are_said_once_in_the_order_found() -> None:
+    assert said_once(["a: x", "b: y", "a: z", "a: x", "no place"]) == ("A: x; z", "B: y", "No place")
