@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from fhir_desens.course.draft import PlanDraft
@@ -10,6 +10,7 @@ from fhir_desens.course.drug_review import DrugReview
 from fhir_desens.fhir.allergy import Allergy
 from fhir_desens.fhir.chart.drugs import allergen_ref
 from fhir_desens.protocol.crossreactivity import AllergyMatch, DrugRef, match_allergies
+from fhir_desens.protocol.model import Premedication
 from fhir_desens.protocol.screening import Coding, Manifestation, ScreeningResult, screen_reactions
 
 
@@ -88,11 +89,48 @@ def assess(drug: DrugRef, allergies: Sequence[Allergy] | None) -> Assessment:
     return Assessment(drug.name, matched, allergy_list_read=True)
 
 
+def premedication_allergies(
+    premedications: Sequence[Premedication], allergies: Sequence[Allergy] | None
+) -> dict[str, str]:
+    """PLAN-PREMED-1: each of the protocol's premedications the allergy list rules out, matched as the
+    planned drug is (same ingredient or a documented cross-reactive class), with the allergy in words:
+    {"aspirin": "allergy to Aspirin (and other COX-1 inhibiting NSAIDs)"}. One rule for the plan page,
+    signing and the bedside checklist; empty when the list could not be read."""
+    ruled_out: dict[str, str] = {}
+    for premedication in premedications:
+        matched = assess(DrugRef(premedication.drug), allergies).matched
+        if matched:
+            ruled_out[premedication.drug] = f"allergy to {matched[0].allergy.substance_display}"
+    return ruled_out
+
+
+def premedication_blocker(draft: PlanDraft, ruled_out: Mapping[str, str]) -> str | None:
+    """Signing waits until the allergist has acknowledged every premedication the allergy list rules out
+    (the protocol's premedications are not the app's orders: the acknowledgement tells the nurse not to
+    give it and is recorded on the signed plan)."""
+    pending = [name for name in ruled_out if name not in draft.premedications_withheld]
+    if not pending:
+        return None
+    listed = "; ".join(f"{name} ({ruled_out[name]})" for name in pending)
+    return (
+        f"The allergy list rules out a premedication of this protocol: {listed}. Acknowledge that it is not "
+        "to be given (order an alternative separately if one is needed) first."
+    )
+
+
 def signing_blockers(
-    draft: PlanDraft, assessment: Assessment, can_write: bool, review: DrugReview | None = None
+    draft: PlanDraft,
+    assessment: Assessment,
+    can_write: bool,
+    review: DrugReview | None = None,
+    premedications_ruled_out: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Why this draft may not be signed yet (empty: it may be signed); ``review``: the drug checks."""
+    """Why this draft may not be signed yet (empty: it may be signed); ``review``: the drug checks;
+    ``premedications_ruled_out``: :func:`premedication_allergies` of the plan."""
     reasons: list[str] = [] if review is None else review.blockers(draft.uncoded_confirmed)
+    premedication = premedication_blocker(draft, premedications_ruled_out or {})
+    if premedication:
+        reasons.append(premedication)
     if assessment.contraindicated and not (draft.override_reason and draft.override_authority):
         reasons.append(
             "Desensitization is contraindicated by a matched allergy: an expert override with its reason is needed."

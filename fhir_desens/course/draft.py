@@ -81,6 +81,9 @@ class PlanDraft:
     dose_reason: str | None = None  # why the target differs from the order by more than the tolerance
     keep_order_reason: str | None = None  # set: keep the therapeutic order active (else it is put on hold)
     duplicate_reason: str | None = None  # why a second active plan for the same drug is intended
+    #: premedications the allergy list rules out, acknowledged as not to be given (PLAN-PREMED-1), and by whom
+    premedications_withheld: tuple[str, ...] = ()
+    premedications_withheld_by: str | None = None
     planned_start: str | None = None  # ISO date-time with offset, chosen in the site's time zone
     #: the pump steps (mL/h) the plan's rates are rounded to, fixed when the draft is made from the site's
     #: setting (so a setting changed later never changes a plan being checked); None: exact rates
@@ -90,6 +93,7 @@ class PlanDraft:
         data = asdict(self)
         data["drug_rxnorm"] = list(self.drug_rxnorm)
         data["insert_before"] = list(self.insert_before)
+        data["premedications_withheld"] = list(self.premedications_withheld)
         return data
 
     @classmethod
@@ -97,6 +101,7 @@ class PlanDraft:
         values = dict(data)
         values["drug_rxnorm"] = tuple(str(c) for c in values.get("drug_rxnorm") or ())
         values["insert_before"] = tuple(int(n) for n in values.get("insert_before") or ())
+        values["premedications_withheld"] = tuple(str(n) for n in values.get("premedications_withheld") or ())
         values["risk"] = dict(values.get("risk") or {})
         values["unlisted_confirmed"] = bool(values.get("unlisted_confirmed"))
         values["uncoded_confirmed"] = bool(values.get("uncoded_confirmed"))

@@ -38,7 +38,7 @@ from typing import Any
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.client.smart import SmartSession
 from fhir_desens.client.store import SessionStore
-from fhir_desens.course.assessment import assess, signing_blockers
+from fhir_desens.course.assessment import assess, premedication_allergies, signing_blockers
 from fhir_desens.course.chart import (
     LOCATION,
     encounter_reference,
@@ -77,6 +77,7 @@ SIGNED_KIND = "signed-plan"
 DOSE_NOTE = "Dose differs from the active order: "
 KEPT_NOTE = "Standard-rate order "
 DUPLICATE_NOTE = "A second active plan for this drug is intended: "
+WITHHELD_NOTE = "Premedication not to be given (the allergy list rules it out): "
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,13 @@ def _notes(draft: PlanDraft) -> tuple[str, ...]:
         notes.append(f"{KEPT_NOTE}{draft.order_reference} kept active: {draft.keep_order_reason}")
     if draft.duplicate_reason:
         notes.append(f"{DUPLICATE_NOTE}{draft.duplicate_reason}")
+    if draft.premedications_withheld:
+        who = (
+            f"; acknowledged by {draft.premedications_withheld_by}"
+            if draft.premedications_withheld_by
+            else ""
+        )
+        notes.append(f"{WITHHELD_NOTE}{', '.join(draft.premedications_withheld)}{who}")
     return tuple(notes)
 
 
@@ -271,9 +279,13 @@ def _signable(
     if not ctx.smart.can_sign_orders:  # the one rule (SmartSession.can_sign_orders), also the page's
         raise OrdersNotPermitted(missing_order_scopes(ctx.smart))
     plan = plan_for(draft, ctx.protocols)
-    assessment = assess(drug_ref_for(draft.drug, draft.drug_rxnorm), read_allergies())
+    allergies = read_allergies()
+    assessment = assess(drug_ref_for(draft.drug, draft.drug_rxnorm), allergies)
     review = review_for(draft, plan, ctx.protocols)
-    blockers = signing_blockers(draft, assessment, can_write=True, review=review)
+    ruled_out = premedication_allergies(plan.premedications, allergies)
+    blockers = signing_blockers(
+        draft, assessment, can_write=True, review=review, premedications_ruled_out=ruled_out
+    )
     dose = dose_blocker(draft, ctx.dose_tolerance_percent)
     if dose:
         blockers.append(dose)

@@ -222,6 +222,21 @@ def with_unlisted_confirmed(draft: PlanDraft, assessment: Assessment, form: Mapp
     return replace(draft, unlisted_confirmed=True)
 
 
+def with_premedications_withheld(
+    draft: PlanDraft, ruled_out: Mapping[str, str], form: Mapping[str, str], who: str
+) -> PlanDraft:
+    """PLAN-PREMED-1: the allergist acknowledges that the premedications the allergy list rules out are not
+    given (recorded on the signed plan with who acknowledged it)."""
+    if not ruled_out:
+        raise InputError(
+            "confirm_premedications",
+            "no premedication of this protocol is on the allergy list; there is nothing to acknowledge",
+        )
+    if not checkbox(form, "confirm_premedications"):
+        raise InputError("confirm_premedications", "the box is not ticked", "tick the box, then Acknowledge")
+    return replace(draft, premedications_withheld=tuple(ruled_out), premedications_withheld_by=who)
+
+
 def with_uncoded_confirmed(draft: PlanDraft, review: DrugReview | None, form: Mapping[str, str]) -> PlanDraft:
     """DRUG-NAME-2: an unresolved drug name is planned only after this explicit confirmation."""
     if review is None or review.resolution.resolved:
@@ -303,6 +318,7 @@ __all__ = [
     "suggestion_for",
     "with_insertion",
     "with_override",
+    "with_premedications_withheld",
     "with_protocol_settings",
     "with_uncoded_confirmed",
     "with_unlisted_confirmed",

@@ -24,6 +24,7 @@ ACTIONS = (
     "keep-order",
     "hold-order",
     "confirm-duplicate",
+    "acknowledge-premedications",
 )
 
 
@@ -61,6 +62,9 @@ def edited_draft(context: PlanContext, action: str, form: Mapping[str, str]) -> 
         return drafts.with_order_held(draft)
     if action == "confirm-duplicate":
         return drafts.with_duplicate_confirmed(draft, form)
+    if action == "acknowledge-premedications":
+        who = context.session.user.label
+        return drafts.with_premedications_withheld(draft, context.premedications_ruled_out, form, who)
     if plan is None:
         raise InputError("action", "the plan cannot be computed", "change the protocol settings first")
     if action == "insert":
@@ -80,4 +84,5 @@ FIELD_OF_ACTION: dict[str, str] = {
     "keep-order": "keep_order_reason",
     "hold-order": "keep_order_reason",
     "confirm-duplicate": "duplicate_reason",
+    "acknowledge-premedications": "confirm_premedications",
 }

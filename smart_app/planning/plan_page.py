@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import render_template, url_for
 
+from fhir_desens.course.assessment import premedication_allergies, premedication_blocker
 from fhir_desens.course.chart import patient_reference
 from fhir_desens.course.drug_review import DrugReview
 from fhir_desens.course.lifecycle import active_plans_for_drug
@@ -33,7 +34,13 @@ from smart_app.planning.forms import (
     FieldError,
 )
 from smart_app.planning.pages import common_context, session_for
-from smart_app.planning.worksheet import ClockTimes, Worksheet, clock_times, with_times
+from smart_app.planning.worksheet import (
+    ClockTimes,
+    Worksheet,
+    clock_times,
+    with_premedication_allergies,
+    with_times,
+)
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,8 @@ class PlanContext:
     errors: list[FieldError] = field(default_factory=list)
     review: DrugReview | None = None  # the drug checks of the plan (None: no plan)
     signed: SignResult | None = None  # the draft was signed: read-only
+    #: the plan's premedications the allergy list rules out -> the allergy in words (PLAN-PREMED-1)
+    premedications_ruled_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def blocked(self) -> bool:
@@ -69,6 +78,10 @@ def context_for(sid: str, draft_id: str) -> PlanContext:
     context = PlanContext(session, session.banner(), draft, assessment, drafts.library(), computed)
     context.signed = signed_marker(services().store, sid, draft_id)
     context.plan, context.plan_error, context.review = computed.plan, computed.plan_error, computed.review
+    if context.plan is not None:
+        context.premedications_ruled_out = premedication_allergies(
+            context.plan.premedications, session.allergies()
+        )
     return context
 
 
@@ -85,7 +98,7 @@ def worksheet_of(context: PlanContext) -> Worksheet | None:
     computed, times = context.computed, times_of(context)
     if computed.sheet is None or times is None:
         return None
-    return with_times(computed.sheet, times)
+    return with_premedication_allergies(with_times(computed.sheet, times), context.premedications_ruled_out)
 
 
 def _start_of(draft: PlanDraft) -> datetime:
@@ -163,14 +176,18 @@ def _sections(context: PlanContext, shown: sections.Shown, times: ClockTimes | N
     if not context.blocked:
         parts["protocol_form"] = sections.protocol_form(shown, draft, computed, context.protocols)
         if times is not None and computed.sheet is not None:
-            parts["worksheet_html"] = sections.worksheet_part(shown, computed, times)
+            parts["worksheet_html"] = sections.worksheet_part(
+                shown, computed, times, context.premedications_ruled_out
+            )
     return parts
 
 
 def _blockers(context: PlanContext, can_write: bool) -> tuple[list[str], list[SignedPlanSummary]]:
     """Why signing is not possible yet, and the other active plans of the drug."""
     draft, computed = context.draft, context.computed
-    blockers = drafts.signing_blockers(draft, context.assessment, can_write, context.review)
+    blockers = drafts.signing_blockers(
+        draft, context.assessment, can_write, context.review, context.premedications_ruled_out
+    )
     dose_blocked = difference_blocker(draft, computed.dose, services().settings.dose_tolerance_percent)
     if dose_blocked:
         blockers.append(dose_blocked)
@@ -223,6 +240,8 @@ def render_plan(
         zone_name=services().site_now().strftime("%Z") or str(services().settings.zone),
         can_write=can_write,
         fixed_note=drafts.fixed_dose_note(draft, plan) if plan is not None else None,
+        premedications_ruled_out=context.premedications_ruled_out,
+        premedications_acknowledged=premedication_blocker(draft, context.premedications_ruled_out) is None,
         sign_url=page_url + "/sign",
     )
     return html, status

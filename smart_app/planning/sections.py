@@ -37,7 +37,7 @@ from smart_app.fragments import fragment, hole
 from smart_app.planning.computed import Computed
 from smart_app.planning.drafts import Assessment, PlanDraft
 from smart_app.planning.forms import CLOSING_TEXT, LABELS, FieldError, options_for
-from smart_app.planning.worksheet import ClockTimes, with_times
+from smart_app.planning.worksheet import ClockTimes, with_premedication_allergies, with_times
 
 __all__ = ["PER_REQUEST", "Shown", "allergy_match", "drug_review", "protocol_form", "worksheet_part"]
 
@@ -146,7 +146,9 @@ def protocol_form(
     return shown.render("plan protocol form", "_plan_protocol.html", computed.version, context)
 
 
-def worksheet_part(shown: Shown, computed: Computed, times: ClockTimes) -> Markup:
+def worksheet_part(
+    shown: Shown, computed: Computed, times: ClockTimes, ruled_out: Mapping[str, str] | None = None
+) -> Markup:
     """The worksheet and timeline sections with ``times`` (:func:`~smart_app.planning.worksheet.clock_times`
     of the draft's plan), and a "Remove inserted step" button on inserted steps. Never shows a POST's
     values, so it is kept on every page."""
@@ -166,12 +168,13 @@ def worksheet_part(shown: Shown, computed: Computed, times: ClockTimes) -> Marku
     def render() -> str:
         return render_template(
             "_worksheet.html",
-            worksheet=with_times(sheet, holes),
+            worksheet=with_premedication_allergies(with_times(sheet, holes), ruled_out or {}),
             remove_url=hole("page_url"),
             csrf_token=hole("csrf_token"),
         )
 
-    found = fragment("plan worksheet", (computed.version, times.clock_basis), render)
+    allergies = tuple(sorted((ruled_out or {}).items()))
+    found = fragment("plan worksheet", (computed.version, times.clock_basis, allergies), render)
     return found.fill({**shown.per_request, **_clock_values(times)})
 
 

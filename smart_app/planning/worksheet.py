@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -60,6 +61,7 @@ class PremedicationRow:
     timing: str
     condition: str | None
     clock: str | None
+    allergy: str | None = None  # the allergy list rules it out: "allergy to Aspirin" (PLAN-PREMED-1)
 
 
 @dataclass(frozen=True)
@@ -321,6 +323,17 @@ def with_times(sheet: Worksheet, times: ClockTimes) -> Worksheet:
         started_at=times.started_at,
         ends_at=times.ends_at,
         clock_basis=times.clock_basis,
+    )
+
+
+def with_premedication_allergies(sheet: Worksheet, ruled_out: Mapping[str, str]) -> Worksheet:
+    """``sheet`` with each premedication the allergy list rules out marked with the allergy
+    (:func:`fhir_desens.course.assessment.premedication_allergies`), so no one gives it from the sheet."""
+    if not ruled_out:
+        return sheet
+    return replace(
+        sheet,
+        premedications=tuple(replace(row, allergy=ruled_out.get(row.drug)) for row in sheet.premedications),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -185,6 +186,36 @@ def test_drug_not_on_the_allergy_list_needs_confirmation_before_signing(
     app.get_by_label("I confirm desensitization for a drug the allergy list does not record").check()
     app.get_by_role("button", name="Confirm").click()
     expect(app.get_by_role("button", name=SIGN)).to_be_enabled()
+
+
+def test_a_premedication_the_patient_is_allergic_to_is_flagged_and_acknowledged_before_signing(
+    open_chart: Callable[..., Chart], new_page: Callable[[], Page], screenshot_dir: Path
+) -> None:
+    """PLAN-PREMED-1: carboplatin's 12-step protocol gives aspirin if flushing occurred; the AERD patient
+    must not get it. The plan page says so beside the premedications, and signing waits for the allergist."""
+    chart = open_chart("aspirin-aerd")
+    app = chart.app
+    start_plan(app, ("carboplatin",), "400")
+    choose_option(
+        app.get_by_role("combobox", name="Protocol", exact=True),
+        lambda value, text: value == "iv-12-step-3-bag" or text.startswith("IV 12-step, 3-bag rapid"),
+    )
+    app.get_by_role("button", name="Recalculate").click()
+    premedications = app.get_by_role("list", name="Premedications")
+    expect(premedications.get_by_role("listitem").filter(has_text="aspirin")).to_contain_text(
+        "Do not give: allergy to Aspirin"
+    )
+    expect(app.locator("#sign-blockers")).to_contain_text(
+        "rules out a premedication of this protocol: aspirin"
+    )
+    wide = new_page()  # the plan page as wide as an EHR frame, to look at
+    wide.set_viewport_size({"width": 1024, "height": 900})
+    wide.goto(chart.frame.url)
+    wide.screenshot(path=str(screenshot_dir / "plan-premedication-allergy-1024.png"), full_page=True)
+    app.get_by_label(re.compile(r"^Not to be given: aspirin")).check()
+    app.get_by_role("button", name="Acknowledge", exact=True).click()
+    expect(app.locator("#premedication-allergies")).to_contain_text("not to be given")
+    expect(app.locator("#sign-blockers")).not_to_contain_text("premedication")
 
 
 def test_planning_with_the_keyboard_alone_in_a_page_1024_px_wide(

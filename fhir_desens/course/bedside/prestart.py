@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fhir_desens.client.fhir_rest import FhirClient
-from fhir_desens.course.assessment import assess
+from fhir_desens.course.assessment import assess, premedication_allergies
 from fhir_desens.course.chart import HEIGHT_LOINC, WEIGHT_LOINC, first_page
 from fhir_desens.errors import DesensError
 from fhir_desens.fhir.allergy import Allergy
@@ -178,12 +178,7 @@ def allergies_for(plan: Plan, drug: DrugRef, allergies: Sequence[Allergy] | None
         for text in (concept.text, *(c.display for c in concept.codings))
         if text
     )
-    avoid = {}
-    for premedication in plan.premedications:
-        matched = assess(DrugRef(premedication.drug), allergies).matched
-        if matched:
-            avoid[premedication.drug] = f"allergy to {matched[0].allergy.substance_display}"
-    return Allergies(signs, avoid)
+    return Allergies(signs, premedication_allergies(plan.premedications, allergies))
 
 
 def _condition_met(condition: str, allergies: Allergies) -> tuple[str, bool] | None:
