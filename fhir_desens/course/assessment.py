@@ -111,7 +111,7 @@ def premedication_blocker(draft: PlanDraft, ruled_out: Mapping[str, str]) -> str
     pending = [name for name in ruled_out if name not in draft.premedications_withheld]
     if not pending:
         return None
-    listed = "; ".join(f"{name} ({ruled_out[name]})" for name in pending)
+    listed = "; ".join(f"{name}, because of the {ruled_out[name]}" for name in pending)
     return (
         f"The allergy list rules out a premedication of this protocol: {listed}. Acknowledge that it is not "
         "to be given (order an alternative separately if one is needed) first."
