@@ -232,6 +232,10 @@ class TherapeuticOrder:
         return self.status == "active"
 
 
+#: the RequestGroup note of premedications the allergy list rules out, acknowledged at signing (PLAN-PREMED-1)
+WITHHELD_NOTE = "Premedication not to be given (the allergy list rules it out): "
+
+
 @dataclass(frozen=True)
 class SignedPlan:
     id: str
@@ -260,6 +264,12 @@ class SignedPlan:
     def order_name(self) -> str:
         """The therapeutic order in words that fit the drug (:func:`order_name`)."""
         return order_name(self.route)
+
+    @property
+    def premedications_withheld(self) -> str | None:
+        """The acknowledged premedications not to be given (PLAN-PREMED-1), as signed: "aspirin;
+        acknowledged by Dr. A. Allergist", else None."""
+        return next((n[len(WITHHELD_NOTE) :] for n in self.notes if n.startswith(WITHHELD_NOTE)), None)
 
     @property
     def discontinued_parts(self) -> tuple[str, str | None] | None:

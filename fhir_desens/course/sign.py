@@ -50,7 +50,7 @@ from fhir_desens.course.context import CourseContext
 from fhir_desens.course.draft import PlanDraft, plan_for
 from fhir_desens.course.drug_review import DrugReview, drug_ref_for, review_draft
 from fhir_desens.course.lifecycle import HoldOutcome, active_plans_for_drug, hold_therapeutic_order
-from fhir_desens.course.readback import order_name
+from fhir_desens.course.readback import WITHHELD_NOTE, order_name
 from fhir_desens.course.sign_errors import (
     DuplicatePlan,
     EarlierAttemptInChart,
@@ -77,7 +77,6 @@ SIGNED_KIND = "signed-plan"
 DOSE_NOTE = "Dose differs from the active order: "
 KEPT_NOTE = "Standard-rate order "
 DUPLICATE_NOTE = "A second active plan for this drug is intended: "
-WITHHELD_NOTE = "Premedication not to be given (the allergy list rules it out): "
 
 
 @dataclass(frozen=True)

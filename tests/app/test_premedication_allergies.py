@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fhir_desens.course.sign import WITHHELD_NOTE
+from fhir_desens.course.readback import WITHHELD_NOTE
 from tests.app.signer import Signer, assert_nothing_written, refusal
 from tests.html import text_of
 
@@ -63,10 +63,12 @@ def test_a_premedication_the_patient_is_allergic_to_is_flagged_and_signing_waits
     assert "Acknowledged by" in text_of(html) and "not to be given" in text_of(html)
     assert '<button type="submit">Sign and send orders</button>' in html
 
-    signer.signed_id(signer.sign(sid, draft_id), sid)
+    rg_id = signer.signed_id(signer.sign(sid, draft_id), sid)
     (group,) = signer.signed("RequestGroup")
     notes = [n["text"] for n in group.get("note") or []]
     assert any(n.startswith(f"{WITHHELD_NOTE}aspirin; acknowledged by ") for n in notes), notes
+    signed = text_of(signer.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True))
+    assert "Premedication not to be given (the allergy list rules it out): aspirin; acknowledged by" in signed
 
 
 def test_without_such_an_allergy_nothing_is_flagged_or_asked(signer: Signer) -> None:
