@@ -36,15 +36,29 @@ def _wants_json() -> bool:
     )
 
 
-def _respond(status: int, message: str, *, code: str, hint: str | None = None, **extra: Any) -> Response:
-    title = TITLES.get(status, "Something went wrong")
+def _respond(
+    status: int,
+    message: str,
+    *,
+    code: str,
+    hint: str | None = None,
+    title: str | None = None,
+    detail: str | None = None,
+    **extra: Any,
+) -> Response:
+    """The error page (or JSON): ``detail`` is the technical account, shown small for the support team."""
+    title = title or TITLES.get(status, "Something went wrong")
+    if hint and hint in message:  # never the same advice twice on one page
+        hint = None
     if _wants_json():
-        body: dict[str, Any] = {"error": code, "message": message, "status": status}
+        body: dict[str, Any] = {"error": code, "message": detail or message, "status": status}
         body.update(extra)
         response = jsonify(body)
     else:
         response = Response(
-            render_template("error.html", title=title, message=message, hint=hint, status=status, **extra),
+            render_template(
+                "error.html", title=title, message=message, hint=hint, detail=detail, status=status, **extra
+            ),
             mimetype="text/html",
         )
     response.status_code = status
@@ -53,7 +67,10 @@ def _respond(status: int, message: str, *, code: str, hint: str | None = None, *
 
 def _hint_for(error: DesensError) -> str | None:
     if isinstance(error, AuthorizationDenied):
-        return "Open the app again from the EHR. If this keeps happening, contact your EHR administrator."
+        return (
+            "Open the app again from the EHR (from the patient's chart). If this keeps happening, contact your "
+            "EHR administrator."
+        )
     if isinstance(error, AuthError):
         return "Open the app again from the EHR."
     if isinstance(error, TemporaryServerError):
@@ -74,7 +91,22 @@ def init_errors(app: Flask) -> None:
             extra = {"invariant": error.invariant_id}
         if isinstance(error, AuthorizationDenied):
             extra = {"oauth_error": error.error, "oauth_error_description": error.description}
-        return _respond(status, error.message, code=type(error).__name__, hint=_hint_for(error), **extra)
+        message, title, detail = error.message, None, None
+        if isinstance(error, AuthorizationDenied):
+            title = "The EHR refused the sign-in"
+        elif isinstance(
+            error, TemporaryServerError
+        ):  # "GET /fhir/...: timed out (ReadTimeout)" is for support
+            message, detail = "The EHR did not answer in time, or answered that it is busy.", error.message
+        return _respond(
+            status,
+            message,
+            code=type(error).__name__,
+            hint=_hint_for(error),
+            title=title,
+            detail=detail,
+            **extra,
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -122,10 +122,9 @@ class AuthorizationDenied(AuthError):
     http_status = 403
 
     def __init__(self, error: str, description: str | None) -> None:
-        text = f"the EHR's authorization server refused the request: {error}"
-        if description:
-            text += f" ({description})"
-        super().__init__(text)
+        # the EHR's own explanation when it gives one (its code is shown apart), else its code
+        said = (description or error).rstrip(". ")
+        super().__init__(f"The EHR's authorization server refused the sign-in: {said}.")
         self.error = error
         self.description = description
 

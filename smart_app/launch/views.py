@@ -52,7 +52,7 @@ def launch() -> Response | str:
         raise InputError(
             "iss",
             "this EHR is not on the list of EHRs this app may be launched from",
-            "see FHIR_DESENS_ALLOWED_ISS",
+            "an EHR your administrator has added to the app's settings",
         )
     authorization = svc.smart.authorize(iss, launch=launch_token)
     pending = authorization.pending

@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from tests.app.conftest import PUBLIC_URL, AppFactory, Launcher, https_client
 from tests.app.fake_ehr import AUTHORIZE, FHIR_BASE, TOKEN, FakeEhr, authorize_params
+from tests.html import text_of
 
 
 @pytest.mark.requirement("SMART-AUTH-1")
@@ -186,3 +187,40 @@ def test_long_scope_list_uses_an_auto_submitting_post_form(make_app: AppFactory,
     done = client.get("/callback?" + urlencode(query))
     assert done.status_code == 303
     assert urlsplit(done.headers["Location"]).path.endswith("/patient")
+
+
+def test_an_expired_launch_says_so_once_in_words_with_the_ehrs_code_apart(launcher: Launcher) -> None:
+    """The walk: a replayed launch read "Not allowed / the EHR's authorization server refused the request:
+    invalid_request (launch is unknown, expired or already used)", then the code, then the same explanation."""
+    params = launcher.start()
+    response = launcher.callback(
+        {
+            "error": "invalid_request",
+            "error_description": "launch is unknown, expired or already used",
+            "state": params["state"],
+        }
+    )
+    assert response.status_code == 403
+    html = response.get_data(as_text=True)
+    page = text_of(html)
+    assert "The EHR refused the sign-in" in page and "Not allowed" not in page
+    assert "refused the sign-in: launch is unknown, expired or already used." in page
+    assert page.count("launch is unknown, expired or already used") == 1
+    assert "<code>invalid_request</code>" in html  # the code for the administrator, once
+    assert page.count("Open the app again from the EHR") == 1
+
+
+def test_a_replayed_sign_in_response_says_what_to_do_once(launcher: Launcher, ehr: FakeEhr) -> None:
+    query = ehr.approve(launcher.start())
+    assert launcher.callback(query).status_code == 303
+    page = text_of(launcher.callback(query).get_data(as_text=True))
+    assert "unknown, expired or was already used" in page
+    assert page.count("Open the app again from the EHR") == 1
+
+
+def test_an_ehr_not_on_the_list_is_refused_without_naming_a_setting(launcher: Launcher) -> None:
+    page = text_of(
+        launcher.get("/launch?iss=https://evil.example.com/fhir&launch=abc").get_data(as_text=True)
+    )
+    assert "not on the list of EHRs this app may be launched from" in page
+    assert "FHIR_DESENS" not in page and "your administrator" in page
