@@ -234,6 +234,7 @@ class TherapeuticOrder:
 
 #: the RequestGroup note of premedications the allergy list rules out, acknowledged at signing (PLAN-PREMED-1)
 WITHHELD_NOTE = "Premedication not to be given (the allergy list rules it out): "
+WITHHELD_BY = "; acknowledged by "
 
 
 @dataclass(frozen=True)
@@ -356,6 +357,16 @@ def _closing(group: Mapping[str, Any]) -> str | None:
     return None
 
 
+def withheld_premedications(group: Mapping[str, Any]) -> tuple[str, ...]:
+    """The premedications signed as not to be given (PLAN-PREMED-1), read back from the RequestGroup note
+    "Premedication not to be given (...): aspirin; acknowledged by ...", so the bedside does not ask for them."""
+    note = next((n for n in _notes(group) if n.startswith(WITHHELD_NOTE)), None)
+    if note is None:
+        return ()
+    names = note[len(WITHHELD_NOTE) :].split(WITHHELD_BY, 1)[0]
+    return tuple(name.strip() for name in names.split(", ") if name.strip())
+
+
 def _draft_of(group: Mapping[str, Any], parameters: PlanParameters, own: str) -> PlanDraft:
     """The signed plan's parameters as a draft, so the engine can recompute it like any plan."""
     return PlanDraft(
@@ -377,6 +388,7 @@ def _draft_of(group: Mapping[str, Any], parameters: PlanParameters, own: str) ->
         override_reason=_override(group),
         copied_from=None,
         created_at=0.0,
+        premedications_withheld=withheld_premedications(group),
         dose_per_m2=str(parameters.prescribed_dose) if parameters.prescribed_dose is not None else None,
         pump_resolution_ml_h=plain(parameters.pump_resolution_ml_h)
         if parameters.pump_resolution_ml_h is not None

@@ -50,7 +50,7 @@ from fhir_desens.course.context import CourseContext
 from fhir_desens.course.draft import PlanDraft, plan_for
 from fhir_desens.course.drug_review import DrugReview, drug_ref_for, review_draft
 from fhir_desens.course.lifecycle import HoldOutcome, active_plans_for_drug, hold_therapeutic_order
-from fhir_desens.course.readback import WITHHELD_NOTE, order_name
+from fhir_desens.course.readback import WITHHELD_BY, WITHHELD_NOTE, order_name
 from fhir_desens.course.sign_errors import (
     DuplicatePlan,
     EarlierAttemptInChart,
@@ -105,11 +105,7 @@ def _notes(draft: PlanDraft) -> tuple[str, ...]:
     if draft.duplicate_reason:
         notes.append(f"{DUPLICATE_NOTE}{draft.duplicate_reason}")
     if draft.premedications_withheld:
-        who = (
-            f"; acknowledged by {draft.premedications_withheld_by}"
-            if draft.premedications_withheld_by
-            else ""
-        )
+        who = f"{WITHHELD_BY}{draft.premedications_withheld_by}" if draft.premedications_withheld_by else ""
         notes.append(f"{WITHHELD_NOTE}{', '.join(draft.premedications_withheld)}{who}")
     return tuple(notes)
 

@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 
 from fhir_desens.course.assessment import assess, premedication_allergies, signing_blockers
 from fhir_desens.course.bedside.prestart import allergies_for
+from fhir_desens.course.bedside.record import start_entry
+from fhir_desens.course.readback import withheld_premedications
+from fhir_desens.course.sign import _notes
 from fhir_desens.fhir.allergy import allergy_from_fhir
 from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.model import Premedication
-from tests.bedside_session import carboplatin_draft, carboplatin_plan
+from tests.bedside_session import NURSE, Bedside, carboplatin_draft, carboplatin_plan
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 #: substances an allergy list may record, and drugs a protocol may give as premedication
@@ -90,3 +93,28 @@ def test_aspirin_in_aerd_is_ruled_out_by_its_class() -> None:
         carboplatin_plan().premedications, [_allergy(0, "ibuprofen", "active")]
     )
     assert list(ruled_out) == ["aspirin"]
+
+
+@pytest.mark.invariant("PLAN-PREMED-1")
+def test_a_premedication_signed_as_not_to_be_given_is_not_asked_for_before_step_1() -> None:
+    """Diphenhydramine is given before step 1 by every IV protocol: for a patient allergic to it the nurse
+    could start only by recording it as given. Signed as not to be given, it is not asked for (read back
+    from the signed plan's note, as the bedside starts from the signed plan)."""
+    draft = dataclasses.replace(
+        carboplatin_draft(), premedications_withheld=("diphenhydramine",), premedications_withheld_by="Dr A"
+    )
+    group = {"note": [{"text": note} for note in _notes(draft)]}
+    assert withheld_premedications(group) == ("diphenhydramine",)
+    bedside = Bedside(
+        draft=dataclasses.replace(draft, premedications_withheld=withheld_premedications(group))
+    )
+    bedside.submit(
+        start_entry(
+            entry_id="e1", session_id=bedside.session_id, author=NURSE, at=bedside.now,
+            draft=bedside.draft, request_group="RequestGroup/rg1",
+            step_requests={n: f"MedicationRequest/mr{n}" for n in range(1, 13)}, encounter="Encounter/e1",
+        )
+    )  # fmt: skip
+    missing = bedside.state.missing_checklist_text()
+    assert "famotidine" in missing and "diphenhydramine" not in missing
+    assert withheld_premedications({"note": [{"text": "Dose differs from the active order: ..."}]}) == ()

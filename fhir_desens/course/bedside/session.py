@@ -125,8 +125,12 @@ def _start(state: SessionState, entry: Entry | NewEntry, data: dict[str, Any], a
         raise ConflictError("this session was started already")
     state.session_id, state.started_at = entry.session_id, at
     state.context = {k: v for k, v in data.items() if k != "at"}
+    # the premedications step 1 waits for: the protocol's own, less any signed as not to be given
+    # because the allergy list rules it out (PLAN-PREMED-1: recording it as given would be false)
+    withheld = set((state.context.get("draft") or {}).get("premedications_withheld") or ())
     state.context.setdefault(
-        "premedications", [p.drug for p in state.plan.premedications if p.condition is None]
+        "premedications",
+        [p.drug for p in state.plan.premedications if p.condition is None and p.drug not in withheld],
     )
     state.rows = plan_rows(state.plan)
 
