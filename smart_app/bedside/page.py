@@ -15,7 +15,7 @@ from fhir_desens.course.bedside import reactions as rx
 from fhir_desens.course.bedside.outbox import OutboxStatus
 from fhir_desens.course.bedside.resume import ResumeChoice, Row, describe
 from fhir_desens.course.bedside.state import Segment, SessionState, minutes_between
-from fhir_desens.course.bedside.vitals import MEASURES
+from fhir_desens.course.bedside.vitals import MEASURES, flag_words
 from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol import report
@@ -215,8 +215,28 @@ class RowView:
     given_as: str = ""  # a dose by mouth: what is given ('0.5 tablet of 81 mg')
 
 
-#: a step's status in the nurse's words (the FHIR MedicationAdministration codes stay in the record)
-STATUS_WORDS = {"in-progress": "running", "on-hold": "paused", "completed": "given", "stopped": "stopped"}
+#: a step's status in the nurse's words (the FHIR MedicationAdministration codes stay in the record); a step
+#: is paused and stopped only by a reaction
+STATUS_WORDS = {
+    "in-progress": "running",
+    "on-hold": "paused by a reaction",
+    "completed": "given",
+    "stopped": "stopped by a reaction",
+}
+
+
+def _row_symptoms(state: SessionState, row: Row) -> str:
+    """The steps table's symptoms of ``row``: its reactions (time, grade, symptoms), then its symptom check;
+    after the decision the reaction is what the row must still show (walk session 8)."""
+    words = [
+        f"Reaction at {clock(r.onset)}, {r.grade}: {', '.join(s.label for s in r.symptoms)}"
+        for r in state.reactions
+        if r.row.number == row.number
+    ]
+    check = state.symptom_checks.get(row.number)
+    if check:
+        words.append("none" if check["symptoms"] == ["none"] else _symptom_words(check["symptoms"]))
+    return "; ".join(words) or "—"
 
 
 def rows(state: SessionState) -> list[RowView]:
@@ -224,7 +244,6 @@ def rows(state: SessionState) -> list[RowView]:
     result = []
     for row in state.rows:
         segments = [s for s in state.segments if s.row is row or s.row.number == row.number]
-        check = state.symptom_checks.get(row.number)
         # a running infusion has given nothing counted yet (a dose by mouth is given whole at its start)
         ended = [s for s in segments if s.ended_at is not None or s.rate_ml_h is None]
         result.append(
@@ -245,9 +264,7 @@ def rows(state: SessionState) -> list[RowView]:
                 if segments and segments[-1].ended_at
                 else "—",
                 status=STATUS_WORDS.get(segments[-1].status, segments[-1].status) if segments else "planned",
-                symptoms=("none" if check["symptoms"] == ["none"] else _symptom_words(check["symptoms"]))
-                if check
-                else "—",
+                symptoms=_row_symptoms(state, row),
                 dose_number=shown.dose_number(sum((s.dose for s in ended), Decimal(0))) if ended else "—",
                 cumulative_number=shown.dose_number(segments[-1].cumulative)
                 if segments and segments[-1].ended_at
@@ -360,12 +377,34 @@ def vitals_rows(state: SessionState) -> list[dict[str, Any]]:
                 m.field: _fmt(v.signs.values.get(m.field), 1) if m.field in v.signs.values else ""
                 for m in MEASURES
             },
-            "flags": v.flags,
+            "flags": v.flags,  # 'high', 'low', 'fall from baseline': the table's caption says past what
             "author": v.author,
             "row": v.row,
         }
         for v in state.vitals
     ]
+
+
+def expected_ranges() -> str:
+    """The vital-signs table's caption: what is flagged ('Heart rate 50 to 100 /min; ...')."""
+    ranges = "; ".join(
+        f"{m.label.lower()} {m.expected[0]} to {m.expected[1]} {m.unit_text}" for m in MEASURES
+    )
+    return f"Flagged in words when outside: {ranges}; and a fall of systolic pressure by more than 20 % from the baseline."
+
+
+def vitals_confirmation(state: SessionState, entry_id: str | None) -> dict[str, Any] | None:
+    """What the page says after a set of vital signs is recorded: its time and each value out of its range
+    in words ('Heart rate 104 /min: high, above 100 /min'); None when ``entry_id`` is no vitals set."""
+    found = next((v for v in state.vitals if entry_id and v.entry_id == entry_id), None)
+    if found is None:
+        return None
+    out_of_range = [
+        f"{m.label} {_fmt(found.signs.values[m.field], 1)} {m.unit_text}: {flag_words(m.field, found.flags[m.field])}"
+        for m in MEASURES
+        if m.field in found.flags
+    ]
+    return {"at": clock(found.at), "out_of_range": out_of_range}
 
 
 def waiting_text(status: OutboxStatus) -> str:

@@ -38,6 +38,7 @@ from fhir_desens.errors import ConflictError, DesensError, InputError
 from smart_app.app_session import AppSession, app_session
 from smart_app.bedside import page
 from smart_app.bedside.forms import clock_time, entry_data
+from smart_app.bedside.reaction_view import reaction_views
 from smart_app.bedside.service import bedside
 from smart_app.orders.signed import load_signed_plan
 from smart_app.paper.record import author_names, record_context, session_record_pdf_for
@@ -161,6 +162,8 @@ def _render(
         current=page.current(state, now),
         resume=page.resume_rows(state) if state.open_reaction else [],
         vitals=page.vitals_rows(state),
+        reactions=reaction_views(state, page.clock, _names(session)),
+        vitals_recorded=page.vitals_confirmation(state, request.args.get("recorded")),
         vitals_due=state.vitals_due(now),
         outbox=page.status_view(outbox),
         now=now,
@@ -265,9 +268,19 @@ def entry(sid: str, session_id: str) -> Response | tuple[str, int] | tuple[Respo
     if kind == "complete" and appended.created:
         # the page reads the plan back from the EHR: a plan left active shows with a button to try again
         log.info("bedside session ended; closing its plan: %s", _close(session, state).state)
+    # after vital signs the page confirms them with any value out of range in words (the JSON's "next")
+    recorded: dict[str, Any] = {"recorded": new.entry_id} if kind == "vitals" else {}
+    following = url_for("bedside.flowsheet", sid=sid, session_id=session_id, **recorded) + "#now"
     if _wants_json():
-        return jsonify({"ok": True, "created": appended.created, "unsent": sent.unsent if sent else None})
-    return redirect(url_for("bedside.flowsheet", sid=sid, session_id=session_id) + "#now", code=303)
+        return jsonify(
+            {
+                "ok": True,
+                "created": appended.created,
+                "unsent": sent.unsent if sent else None,
+                "next": following,
+            }
+        )
+    return redirect(following, code=303)
 
 
 @bp.post(f"/bedside/{SESSION}/close-plan")

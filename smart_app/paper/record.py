@@ -28,6 +28,7 @@ from fhir_desens.errors import DesensError
 from fhir_desens.protocol import display as shown
 from smart_app.app_session import AppSession
 from smart_app.bedside import page
+from smart_app.bedside.reaction_view import reaction_views
 from smart_app.bedside.service import bedside
 from smart_app.chart.page import PatientBanner
 from smart_app.paper.pdf import render_pdf
@@ -242,6 +243,7 @@ def record_context(
         "facts": facts(state, zone),
         "rows": page.rows(state),
         "vitals": page.vitals_rows(state),
+        "reactions": reaction_views(state, lambda value: when(value, zone), names or {}),
         "entries": entry_rows(entries, state, zone),
         "checklist_words": CHECKLIST_WORDS,
         "outbox": page.status_view(outbox),

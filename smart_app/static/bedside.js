@@ -66,7 +66,11 @@
     var action = form.getAttribute("action") || window.location.pathname;
     post(action, fields).then(function (response) {
       return response.json().then(function (data) {
-        if (data.ok) { window.location.reload(); return; }
+        if (data.ok) { // to the page the server names (vital signs: with their confirmation), else reload
+          var next = data.next ? new URL(data.next, window.location.href) : null;
+          if (next && next.pathname + next.search !== window.location.pathname + window.location.search) { window.location.assign(next.href); } else { window.location.reload(); }
+          return;
+        }
         var error = document.getElementById("entry-error") || document.createElement("p");
         error.id = "entry-error"; error.className = "message error"; error.setAttribute("role", "alert");
         error.textContent = "Not recorded. " + data.message;

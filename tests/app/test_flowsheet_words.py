@@ -72,8 +72,10 @@ def test_the_resume_options_and_step_statuses_read_as_the_nurse_reads_them(
     assert too_precise(options) == [], options
     assert "174.4 min" not in options and re.search(r"\(bag 3, 80 mL/h, 17\d min\)", options)
     html = flowsheet(launcher, sid, bedside)
-    statuses = re.findall(r"<td>(given|paused|running|planned|completed|on-hold)</td></tr>", html)
-    assert statuses[:12] == ["given"] * 10 + ["paused", "planned"]
+    statuses = re.findall(
+        r"<td>(given|paused by a reaction|paused|running|planned|completed|on-hold)</td></tr>", html
+    )
+    assert statuses[:12] == ["given"] * 10 + ["paused by a reaction", "planned"]
 
 
 def test_a_running_step_does_not_read_as_0_mg_given(launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:

@@ -84,9 +84,11 @@ def test_the_record_has_every_step_vitals_the_reaction_who_and_the_outcome(
     # vital signs with who took them, by name
     assert text.count("Nurse Nora Nightingale") >= 10
     # the reaction, its treatment and the decision
-    assert "Grade mild" in text and "Itching" in text
-    assert "diphenhydramine 50 mg IV" in text
-    assert "Go back one step" in text
+    assert "Reaction 1: mild, at 2 Dec 2026" in text and "Itching" in text
+    assert "Grade (Brown): mild" in text and "Phenotype: Type I-like" in text
+    assert "diphenhydramine 50 mg IV at 2 Dec 2026" in text and "6 min into step 11" in text
+    assert "Decision: Go back one step at 2 Dec 2026" in text
+    assert "Allergist sign-off: not needed after a mild reaction" in text
     assert "Premedication diphenhydramine" in text and "Consent signed" in text
     # no number with more digits than the display policy; no raw ISO timestamps or internal keys
     assert too_precise(text) == []

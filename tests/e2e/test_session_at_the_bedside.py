@@ -56,9 +56,9 @@ class Flowsheet:
         errors = self.tab.get_by_role("alert")
         assert errors.count() == 0, errors.all_inner_texts()
 
-    def vitals(self, minutes: float = 0) -> None:
+    def vitals(self, minutes: float = 0, values: dict[str, str] = VITALS) -> None:
         self.advance(minutes)
-        for label, value in VITALS.items():
+        for label, value in values.items():
             self.tab.get_by_label(label, exact=True).fill(value)
         self.submit("Record vital signs")
 
@@ -128,8 +128,8 @@ def test_a_12_step_session_with_a_reaction_at_step_11(
         if o["identifier"][0]["value"].startswith(f"{session}/")
     ]
     assert (
-        len(vitals) == 4 * 16
-    )  # 16 sets: the BP panel, heart rate, respiratory rate, SpO2 (no temperature typed)
+        len(vitals) == 4 * 17
+    )  # 17 sets (one during the reaction): the BP panel, heart rate, respiratory rate, SpO2 (no temperature)
     events = [
         e
         for e in fhir_search(stack, "AdverseEvent")
@@ -148,7 +148,7 @@ def test_a_12_step_session_with_a_reaction_at_step_11(
         assert words in printed, (words, printed[:1500])
     tab.get_by_role("link", name="Session record", exact=True).click()
     expect(tab.get_by_role("heading", name=re.compile("^Desensitization session record"))).to_be_visible()
-    expect(tab.locator("main")).to_contain_text("Grade mild")
+    expect(tab.locator("main")).to_contain_text("Reaction 1: mild, at ")
     tab.screenshot(path=str(screenshot_dir / "bedside-5-record.png"), full_page=True)
     tab.go_back()
     tab.get_by_role("link", name="Outcome for the chart (allergy record)").click()
@@ -182,7 +182,12 @@ def run_the_session(tab: Page, start: datetime, shots: Path) -> None:
     reaction.get_by_label("Phenotype", exact=True).select_option(value="type-i")  # never preselected either
     sheet.submit("Record reaction (pause)")
     expect(tab.locator("#phase")).to_have_text("paused")
-    sheet.advance(2)
+    # vital signs during the reaction: each value out of range is said in words when recorded, and in the table
+    sheet.vitals(1, {**VITALS, "Heart rate (/min)": "104", "Respiratory rate (/min)": "22"})
+    expect(tab.locator("#vitals-recorded")).to_contain_text("Heart rate 104 /min: high, above 100 /min")
+    expect(tab.locator("#vitals-recorded")).to_contain_text("Respiratory rate 22 /min: high, above 20 /min")
+    tab.screenshot(path=str(shots / "bedside-3a-vitals-flagged.png"), full_page=True)
+    sheet.advance(1)
     tab.get_by_label("Treatment given", exact=True).select_option(value="antihistamine-h1")  # no default
     tab.get_by_label("Dose", exact=True).fill("diphenhydramine 50 mg IV")
     sheet.submit("Record treatment")
@@ -192,6 +197,18 @@ def run_the_session(tab: Page, start: datetime, shots: Path) -> None:
     tab.screenshot(path=str(shots / "bedside-3-resume-options.png"), full_page=True)
     tab.get_by_role("radio", name=re.compile("^Go back one step")).check()
     sheet.submit("Record decision")
+    # after the decision the reaction stays on the flowsheet: in the facts, its step's row and in full
+    expect(tab.locator("#reactions-summary")).to_contain_text("mild, step 11 at")
+    recorded = tab.locator("section#reactions-recorded")
+    for words in (
+        "6 min into step 11",
+        "Itching, Hives (urticaria)",
+        "diphenhydramine 50 mg IV at",
+        "Go back one step",
+    ):
+        expect(recorded).to_contain_text(words)
+    expect(tab.locator("table.flowsheet-table")).to_contain_text("stopped by a reaction")
+    tab.screenshot(path=str(shots / "bedside-3b-after-decision.png"), full_page=True)
     for number, minutes in ((12, 15), (13, 15), (14, 200)):  # the pump stops at its volume
         sheet.step(number, minutes)
     sheet.vitals(30)

@@ -1,9 +1,14 @@
 """Vital signs at the bedside: what is impossible (refused), what is flagged, and when the next set is due.
 
 Impossible values are refused with the field named (a typing error, not a patient). Flags are for the nurse's
-eye, not decisions: the thresholds are DESIGN (adult infusion-room values), and a fall of systolic pressure by
-more than 20 % from the baseline set is flagged too (hypotension is how anaphylaxis shows). Vitals are due
-every 15 minutes while a step runs and every 30 in the final step (clinical.md S4; bedside.md 2).
+eye, not decisions, and each says in words which way and past what (BED-14). The expected ranges are
+DESIGN: the usual adult resting ranges by which tachycardia (> 100/min), tachypnoea (> 20/min) and
+bradypnoea (< 10/min) are defined, SpO2 below 95 % (Brown's severe grade starts at 92 %, clinical.md S28: the
+flag comes before it), systolic < 90 mmHg (hypotension, the same grading). The first ranges (heart rate to
+120, respiratory rate to 24, SpO2 to 92 %) let a reaction's heart rate 104, respiratory rate 22 and SpO2 94
+pass unflagged (walk session 8). A fall of systolic pressure by more than 20 % from the baseline set is
+flagged too (hypotension is how anaphylaxis shows). Vitals are due every 15 minutes while a step runs and
+every 30 in the final step (clinical.md S4; bedside.md 2).
 """
 
 from __future__ import annotations
@@ -52,11 +57,11 @@ MEASURES = (
         (Decimal(20), Decimal(200)),
         (Decimal(50), Decimal(110)),
     ),
-    Measure("heart_rate", "Heart rate", "/min", (Decimal(20), Decimal(300)), (Decimal(50), Decimal(120))),
+    Measure("heart_rate", "Heart rate", "/min", (Decimal(20), Decimal(300)), (Decimal(50), Decimal(100))),
     Measure(
-        "respiratory_rate", "Respiratory rate", "/min", (Decimal(4), Decimal(80)), (Decimal(10), Decimal(24))
+        "respiratory_rate", "Respiratory rate", "/min", (Decimal(4), Decimal(80)), (Decimal(10), Decimal(20))
     ),
-    Measure("spo2", "Oxygen saturation", "%", (Decimal(50), Decimal(100)), (Decimal(92), Decimal(100))),
+    Measure("spo2", "Oxygen saturation", "%", (Decimal(50), Decimal(100)), (Decimal(95), Decimal(100))),
     Measure(
         "temperature",
         "Body temperature",
@@ -101,8 +106,25 @@ class VitalSigns:
             and self.values["systolic"] < baseline.values["systolic"] * Decimal("0.8")
         )
         if fell and "systolic" not in result:
-            result["systolic"] = "fall from baseline"
+            result["systolic"] = FALL_FROM_BASELINE
         return result
+
+
+FALL_FROM_BASELINE = "fall from baseline"
+
+
+def flag_words(field: str, flag: str) -> str:
+    """A flag as the nurse reads it: which way and past what ('high, above 100 /min'; 'low, below 95 %';
+    'fall of more than 20 % from the baseline')."""
+    measure = BY_FIELD[field]
+    low, high = measure.expected
+    if flag == "high":
+        return f"high, above {high} {measure.unit_text}"
+    if flag == "low":
+        return f"low, below {low} {measure.unit_text}"
+    if flag == FALL_FROM_BASELINE:
+        return "fall of more than 20 % from the baseline"
+    return flag
 
 
 def parse_vitals(data: dict[str, Any]) -> VitalSigns:
@@ -137,4 +159,4 @@ def next_due(last: datetime | None, running_final_step: bool) -> datetime | None
     return last + (EVERY_IN_FINAL_STEP if running_final_step else EVERY)
 
 
-__all__ = ["MEASURES", "Measure", "VitalSigns", "next_due", "parse_vitals"]
+__all__ = ["MEASURES", "Measure", "VitalSigns", "flag_words", "next_due", "parse_vitals"]

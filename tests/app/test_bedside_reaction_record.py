@@ -1,0 +1,96 @@
+"""A reaction stays on the flowsheet after its decision (walk session 8: step 9 then read Symptoms "—", status
+"stopped", and its symptoms, grade, treatments and resolution were only in the session record). A nurse taking
+over sees each reaction: when, in which step and how far into it, what had been given, symptoms, grade,
+phenotype, treatments with their times, resolution, the decision and who signed it off."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask
+
+from tests.app.conftest import Launcher
+from tests.app.fake_ehr import FakeEhr
+from tests.app.flowsheet import flowsheet, launched_with_a_bedside_session
+from tests.bedside_session import Bedside
+from tests.html import text_of
+
+ALLERGIST = "Dr. Amara Lindqvist-Okoro, MD"
+
+
+def _moderate_reaction_at_step_9_decided(bedside: Bedside) -> None:
+    """Steps 1-8 as planned, a moderate reaction 5 min into step 9 (09:00 UTC start: site times are CET),
+    three treatments, resolved, one step back with the allergist's sign-off."""
+    bedside.start()
+    bedside.advance(20)
+    for row in range(1, 9):
+        bedside.run_row(row)
+    bedside.run_row(9, 5, stop=False)
+    bedside.record("reaction", symptoms=["itching", "dyspnea"], grade="moderate", phenotype="type-i")
+    for minutes, treatment, dose in (
+        (1, "antihistamine-h1", "diphenhydramine 50 mg IV"),
+        (2, "famotidine", "20 mg IV"),
+        (3, "methylprednisolone", "125 mg IV"),
+    ):
+        bedside.advance(minutes)
+        bedside.record("treatment", treatment=treatment, dose=dose)
+    bedside.advance(15)
+    bedside.record("resolved")
+    bedside.advance(2)
+    bedside.record("resume", option="back-one-step", allergist=ALLERGIST)
+
+
+def _rows(html: str) -> dict[str, list[str]]:
+    table = html[html.index('id="schedule-heading"') :]
+    table = table[: table.index("</table>")]
+    return {
+        text_of(m.group(1)): [text_of(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", m.group(2), re.S)]
+        for m in re.finditer(r'<tr><th scope="row">(\d+)</th>(.*?)</tr>', table, re.S)
+    }
+
+
+def test_a_decided_reaction_stays_on_the_flowsheet_with_everything_a_nurse_taking_over_needs(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    _moderate_reaction_at_step_9_decided(bedside)
+    [reaction] = bedside.state.reactions
+    onset = reaction.onset.astimezone(app.extensions["fhir_desens"].settings.zone).strftime("%H:%M")
+    html = flowsheet(launcher, sid, bedside)
+    text = text_of(html)
+
+    # the heading facts point to it
+    assert re.search(rf"Reactions 1 : moderate, step 9 at {onset}", text), text[:1200]
+    # the step's row says what happened in it, in words
+    step_9 = _rows(html)["9"]
+    assert f"Reaction at {onset}, moderate: Itching, Shortness of breath" in step_9
+    assert step_9[-1] == "stopped by a reaction"
+
+    # the reaction itself, after the decision
+    section = text_of(html[html.index('id="reactions-recorded"') : html.index('id="schedule-heading"')])
+    assert f"Reaction 1: moderate, at {onset} in step 9 (Step 9)" in section
+    assert f"When {onset}, 5 min into step 9 (Step 9)" in section
+    assert re.search(r"Given so far \d[\d.]* mL of the step; 4\.4\d* mg in all", section), section
+    assert "Symptoms Itching, Shortness of breath" in section
+    assert "Grade (Brown) moderate" in section and "Phenotype Type I-like (IgE / mast cell)" in section
+    treatments = section[section.index("Treatments") : section.index("Resolved")]
+    for words in (
+        "H1 antihistamine (e.g. diphenhydramine IV) diphenhydramine 50 mg IV at ",
+        "Famotidine IV 20 mg IV at ",
+        "Methylprednisolone IV 125 mg IV at ",
+    ):
+        assert words in treatments, treatments
+    assert re.search(r"Resolved \d\d:\d\d", section)
+    assert re.search(r"Decision Go back one step at \d\d:\d\d \(", section)
+    assert f"Allergist sign-off {ALLERGIST}" in section
+
+
+def test_an_open_reaction_is_not_shown_twice(launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
+    """While it is handled, its handling section shows it; the record of decided reactions comes after."""
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    bedside.start()
+    bedside.advance(20)
+    bedside.mild_reaction_during(3, 4)
+    html = flowsheet(launcher, sid, bedside)
+    assert 'id="reactions-recorded"' not in html and 'id="handling-heading"' in html
+    assert "paused by a reaction" in _rows(html)["3"]
