@@ -164,6 +164,7 @@ def _render(
         vitals=page.vitals_rows(state),
         reactions=reaction_views(state, page.clock, _names(session)),
         vitals_recorded=page.vitals_confirmation(state, request.args.get("recorded")),
+        signing_allergist=_signing_allergist(session) if state.open_reaction else None,
         vitals_due=state.vitals_due(now),
         outbox=page.status_view(outbox),
         now=now,
@@ -180,6 +181,15 @@ def _render(
         chart=chart,
     )
     return html, status
+
+
+def _signing_allergist(session: AppSession) -> dict[str, str] | None:
+    """The signed-in user when the launch shows them to be an allergist (their role or qualification, or the
+    configured list): offered in the resume form's sign-off box, which still records what is submitted."""
+    user = session.user
+    listed = user.reference is not None and user.reference in services().settings.allergists
+    evidence = user.allergist or ("on the site's list of allergists" if listed else None)
+    return {"name": user.label, "evidence": evidence} if evidence and user.name else None
 
 
 def _chart_facts(session: AppSession, state: SessionState) -> list[ChartFact]:

@@ -9,9 +9,10 @@ import re
 
 from flask import Flask
 
+from tests.app.clinician import ALLERGIST as ALLERGIST_USER
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
-from tests.app.flowsheet import flowsheet, launched_with_a_bedside_session
+from tests.app.flowsheet import flowsheet, launched_with_a_bedside_session, post_entry
 from tests.bedside_session import Bedside
 from tests.html import text_of
 
@@ -94,3 +95,54 @@ def test_an_open_reaction_is_not_shown_twice(launcher: Launcher, ehr: FakeEhr, a
     html = flowsheet(launcher, sid, bedside)
     assert 'id="reactions-recorded"' not in html and 'id="handling-heading"' in html
     assert "paused by a reaction" in _rows(html)["3"]
+
+
+def _flowsheet_after_a_moderate_reaction(launcher: Launcher, ehr: FakeEhr, app: Flask) -> tuple[str, Bedside]:
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    bedside.start()
+    bedside.advance(20)
+    for row in range(1, 3):
+        bedside.run_row(row)
+    bedside.run_row(3, 4, stop=False)
+    bedside.record("reaction", symptoms=["dyspnea"], grade="moderate", phenotype="type-i")
+    bedside.advance(10)
+    bedside.record("resolved")
+    return sid, bedside
+
+
+def _sign_off_box(html: str) -> tuple[str, str]:
+    """The allergist box's value and its hint, as the resume form shows them."""
+    [box] = re.findall(r'<input id="allergist"[^>]*>', html)
+    value = re.search(r'value="([^"]*)"', box)
+    [hint] = re.findall(r'<p class="sub" id="allergist-hint">(.*?)</p>', html, re.S)
+    return (value.group(1) if value else ""), text_of(hint)
+
+
+def test_the_allergist_box_says_what_to_enter(launcher: Launcher, ehr: FakeEhr, app: Flask) -> None:
+    """Walk session 8: a bare text box; a nurse could not tell whether a name, initials or a code was wanted."""
+    sid, bedside = _flowsheet_after_a_moderate_reaction(launcher, ehr, app)
+    value, hint = _sign_off_box(flowsheet(launcher, sid, bedside))
+    assert value == ""  # the signed-in user is not shown to be an allergist: nobody is offered
+    assert "full name of the allergist who agreed to resume" in hint and "recorded as typed" in hint
+
+
+def test_a_signed_in_allergist_is_offered_and_the_sign_off_is_recorded_as_submitted(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    ehr.add_resource(ALLERGIST_USER)  # the launch's fhirUser, Practitioner/7, qualified in allergy
+    sid, bedside = _flowsheet_after_a_moderate_reaction(launcher, ehr, app)
+    html = flowsheet(launcher, sid, bedside)
+    value, hint = _sign_off_box(html)
+    assert value == "Dr. Amara Okoro"
+    assert (
+        "you are signed in as an allergist (qualification: Board certification: Allergy and Immunology)"
+        in hint
+    )
+    # what is submitted is recorded: another allergist's name typed over the offer
+    response = post_entry(launcher, app, sid, bedside, kind="resume", entry_id="resume-1",
+                          option="back-one-step", allergist="Dr. Jane Smith (by phone)")  # fmt: skip
+    assert response.status_code == 303
+    assert bedside.record_to is not None
+    [reaction] = bedside.record_to.load(bedside.session_id).reactions
+    assert reaction.resumed is not None and reaction.resumed["allergist"] == "Dr. Jane Smith (by phone)"
+    assert "Allergist sign-off Dr. Jane Smith (by phone)" in text_of(flowsheet(launcher, sid, bedside))
