@@ -46,6 +46,8 @@ DEFAULT_NEEDS: tuple[ScopeNeed, ...] = (
     ScopeNeed("patient", "Provenance", "rs"),
     ScopeNeed("patient", "DocumentReference", "crs"),
     ScopeNeed("patient", "MedicationAdministration", "rs"),
+    # the bedside pre-start checklist: a consent on file (without it the page said "could not be read")
+    ScopeNeed("patient", "Consent", "rs"),
     # the bedside record (issue 12): what the EHR accepts of the session, looked up before any resend
     ScopeNeed("patient", "Observation", "c"),
     ScopeNeed("patient", "MedicationAdministration", "cu"),

@@ -233,6 +233,9 @@ def test_the_same_post_twice_records_once_and_bad_input_names_the_field(nurse: N
         r"diphenhydramine 25 mg IV\s*: no order found in the chart \(source: not in the chart\)", text
     )
     assert "1:1 nurse assigned" in text
+    # the launch reads the chart's consents (the walk's sandbox launch said "could not be read": the app
+    # asked for no Consent scope); this patient has none on file, and the nurse is told what to do
+    assert re.search(r"Consent\s*: no active consent in the chart: check the signed consent form", text), text
     nurse.post("checklist", item="consent", entry_id="double-click-0001")
     nurse.post("checklist", item="consent", entry_id="double-click-0001")  # double click / replay
     html = nurse.page()

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from fhir_desens.course.bedside.prestart import CANNOT_TELL, Allergies, allergies_for, chart_facts
+from fhir_desens.client.smart import DEFAULT_NEEDS
+from fhir_desens.course.bedside.prestart import (
+    CANNOT_TELL,
+    NOT_GRANTED,
+    Allergies,
+    allergies_for,
+    chart_facts,
+    consent_fact,
+)
 from fhir_desens.errors import InputError
 from fhir_desens.fhir.allergy import allergy_from_fhir
 from fhir_desens.protocol.crossreactivity import DrugRef
@@ -209,3 +217,18 @@ def test_the_weight_and_consent_dates_read_as_every_page_writes_dates() -> None:
     )
     assert "measured 29 Nov 2026 (3 days ago)" in got["weight"].finding
     assert "a consent dated 30 Nov 2026 is on file" in got["consent"].finding
+
+
+def test_consents_not_read_say_why_and_what_the_nurse_does() -> None:
+    """Walk session 8: "the chart's consents could not be read" on a sandbox launch (the app asked for no
+    Consent scope), and nothing said what to do: check the signed form, else call the allergist."""
+    not_granted = consent_fact(None, NOW, NOT_GRANTED)
+    assert not_granted.finding.startswith("this launch may not read the chart's consents: check the signed")
+    not_answered = consent_fact(None, NOW)
+    assert not_answered.finding.startswith(
+        "the chart's consents could not be read just now: check the signed"
+    )
+    for fact in (not_granted, not_answered, consent_fact([], NOW)):
+        assert "consent form (on paper or scanned into the notes) before step 1" in fact.finding
+        assert "call the allergist" in fact.finding and fact.ok is None
+    assert "Consent" in {n.resource_type for n in DEFAULT_NEEDS if "r" in n.permissions}

@@ -90,6 +90,7 @@ def test_default_needs_ask_for_planning_reads_and_order_writes() -> None:
         "patient/Provenance.rs",  # the outcome write-back searches before it writes
         "patient/DocumentReference.crs",
         "patient/MedicationAdministration.rs",
+        "patient/Consent.rs",  # the bedside pre-start checklist shows a consent on file
         "patient/Observation.c",  # the bedside record writes what the EHR accepts
         "patient/MedicationAdministration.cu",
         "patient/Procedure.crus",

@@ -309,24 +309,29 @@ def emergency_fact(requests: Sequence[Mapping[str, Any]]) -> ChartFact:
     )
 
 
-def consent_fact(consents: Sequence[Mapping[str, Any]] | None, now: datetime) -> ChartFact:
+#: What the nurse does when the chart cannot show today's consent (clinical.md: written consent at each
+#: desensitization, obtained by the allergist).
+CHECK_THE_FORM = "check the signed consent form (on paper or scanned into the notes) before step 1; without one, call the allergist"
+#: Why the consents were not read, in words: the launch was not granted them, or the EHR did not answer.
+NOT_GRANTED = "not-granted"
+NOT_ANSWERED = "not-answered"
+_UNREAD_WORDS = {
+    NOT_GRANTED: "this launch may not read the chart's consents",
+    NOT_ANSWERED: "the chart's consents could not be read just now",
+}
+
+
+def consent_fact(
+    consents: Sequence[Mapping[str, Any]] | None, now: datetime, unread: str = NOT_ANSWERED
+) -> ChartFact:
+    """The consent on file; ``consents`` None: not read, ``unread`` says why (and the nurse checks the form)."""
     label = "Consent"
     if consents is None:
-        return ChartFact(
-            "consent",
-            label,
-            "the chart's consents could not be read: confirm the signed consent",
-            CANNOT_TELL,
-            None,
-        )
+        return ChartFact("consent", label, f"{_UNREAD_WORDS[unread]}: {CHECK_THE_FORM}", CANNOT_TELL, None)
     active = [c for c in consents if c.get("status") == "active"]
     if not active:
         return ChartFact(
-            "consent",
-            label,
-            "no active consent in the chart: confirm the signed consent",
-            "not in the chart",
-            None,
+            "consent", label, f"no active consent in the chart: {CHECK_THE_FORM}", "not in the chart", None
         )
     latest = max(active, key=lambda c: str(c.get("dateTime") or ""))
     when = _date(str(latest.get("dateTime") or ""))
@@ -357,13 +362,14 @@ def chart_facts(
     now: datetime,
     per_body_size: bool,
     allergies: Allergies = Allergies(),
+    consents_unread: str = NOT_ANSWERED,
 ) -> list[ChartFact]:
     """Every finding, in checklist order."""
     return [
         weight_fact(observations, now, per_body_size),
         *premedication_facts(plan, requests, administrations, now, allergies),
         emergency_fact(requests),
-        consent_fact(consents, now),
+        consent_fact(consents, now, consents_unread),
         *_iv_access_fact(plan),
         ChartFact(
             "one-to-one-nurse", "1:1 nurse", "confirm one nurse for this patient only", CANNOT_TELL, None
@@ -411,6 +417,7 @@ def read_chart_facts(
         now=now,
         per_body_size=per_body_size,
         allergies=allergies,
+        consents_unread=NOT_ANSWERED if readable("Consent") else NOT_GRANTED,
     )
     unread = [
         name for name, found in (("orders", requests), ("administrations", administrations)) if found is None
