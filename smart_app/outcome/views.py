@@ -29,7 +29,7 @@ from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.course.bedside.record import BedsideRecord
 from fhir_desens.course.bedside.summary import SessionSummary
 from fhir_desens.course.chart import patient_reference
-from fhir_desens.course.outcome.allergy_change import GUARDED, Flavor
+from fhir_desens.course.outcome.allergy_change import GUARDED, Flavor, element_words
 from fhir_desens.course.outcome.from_session import (
     DrugTolerance,
     finished,
@@ -119,6 +119,7 @@ def _page(session: AppSession, template: str, status: int = 200, **context: Any)
         style_vars=services().styles.get(session.smart.smart_style_url),
         path_words=_PATH_WORDS,
         guarded=GUARDED,
+        element_words=element_words,
         **context,
     )
     return html, status

@@ -155,7 +155,11 @@ def test_a_read_only_launch_records_a_task_shown_on_the_patient_page(sandbox: Sa
         )
     )
     assert "The chart was not updated" in result
-    assert "Task for the allergist recorded" in result
+    assert "Task for the allergist recorded: " in result
+    assert (
+        "DocumentReference create. It stays on the patient page" in result
+    )  # one sentence ends, the next starts
+    assert result.count("this EHR accepts neither an allergy update nor a clinical note") == 1
     assert "Printable summary: the session record (PDF)" in result
     pdf = app.client.get(f"/s/{sid}/bedside/{session_id}/record.pdf")
     assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF-")
@@ -314,8 +318,13 @@ def test_a_status_change_after_the_preview_stops_the_write_and_shows_both_versio
         words = text_of(response.get_data(as_text=True))
         assert "Not written: the allergy record was changed by someone else" in words
         assert "Someone changed the allergy record's criticality since you reviewed it" in words
-        assert '"high"' in words and '"low"' in words  # both versions side by side
-        assert "Task for the allergist recorded" in words
+        # both versions side by side, in words (the walk: raw JSON, the sentence four times, "decide..")
+        assert "criticality (changed) high low" in words
+        assert "clinical status Active Active" in words
+        assert "substance (code) Carboplatin (code 40048) Carboplatin (code 40048)" in words
+        assert '{"coding"' not in words and "decide.." not in words
+        assert words.count("Someone changed the allergy record's criticality since you reviewed it") == 2
+        assert "Task for the allergist recorded. It stays on the patient page" in words, words
         assert len(our_notes(sandbox, allergy.group(1))) == notes_before  # nothing written
     finally:
         with FhirClient(sandbox.backend_url) as backend:  # put the shared fixture back

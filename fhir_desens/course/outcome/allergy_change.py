@@ -40,13 +40,31 @@ __all__ = [
     "apply_additions",
     "check_preserved",
     "describe_additions",
+    "element_words",
     "guarded_changes",
     "has_outcome",
     "json_diff",
     "new_allergy",
 ]
 
+
 #: Elements another user may change that make us stop and show both versions.
+def element_words(value: Any) -> str:
+    """A guarded element as people read it: a code's text or display, with its code when that says more
+    ("Carboplatin (code 40048)", "Active"), a plain value as it is, "not recorded" when absent. For the page
+    that compares two versions of the allergy record."""
+    if value is None or value == "" or value == {}:
+        return "not recorded"
+    if not isinstance(value, Mapping):
+        return str(value)
+    codings = [c for c in value.get("coding") or [] if isinstance(c, Mapping)]
+    codes = ", ".join(str(c["code"]) for c in codings if c.get("code"))
+    label = str(value.get("text") or next((c["display"] for c in codings if c.get("display")), "") or codes)
+    if not label:
+        return "not recorded"
+    return label if not codes or codes.lower() == label.lower() else f"{label} (code {codes})"
+
+
 GUARDED: dict[str, str] = {
     "clinicalStatus": "clinical status",
     "verificationStatus": "verification status",

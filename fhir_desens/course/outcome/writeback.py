@@ -91,7 +91,7 @@ class WriteStep:
     @property
     def sentence(self) -> str:
         where = f" ({self.reference})" if self.reference else ""
-        why = f": {self.detail}" if self.detail else ""
+        why = f": {self.detail.rstrip('.')}" if self.detail else ""
         return f"{self.status.words}: {self.what}{where}{why}."
 
 
@@ -130,9 +130,7 @@ class WriteReport:
 
     @property
     def sentences(self) -> list[str]:
-        lines = [step.sentence for step in self.steps]
-        if self.conflict is not None:
-            lines.insert(0, self.conflict.message)
+        lines = [step.sentence for step in self.steps]  # a conflict is said by its failed step
         if not self.complete and self.conflict is None:
             lines.append("Writing the outcome again adds only what is missing.")
         return lines
@@ -451,10 +449,9 @@ def write_outcome(
     else:
         reason = _task_reason(report, preview)
         task = tasks.record(_task(preview, reason, now))
+        # the reason is said once, with the task (the result page), not again in this line
         run.steps.append(
-            WriteStep(
-                "task for the allergist: copy the outcome into the chart", StepStatus.RECORDED, detail=reason
-            )
+            WriteStep("task for the allergist: copy the outcome into the chart", StepStatus.RECORDED)
         )
         report = WriteReport(path, tuple(run.steps), preview.copy_text, conflict, task)
     return report
