@@ -62,7 +62,7 @@ def assemble_protocol(
         kind=kind,
         route=ROUTES[options.route],
         description=description,
-        evidence=Evidence.PUBLISHED_TABLE,
+        evidence=Evidence.INSTITUTIONAL_TABLE,
         sources=(Source(citation),),
         dose_dimensions=(dimension,),
         target_kind=TargetKind.CUMULATIVE,

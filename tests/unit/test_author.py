@@ -131,6 +131,18 @@ def test_proportional_infusion_table_reproduces_itself_at_its_total_and_scales(
     assert doubled["steps"][-1]["cumulative_dose"]["value"] == "200"
 
 
+def test_an_authored_protocol_is_labelled_an_institutional_table_not_a_published_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The walk: a hospital's own table read "(published-table)" on the worksheet and the plan's header."""
+    code, out = author(tmp_path, PROPORTIONAL)
+    assert code == 0
+    assert validate_paths([out], structural=None).valid  # the code is in the guide's CodeSystem
+    assert plan_json(out, capsys, "--drug", "carboplatin", "--dose", "100mg")["protocol"]["evidence"] == (
+        "institutional-table"
+    )
+
+
 # --- exit statuses and what is refused -------------------------------------------------------------
 
 

@@ -183,6 +183,12 @@ CODE_SYSTEMS: tuple[CodeSystemSpec, ...] = (
                     "No primary table was read: the protocol is derived from a related published protocol and "
                     "needs review before clinical use.",
                 ),
+                Evidence.INSTITUTIONAL_TABLE: (
+                    "Institutional table",
+                    "The protocol reproduces an institution's own table (authored with fhir-desens author): every "
+                    "dose recomputed and every stated value checked; its source is the institution, not a "
+                    "publication.",
+                ),
             },
         ),
     ),
