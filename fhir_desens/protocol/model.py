@@ -56,7 +56,9 @@ class Evidence(Enum):
     PUBLISHED_TABLE = "published-table"  # reproduces a published table
     PUBLISHED_STRUCTURE = "published-structure"  # structure published; numbers derived by the same rules
     STRUCTURALLY_DERIVED = "structurally-derived"  # no primary table read: derived from a related protocol
-    INSTITUTIONAL_TABLE = "institutional-table"  # a hospital's own table (fhir-desens author), not a publication
+    INSTITUTIONAL_TABLE = (
+        "institutional-table"  # a hospital's own table (fhir-desens author), not a publication
+    )
 
 
 @record
