@@ -29,6 +29,7 @@ from smart_app.launch import well_known
 from smart_app.library import init_library
 from smart_app.orders import views as orders_views
 from smart_app.outcome import views as outcome_views
+from smart_app.paper.sheets import order_reference
 from smart_app.planning import views as planning_views
 from smart_app.security import init_security
 from smart_app.services import EXTENSION, build_services
@@ -64,6 +65,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.jinja_env.filters["chart_time"] = lambda value: chart_time_text(str(value), settings.zone)
     # A dose or concentration (a Quantity) by the display policy: "1,296,700 units", "804.3 mg".
     app.jinja_env.filters["quantity"] = quantity_text
+    # An order as the printed sheets name it: "22C3-A57C" for this app's 32-hex-digit identifiers.
+    app.jinja_env.filters["order_reference"] = order_reference
 
     init_library(app, settings.protocol_library)  # read once: a bad library stops the app here
     app.extensions[EXTENSION] = build_services(app, settings, extra)

@@ -10,6 +10,7 @@ volume drawn, the beyond-use time and who prepared and checked it.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,13 +56,26 @@ def draft_status() -> SheetStatus:
     return SheetStatus(True, DRAFT_TEXT)
 
 
+_APP_ORDER_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def order_reference(order_id: str) -> str:
+    """The order as people read it aloud and compare it at the bedside: the first 8 of the 32 hex digits
+    this app writes, in two groups ("order 22C3-A57C", not "order 22c3a57cb9cfd96082490d8a199ad6e7"); the
+    full identifier is on the signed plan's page and in the EHR. Another identifier is shown as it is."""
+    if _APP_ORDER_ID.fullmatch(order_id):
+        return f"{order_id[:4]}-{order_id[4:8]}".upper()
+    return order_id
+
+
 def signed_status(signer: str | None, authored: str, order_id: str, zone_of: datetime) -> SheetStatus:
-    """'Signed by <name> at <time in the site zone> · order <identifier>'."""
+    """'Signed by <name> at <time in the site zone> · order <reference>' (:func:`order_reference`)."""
     when = authored  # shown as recorded when it is not a date-time (the EHR should send one)
     with contextlib.suppress(ValueError):
         when = shown.moment_text(datetime.fromisoformat(authored), zone_of.tzinfo)
     return SheetStatus(
-        False, f"Signed by {signer or 'an unrecorded prescriber'} at {when.strip()} · order {order_id}"
+        False,
+        f"Signed by {signer or 'an unrecorded prescriber'} at {when.strip()} · order {order_reference(order_id)}",
     )
 
 

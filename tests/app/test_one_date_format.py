@@ -33,8 +33,8 @@ def test_the_signed_page_and_its_sheets_write_every_time_one_way(signer: Signer)
     assert re.search(rf"Planned start 15 Jan 2027 09:00 {ONE_FORMAT[-10:]}", page), page[:2000]
     for sheet in ("print", "pharmacy"):
         text = text_of(signer.client.get(f"/s/{sid}/orders/{rg_id}/{sheet}").get_data(as_text=True))
-        assert re.search(rf"Date and time {ONE_FORMAT}", text), (sheet, text[:1500])
+        assert re.search(rf"Printed {ONE_FORMAT}", text), (sheet, text[:1500])
         assert re.search(rf"Signed by .* at {ONE_FORMAT} ·", text), (sheet, text[:1500])
         assert not ISO_TIME.search(text), (sheet, ISO_TIME.findall(text))
     plan_sheet = text_of(signer.client.get(f"/s/{sid}/plan/{draft_id}/print").get_data(as_text=True))
-    assert re.search(rf"Date and time {ONE_FORMAT}", plan_sheet) and not ISO_TIME.search(plan_sheet)
+    assert re.search(rf"Printed {ONE_FORMAT}", plan_sheet) and not ISO_TIME.search(plan_sheet)

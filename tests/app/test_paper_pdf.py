@@ -19,6 +19,7 @@ from tests.app.conftest import Launcher, https_client
 from tests.app.fake_ehr import FakeEhr
 from tests.app.planner import Planner
 from tests.app.signer import Signer
+from tests.html import text_of
 
 PATIENTS = sorted(
     p.stem for p in (Path(__file__).resolve().parents[2] / "fixtures" / "patients").glob("*.json")
@@ -183,14 +184,22 @@ def test_a_signed_plan_pdf_names_the_signer_and_the_order_on_every_page(signer: 
     rg_id = signer.signed_id(signer.sign(sid, draft_id), sid)
     (group,) = signer.signed("RequestGroup")
     order_id = group["identifier"][0]["value"]
+    # the order as people read it aloud and compare it: its first 8 hex digits in two groups, not all 32
+    reference = f"{order_id[:4]}-{order_id[4:8]}".upper()
     pages = _pdf(signer, f"/s/{sid}/orders/{rg_id}/worksheet.pdf")  # type: ignore[arg-type]
     for number, text in enumerate(pages, start=1):
         compact = text.replace("\n", " ")
-        assert "Signed by" in compact and order_id[:12] in compact.replace(" ", ""), number
+        assert "Signed by" in compact and f"order {reference}" in compact, number
+        assert order_id not in compact.replace(" ", ""), number
         assert "DRAFT" not in text and f"page {number} of {len(pages)}" in text
-    # the page that says the orders were sent names the order as the paper does
-    sent = signer.client.get(f"/s/{sid}/orders/{rg_id}?sent=1").get_data(as_text=True)
-    assert f"order {order_id}, as the printed sheets name it" in sent
+    # printed after signing: its times are said to count from the printing, beside the signing time
+    everything = " ".join(pages)
+    assert "Printed: " in everything and "Clock times if started when printed (" in everything
+    assert "write the actual times in the columns on the right" in everything
+    assert "if started now" not in everything
+    # the page that says the orders were sent names the order as the paper does, with the full identifier
+    sent = text_of(signer.client.get(f"/s/{sid}/orders/{rg_id}?sent=1").get_data(as_text=True))
+    assert f"order {reference}, as the printed sheets name it; identifier {order_id};" in sent
 
 
 @pytest.mark.parametrize("patient", PATIENTS)
