@@ -145,6 +145,21 @@ def test_plan_imports_only_what_it_uses():
     assert not added & unused
 
 
+def test_plan_compiles_no_source_text_at_start_up():
+    """The cold start: `plan` runs only code read from module files. Compiling source text at run time
+    (as ``dataclasses`` and ``namedtuple`` do for each class, and ``@record`` once did for every
+    ``__init__``) cost about half a million instructions a class (benchmarks/bench_cold_start.py)."""
+    code = (
+        "import argparse, decimal, json, sys; compiled = []; "  # decimal's DecimalTuple is a namedtuple
+        "sys.addaudithook(lambda event, args: event == 'compile' and compiled.append(str(args[1]))); "
+        "from fhir_desens.cli import main; "
+        "main(['plan','--protocol','iv-12-step-3-bag','--drug','x','--dose','400mg','--format','json']); "
+        "print([name for name in compiled if not name.endswith('.py')], file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stderr.strip() == "[]"
+
+
 def test_replan_lists_every_option(capsys):
     assert main(["replan", "--protocol", "iv-12-step-3-bag", "--drug", "carboplatin", "--dose", "400mg",
                  "--step", "12", "--minutes", "30", "--format", "json"]) == 0  # fmt: skip
