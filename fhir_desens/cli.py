@@ -51,16 +51,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _terminal_columns() -> int:
     """``shutil.get_terminal_size().columns`` without importing shutil (and the compression modules
-    it imports) at every start: ``COLUMNS`` when a positive number, else stdout's terminal, else 80."""
+    it imports) at every start: ``COLUMNS`` when a positive number, else stdout's terminal, else 80.
+    argparse asks once per option, so the usual answers (no ``COLUMNS``, no terminal) raise nothing."""
+    text = os.environ.get("COLUMNS")
+    if text:
+        try:
+            if int(text) > 0:
+                return int(text)
+        except ValueError:
+            pass
     try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    if columns > 0:
-        return columns
+        descriptor = sys.__stdout__.fileno()  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # no stdout, or not a file
+        return 80
+    if not os.isatty(descriptor):
+        return 80
     try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
-    except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
+        return os.get_terminal_size(descriptor).columns or 80
+    except OSError:
         return 80
 
 
@@ -100,7 +108,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for each of the others. With any other text (``--help``, a typo) every command is listed with its
     line, so ``--help`` and "invalid choice" name them all; with None every command is complete."""
     parser = _Parser(prog="fhir-desens", description="Rapid drug desensitization, FHIR-native.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # prog given: argparse would otherwise format a usage line to learn it is "fhir-desens"
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, prog=parser.prog)
     sub.required = True
     for name, (_, line) in COMMANDS.items():
         if command in COMMANDS and name != command:
