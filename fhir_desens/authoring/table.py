@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -80,12 +81,53 @@ class TableRow:
         return self.rate_ml_h is not None
 
 
+#: What a spreadsheet's own headings usually mean, by their first word ("Bag", "Rate (mL/h)", "Time (min)").
+_LIKELY: Mapping[str, str] = {
+    "bag": "solution",
+    "solution": "solution",
+    "step": "step",
+    "dose": "dose",
+    "concentration": "concentration",
+    "conc": "concentration",
+    "rate": "rate_ml_h",
+    "time": "minutes",
+    "duration": "minutes",
+    "minutes": "minutes",
+    "min": "minutes",
+    "volume": "volume_ml",
+    "cumulative": "cumulative",
+    "total": "cumulative",
+}
+_WITH_UNITS = ("dose", "concentration", "cumulative")
+
+
+def _likely(name: str) -> str | None:
+    words = re.sub(r"[^a-z]+", " ", name).split()
+    likely = _LIKELY.get(words[0]) if words else None
+    return likely if likely != name else None
+
+
+def _unknown(names: list[str]) -> str:
+    """ "'bag' (rename it solution), 'dose (mg)' (rename it dose)", and where a heading carried the unit, that
+    the cells carry it instead."""
+    said = [f"'{name}'" + (f" (rename it {_likely(name)})" if _likely(name) else "") for name in names]
+    units = any(_likely(name) in _WITH_UNITS and "(" in name for name in names)
+    cells = (
+        "; dose, concentration and cumulative cells carry their unit (0.008 mg, 0.016 mg/mL)" if units else ""
+    )
+    return ", ".join(said) + cells
+
+
 def _header(fields: list[str], source: str) -> list[str]:
     names = [name.strip().lower() for name in fields]
+    unknown = [name or "(empty)" for name in names if name not in COLUMNS]
+    if unknown:  # all of them at once: a table exported from a spreadsheet has several
+        column = unknown[0] if len(unknown) == 1 else None
+        which = _unknown(unknown)
+        word = "column" if len(unknown) == 1 else "columns"
+        raise TableError(source, 1, column, f"unknown {word} {which}", ", ".join(COLUMNS))
     seen: set[str] = set()
     for name in names:
-        if name not in COLUMNS:
-            raise TableError(source, 1, name or "(empty)", f"unknown column '{name}'", ", ".join(COLUMNS))
         if name in seen:
             raise TableError(source, 1, name, "the column appears twice")
         seen.add(name)

@@ -159,6 +159,13 @@ BASE = ["--id", "t", "--title", "T", "--drug", "x", "--route", "oral", "--interv
     ("table", "expected"),
     [
         ("step,solution,dose,colour\n1,1,1 mg,red\n", "t.csv row 1, column colour: unknown column 'colour'"),
+        # a spreadsheet's own headings: every unknown one at once, each with the column it probably is (the walk)
+        (
+            "Step;Bag;Concentration (mg/mL);Rate (mL/h);Time (min)\n1;1;0.016 mg/mL;2;15\n",
+            "t.csv row 1: unknown columns 'bag' (rename it solution), 'concentration (mg/ml)' (rename it "
+            "concentration), 'rate (ml/h)' (rename it rate_ml_h), 'time (min)' (rename it minutes); dose, "
+            "concentration and cumulative cells carry their unit",
+        ),
         ("step,dose\n1,1 mg\n", "column solution: the required column 'solution' is missing"),
         ("step,solution,dose\n1,1,1 mg\n3,1,2 mg\n", "t.csv row 3, column step: step 3 is out of order"),
         ("step,solution,dose\n1,1,1 mL\n", "t.csv row 2, column dose: '1 mL' is not a dose"),
