@@ -132,6 +132,8 @@ def test_both_sheets_say_one_thing_of_what_the_pharmacy_prepares(planner: Planne
     )
     assert undiluted in pharmacy
     assert "4. Suspension 1:10 (sulfamethoxazole) 20 mg water 10 mL 5 mL 4 mg/mL" in pharmacy
+    # the drug amount beside "Volume the doses take" is the doses' (10 mL prepared hold twice that)
+    assert "Solution Drug the doses take Diluent Prepared Volume the doses take" in pharmacy
     printed = text_of(planner.client.get(f"/s/{sid}/plan/{draft_id}/print").get_data(as_text=True))
     on_screen = text_of(planner.page(sid, draft_id).get_data(as_text=True))
     for page in (printed, on_screen):
