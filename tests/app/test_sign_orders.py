@@ -98,6 +98,10 @@ def test_sign_writes_one_transaction_and_shows_the_signed_plan(signer: Signer) -
     html = response.get_data(as_text=True)
     status = re.search(r'role="status"[^>]*>(.*?)</p>', html, re.S)
     assert status and "Orders sent: 12 medication requests" in text_of(status.group(1))
+    # the plan orders the steps only: the premedications it lists are to be ordered in the EHR (walk session 8)
+    [premedications] = re.findall(r'id="premedications-to-order">(.*?)</p>', html, re.S)
+    assert text_of(premedications).startswith("Premedications are not ordered by this plan")
+    assert "diphenhydramine 25 mg IV, 20 min before step 1" in text_of(premedications)
     assert "Solutions" in html and "Steps" in html  # the worksheet, rebuilt by the engine
     assert text_of(html).count("Step ") >= 12
     # planned at the site's pump resolution, recorded on the plan, recomputed to the same programmed rates

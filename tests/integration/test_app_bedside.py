@@ -230,7 +230,9 @@ def test_the_same_post_twice_records_once_and_bad_input_names_the_field(nurse: N
     assert "(source: Observation/" in text
     assert "confirm a working line at the bedside (source: the chart cannot tell)" in text
     assert re.search(
-        r"diphenhydramine 25 mg IV\s*: no order found in the chart \(source: not in the chart\)", text
+        r"diphenhydramine 25 mg IV\s*: not ordered in the EHR yet \(the signed plan lists it, 20 min before step 1, "
+        r"but orders only the steps\): ask the prescriber to order it there",
+        text,
     )
     assert "1:1 nurse assigned" in text
     # the launch reads the chart's consents (the walk's sandbox launch said "could not be read": the app

@@ -112,7 +112,12 @@ def test_an_old_weight_missing_orders_and_an_old_consent_are_flagged() -> None:
     premeds = [f for f in got.values() if f.item == "premedication"]
     assert premeds and all(f.source == "not in the chart" for f in premeds)
     required = [f for f in premeds if f.name in ("diphenhydramine", "famotidine")]
-    assert required and all(f.ok is False for f in required)
+    # not ordered yet is what every signed plan starts with (it orders the steps only): said, not flagged red
+    assert required and all(f.ok is None for f in required)
+    assert all(
+        f.finding.startswith("not ordered in the EHR yet (the signed plan lists it, ") for f in required
+    )
+    assert all("ask the prescriber to order it there" in f.finding for f in required)
     assert all(f.ok is None for f in premeds if f not in required)  # conditional ones: given only if ...
     assert got["emergency-kit"].ok is False
     assert got["consent"].ok is None and "confirm today's" in got["consent"].finding
