@@ -99,6 +99,9 @@ def test_a_12_step_session_with_a_reaction_at_step_11(
         chart.app.get_by_label("Final rate (mL/h)", exact=True).fill("80")
         chart.app.get_by_role("button", name="Recalculate").click()
         sign(chart)
+    # the plan orders the steps only: its premedications are to be ordered in the EHR (walk session 8)
+    expect(chart.app.locator("#premedications-to-order")).to_contain_text("diphenhydramine 25 mg IV")
+    chart.page.screenshot(path=str(screenshot_dir / "bedside-0-signed.png"), full_page=True)
     chart.app.get_by_role("link", name="Start a session at the bedside").click()
     chart.app.get_by_role("button", name="Start the session at the bedside").wait_for()
 
@@ -170,6 +173,11 @@ def run_the_session(tab: Page, start: datetime, shots: Path) -> None:
         tab.get_by_label("Drug", exact=True).select_option(value=drug)
         sheet.submit("Record premedication")
     sheet.vitals(1)
+    chart_says = tab.get_by_role("list", name="What the chart says")
+    expect(chart_says).to_contain_text("not ordered in the EHR yet (the signed plan lists it")
+    expect(chart_says).to_contain_text(
+        "Consent: no active consent in the chart: check the signed consent form"
+    )
     tab.screenshot(path=str(shots / "bedside-1-ready.png"), full_page=True)
     sheet.advance(15)
     for number in range(1, 11):
