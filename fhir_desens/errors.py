@@ -119,10 +119,20 @@ class FhirServerError(DesensError):
         message: str,
         status: int | None = None,
         outcome: Mapping[str, Any] | None = None,
+        *,
+        plain: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.outcome = dict(outcome) if outcome else None
+        #: the same failure in a clinician's words (what the app was doing, whether anything may be
+        #: written), when the client knew the request; ``message`` stays the technical account
+        self.plain = plain
+
+    @property
+    def for_people(self) -> str:
+        """What to show a clinician: :attr:`plain` when known, else the message."""
+        return self.plain or self.message
 
 
 class TemporaryServerError(FhirServerError):

@@ -25,7 +25,7 @@ TITLES = {
     409: "Conflict",
     422: "The data could not be used",
     502: "The EHR answered with an error",
-    503: "The EHR is not answering",
+    503: "The EHR is not available right now",
 }
 
 
@@ -51,7 +51,9 @@ def _respond(
     if hint and hint in message:  # never the same advice twice on one page
         hint = None
     if _wants_json():
-        body: dict[str, Any] = {"error": code, "message": detail or message, "status": status}
+        body: dict[str, Any] = {"error": code, "message": message, "status": status}
+        if detail:  # the bedside page shows "message" to the nurse; the request is for the program's log
+            body["detail"] = detail
         body.update(extra)
         response = jsonify(body)
     else:
@@ -94,9 +96,9 @@ def init_errors(app: Flask) -> None:
         message, title, detail = error.message, None, None
         if isinstance(error, AuthorizationDenied):
             title = "The EHR refused the sign-in"
-        elif isinstance(
-            error, TemporaryServerError
-        ):  # "GET /fhir/...: timed out (ReadTimeout)" is for support
+        elif isinstance(error, FhirServerError) and error.plain:  # what the app was doing, in words
+            message, detail = error.plain, error.message
+        elif isinstance(error, TemporaryServerError):  # "GET /fhir/...: timed out (ReadTimeout)" is for support
             message, detail = "The EHR did not answer in time, or answered that it is busy.", error.message
         return _respond(
             status,

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import requests
 
 from fhir_desens import __version__
+from fhir_desens.client.plain_words import plain_failure
 from fhir_desens.errors import (
     AuthError,
     ConfigurationError,
@@ -261,6 +262,12 @@ def error_for_response(response: requests.Response, context: str) -> DesensError
     message = f"{context}: HTTP {status}{' ' + reason if reason else ''}"
     if summary:
         message += f": {summary}"
+    sent = response.request
+    plain = (
+        plain_failure(str(sent.method), url_path(str(sent.url)), status=status, timed_out=False, attempts=1)
+        if sent is not None and sent.method and sent.url
+        else None
+    )
     if 300 <= status < 400:
         target = urlsplit(response.headers.get("Location", ""))
         where = f"{target.scheme}://{target.netloc}{target.path}" if target.netloc else target.path
@@ -277,13 +284,13 @@ def error_for_response(response: requests.Response, context: str) -> DesensError
     if status in (404, 410):
         return NotFoundError(message, status, outcome)
     if status in (409, 412):
-        return ConflictError(message, status, outcome)
+        return ConflictError(message, status, outcome, plain=plain)
     if status in RETRY_STATUSES or status >= 500:
         retry_after = response.headers.get("Retry-After")
         if retry_after:
             message += f" (the server asked to retry after {_clean(retry_after)})"
-        return TemporaryServerError(message, status, outcome)
-    return FhirServerError(message, status, outcome)
+        return TemporaryServerError(message, status, outcome, plain=plain)
+    return FhirServerError(message, status, outcome, plain=plain)
 
 
 def raise_for_status(response: requests.Response, context: str) -> None:
@@ -358,7 +365,10 @@ def send(
             )
             hint = "" if retryable else "; it was not retried and may or may not have been applied"
             raise TemporaryServerError(
-                f"{verb} {path}: {failure} ({type(exc).__name__}) after {attempt} attempt(s){hint}"
+                f"{verb} {path}: {failure} ({type(exc).__name__}) after {attempt} attempt(s){hint}",
+                plain=plain_failure(
+                    verb, path, status=None, timed_out=isinstance(exc, requests.Timeout), attempts=attempt
+                ),
             ) from None
         elapsed = (time.monotonic() - started) * 1000
         status = response.status_code

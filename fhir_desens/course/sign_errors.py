@@ -13,6 +13,7 @@ from fhir_desens.errors import (
     AuthError,
     ConflictError,
     DesensError,
+    FhirServerError,
     ForbiddenError,
     TemporaryServerError,
 )
@@ -174,7 +175,8 @@ def describe_refusal(error: DesensError) -> SignRefusal:
         return SignRefusal(not_sent, _sentence(error.reason), written, error.advice)
     if isinstance(error, SigningBlocked):
         return SignRefusal(not_sent, _sentence(error.reason), NOTHING_WRITTEN)
-    return SignRefusal(not_sent, _sentence(error.message), NOTHING_WRITTEN)
+    reason = error.for_people if isinstance(error, FhirServerError) else error.message
+    return SignRefusal(not_sent, _sentence(reason), NOTHING_WRITTEN)
 
 
 def status_for(error: DesensError) -> int:

@@ -29,15 +29,20 @@ def test_an_ehr_that_does_not_answer_is_said_in_words_with_the_request_for_suppo
     response = https_client(_failing(make_app)).get("/test-ehr-silent")
     assert response.status_code == 503
     page = text_of(response.get_data(as_text=True))
-    assert "The EHR is not answering" in page
+    assert "The EHR is not available right now" in page
     assert "The EHR did not answer in time, or answered that it is busy." in page
     assert "Wait a moment and reload the page." in page
     assert f"For your support team: {TIMED_OUT}" in page
 
 
-def test_machines_still_get_the_technical_account(make_app: AppFactory) -> None:
+def test_machines_get_the_words_and_the_technical_account_apart(make_app: AppFactory) -> None:
     response = https_client(_failing(make_app)).get(
         "/test-ehr-silent", headers={"Accept": "application/json"}
     )
     assert response.status_code == 503
-    assert response.get_json() == {"error": "TemporaryServerError", "message": TIMED_OUT, "status": 503}
+    assert response.get_json() == {
+        "error": "TemporaryServerError",
+        "message": "The EHR did not answer in time, or answered that it is busy.",
+        "detail": TIMED_OUT,
+        "status": 503,
+    }

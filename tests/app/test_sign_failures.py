@@ -197,3 +197,13 @@ def test_the_plan_page_is_rendered_through_its_public_function(app: Flask, signe
         "patient/Provenance.u). Nothing was written to the chart. Print the worksheet and enter the orders "
         "in the EHR. The worksheet and the pharmacy sheet can still be printed ( Print and sign )."
     )
+
+
+def test_a_chart_read_that_fails_before_signing_is_told_in_clinical_words(signer: Signer) -> None:
+    sid = signer.launch("carboplatin-ovarian")
+    draft_id = signer.plan(sid)
+    signer.ehr.allergy_search_fails = True  # the EHR answers 503 to the allergy list
+    alert = refusal(signer.sign(sid, draft_id).get_data(as_text=True))
+    assert "The EHR answered with an error while the app was reading the allergy list." in alert
+    assert "/fhir" not in alert and "HTTP 503" not in alert
+    assert_nothing_written(signer)
