@@ -98,7 +98,9 @@ def init_errors(app: Flask) -> None:
             title = "The EHR refused the sign-in"
         elif isinstance(error, FhirServerError) and error.plain:  # what the app was doing, in words
             message, detail = error.plain, error.message
-        elif isinstance(error, TemporaryServerError):  # "GET /fhir/...: timed out (ReadTimeout)" is for support
+        elif isinstance(
+            error, TemporaryServerError
+        ):  # "GET /fhir/...: timed out (ReadTimeout)" is for support
             message, detail = "The EHR did not answer in time, or answered that it is busy.", error.message
         return _respond(
             status,
