@@ -200,20 +200,24 @@ def task_done(sid: str, task_id: str) -> Response:
 # -- doses given after a desensitization ---------------------------------------------------------------------
 
 
+#: The form's fields as its labels name them: errors name the field the way the user sees it.
+GIVEN_AT = "Given at"
+
+
 def _given_at(raw: str) -> datetime:
     """The form's datetime-local value, in the site's zone (an offset typed by hand is refused)."""
     accepted = "a date and time, e.g. 2026-12-03T08:00"
     try:
         moment = datetime.fromisoformat(raw.strip())
     except ValueError:
-        raise InputError("given_at", f"'{raw[:20]}' is not a date and time", accepted) from None
+        raise InputError(GIVEN_AT, f"'{raw[:20]}' is not a date and time", accepted) from None
     if moment.tzinfo is not None:
-        raise InputError("given_at", "carries its own time zone", accepted)
+        raise InputError(GIVEN_AT, "carries its own time zone", accepted)
     return moment.replace(tzinfo=services().settings.zone)
 
 
 #: A dose given after desensitization, as typed: above zero, of human size (the unit is checked apart).
-LATER_DOSE = NumberField("dose", Decimal(0), Decimal(100_000_000))
+LATER_DOSE = NumberField("Dose", Decimal(0), Decimal(100_000_000))
 
 
 def _later_dose(session: AppSession, form: Any) -> LaterDose:
@@ -223,14 +227,14 @@ def _later_dose(session: AppSession, form: Any) -> LaterDose:
     sessions = [s for s in finished(_record().patient_sessions(patient)) if s.completed]
     summary = next((s for s in sessions if s.session_id == chosen), None)
     if summary is None:
-        raise InputError("drug", "choose a drug this patient was desensitized to in this app")
-    quantity = parse_quantity(form_text(form.get("dose", ""), "dose", max_length=40), "dose")
+        raise InputError("Drug", "choose a drug this patient was desensitized to in this app")
+    quantity = parse_quantity(form_text(form.get("dose", ""), "Dose", max_length=40), "Dose")
     amount = parse_number(quantity.value, LATER_DOSE)  # the one number check: no 0, -5, 50 digits, 1e-41
     given_at = _given_at(form.get("given_at", ""))
     ended = summary.last_dose_at or summary.ended_at
     if ended is not None and given_at < ended:
         raise InputError(
-            "given_at",
+            GIVEN_AT,
             f"is before the desensitization's last step ({moment_text(ended, _local_zone())}): "
             "record doses given after it",
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -296,6 +297,45 @@ def test_a_tampered_later_dose_is_refused_and_nothing_recorded(
     recorded = walker.client.post(f"/s/{sid}/outcome/doses", data={**form, "dose": "400 mg"})
     assert recorded.status_code == 303, text_of(recorded.get_data(as_text=True))[:800]
     assert [d.amount for d in services.dose_book().doses_for(f"Patient/{PATIENT}")] == [400]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("dose", "two grams", "Dose: 'two grams' is not a quantity"),
+        ("dose", "2 mL", "Dose: 'mL' is not a dose unit"),
+        ("given_at", "yesterday", "Given at: 'yesterday' is not a date and time"),
+        ("given_at", "2020-01-01T08:00", "Given at: is before the desensitization's last step"),
+        ("given_at", "2999-01-01T08:00", "Given at: is in the future"),
+        ("session_id", "none-such", "Drug: choose a drug this patient was desensitized to"),
+    ],
+)
+def test_a_later_dose_refused_names_the_field_as_its_label_does(
+    walker: Walker, ehr: FakeEhr, app: Flask, field: str, value: str, said: str
+) -> None:
+    """The walk: "given_at: is before ..." named the field by its code, not by its label "Given at"."""
+    ehr.load_fixture(PATIENT)
+    sid = walker.launch(PATIENT)
+    services = app.extensions["fhir_desens"]
+    bedside = Bedside(
+        record_to=BedsideRecord(services.record_store(), builtin_protocols(), services.now),
+        patient=f"Patient/{PATIENT}",
+    )
+    bedside.now = services.now() - timedelta(days=2)
+    bedside.reaction_at_step_11()
+    form = {
+        "csrf_token": walker.csrf(sid),
+        "session_id": bedside.session_id,
+        "dose": "400 mg",
+        "dose_id": "d0000000-0000-4000-8000-000000000002",
+        "given_at": (services.now() - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+        field: value,
+    }
+    response = walker.client.post(f"/s/{sid}/outcome/doses", data=form)
+    assert response.status_code == 400
+    page = text_of(response.get_data(as_text=True))
+    assert said in page, page[:600]
+    assert "given_at" not in page and "session_id" not in page
 
 
 def test_a_form_too_large_for_the_app_says_so_in_words(walker: Walker, ehr: FakeEhr) -> None:
