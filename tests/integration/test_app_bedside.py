@@ -173,7 +173,7 @@ def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: N
     assert "Outcome for the chart" in html
 
     record = nurse.app.client.get(nurse.url + "/record").get_data(as_text=True)
-    assert "Desensitization session record" in record and "Grade mild" in text_of(record)
+    assert "Desensitization session record" in record and "Grade (Brown) mild" in text_of(record)
     assert nurse.url + "/record.pdf" in html  # the flowsheet links the PDF
     pdf = nurse.app.client.get(nurse.url + "/record.pdf")
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
@@ -182,7 +182,7 @@ def test_a_12_step_session_with_a_reaction_at_step_11(sandbox: Sandbox, nurse: N
         assert "MRN" in page and f"page {number} of {len(pages)}" in page, number
         assert "Session record: completed" in page, number
     everything = "\n".join(pages)
-    assert "Grade mild" in everything and "diphenhydramine 50 mg IV" in everything
+    assert "Grade (Brown): mild" in everything and "diphenhydramine 50 mg IV" in everything
     assert "Outcome: completed" in everything and "400 mg of 400 mg" in everything
 
     with FhirClient(sandbox.backend_url) as backend:
