@@ -113,6 +113,7 @@ def _discrete_parts(
                     f"Solution {row.solution}",
                     concentration=solution.concentration,
                     volume_ml=volume,
+                    diluent=options.diluent,
                     preparation=prep,
                 )
             )
@@ -147,6 +148,7 @@ def _infusion_parts(
                 f"Solution {s.label}",
                 concentration=s.concentration,
                 volume_ml=options.bag_volumes_ml[s.label],
+                diluent=options.diluent,
                 preparation=options.preparations.get(s.label),
             )
             for s in ordered
@@ -175,6 +177,7 @@ def _infusion_parts(
                 f"Solution {solution.label}",
                 dilution=dilution,
                 volume_ml=options.bag_volumes_ml[solution.label],
+                diluent=options.diluent,
             )
         )
     closing = (

@@ -40,6 +40,7 @@ class AuthorOptions:
     bag_volumes_ml: Mapping[str, Decimal] = field(default_factory=dict)
     preparations: Mapping[str, Preparation] = field(default_factory=dict)
     source: str | None = None
+    diluent: str | None = None  # what every solution is made up in (None: not stated by the table)
     version: str = "1.0.0"
     table_name: str = "table"
 

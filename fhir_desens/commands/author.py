@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CSV of how bags are prepared: solution, bag_ml, overfill_ml, remove_ml, drug, drug_ml",
     )
     parser.add_argument("--source", metavar="TEXT", help="citation of the table (printed on every plan)")
+    parser.add_argument(
+        "--diluent",
+        metavar="TEXT",
+        help="what the bags or dilutions are made up in, e.g. 'NS or D5W' (every sheet)",
+    )
     parser.add_argument("--version", default="1.0.0", metavar="V")
     parser.add_argument("--format", choices=["json", "xml"], default="json")
     parser.add_argument("--out", metavar="FILE", help="write to FILE (created whole or not at all)")
@@ -110,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     title = form_text(args.title, "--title", max_length=200)
     drug = form_text(args.drug, "--drug", max_length=100)
     source = None if args.source is None else form_text(args.source, "--source", max_length=500)
-    for field, value in (("--title", title), ("--drug", drug), ("--source", source)):
+    diluent = None if args.diluent is None else form_text(args.diluent, "--diluent", max_length=100)
+    for field, value in (("--title", title), ("--drug", drug), ("--source", source), ("--diluent", diluent)):
         if value == "":
             raise InputError(field, "is empty", "a line of text")
     options = AuthorOptions(
@@ -123,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         bag_volumes_ml=_bag_volumes(args.bag_volumes),
         preparations=preparations,
         source=source,
+        diluent=diluent,
         version=args.version,
         table_name=name,
     )

@@ -143,6 +143,18 @@ def test_an_authored_protocol_is_labelled_an_institutional_table_not_a_published
     )
 
 
+def test_the_diluent_the_hospital_states_is_on_every_solution_of_the_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The walk: an authored protocol's plan and pharmacy sheet said diluent "-" (author had no --diluent)."""
+    code, out = author(tmp_path, [*PROPORTIONAL, "--diluent", "5% dextrose (D5W)"])
+    assert code == 0 and validate_paths([out], structural=None).valid
+    plan = plan_json(out, capsys, "--drug", "carboplatin", "--dose", "100mg")
+    assert [s["diluent"] for s in plan["solutions"]] == ["5% dextrose (D5W)"] * 3
+    code, blank = author(tmp_path, [*PROPORTIONAL, "--diluent", "  "], name="blank.json")
+    assert code == 2 and "--diluent: is empty" in capsys.readouterr().err and not blank.exists()
+
+
 # --- exit statuses and what is refused -------------------------------------------------------------
 
 
