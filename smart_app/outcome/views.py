@@ -302,6 +302,7 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             "sessions": sessions,
             "in_chart": _in_chart(patient, sessions, every_task),
             "switch_protocol": {row.drug: _suggested_switch(row) for row in rows},
+            "task_sessions": _task_sessions(patient, sessions),
             "tasks": [task for task in every_task if task.open],
             "protocol_titles": titles,
             "later_doses": [(dose, _dose_line(dose)) for dose in reversed(later)],
@@ -315,6 +316,7 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             "sessions": [],
             "in_chart": {},
             "switch_protocol": {},
+            "task_sessions": {},
             "tasks": [],
             "protocol_titles": {},
             "later_doses": [],
@@ -334,6 +336,16 @@ def _in_chart(patient: str, sessions: list[SessionSummary], tasks: list[ChartTas
             how = "written by this app" if task.written_by_the_app else f"copied by {task.done_by}"
             said[summary.session_id] = f"In the chart: {how}, {moment_text(task.done_at, _local_zone())}."
     return said
+
+
+def _task_sessions(patient: str, sessions: list[SessionSummary]) -> dict[str, str]:
+    """Which session each task is about ("carboplatin 400 mg, session of 3 Dec 2026"), by outcome id: two
+    sessions' tasks for one drug must be told apart."""
+    named: dict[str, str] = {}
+    for summary in sessions:
+        when = f", session of {moment_text(summary.started_at, _local_zone())}" if summary.started_at else ""
+        named[session_outcome_id(patient, summary.session_id)] = f"{summary.drug} {summary.dose}{when}"
+    return named
 
 
 def _suggested_switch(row: DrugTolerance) -> CourseChange | None:

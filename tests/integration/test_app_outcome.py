@@ -166,6 +166,8 @@ def test_a_read_only_launch_records_a_task_shown_on_the_patient_page(sandbox: Sa
 
     html = page(app, sid)
     assert "Tasks for the allergist: the chart was not updated" in text_of(html)
+    # which session the task is about (the walk: "carboplatin: <reason>" could not tell two sessions apart)
+    assert re.search(r"carboplatin 400 mg, session of \d+ \w{3} \d{4} \d\d:\d\d \w+ :", text_of(html))
     task = re.search(r'action="(/s/[^"]+/outcome/tasks/[^"]+/done)"', html)
     assert task is not None
     done = app.client.post(task.group(1), data={"csrf_token": csrf(app, sid)})
