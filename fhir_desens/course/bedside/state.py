@@ -121,6 +121,12 @@ class SessionState:
         """Doses taken by mouth: the IV-access item is then for rescue treatment, not to run the doses."""
         return report.is_oral(self.plan)
 
+    @property
+    def premedications_withheld(self) -> frozenset[str]:
+        """Premedications signed as not to be given: the allergy list rules them out (PLAN-PREMED-1)."""
+        draft: dict[str, Any] = self.context.get("draft") or {}
+        return frozenset(str(name) for name in draft.get("premedications_withheld") or ())
+
     def missing_checklist(self) -> list[str]:
         needed = ["consent", "iv-access", "emergency-kit"]
         if self.context.get("beta_blocker"):
