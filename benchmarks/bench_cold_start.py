@@ -16,15 +16,19 @@ Two settings, each with its own ``python -c pass``:
 The commands run with bytecode caching on (``PYTHONDONTWRITEBYTECODE`` removed from their environment,
 the first round writes the ``.pyc`` files), as on an installed machine; with it off every start
 recompiles the sources, which measures the compiler rather than the CLI. The CPU time of each run
-(user + system) is printed beside the wall clock: on a loaded machine it varies less. Prints figures,
-asserts nothing.
+(user + system) is printed beside the wall clock: on a loaded machine it varies less. With
+``--instructions`` each command also runs once under valgrind (``callgrind``, when installed) and its
+instruction count is printed with its ratio to ``python -c pass``'s: the same on a busy machine, and
+close to the CPU ratio (hash seed fixed for these runs). Prints figures, asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -74,6 +78,32 @@ def timed(command: list[str], environment: dict[str, str]) -> tuple[float, float
     return wall, cpu
 
 
+def instructions(command: list[str], environment: dict[str, str]) -> int:
+    """Instructions one run of ``command`` executes (valgrind's callgrind, its output file discarded)."""
+    with tempfile.TemporaryDirectory(prefix="fhir-desens-callgrind-") as folder:
+        result = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/out", *command],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**environment, "PYTHONHASHSEED": "0"},
+            cwd=tempfile.gettempdir(),
+        )
+    collected = re.search(r"Collected : (\d+)", result.stderr)
+    if collected is None:
+        raise RuntimeError(f"valgrind printed no instruction count for {command}")
+    return int(collected.group(1))
+
+
+def report_instructions(title: str, timed_: dict[str, list[str]], environment: dict[str, str]) -> None:
+    counts = {name: instructions(command, environment) for name, command in timed_.items()}
+    floor = counts["python -c pass"]
+    print(f"  {title}, instructions (callgrind, one run each):")
+    for name, count in counts.items():
+        print(f"    {name:<36} {count / 1e6:6.1f}M  {count / floor:4.2f}x python -c pass")
+
+
 def report(title: str, walls: dict[str, list[float]], cpus: dict[str, list[float]]) -> None:
     floor = statistics.median(walls["python -c pass"])
     cpu_floor = statistics.median(cpus["python -c pass"])
@@ -89,7 +119,12 @@ def report(title: str, walls: dict[str, list[float]], cpus: dict[str, list[float
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count each command's instructions (valgrind)"
+    )
     args = parser.parse_args(argv)
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind (apt-get install valgrind)")
     with tempfile.TemporaryDirectory(prefix="fhir-desens-bare-venv-") as folder:
         venv.create(folder, with_pip=False, symlinks=True)
         bare_python = os.path.join(folder, "bin", "python")
@@ -111,9 +146,14 @@ def main(argv: list[str] | None = None) -> None:
                     wall, cpu = timed(command, environment)
                     walls[title][name].append(wall)
                     cpus[title][name].append(cpu)
-    print(f"CLI cold start (median of {args.rounds} alternating rounds; CPU = user + system of the process):")
-    for title in settings:
-        report(title, walls[title], cpus[title])
+        print(
+            f"CLI cold start (median of {args.rounds} alternating rounds; CPU = user + system of the process):"
+        )
+        for title in settings:
+            report(title, walls[title], cpus[title])
+        if args.instructions:
+            for title, (timed_, environment) in settings.items():
+                report_instructions(title, timed_, environment)
 
 
 if __name__ == "__main__":
