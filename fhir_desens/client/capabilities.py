@@ -51,6 +51,11 @@ class CapabilityCache:
             return cached[1]
         return None
 
+    def forget(self, client: FhirClient) -> None:
+        """Read ``client``'s statement again next time: the server refused what it said it offers."""
+        with self._lock:
+            self._statements.pop(client.base_url, None)
+
     def clear(self) -> None:
         with self._lock:
             self._statements.clear()

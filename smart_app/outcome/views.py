@@ -164,6 +164,8 @@ def confirm(sid: str, session_id: str) -> tuple[str, int]:
         add_allergy=add,
         previewed_version=previewed,
     )
+    if report.refused:  # the next preview reads the statement again and may choose the clinical note
+        services().capabilities.forget(session.client)
     status = 409 if report.conflict is not None else 200
     return _page(
         session,

@@ -201,6 +201,34 @@ def test_an_epic_like_launch_writes_a_clinical_note_not_an_allergy(sandbox: Sand
         )
 
 
+def test_an_update_the_ehr_refuses_after_its_statement_promised_it_ends_in_a_task_then_a_note(
+    sandbox: Sandbox, make_app: Any
+) -> None:
+    """The walk: the app read the EHR's CapabilityStatement while it offered AllergyIntolerance update
+    (a permissive launch); the EHR then refused the update (an epic-like launch: 405). The allergist got an
+    error page saying "try again later"; now a task, and the next preview reads the statement again."""
+    app = make_app("symmetric")
+    text_of(page(app, launch(sandbox, app)))  # the statement is read (and kept) while update is offered
+    sid = launch(sandbox, app, vendor="epic-like")
+    session_id = finished_session(app, sandbox)
+    html = app.client.get(f"/s/{sid}/outcome/{session_id}").get_data(as_text=True)
+    assert "Update the allergy record." in text_of(html)  # from the statement read before
+    version = re.search(r'name="previewed_version" value="([^"]+)"', html)
+    allergy = re.search(r'name="allergy" value="([^"]+)"', html)
+    assert version is not None and allergy is not None
+    form = {"csrf_token": csrf(app, sid), "previewed_version": version.group(1), "allergy": allergy.group(1)}
+
+    refused = app.client.post(f"/s/{sid}/outcome/{session_id}", data=form)
+    assert refused.status_code == 200
+    words = text_of(refused.get_data(as_text=True))
+    assert "The chart was not updated" in words
+    assert "the EHR refused the update (HTTP 405)" in words
+    assert "Task for the allergist recorded" in words
+
+    again = text_of(app.client.get(f"/s/{sid}/outcome/{session_id}").get_data(as_text=True))
+    assert "Write a clinical note." in again and "Update the allergy record." not in again
+
+
 def test_another_patients_session_is_not_found(sandbox: Sandbox, make_app: Any) -> None:
     app = make_app("symmetric")
     sid = launch(sandbox, app)

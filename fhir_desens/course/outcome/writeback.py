@@ -87,6 +87,7 @@ class WriteStep:
     status: StepStatus
     reference: str | None = None
     detail: str = ""
+    refused: bool = False  # the EHR refused it for good (405/403/422...): what it said it offers may be stale
 
     @property
     def sentence(self) -> str:
@@ -123,6 +124,11 @@ class WriteReport:
     def chart_updated(self) -> bool:
         """Whether the outcome is in the chart (written now or before)."""
         return bool(self.steps) and self.steps[0].status in (StepStatus.WRITTEN, StepStatus.ALREADY_THERE)
+
+    @property
+    def refused(self) -> bool:
+        """Whether the EHR refused a write for good (its CapabilityStatement may promise more than it does)."""
+        return any(step.refused for step in self.steps)
 
     @property
     def complete(self) -> bool:
@@ -312,7 +318,7 @@ def _update_allergy(
         except TemporaryServerError as error:
             return _after_no_answer(client, preview, allergy_id, what, error, run), None
         except FhirServerError as error:  # refused for good (405, 403, 422...): retrying cannot help
-            run.add(WriteStep(what, StepStatus.FAILED, current.reference, _refused(error)))
+            run.add(WriteStep(what, StepStatus.FAILED, current.reference, _refused(error), refused=True))
             return None, None
         target = _versioned_reference(written)
         run.add(WriteStep(what, StepStatus.WRITTEN, target))
