@@ -7,6 +7,7 @@ logged with its traceback on the server and answered with a generic message and 
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -59,12 +60,31 @@ def _respond(
     else:
         response = Response(
             render_template(
-                "error.html", title=title, message=message, hint=hint, detail=detail, status=status, **extra
+                "error.html",
+                title=title,
+                message=message,
+                hint=hint,
+                detail=detail,
+                status=status,
+                back=_patient_page(status),
+                **extra,
             ),
             mimetype="text/html",
         )
     response.status_code = status
     return response
+
+
+_SESSION_PAGE = re.compile(r"^/s/([A-Za-z0-9_-]{43})/")
+
+
+def _patient_page(status: int) -> str | None:
+    """The patient page of the session the failing page belongs to (a way back inside the EHR frame), unless
+    the session itself is what failed (401: it has ended; the page says to open the app again)."""
+    found = _SESSION_PAGE.match(request.path)
+    if found is None or status == 401:
+        return None
+    return f"/s/{found.group(1)}/patient"
 
 
 def _hint_for(error: DesensError) -> str | None:

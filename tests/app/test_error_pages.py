@@ -9,12 +9,14 @@ from tests.app.conftest import AppFactory, https_client
 from tests.html import text_of
 
 TIMED_OUT = "GET /fhir/Patient/3f2a: timed out (ReadTimeout) after 3 attempt(s)"
+SID = "A" * 43
 
 
 def _failing(make_app: AppFactory) -> Flask:
     app = make_app()
 
     @app.get("/test-ehr-silent")
+    @app.get(f"/s/{SID}/test-ehr-silent")
     def silent() -> str:
         raise TemporaryServerError(TIMED_OUT)
 
@@ -46,3 +48,14 @@ def test_machines_get_the_words_and_the_technical_account_apart(make_app: AppFac
         "detail": TIMED_OUT,
         "status": 503,
     }
+
+
+def test_a_failing_page_of_a_session_leads_back_to_the_patient(make_app: AppFactory) -> None:
+    """The walk: an error page inside the EHR frame had no way back but the browser's."""
+    client = https_client(_failing(make_app))
+    inside = client.get(f"/s/{SID}/test-ehr-silent").get_data(as_text=True)
+    assert f'<a class="button" href="/s/{SID}/patient">Back to the patient</a>' in inside
+    outside = client.get("/test-ehr-silent").get_data(as_text=True)
+    assert "Back to the patient" not in outside
+    ended = client.get(f"/s/{SID}/patient").get_data(as_text=True)  # no such session: open the app again
+    assert "Back to the patient" not in ended
