@@ -51,7 +51,7 @@ NOTE = re.compile(
     r"Tolerance is temporary: re-desensitize at every administration\. "
     r"Breakthrough reaction: Brown grade 1, mild \(skin and mucosa\) at step 11\. "
     r"Onset and signs: step 11 at \d\d:\d\d \([^)]*\)\. "
-    r"Recorded by .+?, \w{3} \d{1,2} \w{3} \d{4} \d\d:\d\d \w+\. Ref RDD-[0-9a-f]{12}\."
+    r"Recorded by .+?, \d{1,2} \w{3} \d{4} \d\d:\d\d \w+\. Ref RDD-[0-9a-f]{12}\."
 )
 
 
