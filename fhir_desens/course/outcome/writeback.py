@@ -338,7 +338,9 @@ def _refused(error: FhirServerError) -> str:
     """Why the EHR refused the allergy update, in its own words. A refusal is final: the report (and the task it
     leaves) says so, where an error page would say "try again later"."""
     status = f" (HTTP {error.status})" if error.status else ""
-    return f"the EHR refused the update{status}: {error}"
+    issues = (error.outcome or {}).get("issue") or []
+    said = [str(i["diagnostics"]) for i in issues if isinstance(i, Mapping) and i.get("diagnostics")]
+    return f"the EHR refused the update{status}: {'; '.join(said) or error}"  # its words, else the request
 
 
 def _unreadable(error: FhirServerError) -> str:
