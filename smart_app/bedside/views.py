@@ -55,10 +55,31 @@ def _author(session: AppSession) -> str:
     return session.user.reference or "unknown user"
 
 
-def _names(session: AppSession) -> dict[str, str]:
-    """People's names for author references (the signed-in user's, as the EHR gave it)."""
+#: The names of the people who recorded in a bedside session, by author reference, kept (encrypted, like
+#: every value of the store) for the pages of the users who come after them: a nurse taking over sees who
+#: recorded each entry and who decided after a reaction by name. The app has no scope to read another
+#: user's Practitioner, so each user's name is kept when they record. Best effort: two users recording at
+#: the same instant may keep one name; the page then shows the other's reference.
+PEOPLE_KIND = "bedside-people"
+PEOPLE_TTL = 14 * 24 * 3600.0
+
+
+def _names(session: AppSession, session_id: str) -> dict[str, str]:
+    """People's names for author references: those who recorded in the session, and the signed-in user."""
     user = session.user
-    return {user.reference: user.display} if user.reference and user.display else {}
+    kept = services().store.get(PEOPLE_KIND, session_id) or {}
+    names = {str(k): str(v) for k, v in kept.items()}
+    return {**names, user.reference: user.display} if user.reference and user.display else names
+
+
+def _keep_name(session: AppSession, session_id: str) -> None:
+    """Keep the signed-in user's name for this session's later readers (see PEOPLE_KIND)."""
+    user = session.user
+    if not (user.reference and user.display):
+        return
+    kept = services().store.get(PEOPLE_KIND, session_id) or {}
+    if kept.get(user.reference) != user.display:
+        services().store.put(PEOPLE_KIND, session_id, {**kept, user.reference: user.display}, ttl=PEOPLE_TTL)
 
 
 def _wants_json() -> bool:
@@ -120,6 +141,7 @@ def start(sid: str, rg_id: str) -> Response | tuple[str, int]:
     )
     svc.record().record(new)
     svc.recorded(session_id, sid, services().settings.session_ttl)
+    _keep_name(session, session_id)
     svc.send(session.smart, svc.record().load(session_id), wait=REQUEST_WAIT)
     return redirect(url_for("bedside.flowsheet", sid=sid, session_id=session_id), code=303)
 
@@ -148,6 +170,7 @@ def _render(
     smart = session.smart
     in_ehr = _plan_in_ehr(session, state) if state.completion is not None else None
     chart = _chart_facts(session, state) if state.phase in ("checklist", "ready") else []
+    names = _names(session, state.session_id)
     html = render_template(
         "flowsheet.html",
         sid=sid,
@@ -162,7 +185,7 @@ def _render(
         current=page.current(state, now),
         resume=page.resume_rows(state) if state.open_reaction else [],
         vitals=page.vitals_rows(state),
-        reactions=reaction_views(state, page.clock, _names(session)),
+        reactions=reaction_views(state, page.clock, names),
         vitals_recorded=page.vitals_confirmation(state, request.args.get("recorded")),
         signing_allergist=_signing_allergist(session) if state.open_reaction else None,
         vitals_due=state.vitals_due(now),
@@ -173,7 +196,7 @@ def _render(
         p=page,
         error=error,
         entry_id=lambda: str(uuid.uuid4()),
-        names=_names(session),
+        names=names,
         last_seq=len(svc.record().entries(state.session_id)),
         in_ehr=in_ehr,
         closing=closing,
@@ -273,6 +296,7 @@ def entry(sid: str, session_id: str) -> Response | tuple[str, int] | tuple[Respo
         return _render(sid, session, state, status=error.http_status, error=error)
     if appended.created:
         svc.recorded(session_id, sid, services().settings.session_ttl)
+        _keep_name(session, session_id)
     state = svc.record().load(session_id)
     sent = svc.send(session.smart, state, wait=REQUEST_WAIT)
     if kind == "complete" and appended.created:
@@ -358,7 +382,7 @@ def session_record(sid: str, session_id: str) -> tuple[str, int]:
             entries,
             session.banner(),
             printed_at=svc.now(),
-            names=author_names(session, {e.author for e in entries}),
+            names={**_names(session, session_id), **author_names(session, {e.author for e in entries})},
             outbox=svc.status(session_id),
         ),
     )

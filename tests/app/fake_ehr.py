@@ -321,7 +321,7 @@ class FakeEhr:
             "aud": grant.client_id,
             "iat": now,
             "exp": now + 300,
-            "fhirUser": "Practitioner/7",
+            "fhirUser": f"Practitioner/{self.practitioner_id}",
         }
         if grant.nonce:
             claims["nonce"] = grant.nonce

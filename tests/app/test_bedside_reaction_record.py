@@ -12,7 +12,7 @@ from flask import Flask
 from tests.app.clinician import ALLERGIST as ALLERGIST_USER
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
-from tests.app.flowsheet import flowsheet, launched_with_a_bedside_session, post_entry
+from tests.app.flowsheet import PATIENT, flowsheet, launched_with_a_bedside_session, post_entry
 from tests.bedside_session import Bedside
 from tests.html import text_of
 
@@ -146,3 +146,22 @@ def test_a_signed_in_allergist_is_offered_and_the_sign_off_is_recorded_as_submit
     [reaction] = bedside.record_to.load(bedside.session_id).reactions
     assert reaction.resumed is not None and reaction.resumed["allergist"] == "Dr. Jane Smith (by phone)"
     assert "Allergist sign-off Dr. Jane Smith (by phone)" in text_of(flowsheet(launcher, sid, bedside))
+
+
+def test_a_nurse_taking_over_sees_who_recorded_the_reaction_and_decided_by_name(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    """The app may read only the signed-in user's own Practitioner: another user's entries read
+    "Practitioner/7" to the nurse taking over. Each user's name is kept with the session when they record."""
+    ehr.add_resource(ALLERGIST_USER)  # Practitioner/7, Dr. Amara Okoro, records the reaction and decides
+    sid, bedside = _flowsheet_after_a_moderate_reaction(launcher, ehr, app)
+    response = post_entry(launcher, app, sid, bedside, kind="resume", entry_id="resume-by-7",
+                          option="back-one-step", allergist="Dr. Amara Okoro")  # fmt: skip
+    assert response.status_code == 303
+    ehr.practitioner_id = "8"  # the next nurse, in a launch of their own
+    ehr.add_resource({"resourceType": "Practitioner", "id": "8", "name": [{"text": "Nora Nightingale, RN"}]})
+    taking_over = launcher.launch(PATIENT)
+    text = text_of(flowsheet(launcher, taking_over, bedside))
+    assert "Recording as Nora Nightingale, RN" in text
+    assert re.search(r"Decision Go back one step at \d\d:\d\d \(Dr\. Amara Okoro\)", text), text
+    assert "Practitioner/7" not in text
