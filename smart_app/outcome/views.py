@@ -305,6 +305,9 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             "in_chart": _in_chart(patient, sessions, every_task),
             "switch_protocol": {row.drug: _suggested_switch(row) for row in rows},
             "task_sessions": _task_sessions(patient, sessions),
+            "session_started": {
+                x.session_id: moment_text(x.started_at, _local_zone()) for x in sessions if x.started_at
+            },
             "tasks": [task for task in every_task if task.open],
             "protocol_titles": titles,
             "later_doses": [(dose, _dose_line(dose)) for dose in reversed(later)],
@@ -319,6 +322,7 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             "in_chart": {},
             "switch_protocol": {},
             "task_sessions": {},
+            "session_started": {},
             "tasks": [],
             "protocol_titles": {},
             "later_doses": [],

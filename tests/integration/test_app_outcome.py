@@ -133,6 +133,7 @@ def test_a_finished_session_is_previewed_confirmed_and_written_once(sandbox: San
     # the patient page says the outcome is in the chart instead of offering to bring it again (the walk)
     finished = text_of(page(app, sid)).split("Finished desensitizations", 1)[1]
     assert "In the chart: written by this app," in finished
+    assert re.search(r"carboplatin 400 mg, session of \d+ \w{3} \d{4} \d\d:\d\d \w+, IV 12-step", finished)
     assert "Bring the outcome to the chart" not in finished and "Review the outcome" in finished
     assert after["clinicalStatus"] == before["clinicalStatus"]
     assert after["verificationStatus"] == before["verificationStatus"]
