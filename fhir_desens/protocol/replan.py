@@ -262,11 +262,7 @@ def _run(
             break
     reaches = (cumulative == target) if capped else bool(result) and result[-1].dose.value == target
     _check_replan(plan, delivered, result, capped)
-    warnings = (
-        []
-        if reaches
-        else [f"Stopping leaves {dose_text(sub(target, cumulative), plan.dose_unit)} undelivered."]
-    )
+    warnings = [] if reaches else [_undelivered(target, cumulative, plan.dose_unit)]
     if not capped and reaches:
         warnings.append(
             f"Doses repeated after the reaction add to the total ({dose_text(cumulative, plan.dose_unit)})."
@@ -318,6 +314,15 @@ def _amounts(
         volume = div(remaining, conc)
         return rate, div(mul(volume, SIXTY), rate), volume, None, remaining, True
     return rate, segment.minutes, volume, None, dose, False
+
+
+def _undelivered(target: Decimal, given: Decimal, unit: str) -> str:
+    """What stopping leaves undelivered, never shown as the whole target when some was given (399.96 mg
+    reads "400 mg" at four significant figures)."""
+    left = dose_text(sub(target, given), unit)
+    if given > 0 and left == dose_text(target, unit):
+        return f"Stopping leaves all but {dose_text(given, unit)} of the {left} undelivered."
+    return f"Stopping leaves {left} undelivered."
 
 
 def _check_replan(plan: Plan, delivered: Decimal, steps: list[PlannedStep], capped: bool) -> None:

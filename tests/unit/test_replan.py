@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol.calculate import PlanRequest, compute_plan
+from fhir_desens.protocol.display import dose_text
 from fhir_desens.protocol.library import builtin_protocols, get_protocol
 from fhir_desens.protocol.model import ProtocolKind, TargetKind
 from fhir_desens.protocol.quantity import EXACT, Quantity
@@ -99,3 +100,17 @@ def test_penicillin_step_back_truncates_the_last_dose_to_stay_on_target():
     result = replan(plan, Interruption(10), ResumeOption.BACK_ONE_STEP)
     assert result.steps[-1].cumulative_dose == plan.target_dose
     assert result.steps[-1].dose.value < 640000  # the final dose shrinks by the repeated dose
+
+
+def test_stopping_early_never_says_the_whole_target_is_undelivered():
+    """The bedside walk: after 0.03867 mg of 400 mg, 'Stopping leaves 400 mg undelivered' (399.96 mg at four
+    significant figures) read as if nothing had been given."""
+    stopped = replan(carboplatin_plan(), Interruption(3, Decimal(5)), ResumeOption.STOP)
+    assert stopped.delivered.value > 0
+    assert stopped.warnings[0].startswith("Stopping leaves all but ")
+    assert stopped.warnings[0].endswith(" of the 400 mg undelivered.")
+    later = replan(carboplatin_plan(), Interruption(12, Decimal(30)), ResumeOption.STOP)
+    assert (
+        later.warnings[0]
+        == f"Stopping leaves {dose_text(Decimal(400) - later.delivered.value, 'mg')} undelivered."
+    )
