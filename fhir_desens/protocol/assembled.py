@@ -1,36 +1,91 @@
 """Building the engine's frozen results fast, without changing what they are.
 
-A frozen dataclass's generated ``__init__`` sets every field through ``object.__setattr__`` (and
-``Quantity`` checks its unit in ``__post_init__``): for the 40-odd objects of a 12-step plan that is
-about as much time as all of the plan's arithmetic. The engine computes its numbers as plain Decimals
-and assembles each result object once, here, by giving it its ``__dict__`` whole. The object is the same
-frozen dataclass (equality, hashing, ``repr``, ``dataclasses.replace`` and immutability unchanged);
-``tests/unit/test_engine_assembled.py`` proves every object of every library plan equals the one its
-``__init__`` builds. Use it only for values the engine computed, with every field given by name.
+A plan's records (``Plan``, ``PlannedStep``, ``PlannedSolution``, ``Quantity``) are tuple records
+(``protocol/tuple_record.py``): their ``__init__``-equivalent checks what it is given (``Quantity``
+its unit) and maps keywords to fields. The engine computes its numbers as plain Decimals in units it
+has already checked, and builds each result once, here, as the tuple of its fields (one C call). The
+object is the same frozen record (equality, hashing, ``repr``, ``dataclasses.replace`` and
+immutability unchanged); ``tests/unit/test_engine_assembled.py`` proves every object of every
+library plan equals the one its constructor builds. Use it only for values the engine computed.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from fhir_desens.protocol.plan import PlannedStep
+from fhir_desens.protocol.model import ClosingMethod, Premedication, Preparation, Protocol
+from fhir_desens.protocol.plan import Plan, PlannedSolution, PlannedStep, PlanRequest
 from fhir_desens.protocol.quantity import Quantity
-
-TYPE_CHECKING = False  # mypy reads this block; typing is not imported at run time (commands start faster)
-if TYPE_CHECKING:
-    from typing import TypeVar
-
-    _T = TypeVar("_T")
-
-_new = object.__new__
-_set = object.__setattr__
+from fhir_desens.protocol.tuple_record import built
 
 
-def assembled(cls: type[_T], **fields: object) -> _T:
-    """An instance of the frozen dataclass ``cls`` holding ``fields`` (every field, in declaration order)."""
-    instance = _new(cls)
-    _set(instance, "__dict__", fields)
-    return instance
+def plan(
+    request: PlanRequest,
+    protocol: Protocol,
+    drug: str,
+    target_dose: Quantity,
+    closing: ClosingMethod | None,
+    final_rate_ml_h: Decimal | None,
+    solutions: tuple[PlannedSolution, ...],
+    steps: tuple[PlannedStep, ...],
+    total_minutes: Decimal,
+    premedications: tuple[Premedication, ...],
+    warnings: tuple[str, ...],
+    nursing_instructions: tuple[str, ...],
+) -> Plan:
+    """A Plan, its fields in declaration order (positional: a call with a dozen keywords costs more
+    than building the record)."""
+    return built(
+        Plan,
+        (
+            request,
+            protocol,
+            drug,
+            target_dose,
+            closing,
+            final_rate_ml_h,
+            solutions,
+            steps,
+            total_minutes,
+            premedications,
+            warnings,
+            nursing_instructions,
+        ),
+    )
+
+
+def planned_solution(
+    number: int,
+    label: str,
+    strength: str,
+    concentration: Decimal,
+    conc_unit: str,
+    volume_ml: Decimal,
+    drug_amount: Decimal,
+    dose_unit: str,
+    volume_infused_ml: Decimal,
+    diluent: str | None,
+    preparation: Preparation | None,
+) -> PlannedSolution:
+    """A PlannedSolution of an infusion bag (no solid units); its concentration and drug amount are
+    given as Decimals in ``conc_unit`` and ``dose_unit``."""
+    return built(
+        PlannedSolution,
+        (
+            number,
+            label,
+            strength,
+            built(Quantity, (concentration, conc_unit)),
+            volume_ml,
+            built(Quantity, (drug_amount, dose_unit)),
+            volume_infused_ml,
+            diluent,
+            None,  # unit_dose: solid forms only
+            None,  # units_used: solid forms only
+            preparation,
+            "tablet",  # unit_name: the declared default (solid forms only)
+        ),
+    )
 
 
 def planned_step(
@@ -50,34 +105,26 @@ def planned_step(
 ) -> PlannedStep:
     """A PlannedStep of an infusion (no solid units), its fields in declaration order; the dose and the
     cumulative dose are given as Decimals in ``dose_unit`` (the plan's checked target unit)."""
-    dose_quantity, cumulative_quantity = _new(Quantity), _new(Quantity)
-    _set(dose_quantity, "__dict__", {"value": dose, "unit": dose_unit})
-    _set(cumulative_quantity, "__dict__", {"value": cumulative_dose, "unit": dose_unit})
-    instance = _new(PlannedStep)
-    _set(
-        instance,
-        "__dict__",
-        {
-            "number": number,
-            "solution": solution,
-            "rate_ml_h": rate_ml_h,
-            "minutes": minutes,
-            "volume_ml": volume_ml,
-            "dose": dose_quantity,
-            "cumulative_dose": cumulative_quantity,
-            "start_minute": start_minute,
-            "units": None,
-            "closing": closing,
-            "inserted": inserted,
-            "protocol_step": protocol_step,
-            "note": note,
-        },
+    return built(
+        PlannedStep,
+        (
+            number,
+            solution,
+            rate_ml_h,
+            minutes,
+            volume_ml,
+            built(Quantity, (dose, dose_unit)),
+            built(Quantity, (cumulative_dose, dose_unit)),
+            start_minute,
+            None,  # units: solid forms only
+            closing,
+            inserted,
+            protocol_step,
+            note,
+        ),
     )
-    return instance
 
 
 def quantity(value: Decimal, unit_code: str) -> Quantity:
     """A Quantity of a Decimal the engine computed, in a unit code it has already checked (its target's)."""
-    instance = _new(Quantity)
-    _set(instance, "__dict__", {"value": value, "unit": unit_code})
-    return instance
+    return built(Quantity, (value, unit_code))

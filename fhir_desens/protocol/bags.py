@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from fhir_desens.errors import InputError
 from fhir_desens.protocol import display as shown
-from fhir_desens.protocol.assembled import assembled, quantity
+from fhir_desens.protocol.assembled import planned_solution
 from fhir_desens.protocol.inputs import (
     MAX_BAG_VOLUME_ML,
     checked_target,
@@ -282,20 +282,18 @@ class InfusionSetup:
                 continue  # never reached (the plan stopped early)
             conc, volume = concentrations[solution.number], self.volumes[solution.number]
             result.append(
-                assembled(
-                    PlannedSolution,
-                    number=solution.number,
-                    label=solution.label,
-                    strength=solution.strength_text,
-                    concentration=quantity(conc, self.conc_unit),
-                    volume_ml=volume,
-                    drug_amount=quantity(EXACT.multiply(conc, volume), self.dose_unit),
-                    volume_infused_ml=used[solution.number],
-                    diluent=solution.diluent,
-                    unit_dose=None,
-                    units_used=None,
-                    preparation=self._recipe(solution, conc, volume),
-                    unit_name="tablet",
+                planned_solution(
+                    solution.number,
+                    solution.label,
+                    solution.strength_text,
+                    conc,
+                    self.conc_unit,
+                    volume,
+                    EXACT.multiply(conc, volume),
+                    self.dose_unit,
+                    used[solution.number],
+                    solution.diluent,
+                    self._recipe(solution, conc, volume),
                 )
             )
         return tuple(result)

@@ -7,7 +7,8 @@ from decimal import ROUND_CEILING, Decimal
 
 from fhir_desens.errors import InputError
 from fhir_desens.protocol import display as shown
-from fhir_desens.protocol.assembled import assembled, planned_step
+from fhir_desens.protocol.assembled import plan as assembled_plan
+from fhir_desens.protocol.assembled import planned_step
 from fhir_desens.protocol.bags import SIXTY, InfusionSetup, overfill_warnings
 from fhir_desens.protocol.model import Evidence, StepDefinition
 from fhir_desens.protocol.plan import Plan, PlannedSolution, PlannedStep, PlanRequest
@@ -89,20 +90,19 @@ class _InfusionPlanner(InfusionSetup):
         solutions = self.planned_solutions(concentrations, used)
         self.warnings += overfill_warnings(solutions)
         self._add_warnings(solutions, planned)
-        return assembled(
-            Plan,
-            request=self.request,
-            protocol=self.protocol,
-            drug=self.request.drug.strip(),
-            target_dose=self.target,
-            closing=self.closing,
-            final_rate_ml_h=self.final_rate,
-            solutions=solutions,
-            steps=tuple(planned),
-            total_minutes=clock,
-            premedications=self.protocol.premedications,
-            warnings=tuple(self.warnings),
-            nursing_instructions=self.protocol.nursing_instructions,
+        return assembled_plan(
+            self.request,
+            self.protocol,
+            self.request.drug.strip(),
+            self.target,
+            self.closing,
+            self.final_rate,
+            solutions,
+            tuple(planned),
+            clock,
+            self.protocol.premedications,
+            tuple(self.warnings),
+            self.protocol.nursing_instructions,
         )
 
     def _not_below(

@@ -6,12 +6,12 @@ from decimal import Decimal
 
 from fhir_desens.protocol.model import ClosingMethod, Premedication, Preparation, Protocol
 from fhir_desens.protocol.quantity import Quantity
-from fhir_desens.protocol.record import record
+from fhir_desens.protocol.tuple_record import tuple_record
 
 DEFAULT_PUMP_MAX_ML_H = Decimal(999)
 
 
-@record
+@tuple_record
 class PlanRequest:
     """Everything a plan depends on. ``None`` means: the protocol's default."""
 
@@ -35,7 +35,7 @@ class PlanRequest:
     syringe_volumes: bool = False
 
 
-@record
+@tuple_record
 class PlannedSolution:
     number: int
     label: str
@@ -51,7 +51,7 @@ class PlannedSolution:
     unit_name: str = "tablet"  # solid forms: what one unit is called
 
 
-@record
+@tuple_record
 class PlannedStep:
     number: int
     solution: int
@@ -68,7 +68,7 @@ class PlannedStep:
     note: str | None = None
 
 
-@record
+@tuple_record
 class Plan:
     request: PlanRequest
     protocol: Protocol

@@ -15,6 +15,7 @@ from enum import Enum
 
 from fhir_desens.errors import InputError, UnitError
 from fhir_desens.protocol.record import record
+from fhir_desens.protocol.tuple_record import tuple_record
 
 #: Working precision: far beyond any pump or balance, so division (e.g. a final-step duration of
 #: 232.5 mL at 70 mL/h) loses nothing a person could measure.
@@ -127,7 +128,7 @@ def per_area_dose_unit(u: Unit) -> Unit:
     return unit(_PER_AREA_DOSE[u.code][1])
 
 
-@record
+@tuple_record
 class Quantity:
     value: Decimal
     unit: str  # UCUM code

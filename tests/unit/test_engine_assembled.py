@@ -19,13 +19,15 @@ from fhir_desens.protocol.quantity import Quantity
 from tests.unit.test_invariants_property import infusion_requests
 
 
+def field_values(instance: Any) -> list[Any]:
+    return [getattr(instance, f.name) for f in dataclasses.fields(instance)]
+
+
 def assert_as_built_by_init(instance: Any) -> None:
     rebuilt = dataclasses.replace(instance)  # the generated __init__ (and Quantity's unit check)
     assert rebuilt == instance
-    assert list(vars(rebuilt)) == list(vars(instance))  # every field, none extra, in declaration order
-    assert all(
-        type(a) is type(b) for a, b in zip(vars(rebuilt).values(), vars(instance).values(), strict=True)
-    )
+    assert len(instance) == len(dataclasses.fields(instance))  # every field, none extra (a tuple record)
+    assert all(type(a) is type(b) for a, b in zip(field_values(rebuilt), field_values(instance), strict=True))
     name = dataclasses.fields(instance)[0].name
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(instance, name, getattr(instance, name))
