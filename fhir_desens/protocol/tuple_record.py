@@ -23,10 +23,13 @@ from __future__ import annotations
 from _collections import _tuplegetter  # type: ignore[import-not-found]  # namedtuple's field getter (C)
 
 from fhir_desens.protocol.record import (
+    _REQUIRED,
+    _binding_error,
     _checked_fields,
     _DataclassAttribute,
     _Factory,
     _frozen_error,
+    _InitSignature,
     _signature_text,
 )
 
@@ -54,29 +57,39 @@ if TYPE_CHECKING:
 else:
     built = tuple.__new__  # one C call
 _tuple_eq = tuple.__eq__
-_RESERVED = frozenset({"_cls", "_built", "self"})
+_RESERVED = frozenset({"made", "self"})
 
 
 def _new(cls: type, names: tuple[str, ...], defaults: dict[str, object]) -> Callable[..., object]:
-    """``__new__`` taking the parameters a frozen dataclass's ``__init__`` takes, compiled once."""
-    parameters: list[str] = []
-    namespace: dict[str, Any] = {"_built": built}
-    for name in names:
-        if name in defaults:
-            parameters.append(f"{name}=_default_{name}")
-            namespace[f"_default_{name}"] = defaults[name]
-        else:
-            parameters.append(name)
-    fields = "".join(f"{name}, " for name in names)
-    check = "\n    self.__post_init__()" if "__post_init__" in cls.__dict__ else ""
-    source = f"def __new__(_cls, {', '.join(parameters)}):\n    self = _built(_cls, ({fields})){check}\n    return self\n"
-    exec(source, namespace)  # noqa: S102
-    new: Callable[..., object] = namespace["__new__"]
-    new.__qualname__ = f"{cls.__qualname__}.__new__"
-    new.__module__ = cls.__module__
-    # the signature of the class is the one its frozen dataclass would have: (fields) -> None
-    new.__annotations__ = {**{name: cls.__annotations__[name] for name in names}, "return": None}
-    return new
+    """``__new__`` taking the parameters a frozen dataclass's ``__init__`` takes (the same binding and
+    ``TypeError`` as ``record``'s ``__init__``), without compiling a function per class (start-up)."""
+    qualname = f"{cls.__qualname__}.__new__"
+    count = len(names)
+    post_init = "__post_init__" in cls.__dict__
+    template = {name: defaults.get(name, _REQUIRED) for name in names}
+
+    def __new__(made: type, *args: object, **kwargs: object) -> object:
+        if kwargs or len(args) != count:
+            values = template.copy()
+            values.update(zip(names, args, strict=False))  # too many: refused below
+            values.update(kwargs)
+            if (
+                len(values) != count
+                or len(args) > count
+                or (args and kwargs and not kwargs.keys().isdisjoint(names[: len(args)]))
+                or any(value is _REQUIRED for value in values.values())
+            ):
+                raise _binding_error(qualname, names, defaults, args, kwargs)
+            args = tuple(values.values())
+        self: Any = built(made, args)
+        if post_init:
+            self.__post_init__()
+        return self
+
+    __new__.__qualname__ = qualname
+    __new__.__module__ = cls.__module__
+    __new__.__wrapped__ = _InitSignature(cls, names, defaults)  # type: ignore[attr-defined]
+    return __new__
 
 
 def _not_a_sequence(self: object, *_other: object) -> Any:
