@@ -67,6 +67,7 @@ def _new(cls: type, names: tuple[str, ...], defaults: dict[str, object]) -> Call
     count = len(names)
     post_init = "__post_init__" in cls.__dict__
     template = {name: defaults.get(name, _REQUIRED) for name in names}
+    required = tuple(name for name in names if name not in defaults)
 
     def __new__(made: type, *args: object, **kwargs: object) -> object:
         if kwargs or len(args) != count:
@@ -77,9 +78,11 @@ def _new(cls: type, names: tuple[str, ...], defaults: dict[str, object]) -> Call
                 len(values) != count
                 or len(args) > count
                 or (args and kwargs and not kwargs.keys().isdisjoint(names[: len(args)]))
-                or any(value is _REQUIRED for value in values.values())
             ):
                 raise _binding_error(qualname, names, defaults, args, kwargs)
+            for name in required:
+                if values[name] is _REQUIRED:
+                    raise _binding_error(qualname, names, defaults, args, kwargs)
             args = tuple(values.values())
         self: Any = built(made, args)
         if post_init:
