@@ -13,7 +13,9 @@ Where each part lives:
 * ``bags.py``: bag preparation (volumes, concentrations by closing method, recipes);
 * ``infusion.py``: the step loop of an infusion and its closing methods;
 * ``discrete.py``: oral and syringe doses from a table;
-* ``tables.py``: fixed infusion tables, planned at their exact total only (INV-24).
+* ``tables.py``: fixed infusion tables, planned at their exact total only (INV-24);
+* ``assembled.py``: the results built once each from the computed Decimals, as tuple records
+  (``tuple_record.py``: frozen records stored as the tuple of their fields, one C call to build).
 """
 
 from __future__ import annotations
