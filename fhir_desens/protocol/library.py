@@ -108,6 +108,13 @@ def _solution(raw: Mapping[str, Any], path: str) -> SolutionDefinition:
         preparation=_preparation(raw.get("preparation"), f"{path}.preparation"),
         unit_name=str(raw.get("unit_name") or "tablet"),
     )
+    check_solution(solution, path)
+    return solution
+
+
+def check_solution(solution: SolutionDefinition, path: str) -> None:
+    """A solution's strength is defined exactly once and in range, and its stated recipe makes it (for
+    protocols from a template and from an exchanged PlanDefinition alike)."""
     strengths = [solution.dilution, solution.dose_fraction, solution.concentration, solution.unit_dose]
     if sum(value is not None for value in strengths) != 1:
         raise ProtocolDefinitionError(
@@ -119,7 +126,6 @@ def _solution(raw: Mapping[str, Any], path: str) -> SolutionDefinition:
         if value is not None and not 0 < value <= 1:
             raise ProtocolDefinitionError(f"{path}.{name} must be above 0 and at most 1, got {plain(value)}")
     check_preparation(solution, path)
-    return solution
 
 
 def preparation_problem(solution: SolutionDefinition) -> str | None:
@@ -254,7 +260,7 @@ def check_protocol(protocol: Protocol) -> None:
     if not protocol.steps:
         raise ProtocolDefinitionError("a protocol needs at least one step")
     for solution in protocol.solutions:
-        check_preparation(solution, f"solutions[{solution.number - 1}]")
+        check_solution(solution, f"solutions[{solution.number - 1}]")
     for step in protocol.steps:
         path = f"steps[{step.number - 1}]"
         if step.solution not in numbers:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fhir_desens.cli import main
@@ -218,6 +218,9 @@ WRONG = st.sampled_from([None, 5, -1, True, "x", "\u202e", [], {}, [1], {"a": No
     where=st.lists(st.sampled_from(PATHS), min_size=1, max_size=3),
     values=st.lists(WRONG, min_size=3, max_size=3),
 )
+# found by this property on 2026-12-03: bag 3's strength extension without its url left a solution
+# with no strength at all, which the PlanDefinition reader let through to the engine (an assert)
+@example(where=[("entry", 0, "resource", "extension", 3, "extension", 2, "url")], values=[None, None, None])
 def test_null_or_wrongly_typed_protocol_fields_give_a_report_not_a_traceback(
     capsys, tmp_path_factory, where, values
 ):
