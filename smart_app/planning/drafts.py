@@ -21,7 +21,13 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from fhir_desens.course import draft as course_draft
-from fhir_desens.course.assessment import Assessment, MatchedAllergy, assess, signing_blockers
+from fhir_desens.course.assessment import (
+    Assessment,
+    MatchedAllergy,
+    assess,
+    premedication_allergies,
+    signing_blockers,
+)
 from fhir_desens.course.draft import (
     DILUENTS,
     CopiedSettings,
@@ -207,6 +213,19 @@ def assessment_for(session: AppSession, draft: PlanDraft, *, fresh: bool = False
         key, lambda: assess(drug_ref_for(draft.drug, draft.drug_rxnorm), allergies)
     )
     return screening
+
+
+def premedications_ruled_out(session: AppSession, plan: Plan) -> dict[str, str]:
+    """PLAN-PREMED-1 for the plan page: the plan's premedications the session's allergy list rules out,
+    memoized per premedication list and allergy list content like :func:`assessment_for` (signing and the
+    bedside read the list afresh and call the rule themselves)."""
+    allergies = session.allergies()
+    names = tuple(premedication.drug for premedication in plan.premedications)
+    key = (names, session.chart_key("allergies"), allergies is None)
+    ruled_out: dict[str, str] = memo("premedication screenings").get(
+        key, lambda: premedication_allergies(plan.premedications, allergies)
+    )
+    return dict(ruled_out)
 
 
 def review_of(draft: PlanDraft, plan: Plan) -> DrugReview:

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import render_template, url_for
 
-from fhir_desens.course.assessment import premedication_allergies, premedication_blocker
+from fhir_desens.course.assessment import premedication_blocker
 from fhir_desens.course.chart import patient_reference
 from fhir_desens.course.drug_review import DrugReview
 from fhir_desens.course.lifecycle import active_plans_for_drug
@@ -79,9 +79,7 @@ def context_for(sid: str, draft_id: str) -> PlanContext:
     context.signed = signed_marker(services().store, sid, draft_id)
     context.plan, context.plan_error, context.review = computed.plan, computed.plan_error, computed.review
     if context.plan is not None:
-        context.premedications_ruled_out = premedication_allergies(
-            context.plan.premedications, session.allergies()
-        )
+        context.premedications_ruled_out = drafts.premedications_ruled_out(session, context.plan)
     return context
 
 
