@@ -117,21 +117,7 @@ def _init(cls: type, names: tuple[str, ...], defaults: dict[str, object]) -> Cal
 
     def __init__(self: object, *args: object, **kwargs: object) -> None:
         if kwargs or len(args) != count:
-            values = template.copy()
-            values.update(zip(names, args, strict=False))  # too many: refused below
-            values.update(kwargs)
-            if (
-                len(values) != count
-                or len(args) > count
-                or (args and kwargs and not kwargs.keys().isdisjoint(names[: len(args)]))
-            ):
-                raise _binding_error(qualname, names, defaults, args, kwargs)
-            for name in unfilled:
-                value = values[name]
-                if value is template[name]:  # not given: required, or made by its factory
-                    if value is _REQUIRED:
-                        raise _binding_error(qualname, names, defaults, args, kwargs)
-                    values[name] = value.make()  # type: ignore[attr-defined]
+            values = _bind(qualname, names, defaults, template, unfilled, args, kwargs)
         else:  # every field by position: the common call
             values = dict(zip(names, args, strict=True))
         _set(self, "__dict__", values)
@@ -142,6 +128,36 @@ def _init(cls: type, names: tuple[str, ...], defaults: dict[str, object]) -> Cal
     __init__.__module__ = cls.__module__
     __init__.__wrapped__ = _InitSignature(cls, names, defaults)  # type: ignore[attr-defined]
     return __init__
+
+
+def _bind(
+    qualname: str,
+    names: tuple[str, ...],
+    defaults: dict[str, object],
+    template: dict[str, object],
+    unfilled: tuple[str, ...],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+) -> dict[str, object]:
+    """Every field's value from a call with keywords or defaults, bound as a frozen dataclass binds it
+    (``template``: each field's default or ``_REQUIRED``; ``unfilled``: the fields required or made by a
+    factory); the dataclass's ``TypeError`` otherwise. Shared by ``record`` and ``tuple_record``."""
+    values = template.copy()
+    values.update(zip(names, args, strict=False))  # too many: refused below
+    values.update(kwargs)
+    if (
+        len(values) != len(names)
+        or len(args) > len(names)
+        or (args and kwargs and not kwargs.keys().isdisjoint(names[: len(args)]))
+    ):
+        raise _binding_error(qualname, names, defaults, args, kwargs)
+    for name in unfilled:
+        value = values[name]
+        if value is template[name]:  # not given: required, or made by its factory
+            if value is _REQUIRED:
+                raise _binding_error(qualname, names, defaults, args, kwargs)
+            values[name] = value.make()  # type: ignore[attr-defined]
+    return values
 
 
 def _binding_error(

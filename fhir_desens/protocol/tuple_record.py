@@ -24,7 +24,7 @@ from _collections import _tuplegetter  # type: ignore[import-not-found]  # named
 
 from fhir_desens.protocol.record import (
     _REQUIRED,
-    _binding_error,
+    _bind,
     _checked_fields,
     _DataclassAttribute,
     _Factory,
@@ -71,19 +71,7 @@ def _new(cls: type, names: tuple[str, ...], defaults: dict[str, object]) -> Call
 
     def __new__(made: type, *args: object, **kwargs: object) -> object:
         if kwargs or len(args) != count:
-            values = template.copy()
-            values.update(zip(names, args, strict=False))  # too many: refused below
-            values.update(kwargs)
-            if (
-                len(values) != count
-                or len(args) > count
-                or (args and kwargs and not kwargs.keys().isdisjoint(names[: len(args)]))
-            ):
-                raise _binding_error(qualname, names, defaults, args, kwargs)
-            for name in required:
-                if values[name] is _REQUIRED:
-                    raise _binding_error(qualname, names, defaults, args, kwargs)
-            args = tuple(values.values())
+            args = tuple(_bind(qualname, names, defaults, template, required, args, kwargs).values())
         self: Any = built(made, args)
         if post_init:
             self.__post_init__()
