@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,8 +142,12 @@ def test_altered_bytes_are_refused_after_the_genuine_ones_were_read(clock: Clock
     store.put("session", "sid-1", {"access_token": "T"}, ttl=60)
     assert store.get("session", "sid-1") == {"access_token": "T"}
     (key, (sealed, expires)), *_ = backend._data.items()
-    for index in (10, len(sealed) // 2, len(sealed) - 2):
-        altered = sealed[:index] + bytes([sealed[index] ^ 1]) + sealed[index + 1 :]
+    # Alter the token's bytes, not its base64 text: flipping a low bit of the last base64 character
+    # can touch only padding bits and decode to the very same token (a flaky CI failure, session 8).
+    token = base64.urlsafe_b64decode(sealed)
+    for index in (10, len(token) // 2, len(token) - 1):
+        altered = base64.urlsafe_b64encode(token[:index] + bytes([token[index] ^ 1]) + token[index + 1 :])
+        assert altered != sealed
         backend._data[key] = (altered, expires)
         assert store.get("session", "sid-1") is None, index
     backend._data[key] = (sealed, expires)
