@@ -11,8 +11,9 @@ from typing import Any
 from fhir_desens.client.smart import SmartSession
 from fhir_desens.course import readback
 from fhir_desens.course.draft import PlanDraft
+from fhir_desens.course.drug_review import DrugReview
 from fhir_desens.course.readback import SignedPlan, SignedPlanSummary
-from fhir_desens.course.sign import SignResult, sign_draft
+from fhir_desens.course.sign import SignResult, review_for, sign_draft
 from smart_app.app_session import AppSession
 from smart_app.library import library
 from smart_app.planning.worksheet import Worksheet, worksheet_for
@@ -23,9 +24,12 @@ __all__ = ["SignedPlanPage", "load_signed_plan", "sign", "signed_plans"]
 
 @dataclass(frozen=True)
 class SignedPlanPage(SignedPlan):
-    """A signed plan as its pages show it: with the worksheet of the verified recomputation."""
+    """A signed plan as its pages show it: with the worksheet of the verified recomputation and its drug
+    checks (products, preparation, warnings), which the signed sheets print as the draft's do: the
+    pharmacist prepares from the signed pharmacy sheet."""
 
     worksheet: Worksheet | None = None
+    review: DrugReview | None = None
 
 
 def sign(session: AppSession, draft: PlanDraft) -> SignResult:
@@ -48,6 +52,9 @@ def load_signed_plan(
     """A signed plan of this patient; the worksheet only when the engine gives exactly its orders."""
     signed = readback.load_signed_plan(smart, rg_id, library(), services().settings.zone)
     worksheet = None
+    review = None
+    if signed.plan is not None and signed.draft is not None:
+        review = review_for(signed.draft, signed.plan, library())
     if signed.plan is not None:
         start = datetime.fromisoformat(signed.planned_start) if signed.planned_start else None
         if start is not None and start.tzinfo is not None:  # the orders' own clock, shown in the site's zone
@@ -62,4 +69,4 @@ def load_signed_plan(
             minimum_ml=services().settings.min_draw_ml,
         )
     values = {f.name: getattr(signed, f.name) for f in fields(SignedPlan)}
-    return SignedPlanPage(**values, worksheet=worksheet)
+    return SignedPlanPage(**values, worksheet=worksheet, review=review)

@@ -207,6 +207,7 @@ def _sheet(sid: str, rg_id: str, template: str, *, as_pdf: bool = False) -> tupl
         draft=signed_plan.draft,
         assessment=assess(drug, session.allergies()),
         worksheet=signed_plan.worksheet,
+        review=signed_plan.review,
         printed_at=moment_text(now),
         prescriber=common["signer"],
         fixed_note=None,

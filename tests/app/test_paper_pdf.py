@@ -326,3 +326,26 @@ def test_the_sites_minimum_draw_is_what_sends_a_bag_to_an_intermediate_dilution(
     text = paragraphs_of(_pdf_bytes(planner, f"/s/{sid}/plan/{draft_id}/pharmacy.pdf"))
     assert "(the 0.4 mL of stock this bag needs is below the 0.5 mL minimum draw)" in text
     assert "add 4 mL (5 mL syringe) of the 1 mg/mL dilution: 4 mg" in text
+
+
+def test_a_signed_plans_sheets_and_page_keep_the_drug_checks(signer: Signer) -> None:
+    """The pharmacist prepares from the signed sheets: they print the product, its preparation rule and
+    the dilute-bag warning as the draft's sheets do, and the signed plan's page shows them too."""
+    sid = signer.launch("carboplatin-ovarian")
+    draft_id = signer.plan(sid)
+    checks = (
+        "Product: carboplatin 10 mg/mL injection (RxNorm 40048).",
+        "Do not use needles or sets with aluminium parts",
+        "Prepare them just before the session and use them the same day.",
+    )
+    for sheet in ("worksheet", "pharmacy"):
+        draft_text = paragraphs_of(_pdf_bytes(signer, f"/s/{sid}/plan/{draft_id}/{sheet}.pdf"))
+        assert all(check in draft_text for check in checks), sheet
+    rg_id = signer.signed_id(signer.sign(sid, draft_id), sid)
+    for sheet in ("worksheet", "pharmacy"):
+        text = paragraphs_of(_pdf_bytes(signer, f"/s/{sid}/orders/{rg_id}/{sheet}.pdf"))
+        assert [check for check in checks if check not in text] == [], sheet
+    page = text_of(signer.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True))
+    assert "Drug and products" in page
+    assert [check for check in checks if check not in page] == []
+    assert page.count("Contraindication overridden") == 0
