@@ -347,6 +347,7 @@ class AppSession:
             clock=svc.clock,
             time_zone=svc.settings.zone,
             dose_tolerance_percent=svc.settings.dose_tolerance_percent,
+            user_name=self.user.name,
         )
 
 

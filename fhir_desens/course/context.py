@@ -33,3 +33,6 @@ class CourseContext:
     time_zone: tzinfo = field(default=ZoneInfo("UTC"))
     #: how far (percent) a target dose may differ from the therapeutic order without a reason
     dose_tolerance_percent: Decimal = Decimal(5)
+    #: the signed-in user's name as read from the EHR (None: not readable); written beside their reference
+    #: on what they sign, so that readers who cannot read that Practitioner still see a person
+    user_name: str | None = None

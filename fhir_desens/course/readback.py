@@ -26,6 +26,7 @@ from fhir_desens.fhir import canonical as c
 from fhir_desens.fhir.apply import OVERRIDE_NOTE, PlanParameters, plan_parameters
 from fhir_desens.fhir.lifecycle import DISCONTINUED_NOTE, held_for
 from fhir_desens.fhir.orderset import StepFinding, verify_order_set
+from fhir_desens.fhir.raw import text_or_none
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.calculate import Plan
 from fhir_desens.protocol.display import chart_time_text
@@ -244,6 +245,7 @@ class SignedPlan:
     status: str
     authored: str
     author: str | None  # "Practitioner/<id>"
+    author_name: str | None  # the signer's name the orders carry (the reference's display), if any
     protocol_canonical: str
     protocol_title: str
     parameters: PlanParameters | None
@@ -444,6 +446,7 @@ def load_signed_plan(
         status=_text(group.get("status")) or "unknown",
         authored=_when(group.get("authoredOn"), zone),
         author=_text(author.get("reference")) if isinstance(author, Mapping) else None,
+        author_name=_signer_name(group, orders),
         protocol_canonical=canonical,
         protocol_title=_protocol_title(protocols, parameters.protocol_id if parameters else None, canonical),
         parameters=parameters,
@@ -461,6 +464,17 @@ def load_signed_plan(
         discontinued=next((n for n in _notes(group) if n.startswith(DISCONTINUED_NOTE)), None),
         route=_route(protocols, parameters),
     )
+
+
+def _signer_name(group: Mapping[str, Any], orders: Sequence[Mapping[str, Any]]) -> str | None:
+    """The name the orders give their signer: the RequestGroup's author display, else a step order's
+    requester display (another EHR may fill only one of them)."""
+    for person in [group.get("author"), *(o.get("requester") for o in orders)]:
+        if isinstance(person, Mapping):
+            name = text_or_none(person.get("display"), limit=200)
+            if name:
+                return name
+    return None
 
 
 def _therapeutic_order(

@@ -114,7 +114,7 @@ def planned_start(draft: PlanDraft) -> datetime | None:
     return datetime.fromisoformat(draft.planned_start) if draft.planned_start else None
 
 
-def _apply_context(smart: SmartSession, draft: PlanDraft) -> ApplyContext:
+def _apply_context(smart: SmartSession, draft: PlanDraft, user_name: str | None = None) -> ApplyContext:
     prescribed = parse_quantity(draft.dose_per_m2, "target_dose") if draft.dose_per_m2 else None
     return ApplyContext(
         based_on=(draft.order_reference,) if draft.order_reference else (),
@@ -122,6 +122,7 @@ def _apply_context(smart: SmartSession, draft: PlanDraft) -> ApplyContext:
         start=planned_start(draft),
         patient=draft.patient,
         practitioner=practitioner_reference(smart),
+        practitioner_name=user_name,
         encounter=encounter_reference(smart),
         drug_codes=_drug_codes(draft),
         indication=draft.indication,
@@ -232,7 +233,7 @@ def _sign_draft(
     """
     smart, store = ctx.smart, ctx.store
     plan, review = _signable(ctx, draft, read_allergies)
-    context = replace(_apply_context(smart, draft), products=review.products)
+    context = replace(_apply_context(smart, draft, ctx.user_name), products=review.products)
     fingerprint = _fingerprint(plan, context)
     key = _marker_key(ctx.scope, draft.draft_id)
     with _lock(key), open_client(smart) as client:

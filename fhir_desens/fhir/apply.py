@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -62,6 +63,9 @@ class ApplyContext:
     based_on: tuple[str, ...] = ()  # "MedicationRequest/<id>": the therapeutic order the plan stands in for
     notes: tuple[str, ...] = ()  # further notes on the RequestGroup (kept order, dose difference ...)
     start: datetime | None = None  # planned start (with zone): each step order gets its timing from it
+    #: the prescriber's name as the app read it, written as the reference's ``display`` so that a pharmacist
+    #: or nurse whose grant cannot read that Practitioner still sees a person, not "Practitioner/7"
+    practitioner_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,14 @@ def _reference(value: str | None, kind: str, field: str) -> str | None:
     return value
 
 
+def _person(reference: str | None, name: str | None) -> dict[str, str] | None:
+    """A reference to the signing prescriber, with their name as ``display`` when it is known."""
+    if reference is None:
+        return None
+    display = (name or "").strip()
+    return {"reference": reference, "display": display} if display else {"reference": reference}
+
+
 def session_id_for(plan: Plan, context: ApplyContext) -> str:
     """A stable session id: the same patient, protocol and plan always give the same id."""
     material = json.dumps(
@@ -116,6 +128,7 @@ def apply_plan(plan: Plan, context: ApplyContext) -> dict[str, Any]:
     """The transaction Bundle for a plan (raw FHIR R4 dict; doses stay Decimal)."""
     patient = _reference(context.patient, "Patient", "--patient")
     practitioner = _reference(context.practitioner, "Practitioner", "--practitioner")
+    prescriber = _person(practitioner, context.practitioner_name)
     encounter = _reference(context.encounter, "Encounter", "--encounter")
     authored = (context.authored or datetime.now().astimezone()).isoformat(timespec="seconds")
     if context.authored is not None and context.authored.tzinfo is None:
@@ -131,13 +144,13 @@ def apply_plan(plan: Plan, context: ApplyContext) -> dict[str, Any]:
     if context.start is not None and context.start.tzinfo is None:
         raise InputError("start", "a date-time needs a time zone")
     requests = [
-        _medication_request(plan, step, session, protocol_canonical, authored, practitioner, common, products)
+        _medication_request(plan, step, session, protocol_canonical, authored, prescriber, common, products)
         for step in plan.steps
     ]
     if context.start is not None:
         for step, request in zip(plan.steps, requests, strict=True):
             _schedule(request["dosageInstruction"][0]["timing"], step, context.start)
-    group = _request_group(plan, session, protocol_canonical, authored, practitioner, common, products)
+    group = _request_group(plan, session, protocol_canonical, authored, prescriber, common, products)
     if context.based_on:
         group["basedOn"] = [
             {"reference": _reference(r, "MedicationRequest", "based_on")} for r in context.based_on
@@ -155,7 +168,7 @@ def apply_plan(plan: Plan, context: ApplyContext) -> dict[str, Any]:
     targets = [_urn(session, "RequestGroup")] + [
         _urn(session, "MedicationRequest", s.number) for s in plan.steps
     ]
-    provenance = _provenance(session, targets, authored, practitioner)
+    provenance = _provenance(session, targets, authored, prescriber)
     if context.override_reason:
         provenance["reason"] = [{"text": override_text(context)}]
     entries = [
@@ -322,7 +335,7 @@ def _medication_request(
     session: str,
     protocol_canonical: str,
     authored: str,
-    practitioner: str | None,
+    prescriber: Mapping[str, str] | None,
     common: dict[str, Any],
     products: PlanProducts | None = None,
 ) -> dict[str, Any]:
@@ -354,8 +367,8 @@ def _medication_request(
         "groupIdentifier": {"system": c.ID_SESSION, "value": session},
         "dosageInstruction": [dosage],
     }
-    if practitioner:
-        request["requester"] = {"reference": practitioner}
+    if prescriber:
+        request["requester"] = dict(prescriber)
     return request
 
 
@@ -364,7 +377,7 @@ def _request_group(
     session: str,
     protocol_canonical: str,
     authored: str,
-    practitioner: str | None,
+    prescriber: Mapping[str, str] | None,
     common: dict[str, Any],
     products: PlanProducts | None = None,
 ) -> dict[str, Any]:
@@ -405,14 +418,23 @@ def _request_group(
         group["note"].append({"text": products.therapeutic_note})
     if plan.closing is not None:
         group["extension"] = [{"url": c.EXT_CLOSING_METHOD, "valueCode": plan.closing.value}]
-    if practitioner:
-        group["author"] = {"reference": practitioner}
+    if prescriber:
+        group["author"] = dict(prescriber)
     return group
 
 
-def _provenance(session: str, targets: list[str], recorded: str, practitioner: str | None) -> dict[str, Any]:
+def _provenance(
+    session: str, targets: list[str], recorded: str, prescriber: Mapping[str, str] | None
+) -> dict[str, Any]:
     provenance_id = str(uuid.uuid5(_NAMESPACE, f"{session}/provenance"))
-    return provenance_resource(targets, recorded, "CREATE", author=practitioner, provenance_id=provenance_id)
+    return provenance_resource(
+        targets,
+        recorded,
+        "CREATE",
+        author=prescriber["reference"] if prescriber else None,
+        author_display=prescriber.get("display") if prescriber else None,
+        provenance_id=provenance_id,
+    )
 
 
 # --- plan parameters (desens-plan-parameters) -----------------------------------------------------

@@ -17,12 +17,14 @@ def provenance_resource(
     *,
     author: str | None,
     author_name: str = APP_NAME,
+    author_display: str | None = None,
     provenance_id: str | None = None,
     reason: str | None = None,
 ) -> dict[str, Any]:
     """A Provenance of ``targets`` (references): ``operation`` is a v3 DataOperation code (CREATE,
     UPDATE); the author is ``author`` (a reference) or, without one, ``author_name`` (the app's name
-    unless the caller knows the person's)."""
+    unless the caller knows the person's); ``author_display`` is the person's name beside the reference, for
+    readers whose grant cannot read that Practitioner."""
     resource: dict[str, Any] = {"resourceType": "Provenance"}
     if provenance_id is not None:
         resource["id"] = provenance_id
@@ -34,7 +36,13 @@ def provenance_resource(
     resource["agent"] = [
         {
             "type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "author"}]},
-            "who": {"reference": author} if author else {"display": author_name},
+            "who": _who(author, author_display, author_name),
         }
     ]
     return resource
+
+
+def _who(author: str | None, author_display: str | None, author_name: str) -> dict[str, str]:
+    if not author:
+        return {"display": author_name}
+    return {"reference": author, "display": author_display} if author_display else {"reference": author}

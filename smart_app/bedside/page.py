@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from decimal import Decimal
@@ -188,8 +189,20 @@ def phenotype_words(key: str) -> str:
     return rx.PHENOTYPES.get(key, key)
 
 
-def author_names(authors: tuple[str, ...], names: dict[str, str]) -> str:
-    return ", ".join(names.get(a, a) for a in authors) or "—"
+def person(author: str, names: Mapping[str, str]) -> str:
+    """Who recorded an entry, for people: their name; else, when this app could not read it (the EHR lets
+    no user read another's record without a scope for it), said in words with the reference kept small
+    beside it for the support team (and so that two unnamed people stay apart)."""
+    name = names.get(author)
+    if name and name != author:
+        return name
+    if "/" not in author:
+        return author or "not recorded"  # "unknown user": the EHR named nobody
+    return f"name not readable from the EHR ({author})"
+
+
+def author_names(authors: tuple[str, ...], names: Mapping[str, str]) -> str:
+    return ", ".join(person(a, names) for a in authors) or "—"
 
 
 @dataclass(frozen=True)

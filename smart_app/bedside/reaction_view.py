@@ -72,21 +72,21 @@ def _view(
         symptoms=", ".join(s.label for s in reaction.symptoms),
         grade=reaction.grade,
         phenotype=rx.PHENOTYPES.get(reaction.phenotype, reaction.phenotype),
-        recorded_by=names.get(reaction.author, reaction.author),
+        recorded_by=page.person(reaction.author, names),
         treatments=tuple(
             TreatmentView(
                 what=" ".join(
                     filter(None, (page.treatment_words(str(t["treatment"])), str(t.get("dose") or "")))
                 ),
                 at=time_text(t["at"]),
-                by=names.get(str(t["author"]), str(t["author"])),
+                by=page.person(str(t["author"]), names),
             )
             for t in reaction.treatments
         ),
         resolved=time_text(reaction.resolved_at) if reaction.resolved_at else "not recorded",
         decision=page.option_words(decided.get("option")) if decided else "not decided yet",
         decided_at=time_text(decided.get("at")) if decided else "",
-        decided_by=names.get(str(decided.get("author")), str(decided.get("author"))) if decided else "",
+        decided_by=page.person(str(decided.get("author") or ""), names) if decided else "",
         sign_off=_sign_off(reaction, allergist) if decided else "",
     )
 

@@ -69,17 +69,17 @@ def _names(session: AppSession, session_id: str) -> dict[str, str]:
     user = session.user
     kept = services().store.get(PEOPLE_KIND, session_id) or {}
     names = {str(k): str(v) for k, v in kept.items()}
-    return {**names, user.reference: user.display} if user.reference and user.display else names
+    return {**names, user.reference: user.name} if user.reference and user.name else names
 
 
 def _keep_name(session: AppSession, session_id: str) -> None:
     """Keep the signed-in user's name for this session's later readers (see PEOPLE_KIND)."""
     user = session.user
-    if not (user.reference and user.display):
+    if not (user.reference and user.name):
         return
     kept = services().store.get(PEOPLE_KIND, session_id) or {}
-    if kept.get(user.reference) != user.display:
-        services().store.put(PEOPLE_KIND, session_id, {**kept, user.reference: user.display}, ttl=PEOPLE_TTL)
+    if kept.get(user.reference) != user.name:
+        services().store.put(PEOPLE_KIND, session_id, {**kept, user.reference: user.name}, ttl=PEOPLE_TTL)
 
 
 def _wants_json() -> bool:

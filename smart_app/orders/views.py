@@ -37,7 +37,7 @@ from smart_app.app_session import AppSession, app_session
 from smart_app.orders.signed import SignedPlanPage, load_signed_plan
 from smart_app.orders.signed import sign as sign_orders
 from smart_app.paper.pdf import pdf_response
-from smart_app.paper.sheets import paper_for, signed_status
+from smart_app.paper.sheets import paper_for, signed_status, signer_words
 from smart_app.planning import drafts
 from smart_app.planning.drafts import DraftNotFound
 from smart_app.planning.views import render_plan_page
@@ -81,11 +81,15 @@ def _refused(sid: str, draft_id: str, error: DesensError) -> tuple[str, int]:
 
 
 def _signer(session: AppSession, signed: SignedPlanPage) -> str | None:
-    """Who signed, for people: the signed-in user's name when they signed it, else the reference."""
+    """Who signed, for people: the name the orders carry, else the signed-in user's name when they signed
+    it; None when the orders name no readable person (the pages then say so in words, never
+    "Practitioner/7": a pharmacist needs a person to call)."""
+    if signed.author_name:
+        return signed.author_name
     user = session.user
-    if signed.author is not None and signed.author == user.reference:
-        return user.display
-    return signed.author
+    if signed.author is not None and signed.author == user.reference and user.name:
+        return user.name
+    return None
 
 
 def _signed(sid: str, rg_id: str) -> tuple[dict[str, Any], SignedPlanPage, AppSession]:
@@ -103,6 +107,7 @@ def _signed(sid: str, rg_id: str) -> tuple[dict[str, Any], SignedPlanPage, AppSe
         "style_vars": svc.styles.get(smart.smart_style_url),
         "signed": signed,
         "signer": _signer(session, signed),
+        "signer_words": signer_words(_signer(session, signed), signed.author),
         "can_change": can_change_status(smart),
         "when": _when,
     }
@@ -209,11 +214,11 @@ def _sheet(sid: str, rg_id: str, template: str, *, as_pdf: bool = False) -> tupl
         worksheet=signed_plan.worksheet,
         review=signed_plan.review,
         printed_at=moment_text(now),
-        prescriber=common["signer"],
+        prescriber=common["signer_words"],
         fixed_note=None,
         back_url=url_for("orders.signed", sid=sid, rg_id=rg_id),
         back_text="Back to the signed plan",
-        sheet_status=signed_status(common["signer"], signed_plan.authored, signed_plan.session_id, now),
+        sheet_status=signed_status(common["signer_words"], signed_plan.authored, signed_plan.session_id, now),
         paper=paper_for(
             signed_plan.plan,
             signed_plan.draft.drug_rxnorm,

@@ -280,8 +280,8 @@ def author_names(session: AppSession, authors: set[str]) -> dict[str, str]:
     (best effort: an author the EHR will not show stays as its reference)."""
     names: dict[str, str] = {}
     user = session.user
-    if user.reference and user.display:
-        names[user.reference] = user.display
+    if user.reference and user.name:
+        names[user.reference] = user.name
     for reference in sorted(authors - names.keys()):
         kind, _, ident = reference.partition("/")
         if (

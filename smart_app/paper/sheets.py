@@ -68,15 +68,46 @@ def order_reference(order_id: str) -> str:
     return order_id
 
 
-def signed_status(signer: str | None, authored: str, order_id: str, zone_of: datetime) -> SheetStatus:
-    """'Signed by <name> at <time in the site zone> · order <reference>' (:func:`order_reference`)."""
+#: the signer of orders that name them only by a reference this app may not read (another user's
+#: Practitioner, without a scope for it): said in words, since "Practitioner/7" is no one to call
+UNREADABLE_SIGNER = "name not readable from the EHR: see the order in the EHR"
+
+
+@dataclass(frozen=True)
+class SignerWords:
+    """Who signed, for the sheets and the signed plan's page: a name, or why there is none."""
+
+    name: str | None  # the person's name
+    reference: str | None  # the orders' reference to them ("Practitioner/7"), for the support team only
+
+    @property
+    def recorded(self) -> bool:
+        return self.name is not None or self.reference is not None
+
+    def __str__(self) -> str:
+        """The Prescriber field: the name, the words of :data:`UNREADABLE_SIGNER`, or nothing (not recorded)."""
+        if self.name:
+            return self.name
+        return UNREADABLE_SIGNER if self.reference else ""
+
+
+def signer_words(name: str | None, reference: str | None) -> SignerWords:
+    return SignerWords(name or None, reference or None)
+
+
+def signed_status(signer: SignerWords, authored: str, order_id: str, zone_of: datetime) -> SheetStatus:
+    """'Signed by <name> at <time in the site zone> · order <reference>' (:func:`order_reference`); a
+    signer the EHR does not name to this app is said in words."""
     when = authored  # shown as recorded when it is not a date-time (the EHR should send one)
     with contextlib.suppress(ValueError):
         when = shown.moment_text(datetime.fromisoformat(authored), zone_of.tzinfo)
-    return SheetStatus(
-        False,
-        f"Signed by {signer or 'an unrecorded prescriber'} at {when.strip()} · order {order_reference(order_id)}",
-    )
+    order = f"order {order_reference(order_id)}"
+    if signer.name:
+        return SheetStatus(False, f"Signed by {signer.name} at {when.strip()} · {order}")
+    if signer.reference:
+        who = "a prescriber whose name is not readable from the EHR (see the order in the EHR)"
+        return SheetStatus(False, f"Signed by {who} at {when.strip()} · {order}")
+    return SheetStatus(False, f"Signed by an unrecorded prescriber at {when.strip()} · {order}")
 
 
 @dataclass(frozen=True)

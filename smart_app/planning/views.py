@@ -186,7 +186,7 @@ def _sheet(sid: str, draft_id: str, template: str, *, as_pdf: bool = False) -> t
         worksheet=worksheet_of(context),
         review=context.review,
         printed_at=moment_text(now),
-        prescriber=context.session.user.display,
+        prescriber=context.session.user.name,  # unreadable: left blank to be written by hand
         fixed_note=drafts.fixed_dose_note(context.draft, context.plan),
         back_url=url_for("plan.page", sid=sid, draft_id=draft_id),
         back_text="Back to the plan",

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from smart_app.app_session import CHART_TTL
+from smart_app.paper.sheets import UNREADABLE_SIGNER
 from tests.app.fake_ehr import FHIR_BASE, FakeEhr
 from tests.app.signer import Signer, refusal
 from tests.html import text_of
@@ -74,7 +75,11 @@ def test_the_signed_in_users_name_is_shown_and_read_once(signer: Signer) -> None
     signed_page = signer.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True)
     assert f"Signed by {NAME}" in text_of(signed_page)
     assert prescriber(signer.client.get(f"/s/{sid}/orders/{rg_id}/print").get_data(as_text=True)) == NAME
-    assert signer.signed("RequestGroup")[0]["author"] == {"reference": "Practitioner/7"}
+    # the name travels with the orders, for readers whose grant cannot read Practitioner/7
+    person = {"reference": "Practitioner/7", "display": NAME}
+    assert signer.signed("RequestGroup")[0]["author"] == person
+    assert all(order["requester"] == person for order in signer.signed("MedicationRequest"))
+    assert signer.signed("Provenance")[0]["agent"][0]["who"] == person
     assert reads(signer.ehr, "Practitioner") == 1  # by the patient page; kept in the session record
     for html in (patient_page, plan_page, signed_page):
         assert FULL_URL not in html
@@ -87,9 +92,14 @@ def test_an_unreadable_user_is_shown_as_type_and_id(signer: Signer) -> None:
     draft_id = signer.plan(sid)
     plan_page = signer.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)
     assert "signed by Practitioner/7." in text_of(plan_page) and FULL_URL not in plan_page
-    assert prescriber(signer.client.get(f"/s/{sid}/plan/{draft_id}/print").get_data(as_text=True)) == (
-        "Practitioner/7"
-    )
+    for sheet in ("print", "pharmacy"):  # a reference is no one to call: the line is left to write on
+        assert prescriber(signer.client.get(f"/s/{sid}/plan/{draft_id}/{sheet}").get_data(as_text=True)) == ""
+    rg_id = signer.signed_id(signer.sign(sid, draft_id), sid)
+    assert signer.signed("RequestGroup")[0]["author"] == {"reference": "Practitioner/7"}  # no name to give
+    for sheet in ("print", "pharmacy"):
+        html = signer.client.get(f"/s/{sid}/orders/{rg_id}/{sheet}").get_data(as_text=True)
+        assert prescriber(html) == UNREADABLE_SIGNER, sheet
+        assert "Practitioner/7" not in text_of(html), sheet
 
 
 def test_without_the_fhir_user_scope_the_user_is_not_read(signer: Signer) -> None:
@@ -99,13 +109,56 @@ def test_without_the_fhir_user_scope_the_user_is_not_read(signer: Signer) -> Non
     assert "Signed in as Practitioner/7" in text_of(signer.launcher.page(sid).get_data(as_text=True))
 
 
-def test_another_practitioners_signed_plan_shows_its_reference(signer: Signer) -> None:
+def _signed_by_another(signer: Signer, author: dict[str, str], requester: dict[str, str]) -> tuple[str, str]:
+    """A plan signed in this session, then shown as if another practitioner had signed it: its
+    RequestGroup's author and its step orders' requester replaced. (sid, RequestGroup id)."""
     signer.ehr.add_resource(PRACTITIONER)
     sid = signer.launch("carboplatin-ovarian")
     rg_id = signer.signed_id(signer.sign(sid, signer.plan(sid)), sid)
-    signer.signed("RequestGroup")[0]["author"] = {"reference": "Practitioner/99"}
+    signer.signed("RequestGroup")[0]["author"] = author
+    for order in signer.signed("MedicationRequest"):
+        order["requester"] = requester
+    return sid, rg_id
+
+
+def test_another_practitioners_signed_plan_names_them_by_the_orders_display(signer: Signer) -> None:
+    """A pharmacist opens a plan signed by a colleague whose Practitioner the app may not read: the
+    orders' display names them on the page and both sheets."""
+    lena = {"reference": "Practitioner/99", "display": "Dr. Lena Ruiz"}
+    sid, rg_id = _signed_by_another(signer, lena, lena)
     html = signer.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True)
-    assert "Signed by Practitioner/99" in text_of(html) and NAME not in text_of(html).split("Signed in")[0]
+    assert "Signed by Dr. Lena Ruiz" in text_of(html) and "Practitioner/99" not in text_of(html)
+    for sheet in ("print", "pharmacy"):
+        sheet_html = signer.client.get(f"/s/{sid}/orders/{rg_id}/{sheet}").get_data(as_text=True)
+        assert prescriber(sheet_html) == "Dr. Lena Ruiz", sheet
+        assert "Signed by Dr. Lena Ruiz at " in text_of(sheet_html), sheet
+
+
+def test_a_signer_the_ehr_does_not_name_is_said_in_words_never_as_a_reference(signer: Signer) -> None:
+    unnamed = {"reference": "Practitioner/99"}
+    sid, rg_id = _signed_by_another(signer, unnamed, unnamed)
+    html = signer.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True)
+    signed_by = re.search(r"<dt>Signed by</dt><dd>(.*?)</dd>", html, re.S)
+    assert signed_by is not None
+    assert text_of(signed_by.group(1)) == f"{UNREADABLE_SIGNER} (for your support team: Practitioner/99)"
+    assert NAME not in text_of(html).split("Signed in")[0]
+    for sheet in ("print", "pharmacy"):
+        sheet_html = signer.client.get(f"/s/{sid}/orders/{rg_id}/{sheet}").get_data(as_text=True)
+        assert prescriber(sheet_html) == UNREADABLE_SIGNER, sheet
+        assert "Practitioner/99" not in sheet_html, sheet
+        assert re.search(
+            r"Signed by a prescriber whose name is not readable from the EHR \(see the order in the EHR\) at "
+            r"[^·]+ · order ",
+            text_of(sheet_html),
+        ), sheet
+
+
+def test_the_signers_name_is_taken_from_a_step_order_when_the_group_has_none(signer: Signer) -> None:
+    sid, rg_id = _signed_by_another(
+        signer, {"reference": "Practitioner/99"}, {"reference": "Practitioner/99", "display": "Dr. Lena Ruiz"}
+    )
+    sheet_html = signer.client.get(f"/s/{sid}/orders/{rg_id}/pharmacy").get_data(as_text=True)
+    assert prescriber(sheet_html) == "Dr. Lena Ruiz"
 
 
 # --- the chart reads are cached briefly; signing reads afresh ------------------------------------------------

@@ -165,3 +165,17 @@ def test_a_nurse_taking_over_sees_who_recorded_the_reaction_and_decided_by_name(
     assert "Recording as Nora Nightingale, RN" in text
     assert re.search(r"Decision Go back one step at \d\d:\d\d \(Dr\. Amara Okoro\)", text), text
     assert "Practitioner/7" not in text
+
+
+def test_a_recorder_whose_name_the_app_never_read_is_said_in_words_not_as_a_reference(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    """The session's first nurse (Practitioner/nurse-1) left no name the app could read: the nurse taking
+    over reads "name not readable from the EHR" beside each of their entries, with the reference kept
+    small for support, never a bare "Practitioner/nurse-1" where a name belongs."""
+    _, bedside = _flowsheet_after_a_moderate_reaction(launcher, ehr, app)
+    ehr.practitioner_id = "8"
+    ehr.add_resource({"resourceType": "Practitioner", "id": "8", "name": [{"text": "Nora Nightingale, RN"}]})
+    text = text_of(flowsheet(launcher, launcher.launch(PATIENT), bedside))
+    assert "36.8 name not readable from the EHR (Practitioner/nurse-1)" in text, text
+    assert not re.search(r"(?<!\()Practitioner/nurse-1", text), text
