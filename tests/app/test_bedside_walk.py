@@ -185,3 +185,23 @@ def test_no_premedication_is_preselected_as_given(launcher: Launcher, ehr: FakeE
     assert " required" in tag
     assert re.findall(r'value="([^"]*)"', select)[0] == ""
     assert "selected disabled>Choose the premedication given" in select
+
+
+def test_a_last_step_stopped_short_offers_the_rest_or_ending_as_stopped(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    """Walk 9: the final step stopped 15 min in read "All steps given" with 60 mg of 400 mg given, and the
+    only outcome offered, "full dose given", was refused with nothing left to start."""
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    bedside.start()
+    for row in range(1, 12):
+        bedside.run_row(row)
+    bedside.run_row(12, 15)
+    html = flowsheet(launcher, sid, bedside)
+    page = text_of(html)
+    assert "All steps given" not in page
+    assert "Step 12 stopped before the full dose was in" in page and "Start it again for the rest" in page
+    assert re.search(r'name="row" value="12">', html)
+    assert "End the session early" in page
+    [outcome] = re.findall(r'<select id="c-outcome" name="outcome">(.*?)</select>', html, re.S)
+    assert re.findall(r'<option value="([^"]+)"', outcome) == ["stopped"]

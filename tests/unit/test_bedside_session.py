@@ -291,3 +291,53 @@ def test_the_last_step_shows_its_planned_volume_until_it_is_next() -> None:
     concentration = state.concentration(last.solution)
     assert concentration is not None
     assert state.to_deliver(state.rows[-1]) == (state.target - state.delivered) / concentration
+
+
+def _final_step_stopped_after(minutes: float) -> Bedside:
+    """Steps 1-11 as planned, then the nurse stops the final step ``minutes`` in."""
+    bedside = Bedside()
+    bedside.start()
+    for row in range(1, 12):
+        bedside.run_row(row)
+    bedside.run_row(12, minutes)
+    return bedside
+
+
+def test_a_last_step_stopped_short_is_offered_again_for_the_rest_of_the_dose() -> None:
+    """The nurse stops the final step 15 min into its 174 (or the pump shows less than its volume to be
+    infused): the same row is next again with exactly what remains, never "all steps given"; full dose
+    is then reached exactly and the session completes as given."""
+    bedside = _final_step_stopped_after(15)
+    state = bedside.state
+    last = state.rows[-1]
+    assert state.delivered < Decimal(400)
+    assert state.phase == "between-steps"
+    assert state.final_row_short() is last and state.next_row() is last
+    concentration = state.concentration(last.solution)
+    assert concentration is not None
+    assert state.to_deliver(last) == (Decimal(400) - state.delivered) / concentration
+    with pytest.raises(InputError) as refused:
+        bedside.record(
+            "complete", outcome="completed", observation_end=bedside.at(), next_dose="re-desensitize"
+        )
+    assert refused.value.field == "outcome"
+    bedside.run_row(12)  # the rest: the pump stops at its volume to be infused
+    state = bedside.state
+    assert state.delivered == Decimal(400)
+    assert state.final_row_short() is None and state.phase == "observation"
+    assert [s.row.number for s in state.segments[-2:]] == [12, 12]
+    bedside.advance(30)
+    bedside.record("vitals", **VITALS)
+    bedside.record("complete", outcome="completed", observation_end=bedside.at(), next_dose="re-desensitize")
+    assert bedside.state.phase == "completed"
+
+
+def test_a_last_step_stopped_short_can_still_end_the_session_as_stopped() -> None:
+    bedside = _final_step_stopped_after(15)
+    bedside.advance(30)
+    bedside.record("vitals", **VITALS)
+    bedside.record(
+        "complete", outcome="stopped", reason="the patient asked to stop", observation_end=bedside.at(),
+        next_dose="re-desensitize",
+    )  # fmt: skip
+    assert bedside.state.phase == "stopped"

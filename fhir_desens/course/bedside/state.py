@@ -158,7 +158,25 @@ class SessionState:
     def next_row(self) -> Row | None:
         done = self.finished_rows()
         last = max(done, default=0)
-        return next((r for r in self.rows if r.number > last and r.number not in done), None)
+        following = next((r for r in self.rows if r.number > last and r.number not in done), None)
+        return following if following is not None else self.final_row_short()
+
+    def final_row_short(self) -> Row | None:
+        """The last row again when the nurse stopped its infusion before the target was in (stopped early
+        by hand, or a pump volume below its volume to be infused): the rest of the dose is still to run
+        from the same bag at the same rate. Without it the flowsheet said "All steps given" with 60 mg of
+        400 mg given, and completing refused "full dose given" with nothing left to start (walk 9)."""
+        last = self.segments[-1] if self.segments else None
+        if (
+            last is None
+            or last.status != "completed"
+            or last.row is not self.rows[-1]
+            or last.rate_ml_h is None
+            or self.plan.protocol.target_kind is not TargetKind.CUMULATIVE
+            or self.delivered >= self.target
+        ):
+            return None
+        return last.row
 
     def row(self, number: int) -> Row | None:
         return next((r for r in self.rows if r.number == number), None)
