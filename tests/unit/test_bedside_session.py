@@ -341,3 +341,32 @@ def test_a_last_step_stopped_short_can_still_end_the_session_as_stopped() -> Non
         next_dose="re-desensitize",
     )  # fmt: skip
     assert bedside.state.phase == "stopped"
+
+
+def test_resume_options_name_steps_as_the_worksheet_does_when_a_step_was_inserted_at_planning() -> None:
+    """Walk 9: with a step inserted before step 9, the paused step 10 (9.4 mL/h) was offered back as
+    "Step 9 (resumed after a reaction)" and the inserted step as a bare "Step": the flowsheet's step 9
+    is the inserted one, given already."""
+    draft = dataclasses.replace(carboplatin_draft(), insert_before=(9,))
+    plan = plan_for(draft, builtin_protocols())
+    assert [s.number for s in plan.steps if s.inserted] == [9]
+    bedside = Bedside(plan=plan, draft=draft)
+    bedside.start()
+    bedside.mild_reaction_during(10, 6)
+    options = bedside.state.resume_options()
+    labels = {
+        option: [row.label for row in choice.rows]
+        for option, choice in options.items()
+        if not isinstance(choice, str)
+    }
+    assert labels["resume-same-step"][:2] == ["Step 10 (resumed after a reaction)", "Step 11"]
+    assert labels["back-one-step"][:2] == [
+        "Step 9 again (stepped back after a reaction)",
+        "Step 10 (resumed after a reaction)",
+    ]
+    assert labels["back-two-steps"][0] == "Step 8 again (stepped back after a reaction)"
+    assert labels["insert-intermediate-step"][:2] == [
+        "Intermediate step (after a reaction)",
+        "Step 10 (resumed after a reaction)",
+    ]
+    assert labels["resume-same-step"][-1] == "Step 13"

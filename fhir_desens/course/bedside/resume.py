@@ -112,7 +112,7 @@ def _rebased(state: SessionState, reaction: Reaction, replan: Replan) -> ResumeC
         if capped and (step.dose.value >= remaining or (last and replan.reaches_target)):
             step = _exactly(state, step, remaining)
         running = add(running, step.dose.value)
-        rows.append(Row(reaction.row.number + len(rows) + 1, step, _label(step, reaction)))
+        rows.append(Row(reaction.row.number + len(rows) + 1, step, _label(state.plan, step, reaction)))
         if capped and running == target:
             break
     notes = list(replan.warnings)
@@ -148,17 +148,38 @@ def _exactly(state: SessionState, step: PlannedStep, remaining: Decimal) -> Plan
     )
 
 
-def _label(step: PlannedStep, reaction: Reaction) -> str:
+def _label(plan: Plan, step: PlannedStep, reaction: Reaction) -> str:
+    """The re-planned step named by its number on the worksheet and the flowsheet ("Step 10 (resumed after
+    a reaction)"), which counts the steps inserted at planning: the engine's re-plan carries the protocol's
+    own number, which does not (with a step inserted before step 9, the paused step 10 read "Step 9")."""
     if step.inserted:
         return "Intermediate step (after a reaction)"
-    protocol_step = step.protocol_step
-    base = f"Step {protocol_step}" if protocol_step is not None else "Step"
-    original = reaction.row.step.protocol_step
-    if original is not None and protocol_step is not None and protocol_step < original:
+    number = worksheet_number(plan, step)
+    base = f"Step {number}" if number is not None else "Inserted step"
+    original = worksheet_number(plan, reaction.row.step)
+    if original is not None and number is not None and number < original:
         return f"{base} again (stepped back after a reaction)"
-    if protocol_step == original:
+    if number is not None and number == original:
         return f"{base} (resumed after a reaction)"
     return base
+
+
+def worksheet_number(plan: Plan, step: PlannedStep) -> int | None:
+    """The number on the worksheet of the planned step that ``step`` is or runs again (None: a step of
+    its own, such as the intermediate step a re-plan adds)."""
+    if any(planned is step for planned in plan.steps):
+        return step.number
+    if step.protocol_step is not None:
+        return next((p.number for p in plan.steps if p.protocol_step == step.protocol_step), None)
+    if step.inserted:
+        return None
+    # a step inserted at planning, run again: the engine's re-plan keeps its bag and rate, not its number
+    same = [
+        p.number
+        for p in plan.steps
+        if p.inserted and (p.solution, p.rate_ml_h) == (step.solution, step.rate_ml_h)
+    ]
+    return same[0] if len(same) == 1 else None
 
 
 def describe(choice: ResumeChoice, unit: str) -> str:
