@@ -181,15 +181,23 @@ class AppSession:
 
     # -- chart reads, cached --------------------------------------------------------------------------
     def _cached(self, what: str, read: Callable[[], Any], *, fresh: bool, ttl: float = CHART_TTL) -> Any:
-        if what in self._read and (not fresh or what in self._fresh):
-            return self._read[what]
+        self._load(what, read, fresh=fresh, ttl=ttl)
+        if what not in self._read:  # parsed on first use: a memo hit on its digest needs no parse
+            self._read[what] = loads(self._texts[what])
+        return self._read[what]
+
+    def _load(self, what: str, read: Callable[[], Any], *, fresh: bool, ttl: float = CHART_TTL) -> str:
+        """The chart read ``what`` as JSON text (kept for this request), from the session's cache or,
+        when absent, expired or ``fresh``, from the EHR; parsing it is left to who needs the value."""
+        if what in self._texts and (not fresh or what in self._fresh):
+            return self._texts[what]
         record = None if fresh else services().store.get(CHART_KIND, f"{self.sid}:{what}")
         if record is not None and isinstance(record.get("json"), str):
-            value = loads(record["json"])
-            self._read[what] = value
+            self._read.pop(what, None)
             self._texts[what] = record["json"]
-            return value
-        return self._remember(what, read(), ttl)
+            return self._texts[what]
+        self._remember(what, read(), ttl)
+        return self._texts[what]
 
     def _remember(self, what: str, value: Any, ttl: float = CHART_TTL) -> Any:
         """A value just read from the EHR: for this request and, for ``ttl`` seconds, the session's pages."""
@@ -272,7 +280,11 @@ class AppSession:
         return resource
 
     def banner(self, *, fresh: bool = False) -> PatientBanner:
-        return banner_from_patient(self.patient(fresh=fresh))
+        """The patient banner (built once per Patient resource's content)."""
+        self._load("patient", lambda: read_banner(self.client, self.smart)[1], fresh=fresh)
+        key = self.chart_key("patient")
+        found: PatientBanner = memo("banners").get(key, lambda: banner_from_patient(self.patient()))
+        return found
 
     def allergy_resources(self, *, fresh: bool = False) -> list[dict[str, Any]] | None:
         """The patient's AllergyIntolerance resources; None when the grant does not allow reading them."""
@@ -285,12 +297,11 @@ class AppSession:
 
     def allergies(self, *, fresh: bool = False) -> list[Allergy] | None:
         """The allergy list read as :class:`Allergy` records (parsed once per list's content)."""
-        resources = self.allergy_resources(fresh=fresh)
-        key = self.chart_key("allergies") if resources is not None else None
-        if key is None:
-            return allergies_of(resources)
+        if not self.smart.granted.can_read("AllergyIntolerance"):
+            return None
+        self._load("allergies", lambda: search_allergies(self.client, self.smart), fresh=fresh)
         parsed: tuple[Allergy, ...] = memo("allergy lists").get(
-            key, lambda: tuple(allergies_of(resources) or ())
+            self.chart_key("allergies"), lambda: tuple(allergies_of(self.allergy_resources()) or ())
         )
         return list(parsed)
 
@@ -315,14 +326,21 @@ class AppSession:
         discontinued a plan. None when the grant does not allow reading RequestGroups."""
         if not self.smart.granted.can_read("RequestGroup"):
             return None
-        own = patient_reference(self.smart)
         bundle: Mapping[str, Any] = self._cached(
-            "plans",
-            lambda: self.client.search("RequestGroup", signed_plans_search(own)),
-            fresh=False,
-            ttl=PLANNING_TTL,
+            "plans", self._search_signed_plans, fresh=False, ttl=PLANNING_TTL
         )
         return bundle
+
+    def signed_plans_key(self) -> str | None:
+        """The digest of :meth:`signed_plans_bundle` without parsing it (what the worksheet memoizes "other
+        active plans of the drug" by); None when the grant does not allow reading RequestGroups."""
+        if not self.smart.granted.can_read("RequestGroup"):
+            return None
+        self._load("plans", self._search_signed_plans, fresh=False, ttl=PLANNING_TTL)
+        return self.chart_key("plans")
+
+    def _search_signed_plans(self) -> Mapping[str, Any]:
+        return self.client.search("RequestGroup", signed_plans_search(patient_reference(self.smart)))
 
     def forget(self, what: str) -> None:
         """Drop one cached read (``"plans"`` after this session signed or discontinued a plan)."""

@@ -36,8 +36,9 @@ __all__ = ["Fragment", "fragment", "hole"]
 
 _NONCE = secrets.token_hex(16)  # per process: content can never spell a hole
 _HOLE = re.compile(rf"\[hole-{_NONCE}-([a-z0-9_]+)\]")
-#: rendered parts kept (each a few kB to a few tens of kB)
-SIZE = 256
+#: rendered parts kept (each a few kB to a few tens of kB; a plan page looked at keeps five: its four
+#: sections and the page around them)
+SIZE = 512
 
 
 def hole(name: str) -> Markup:

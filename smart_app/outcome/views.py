@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response
 
 from fhir_desens.boundary.numbers import NumberField, parse_number
@@ -431,6 +432,8 @@ def _same_drug(recorded: str, planned: str) -> bool:
     return names_drug(DrugRef(recorded), DrugRef(planned)) or names_drug(DrugRef(planned), DrugRef(recorded))
 
 
-@bp.app_context_processor
-def _panels() -> dict[str, Any]:
-    return {"outcome_panel": outcome_panel, "next_course_for": next_course_for}
+@bp.record_once
+def _panels(state: BlueprintSetupState) -> None:
+    """The template functions, as globals of the app's templates (not a context processor run on every
+    render: the plan page renders its "From the last session" part on every request)."""
+    state.app.jinja_env.globals.update(outcome_panel=outcome_panel, next_course_for=next_course_for)

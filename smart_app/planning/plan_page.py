@@ -5,12 +5,14 @@ The orders blueprint re-renders it through :func:`render_plan_page` when signing
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import render_template, url_for
+from flask import current_app, render_template, request, url_for
+from jinja2 import TemplateNotFound
+from markupsafe import Markup
 
 from fhir_desens.course.assessment import premedication_blocker
 from fhir_desens.course.chart import patient_reference
@@ -26,14 +28,13 @@ from fhir_desens.protocol.display import chart_time_text
 from fhir_desens.protocol.model import Protocol
 from smart_app.app_session import AppSession, override_evidence
 from smart_app.chart.page import PatientBanner
+from smart_app.fragments import fragment, hole
 from smart_app.page_cache import memo
 from smart_app.planning import drafts, sections
 from smart_app.planning.computed import Computed, computed_for
 from smart_app.planning.drafts import Assessment, DraftNotFound, PlanDraft
-from smart_app.planning.forms import (
-    FieldError,
-)
-from smart_app.planning.pages import common_context, session_for
+from smart_app.planning.forms import LABELS, FieldError
+from smart_app.planning.pages import session_for
 from smart_app.planning.worksheet import (
     ClockTimes,
     Worksheet,
@@ -41,6 +42,7 @@ from smart_app.planning.worksheet import (
     with_premedication_allergies,
     with_times,
 )
+from smart_app.security import csp_nonce
 from smart_app.services import services
 
 log = logging.getLogger(__name__)
@@ -115,12 +117,6 @@ def _start_value(draft: PlanDraft) -> str:
 START_FORMAT = "%Y-%m-%d %H:%M"
 
 
-def _start_example() -> str:
-    """Tomorrow 09:00 in the site's zone, as the field takes it."""
-    tomorrow = services().site_now() + timedelta(days=1)
-    return tomorrow.replace(hour=9, minute=0).strftime(START_FORMAT)
-
-
 def when_text(value: str) -> str:
     """A FHIR dateTime for people in the site's zone ("15 Jan 2027 09:00 CET"), as the signed plan's page."""
     return chart_time_text(value, services().settings.zone) if value else "an earlier visit"
@@ -132,7 +128,6 @@ def _duplicates(context: PlanContext) -> list[SignedPlanSummary]:
     Memoized per content of that read and drug (:mod:`smart_app.page_cache`)."""
     session, draft = context.session, context.draft
     try:
-        bundle = session.signed_plans_bundle()
 
         def find() -> tuple[SignedPlanSummary, ...]:
             return tuple(
@@ -142,12 +137,12 @@ def _duplicates(context: PlanContext) -> list[SignedPlanSummary]:
                     draft.drug,
                     draft.drug_rxnorm,
                     zone=services().settings.zone,
-                    bundle=bundle,
+                    bundle=session.signed_plans_bundle(),  # parsed only when not memoized
                 )
             )
 
-        read = session.chart_key("plans")
-        if bundle is None or read is None:
+        read = session.signed_plans_key()
+        if read is None:
             return list(find())
         key = (read, patient_reference(session.smart), draft.drug, draft.drug_rxnorm)
         found: tuple[SignedPlanSummary, ...] = memo("active plans of a drug").get(key, find)
@@ -195,6 +190,11 @@ def _blockers(context: PlanContext, can_write: bool) -> tuple[list[str], list[Si
     return blockers, duplicates
 
 
+#: the plan page's values that change per request, not with what it shows: holes in the kept page (with
+#: the clock times of :func:`smart_app.planning.sections.clock_holes`)
+PAGE_HOLES = ("page_url", "csrf_token", "csp_nonce", "planned_start_example", "zone_name", "last_session")
+
+
 def render_plan(
     context: PlanContext,
     *,
@@ -202,47 +202,120 @@ def render_plan(
     status: int = 200,
     refusal: SignRefusal | None = None,
 ) -> tuple[str, int]:
-    session, draft, plan, computed = context.session, context.draft, context.plan, context.computed
+    """The plan page. Unless it shows what was posted, errors or a signing refusal, it is rendered once
+    per app session and everything it shows (:func:`_shown`), its sections included, and kept
+    (:mod:`smart_app.fragments`); the values of :data:`PAGE_HOLES` and the clock times are filled in
+    per request."""
+    session, draft = context.session, context.draft
     errors = list(context.errors)
     if context.plan_error is not None and not errors:
         errors.append(context.plan_error)
     page_url = url_for("plan.page", sid=session.sid, draft_id=draft.draft_id)
-    shown = sections.Shown({"page_url": page_url, "csrf_token": session.csrf_token}, posted, errors)
     times = times_of(context) if not context.blocked else None
-    parts = _sections(context, shown, times)
+    shown = _shown(context, times)
+    kept = posted is None and not errors and refusal is None
+    key = (session.sid, request.script_root, context.computed.version, tuple(shown.items())) if kept else None
+
+    def render() -> str:
+        return _render_page(context, shown, times, posted=posted, errors=errors, refusal=refusal)
+
+    now = services().site_now()
+    per_request: dict[str, Any] = {
+        "page_url": page_url,
+        "csrf_token": session.csrf_token,
+        "csp_nonce": csp_nonce(),
+        "planned_start_example": (now + timedelta(days=1)).replace(hour=9, minute=0).strftime(START_FORMAT),
+        "zone_name": now.strftime("%Z") or str(services().settings.zone),
+        "last_session": _last_session(context, page_url),
+        **(sections.clock_values(times) if times is not None else {}),
+    }
+    return fragment("plan page", key, render).fill(per_request), status
+
+
+def _shown(context: PlanContext, times: ClockTimes | None) -> dict[str, Hashable]:
+    """What the plan page shows besides the draft's content (its digest is in the page's key) and the
+    per-request values: the key of a kept page, so that a change to any of them renders it afresh."""
+    session, draft, computed = context.session, context.draft, context.computed
     can_write = session.smart.can_sign_orders  # the same rule signing applies (course.sign.sign_draft)
     blockers, duplicates = _blockers(context, can_write)
-    html = render_template(
+    ruled_out = context.premedications_ruled_out
+    return {
+        "banner": context.banner,
+        "user": session.user,
+        "user_is_allergist": override_evidence(session.user) is not None,  # the override form's kind
+        "need_patient_banner": session.smart.need_patient_banner,
+        "style_vars": services().styles.get(session.smart.smart_style_url),
+        "allergy_list": session.chart_key("allergies"),  # the screening shown (None: not readable)
+        "allergy_list_read": context.assessment.allergy_list_read,
+        "blocked": context.blocked,
+        "worksheet": times is not None and computed.sheet is not None,
+        "clock_basis": times.clock_basis if times is not None else None,
+        "blockers": tuple(blockers),
+        "duplicates": tuple(duplicates),
+        "dose_tolerance": services().settings.dose_tolerance_percent,
+        "signed": context.signed,
+        "signed_when": when_text(context.signed.sent_at) if context.signed else None,
+        "planned_start_value": _start_value(draft),
+        "can_write": can_write,
+        "premedications_ruled_out": tuple(ruled_out.items()),
+        "premedications_acknowledged": premedication_blocker(draft, ruled_out) is None,
+    }
+
+
+def _render_page(
+    context: PlanContext,
+    shown: Mapping[str, Any],
+    times: ClockTimes | None,
+    *,
+    posted: Mapping[str, str] | None,
+    errors: list[FieldError],
+    refusal: SignRefusal | None,
+) -> str:
+    """The plan page with holes for the per-request values (:data:`PAGE_HOLES`, the clock times)."""
+    draft, plan, computed = context.draft, context.plan, context.computed
+    holes = sections.Shown({"page_url": hole("page_url"), "csrf_token": hole("csrf_token")}, posted, errors)
+    clock = sections.clock_holes(times) if times is not None else None
+    parts = _sections(context, holes, clock)
+    return render_template(
         "plan.html",
-        **common_context(session, context.banner),
-        **parts,
-        page_url=page_url,
+        **{name: value for name, value in shown.items() if name != "premedications_ruled_out"},
+        **{name: hole(name) for name in PAGE_HOLES if name != "csp_nonce"},
+        **{name: part or "" for name, part in parts.items()},
+        csp_nonce=lambda: hole("csp_nonce"),  # the template's global (base.html), per request
+        times=clock,
+        sign_url=hole("page_url") + "/sign",
+        sid=context.session.sid,
+        labels=LABELS,
+        premedications_ruled_out=context.premedications_ruled_out,
+        # the draft's content (its digest is the key's version) and what the engine made of it
         draft=draft,
-        plan=plan,  # for the last session's suggestion (_outcome_planning.html)
-        blocked=context.blocked,
-        worksheet=parts["worksheet_html"] is not None,
+        plan=plan,
         sheet=computed.sheet,
-        times=times,
+        dose=computed.dose,
+        fixed_note=drafts.fixed_dose_note(draft, plan) if plan is not None else None,
+        # only on a page that is never kept
         posted=posted or {},
         errors=errors,
         error_for={e.field: e.message for e in errors},
         refusal=refusal,
-        blockers=blockers,
-        duplicates=duplicates,
-        dose=computed.dose,
-        dose_tolerance=services().settings.dose_tolerance_percent,
-        signed=context.signed,
-        signed_when=when_text(context.signed.sent_at) if context.signed else None,
-        planned_start_value=_start_value(draft),
-        planned_start_example=_start_example(),
-        zone_name=services().site_now().strftime("%Z") or str(services().settings.zone),
-        can_write=can_write,
-        fixed_note=drafts.fixed_dose_note(draft, plan) if plan is not None else None,
-        premedications_ruled_out=context.premedications_ruled_out,
-        premedications_acknowledged=premedication_blocker(draft, context.premedications_ruled_out) is None,
-        sign_url=page_url + "/sign",
     )
-    return html, status
+
+
+def _last_session(context: PlanContext, page_url: str) -> Markup:
+    """ "From the last session" (the outcome blueprint's part; it reads the bedside record): per request,
+    rendered without Flask's per-render context (the part takes what it needs as arguments)."""
+    try:
+        template = current_app.jinja_env.get_template("_outcome_planning.html")
+    except TemplateNotFound:
+        return Markup("")
+    html = template.render(
+        sid=context.session.sid,
+        draft=context.draft,
+        plan=context.plan,
+        page_url=page_url,
+        csrf_token=context.session.csrf_token,
+    )
+    return Markup(html)  # noqa: S704 (an autoescaped template's output)
 
 
 def render_plan_page(

@@ -39,7 +39,16 @@ from smart_app.planning.drafts import Assessment, PlanDraft
 from smart_app.planning.forms import CLOSING_TEXT, LABELS, FieldError, options_for
 from smart_app.planning.worksheet import ClockTimes, with_premedication_allergies, with_times
 
-__all__ = ["PER_REQUEST", "Shown", "allergy_match", "drug_review", "protocol_form", "worksheet_part"]
+__all__ = [
+    "PER_REQUEST",
+    "Shown",
+    "allergy_match",
+    "clock_holes",
+    "clock_values",
+    "drug_review",
+    "protocol_form",
+    "worksheet_part",
+]
 
 #: the per-request values every section leaves as holes
 PER_REQUEST = ("page_url", "csrf_token")
@@ -155,15 +164,7 @@ def worksheet_part(
     sheet = computed.sheet
     if sheet is None:
         raise ValueError("the draft has no plan, so no worksheet")
-    holes = ClockTimes(
-        steps=tuple(hole(f"step{i}") for i in range(len(times.steps))),
-        premedications=tuple(
-            None if t is None else hole(f"premed{i}") for i, t in enumerate(times.premedications)
-        ),
-        started_at=hole("started_at"),
-        ends_at=hole("ends_at"),
-        clock_basis=times.clock_basis,  # the draft's: "from the planned start" or "if started now"
-    )
+    holes = clock_holes(times)
 
     def render() -> str:
         return render_template(
@@ -175,10 +176,24 @@ def worksheet_part(
 
     allergies = tuple(sorted((ruled_out or {}).items()))
     found = fragment("plan worksheet", (computed.version, times.clock_basis, allergies), render)
-    return found.fill({**shown.per_request, **_clock_values(times)})
+    return found.fill({**shown.per_request, **clock_values(times)})
 
 
-def _clock_values(times: ClockTimes) -> dict[str, str]:
+def clock_holes(times: ClockTimes) -> ClockTimes:
+    """``times`` with a hole for each clock time (what :func:`clock_values` fills in)."""
+    return ClockTimes(
+        steps=tuple(hole(f"step{i}") for i in range(len(times.steps))),
+        premedications=tuple(
+            None if t is None else hole(f"premed{i}") for i, t in enumerate(times.premedications)
+        ),
+        started_at=hole("started_at"),
+        ends_at=hole("ends_at"),
+        clock_basis=times.clock_basis,  # the draft's: "from the planned start" or "if started now"
+    )
+
+
+def clock_values(times: ClockTimes) -> dict[str, str]:
+    """The values of :func:`clock_holes`."""
     values = {f"step{i}": t for i, t in enumerate(times.steps)}
     values.update({f"premed{i}": t for i, t in enumerate(times.premedications) if t is not None})
     values.update(started_at=times.started_at, ends_at=times.ends_at)

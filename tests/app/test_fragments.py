@@ -11,6 +11,7 @@ from flask import Flask
 from markupsafe import Markup
 
 from fhir_desens.client.http import NO_RETRY
+from smart_app.app_session import CHART_TTL
 from smart_app.fragments import Fragment, hole
 from smart_app.page_cache import memo
 from smart_app.planning import sections
@@ -18,6 +19,7 @@ from smart_app.planning.plan_page import context_for
 from tests.app.clinician import ALLERGIST
 from tests.app.conftest import AppFactory, Launcher, https_client
 from tests.app.fake_ehr import FakeEhr
+from tests.app.fake_ehr_chart import ALLERGY_CARBOPLATIN_HIVES, ALLERGY_PENICILLIN_SJS
 from tests.app.planner import Planner
 from tests.html import table_rows, text_of
 
@@ -147,3 +149,73 @@ def test_a_role_that_changes_the_section_has_its_own(make_app: AppFactory, ehr: 
     allergist_draft = planner.create(allergist_sid, target_dose="800", dose_unit="mg")
     assert "an allergist must co-sign" not in text_of(_page(planner, allergist_sid, allergist_draft))
     assert "an allergist must co-sign" in text_of(_page(planner, sid, draft_id))
+
+
+# --- the kept page ---------------------------------------------------------------------------------
+
+
+def _kept_pages(app: Flask) -> int:
+    """Plan pages kept whole (smart_app.planning.plan_page.render_plan), besides their sections."""
+    with app.app_context():
+        return sum(1 for name, _ in memo("fragments")._entries if name == "plan page")
+
+
+def _afresh(planner: Planner, app: Flask, sid: str, draft_id: str) -> str:
+    with app.app_context():
+        memo("fragments").clear()
+    return _page(planner, sid, draft_id)
+
+
+def _summary(html: str) -> str:
+    """The "Before signing" summary: outside every section, so only the kept page holds it."""
+    return text_of(html.split('id="summary-heading"')[1].split("</section>")[0])
+
+
+def test_an_edited_draft_shows_on_its_kept_page(planner: Planner, app: Flask) -> None:
+    sid = planner.launch("carboplatin-ovarian")
+    draft_id = planner.create(sid)
+    first = _page(planner, sid, draft_id)
+    assert _kept_pages(app) == 1 and _page(planner, sid, draft_id) == first  # kept, and served again
+    assert "12 steps" in _summary(first)
+    assert planner.recalculate(sid, draft_id, protocol="iv-8-step-2-bag").status_code == 303
+    edited = _page(planner, sid, draft_id)
+    assert "8 steps" in _summary(edited) and "12 steps" not in _summary(edited)
+    assert len(table_rows(edited, "steps")) == 8
+    assert _kept_pages(app) == 2  # another content, another page
+    assert edited == _afresh(planner, app, sid, draft_id)
+
+
+def test_a_changed_allergy_list_shows_on_the_kept_page(planner: Planner, ehr: FakeEhr, app: Flask) -> None:
+    """State outside the draft: the allergy list, read again once CHART_TTL has passed, now records
+    Stevens-Johnson syndrome with carboplatin; the page kept before must not be served: no worksheet,
+    no signing."""
+    sid = planner.launch("carboplatin-ovarian")
+    draft_id = planner.create(sid)
+    before = _page(planner, sid, draft_id)
+    assert _page(planner, sid, draft_id) == before and _kept_pages(app) == 1
+    assert "Sign and send orders" in before and "contraindicated" not in text_of(before)
+    sjs = dict(ALLERGY_CARBOPLATIN_HIVES, id="carbo-sjs", reaction=ALLERGY_PENICILLIN_SJS["reaction"])
+    ehr.allergies["carboplatin-ovarian"].append(
+        dict(sjs, patient={"reference": "Patient/carboplatin-ovarian"})
+    )
+    ehr.clock.advance(CHART_TTL + 1)
+    after = _page(planner, sid, draft_id)
+    assert "No worksheet and no orders: desensitization is contraindicated" in text_of(after)
+    assert "Sign and send orders" not in after and 'id="steps"' not in after
+    assert after == _afresh(planner, app, sid, draft_id)
+
+
+def test_two_sessions_never_see_each_others_kept_page(planner: Planner, app: Flask) -> None:
+    """The same patient, drug, dose and protocol in two app sessions: each page holds its own session's
+    token and URLs only, whichever was kept first, and equals its page rendered afresh."""
+    first, second = planner.launch("carboplatin-ovarian"), planner.launch("carboplatin-ovarian")
+    drafts = {sid: planner.create(sid) for sid in (first, second)}
+    pages = {sid: _page(planner, sid, draft_id) for sid, draft_id in drafts.items()}
+    pages_again = {sid: _page(planner, sid, draft_id) for sid, draft_id in drafts.items()}
+    assert pages_again == pages and _kept_pages(app) == 2
+    for sid, other in ((first, second), (second, first)):
+        assert _tokens(pages[sid]) == {planner.csrf(sid)} and planner.csrf(other) not in pages[sid]
+        assert other not in pages[sid] and drafts[other] not in pages[sid]
+        assert all(f"/s/{sid}/plan/{drafts[sid]}" in action for action in _forms(pages[sid]))
+    for sid, draft_id in drafts.items():
+        assert pages[sid] == _afresh(planner, app, sid, draft_id)
