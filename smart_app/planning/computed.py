@@ -21,7 +21,7 @@ from smart_app.page_cache import content_key, memo
 from smart_app.planning import drafts
 from smart_app.planning.drafts import PlanDraft
 from smart_app.planning.forms import FieldError, field_error
-from smart_app.planning.worksheet import Worksheet, plan_sheet
+from smart_app.planning.worksheet import ClockOffsets, Worksheet, clock_offsets, plan_sheet
 from smart_app.services import services
 
 __all__ = ["Computed", "computed_for", "draft_version"]
@@ -36,6 +36,7 @@ class Computed:
     suggestion: ProtocolSuggestion | None
     sheet: Worksheet | None  # the plan's worksheet, its clock times still to be set
     dose: DoseDifference | None = None  # the target against the therapeutic order's dose
+    offsets: ClockOffsets | None = None  # when the plan's steps start, to count each request's clock times
 
 
 def draft_version(draft: PlanDraft) -> str:
@@ -69,4 +70,5 @@ def _compute(draft: PlanDraft, version: str) -> Computed:
         suggestion,
         plan_sheet(plan, draft.drug_rxnorm, services().settings.min_draw_ml),
         dose,
+        clock_offsets(plan),
     )

@@ -90,7 +90,8 @@ def times_of(context: PlanContext) -> ClockTimes | None:
     plan, draft = context.plan, context.draft
     if plan is None:
         return None
-    return clock_times(plan, _start_of(draft), planned=draft.planned_start is not None)
+    planned = draft.planned_start is not None
+    return clock_times(plan, _start_of(draft), planned=planned, offsets=context.computed.offsets)
 
 
 def worksheet_of(context: PlanContext) -> Worksheet | None:
@@ -302,8 +303,8 @@ def _render_page(
 
 
 def _last_session(context: PlanContext, page_url: str) -> Markup:
-    """ "From the last session" (the outcome blueprint's part; it reads the bedside record): per request,
-    rendered without Flask's per-render context (the part takes what it needs as arguments)."""
+    """The "From the last session" part (the outcome blueprint's; it reads the bedside record): rendered per
+    request, without Flask's per-render context (the part takes what it needs as arguments)."""
     try:
         template = current_app.jinja_env.get_template("_outcome_planning.html")
     except TemplateNotFound:

@@ -142,8 +142,11 @@ def _ml(value: Decimal | None) -> str:
 
 
 def _clock(start: datetime, minutes: Decimal) -> datetime:
-    seconds = int((minutes * 60).to_integral_value())  # to the second, for the clock only
-    return start + timedelta(seconds=seconds)
+    return start + timedelta(seconds=_seconds(minutes))
+
+
+def _seconds(minutes: Decimal) -> int:
+    return int((minutes * 60).to_integral_value())  # to the second, for the clock only
 
 
 def _hhmm(moment: datetime) -> str:
@@ -294,21 +297,49 @@ class ClockTimes:
     clock_basis: str
 
 
-def clock_times(plan: Plan, started_at: datetime, *, planned: bool = False) -> ClockTimes:
+@dataclass(frozen=True)
+class ClockOffsets:
+    """When a plan's steps and timed premedications start and when it ends, in whole seconds from its
+    start (:func:`_clock`'s rounding): computed once per plan, counted from each request's start."""
+
+    steps: tuple[int, ...]
+    premedications: tuple[int | None, ...]
+    end: int
+
+
+def clock_offsets(plan: Plan) -> ClockOffsets:
+    return ClockOffsets(
+        steps=tuple(_seconds(step.start_minute) for step in plan.steps),
+        premedications=tuple(
+            None if p.offset_minutes is None else _seconds(p.offset_minutes) for p in plan.premedications
+        ),
+        end=_seconds(plan.total_minutes),
+    )
+
+
+def clock_times(
+    plan: Plan, started_at: datetime, *, planned: bool = False, offsets: ClockOffsets | None = None
+) -> ClockTimes:
     """The clock times of ``plan`` counted from ``started_at`` (timezone-aware): the planned start
-    (``planned``), else "if started now"."""
+    (``planned``), else "if started now". ``offsets``: :func:`clock_offsets` of ``plan``, when known."""
     if started_at.tzinfo is None:
         raise ValueError("started_at needs a time zone")
+    at = offsets or clock_offsets(plan)
+    # the wall clock, as ``started_at + timedelta(seconds=s)`` reads it (aware datetimes add wall time;
+    # whole seconds never carry the start's microseconds), without building a datetime per step
+    start = started_at.hour * 3600 + started_at.minute * 60 + started_at.second
     return ClockTimes(
-        steps=tuple(_hhmm(_clock(started_at, step.start_minute)) for step in plan.steps),
-        premedications=tuple(
-            None if p.offset_minutes is None else _hhmm(_clock(started_at, p.offset_minutes))
-            for p in plan.premedications
-        ),
+        steps=tuple(_hhmm_at(start + s) for s in at.steps),
+        premedications=tuple(None if s is None else _hhmm_at(start + s) for s in at.premedications),
         started_at=shown.moment_text(started_at),
-        ends_at=shown.moment_text(_clock(started_at, plan.total_minutes)),
+        ends_at=shown.moment_text(started_at + timedelta(seconds=at.end)),
         clock_basis="from the planned start" if planned else "if started now",
     )
+
+
+def _hhmm_at(seconds: int) -> str:
+    """The wall clock ``seconds`` after midnight as "HH:MM" (past midnight: the next day's)."""
+    return f"{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}"
 
 
 def with_times(sheet: Worksheet, times: ClockTimes) -> Worksheet:

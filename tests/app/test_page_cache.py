@@ -13,7 +13,7 @@ from fhir_desens.protocol.calculate import PlanRequest, compute_plan
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.quantity import Quantity
 from smart_app.page_cache import Memo, content_key, memo
-from smart_app.planning.worksheet import at_start, plan_sheet, worksheet_for
+from smart_app.planning.worksheet import at_start, clock_offsets, clock_times, plan_sheet, worksheet_for
 from tests.app.planner import Planner
 from tests.html import table_rows
 
@@ -76,3 +76,25 @@ def test_a_reload_recomputes_nothing_and_an_edit_recomputes(planner: Planner, ap
     html = planner.page(sid, draft_id).get_data(as_text=True)
     assert drafts.misses > misses  # another content, computed afresh
     assert len(table_rows(html, "steps")) == 8
+
+
+def test_clock_times_from_offsets_read_the_wall_clock_as_datetimes_do() -> None:
+    """The clock times counted from the plan's offsets (seconds) are the start plus each step's minutes
+    (to the second) as datetimes give them: across midnight, with the start's seconds and microseconds,
+    on the day summer time ends."""
+    plan = _plan()
+    offsets = clock_offsets(plan)  # type: ignore[arg-type]
+    starts = [
+        datetime(2027, 1, 15, 9, 0, tzinfo=ZONE),
+        datetime(2027, 1, 15, 23, 47, 59, 999_999, tzinfo=ZONE),
+        datetime(2027, 10, 31, 1, 58, 31, 500_000, tzinfo=ZONE),
+    ]
+    for start in starts:
+        times = clock_times(plan, start, offsets=offsets)  # type: ignore[arg-type]
+        expected = [
+            (start + timedelta(seconds=int((step.start_minute * 60).to_integral_value()))).strftime("%H:%M")
+            for step in plan.steps  # type: ignore[attr-defined]
+        ]
+        assert list(times.steps) == expected
+        assert times == clock_times(plan, start)  # type: ignore[arg-type]
+    assert clock_times(plan, starts[1]).steps[-1] < "23:47"  # type: ignore[arg-type]  # past midnight
