@@ -27,6 +27,14 @@ from fhir_desens.protocol.quantity import CANONICAL_CONCENTRATION, EXACT, add, d
 from fhir_desens.protocol.schedule import with_insertions
 
 SIXTY = Decimal(60)
+ZERO = Decimal(0)
+
+#: One step of the schedule the step loop reads, with what depends on the settings only: (step, rate or
+#: None, empties its solution, is the last step, volume of a timed step (rate x minutes / 60) or None,
+#: solution number, inserted, the protocol's own step number (None when inserted), note).
+ScheduledStep = tuple[
+    StepDefinition, Decimal | None, bool, bool, Decimal | None, int, bool, int | None, str | None
+]
 
 
 class InfusionSettings:
@@ -46,16 +54,51 @@ class InfusionSettings:
             self.protocol, request.insert_before, self.protocol.defaults.step_minutes
         )
         self.rates: dict[int, Decimal | None] = {}
-        #: (step, rate or None, empties its solution, is the last step): what the step loop reads
-        schedule: list[tuple[StepDefinition, Decimal | None, bool, bool]] = []
+        schedule: list[ScheduledStep] = []
         last = self.steps[-1].number
+        protocol_number = 0  # the protocol's own numbering (inserted steps have none)
         for step in self.steps:
             rate = self.rates[step.number] = self._rate(step)
             is_last = step.number == last
-            schedule.append((step, rate, self._empties(step, is_last), is_last))
+            empties = self._empties(step, is_last)
+            timed_volume = None
+            if not (empties or is_last) and rate is not None and step.minutes is not None:
+                timed_volume = EXACT.divide(EXACT.multiply(rate, step.minutes), SIXTY)
+            if not step.inserted:
+                protocol_number += 1
+            schedule.append(
+                (
+                    step,
+                    rate,
+                    empties,
+                    is_last,
+                    timed_volume,
+                    step.solution,
+                    step.inserted,
+                    None if step.inserted else protocol_number,
+                    step.note,
+                )
+            )
         self.schedule = tuple(schedule)
         self.volumes = self._volumes()
         self.fractions = self._fractions()
+        self.solutions = {s.number: s for s in self.protocol.solutions}
+        self.last_solution = len(self.protocol.solutions)
+        self.timed_steps_pass = self._timed_steps_pass()
+
+    def _timed_steps_pass(self) -> bool:
+        """INV-05, INV-06 and INV-11 on the timed steps' rates, minutes and volumes, which depend on the
+        settings only (the step loop checks any step whose numbers it computes or changes itself);
+        False sends every plan made with these settings to the full check."""
+        for step, rate, _empties, _is_last, volume, *_ in self.schedule:
+            if volume is None:
+                continue
+            assert rate is not None and step.minutes is not None
+            if not (step.minutes > ZERO and volume > ZERO and ZERO < rate <= self.pump_max):
+                return False
+            if self.resolution is not None and rate % self.resolution != 0:
+                return False
+        return True
 
     def _closing(self) -> ClosingMethod:
         closing = self.request.closing or self.protocol.defaults.closing
@@ -216,7 +259,7 @@ class InfusionSetup:
         self.target = checked_target(self.protocol, request.target)
         self.dose_unit = self.target.unit
         self.conc_unit = CANONICAL_CONCENTRATION[self.target.dimension].code
-        settings = infusion_settings(request)
+        self.settings = settings = infusion_settings(request)
         self.closing, self.final_rate, self.resolution = (
             settings.closing,
             settings.final_rate,
@@ -224,33 +267,37 @@ class InfusionSetup:
         )
         self.schedule, self.volumes, self.fractions = settings.schedule, settings.volumes, settings.fractions
         self.warnings: list[str] = []
+        self.recipe_kept = False  # a planned solution keeps its stated recipe (INV-22, INV-23)
 
     def programmable(self, rate: Decimal) -> Decimal:
         """The rate the pump can be set to (unchanged without a pump resolution)."""
         return rate if self.resolution is None else programmable_rate(rate, self.resolution)
 
-    def concentration(self, solution: SolutionDefinition, delivered: Decimal) -> Decimal:
-        """Concentration of a solution, in the target's unit per mL."""
-        number, target = solution.number, self.target.value
-        last = number == len(self.protocol.solutions)
+    def concentration(self, number: int, delivered: Decimal) -> Decimal:
+        """Concentration of solution ``number``, in the target's unit per mL. Computed with Decimal's
+        operators: called inside the step loop's exact context (``EXACT``), where they compute what
+        ``EXACT.multiply``/``divide``/``subtract`` compute."""
+        target, settings = self.target.value, self.settings
         if self.fractions is not None:
-            return div(mul(self.fractions[number - 1], target), self.volumes[number])
+            return self.fractions[number - 1] * target / self.volumes[number]
+        solution = settings.solutions[number]
         if self.closing is ClosingMethod.REMAINDER_STEP:
             return self._fixed_concentration(solution)
-        if last and self.closing is ClosingMethod.REDUCED_FINAL_BAG:
-            remaining = sub(target, delivered)
+        last = settings.last_solution
+        if number == last and self.closing is ClosingMethod.REDUCED_FINAL_BAG:
+            remaining = target - delivered
             if remaining <= 0:
                 raise InputError(
                     "--final-rate",
                     "the bags before the last would already deliver the whole target",
                     "a lower final rate or larger bag volumes",
                 )
-            return div(remaining, self.volumes[number])
-        nominal = div(target, self.volumes[len(self.protocol.solutions)])
+            return remaining / self.volumes[number]
+        nominal = target / self.volumes[last]
         if solution.dilution is not None:
-            return mul(nominal, solution.dilution)
+            return nominal * solution.dilution
         if solution.dose_fraction is not None:
-            return div(mul(solution.dose_fraction, target), self.volumes[number])
+            return solution.dose_fraction * target / self.volumes[number]
         return self._fixed_concentration(solution)
 
     def _fixed_concentration(self, solution: SolutionDefinition) -> Decimal:
@@ -304,6 +351,7 @@ class InfusionSetup:
         if prep is None:
             return None
         if prep.concentration().value == conc and prep.final_volume_ml == volume:
+            self.recipe_kept = True
             return prep
         self.warnings.append(
             f"Solution {solution.number}: the protocol's recipe ({prep.text}) does not make this plan's "
@@ -326,6 +374,30 @@ def overfill_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
                 "or prepare to the final volume."
             )
     return warnings
+
+
+#: Texts of partly used bags by (solution, dispensed, infused): the same bags and rates give the same
+#: text, and a clinic plans patient after patient with them. Bounded; emptied when full.
+_PARTLY_USED: dict[tuple[int, Decimal, Decimal], str] = {}
+
+
+def partly_used_bag_warning(number: int, dispensed_ml: Decimal, infused_ml: Decimal) -> str:
+    """A bag dispensed fuller than it is infused: keep it at the bedside, then discard the rest. Its
+    volumes are written by the display policy, which writes equal values alike, so equal volumes
+    share one text (made once)."""
+    key = (number, dispensed_ml, infused_ml)
+    text = _PARTLY_USED.get(key)
+    if text is None:
+        if len(_PARTLY_USED) >= 256:
+            _PARTLY_USED.clear()
+        text = _PARTLY_USED[key] = (
+            f"Solution {number} is dispensed as {shown.volume_text(dispensed_ml)} but only "
+            f"{shown.volume_text(infused_ml)} are infused. Keep the bag at the bedside until "
+            f"the session ends (a step back after a reaction may need it), then discard the remaining "
+            f"{shown.volume_text(sub(dispensed_ml, infused_ml))}. The total volume and dose dispensed are "
+            "more than the target dose."
+        )
+    return text
 
 
 def preparation_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from fhir_desens.errors import InputError
 from fhir_desens.protocol.bags import SIXTY
 from fhir_desens.protocol.discrete import plan_discrete
-from fhir_desens.protocol.infusion import LONG_STEP_MINUTES, plan_infusion
+from fhir_desens.protocol.infusion import LONG_STEP_MINUTES, checked_infusion
 from fhir_desens.protocol.inputs import (
     MAX_BAG_VOLUME_ML,
     MAX_TARGET,
@@ -32,7 +32,7 @@ from fhir_desens.protocol.inputs import (
     check_measurable_steps,
     programmable_rate,
 )
-from fhir_desens.protocol.invariants import check_plan, computed_infusion_passes
+from fhir_desens.protocol.invariants import check_plan
 from fhir_desens.protocol.model import ProtocolKind
 from fhir_desens.protocol.plan import DEFAULT_PUMP_MAX_ML_H, Plan, PlannedSolution, PlannedStep, PlanRequest
 from fhir_desens.protocol.tables import at_table_total, fixed_table_total
@@ -62,8 +62,8 @@ def compute_plan(request: PlanRequest) -> Plan:
     if request.protocol.kind is ProtocolKind.INFUSION:
         if request.protocol.fixed_table:
             request = at_table_total(request)
-        plan = plan_infusion(request)
-        if computed_infusion_passes(plan, MIN_STEP_DOSE):
+        plan, passes = checked_infusion(request)  # the step loop's own checks (see infusion.py)
+        if passes:
             return plan
         check_measurable_steps(plan)
         check_plan(plan)

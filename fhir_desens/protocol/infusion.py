@@ -3,94 +3,63 @@ dose follow from the bags, and how the last step lands exactly on the target (cl
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Decimal, localcontext
 
 from fhir_desens.errors import InputError
 from fhir_desens.protocol import display as shown
 from fhir_desens.protocol.assembled import plan as assembled_plan
 from fhir_desens.protocol.assembled import planned_step
-from fhir_desens.protocol.bags import SIXTY, InfusionSetup, overfill_warnings
-from fhir_desens.protocol.model import Evidence, StepDefinition
-from fhir_desens.protocol.plan import Plan, PlannedSolution, PlannedStep, PlanRequest
+from fhir_desens.protocol.bags import SIXTY, InfusionSetup, overfill_warnings, partly_used_bag_warning
+from fhir_desens.protocol.inputs import MIN_STEP_DOSE
+from fhir_desens.protocol.invariants import CANONICAL_DOSE_UNITS, nearly_equal
+from fhir_desens.protocol.model import Evidence, StepDefinition, TargetKind
+from fhir_desens.protocol.plan import Plan, PlannedStep, PlanRequest
 from fhir_desens.protocol.quantity import EXACT, div, mul, sub
 
 LONG_STEP_MINUTES = Decimal(360)
 ZERO = Decimal(0)
 
 
-def plan_infusion(request: PlanRequest) -> Plan:
-    """The plan of an infusion protocol (unchecked: ``calculate.compute_plan`` checks it)."""
+def checked_infusion(request: PlanRequest) -> tuple[Plan, bool]:
+    """The plan of an infusion protocol, and True when the step loop's own checks found it safe
+    (see :meth:`_InfusionPlanner.plan`); on False the caller runs the full ``check_plan``."""
     return _InfusionPlanner(request).plan()
 
 
 class _InfusionPlanner(InfusionSetup):
     """One plan computation for an infusion protocol."""
 
-    def plan(self) -> Plan:
-        """The steps in order, computed on plain Decimals; each result object is assembled once."""
-        multiply, divide, add, subtract = EXACT.multiply, EXACT.divide, EXACT.add, EXACT.subtract
-        target, dose_unit, resolution = self.target.value, self.dose_unit, self.resolution
-        concentrations: dict[int, Decimal] = {}
-        used = dict.fromkeys(self.volumes, ZERO)
-        planned: list[PlannedStep] = []
-        cumulative = clock = previous_dose = ZERO
-        protocol_number = 0  # the protocol's own numbering (inserted steps have none)
-        for step, rate, empties, is_last in self.schedule:
-            number = step.solution
-            conc = concentrations.get(number)
-            if conc is None:
-                conc = concentrations[number] = self.concentration(self.protocol.solution(number), cumulative)
-            remaining = subtract(target, cumulative)
-            if empties or is_last:
-                rate, minutes, volume, dose, closing = self._closing_amounts(
-                    step, rate, conc, used, remaining, empties, is_last
-                )
-            else:  # a timed step: volume = rate x minutes / 60, dose = volume x concentration
-                assert rate is not None and step.minutes is not None
-                minutes, closing = step.minutes, False
-                volume = divide(multiply(rate, minutes), SIXTY)
-                dose = multiply(volume, conc)
-                if resolution is not None and not step.inserted and dose < previous_dose:
-                    rate, volume, dose = self._not_below(previous_dose, rate, minutes, conc)
-            if dose > remaining and not closing:
-                # A timed step would overshoot: it becomes the closing step, truncated at the target.
-                dose = remaining
-                volume = divide(dose, conc)
-                minutes = divide(multiply(volume, SIXTY), rate)
-                closing = True
-                self.warnings.append(
-                    f"Step {len(planned) + 1} reaches the target before the protocol's last step; "
-                    "the plan stops there."
-                )
-            cumulative = add(cumulative, dose)
-            used[number] = add(used[number], volume)
-            if not step.inserted:
-                protocol_number += 1
-                previous_dose = dose
-            planned.append(
-                planned_step(
-                    len(planned) + 1,
-                    number,
-                    rate,
-                    minutes,
-                    volume,
-                    dose,
-                    cumulative,
-                    dose_unit,
-                    clock,
-                    closing,
-                    step.inserted,
-                    None if step.inserted else protocol_number,
-                    step.note,
-                )
-            )
-            clock = add(clock, minutes)
-            if closing:
-                break
+    def plan(self) -> tuple[Plan, bool]:
+        """The plan, and whether it passed the checks made while computing it (``checked_infusion``).
+
+        The step loop computes on plain Decimals with the operators, inside a copy of ``EXACT`` (the
+        same numbers as ``EXACT``'s methods, at a fraction of their call's cost); each result object
+        is assembled once. It checks, as comparisons of the numbers it holds, every invariant that
+        does not hold by construction (``invariants.check_plan`` would evaluate the very expressions
+        the loop evaluated for the running sum, INV-08 on timed steps and the solutions' amounts):
+        INV-01's total, INV-02 (doses above zero rise to the last cumulative, which must be the
+        target), INV-03 (what each bag infuses fits in it), INV-04, INV-05's durations, INV-06 and
+        INV-11 (the timed steps' rates, minutes and volumes once with the settings, see
+        ``bags.InfusionSettings``, any other step here), INV-08 on a step whose dose is the remainder,
+        INV-09's infused volumes, and no step dose below ``MIN_STEP_DOSE``. A plan keeping a stated
+        recipe (INV-22, INV-23) is always left to the full check. Anything suspect returns False,
+        and ``compute_plan`` runs the full check, which reports it with its rule and words.
+        """
+        settings = self.settings
+        with localcontext(EXACT):
+            planned, concentrations, used, clock, passes, computed_rates = self._steps()
+        resolution = self.resolution
+        if resolution is not None:  # in the caller's context, as check_plan computes it
+            passes = passes and all(rate % resolution == 0 for rate in computed_rates)
         solutions = self.planned_solutions(concentrations, used)
+        passes = passes and settings.timed_steps_pass and not self.recipe_kept
+        volumes = self.volumes
+        for number in concentrations:
+            if used[number] > volumes[number]:
+                passes = False
         self.warnings += overfill_warnings(solutions)
-        self._add_warnings(solutions, planned)
-        return assembled_plan(
+        self._add_warnings(concentrations, used)
+        plan = assembled_plan(
             self.request,
             self.protocol,
             self.request.drug.strip(),
@@ -104,6 +73,92 @@ class _InfusionPlanner(InfusionSetup):
             tuple(self.warnings),
             self.protocol.nursing_instructions,
         )
+        return plan, passes
+
+    def _steps(
+        self,
+    ) -> tuple[list[PlannedStep], dict[int, Decimal], dict[int, Decimal], Decimal, bool, list[Decimal]]:
+        """(steps, concentrations and volumes used by solution, total minutes, the loop's checks passed,
+        the rates it computed itself); run inside the exact context (the operators compute as EXACT)."""
+        target, dose_unit, resolution = self.target.value, self.dose_unit, self.resolution
+        protocol = self.protocol
+        final_dose = protocol.target_kind is TargetKind.FINAL_DOSE
+        keep_rising = not protocol.allow_dose_decrease
+        pump_max = self.settings.pump_max
+        passes = dose_unit in CANONICAL_DOSE_UNITS and self.conc_unit == dose_unit + "/mL"
+        self.long_steps: list[tuple[int, Decimal]] = []  # (step number, minutes) above LONG_STEP_MINUTES
+        computed_rates: list[Decimal] = []  # rates the loop computed or changed: INV-11 is checked after
+        concentrations: dict[int, Decimal] = {}
+        used = dict.fromkeys(self.volumes, ZERO)
+        planned: list[PlannedStep] = []
+        cumulative = clock = previous_dose = dose = ZERO
+        for step, rate, empties, is_last, volume, number, inserted, protocol_step, note in self.schedule:
+            conc = concentrations.get(number)
+            if conc is None:
+                conc = concentrations[number] = self.concentration(number, cumulative)
+            remaining = target - cumulative
+            computed = empties or is_last
+            if computed:
+                rate, minutes, volume, dose, closing = self._closing_amounts(
+                    step, rate, conc, used, remaining, empties, is_last
+                )
+            else:  # a timed step: volume = rate x minutes / 60 (with the settings), dose = volume x conc
+                assert rate is not None and step.minutes is not None and volume is not None
+                minutes, closing = step.minutes, False
+                dose = volume * conc
+                if resolution is not None and not inserted and dose < previous_dose:
+                    rate, volume, dose = self._not_below(previous_dose, rate, minutes, conc)
+                    computed = True
+            if dose > remaining and not closing:
+                # A timed step would overshoot: it becomes the closing step, truncated at the target.
+                dose = remaining
+                volume = dose / conc
+                minutes = volume * SIXTY / rate
+                closing = computed = True
+                self.warnings.append(
+                    f"Step {len(planned) + 1} reaches the target before the protocol's last step; "
+                    "the plan stops there."
+                )
+            cumulative = cumulative + dose
+            used[number] = used[number] + volume
+            if not inserted:
+                if keep_rising and dose < previous_dose:
+                    passes = False  # INV-04
+                previous_dose = dose
+            if dose < MIN_STEP_DOSE or (final_dose and dose > target):
+                passes = False
+            if computed:
+                computed_rates.append(rate)
+                if not (minutes > ZERO and volume > ZERO and ZERO < rate <= pump_max):
+                    passes = False  # INV-05, INV-03 (drawn volumes only grow), INV-06
+                if closing and volume * conc != dose and not nearly_equal(volume * conc, dose):
+                    passes = False  # INV-08 on the step whose dose is the remainder
+            planned.append(
+                planned_step(
+                    len(planned) + 1,
+                    number,
+                    rate,
+                    minutes,
+                    volume,
+                    dose,
+                    cumulative,
+                    dose_unit,
+                    clock,
+                    closing,
+                    inserted,
+                    protocol_step,
+                    note,
+                )
+            )
+            if minutes > LONG_STEP_MINUTES:
+                self.long_steps.append((len(planned), minutes))
+            clock = clock + minutes
+            if closing:
+                break
+        delivered = dose if final_dose else cumulative
+        if not planned or delivered != target:
+            passes = False  # INV-01
+        return planned, concentrations, used, clock, passes, computed_rates
 
     def _not_below(
         self, previous_dose: Decimal, rate: Decimal, minutes: Decimal, conc: Decimal
@@ -149,24 +204,15 @@ class _InfusionPlanner(InfusionSetup):
         volume = div(remaining, conc)
         return rate, div(mul(volume, SIXTY), rate), volume, remaining, True
 
-    def _add_warnings(self, solutions: tuple[PlannedSolution, ...], steps: list[PlannedStep]) -> None:
-        partial = [
-            s for s in solutions if s.volume_infused_ml is not None and s.volume_ml != s.volume_infused_ml
-        ]
-        for solution in partial:
-            assert solution.volume_ml is not None and solution.volume_infused_ml is not None
-            left = sub(solution.volume_ml, solution.volume_infused_ml)
+    def _add_warnings(self, concentrations: dict[int, Decimal], used: dict[int, Decimal]) -> None:
+        volumes = self.volumes
+        for number in self.settings.solutions:  # the planned solutions, in the protocol's order
+            if number in concentrations and used[number] != volumes[number]:
+                self.warnings.append(partly_used_bag_warning(number, volumes[number], used[number]))
+        for number, minutes in self.long_steps:
             self.warnings.append(
-                f"Solution {solution.number} is dispensed as {shown.volume_text(solution.volume_ml)} but only "
-                f"{shown.volume_text(solution.volume_infused_ml)} are infused. Keep the bag at the bedside until "
-                f"the session ends (a step back after a reaction may need it), then discard the remaining "
-                f"{shown.volume_text(left)}. The total volume and dose dispensed are more than the target dose."
+                f"Step {number} lasts {shown.minutes_text(minutes)}; check the bag volume and rate."
             )
-        for step in steps:
-            if step.minutes > LONG_STEP_MINUTES:
-                self.warnings.append(
-                    f"Step {step.number} lasts {shown.minutes_text(step.minutes)}; check the bag volume and rate."
-                )
         if self.protocol.evidence is Evidence.STRUCTURALLY_DERIVED:
             self.warnings.append(
                 f"Protocol {self.protocol.id} is structurally derived (no primary table was read); "

@@ -21,7 +21,7 @@ from fhir_desens.protocol.syringes import syringe_for
 CONSISTENCY_TOLERANCE = Decimal("1e-30")
 ZERO = Decimal(0)
 SIXTY = Decimal(60)
-_CANONICAL_DOSE_UNITS = frozenset(u.code for u in CANONICAL_DOSE.values())
+CANONICAL_DOSE_UNITS = frozenset(u.code for u in CANONICAL_DOSE.values())
 
 
 @record
@@ -89,7 +89,8 @@ class Violation:
         return self.message or f"This plan is not safe to use: {self.detail}."
 
 
-def _close(a: Decimal, b: Decimal) -> bool:
+def nearly_equal(a: Decimal, b: Decimal) -> bool:
+    """Equal within :data:`CONSISTENCY_TOLERANCE` (relative): what INV-05, INV-08 and INV-09 allow."""
     if a == b:  # the usual case, and much cheaper than the scaled comparison
         return True
     scale = max(abs(a), abs(b), Decimal(1))
@@ -192,14 +193,14 @@ def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[V
             )
         if solution.concentration is not None:
             expected = multiply(volume, solution.concentration.value)
-            if expected != dose and not _close(expected, dose):
+            if expected != dose and not nearly_equal(expected, dose):
                 broken(
                     "INV-08",
                     f"step {step.number}: volume x concentration = {plain(expected)}, dose {plain(dose)}",
                 )
         if rate is not None:
             expected_minutes = divide(multiply(volume, SIXTY), rate)
-            if expected_minutes != step.minutes and not _close(expected_minutes, step.minutes):
+            if expected_minutes != step.minutes and not nearly_equal(expected_minutes, step.minutes):
                 broken(
                     "INV-05", f"step {step.number}: {plain(step.minutes)} min does not match volume / rate"
                 )
@@ -210,7 +211,9 @@ def violations(plan: Plan, steps: Sequence[PlannedStep] | None = None) -> list[V
                     "INV-07", f"solution {solution.number}: concentration unit {solution.concentration.unit}"
                 )
             expected = EXACT.multiply(solution.concentration.value, solution.volume_ml)
-            if expected != solution.drug_amount.value and not _close(expected, solution.drug_amount.value):
+            if expected != solution.drug_amount.value and not nearly_equal(
+                expected, solution.drug_amount.value
+            ):
                 broken(
                     "INV-09",
                     f"solution {solution.number}: amount {plain(solution.drug_amount.value)} != c x V",
@@ -287,80 +290,3 @@ def check_plan(plan: Plan) -> None:
     if found:
         first = found[0]
         raise SafetyViolation(first.invariant_id, first.detail, first.for_people)
-
-
-def computed_infusion_passes(plan: Plan, smallest_dose: Decimal) -> bool:
-    """True when an infusion plan ``infusion.plan_infusion`` has just computed breaks no invariant and
-    no step dose is below ``smallest_dose`` (> 0, in the canonical dose unit); False when anything is
-    suspect, and then the caller runs :func:`check_plan` (and its input checks), which reports a
-    broken plan with the same rule, detail and words as for any other plan.
-
-    It does not recompute what the step loop computed by the very expression a check would evaluate;
-    those checks hold by construction (``violations`` still does them for every plan from anywhere
-    else, and the property tests run it on thousands of engine plans):
-
-    * INV-01's running sum: each cumulative dose *is* ``EXACT.add`` of the one before and the dose;
-    * INV-08 on a step that is not closing: its dose *is* ``EXACT.multiply(volume, concentration)``;
-    * INV-05's "minutes = volume x 60 / rate": a closing step's minutes *are* that expression; a timed
-      step's volume is ``rate x minutes / 60`` at 50 digits, whose inverse differs from the minutes by
-      at most a few units in the 49th digit, far inside the 1e-30 the check allows;
-    * INV-09's amount: ``planned_solutions`` computes it as ``EXACT.multiply(concentration, volume)``;
-    * INV-03's "the plan prepares the step's solution": every solution a step uses is planned.
-
-    Every other check is made, as comparisons of the computed numbers: INV-01's total, INV-02 (doses
-    are above zero, so the cumulative doses rise to the last, which must be the target), INV-03 (the
-    drawn volumes, all above zero, only grow to each solution's infused total), INV-04, INV-05's
-    durations, INV-06, INV-07, INV-09's infused volumes and INV-11; INV-08 on the closing step,
-    whose dose is the remainder and whose volume follows from it; a solution with a stated recipe
-    (INV-22, INV-23) is always left to :func:`check_plan`.
-    """
-    steps, target, dose_unit = plan.steps, plan.target_dose.value, plan.target_dose.unit
-    if not steps or dose_unit not in _CANONICAL_DOSE_UNITS:
-        return False
-    request, protocol = plan.request, plan.protocol
-    final_dose = protocol.target_kind is TargetKind.FINAL_DOSE
-    if (steps[-1].dose.value if final_dose else steps[-1].cumulative_dose.value) != target:
-        return False
-    pump_max, resolution = request.pump_max_ml_h, request.pump_resolution_ml_h
-    keep_rising = not protocol.allow_dose_decrease
-    concentrations: dict[int, Decimal] = {}
-    for solution in plan.solutions:
-        volume, concentration, infused = (
-            solution.volume_ml,
-            solution.concentration,
-            solution.volume_infused_ml,
-        )
-        if volume is None or concentration is None or infused is None or infused > volume:
-            return False
-        if concentration.unit != dose_unit + "/mL" or solution.preparation is not None:
-            return False  # a stated recipe is checked by check_plan (INV-22, INV-23)
-        concentrations[solution.number] = concentration.value
-    previous = ZERO
-    for step in steps:
-        dose, rate, volume, minutes = step.dose, step.rate_ml_h, step.volume_ml, step.minutes
-        value = dose.value
-        if (
-            value < smallest_dose
-            or (final_dose and value > target)
-            or dose.unit != dose_unit
-            or step.cumulative_dose.unit != dose_unit
-            or minutes <= ZERO
-            or rate is None
-            or not ZERO < rate <= pump_max
-            or (resolution is not None and rate % resolution != 0)
-            or volume is None
-            or volume <= ZERO  # drawn volumes only grow, so the solutions' totals bound every step (INV-03)
-        ):
-            return False
-        if not step.inserted:
-            if keep_rising and value < previous:
-                return False
-            previous = value
-        in_solution = concentrations.get(step.solution)
-        if in_solution is None:
-            return False
-        if step.closing:
-            expected = EXACT.multiply(volume, in_solution)
-            if expected != value and not _close(expected, value):
-                return False
-    return True

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from fhir_desens.errors import DesensError, SafetyViolation
 from fhir_desens.protocol.calculate import Plan, PlanRequest, compute_plan
-from fhir_desens.protocol.infusion import plan_infusion
-from fhir_desens.protocol.inputs import MIN_STEP_DOSE, check_measurable_steps
-from fhir_desens.protocol.invariants import computed_infusion_passes, violations
+from fhir_desens.protocol.infusion import checked_infusion
+from fhir_desens.protocol.inputs import check_measurable_steps
+from fhir_desens.protocol.invariants import violations
 from fhir_desens.protocol.library import builtin_protocols
 from fhir_desens.protocol.model import ClosingMethod, ProtocolKind, TargetKind
 from fhir_desens.protocol.quantity import EXACT, Quantity
@@ -113,13 +113,13 @@ def test_every_infusion_plan_is_safe_or_refused(request: PlanRequest):
 @PROPERTY
 @given(infusion_requests())
 def test_the_engine_s_own_check_passes_only_plans_the_full_check_passes(request: PlanRequest):
-    """compute_plan checks its infusion plans without recomputing what its step loop computed
-    (``computed_infusion_passes``); whatever that passes, the full, independent check passes."""
+    """compute_plan checks its infusion plans in the step loop, without recomputing what the loop
+    computed (``infusion.checked_infusion``); whatever that passes, the full, independent check passes."""
     try:
-        plan = plan_infusion(at_table_total(request) if request.protocol.fixed_table else request)
+        plan, passes = checked_infusion(at_table_total(request) if request.protocol.fixed_table else request)
     except DesensError:
         return
-    if computed_infusion_passes(plan, MIN_STEP_DOSE):
+    if passes:
         assert violations(plan) == []
         check_measurable_steps(plan)  # raises nothing
 
@@ -150,7 +150,7 @@ def test_realistic_inputs_always_give_a_safe_plan(request: PlanRequest):
     plan = compute_plan(request)
     assert_invariants(plan)
     if all(s.preparation is None for s in plan.solutions):  # a stated recipe always gets the full check
-        assert computed_infusion_passes(plan, MIN_STEP_DOSE)  # the engine's own check is not vacuous
+        assert checked_infusion(request)[1]  # the engine's own check is not vacuous
 
 
 def test_discrete_protocols_satisfy_their_target_kind():
