@@ -100,7 +100,8 @@ def test_after_a_completed_session_the_tolerance_window_shows_and_the_outcome_re
 
     app.get_by_role("button", name="Confirm and write to the chart").click()
     expect(app.get_by_role("heading", name="The outcome is in the chart")).to_be_visible()
-    expect(app.get_by_role("status")).to_contain_text("Written: note on the allergy record")
+    expect(app.get_by_role("status")).to_contain_text("Written: note on the carboplatin allergy record")
+    expect(app.locator(".support-references")).to_contain_text("AllergyIntolerance/")
     chart.page.screenshot(path=str(screenshot_dir / "outcome-result.png"), full_page=True)
     assert len(allergy_notes(stack)) == notes_before + 1
     print(f"outcome screenshots: {screenshot_dir}")

@@ -33,6 +33,8 @@ pytestmark = pytest.mark.integration
 
 PATIENT = "carboplatin-ovarian"
 
+AUDIT = "the audit entry saying who wrote it and when"  # the Provenance, as the result page names it
+
 
 def launch(sandbox: Sandbox, app: AppUnderTest, vendor: str = "permissive") -> str:
     launched = _no_redirect(sandbox.launch_url(PATIENT, app=app.client_id, vendor=vendor))
@@ -122,11 +124,22 @@ def test_a_finished_session_is_previewed_confirmed_and_written_once(sandbox: San
     assert written.status_code == 200, text_of(written.get_data(as_text=True))[:2000]
     result = text_of(written.get_data(as_text=True))
     assert "The outcome is in the chart" in result
-    assert "Written: note on the allergy record with the breakthrough reaction (AllergyIntolerance/" in result
-    assert "Written: Provenance" in result
+    # in words first (the walk: "AllergyIntolerance/01a3.../_history/2" told a clinician nothing) ...
+    assert re.search(
+        r"Written: note on the carboplatin allergy record with the breakthrough reaction, version \d+\.",
+        result,
+    )
+    assert f"Written: {AUDIT}." in result
+    words, support = result.split("For your support team:", 1)
+    assert "AllergyIntolerance/" not in words.split("What happened, write by write", 1)[1]
+    # ... the references still on the page, small, for support
+    assert re.search(
+        r"carboplatin allergy record with the breakthrough reaction: AllergyIntolerance/[\w-]+/_history/\d+; Provenance: Provenance/",
+        support,
+    )
 
     again = text_of(app.client.post(f"/s/{sid}/outcome/{session_id}", data=form).get_data(as_text=True))
-    assert "Already in the chart: note on the allergy record" in again
+    assert "Already in the chart: note on the carboplatin allergy record" in again
 
     after = carboplatin_allergy(sandbox)
     assert len(our_notes(sandbox, before["id"])) == notes_before + 1  # confirmed twice, written once
@@ -193,8 +206,8 @@ def test_an_epic_like_launch_writes_a_clinical_note_not_an_allergy(sandbox: Sand
             as_text=True
         )
     )
-    assert "Written: clinical note (DocumentReference/" in result
-    assert "Not written: Provenance: this EHR does not accept it." in result
+    assert "Written: clinical note." in result and "clinical note: DocumentReference/" in result
+    assert f"Not written: {AUDIT}: this EHR does not accept it." in result
     with FhirClient(sandbox.backend_url) as backend:
         assert (
             len(backend.search_all("AllergyIntolerance", {"patient": patient_ref(sandbox)}))

@@ -33,6 +33,8 @@ PATIENT = "carboplatin-ovarian"  # allergic to carboplatin
 WRITE_SCOPE = "openid fhirUser patient/AllergyIntolerance.cruds patient/DocumentReference.cruds patient/Provenance.cruds"
 READ_SCOPE = "openid fhirUser patient/*.rs"
 
+AUDIT = "the audit entry saying who wrote it and when"  # the Provenance, as the result page names it
+
 
 class RacingClient(FhirClient):
     """Our client, with another user's write (through the same gateway) just before its first PUT."""
@@ -203,7 +205,7 @@ def test_epic_like_gets_one_clinical_note_and_never_a_second_allergy(sandbox: Sa
         notes = find_note(client, o)
 
     assert [s.status for s in first.steps] == [StepStatus.WRITTEN, StepStatus.NOT_OFFERED]
-    assert first.steps[1].sentence == "Not written: Provenance: this EHR does not accept it."
+    assert first.steps[1].sentence == f"Not written: {AUDIT}: this EHR does not accept it."
     assert second.steps[0].status is StepStatus.ALREADY_THERE
     assert len(allergy_records(sandbox, patient)) == before  # no second allergy
     assert len(notes) == 1
@@ -287,10 +289,10 @@ def test_a_500_halfway_reports_exactly_what_was_written_under_each_profile(
         assert len(allergy_records(sandbox, patient)) == records_before + 1  # the drug, added once
     else:  # the note went in; its Provenance failed
         assert [(s.what, s.status) for s in first.steps] == [
-            ("note on the allergy record", written),
+            ("note on the carboplatin allergy record", written),
             ("Provenance", failed),
         ]
-        assert first.sentences[1].startswith("Not written: Provenance: create Provenance: HTTP 500")
+        assert first.sentences[1].startswith(f"Not written: {AUDIT}: create Provenance: HTTP 500")
         assert [s.status for s in again.steps] == [already, written]
         assert again.steps[0].reference == first.steps[0].reference
         assert len(our_notes(sandbox, patient)) == notes_before + 1  # written once

@@ -151,7 +151,11 @@ def prepare(
     if decision.path is WritePath.CLINICAL_NOTE:
         document = clinical_note(outcome, copy_text, recorded_at, pdf=pdf)
         done = bool(find_note(client, outcome))
-        encounter = f" for {outcome.encounter}" if outcome.encounter else " (no encounter in this launch)"
+        encounter = (  # the reference itself is on the page for the support team, not in this sentence
+            " for the visit the EHR opened the app in"
+            if outcome.encounter
+            else " (not linked to a visit: the EHR opened the app without one)"
+        )
         words = (
             f"Write a clinical note (consult note){encounter} with the text below; the allergy record is not "
             "changed and no second allergy is created.",

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 from fhir_desens.client.fhir_rest import FhirClient, Versioned
@@ -35,6 +33,7 @@ from fhir_desens.course.outcome.record import SessionOutcome
 from fhir_desens.course.outcome.strategy import WritePath
 from fhir_desens.course.outcome.tasks import ChartTask, TaskBook, record_written
 from fhir_desens.course.outcome.wording import outcome_id
+from fhir_desens.course.outcome.write_report import Conflict, StepStatus, WriteReport, WriteStep
 from fhir_desens.errors import ConflictError, DesensError, FhirServerError, TemporaryServerError
 from fhir_desens.fhir.provenance import APP_NAME, provenance_resource
 
@@ -53,93 +52,6 @@ logger = logging.getLogger(__name__)
 #: Attempts at the allergy update when the server answers 409/412 (the record changed meanwhile).
 MAX_ATTEMPTS = 3
 _NOT_OFFERED = "this EHR does not accept it"
-
-
-class StepStatus(Enum):
-    """What happened to one write. Values are distinct (equal values would make Enum aliases: a write
-    this EHR does not offer would count as a failure); :attr:`words` is what people read."""
-
-    WRITTEN = "written"
-    ALREADY_THERE = "already-there"
-    FAILED = "failed"
-    NOT_ATTEMPTED = "not-attempted"
-    NOT_OFFERED = "not-offered"
-    RECORDED = "recorded"
-
-    @property
-    def words(self) -> str:
-        return _STATUS_WORDS[self]
-
-
-_STATUS_WORDS = {
-    StepStatus.WRITTEN: "Written",
-    StepStatus.ALREADY_THERE: "Already in the chart",
-    StepStatus.FAILED: "Not written",
-    StepStatus.NOT_ATTEMPTED: "Not attempted",
-    StepStatus.NOT_OFFERED: "Not written",
-    StepStatus.RECORDED: "Recorded in the app",
-}
-
-
-@dataclass(frozen=True)
-class WriteStep:
-    what: str
-    status: StepStatus
-    reference: str | None = None
-    detail: str = ""
-    refused: bool = False  # the EHR refused it for good (405/403/422...): what it said it offers may be stale
-
-    @property
-    def sentence(self) -> str:
-        where = f" ({self.reference})" if self.reference else ""
-        why = f": {self.detail.rstrip('.')}" if self.detail else ""
-        return f"{self.status.words}: {self.what}{where}{why}."
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """Someone else changed a guarded element since the preview: both versions, for the allergist."""
-
-    previewed: dict[str, Any]
-    current: dict[str, Any]
-    changed: tuple[str, ...]
-
-    @property
-    def message(self) -> str:
-        return (
-            f"Someone changed the allergy record's {', '.join(self.changed)} since you reviewed it. Nothing was "
-            "written: compare both versions and decide."
-        )
-
-
-@dataclass(frozen=True)
-class WriteReport:
-    path: WritePath
-    steps: tuple[WriteStep, ...]
-    copy_text: str
-    conflict: Conflict | None = None
-    task: ChartTask | None = None
-
-    @property
-    def chart_updated(self) -> bool:
-        """Whether the outcome is in the chart (written now or before)."""
-        return bool(self.steps) and self.steps[0].status in (StepStatus.WRITTEN, StepStatus.ALREADY_THERE)
-
-    @property
-    def refused(self) -> bool:
-        """Whether the EHR refused a write for good (its CapabilityStatement may promise more than it does)."""
-        return any(step.refused for step in self.steps)
-
-    @property
-    def complete(self) -> bool:
-        return not any(s.status in (StepStatus.FAILED, StepStatus.NOT_ATTEMPTED) for s in self.steps)
-
-    @property
-    def sentences(self) -> list[str]:
-        lines = [step.sentence for step in self.steps]  # a conflict is said by its failed step
-        if not self.complete and self.conflict is None:
-            lines.append("Writing the outcome again adds only what is missing.")
-        return lines
 
 
 class _Stop(Exception):
@@ -282,7 +194,7 @@ def _update_allergy(
 ) -> tuple[str | None, Conflict | None]:
     """The allergy note (and reaction); returns the versioned target for the Provenance, or a conflict."""
     assert preview.allergy is not None
-    what = "note on the allergy record" + (
+    what = f"note on the {preview.outcome.drug.text} allergy record" + (
         " with the breakthrough reaction" if preview.outcome.reactions else ""
     )
     allergy_id = preview.allergy.id
