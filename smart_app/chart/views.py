@@ -32,12 +32,17 @@ def index(sid: str) -> Response:
 
 
 @bp.get("/patient")
-def page(sid: str) -> str:
+def page(sid: str) -> tuple[str, int]:
+    return render_patient_page(sid)
+
+
+def render_patient_page(sid: str, *, status: int = 200, **extra: Any) -> tuple[str, int]:
+    """The patient page; ``extra`` for its panels (a refused form shown again, e.g. ``dose_entry``)."""
     session = app_session(sid)
     smart = session.smart
     plans = session.read_patient_page() if smart.patient else None  # one batch where the EHR takes them
     data = load_patient_page(session)
-    return render_template(
+    html = render_template(
         "patient.html",
         sid=sid,
         csrf_token=session.csrf_token,
@@ -47,7 +52,9 @@ def page(sid: str) -> str:
         user=session.user,
         need_patient_banner=smart.need_patient_banner,
         style_vars=services().styles.get(smart.smart_style_url),
+        **extra,
     )
+    return html, status
 
 
 def _signed_plans(smart: SmartSession, bundle: Mapping[str, Any] | None) -> list[SignedPlanSummary] | None:

@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import uuid
-from datetime import datetime, tzinfo
-from decimal import Decimal
+from datetime import tzinfo
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response
 
-from fhir_desens.boundary.numbers import NumberField, parse_number
-from fhir_desens.boundary.text import form_text
 from fhir_desens.client.fhir_rest import FhirClient
 from fhir_desens.course.bedside.record import BedsideRecord
 from fhir_desens.course.bedside.summary import SessionSummary
@@ -48,9 +44,10 @@ from fhir_desens.course.outcome.writeback import write_outcome
 from fhir_desens.errors import DesensError, InputError
 from fhir_desens.protocol.crossreactivity import DrugRef
 from fhir_desens.protocol.display import moment_text
-from fhir_desens.protocol.quantity import parse_quantity
 from smart_app.app_session import AppSession, app_session
+from smart_app.chart.views import render_patient_page
 from smart_app.library import library
+from smart_app.outcome.dose_form import DoseEntry, dose_form, later_dose, refusal
 from smart_app.paper.record import session_record_pdf_for
 from smart_app.services import services
 
@@ -203,67 +200,23 @@ def task_done(sid: str, task_id: str) -> Response:
 # -- doses given after a desensitization ---------------------------------------------------------------------
 
 
-#: The form's fields as its labels name them: errors name the field the way the user sees it.
-GIVEN_AT = "Given at"
-
-
-def _given_at(raw: str) -> datetime:
-    """The form's datetime-local value, in the site's zone (an offset typed by hand is refused)."""
-    accepted = "a date and time, e.g. 2026-12-03T08:00"
-    try:
-        moment = datetime.fromisoformat(raw.strip())
-    except ValueError:
-        raise InputError(GIVEN_AT, f"'{raw[:20]}' is not a date and time", accepted) from None
-    if moment.tzinfo is not None:
-        raise InputError(GIVEN_AT, "carries its own time zone", accepted)
-    return moment.replace(tzinfo=services().settings.zone)
-
-
-#: A dose given after desensitization, as typed: above zero, of human size (the unit is checked apart).
-LATER_DOSE = NumberField("Dose", Decimal(0), Decimal(100_000_000))
-
-
-def _later_dose(session: AppSession, form: Any) -> LaterDose:
-    """The dose from the form: after which of this patient's completed sessions, how much, when."""
-    patient = patient_reference(session.smart)
-    chosen = form.get("session_id", "")
-    sessions = [s for s in finished(_record().patient_sessions(patient)) if s.completed]
-    summary = next((s for s in sessions if s.session_id == chosen), None)
-    if summary is None:
-        raise InputError("Drug", "choose a drug this patient was desensitized to in this app")
-    quantity = parse_quantity(form_text(form.get("dose", ""), "Dose", max_length=40), "Dose")
-    amount = parse_number(quantity.value, LATER_DOSE)  # the one number check: no 0, -5, 50 digits, 1e-41
-    given_at = _given_at(form.get("given_at", ""))
-    ended = summary.last_dose_at or summary.ended_at
-    if ended is not None and given_at < ended:
-        raise InputError(
-            GIVEN_AT,
-            f"is before the desensitization's last step ({moment_text(ended, _local_zone())}): "
-            "record doses given after it",
-        )
-    return LaterDose(
-        dose_id=form.get("dose_id", ""),
-        patient=patient,
-        session_id=summary.session_id,
-        drug=summary.drug,
-        drug_rxnorm=summary.drug_rxnorm,
-        amount=amount,
-        unit=quantity.unit,
-        given_at=given_at,
-        recorded_by=session.user.name or session.user.label,
-        recorded_at=services().now(),
-    )
-
-
 @bp.post("/outcome/doses")
 def record_dose(sid: str) -> Response | tuple[str, int]:
+    """Record a dose; refused, the patient page again with the form as it was sent and the message beside
+    the field (nothing recorded)."""
     session = app_session(sid)
+    patient = patient_reference(session.smart)
     try:
-        dose = _later_dose(session, request.form)
-    except InputError as error:
-        return _page(
-            session, "outcome_error.html", 400, message=error.message, heading="The dose was not recorded"
+        dose = later_dose(
+            request.form,
+            [s for s in finished(_record().patient_sessions(patient)) if s.completed],
+            patient=patient,
+            recorded_by=session.user.name or session.user.label,
+            now=services().now(),
+            zone=_local_zone(),
         )
+    except InputError as error:
+        return render_patient_page(sid, status=400, dose_entry=refusal(error, request.form))
     services().dose_book().record(dose)
     return redirect(url_for("patient.page", sid=sid) + "#tolerance-heading", code=303)
 
@@ -282,8 +235,9 @@ def dose_in_error(sid: str, dose_id: str) -> Response:
 # -- the panels on the patient and planning pages ----------------------------------------------------------
 
 
-def outcome_panel(sid: str) -> dict[str, Any]:
-    """Tolerance per drug, finished sessions and open tasks for the patient page (never raises)."""
+def outcome_panel(sid: str, dose_entry: DoseEntry | None = None) -> dict[str, Any]:
+    """Tolerance per drug, finished sessions and open tasks for the patient page (never raises);
+    ``dose_entry``: a refused later dose, shown again in its form."""
     try:
         session = app_session(sid)
         patient = patient_reference(session.smart)
@@ -312,7 +266,7 @@ def outcome_panel(sid: str) -> dict[str, Any]:
             "tasks": [task for task in every_task if task.open],
             "protocol_titles": titles,
             "later_doses": [(dose, _dose_line(dose)) for dose in reversed(later)],
-            "dose_form": _dose_form(rows),
+            "dose_form": dose_form(rows, services().site_now(), dose_entry),
             "error": None,
         }
     except DesensError as error:
@@ -380,26 +334,6 @@ def _dose_line(dose: LaterDose) -> str:
         by = f" by {dose.entered_in_error_by}" if dose.entered_in_error_by else ""
         line += f" (entered in error{by}, {moment_text(dose.entered_in_error_at, _local_zone())})"
     return line
-
-
-def _dose_form(rows: list[DrugTolerance]) -> dict[str, Any] | None:
-    """The "Record a dose given after desensitization" form: one choice per drug with a completed session
-    whose tolerance is kept by continued dosing (every-administration drugs are desensitized each time)."""
-    choices = [
-        (row.last_completed.session_id, row.drug)
-        for row in rows
-        if row.last_completed is not None
-        and not (row.assessment.rule is not None and row.assessment.rule.every_administration)
-    ]
-    if not choices:
-        return None
-    now = services().site_now()
-    return {
-        "choices": choices,
-        "dose_id": str(uuid.uuid4()),
-        "now": now.strftime("%Y-%m-%dT%H:%M"),
-        "zone": now.tzname() or "",
-    }
 
 
 def next_course_for(sid: str, drug: str) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ override or an invisible character that screening would not have seen.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -20,11 +21,12 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from fhir_desens.course.bedside.record import BedsideRecord
+from fhir_desens.course.draft import plan_for
 from fhir_desens.protocol.library import builtin_protocols
 from tests.app.conftest import Launcher
 from tests.app.fake_ehr import FakeEhr
 from tests.app.planner import Planner
-from tests.bedside_session import Bedside
+from tests.bedside_session import Bedside, carboplatin_draft
 from tests.hostile import HUNDRED_KB, PLAN_PAGES, page_problems
 from tests.html import text_of
 
@@ -347,3 +349,59 @@ def test_a_form_too_large_for_the_app_says_so_in_words(walker: Walker, ehr: Fake
     text = text_of(response.get_data(as_text=True))
     assert "The form was larger than the app accepts (64 kB), so nothing was saved." in text
     assert "Shorten the longest text" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "input_id", "said"),
+    [
+        ("dose", "two grams", "dose-amount", "Dose: 'two grams' is not a quantity"),
+        ("given_at", "2999-01-01T08:00", "dose-time", "Given at: is in the future"),
+        ("dose", "0 mg", "dose-amount", "Dose: 0 is out of range"),
+    ],
+)
+def test_a_refused_later_dose_shows_the_form_again_as_typed_with_the_message_beside_the_field(
+    walker: Walker, ehr: FakeEhr, app: Flask, field: str, value: str, input_id: str, said: str
+) -> None:
+    """The walk: the refusal was a separate error page and what the nurse typed was lost. Now the patient
+    page comes back with the form as it was sent, the message under the field it is about (named by
+    aria-describedby, the field focused), and nothing recorded."""
+    ehr.load_fixture(PATIENT)
+    sid = walker.launch(PATIENT)
+    services = app.extensions["fhir_desens"]
+    # ceftriaxone: tolerance kept by continued dosing, so the page offers the form (carboplatin's does not)
+    draft = dataclasses.replace(
+        carboplatin_draft(f"Patient/{PATIENT}"), drug="ceftriaxone", drug_rxnorm=("2193",), target="2 g"
+    )
+    bedside = Bedside(
+        plan=plan_for(draft, builtin_protocols()),
+        draft=draft,
+        record_to=BedsideRecord(services.record_store(), builtin_protocols(), services.now),
+        patient=f"Patient/{PATIENT}",
+    )
+    bedside.now = services.now() - timedelta(days=2)
+    bedside.reaction_at_step_11()
+    given = (services.now() - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    form = {
+        "csrf_token": walker.csrf(sid),
+        "session_id": bedside.session_id,
+        "dose": "400 mg",
+        "dose_id": "d0000000-0000-4000-8000-000000000003",
+        "given_at": given,
+        field: value,
+    }
+    response = walker.client.post(f"/s/{sid}/outcome/doses", data=form)
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    message = re.search(rf'<p class="field-error" id="{input_id}-error">(.*?)</p>', html, re.S)
+    assert message is not None and text_of(message.group(1)).startswith(said), html[
+        html.find("record-dose-heading") - 200 :
+    ][:3000]
+    [tag] = re.findall(rf'<input id="{input_id}"[^>]*>', html)
+    assert 'aria-invalid="true"' in tag and "autofocus" in tag and f"{input_id}-error" in tag
+    [amount] = re.findall(r'<input id="dose-amount"[^>]*>', html)
+    [when] = re.findall(r'<input id="dose-time"[^>]*>', html)
+    assert f'value="{form["dose"]}"' in amount and f'value="{form["given_at"]}"' in when  # as typed
+    assert re.search(rf'<option value="{bedside.session_id}" selected>', html)
+    assert 'name="dose_id" value="d0000000-0000-4000-8000-000000000003"' in html  # the same entry
+    assert "Record a dose given after desensitization" in text_of(html)
+    assert services.dose_book().doses_for(f"Patient/{PATIENT}") == []

@@ -120,7 +120,17 @@ def test_a_dose_given_after_desensitization_is_recorded_on_the_patient_page_and_
 
     form = app.get_by_role("form", name="Record a dose given after desensitization")
     form.get_by_label("Drug").select_option(label="ceftriaxone")
-    form.get_by_label("Dose").fill("2 g")  # the time field is prefilled with now, in the site's zone
+    # a typo first: the form comes back as typed, the message under the field, nothing recorded
+    form.get_by_label("Dose").fill("2 gm")
+    form.get_by_role("button", name="Record the dose").click()
+    form = app.get_by_role("form", name="Record a dose given after desensitization")
+    dose = form.get_by_label("Dose")
+    expect(dose).to_have_value("2 gm")
+    expect(dose).to_have_attribute("aria-invalid", "true")
+    expect(form.locator("#dose-amount-error")).to_contain_text("Dose: ")
+    expect(form.get_by_label("Drug")).to_have_value(re.compile(r".+"))
+    chart.page.screenshot(path=str(screenshot_dir / "outcome-dose-refused.png"), full_page=True)
+    dose.fill("2 g")  # the time field is prefilled with now, in the site's zone
     form.get_by_role("button", name="Record the dose").click()
 
     row = app.get_by_role("table").filter(has_text="Tolerance is temporary").get_by_role("row")

@@ -216,12 +216,13 @@ def test_the_apps_recorded_dose_is_trusted_before_the_ehr_at_the_same_time() -> 
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"amount": Decimal("0")}, "Dose"),  # fields the form shows are named by their labels
-        ({"unit": "mL"}, "Dose"),
-        ({"given_at": START + timedelta(hours=40)}, "Given at"),  # after it was recorded: the future
+        # named by the dose's own field names, as every domain error is; the app maps them to its labels
+        ({"amount": Decimal("0")}, "dose"),
+        ({"unit": "mL"}, "dose"),
+        ({"given_at": START + timedelta(hours=40)}, "given_at"),  # after it was recorded: the future
         ({"given_at": datetime(2026, 12, 3, 8, 0)}, "given_at"),  # a naive time: a program's mistake
         ({"dose_id": "x"}, "dose_id"),
-        ({"drug": " "}, "Drug"),
+        ({"drug": " "}, "drug"),
     ],
 )
 def test_a_recorded_dose_is_checked(change: dict[str, object], field: str) -> None:

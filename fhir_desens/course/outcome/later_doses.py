@@ -72,15 +72,15 @@ class LaterDose:
         if not _DOSE_ID.match(self.dose_id):
             raise InputError("dose_id", "is not an entry id minted by the page")
         if not self.drug.strip():
-            raise InputError("Drug", "must not be empty")
+            raise InputError("drug", "must not be empty")
         if not isinstance(self.amount, Decimal) or not self.amount.is_finite() or self.amount <= 0:
-            raise InputError("Dose", "must be a dose above zero")
+            raise InputError("dose", "must be a dose above zero")
         if unit(self.unit).dimension not in _DOSE_DIMENSIONS:
-            raise InputError("Dose", f"'{self.unit}' is not a dose unit", "mg, g, mcg or units")
+            raise InputError("dose", f"'{self.unit}' is not a dose unit", "mg, g, mcg or units")
         _aware(self.given_at, "given_at")
         _aware(self.recorded_at, "recorded_at")
         if self.given_at > self.recorded_at + CLOCK_SKEW:
-            raise InputError("Given at", "is in the future: record a dose once it has been given")
+            raise InputError("given_at", "is in the future: record a dose once it has been given")
 
     @property
     def dose(self) -> str:
