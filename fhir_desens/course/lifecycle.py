@@ -23,6 +23,7 @@ from fhir_desens.course.chart import (
     practitioner_reference,
 )
 from fhir_desens.course.context import CourseContext
+from fhir_desens.course.held_orders import HeldOrder, OrdersHeldMeanwhile, held_step_orders
 from fhir_desens.course.readback import (
     INFUSED_ORDER,
     SignedPlanNotFound,
@@ -41,6 +42,7 @@ from fhir_desens.errors import (
 )
 from fhir_desens.fhir import lifecycle as fl
 from fhir_desens.fhir.apply import plan_parameters
+from fhir_desens.protocol.display import chart_time_text
 from fhir_desens.protocol.model import Protocol
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,7 @@ class Discontinued:
     stopped: int  # step orders stopped (started)
     when: str  # FHIR dateTime of the discontinuation
     hold: HoldOutcome | None = None  # what became of the therapeutic order's hold
+    held_cancelled: tuple[HeldOrder, ...] = ()  # step orders someone had put on hold, cancelled as confirmed
 
 
 def _read_plan(client: FhirClient, rg_id: str, own: str) -> tuple[dict[str, Any], str | None]:
@@ -225,11 +228,15 @@ def _discontinued_when(group: Mapping[str, Any]) -> str:
     return updated if isinstance(updated, str) else ""
 
 
-def discontinue(ctx: CourseContext, rg_id: str, reason: str, *, release: bool = False) -> Discontinued:
+def discontinue(
+    ctx: CourseContext, rg_id: str, reason: str, *, release: bool = False, cancel_held: bool = False
+) -> Discontinued:
     """Discontinue a signed plan: ONE transaction (see :func:`fhir_desens.fhir.lifecycle.discontinue_bundle`).
 
     Idempotent: a plan already revoked is reported with when it was discontinued, nothing written.
-    ``release``: also put the therapeutic order this plan held back to active.
+    ``release``: also put the therapeutic order this plan held back to active. A step order someone put on
+    hold is never cancelled silently: :class:`~fhir_desens.course.held_orders.OrdersHeldMeanwhile` (nothing
+    written) unless ``cancel_held`` confirms it; the result then names what was on hold.
     """
     reason = substantive_reason(reason, "discontinue_reason")
     smart = ctx.smart
@@ -248,6 +255,9 @@ def discontinue(ctx: CourseContext, rg_id: str, reason: str, *, release: bool = 
             raise PlanEnded("This plan is completed: there is nothing left to discontinue.")
         ids = step_order_ids(group)
         orders = _read_orders(client, ids, own)
+        held = held_step_orders(client, [order for order, _ in orders])
+        if held and not cancel_held:
+            raise OrdersHeldMeanwhile(held, lambda value: chart_time_text(value, ctx.time_zone))
         started = _started(client, smart, own, ids)
         when = datetime.fromtimestamp(ctx.clock(), ctx.time_zone).isoformat(timespec="seconds")
         bundle = fl.discontinue_bundle(
@@ -271,7 +281,7 @@ def discontinue(ctx: CourseContext, rg_id: str, reason: str, *, release: bool = 
         stopped = sum(1 for o in open_orders if o["id"] in started)
         hold = release_hold(client, group, rg_id, plan_order_name(group, ctx.protocols)) if release else None
         log.info("discontinued RequestGroup/%s", rg_id)
-        return Discontinued(rg_id, False, len(open_orders) - stopped, stopped, when, hold)
+        return Discontinued(rg_id, False, len(open_orders) - stopped, stopped, when, hold, held)
 
 
 # --- the therapeutic order ------------------------------------------------------------------------------

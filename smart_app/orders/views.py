@@ -20,6 +20,7 @@ from werkzeug.wrappers import Response
 
 from fhir_desens.course.assessment import assess
 from fhir_desens.course.chart import open_client, patient_reference
+from fhir_desens.course.held_orders import OrdersHeldMeanwhile
 from fhir_desens.course.lifecycle import (
     LifecycleNotPermitted,
     PlanChangedMeanwhile,
@@ -127,6 +128,19 @@ def _when(value: str | None) -> str:
     return moment_text(moment, services().settings.zone)
 
 
+def _held_cancelled(steps: str) -> str:
+    """The sentence of ``?held=1,3``: step orders someone had put on hold, cancelled as the nurse confirmed."""
+    numbers = [n for n in steps.split(",") if n.isdigit() and len(n) <= 3][:50]
+    if not numbers:
+        return ""
+    which = ", ".join(numbers)
+    plural = len(numbers) > 1
+    return (
+        f"As you confirmed, the {'orders' if plural else 'order'} of step{'s' if plural else ''} {which}, "
+        f"which {'were' if plural else 'was'} on hold in the EHR, {'were' if plural else 'was'} cancelled too."
+    )
+
+
 #: what ``?done=`` on the signed plan page reports
 DONE = {
     "discontinued": "The plan is discontinued: its orders not yet given are cancelled, the others stopped.",
@@ -142,6 +156,7 @@ def _render_signed(sid: str, rg_id: str, *, status: int = 200, **extra: Any) -> 
     common, signed_plan, _ = _signed(sid, rg_id)
     sent = request.args.get("sent")
     done = DONE.get(request.args.get("done", ""), "").format(order=signed_plan.order_name) or None
+    done = f"{done} {_held_cancelled(request.args.get('held', ''))}".strip() if done else None
     return render_template("signed_plan.html", **common, sent=sent, done=done, **extra), status
 
 
@@ -156,8 +171,14 @@ def discontinue_plan(sid: str, rg_id: str) -> Response | tuple[str, int]:
     session = app_session(sid)
     reason = request.form.get("discontinue_reason", "")
     release = request.form.get("release_hold") in ("yes", "on")
+    cancel_held = request.form.get("cancel_held") in ("yes", "on")
     try:
-        result = discontinue(session.course(), rg_id, reason, release=release)
+        result = discontinue(session.course(), rg_id, reason, release=release, cancel_held=cancel_held)
+    except OrdersHeldMeanwhile as error:  # another person's hold: said, and cancelled only when confirmed
+        log.info("discontinue waits: %d step order(s) on hold", len(error.held))
+        return _render_signed(
+            sid, rg_id, status=409, discontinue_error=error.message, posted_reason=reason, held=error.held
+        )
     except InputError as error:
         message = f"Reason for discontinuing: {error.problem}" + (
             f" (accepted: {error.accepted})" if error.accepted else ""
@@ -170,7 +191,11 @@ def discontinue_plan(sid: str, rg_id: str) -> Response | tuple[str, int]:
     done = "already-discontinued" if result.already else "discontinued"
     if done == "discontinued" and result.hold is not None and result.hold.state == "released":
         done = "discontinued-released"
-    return redirect(url_for("orders.signed", sid=sid, rg_id=rg_id, done=done), code=303)
+    steps = ",".join(h.step for h in result.held_cancelled if h.step)
+    target = url_for("orders.signed", sid=sid, rg_id=rg_id, done=done)
+    if steps:  # the result says which held orders were cancelled, as confirmed
+        target = url_for("orders.signed", sid=sid, rg_id=rg_id, done=done, held=steps)
+    return redirect(target, code=303)
 
 
 @bp.post("/orders/<string(maxlength=64):rg_id>/hold")

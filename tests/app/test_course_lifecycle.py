@@ -311,3 +311,54 @@ def test_without_a_planned_start_the_orders_carry_no_clock_time(signer: Signer) 
     for order in signer.signed("MedicationRequest"):
         timing = order["dosageInstruction"][0]["timing"]
         assert "boundsPeriod" not in timing["repeat"] and "event" not in timing
+
+
+HOLD_REASON = "Febrile 38.4 C this morning: hold until the allergist has seen her"
+
+
+def _hold_step_1(signer: Signer) -> dict[str, Any]:
+    """Another user puts step 1's order on hold in the EHR after the plan was signed (and read)."""
+    [order] = [o for o in signer.signed("MedicationRequest") if o["identifier"][0]["value"].endswith("-1")]
+    order["status"] = "on-hold"
+    order["statusReason"] = {"text": HOLD_REASON}
+    order["meta"] = {**order.get("meta", {}), "lastUpdated": "2026-12-03T07:55:00+00:00"}
+    return order
+
+
+@pytest.mark.requirement("ORDER-DC-2")
+def test_a_step_order_someone_put_on_hold_is_never_cancelled_silently(signer: Signer) -> None:
+    """Walk session 8: another user put step 1 on hold after the page was read; "Discontinue the plan"
+    cancelled it and nobody was told. Now nothing is written: the nurse is told what is on hold, since when
+    and why, and asked; cancelling it too needs the box ticked, and the result says it was done."""
+    sid = signer.launch("carboplatin-ovarian")
+    rg_id = _signed_plan(signer, sid)
+    held = _hold_step_1(signer)
+    before = signer.transactions()
+    refused = _discontinue(signer, sid, rg_id)
+    assert refused.status_code == 409
+    html = refused.get_data(as_text=True)
+    said = alerts(html)
+    assert (
+        "Nothing was written" in said
+        and "the order of step 1 (put on hold by someone the EHR does not name" in said
+    )
+    assert HOLD_REASON in said and "3 Dec 2026" in said
+    assert signer.transactions() == before
+    assert signer.signed("RequestGroup")[0]["status"] == "active" and held["status"] == "on-hold"
+    assert REASON in html  # the reason as typed, kept for the second try
+    assert re.search(r'<input type="checkbox" id="cancel_held" name="cancel_held" value="yes">', html)
+    assert "Also cancel the order put on hold (step 1)" in text_of(html)
+
+    confirmed = _discontinue(signer, sid, rg_id, cancel_held="yes")
+    assert confirmed.status_code == 303
+    assert confirmed.headers["Location"] == f"/s/{sid}/orders/{rg_id}?done=discontinued&held=1"
+    assert {o["status"] for o in signer.signed("MedicationRequest")} == {"cancelled"}
+    page = text_of(signer.client.get(confirmed.headers["Location"]).get_data(as_text=True))
+    assert "As you confirmed, the order of step 1, which was on hold in the EHR, was cancelled too." in page
+
+
+def test_without_any_order_on_hold_discontinue_asks_nothing(signer: Signer) -> None:
+    sid = signer.launch("carboplatin-ovarian")
+    rg_id = _signed_plan(signer, sid)
+    response = _discontinue(signer, sid, rg_id)
+    assert response.status_code == 303 and "held=" not in response.headers["Location"]
