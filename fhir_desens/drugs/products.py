@@ -61,6 +61,16 @@ class PlanProducts:
         raise KeyError(solution)
 
     @property
+    def given_for_the_order(self) -> str | None:
+        """'Penicillin V potassium (given for the order of penicillin G benzathine)' when the protocol gives
+        another drug than the order, else None: every line naming the plan's drug and dose names what is
+        given (its doses are penicillin V units, not penicillin G benzathine units)."""
+        if self.ordered is None or self.follows_order:
+            return None
+        given = self.given.name
+        return f"{given[:1].upper()}{given[1:]} (given for the order of {self.ordered.name})"
+
+    @property
     def therapeutic_note(self) -> str | None:
         """When the protocol gives another product than the order: what happens to the order."""
         if self.ordered is None or self.follows_order:

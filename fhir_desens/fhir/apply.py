@@ -372,6 +372,12 @@ def _medication_request(
     return request
 
 
+def _drug_words(plan: Plan, products: PlanProducts | None) -> str:
+    """The drug the plan's doses are of (penicillin V for an order of penicillin G benzathine), else its drug."""
+    given = products.given_for_the_order if products is not None else None
+    return given or plan.drug
+
+
 def _request_group(
     plan: Plan,
     session: str,
@@ -407,7 +413,7 @@ def _request_group(
         "authoredOn": authored,
         "note": [
             {
-                "text": f"{plan.protocol.title}: {plan.drug} "
+                "text": f"{plan.protocol.title}: {_drug_words(plan, products)} "
                 f"{shown.dose_text(plan.target_dose.value, plan.dose_unit)}, {len(plan.steps)} steps, "
                 f"{shown.clock_text(plan.total_minutes)}"
             }

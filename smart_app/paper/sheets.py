@@ -148,10 +148,7 @@ class Paper:
 def _drug_text(products: PlanProducts | None) -> str | None:
     """'Penicillin V (given for the order of Penicillin G benzathine)' when the protocol gives another
     drug than the order: the pharmacist prepares what the sheet names, never the ordered product."""
-    if products is None or products.ordered is None or products.follows_order:
-        return None
-    given = products.given.name
-    return f"{given[:1].upper()}{given[1:]} (given for the order of {products.ordered.name})"
+    return products.given_for_the_order if products is not None else None
 
 
 def _products(plan: Plan, rxnorm: tuple[str, ...]) -> PlanProducts | None:

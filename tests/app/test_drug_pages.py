@@ -87,6 +87,28 @@ def test_oral_penicillin_v_orders_are_coded_penicillin_v_and_benzathine_follows(
     assert all("7982" not in str(r) for r in signer.signed("MedicationRequest"))
 
 
+def test_a_plan_giving_another_drug_than_the_order_names_the_drug_given_with_its_dose(signer: Signer) -> None:
+    """Walk 9: "Before signing: Penicillin G benzathine 1,296,700 units", the signed page's heading and the
+    RequestGroup's note in the EHR named the ordered benzathine with the penicillin V doses' total."""
+    given = "Penicillin V potassium (given for the order of penicillin G benzathine) 1,296,700 units"
+    sid = signer.launch("penicillin-pregnancy")
+    draft_id = signer.plan(sid)
+    html = page(signer, sid, draft_id)
+    [summary] = re.findall(r'<h3 id="summary-heading">Before signing</h3>(.*?)</dl>', html, re.S)
+    assert given in text_of(summary) and "Penicillin G benzathine 1,296,700" not in text_of(summary)
+    if "I confirm desensitization" in html:
+        signer.post(sid, draft_id, action="confirm-unlisted", confirm_unlisted="yes")
+    rg_id = signer.signed_id(signer.sign(sid, draft_id), sid)
+    signed_page = signer.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True)
+    [heading] = re.findall(r'<h1 id="signed-heading">(.*?)</h1>', signed_page, re.S)
+    assert text_of(heading) == f"Signed plan: {given}"
+    (group,) = signer.signed("RequestGroup")
+    assert (
+        group["note"][0]["text"]
+        == f"Oral penicillin V desensitization (Wendel 1985 / CDC): {given}, 14 steps, 3 h 30 min"
+    )
+
+
 @pytest.mark.invariant("RISK-CHART-1")
 def test_the_paclitaxel_patient_is_prefilled_high_risk_with_sources(signer: Signer) -> None:
     sid = signer.launch("paclitaxel-high-risk")

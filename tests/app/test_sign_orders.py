@@ -31,7 +31,8 @@ def test_a_signed_oral_plan_is_written_in_oral_words_and_grouped_numbers(signer:
         assert iv not in joined, iv
     assert "Give by mouth 0.1 mL of solution 1 (100 units)" in joined and "1,296,700 units" in joined
     page = text_of(signer.client.get(f"/s/{sid}/orders/{rg_id}").get_data(as_text=True))
-    assert "Signed plan: Penicillin G benzathine 1,296,700 units" in page and "1296700" not in page
+    given = "Penicillin V potassium (given for the order of penicillin G benzathine) 1,296,700 units"
+    assert f"Signed plan: {given}" in page and "1296700" not in page
 
 
 def test_a_per_kg_dose_is_rounded_before_planning_and_its_calculation_is_on_the_plan_and_the_orders(
