@@ -181,3 +181,35 @@ def test_every_command_is_listed_and_loads_with_its_own_help() -> None:
         assert module.HELP and callable(module.add_arguments) and callable(module.run)
         commands = next(a for a in build_parser(name)._actions if isinstance(a, argparse._SubParsersAction))
         assert commands.choices[name].description == module.HELP
+
+
+@pytest.mark.parametrize(
+    ("where", "refusal"),
+    [
+        (
+            ["--step", "9", "--minutes", "20"],
+            "fhir-desens replan: --minutes: step 9 lasts 15 min (accepted: 0 to 15)",
+        ),
+        (
+            ["--step", "40", "--minutes", "1"],
+            "fhir-desens replan: --step: there is no step 40 (accepted: 1 to 12)",
+        ),
+    ],
+)
+def test_replan_refuses_a_step_or_minute_outside_the_plan_once(capsys, where, refusal):
+    """Walk 9: minute 20 of a 15-minute step printed 'not possible' under all five options, exit 0."""
+    code = main(
+        ["replan", "--protocol", "iv-12-step-3-bag", "--drug", "carboplatin", "--dose", "400mg", *where]
+    )
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.strip() == refusal
+
+
+def test_replan_names_the_delivered_units_in_words(capsys):
+    """Walk 9: 'delivered before resuming: 700 [iU]' printed the UCUM code."""
+    assert (
+        main(["replan", "--protocol", "penicillin-v-oral-wendel", "--drug", "penicillin", "--step", "3"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "delivered before resuming: 700 units" in out and "[iU]" not in out
