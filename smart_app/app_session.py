@@ -191,11 +191,12 @@ class AppSession:
         when absent, expired or ``fresh``, from the EHR; parsing it is left to who needs the value."""
         if what in self._texts and (not fresh or what in self._fresh):
             return self._texts[what]
-        record = None if fresh else services().store.get(CHART_KIND, f"{self.sid}:{what}")
-        if record is not None and isinstance(record.get("json"), str):
+        kept = None if fresh else services().store.get_as(CHART_KIND, f"{self.sid}:{what}", _chart_read)
+        if kept is not None:
             self._read.pop(what, None)
-            self._texts[what] = record["json"]
-            return self._texts[what]
+            self._texts[what] = kept[0]
+            self._keys[what] = kept  # its digest, computed once per stored record
+            return kept[0]
         self._remember(what, read(), ttl)
         return self._texts[what]
 
@@ -367,6 +368,12 @@ class AppSession:
             dose_tolerance_percent=svc.settings.dose_tolerance_percent,
             user_name=self.user.name,
         )
+
+
+def _chart_read(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """A cached chart read's JSON text and its digest (:meth:`AppSession.chart_key`)."""
+    text = record.get("json")
+    return (text, content_key(text)) if isinstance(text, str) else None
 
 
 def forget_chart(sid: str) -> None:

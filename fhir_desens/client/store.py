@@ -20,7 +20,9 @@ the sealed bytes: the very same bytes, already authenticated once, open to the s
 bytes (a rewritten record: Fernet draws a new IV on every write; a tampered one) are a miss and are
 checked in full. Nothing is invalidated by hand and nothing stale can be returned; expiry and deletion
 are the backend's, which never returns an expired or deleted record. The memo holds plaintexts in this
-process's memory only, which already holds the key that opens every record.
+process's memory only, which already holds the key that opens every record. :meth:`SessionStore.get_as`
+goes one step further for records read as something immutable (a draft, a chart read's text): the
+result of converting the same sealed bytes is kept too, so a reload neither parses nor converts them.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -46,6 +48,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fhir_desens.errors import ConfigurationError
 
 __all__ = ["OPENED", "MemoryBackend", "RedisBackend", "SessionStore", "SqliteBackend", "open_store"]
+
+T = TypeVar("T")
 
 #: sealed values whose plaintext a store keeps (a few per active session: record, drafts, chart reads)
 OPENED = 1024
@@ -209,6 +213,7 @@ class SessionStore:
         self._key_mac = _derive(raw, b"fhir-desens store keys")
         self._fernet = Fernet(base64.urlsafe_b64encode(_derive(raw, b"fhir-desens store values")))
         self._opened: OrderedDict[bytes, bytes] = OrderedDict()  # sha256(sealed) -> plaintext
+        self._converted: OrderedDict[tuple[bytes, Callable[..., Any]], Any] = OrderedDict()  # ... -> get_as
         self._opened_lock = threading.Lock()
 
     def _key(self, namespace: str, key: str) -> str:
@@ -218,19 +223,19 @@ class SessionStore:
     def _seal(self, value: Mapping[str, Any]) -> bytes:
         return self._fernet.encrypt(json.dumps(value, separators=(",", ":")).encode())
 
-    def _open(self, blob: bytes | None) -> dict[str, Any] | None:
+    def _open(self, blob: bytes | None, digest: bytes | None = None) -> dict[str, Any] | None:
         if blob is None:
             return None
         try:
-            value = json.loads(self._decrypt(blob))
+            value = json.loads(self._decrypt(blob, digest))
         except (InvalidToken, ValueError):
             return None  # written with another secret, or corrupted: treat as absent
         return value if isinstance(value, dict) else None
 
-    def _decrypt(self, blob: bytes) -> bytes:
+    def _decrypt(self, blob: bytes, digest: bytes | None = None) -> bytes:
         """The plaintext of ``blob`` (InvalidToken: not sealed with this store's key, or altered);
-        the same bytes opened before are not checked and decrypted again."""
-        digest = hashlib.sha256(blob).digest()
+        the same bytes opened before are not checked and decrypted again. ``digest``: its SHA-256."""
+        digest = digest or hashlib.sha256(blob).digest()
         with self._opened_lock:
             plain = self._opened.get(digest)
             if plain is not None:
@@ -251,6 +256,30 @@ class SessionStore:
             return None
         return self._open(self.backend.get(self._key(namespace, key), self._clock()))
 
+    def get_as(self, namespace: str, key: str, convert: Callable[[dict[str, Any]], T | None]) -> T | None:
+        """The record as ``convert`` makes it (None: absent, expired, unreadable, or ``convert`` says so),
+        converted once per sealed value: reading the very same bytes again gives the very same result, so
+        ``convert`` must depend on the record alone and make something immutable (a string, a frozen
+        record). A rewritten record is other bytes, converted afresh."""
+        if not key:
+            return None
+        blob = self.backend.get(self._key(namespace, key), self._clock())
+        if blob is None:
+            return None
+        digest = hashlib.sha256(blob).digest()
+        with self._opened_lock:
+            if (digest, convert) in self._converted:
+                self._converted.move_to_end((digest, convert))
+                kept: T | None = self._converted[(digest, convert)]
+                return kept
+        record = self._open(blob, digest)
+        value = convert(record) if record is not None else None
+        with self._opened_lock:
+            self._converted[(digest, convert)] = value
+            while len(self._converted) > OPENED:
+                self._converted.popitem(last=False)
+        return value
+
     def take(self, namespace: str, key: str) -> dict[str, Any] | None:
         """Read and delete atomically: a second ``take`` of the same key returns ``None``."""
         if not key:
@@ -267,6 +296,7 @@ class SessionStore:
     def close(self) -> None:
         with self._opened_lock:
             self._opened.clear()
+            self._converted.clear()
         self.backend.close()
 
 

@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from fhir_desens.course import draft as course_draft
 from fhir_desens.course.assessment import (
@@ -88,17 +89,19 @@ def load_draft(sid: str, draft_id: str) -> PlanDraft:
     """The draft of this session, or :class:`DraftNotFound` (HTTP 404)."""
     if not _DRAFT_ID.match(draft_id):
         raise DraftNotFound()
-    data = services().store.get(DRAFT_KIND, _store_key(sid, draft_id))
-    if data is None:
-        raise DraftNotFound()
-    try:
-        draft = PlanDraft.from_dict(data)
-    except (KeyError, TypeError, ValueError):
-        log.warning("unreadable draft record")
-        raise DraftNotFound() from None
-    if draft.draft_id != draft_id:
+    draft = services().store.get_as(DRAFT_KIND, _store_key(sid, draft_id), _draft_of)
+    if draft is None or draft.draft_id != draft_id:
         raise DraftNotFound()
     return draft
+
+
+def _draft_of(data: Mapping[str, Any]) -> PlanDraft | None:
+    """A stored draft record as a draft (read once per stored record: drafts are frozen)."""
+    try:
+        return PlanDraft.from_dict(data)
+    except (KeyError, TypeError, ValueError):
+        log.warning("unreadable draft record")
+        return None
 
 
 def plan_for(draft: PlanDraft) -> Plan:

@@ -164,3 +164,35 @@ def test_the_storage_key_stays_the_hmac_of_namespace_and_key(clock: Clock) -> No
     store = SessionStore(MemoryBackend(), SECRET, clock=clock)
     expected = hmac.new(store._key_mac, b"session\0sid-1", hashlib.sha256).hexdigest()
     assert store._key("session", "sid-1") == f"session:{expected}"
+
+
+def test_a_record_read_as_a_value_is_converted_once_per_sealed_bytes(clock: Clock) -> None:
+    """get_as: the same bytes read again give the very same converted value without converting again; a
+    rewrite, altered bytes, expiry and deletion are honoured as by get."""
+    backend = MemoryBackend()
+    store = SessionStore(backend, SECRET, clock=clock)
+    converted: list[dict[str, object]] = []
+
+    def word(record: dict[str, object]) -> str | None:
+        converted.append(record)
+        return str(record["w"]) if "w" in record else None
+
+    assert store.get_as("draft", "d-1", word) is None and converted == []  # absent: nothing to convert
+    store.put("draft", "d-1", {"w": "first"}, ttl=60)
+    assert store.get_as("draft", "d-1", word) == store.get_as("draft", "d-1", word) == "first"
+    assert len(converted) == 1
+    store.put("draft", "d-1", {"w": "second"}, ttl=60)  # the same content would be other bytes too
+    assert store.get_as("draft", "d-1", word) == "second" and len(converted) == 2
+    store.put("draft", "d-2", {"other": 1}, ttl=60)
+    assert store.get_as("draft", "d-2", word) is None  # the conversion's refusal
+    (key, (sealed, expires)), *_ = backend._data.items()
+    token = base64.urlsafe_b64decode(sealed)
+    backend._data[key] = (base64.urlsafe_b64encode(token[:-1] + bytes([token[-1] ^ 1])), expires)
+    assert store.get_as("draft", "d-1", word) is None  # altered: refused, never converted
+    backend._data[key] = (sealed, expires)
+    assert store.get_as("draft", "d-1", word) == "second" and len(converted) == 3  # kept: not converted again
+    store.delete("draft", "d-1")
+    assert store.get_as("draft", "d-1", word) is None
+    store.put("draft", "d-1", {"w": "third"}, ttl=60)
+    clock.now += 61
+    assert store.get_as("draft", "d-1", word) is None  # expired
