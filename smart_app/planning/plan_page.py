@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app, render_template, request, url_for
-from jinja2 import TemplateNotFound
 from markupsafe import Markup
 
 from fhir_desens.course.assessment import premedication_blocker
@@ -303,14 +302,14 @@ def _render_page(
 
 
 def _last_session(context: PlanContext, page_url: str) -> Markup:
-    """The "From the last session" part (the outcome blueprint's; it reads the bedside record): rendered per
-    request, without Flask's per-render context (the part takes what it needs as arguments)."""
-    try:
-        template = current_app.jinja_env.get_template("_outcome_planning.html")
-    except TemplateNotFound:
+    """The "From the last session" part: the outcome blueprint's template function and template (they read
+    the bedside record, so per request); nothing when there was no earlier session of the drug."""
+    next_course_for = current_app.jinja_env.globals.get("next_course_for")
+    last = next_course_for(context.session.sid, context.draft.drug) if callable(next_course_for) else None
+    if not last:
         return Markup("")
-    html = template.render(
-        sid=context.session.sid,
+    html = current_app.jinja_env.get_template("_outcome_planning.html").render(
+        last=last,
         draft=context.draft,
         plan=context.plan,
         page_url=page_url,
