@@ -171,7 +171,7 @@ def test_a_read_only_launch_records_a_task_shown_on_the_patient_page(sandbox: Sa
     assert "The chart was not updated" in result
     assert "Task for the allergist recorded: " in result
     assert (
-        "DocumentReference create. It stays on the patient page" in result
+        "writing clinical notes (DocumentReference create). It stays on the patient page" in result
     )  # one sentence ends, the next starts
     assert result.count("this EHR accepts neither an allergy update nor a clinical note") == 1
     assert "Printable summary: the session record (PDF)" in result

@@ -317,6 +317,10 @@ def test_update_when_offered_and_granted() -> None:
     assert decision.path is WritePath.UPDATE_ALLERGY
     assert decision.provenance and decision.add_allergy
     assert decision.flavor is StrategyFlavor.R4
+    # in words for the allergist, the FHIR interaction after them for support (OUT-14)
+    assert decision.reasons == (
+        "the EHR offers updating allergy records and this launch may do it (AllergyIntolerance update)",
+    )
 
 
 @pytest.mark.requirement("OUT-4")
@@ -324,7 +328,9 @@ def test_create_only_allergies_get_a_clinical_note_not_a_second_allergy() -> Non
     decision = choose_write(EPIC, WRITE_ALL)
     assert decision.path is WritePath.CLINICAL_NOTE
     assert not decision.provenance
-    assert "the EHR does not offer AllergyIntolerance update" in " ".join(decision.reasons)
+    assert "the EHR does not offer updating allergy records (AllergyIntolerance update)" in " ".join(
+        decision.reasons
+    )
 
 
 @pytest.mark.requirement("OUT-4")
@@ -332,7 +338,12 @@ def test_update_offered_but_not_granted_falls_back_to_the_note() -> None:
     scopes = GrantedScopes("patient/AllergyIntolerance.rs patient/DocumentReference.crs")
     decision = choose_write(FULL, scopes)
     assert decision.path is WritePath.CLINICAL_NOTE
-    assert "not granted AllergyIntolerance update" in " ".join(decision.reasons)
+    assert "this launch was not granted updating allergy records (AllergyIntolerance update)" in " ".join(
+        decision.reasons
+    )
+    assert "a clinical note can be written: the EHR offers writing clinical notes" in " ".join(
+        decision.reasons
+    )
 
 
 @pytest.mark.requirement("OUT-6")

@@ -65,15 +65,29 @@ def server_interactions(capabilities: Mapping[str, Any]) -> dict[str, set[str]]:
     return found
 
 
+#: what a clinician calls each write the decision weighs (the FHIR name follows in brackets, for support)
+_WRITE_WORDS = {
+    ("AllergyIntolerance", "update"): "updating allergy records",
+    ("AllergyIntolerance", "create"): "adding allergy records",
+    ("AllergyIntolerance", "search-type"): "searching allergy records",
+    ("DocumentReference", "create"): "writing clinical notes",
+    ("DocumentReference", "search-type"): "searching clinical notes",
+    ("Provenance", "create"): "writing audit entries",
+    ("Provenance", "search-type"): "searching audit entries",
+}
+
+
 def _can(
     interactions: Mapping[str, set[str]], scopes: GrantedScopes, resource_type: str, letter: str
 ) -> tuple[bool, str]:
     interaction = _CAPABILITY_INTERACTION[letter]
+    fhir = f"{resource_type} {interaction}"
+    words = _WRITE_WORDS.get((resource_type, interaction), fhir)
     if interaction not in interactions.get(resource_type, set()):
-        return False, f"the EHR does not offer {resource_type} {interaction}"
+        return False, f"the EHR does not offer {words} ({fhir})"
     if not scopes.allows(resource_type, letter):
-        return False, f"this launch was not granted {resource_type} {interaction}"
-    return True, f"{resource_type} {interaction} is offered and granted"
+        return False, f"this launch was not granted {words} ({fhir})"
+    return True, f"the EHR offers {words} and this launch may do it ({fhir})"
 
 
 def _can_create_once(
