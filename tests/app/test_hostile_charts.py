@@ -404,4 +404,6 @@ def test_a_refused_later_dose_shows_the_form_again_as_typed_with_the_message_bes
     assert re.search(rf'<option value="{bedside.session_id}" selected>', html)
     assert 'name="dose_id" value="d0000000-0000-4000-8000-000000000003"' in html  # the same entry
     assert "Record a dose given after desensitization" in text_of(html)
+    # the answer scrolls to the form: the refusal is read where it was typed
+    assert re.search(r'action="/s/[^"]+/outcome/doses#record-dose" id="record-dose"', html)
     assert services.dose_book().doses_for(f"Patient/{PATIENT}") == []
