@@ -8,7 +8,7 @@ safe to repeat: discontinuing a discontinued plan writes nothing and says when i
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, Literal
@@ -229,14 +229,20 @@ def _discontinued_when(group: Mapping[str, Any]) -> str:
 
 
 def discontinue(
-    ctx: CourseContext, rg_id: str, reason: str, *, release: bool = False, cancel_held: bool = False
+    ctx: CourseContext,
+    rg_id: str,
+    reason: str,
+    *,
+    release: bool = False,
+    cancel_held: Collection[str] = (),
 ) -> Discontinued:
     """Discontinue a signed plan: ONE transaction (see :func:`fhir_desens.fhir.lifecycle.discontinue_bundle`).
 
     Idempotent: a plan already revoked is reported with when it was discontinued, nothing written.
     ``release``: also put the therapeutic order this plan held back to active. A step order someone put on
     hold is never cancelled silently: :class:`~fhir_desens.course.held_orders.OrdersHeldMeanwhile` (nothing
-    written) unless ``cancel_held`` confirms it; the result then names what was on hold.
+    written) unless ``cancel_held`` names every held order ("MedicationRequest/<id>", as the person was shown
+    them: an order put on hold after that is asked about again); the result then names what was on hold.
     """
     reason = substantive_reason(reason, "discontinue_reason")
     smart = ctx.smart
@@ -256,7 +262,7 @@ def discontinue(
         ids = step_order_ids(group)
         orders = _read_orders(client, ids, own)
         held = held_step_orders(client, [order for order, _ in orders])
-        if held and not cancel_held:
+        if held and not {h.reference for h in held} <= set(cancel_held):
             raise OrdersHeldMeanwhile(held, lambda value: chart_time_text(value, ctx.time_zone))
         started = _started(client, smart, own, ids)
         when = datetime.fromtimestamp(ctx.clock(), ctx.time_zone).isoformat(timespec="seconds")

@@ -171,7 +171,8 @@ def discontinue_plan(sid: str, rg_id: str) -> Response | tuple[str, int]:
     session = app_session(sid)
     reason = request.form.get("discontinue_reason", "")
     release = request.form.get("release_hold") in ("yes", "on")
-    cancel_held = request.form.get("cancel_held") in ("yes", "on")
+    # the held orders the nurse was shown and agreed to cancel (a later hold is asked about again)
+    cancel_held = frozenset(r for r in request.form.get("cancel_held", "").split(",") if r)
     try:
         result = discontinue(session.course(), rg_id, reason, release=release, cancel_held=cancel_held)
     except OrdersHeldMeanwhile as error:  # another person's hold: said, and cancelled only when confirmed

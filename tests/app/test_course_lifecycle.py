@@ -346,10 +346,11 @@ def test_a_step_order_someone_put_on_hold_is_never_cancelled_silently(signer: Si
     assert signer.transactions() == before
     assert signer.signed("RequestGroup")[0]["status"] == "active" and held["status"] == "on-hold"
     assert REASON in html  # the reason as typed, kept for the second try
-    assert re.search(r'<input type="checkbox" id="cancel_held" name="cancel_held" value="yes">', html)
+    box = re.search(r'<input type="checkbox" id="cancel_held" name="cancel_held" value="([^"]+)">', html)
+    assert box is not None and box.group(1) == f"MedicationRequest/{held['id']}"  # the order shown
     assert "Also cancel the order put on hold (step 1)" in text_of(html)
 
-    confirmed = _discontinue(signer, sid, rg_id, cancel_held="yes")
+    confirmed = _discontinue(signer, sid, rg_id, cancel_held=box.group(1))
     assert confirmed.status_code == 303
     assert confirmed.headers["Location"] == f"/s/{sid}/orders/{rg_id}?done=discontinued&held=1"
     assert {o["status"] for o in signer.signed("MedicationRequest")} == {"cancelled"}
@@ -362,3 +363,17 @@ def test_without_any_order_on_hold_discontinue_asks_nothing(signer: Signer) -> N
     rg_id = _signed_plan(signer, sid)
     response = _discontinue(signer, sid, rg_id)
     assert response.status_code == 303 and "held=" not in response.headers["Location"]
+
+
+def test_an_order_put_on_hold_after_the_nurse_was_asked_is_asked_about_again(signer: Signer) -> None:
+    """The confirmation names the held orders the page showed: one held since is not cancelled with them."""
+    sid = signer.launch("carboplatin-ovarian")
+    rg_id = _signed_plan(signer, sid)
+    first = _hold_step_1(signer)
+    [second] = [o for o in signer.signed("MedicationRequest") if o["identifier"][0]["value"].endswith("-2")]
+    second["status"] = "on-hold"  # after the nurse saw step 1 alone
+    before = signer.transactions()
+    again = _discontinue(signer, sid, rg_id, cancel_held=f"MedicationRequest/{first['id']}")
+    assert again.status_code == 409
+    assert "the order of step 2" in alerts(again.get_data(as_text=True))
+    assert signer.transactions() == before and second["status"] == "on-hold"
