@@ -70,6 +70,10 @@ _USER = re.compile(r"(?:^|/)((" + "|".join(USER_TYPES) + r")/([A-Za-z0-9\-.]{1,6
 # --- the signed-in user ------------------------------------------------------------------------------
 
 
+#: a signed-in user whose name the EHR did not let the app read, in what others read (PAPER-7)
+UNNAMED_USER = "a user whose name is not readable from the EHR"
+
+
 @dataclass(frozen=True)
 class SignedInUser:
     """Who uses the app, for people: the name, else "Practitioner/<id>" (never the full URL)."""
@@ -86,6 +90,12 @@ class SignedInUser:
     @property
     def label(self) -> str:
         return self.display or "the signed-in user"
+
+    @property
+    def in_records(self) -> str:
+        """Who did it, in what the app writes for other people to read (a chart note, a recorded dose, a
+        ticked-off task): the name, never "Practitioner/7" (no one to call), else said in words."""
+        return self.name or UNNAMED_USER
 
     def to_dict(self) -> dict[str, str | None]:
         data = {"reference": self.reference, "name": self.name}

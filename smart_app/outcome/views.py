@@ -92,7 +92,7 @@ def _preview(session: AppSession, session_id: str, allergy_id: str | None) -> Pr
     outcome = outcome_from_session(
         _summary(session, session_id),
         author=user.reference,
-        author_name=user.name or user.label,
+        author_name=user.in_records,
         protocols=library(),
     )
     if outcome.encounter is None and session.smart.encounter:  # a session started without one
@@ -193,7 +193,7 @@ def task_done(sid: str, task_id: str) -> Response:
     own = {t.outcome_id for t in book.tasks_for(patient_reference(session.smart))}
     if task_id not in own:
         abort(404)
-    book.mark_done(task_id, session.user.label, services().now())
+    book.mark_done(task_id, session.user.in_records, services().now())
     return redirect(url_for("patient.page", sid=sid) + "#outcome-tasks", code=303)
 
 
@@ -211,7 +211,7 @@ def record_dose(sid: str) -> Response | tuple[str, int]:
             request.form,
             [s for s in finished(_record().patient_sessions(patient)) if s.completed],
             patient=patient,
-            recorded_by=session.user.name or session.user.label,
+            recorded_by=session.user.in_records,
             now=services().now(),
             zone=_local_zone(),
         )
@@ -228,7 +228,7 @@ def dose_in_error(sid: str, dose_id: str) -> Response:
     book = services().dose_book()
     if dose_id not in {d.dose_id for d in book.doses_for(patient_reference(session.smart))}:
         abort(404)
-    book.mark_entered_in_error(dose_id, session.user.name or session.user.label, services().now())
+    book.mark_entered_in_error(dose_id, session.user.in_records, services().now())
     return redirect(url_for("patient.page", sid=sid) + "#later-doses-heading", code=303)
 
 

@@ -63,7 +63,7 @@ def edited_draft(context: PlanContext, action: str, form: Mapping[str, str]) -> 
     if action == "confirm-duplicate":
         return drafts.with_duplicate_confirmed(draft, form)
     if action == "acknowledge-premedications":
-        who = context.session.user.label
+        who = context.session.user.in_records  # written on the signed orders: a name, never a reference
         return drafts.with_premedications_withheld(draft, context.premedications_ruled_out, form, who)
     if plan is None:
         raise InputError("action", "the plan cannot be computed", "change the protocol settings first")

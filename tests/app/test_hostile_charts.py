@@ -407,3 +407,11 @@ def test_a_refused_later_dose_shows_the_form_again_as_typed_with_the_message_bes
     # the answer scrolls to the form: the refusal is read where it was typed
     assert re.search(r'action="/s/[^"]+/outcome/doses#record-dose" id="record-dose"', html)
     assert services.dose_book().doses_for(f"Patient/{PATIENT}") == []
+    # corrected, it is recorded; by a user whose name the EHR does not give: said so, not "Practitioner/7"
+    fixed = walker.client.post(
+        f"/s/{sid}/outcome/doses", data={**form, field: {"dose": "400 mg", "given_at": given}[field]}
+    )
+    assert fixed.status_code == 303
+    patient_page = text_of(walker.client.get(fixed.headers["Location"]).get_data(as_text=True))
+    assert "recorded by a user whose name is not readable from the EHR" in patient_page
+    assert "Practitioner/7" not in patient_page.split("Signed in as")[0]
