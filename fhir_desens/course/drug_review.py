@@ -21,7 +21,7 @@ from fhir_desens.drugs.checks import (
     review_plan,
 )
 from fhir_desens.drugs.findings import Finding, refusals, warnings
-from fhir_desens.drugs.monograph import Monograph, diluents
+from fhir_desens.drugs.monograph import Monograph, diluents, tablet_strength
 from fhir_desens.drugs.names import NameResolution, resolve_name
 from fhir_desens.drugs.products import PlanProducts, plan_products
 from fhir_desens.errors import DesensError
@@ -119,12 +119,7 @@ def _ordered(ordered_dose: str | None) -> Quantity | None:
 def _tablet_strength(monograph: Monograph, rxnorm: tuple[str, ...]) -> Quantity | None:
     """The strength of the tablet an order names by its product code (an order for "1 tablet" of SMX/TMP
     SS is 400 mg of sulfamethoxazole)."""
-    for product in monograph.products:
-        if product.unit_strength is not None and any(
-            c.level == "SCD" and c.code in rxnorm for c in product.codes
-        ):
-            return product.unit_strength
-    return None
+    return tablet_strength(monograph.products, rxnorm)
 
 
 def review_draft(

@@ -15,7 +15,7 @@ never emitted (:attr:`Product.codes` and :attr:`Monograph.codes` leave it out).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -494,3 +494,20 @@ def monographs() -> Mapping[str, Monograph]:
 
 def monograph(monograph_id: str) -> Monograph:
     return monographs()[monograph_id]
+
+
+def tablet_strength(products: Iterable[Product], rxnorm: Iterable[str]) -> Quantity | None:
+    """The strength of one tablet of the product an order names by its clinical-drug code (RxNorm SCD):
+    an order for "1 tablet" of SMX/TMP DS is 800 mg of sulfamethoxazole."""
+    codes = set(rxnorm)
+    for product in products:
+        if product.unit_strength is not None and any(
+            c.level == "SCD" and c.code in codes for c in product.codes
+        ):
+            return product.unit_strength
+    return None
+
+
+def ordered_tablets_strength(rxnorm: Iterable[str]) -> Quantity | None:
+    """:func:`tablet_strength` among every packaged monograph's products (the order names no monograph)."""
+    return tablet_strength((p for m in monographs().values() for p in m.products), rxnorm)

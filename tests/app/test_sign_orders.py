@@ -189,7 +189,7 @@ def test_a_contraindicated_plan_without_override_is_not_signed(signer: Signer) -
 def test_an_override_reason_is_recorded_on_the_orders(signer: Signer) -> None:
     signer.ehr.add_resource(ALLERGIST)  # the signed-in user (Practitioner/7) is an allergist (OVERRIDE-1)
     sid = signer.launch("sjs-sulfonamide")
-    draft_id = signer.plan(sid, start={"target_dose": "800", "dose_unit": "mg"})
+    draft_id = signer.plan(sid, start={"target_dose": "400", "dose_unit": "mg"})
     reason = "Allergist: the SJS record names another drug; HIV prophylaxis is essential."
     assert signer.post(sid, draft_id, action="override", override_reason=reason).status_code == 303
     page = signer.client.get(f"/s/{sid}/plan/{draft_id}").get_data(as_text=True)

@@ -48,6 +48,19 @@ def test_carboplatin_patient_gets_the_carboplatin_order_first_with_indication_an
     assert rest == []  # the carboplatin allergy is the same drug: de-duplicated
 
 
+def test_a_tablet_order_of_a_known_product_gives_its_dose_in_mg():
+    """Walk 9: "1 tablet" of SMX/TMP DS (RxNorm 198335) left the start form's target dose empty; it is 800 mg
+    of sulfamethoxazole, the component the protocol doses; a tablet of an unknown product stays unknown."""
+    order = candidates("tmp-smx-hiv")[0]
+    assert order.source == "order" and "198335" in order.rxnorm
+    assert order.dose == Quantity(Decimal(800), "mg")
+    requests, allergies, conditions, _ = chart("tmp-smx-hiv")
+    for request in requests:
+        for code in request.get("medicationCodeableConcept", {}).get("coding", []):
+            code["code"] = "999999" if code["code"] == "198335" else code["code"]
+    assert drug_candidates(requests, allergies, conditions=conditions)[0].dose is None
+
+
 def test_carboplatin_patient_height_and_weight_with_dates():
     _, _, _, observations = chart("carboplatin-ovarian")
     measured = latest_body_measurements(observations)
@@ -65,7 +78,7 @@ def test_sjs_patient_gets_the_on_hold_tmp_smx_order_then_the_sulfamethoxazole_al
     order = found[0]
     assert set(order.rxnorm) == {"198334", "10831"}
     assert order.route == "oral"
-    assert order.dose is None  # one tablet: not a dose the engine plans with
+    assert order.dose == Quantity(Decimal(400), "mg")  # one SS tablet: 400 mg of sulfamethoxazole
     assert "transplant" in (order.indication or "").lower()
 
 

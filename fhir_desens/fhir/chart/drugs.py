@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from fhir_desens.drugs.monograph import ordered_tablets_strength
 from fhir_desens.errors import UnitError
 from fhir_desens.fhir.allergy import RXNORM, SNOMED, Allergy
 from fhir_desens.fhir.chart.values import codings, json_decimal
 from fhir_desens.fhir.raw import objects, text_or_none
 from fhir_desens.protocol.calculate import MAX_TARGET, MIN_TARGET
 from fhir_desens.protocol.crossreactivity import AllergenRef, DrugRef, known_drug_name
-from fhir_desens.protocol.quantity import Quantity
+from fhir_desens.protocol.quantity import Quantity, mul
 from fhir_desens.protocol.quantity import unit as unit_of
 
 __all__ = ["DrugCandidate", "allergen_ref", "drug_candidates", "drug_ref"]
@@ -131,8 +132,9 @@ def _route(request: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _dose(request: Mapping[str, Any]) -> Quantity | None:
-    """The first dose quantity whose unit the engine knows (mg, g, ug, [iU]); tablets and ranges give None."""
+def _dose(request: Mapping[str, Any], rxnorm: tuple[str, ...] = ()) -> Quantity | None:
+    """The first dose quantity whose unit the engine knows (mg, g, ug, [iU]), or a number of tablets of the
+    product the order names by its RxNorm code (1 tablet of SMX/TMP DS: 800 mg); ranges give None."""
     for dosage in objects(request.get("dosageInstruction")):
         for dose_and_rate in objects(dosage.get("doseAndRate")):
             quantity = dose_and_rate.get("doseQuantity")
@@ -144,11 +146,26 @@ def _dose(request: Mapping[str, Any]) -> Quantity | None:
                 continue
             try:
                 known = unit_of(code)
-            except UnitError:  # e.g. {tbl}: not a dose the engine can plan with
+            except UnitError:  # e.g. {tbl}: the tablets' strength, when the order names the product
+                tablets = _tablets_dose(value, code, rxnorm)
+                if tablets is not None:
+                    return tablets
                 continue
             if known.dimension.value in ("mass", "activity") and _plausible_dose(value, known.code):
                 return Quantity(value, known.code)
     return None
+
+
+def _tablets_dose(count: Decimal, code: str, rxnorm: tuple[str, ...]) -> Quantity | None:
+    """``count`` tablets as a dose: the walk of session 9 found the SMX/TMP order ("1 tablet" of DS) left the
+    target dose empty, and a typed 160 mg (the trimethoprim) headed a plan of 800 mg sulfamethoxazole."""
+    if code.strip("{}").lower() not in ("tbl", "tablet", "tablets"):
+        return None
+    strength = ordered_tablets_strength(rxnorm)
+    if strength is None:
+        return None
+    dose = mul(strength.value, count)
+    return Quantity(dose, strength.unit) if _plausible_dose(dose, strength.unit) else None
 
 
 def _plausible_dose(value: Decimal, code: str) -> bool:
@@ -216,7 +233,7 @@ def _order_candidate(
         route=_route(request),
         indication=_indication(request, conditions, patient),
         order_reference=f"MedicationRequest/{order_id}" if order_id else None,
-        dose=_dose(request),
+        dose=_dose(request, rxnorm),
         text=text,
     )
 
