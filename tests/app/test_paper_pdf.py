@@ -15,6 +15,7 @@ import pdfplumber
 import pytest
 
 from fhir_desens.protocol.display import SIGNIFICANT_FIGURES
+from tests.app.clinician import ALLERGIST
 from tests.app.conftest import Launcher, https_client
 from tests.app.fake_ehr import FakeEhr
 from tests.app.planner import Planner
@@ -349,3 +350,19 @@ def test_a_signed_plans_sheets_and_page_keep_the_drug_checks(signer: Signer) -> 
     assert "Drug and products" in page
     assert [check for check in checks if check not in page] == []
     assert page.count("Contraindication overridden") == 0
+
+
+def test_a_signed_pharmacy_sheets_header_keeps_the_patients_name_on_one_line(signer: Signer) -> None:
+    """Walk 9: beside 'Signed by ... · order ...' the portrait pharmacy sheet's running header broke the
+    name as 'Eleanor M. Voss-' / 'Hartley'."""
+    signer.ehr.add_resource(ALLERGIST)  # the signed-in user (Practitioner/7) has a name: a long signer line
+    sid = signer.launch("carboplatin-ovarian")
+    rg_id = signer.signed_id(signer.sign(sid, signer.plan(sid)), sid)
+    response = signer.client.get(f"/s/{sid}/orders/{rg_id}/pharmacy.pdf")
+    assert response.status_code == 200
+    with pdfplumber.open(io.BytesIO(response.get_data())) as document:
+        for page in document.pages:
+            lines = (page.extract_text() or "").splitlines()
+            assert any(
+                "Eleanor M. Voss-Hartley · MRN MRN-1001 · born 14 Mar 1962" in line for line in lines[:3]
+            )
