@@ -376,16 +376,17 @@ def overfill_warnings(solutions: tuple[PlannedSolution, ...]) -> list[str]:
     return warnings
 
 
-#: Texts of partly used bags by (solution, dispensed, infused): the same bags and rates give the same
-#: text, and a clinic plans patient after patient with them. Bounded; emptied when full.
-_PARTLY_USED: dict[tuple[int, Decimal, Decimal], str] = {}
+#: Texts of partly used bags by (solution, dispensed, infused written exactly): the same bags and rates
+#: give the same text, and a clinic plans patient after patient with them. Keyed by the exact text of
+#: the volumes, not the Decimals: hashing a new non-integer Decimal costs more than writing it.
+#: Bounded; emptied when full.
+_PARTLY_USED: dict[tuple[int, str, str], str] = {}
 
 
 def partly_used_bag_warning(number: int, dispensed_ml: Decimal, infused_ml: Decimal) -> str:
     """A bag dispensed fuller than it is infused: keep it at the bedside, then discard the rest. Its
-    volumes are written by the display policy, which writes equal values alike, so equal volumes
-    share one text (made once)."""
-    key = (number, dispensed_ml, infused_ml)
+    volumes are written by the display policy (made once per bag and volumes)."""
+    key = (number, str(dispensed_ml), str(infused_ml))
     text = _PARTLY_USED.get(key)
     if text is None:
         if len(_PARTLY_USED) >= 256:
