@@ -239,6 +239,43 @@ def test_epic_like_writes_only_vitals_and_keeps_the_rest_in_the_app(
             assert len(observations.get("entry") or []) >= 5
 
 
+def test_a_write_the_ehr_refuses_is_kept_with_its_reason_not_shown_as_an_answer_lost(
+    fhir_server: FhirServerProcess, store: RecordStore
+) -> None:
+    """A write the EHR refuses with 403 (the launch's grant, or an EHR changed since its CapabilityStatement
+    was cached) is refused for good ("rejected", with the reason), not "sent, answer lost: being checked"
+    and looked up again and again: nothing was written."""
+    from tests.integration.test_sandbox_gateway import obtain_token
+
+    with Sandbox(fhir_base_url=fhir_server.base_url) as sandbox:
+        patient = sandbox.summary.patients["carboplatin-ovarian"].id
+        # a launch whose grant leaves out Provenance: the EHR answers its create 403
+        scopes = "openid fhirUser " + " ".join(
+            f"user/{t}.cruds" for t in ("Procedure", "MedicationAdministration", "Observation", "Patient")
+        )
+        token = obtain_token(sandbox, scopes)["access_token"]
+        record = BedsideRecord(store, builtin_protocols(), lambda: START)
+        bedside = Bedside(record_to=record, patient=f"Patient/{patient}")
+        every_write = frozenset({"create", "update", "read", "search-type"})
+        stale = ServerCapabilities(
+            {t: every_write for t in ("Procedure", "MedicationAdministration", "Observation", "Provenance")}
+        )
+        with quick_client(sandbox.fhir_base_url, auth=BearerToken(token)) as client:
+            outbox = Outbox(store, stale, Clock())
+            bedside.start()
+            bedside.run_row(1)
+            outbox.sync(record.load(bedside.session_id))
+            status = outbox.flush(client, bedside.session_id)
+        states = {(r.resource_type, r.state) for r in status.not_in_ehr}
+        refused = {t for t, state in states if state == "rejected"}
+        assert "Provenance" in refused, states
+        assert not [r for r in status.not_in_ehr if r.state == "unknown"], [
+            (r.resource_type, r.detail) for r in status.not_in_ehr
+        ]
+        assert all(r.detail for r in status.not_in_ehr if r.state == "rejected")
+        assert status.unsent == 0
+
+
 def test_millennium_like_gets_the_procedure_once_completed(
     fhir_server: FhirServerProcess, store: RecordStore
 ) -> None:

@@ -30,9 +30,11 @@ from fhir_desens.course.bedside.fhir_map import Outgoing, item_identifier, sessi
 from fhir_desens.course.bedside.state import SessionState
 from fhir_desens.course.bedside.store import OutboxRow, RecordStore
 from fhir_desens.errors import (
+    AuthError,
     ConflictError,
     DesensError,
     FhirServerError,
+    ForbiddenError,
     NotFoundError,
     TemporaryServerError,
 )
@@ -218,12 +220,19 @@ class Outbox:
                 row.state, row.detail = "rejected", str(error)
             else:
                 self._later(row, now, str(error))
+        except ForbiddenError as error:
+            # the EHR (or the launch's scopes) refuses this write: nothing was written and resending
+            # cannot help, so it is kept in the app with the reason, not shown as an answer lost
+            row.state, row.detail = "rejected", str(error)
+        except AuthError as error:
+            # the access token was refused before anything was written: try again later, no lookup needed
+            self._later(row, now, str(error), maybe_written=False)
         except DesensError as error:
             self._later(row, now, str(error))
         self.store.save_outbox(row)
 
-    def _later(self, row: OutboxRow, now: float, detail: str) -> None:
-        if row.state == "pending":
+    def _later(self, row: OutboxRow, now: float, detail: str, *, maybe_written: bool = True) -> None:
+        if row.state == "pending" and maybe_written:
             row.state = "unknown"  # the create may have reached the server: look it up before resending
         row.attempts += 1
         row.next_attempt = now + self.backoff[min(row.attempts, len(self.backoff)) - 1]
