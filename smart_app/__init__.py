@@ -17,7 +17,9 @@ from typing import Any
 
 from flask import Flask
 
+from fhir_desens.errors import InputError
 from fhir_desens.protocol.display import chart_time_text, quantity_text
+from fhir_desens.protocol.quantity import parse_quantity
 from smart_app import log_hygiene
 from smart_app.bedside import views as bedside_views
 from smart_app.bedside.service import init_bedside
@@ -65,6 +67,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.jinja_env.filters["chart_time"] = lambda value: chart_time_text(str(value), settings.zone)
     # A dose or concentration (a Quantity) by the display policy: "1,296,700 units", "804.3 mg".
     app.jinja_env.filters["quantity"] = quantity_text
+    # A dose kept as typed text in the draft ("2400000 units") by the same policy ("2,400,000 units").
+    app.jinja_env.filters["dose_words"] = dose_words
     # An order as the printed sheets name it: "22C3-A57C" for this app's 32-hex-digit identifiers.
     app.jinja_env.filters["order_reference"] = order_reference
 
@@ -82,3 +86,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_bedside(app, values)
     app.register_blueprint(bedside_views.bp)
     return app
+
+
+def dose_words(text: object) -> str:
+    """A dose the draft keeps as text ("2400000 units"), shown by the display policy ("2,400,000 units");
+    text that is not a plain quantity (already grouped, empty) is shown as it is."""
+    try:
+        return quantity_text(parse_quantity(str(text), "dose"))
+    except InputError:
+        return str(text)

@@ -31,7 +31,7 @@ class TreatmentView:
 class ReactionView:
     number: int  # 1, 2, ... in the order they began
     onset: str
-    step: str  # 'step 9 (Step 9)'
+    step: str  # 'step 9', or 'step 10 (Step 9 resumed after a reaction)'
     minutes_into_step: str  # '5 min'
     given_of_step: str  # '0.83 mL'
     given_in_all: str  # '4.471 mg'
@@ -57,6 +57,14 @@ def reaction_views(state: SessionState, time_text: TimeText, names: Mapping[str,
     return [_view(number, r, state, time_text, names) for number, r in enumerate(state.reactions, 1)]
 
 
+def _step_words(number: int, label: str) -> str:
+    """'step 10', or 'step 10 (Step 9 resumed after a reaction)' when the step's label says more than its
+    number (the step was not said twice: 'step 10 (Step 10)')."""
+    if label.strip().lower() == f"step {number}":
+        return f"step {number}"
+    return f"step {number} ({label})"
+
+
 def _view(
     number: int, reaction: Reaction, state: SessionState, time_text: TimeText, names: Mapping[str, str]
 ) -> ReactionView:
@@ -65,7 +73,7 @@ def _view(
     return ReactionView(
         number=number,
         onset=time_text(reaction.onset),
-        step=f"step {reaction.row.number} ({reaction.row.label})",
+        step=_step_words(reaction.row.number, reaction.row.label),
         minutes_into_step=shown.minutes_text(reaction.minutes_into_step),
         given_of_step=shown.volume_text(reaction.volume_so_far),
         given_in_all=shown.dose_text(reaction.dose_so_far, state.plan.dose_unit),

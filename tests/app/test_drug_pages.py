@@ -265,3 +265,14 @@ def test_tmp_smx_ending_with_a_ds_tablet_for_an_ss_order_is_warned_with_both_com
     )
     printed = text_of(signer.client.get(f"/s/{sid}/plan/{draft_id}/pharmacy").get_data(as_text=True))
     assert "the last dose is SMX/TMP 800/160 mg" in printed
+
+
+def test_the_plan_page_groups_the_digits_of_large_doses(signer: Signer) -> None:
+    """Walk 9: the plan heading read "Penicillin G benzathine 2400000 units" and "ordered dose 2400000 units"
+    (the draft keeps the dose as typed text); shown by the display policy like every other dose."""
+    sid = signer.launch("penicillin-pregnancy")
+    html = page(signer, sid, signer.plan(sid))
+    [heading] = re.findall(r'<h1 id="plan-heading">(.*?)</h1>', html, re.S)
+    assert re.search(r"\d,\d{3},\d{3} units$", text_of(heading)), heading
+    assert re.search(r"ordered dose \d,\d{3},\d{3} units", text_of(html))
+    assert not re.search(r"\d{7} units", text_of(html))
