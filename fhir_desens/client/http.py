@@ -195,6 +195,17 @@ def url_path(url: str) -> str:
     return urlsplit(url).path or "/"
 
 
+def _network_reason(exc: requests.RequestException) -> str:
+    """Why no answer came, in an engineer's words rather than the exception's class name."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return "no connection within the connect timeout"
+    if isinstance(exc, requests.Timeout):
+        return "connected, but no answer within the read timeout"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed: check the server's certificate"
+    return "connection refused, reset or host unreachable"
+
+
 def _clean(text: object) -> str:
     one_line = " ".join(str(text).split())
     return one_line if len(one_line) <= _MAX_TEXT else one_line[: _MAX_TEXT - 1] + "…"
@@ -365,7 +376,7 @@ def send(
             )
             hint = "" if retryable else "; it was not retried and may or may not have been applied"
             raise TemporaryServerError(
-                f"{verb} {path}: {failure} ({type(exc).__name__}) after {attempt} attempt(s){hint}",
+                f"{verb} {path}: {failure} ({_network_reason(exc)}) after {attempt} attempt(s){hint}",
                 plain=plain_failure(
                     verb, path, status=None, timed_out=isinstance(exc, requests.Timeout), attempts=attempt
                 ),

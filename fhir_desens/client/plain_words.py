@@ -1,7 +1,7 @@
 """What a failed FHIR request was doing, in the words of the clinician who waited for it.
 
-The technical message ("GET /fhir/AllergyIntolerance: timed out (ReadTimeout) after 3 attempt(s)")
-serves logs, the CLI and the EHR administrator; a nurse needs to know what the app was doing, what
+The technical message ("GET /fhir/AllergyIntolerance: timed out (connected, but no answer within the read
+timeout) after 3 attempt(s)") serves logs, the CLI and the EHR administrator; a nurse needs to know what the app was doing, what
 happened and whether anything may have reached the chart. :func:`plain_failure` builds that sentence
 from the request's method and path; :mod:`fhir_desens.client.http` stores it on the error
 (``FhirServerError.plain``) and the app shows it, with the technical message under "Details".

@@ -8,7 +8,9 @@ from fhir_desens.errors import TemporaryServerError
 from tests.app.conftest import AppFactory, https_client
 from tests.html import text_of
 
-TIMED_OUT = "GET /fhir/Patient/3f2a: timed out (ReadTimeout) after 3 attempt(s)"
+TIMED_OUT = (
+    "GET /fhir/Patient/3f2a: timed out (connected, but no answer within the read timeout) after 3 attempt(s)"
+)
 SID = "A" * 43
 
 
@@ -26,7 +28,7 @@ def _failing(make_app: AppFactory) -> Flask:
 def test_an_ehr_that_does_not_answer_is_said_in_words_with_the_request_for_support_apart(
     make_app: AppFactory,
 ) -> None:
-    """The walk: a hung FHIR server gave "GET /fhir/Patient/<id>: timed out (ReadTimeout) after 3 attempt(s)"
+    """The walk: a hung FHIR server gave "GET /fhir/Patient/<id>: timed out (connected, but no answer within the read timeout) after 3 attempt(s)"
     as the page's whole message."""
     response = https_client(_failing(make_app)).get("/test-ehr-silent")
     assert response.status_code == 503

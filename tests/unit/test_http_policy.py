@@ -313,7 +313,10 @@ def test_connection_errors_are_retried_for_get_only() -> None:
     assert sleeps == [0.5]
 
     session, adapter = session_with(requests.ConnectTimeout("slow"), requests.ReadTimeout("slow"))
-    with pytest.raises(TemporaryServerError, match=r"timed out \(ReadTimeout\) after 2 attempt"):
+    with pytest.raises(
+        TemporaryServerError,
+        match=r"timed out \(connected, but no answer within the read timeout\) after 2 attempt",
+    ):
         send(session, "GET", URL, policy=RetryPolicy(max_attempts=2), sleep=Sleeps())
 
     session, adapter = session_with(requests.ReadTimeout("slow"), response(201, {}))
@@ -322,6 +325,25 @@ def test_connection_errors_are_retried_for_get_only() -> None:
     assert len(adapter.requests) == 1
     assert "Smith" not in str(info.value)  # the query is not echoed
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_a_refused_connection_is_said_in_words_not_by_the_exception_class() -> None:
+    """Walk 9: `fhir-desens import --server http://127.0.0.1:9/fhir` printed "could not connect
+    (ConnectionError)"; nothing listens on a port just closed, a real refusal."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(TemporaryServerError) as info:
+        send(
+            new_session((1.0, 1.0)), "GET", f"http://127.0.0.1:{port}/fhir/ActivityDefinition", sleep=Sleeps()
+        )
+    message = str(info.value)
+    assert message.startswith(
+        "GET /fhir/ActivityDefinition: could not connect (connection refused, reset or "
+    )
+    assert "ConnectionError" not in message and "attempt(s)" in message
 
 
 def test_auth_headers_are_fetched_for_every_attempt() -> None:
