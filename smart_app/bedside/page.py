@@ -23,6 +23,7 @@ from fhir_desens.protocol import report
 from fhir_desens.protocol.model import TargetKind
 from fhir_desens.protocol.quantity import div, plain, sub
 from smart_app.paper.sheets import drug_given
+from smart_app.paper.sheets import ordered_drug_follows as _ordered_drug_follows
 from smart_app.services import EXTENSION as SERVICES
 
 
@@ -117,6 +118,14 @@ def drug_words(state: SessionState) -> str:
     draft: dict[str, Any] = state.context.get("draft") or {}
     rxnorm = tuple(str(code) for code in draft.get("drug_rxnorm") or ())
     return drug_given(state.plan, rxnorm) or state.plan.drug
+
+
+def ordered_drug_follows(state: SessionState) -> str | None:
+    """The ordered drug ('penicillin G benzathine') when this session gave another drug for its order:
+    its first dose follows the observation after the last step (None: the session gave the ordered drug)."""
+    draft: dict[str, Any] = state.context.get("draft") or {}
+    rxnorm = tuple(str(code) for code in draft.get("drug_rxnorm") or ())
+    return _ordered_drug_follows(state.plan, rxnorm)
 
 
 def order_name(state: SessionState) -> str:

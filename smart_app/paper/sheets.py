@@ -159,6 +159,16 @@ def _products(plan: Plan, rxnorm: tuple[str, ...]) -> PlanProducts | None:
     return products
 
 
+def ordered_drug_follows(plan: Plan, rxnorm: tuple[str, ...] = ()) -> str | None:
+    """The ordered drug's name when the protocol gives another drug for its order (oral penicillin V for
+    an order of penicillin G benzathine): that order follows the desensitization without a break in
+    dosing. None when the plan gives the ordered drug itself."""
+    products = _products(plan, rxnorm)
+    if products is None or products.ordered is None or products.follows_order:
+        return None
+    return products.ordered.name
+
+
 def drug_given(plan: Plan, rxnorm: tuple[str, ...] = ()) -> str | None:
     """What is given when the protocol gives another drug than the order (None: the drug planned)."""
     return _drug_text(_products(plan, rxnorm))
