@@ -31,9 +31,22 @@ ZERO = Decimal(0)
 
 #: One step of the schedule the step loop reads, with what depends on the settings only: (step, rate or
 #: None, empties its solution, is the last step, volume of a timed step (rate x minutes / 60) or None,
-#: solution number, inserted, the protocol's own step number (None when inserted), note).
+#: solution number, inserted, the protocol's own step number (None when inserted), note, and for a
+#: timed step all of whose predecessors are timed: the minute it ends and the volume its solution has
+#: infused when it ends (else None, None); the loop takes these instead of adding them up each plan
+#: while no step before was computed or changed in the loop).
 ScheduledStep = tuple[
-    StepDefinition, Decimal | None, bool, bool, Decimal | None, int, bool, int | None, str | None
+    StepDefinition,
+    Decimal | None,
+    bool,
+    bool,
+    Decimal | None,
+    int,
+    bool,
+    int | None,
+    str | None,
+    Decimal | None,
+    Decimal | None,
 ]
 
 
@@ -57,6 +70,8 @@ class InfusionSettings:
         schedule: list[ScheduledStep] = []
         last = self.steps[-1].number
         protocol_number = 0  # the protocol's own numbering (inserted steps have none)
+        all_timed, clock = True, ZERO  # every step so far is timed; the minute they end
+        infused: dict[int, Decimal] = {}  # by solution, what those timed steps infuse
         for step in self.steps:
             rate = self.rates[step.number] = self._rate(step)
             is_last = step.number == last
@@ -66,6 +81,14 @@ class InfusionSettings:
                 timed_volume = EXACT.divide(EXACT.multiply(rate, step.minutes), SIXTY)
             if not step.inserted:
                 protocol_number += 1
+            end_minute = infused_after = None
+            all_timed = all_timed and timed_volume is not None
+            if all_timed:
+                assert timed_volume is not None and step.minutes is not None
+                end_minute = clock = EXACT.add(clock, step.minutes)
+                infused_after = infused[step.solution] = EXACT.add(
+                    infused.get(step.solution, ZERO), timed_volume
+                )
             schedule.append(
                 (
                     step,
@@ -77,6 +100,8 @@ class InfusionSettings:
                     step.inserted,
                     None if step.inserted else protocol_number,
                     step.note,
+                    end_minute,
+                    infused_after,
                 )
             )
         self.schedule = tuple(schedule)

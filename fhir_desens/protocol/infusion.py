@@ -92,7 +92,20 @@ class _InfusionPlanner(InfusionSetup):
         used = dict.fromkeys(self.volumes, ZERO)
         planned: list[PlannedStep] = []
         cumulative = clock = previous_dose = dose = ZERO
-        for step, rate, empties, is_last, volume, number, inserted, protocol_step, note in self.schedule:
+        as_scheduled = True  # no step so far computed or changed here: the schedule's sums hold
+        for (
+            step,
+            rate,
+            empties,
+            is_last,
+            volume,
+            number,
+            inserted,
+            protocol_step,
+            note,
+            end_minute,
+            infused_after,
+        ) in self.schedule:
             conc = concentrations.get(number)
             if conc is None:
                 conc = concentrations[number] = self.concentration(number, cumulative)
@@ -120,7 +133,11 @@ class _InfusionPlanner(InfusionSetup):
                     "the plan stops there."
                 )
             cumulative = cumulative + dose
-            used[number] = used[number] + volume
+            if as_scheduled and not computed and infused_after is not None:
+                used[number] = infused_after
+            else:
+                as_scheduled = False
+                used[number] = used[number] + volume
             if not inserted:
                 if keep_rising and dose < previous_dose:
                     passes = False  # INV-04
@@ -152,9 +169,10 @@ class _InfusionPlanner(InfusionSetup):
             )
             if minutes > LONG_STEP_MINUTES:
                 self.long_steps.append((len(planned), minutes))
-            clock = clock + minutes
             if closing:
+                clock = clock + minutes
                 break
+            clock = clock + minutes if end_minute is None else end_minute  # timed minutes never change
         delivered = dose if final_dose else cumulative
         if not planned or delivered != target:
             passes = False  # INV-01
