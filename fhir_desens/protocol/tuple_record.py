@@ -68,10 +68,31 @@ def _new(cls: type, names: tuple[str, ...], defaults: dict[str, object]) -> Call
     post_init = "__post_init__" in cls.__dict__
     template = {name: defaults.get(name, _REQUIRED) for name in names}
     required = tuple(name for name in names if name not in defaults)
+    # The common call with keywords, bound on a list by position (a dict per call costs twice as
+    # much); anything unusual (unknown, repeated or missing arguments) goes to ``_bind``, which
+    # binds it or raises the dataclass's TypeError.
+    position = {name: index for index, name in enumerate(names)}
+    filled = list(template.values())
+    required_positions = tuple(position[name] for name in required)
 
     def __new__(made: type, *args: object, **kwargs: object) -> object:
         if kwargs or len(args) != count:
-            args = tuple(_bind(qualname, names, defaults, template, required, args, kwargs).values())
+            given = len(args)
+            values = [*args, *filled[given:]]
+            bound = given <= count
+            for name, value in kwargs.items():
+                index = position.get(name, -1)
+                if index < given:  # unknown (-1), or given by position too
+                    bound = False
+                    break
+                values[index] = value
+            for index in required_positions:
+                if values[index] is _REQUIRED:
+                    bound = False
+            if bound:
+                args = tuple(values)
+            else:
+                args = tuple(_bind(qualname, names, defaults, template, required, args, kwargs).values())
         self: Any = built(made, args)
         if post_init:
             self.__post_init__()

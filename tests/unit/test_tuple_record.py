@@ -142,3 +142,30 @@ def test_what_a_tuple_record_cannot_hold_is_refused() -> None:
 def test_the_plans_records_are_tuple_records(cls: type) -> None:
     instance = built(cls, (None,) * len(cls.__match_args__))  # type: ignore[attr-defined]
     assert isinstance(instance, tuple) and not hasattr(instance, "__dict__")
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((Decimal(1),), {"unit": "mg"}),
+        ((), {"value": Decimal(1), "unit": "mg", "note": "n"}),
+        ((Decimal(1), "mg"), {"note": "n"}),
+        ((), {"unit": "mg", "value": Decimal(1)}),  # keywords in any order
+        ((Decimal(1),), {"value": Decimal(2), "unit": "mg"}),  # given twice
+        ((Decimal(1),), {"unit": "mg", "colour": "red"}),  # unknown keyword
+        ((), {"note": "n"}),  # two missing
+        ((Decimal(1),), {"note": "n"}),  # one missing
+        ((Decimal(1), "mg", "n", "extra"), {"note": "n"}),  # too many by position
+    ],
+)
+def test_keyword_calls_bind_as_the_records_init_binds_them(args: tuple, kwargs: dict) -> None:
+    """The keyword path of a tuple record's ``__new__`` (bound by position) gives the same record, or
+    the same TypeError text, as the record's ``__init__``."""
+
+    def outcome(cls: type) -> str:
+        try:
+            return repr(cls(*args, **kwargs)).replace(cls.__name__, "CLASS")
+        except TypeError as error:
+            return str(error).replace(cls.__name__, "CLASS").replace("__new__", "__init__")
+
+    assert outcome(Dose) == outcome(DictDose)
