@@ -24,7 +24,7 @@ from tests.app.flowsheet import (
     launched_with_step_one_running,
     post_entry,
 )
-from tests.bedside_session import Bedside, carboplatin_draft
+from tests.bedside_session import VITALS, Bedside, carboplatin_draft
 from tests.html import text_of
 
 
@@ -205,3 +205,27 @@ def test_a_last_step_stopped_short_offers_the_rest_or_ending_as_stopped(
     assert "End the session early" in page
     [outcome] = re.findall(r'<select id="c-outcome" name="outcome">(.*?)</select>', html, re.S)
     assert re.findall(r'<option value="([^"]+)"', outcome) == ["stopped"]
+
+
+def test_a_session_may_end_early_between_steps_without_a_reaction(
+    launcher: Launcher, ehr: FakeEhr, app: Flask
+) -> None:
+    """Walk 9: with the IV line lost (or the patient declining) between steps, the flowsheet offered no way
+    to end the session: "Complete the session" appeared only after the last step."""
+    sid, bedside = launched_with_a_bedside_session(launcher, ehr, app)
+    bedside.start()
+    ready = flowsheet(launcher, sid, bedside)
+    assert '<details id="end-early"' in ready  # before the first step too (the patient declines)
+    for row in range(1, 6):
+        bedside.run_row(row)
+    html = flowsheet(launcher, sid, bedside)
+    [folded] = re.findall(r'<details id="end-early".*?</details>', html, re.S)
+    assert "End the session early" in text_of(folded) and "Complete the session" not in text_of(html)
+    [outcome] = re.findall(r'<select id="c-outcome" name="outcome">(.*?)</select>', folded, re.S)
+    assert re.findall(r'<option value="([^"]+)"', outcome) == ["stopped"]
+    assert 'name="reason"' in folded and "End the session as stopped" in folded
+    bedside.record("vitals", **VITALS)
+    bedside.record("complete", outcome="stopped", reason="IV line lost", observation_end=bedside.at(),
+                   next_dose="re-desensitize")  # fmt: skip
+    ended = flowsheet(launcher, sid, bedside)
+    assert bedside.state.phase == "stopped" and '<details id="end-early"' not in ended

@@ -143,7 +143,8 @@ def test_a_12_step_session_with_a_reaction_at_step_11(
     )
     assert len(fhir_search(stack, "Provenance", target=f"Procedure/{procedures[0]['id']}")) == 1
 
-    with tab.expect_download() as downloading:  # the session record as PDF (smart_app/paper/record.py)
+    # the session record as PDF (smart_app/paper/record.py); WeasyPrint takes seconds on a loaded 2-core machine
+    with tab.expect_download(timeout=60_000) as downloading:
         tab.get_by_role("link", name="Session record (PDF)", exact=True).click()
     with pdfplumber.open(downloading.value.path()) as pdf:
         printed = "\n".join(page.extract_text() or "" for page in pdf.pages)
